@@ -1,0 +1,256 @@
+//! Confluent wire-format Avro codec backed by a Schema Registry.
+//!
+//! Encoding: subjects follow the *TopicNameStrategy* (`{topic}-value`). At
+//! startup [`Codec::register`] registers the `.avsc` of every message this daemon
+//! publishes (idempotent on a real registry: an identical schema returns its
+//! existing id) and verifies that the subjects of the messages it consumes, when
+//! they exist, are readable with our schemas. After that, encoding never calls
+//! the registry again (schemas and ids are cached by `schema_registry_converter`).
+//!
+//! Decoding: the writer's schema is fetched by the id in the payload (cached),
+//! and the value is *resolved* to our reader schema, so a participant may add
+//! fields with defaults without breaking us (BACKWARD compatibility).
+//!
+//! Errors are classified: a registry that cannot be reached is [`CodecError::Unavailable`]
+//! (retry, never dead-letter), anything about the bytes or the schema is
+//! [`CodecError::Invalid`] (a poison message).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apache_avro::schema::Schema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+
+use super::{Message, MessageKind};
+
+/// The `.avsc` text of every message, embedded at compile time from `schemas/`.
+pub fn avsc(kind: MessageKind) -> &'static str {
+    macro_rules! files {
+        ($($k:ident => $f:literal),+ $(,)?) => {
+            match kind { $( MessageKind::$k => include_str!(concat!("../../schemas/", $f)), )+ }
+        };
+    }
+    files! {
+        OrderCreated => "order.created.v1.avsc",
+        OrderStatusChanged => "order.status.changed.v1.avsc",
+        InventoryReserve => "inventory.reserve.v1.avsc",
+        InventoryRelease => "inventory.release.v1.avsc",
+        PaymentAuthorize => "payment.authorize.v1.avsc",
+        PaymentVoid => "payment.void.v1.avsc",
+        OrderItemBackordered => "order.item.backordered.v1.avsc",
+        OrderAttentionRequired => "order.attention.required.v1.avsc",
+        InventoryReserved => "inventory.reserved.v1.avsc",
+        InventoryReservationFailed => "inventory.reservation.failed.v1.avsc",
+        PaymentAuthorized => "payment.authorized.v1.avsc",
+        PaymentFailed => "payment.failed.v1.avsc",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The registry could not be reached or answered 5xx. Retry later.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+    /// The payload cannot be decoded as this message kind (bad bytes, unknown
+    /// schema id, incompatible schema). Retrying will not help.
+    #[error("invalid {kind} payload: {reason}")]
+    Invalid { kind: &'static str, reason: String },
+    /// A message could not be encoded with its own schema: a bug, not bad input.
+    #[error("cannot encode {kind}: {reason}")]
+    Encode { kind: &'static str, reason: String },
+    /// Startup registration or verification failed.
+    #[error("schema registration for subject {subject} failed: {reason}")]
+    Registration { subject: String, reason: String },
+}
+
+impl CodecError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, CodecError::Unavailable(_))
+    }
+}
+
+/// Subject name for the value of `topic` (TopicNameStrategy).
+pub fn value_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
+
+/// Shared, cheap to clone.
+#[derive(Clone)]
+pub struct Codec {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: SrSettings,
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    /// Reader schemas, parsed from the embedded `.avsc` files.
+    schemas: HashMap<MessageKind, Schema>,
+}
+
+impl Codec {
+    pub fn new(registry_url: &str, timeout: Duration) -> Result<Codec, CodecError> {
+        let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
+            .set_timeout(timeout)
+            .build()
+            .map_err(|e| CodecError::Registration {
+                subject: "-".into(),
+                reason: e.to_string(),
+            })?;
+        let mut schemas = HashMap::new();
+        for &kind in MessageKind::ALL {
+            let schema = Schema::parse_str(avsc(kind)).map_err(|e| CodecError::Registration {
+                subject: kind.schema_file().into(),
+                reason: format!("embedded schema does not parse: {e}"),
+            })?;
+            schemas.insert(kind, schema);
+        }
+        Ok(Codec {
+            inner: Arc::new(Inner {
+                encoder: AvroEncoder::new(settings.clone()),
+                decoder: AvroDecoder::new(settings.clone()),
+                settings,
+                schemas,
+            }),
+        })
+    }
+
+    fn supplied(kind: MessageKind) -> SuppliedSchema {
+        SuppliedSchema::new(None, SchemaType::Avro, avsc(kind).to_owned())
+    }
+
+    /// Registers the schema of `kind` under `{topic}-value`, returning the
+    /// registry's id. Idempotent.
+    pub async fn register(&self, kind: MessageKind, topic: &str) -> Result<u32, CodecError> {
+        let subject = value_subject(topic);
+        let registered = post_schema(&self.inner.settings, subject.clone(), Codec::supplied(kind))
+            .await
+            .map_err(|e| CodecError::Registration {
+                subject: subject.clone(),
+                reason: describe(&e),
+            })?;
+        Ok(registered.id)
+    }
+
+    /// Checks that the latest schema registered under `{topic}-value` (if any)
+    /// can be read with our schema for `kind`. Returns `Ok(false)` when the
+    /// subject does not exist yet (the producing service has not registered it).
+    pub async fn verify_readable(
+        &self,
+        kind: MessageKind,
+        topic: &str,
+    ) -> Result<bool, CodecError> {
+        let subject = value_subject(topic);
+        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
+        let latest =
+            match schema_registry_converter::async_impl::schema_registry::get_schema_by_subject(
+                &self.inner.settings,
+                &strategy,
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) if !e.retriable && describe(&e).contains("404") => return Ok(false),
+                Err(e) => {
+                    return Err(CodecError::Registration {
+                        subject,
+                        reason: describe(&e),
+                    });
+                }
+            };
+        let writer = Schema::parse_str(&latest.schema).map_err(|e| CodecError::Registration {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        })?;
+        SchemaCompatibility::can_read(&writer, &self.inner.schemas[&kind]).map_err(|e| {
+            CodecError::Registration {
+                subject: subject.clone(),
+                reason: format!(
+                    "registered schema (id {}) is not readable with {}: {e}",
+                    latest.id,
+                    kind.schema_file()
+                ),
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// Encodes `msg` for `topic` in the Confluent wire format.
+    pub async fn encode(&self, msg: &Message, topic: &str) -> Result<Vec<u8>, CodecError> {
+        let kind = msg.kind();
+        let value = msg.to_avro().map_err(|e| CodecError::Encode {
+            kind: kind.name(),
+            reason: e.to_string(),
+        })?;
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            topic.to_owned(),
+            false,
+            Codec::supplied(kind),
+        );
+        self.inner
+            .encoder
+            .encode_value(value, &strategy)
+            .await
+            .map_err(|e| {
+                if e.retriable {
+                    self.inner.encoder.remove_errors_from_cache();
+                    CodecError::Unavailable(describe(&e))
+                } else {
+                    CodecError::Encode {
+                        kind: kind.name(),
+                        reason: describe(&e),
+                    }
+                }
+            })
+    }
+
+    /// Decodes a Confluent wire-format payload as `kind`.
+    pub async fn decode(
+        &self,
+        kind: MessageKind,
+        payload: Option<&[u8]>,
+    ) -> Result<Message, CodecError> {
+        let invalid = |reason: String| CodecError::Invalid {
+            kind: kind.name(),
+            reason,
+        };
+        let Some(bytes) = payload else {
+            return Err(invalid("empty payload (tombstone)".into()));
+        };
+        let decoded = match self.inner.decoder.decode(Some(bytes)).await {
+            Ok(d) => d,
+            Err(e) => {
+                let text = describe(&e);
+                // Unknown schema ids (404) and malformed bytes are poison; a
+                // registry that is down, or that answers 5xx, is not.
+                if e.retriable || (text.contains("HTTP request") && !text.contains("404")) {
+                    self.inner.decoder.remove_errors_from_cache();
+                    return Err(CodecError::Unavailable(text));
+                }
+                return Err(invalid(text));
+            }
+        };
+        let reader = &self.inner.schemas[&kind];
+        let resolved = decoded.value.resolve(reader).map_err(|e| {
+            invalid(format!(
+                "writer schema cannot be resolved to {}: {e}",
+                kind.schema_file()
+            ))
+        })?;
+        Message::from_avro(kind, &resolved).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+fn describe(e: &SRCError) -> String {
+    match &e.cause {
+        Some(c) => format!("{}: {c}", e.error),
+        None => e.error.clone(),
+    }
+}

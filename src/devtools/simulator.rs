@@ -1,0 +1,5 @@
+//! `order-saga simulate`
+
+/// Simulator options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {}

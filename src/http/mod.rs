@@ -1,0 +1,197 @@
+//! The HTTP ingress (axum): orders API, health, OpenAPI, metrics, ops.
+//!
+//! Every response that is not a success uses the error shape of [`error`];
+//! bad input never produces a 500 and never panics (a panic would still be
+//! caught and answered with the same shape).
+
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod orders;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use self::error::ApiError;
+use crate::store::Db;
+use crate::store::outbox::OutboxWriter;
+use crate::store::sagas::SagaStore;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traceparent::TraceParent;
+
+/// Shared state of the handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub outbox: OutboxWriter,
+    /// `None` only in deployments without sagas (not the daemon's default).
+    pub sagas: Option<SagaStore>,
+    pub metrics: Metrics,
+    pub registry: Arc<Registry>,
+    /// Wakes the outbox relay after a commit that wrote outbox rows.
+    pub relay_wakeup: Arc<Notify>,
+    pub ops: Option<ops::OpsConfig>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.max_body_bytes;
+    let timeout = state.request_timeout;
+    Router::new()
+        .route("/orders", post(orders::create))
+        .route("/orders/search", get(orders::search))
+        .route("/orders/{order_id}", get(orders::get))
+        .route("/orders/{order_id}/status", post(orders::change_status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .merge(ops::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |req, next| {
+            with_timeout(timeout, req, next)
+        }))
+        .layer(middleware::from_fn(trace_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .into_response()
+        }))
+        .with_state(state)
+}
+
+/// The trace context of a request: the caller's `traceparent` or a new root.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTrace(pub TraceParent);
+
+async fn trace_request(mut req: Request, next: Next) -> Response {
+    let incoming = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let trace = incoming
+        .map(|t| t.child())
+        .unwrap_or_else(TraceParent::new_root);
+    req.extensions_mut().insert(RequestTrace(trace));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "-".into());
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %req.method(),
+        http.route = %route,
+        trace_id = %trace.trace_id_hex(),
+        http.status = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.record("http.status", resp.status().as_u16());
+    let status = resp.status();
+    let _enter = span.enter();
+    if status.is_server_error() {
+        tracing::warn!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request failed"
+        );
+    } else {
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request served"
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
+        resp.headers_mut().insert("traceparent", v);
+    }
+    resp
+}
+
+async fn with_timeout(timeout: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long; retry (with the same Idempotency-Key)",
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint; see /openapi.json",
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
+        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("database unreachable: {e}"),
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "database did not answer within 2s",
+        )
+        .into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot encode metrics",
+        )
+        .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,337 @@
+//! `/orders` handlers.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{JsonBody, Trace, order_id, query_params};
+use crate::domain::{NewOrder, OrderStatus, StatusChange};
+use crate::store::idempotency;
+use crate::store::orders::{self, CreateContext, CreateOutcome, Keyset, SearchFilter};
+use crate::telemetry::metrics::RegionLabel;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Reads the idempotency key from `Idempotency-Key` or `X-Idempotency-Key`.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let read = |name: &str| -> Result<Option<String>, ApiError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(v) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_invalid",
+                format!("{name} given more than once"),
+            ));
+        }
+        let s = v.to_str().map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_invalid",
+                "the idempotency key must be visible ASCII",
+            )
+        })?;
+        Ok(Some(s.trim().to_owned()))
+    };
+    let key = match (read(IDEMPOTENCY_KEY)?, read(X_IDEMPOTENCY_KEY)?) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_conflict",
+                "Idempotency-Key and X-Idempotency-Key differ; send one",
+            ));
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_missing",
+                "POST /orders requires an Idempotency-Key header (a unique value per order, e.g. a UUID)",
+            ));
+        }
+    };
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_invalid",
+            format!("the idempotency key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(key)
+}
+
+fn json_response(status: StatusCode, body: String, extra: &[(&'static str, String)]) -> Response {
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    for (k, v) in extra {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            resp.headers_mut().insert(*k, v);
+        }
+    }
+    resp
+}
+
+/// `POST /orders`
+pub async fn create(
+    State(state): State<AppState>,
+    Trace(trace): Trace,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    state.metrics.order_create_requests_inflight.inc();
+    let _inflight = scopeguard(|| {
+        state.metrics.order_create_requests_inflight.dec();
+    });
+    // 415/413/400 for the body come first: they say the request is not an
+    // order at all. Then the key, then the content.
+    let JsonBody(body) = body?;
+    let key = idempotency_key(&headers)?;
+    let order = NewOrder::from_json(&body).map_err(ApiError::validation)?;
+    let fingerprint = idempotency::fingerprint(&body);
+    let ctx = CreateContext {
+        outbox: &state.outbox,
+        trace: Some(&trace),
+        saga: state.sagas.as_ref(),
+        actor: "api",
+    };
+    match orders::create(&state.db, &order, &key, fingerprint, &ctx).await? {
+        CreateOutcome::Created { order_id, body } => {
+            state.relay_wakeup.notify_one();
+            state
+                .metrics
+                .order_created_total
+                .get_or_create(&RegionLabel {
+                    tenant_region: order.tenant_region.clone(),
+                })
+                .inc();
+            tracing::info!(order_id, customer_id = %order.customer_id, status = "PENDING", "order created");
+            Ok(json_response(
+                StatusCode::CREATED,
+                body,
+                &[("location", format!("/orders/{order_id}"))],
+            ))
+        }
+        CreateOutcome::Replayed { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
+            Ok(json_response(
+                status,
+                body,
+                &[("idempotent-replayed", "true".into())],
+            ))
+        }
+        CreateOutcome::KeyReused => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request body; use a new key for a new order",
+        )),
+    }
+}
+
+/// Runs `f` on drop.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// `GET /orders/{order_id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = order_id(&raw)?;
+    let view = orders::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::order_not_found(id))?;
+    let etag = format!("\"v{}\"", view.version);
+    let mut resp = axum::Json(view).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+/// `POST /orders/{order_id}/status`
+pub async fn change_status(
+    State(state): State<AppState>,
+    Trace(trace): Trace,
+    Path(raw): Path<String>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    let id = order_id(&raw)?;
+    let JsonBody(body) = body?;
+    let change = StatusChange::from_json(&body).map_err(ApiError::validation)?;
+    let before = orders::get(&state.db, id).await?;
+    let result = orders::change_status(
+        &state.db,
+        id,
+        &change,
+        &state.outbox,
+        state.sagas.as_ref(),
+        Some(&trace),
+    )
+    .await?;
+    match result {
+        Ok(view) => {
+            state.relay_wakeup.notify_one();
+            if let Some(b) = before {
+                let secs = (view.updated_at - b.updated_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1e6;
+                state
+                    .metrics
+                    .order_status_transition_seconds
+                    .get_or_create(&crate::telemetry::metrics::TransitionLabel {
+                        from_status: b.status.as_str().into(),
+                        to_status: view.status.as_str().into(),
+                    })
+                    .observe(secs.max(0.0));
+            }
+            tracing::info!(order_id = id, status = %view.status, actor = %change.actor, "order status changed");
+            Ok(axum::Json(view).into_response())
+        }
+        Err(refusal) => Err(ApiError::refusal(id, refusal)),
+    }
+}
+
+const SEARCH_PARAMS: &[&str] = &[
+    "status",
+    "tenant_region",
+    "customer_id",
+    "created_from",
+    "created_to",
+    "limit",
+    "cursor",
+];
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+fn invalid(param: &str, message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_parameter",
+        message,
+    )
+    .with_details(json!({ "parameter": param }))
+}
+
+fn parse_time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| invalid(param, format!("{param} must be an RFC 3339 timestamp such as 2026-11-25T10:00:00Z, found {v:?}")))
+}
+
+/// The cursor is opaque to clients: base64url of `{t, id, f}` where `f` ties
+/// it to the filters it was issued for.
+fn filter_tag(f: &SearchFilter) -> String {
+    let canonical = serde_json::to_string(f).unwrap_or_default();
+    hex::encode(&Sha256::digest(canonical.as_bytes())[..8])
+}
+
+fn encode_cursor(k: Keyset, f: &SearchFilter) -> String {
+    let raw = json!({ "t": k.created_at.timestamp_micros(), "id": k.order_id, "f": filter_tag(f) })
+        .to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
+    let bad = || {
+        invalid(
+            "cursor",
+            "cursor is not one this server issued; start again without it".into(),
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad())?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if v["f"].as_str() != Some(filter_tag(f).as_str()) {
+        return Err(invalid(
+            "cursor",
+            "cursor was issued for different filters; keep the filters of the first page".into(),
+        ));
+    }
+    let created_at = v["t"]
+        .as_i64()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    let order_id = v["id"].as_u64().ok_or_else(bad)?;
+    Ok(Keyset {
+        created_at,
+        order_id,
+    })
+}
+
+/// `GET /orders/search`
+pub async fn search(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = query_params(q.as_deref(), SEARCH_PARAMS)?;
+    let mut f = SearchFilter::default();
+    let mut limit = DEFAULT_LIMIT;
+    let mut cursor = None;
+    for (k, v) in &params {
+        match k.as_str() {
+            "status" => {
+                f.status = Some(
+                    v.parse::<OrderStatus>()
+                        .map_err(|e| invalid(k, e.to_string()))?,
+                )
+            }
+            "tenant_region" => f.tenant_region = Some(v.clone()),
+            "customer_id" => f.customer_id = Some(v.clone()),
+            "created_from" => f.created_from = Some(parse_time(k, v)?),
+            "created_to" => f.created_to = Some(parse_time(k, v)?),
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        invalid(
+                            k,
+                            format!(
+                                "limit must be an integer between 1 and {MAX_LIMIT}, found {v:?}"
+                            ),
+                        )
+                    })?
+            }
+            _ => cursor = Some(v.clone()),
+        }
+    }
+    if let (Some(a), Some(b)) = (f.created_from, f.created_to)
+        && a >= b
+    {
+        return Err(invalid(
+            "created_to",
+            "created_to must be after created_from".into(),
+        ));
+    }
+    let after = cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, &f))
+        .transpose()?;
+    let (orders, next) = orders::search(&state.db, &f, after, limit).await?;
+    Ok(axum::Json(json!({
+        "orders": orders,
+        "next_cursor": next.map(|k| encode_cursor(k, &f)),
+    }))
+    .into_response())
+}

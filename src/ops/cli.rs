@@ -1,0 +1,5 @@
+//! `order-saga ops …`
+
+/// Operator commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpsArgs {}

@@ -1,0 +1,3 @@
+//! Operator tooling: inspect stuck sagas and act on them safely.
+
+pub mod cli;

@@ -1,0 +1,952 @@
+//! Saga definitions: parsed from TOML (`sagas/*.toml`) and validated.
+//!
+//! A definition names the states, the events each state accepts, where each
+//! event leads, and what the transition does: run a step (send its command),
+//! compensate steps, arm or disarm timers, set the order status, emit events,
+//! raise an alert. The vocabulary of commands and events is fixed by the
+//! contracts in `schemas/`; the definition wires it together.
+//!
+//! Validation reports every problem with its file and line: unknown names,
+//! unreachable states, waiting states with no way out, steps without a
+//! compensation, timers that could fire in a state that does not expect them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::contracts::{Direction, MessageKind};
+use crate::domain::OrderStatus;
+
+/// The event that starts every saga: the order was created (over HTTP, in
+/// the same transaction as the saga row).
+pub const START_EVENT: &str = "order.created.v1";
+/// Prefix of timer events: `timer.payment_timeout`.
+pub const TIMER_PREFIX: &str = "timer.";
+
+/// A validated definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub name: String,
+    pub version: u32,
+    pub description: Option<String>,
+    pub source: PathBuf,
+    pub start: TransitionDef,
+    pub steps: BTreeMap<String, StepDef>,
+    pub timers: BTreeMap<String, Duration>,
+    pub manual_events: BTreeMap<String, ManualEventDef>,
+    pub states: BTreeMap<String, StateDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepDef {
+    pub name: String,
+    /// Command sent when the step runs.
+    pub command: MessageKind,
+    /// Command that undoes the step.
+    pub compensation: MessageKind,
+}
+
+/// An event that people send (HTTP status requests, operators), not services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualEventDef {
+    pub name: String,
+    /// `POST /orders/{id}/status` with this `to_status` becomes this event.
+    pub order_status: Option<OrderStatus>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateDef {
+    pub name: String,
+    /// No further progress is expected (the saga is done), although late
+    /// events may still be handled, e.g. to compensate.
+    pub terminal: bool,
+    /// The step this state waits on; "retry the current step" re-sends its command.
+    pub step: Option<String>,
+    /// Expected maximum time in this state; longer means "stuck".
+    pub max_dwell: Option<Duration>,
+    pub description: Option<String>,
+    pub on: BTreeMap<String, TransitionDef>,
+    /// Events accepted and deliberately ignored here (recorded, no effect).
+    pub ignore: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compensate {
+    None,
+    /// Every step that ran and was not compensated yet, newest first.
+    All,
+    /// These steps, in this order, even if compensated before.
+    Steps(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionDef {
+    pub event: String,
+    pub to: String,
+    pub order_status: Option<OrderStatus>,
+    pub reason: Option<String>,
+    pub run: Option<String>,
+    pub compensate: Compensate,
+    pub arm: Vec<String>,
+    pub disarm: Vec<String>,
+    pub emit: Vec<MessageKind>,
+    pub alert: Option<String>,
+    /// Line in the source file (1-based), for messages.
+    pub line: usize,
+}
+
+impl Definition {
+    /// The events a saga can receive: inbound messages, timers, manual events.
+    pub fn known_events(&self) -> BTreeSet<String> {
+        let mut s: BTreeSet<String> = inbound_kinds().map(|k| k.name().to_owned()).collect();
+        s.extend(self.timers.keys().map(|t| format!("{TIMER_PREFIX}{t}")));
+        s.extend(self.manual_events.keys().cloned());
+        s
+    }
+
+    pub fn state(&self, name: &str) -> Option<&StateDef> {
+        self.states.get(name)
+    }
+
+    /// The manual event a status request maps to, if any.
+    pub fn manual_event_for_status(&self, status: OrderStatus) -> Option<&ManualEventDef> {
+        self.manual_events
+            .values()
+            .find(|m| m.order_status == Some(status))
+    }
+
+    /// Applies timer overrides (from configuration). Unknown timer names are errors.
+    pub fn override_timers(
+        &mut self,
+        overrides: &BTreeMap<String, Duration>,
+    ) -> Result<(), String> {
+        for (name, d) in overrides {
+            match self.timers.get_mut(name) {
+                Some(slot) => *slot = *d,
+                None => {
+                    return Err(format!(
+                        "timer override {name:?}: no such timer in {} (known: {})",
+                        self.source.display(),
+                        self.timers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn inbound_kinds() -> impl Iterator<Item = MessageKind> {
+    MessageKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| k.direction() == Direction::In)
+}
+
+/// Commands a step may send, and compensations, with the action verb used in command ids.
+pub fn command_action(kind: MessageKind) -> Option<&'static str> {
+    match kind {
+        MessageKind::InventoryReserve => Some("reserve"),
+        MessageKind::InventoryRelease => Some("release"),
+        MessageKind::PaymentAuthorize => Some("authorize"),
+        MessageKind::PaymentVoid => Some("void"),
+        _ => None,
+    }
+}
+
+const RUN_COMMANDS: [MessageKind; 2] =
+    [MessageKind::InventoryReserve, MessageKind::PaymentAuthorize];
+const COMPENSATIONS: [MessageKind; 2] = [MessageKind::InventoryRelease, MessageKind::PaymentVoid];
+/// Events a transition may emit (commands are sent by running/compensating steps).
+const EMITTABLE: [MessageKind; 2] = [
+    MessageKind::OrderItemBackordered,
+    MessageKind::OrderAttentionRequired,
+];
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// All problems found in one or more files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct DefinitionErrors(pub Vec<DefinitionError>);
+
+impl fmt::Display for DefinitionErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- raw TOML
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefinition {
+    name: Spanned<String>,
+    version: Spanned<i64>,
+    description: Option<String>,
+    start: Spanned<RawTransition>,
+    #[serde(default)]
+    steps: BTreeMap<String, Spanned<RawStep>>,
+    #[serde(default)]
+    timers: BTreeMap<String, Spanned<RawTimer>>,
+    #[serde(default)]
+    manual_events: BTreeMap<String, Spanned<RawManual>>,
+    #[serde(default)]
+    states: BTreeMap<String, Spanned<RawState>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    command: Spanned<String>,
+    compensation: Option<Spanned<String>>,
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimer {
+    after: Spanned<String>,
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManual {
+    order_status: Option<Spanned<String>>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default)]
+    terminal: bool,
+    step: Option<Spanned<String>>,
+    max_dwell: Option<Spanned<String>>,
+    description: Option<String>,
+    #[serde(default)]
+    ignore: Vec<Spanned<String>>,
+    #[serde(default)]
+    on: Vec<Spanned<RawTransition>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCompensate {
+    Keyword(String),
+    Steps(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransition {
+    event: Spanned<String>,
+    to: Spanned<String>,
+    order_status: Option<Spanned<String>>,
+    reason: Option<String>,
+    run: Option<Spanned<String>>,
+    compensate: Option<Spanned<RawCompensate>>,
+    #[serde(default)]
+    arm: Vec<Spanned<String>>,
+    #[serde(default)]
+    disarm: Vec<Spanned<String>>,
+    #[serde(default)]
+    emit: Vec<Spanned<String>>,
+    alert: Option<String>,
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+// ---------------------------------------------------------------- parsing
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<DefinitionError>,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(&mut self, span: &Spanned<T>, message: impl Into<String>) {
+        let line = self.line_of(span.span().start);
+        self.err_at(line, message);
+    }
+
+    fn err_at(&mut self, line: usize, message: impl Into<String>) {
+        self.errors.push(DefinitionError {
+            file: self.file.to_path_buf(),
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); e.g. \"15m\""))?;
+    if d.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    let v: Vec<String> = names.into_iter().map(|s| s.as_ref().to_owned()).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Parses and validates one definition file's text.
+pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
+    let mut cx = Ctx {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawDefinition = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let line = e.span().map(|s| cx.line_of(s.start)).unwrap_or(1);
+            cx.err_at(line, e.message().to_owned());
+            return Err(DefinitionErrors(cx.errors));
+        }
+    };
+
+    let name = raw.name.get_ref().clone();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        cx.err(
+            &raw.name,
+            format!("saga name {name:?} must be lower-case letters, digits, '_' or '-'"),
+        );
+    }
+    let version = *raw.version.get_ref();
+    if !(1..=i64::from(u32::MAX)).contains(&version) {
+        cx.err(&raw.version, "version must be a positive integer");
+    }
+
+    // Steps.
+    let mut steps = BTreeMap::new();
+    for (sname, s) in &raw.steps {
+        let rs = s.get_ref();
+        let command = match rs.command.get_ref().parse::<MessageKind>() {
+            Ok(k) if RUN_COMMANDS.contains(&k) => Some(k),
+            _ => {
+                cx.err(
+                    &rs.command,
+                    format!(
+                        "step {sname}: unknown command {:?} (known: {})",
+                        rs.command.get_ref(),
+                        list(RUN_COMMANDS.map(|k| k.name()))
+                    ),
+                );
+                None
+            }
+        };
+        let compensation = match &rs.compensation {
+            None => {
+                cx.err(
+                    s,
+                    format!(
+                        "step {sname} has no compensation; every step must say how it is undone"
+                    ),
+                );
+                None
+            }
+            Some(c) => match c.get_ref().parse::<MessageKind>() {
+                Ok(k) if COMPENSATIONS.contains(&k) => Some(k),
+                _ => {
+                    cx.err(
+                        c,
+                        format!(
+                            "step {sname}: unknown compensation {:?} (known: {})",
+                            c.get_ref(),
+                            list(COMPENSATIONS.map(|k| k.name()))
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(command), Some(compensation)) = (command, compensation) {
+            steps.insert(
+                sname.clone(),
+                StepDef {
+                    name: sname.clone(),
+                    command,
+                    compensation,
+                },
+            );
+        }
+    }
+
+    // Timers.
+    let mut timers = BTreeMap::new();
+    for (tname, t) in &raw.timers {
+        match parse_duration(t.get_ref().after.get_ref()) {
+            Ok(d) => {
+                timers.insert(tname.clone(), d);
+            }
+            Err(e) => cx.err(&t.get_ref().after, format!("timer {tname}: {e}")),
+        }
+    }
+
+    // Manual events.
+    let mut manual_events = BTreeMap::new();
+    let inbound: BTreeSet<&str> = inbound_kinds().map(|k| k.name()).collect();
+    for (mname, m) in &raw.manual_events {
+        if inbound.contains(mname.as_str())
+            || mname.starts_with(TIMER_PREFIX)
+            || mname == START_EVENT
+        {
+            cx.err(
+                m,
+                format!("manual event {mname:?} clashes with a message or timer event name"),
+            );
+            continue;
+        }
+        let order_status = match &m.get_ref().order_status {
+            None => None,
+            Some(s) => match s.get_ref().parse::<OrderStatus>() {
+                Ok(st) => Some(st),
+                Err(e) => {
+                    cx.err(s, e.to_string());
+                    None
+                }
+            },
+        };
+        manual_events.insert(
+            mname.clone(),
+            ManualEventDef {
+                name: mname.clone(),
+                order_status,
+                description: m.get_ref().description.clone(),
+            },
+        );
+    }
+    let mut mapped = BTreeMap::new();
+    for m in manual_events.values() {
+        if let Some(st) = m.order_status
+            && let Some(other) = mapped.insert(st, m.name.clone())
+        {
+            let span = &raw.manual_events[&m.name];
+            cx.err(
+                span,
+                format!("order_status {st} is mapped by both {other} and {}", m.name),
+            );
+        }
+    }
+
+    let state_names: BTreeSet<String> = raw.states.keys().cloned().collect();
+    let mut known_events: BTreeSet<String> = inbound.iter().map(|s| (*s).to_owned()).collect();
+    known_events.extend(timers.keys().map(|t| format!("{TIMER_PREFIX}{t}")));
+    known_events.extend(manual_events.keys().cloned());
+    // Also names the raw timers declare, so a bad duration does not cascade.
+    known_events.extend(raw.timers.keys().map(|t| format!("{TIMER_PREFIX}{t}")));
+
+    let start = parse_transition(
+        &mut cx,
+        &raw.start,
+        None,
+        &state_names,
+        &raw.steps,
+        &raw.timers,
+    );
+    if raw.start.get_ref().event.get_ref() != START_EVENT {
+        cx.err(
+            &raw.start.get_ref().event,
+            format!("the start event must be {START_EVENT:?}"),
+        );
+    }
+
+    // States.
+    let mut states = BTreeMap::new();
+    for (sname, s) in &raw.states {
+        if sname.is_empty()
+            || !sname
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            cx.err(s, format!("state name {sname:?} must be UPPER_SNAKE_CASE"));
+        }
+        let rs = s.get_ref();
+        let step = rs.step.as_ref().and_then(|st| {
+            if raw.steps.contains_key(st.get_ref()) {
+                Some(st.get_ref().clone())
+            } else {
+                cx.err(
+                    st,
+                    format!(
+                        "state {sname}: unknown step {:?} (known: {})",
+                        st.get_ref(),
+                        list(raw.steps.keys())
+                    ),
+                );
+                None
+            }
+        });
+        let max_dwell = rs
+            .max_dwell
+            .as_ref()
+            .and_then(|d| match parse_duration(d.get_ref()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    cx.err(d, format!("state {sname}: max_dwell: {e}"));
+                    None
+                }
+            });
+        let mut on = BTreeMap::new();
+        for t in &rs.on {
+            let ev = t.get_ref().event.get_ref();
+            if !known_events.contains(ev) {
+                cx.err(
+                    &t.get_ref().event,
+                    format!(
+                        "state {sname}: unknown event {ev:?} (known: {})",
+                        list(&known_events)
+                    ),
+                );
+            }
+            if let Some(td) = parse_transition(
+                &mut cx,
+                t,
+                Some(sname),
+                &state_names,
+                &raw.steps,
+                &raw.timers,
+            ) {
+                if on.contains_key(&td.event) {
+                    cx.err(
+                        &t.get_ref().event,
+                        format!("state {sname}: event {ev:?} has two transitions"),
+                    );
+                }
+                on.insert(td.event.clone(), td);
+            }
+        }
+        let mut ignore = BTreeSet::new();
+        for ev in &rs.ignore {
+            if !known_events.contains(ev.get_ref()) {
+                cx.err(
+                    ev,
+                    format!(
+                        "state {sname}: unknown event {:?} in ignore (known: {})",
+                        ev.get_ref(),
+                        list(&known_events)
+                    ),
+                );
+            } else if on.contains_key(ev.get_ref()) {
+                cx.err(
+                    ev,
+                    format!(
+                        "state {sname}: event {:?} is both handled and ignored",
+                        ev.get_ref()
+                    ),
+                );
+            }
+            ignore.insert(ev.get_ref().clone());
+        }
+        states.insert(
+            sname.clone(),
+            StateDef {
+                name: sname.clone(),
+                terminal: rs.terminal,
+                step,
+                max_dwell,
+                description: rs.description.clone(),
+                on,
+                ignore,
+            },
+        );
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(DefinitionErrors(cx.errors));
+    }
+    let Some(start) = start else {
+        return Err(DefinitionErrors(cx.errors));
+    };
+    let def = Definition {
+        name,
+        version: version as u32,
+        description: raw.description.clone(),
+        source: file.to_path_buf(),
+        start,
+        steps,
+        timers,
+        manual_events,
+        states,
+    };
+    check_graph(&mut cx, &def, &raw);
+    if cx.errors.is_empty() {
+        Ok(def)
+    } else {
+        Err(DefinitionErrors(cx.errors))
+    }
+}
+
+fn parse_transition(
+    cx: &mut Ctx<'_>,
+    t: &Spanned<RawTransition>,
+    state: Option<&str>,
+    states: &BTreeSet<String>,
+    steps: &BTreeMap<String, Spanned<RawStep>>,
+    timers: &BTreeMap<String, Spanned<RawTimer>>,
+) -> Option<TransitionDef> {
+    let rt = t.get_ref();
+    let here = state
+        .map(|s| format!("state {s}, on {}", rt.event.get_ref()))
+        .unwrap_or_else(|| "start".into());
+    let before = cx.errors.len();
+    if !states.contains(rt.to.get_ref()) {
+        cx.err(
+            &rt.to,
+            format!(
+                "{here}: unknown state {:?} (known: {})",
+                rt.to.get_ref(),
+                list(states)
+            ),
+        );
+    }
+    let order_status =
+        rt.order_status
+            .as_ref()
+            .and_then(|s| match s.get_ref().parse::<OrderStatus>() {
+                Ok(st) => Some(st),
+                Err(e) => {
+                    cx.err(s, format!("{here}: {e}"));
+                    None
+                }
+            });
+    if let Some(run) = &rt.run
+        && !steps.contains_key(run.get_ref())
+    {
+        cx.err(
+            run,
+            format!(
+                "{here}: unknown step {:?} (known: {})",
+                run.get_ref(),
+                list(steps.keys())
+            ),
+        );
+    }
+    let compensate = match &rt.compensate {
+        None => Compensate::None,
+        Some(c) => match c.get_ref() {
+            RawCompensate::Keyword(k) if k == "all" => Compensate::All,
+            RawCompensate::Keyword(k) => {
+                cx.err(
+                    c,
+                    format!("{here}: compensate must be \"all\" or a list of steps, found {k:?}"),
+                );
+                Compensate::None
+            }
+            RawCompensate::Steps(list_) => {
+                for s in list_ {
+                    if !steps.contains_key(s) {
+                        cx.err(
+                            c,
+                            format!(
+                                "{here}: compensate names unknown step {s:?} (known: {})",
+                                list(steps.keys())
+                            ),
+                        );
+                    }
+                }
+                Compensate::Steps(list_.clone())
+            }
+        },
+    };
+    for tm in rt.arm.iter().chain(&rt.disarm) {
+        if !timers.contains_key(tm.get_ref()) {
+            cx.err(
+                tm,
+                format!(
+                    "{here}: unknown timer {:?} (known: {})",
+                    tm.get_ref(),
+                    list(timers.keys())
+                ),
+            );
+        }
+    }
+    let mut emit = Vec::new();
+    for e in &rt.emit {
+        match e.get_ref().parse::<MessageKind>() {
+            Ok(k) if EMITTABLE.contains(&k) => {
+                if k == MessageKind::OrderItemBackordered
+                    && rt.event.get_ref() != MessageKind::InventoryReservationFailed.name()
+                {
+                    cx.err(
+                        e,
+                        format!(
+                            "{here}: {} can only be emitted on {}",
+                            k.name(),
+                            MessageKind::InventoryReservationFailed.name()
+                        ),
+                    );
+                }
+                emit.push(k);
+            }
+            _ => cx.err(
+                e,
+                format!(
+                    "{here}: cannot emit {:?} (emittable: {}; commands are sent by run/compensate)",
+                    e.get_ref(),
+                    list(EMITTABLE.map(|k| k.name()))
+                ),
+            ),
+        }
+    }
+    if let Some(reason) = &rt.reason
+        && !reason
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        cx.err(
+            t,
+            format!("{here}: reason {reason:?} must be UPPER_SNAKE_CASE"),
+        );
+    }
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(TransitionDef {
+        event: rt.event.get_ref().clone(),
+        to: rt.to.get_ref().clone(),
+        order_status,
+        reason: rt.reason.clone(),
+        run: rt.run.as_ref().map(|r| r.get_ref().clone()),
+        compensate,
+        arm: rt.arm.iter().map(|a| a.get_ref().clone()).collect(),
+        disarm: rt.disarm.iter().map(|a| a.get_ref().clone()).collect(),
+        emit,
+        alert: rt.alert.clone(),
+        line: cx.line_of(t.span().start),
+    })
+}
+
+/// Whole-graph checks: reachability, ways out, timer coverage.
+fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinition) {
+    let line_of_state = |cx: &Ctx<'_>, s: &str| {
+        raw.states
+            .get(s)
+            .map(|sp| cx.line_of(sp.span().start))
+            .unwrap_or(1)
+    };
+
+    if !def.states.values().any(|s| s.terminal) {
+        cx.err_at(1, "no state is terminal; a saga must be able to finish");
+    }
+
+    // Reachability from the start state.
+    let mut reachable = BTreeSet::new();
+    let mut queue = VecDeque::from([def.start.to.clone()]);
+    while let Some(s) = queue.pop_front() {
+        if !reachable.insert(s.clone()) {
+            continue;
+        }
+        if let Some(st) = def.states.get(&s) {
+            queue.extend(st.on.values().map(|t| t.to.clone()));
+        }
+    }
+    for s in def.states.keys() {
+        if !reachable.contains(s) {
+            let line = line_of_state(cx, s);
+            cx.err_at(
+                line,
+                format!(
+                    "state {s} is unreachable from the start state {}",
+                    def.start.to
+                ),
+            );
+        }
+    }
+
+    // Every non-terminal state must be able to reach a terminal one.
+    for (name, st) in &def.states {
+        if st.terminal {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        let mut queue = VecDeque::from([name.clone()]);
+        let mut found = false;
+        while let Some(s) = queue.pop_front() {
+            if !seen.insert(s.clone()) {
+                continue;
+            }
+            match def.states.get(&s) {
+                Some(x) if x.terminal => {
+                    found = true;
+                    break;
+                }
+                Some(x) => queue.extend(x.on.values().map(|t| t.to.clone())),
+                None => {}
+            }
+        }
+        if !found {
+            let line = line_of_state(cx, name);
+            let why = if st.on.values().all(|t| t.to == *name) {
+                "a waiting state with no way out (no transition leaves it)"
+            } else {
+                "no path from it reaches a terminal state"
+            };
+            cx.err_at(line, format!("state {name} is {why}"));
+        }
+    }
+
+    // Timer coverage: explore (state, armed timers); every armed timer must be
+    // handled or ignored by every state it can fire in.
+    let apply = |armed: &BTreeSet<String>, t: &TransitionDef, fired: Option<&str>| {
+        let mut next = armed.clone();
+        if let Some(f) = fired {
+            next.remove(f);
+        }
+        for d in &t.disarm {
+            next.remove(d);
+        }
+        next.extend(t.arm.iter().cloned());
+        next
+    };
+    let mut seen = BTreeSet::new();
+    let mut queue = VecDeque::from([(
+        def.start.to.clone(),
+        apply(&BTreeSet::new(), &def.start, None),
+    )]);
+    let mut reported = BTreeSet::new();
+    while let Some((s, armed)) = queue.pop_front() {
+        if !seen.insert((s.clone(), armed.clone())) {
+            continue;
+        }
+        let Some(st) = def.states.get(&s) else {
+            continue;
+        };
+        for timer in &armed {
+            let ev = format!("{TIMER_PREFIX}{timer}");
+            if !st.on.contains_key(&ev)
+                && !st.ignore.contains(&ev)
+                && reported.insert((s.clone(), timer.clone()))
+            {
+                let line = line_of_state(cx, &s);
+                cx.err_at(line, format!("state {s} can be entered with timer {timer} armed but neither handles nor ignores {ev}"));
+            }
+        }
+        for t in st.on.values() {
+            let fired = t.event.strip_prefix(TIMER_PREFIX);
+            queue.push_back((t.to.clone(), apply(&armed, t, fired)));
+        }
+    }
+}
+
+/// Loads every `*.toml` in `dir`. All files must define the same saga name,
+/// each with a distinct version.
+pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionErrors> {
+    let one = |line: usize, file: &Path, message: String| {
+        DefinitionErrors(vec![DefinitionError {
+            file: file.into(),
+            line,
+            message,
+        }])
+    };
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| one(0, dir, format!("cannot read the sagas directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(one(0, dir, "no saga definition (*.toml) found".into()));
+    }
+    let mut defs = Vec::new();
+    let mut errors = Vec::new();
+    for f in &files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(DefinitionError {
+                    file: f.clone(),
+                    line: 0,
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match parse(f, &text) {
+            Ok(d) => defs.push(d),
+            Err(DefinitionErrors(es)) => errors.extend(es),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DefinitionErrors(errors));
+    }
+    let name = defs[0].name.clone();
+    let mut versions = BTreeMap::new();
+    for d in &defs {
+        if d.name != name {
+            errors.push(DefinitionError {
+                file: d.source.clone(),
+                line: 1,
+                message: format!(
+                    "saga name {:?} differs from {:?} in {}; one saga per directory",
+                    d.name,
+                    name,
+                    defs[0].source.display()
+                ),
+            });
+        }
+        if let Some(other) = versions.insert(d.version, d.source.clone()) {
+            errors.push(DefinitionError {
+                file: d.source.clone(),
+                line: 1,
+                message: format!(
+                    "version {} is also defined in {}",
+                    d.version,
+                    other.display()
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(defs)
+    } else {
+        Err(DefinitionErrors(errors))
+    }
+}

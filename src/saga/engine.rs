@@ -1,0 +1,424 @@
+//! The pure saga engine: `(definition, instance, event, now) -> (instance', effects)`.
+//!
+//! No I/O, no clock, no randomness: ids are derived from the order id, the
+//! step, the action and counters stored in the instance, so feeding the same
+//! events to the same instance always yields the same effects — the property
+//! that lets the shell retry a transaction, and a participant de-duplicate.
+
+use chrono::{DateTime, Utc};
+
+use super::definition::{Compensate, Definition, TransitionDef, command_action};
+use super::model::{
+    Effect, Event, EventBody, Instance, InstanceData, OrderFacts, Outcome, Rejection, StepProgress,
+    Transition,
+};
+use crate::contracts::{
+    InventoryRelease, InventoryReserve, Message, MessageKind, OrderAttentionRequired,
+    OrderItemBackordered, PaymentAuthorize, PaymentVoid, SkuQty, TimestampMicros, event_id,
+};
+
+/// Deterministic command id: `{order_id}:{step}:{action}:{n}`. Participants
+/// de-duplicate on it; do not change the format.
+pub fn command_id(order_id: i64, step: &str, action: &str, n: u32) -> String {
+    format!("{order_id}:{step}:{action}:{n}")
+}
+
+/// Payment intent id of the `run`-th authorization of an order.
+pub fn payment_intent_id(order_id: i64, run: u32) -> String {
+    format!("pi-{order_id}-{run}")
+}
+
+/// Creates the instance for a new order and returns the start transition's effects.
+pub fn start(
+    def: &Definition,
+    order_id: i64,
+    order: OrderFacts,
+    now: DateTime<Utc>,
+) -> (Instance, Vec<Effect>) {
+    let inst = Instance {
+        order_id,
+        saga_name: def.name.clone(),
+        definition_version: def.version,
+        state: def.start.to.clone(),
+        version: 0,
+        state_entered_at: now,
+        data: InstanceData {
+            order,
+            steps: Default::default(),
+            emitted: Default::default(),
+            seq: 0,
+        },
+    };
+    let event = Event {
+        id: format!("{order_id}:start"),
+        order_id,
+        body: EventBody::Manual {
+            name: def.start.event.clone(),
+            actor: "api".into(),
+            reason_code: None,
+            comment: None,
+        },
+    };
+    let t = apply(def, &inst, &def.start, &event, now);
+    (t.instance, t.effects)
+}
+
+/// Feeds one event to an instance.
+pub fn transition(
+    def: &Definition,
+    inst: &Instance,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Result<Transition, Rejection> {
+    if inst.definition_version != def.version {
+        return Err(Rejection::WrongDefinition {
+            instance: inst.definition_version,
+            definition: def.version,
+        });
+    }
+    if event.order_id != inst.order_id {
+        return Err(Rejection::WrongOrder {
+            event_order: event.order_id,
+            saga_order: inst.order_id,
+        });
+    }
+    let state = def
+        .state(&inst.state)
+        .ok_or_else(|| Rejection::UnknownState {
+            state: inst.state.clone(),
+            version: def.version,
+        })?;
+    let name = event.name();
+    if let Some(t) = state.on.get(&name) {
+        return Ok(apply(def, inst, t, event, now));
+    }
+    if state.ignore.contains(&name) {
+        return Ok(Transition {
+            instance: inst.clone(),
+            effects: Vec::new(),
+            outcome: Outcome::Ignored,
+        });
+    }
+    Err(Rejection::NotAccepted {
+        state: inst.state.clone(),
+        event: name,
+    })
+}
+
+/// Re-sends the command of the state's current step with the *same* command id
+/// (an operator's "retry the current step"). The instance does not change, so
+/// participants that saw the first copy drop this one.
+pub fn retry_current_step(
+    def: &Definition,
+    inst: &Instance,
+    now: DateTime<Utc>,
+    retry_no: u32,
+) -> Result<Message, Rejection> {
+    let state = def
+        .state(&inst.state)
+        .ok_or_else(|| Rejection::UnknownState {
+            state: inst.state.clone(),
+            version: def.version,
+        })?;
+    let step_name = state.step.clone().ok_or_else(|| Rejection::NoCurrentStep {
+        state: inst.state.clone(),
+    })?;
+    let step = &def.steps[&step_name];
+    let runs = inst.data.steps.get(&step_name).map(|p| p.runs).unwrap_or(0);
+    if runs == 0 {
+        return Err(Rejection::StepNotRun { step: step_name });
+    }
+    let action = command_action(step.command).unwrap_or("run");
+    let cmd_id = command_id(
+        inst.order_id,
+        &step_name,
+        action,
+        inst.data
+            .emitted
+            .get(&format!("{step_name}:{action}"))
+            .copied()
+            .unwrap_or(runs),
+    );
+    // A new event id (the outbox and consumers key on it), the same command id.
+    let ev_id = event_id(&format!("{cmd_id}:retry:{retry_no}"));
+    Ok(build_command(
+        step.command,
+        inst,
+        &step_name,
+        &cmd_id,
+        ev_id,
+        now,
+        None,
+    ))
+}
+
+fn apply(
+    def: &Definition,
+    inst: &Instance,
+    t: &TransitionDef,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Transition {
+    let mut next = inst.clone();
+    next.version += 1;
+    let mut effects = Vec::new();
+    let order_id = inst.order_id;
+    let reason = match &event.body {
+        EventBody::Manual {
+            reason_code: Some(r),
+            ..
+        } => Some(r.clone()),
+        _ => t.reason.clone(),
+    };
+    let comment = match &event.body {
+        EventBody::Manual { comment, .. } => comment.clone(),
+        _ => None,
+    };
+
+    // The order status first: if the shell refuses it, nothing else matters.
+    if let Some(to) = t.order_status {
+        effects.push(Effect::SetOrderStatus {
+            to,
+            reason_code: reason.clone(),
+            comment,
+        });
+    }
+    for name in &t.disarm {
+        effects.push(Effect::CancelTimer { name: name.clone() });
+    }
+
+    // Compensations, newest step first for "all".
+    let to_compensate: Vec<String> = match &t.compensate {
+        Compensate::None => Vec::new(),
+        Compensate::Steps(s) => s.clone(),
+        Compensate::All => {
+            let mut active: Vec<(&String, &StepProgress)> =
+                next.data.steps.iter().filter(|(_, p)| p.active).collect();
+            active.sort_by_key(|(_, p)| std::cmp::Reverse(p.run_seq));
+            active.into_iter().map(|(n, _)| n.clone()).collect()
+        }
+    };
+    let compensation_reason = reason.clone().unwrap_or_else(|| "COMPENSATION".into());
+    for step_name in to_compensate {
+        let Some(step) = def.steps.get(&step_name) else {
+            continue;
+        };
+        let action = command_action(step.compensation).unwrap_or("compensate");
+        let n = bump(&mut next.data, &step_name, action);
+        let cmd_id = command_id(order_id, &step_name, action, n);
+        let ev_id = event_id(&cmd_id);
+        effects.push(Effect::Publish(build_command(
+            step.compensation,
+            &next,
+            &step_name,
+            &cmd_id,
+            ev_id,
+            now,
+            Some(&compensation_reason),
+        )));
+        next.data.steps.entry(step_name).or_default().active = false;
+    }
+
+    // Run a step.
+    if let Some(step_name) = &t.run {
+        let step = &def.steps[step_name];
+        next.data.seq += 1;
+        let seq = next.data.seq;
+        let progress = next.data.steps.entry(step_name.clone()).or_default();
+        progress.runs += 1;
+        progress.active = true;
+        progress.run_seq = seq;
+        let action = command_action(step.command).unwrap_or("run");
+        let n = bump(&mut next.data, step_name, action);
+        let cmd_id = command_id(order_id, step_name, action, n);
+        let ev_id = event_id(&cmd_id);
+        effects.push(Effect::Publish(build_command(
+            step.command,
+            &next,
+            step_name,
+            &cmd_id,
+            ev_id,
+            now,
+            None,
+        )));
+    }
+
+    for name in &t.arm {
+        if let Some(d) = def.timers.get(name) {
+            let due_at = now + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
+            effects.push(Effect::ArmTimer {
+                name: name.clone(),
+                due_at,
+            });
+        }
+    }
+
+    // Events, with ids unique per (saga version, position).
+    let facts = &next.data.order;
+    let occurred_at = TimestampMicros::from_datetime(now);
+    let mut idx = 0;
+    let mut next_event_id = |kind: MessageKind| {
+        idx += 1;
+        event_id(&format!(
+            "{order_id}:{}:{idx}:{}",
+            next.version,
+            kind.name()
+        ))
+    };
+    for kind in &t.emit {
+        match kind {
+            MessageKind::OrderItemBackordered => {
+                if let EventBody::Message(Message::InventoryReservationFailed(f)) = &event.body {
+                    for s in &f.shortages {
+                        effects.push(Effect::Publish(Message::from(OrderItemBackordered {
+                            event_id: next_event_id(*kind),
+                            order_id,
+                            occurred_at,
+                            tenant_region: facts.tenant_region.clone(),
+                            sku: s.sku.clone(),
+                            requested_qty: s.requested_qty,
+                            available_qty: s.available_qty,
+                        })));
+                    }
+                }
+            }
+            MessageKind::OrderAttentionRequired => {
+                effects.push(Effect::Publish(Message::from(OrderAttentionRequired {
+                    event_id: next_event_id(*kind),
+                    order_id,
+                    occurred_at,
+                    tenant_region: facts.tenant_region.clone(),
+                    reason_code: t
+                        .alert
+                        .clone()
+                        .or_else(|| reason.clone())
+                        .unwrap_or_else(|| "ATTENTION".into()),
+                    saga_state: t.to.clone(),
+                    message: attention_message(event),
+                })));
+            }
+            // The definition validator only lets emittable kinds through.
+            _ => {}
+        }
+    }
+    if let Some(code) = &t.alert {
+        effects.push(Effect::Alert {
+            code: code.clone(),
+            message: attention_message(event),
+        });
+    }
+
+    let from = inst.state.clone();
+    if t.to != inst.state {
+        next.state = t.to.clone();
+        next.state_entered_at = now;
+    }
+    Transition {
+        outcome: Outcome::Applied {
+            from,
+            to: t.to.clone(),
+            reason,
+        },
+        instance: next,
+        effects,
+    }
+}
+
+fn attention_message(event: &Event) -> String {
+    match &event.body {
+        EventBody::Message(Message::InventoryReservationFailed(f)) => {
+            let skus: Vec<String> = f
+                .shortages
+                .iter()
+                .map(|s| format!("{} ({} of {})", s.sku, s.available_qty, s.requested_qty))
+                .collect();
+            format!(
+                "inventory reservation failed ({}): short of stock: {}",
+                f.reason,
+                if skus.is_empty() {
+                    "-".into()
+                } else {
+                    skus.join(", ")
+                }
+            )
+        }
+        _ => format!("{} needs attention", event.name()),
+    }
+}
+
+fn bump(data: &mut InstanceData, step: &str, action: &str) -> u32 {
+    let n = data.emitted.entry(format!("{step}:{action}")).or_insert(0);
+    *n += 1;
+    *n
+}
+
+fn build_command(
+    kind: MessageKind,
+    inst: &Instance,
+    step: &str,
+    cmd_id: &str,
+    ev_id: String,
+    now: DateTime<Utc>,
+    reason: Option<&str>,
+) -> Message {
+    let f = &inst.data.order;
+    let occurred_at = TimestampMicros::from_datetime(now);
+    let items = || {
+        f.items
+            .iter()
+            .map(|i| SkuQty {
+                sku: i.sku.clone(),
+                qty: i.qty as i32,
+            })
+            .collect::<Vec<_>>()
+    };
+    let runs = inst
+        .data
+        .steps
+        .get(step)
+        .map(|p| p.runs)
+        .unwrap_or(1)
+        .max(1);
+    match kind {
+        MessageKind::InventoryReserve => Message::from(InventoryReserve {
+            event_id: ev_id,
+            order_id: inst.order_id,
+            occurred_at,
+            tenant_region: f.tenant_region.clone(),
+            command_id: cmd_id.to_owned(),
+            items: items(),
+        }),
+        MessageKind::InventoryRelease => Message::from(InventoryRelease {
+            event_id: ev_id,
+            order_id: inst.order_id,
+            occurred_at,
+            tenant_region: f.tenant_region.clone(),
+            command_id: cmd_id.to_owned(),
+            reason_code: reason.unwrap_or("COMPENSATION").to_owned(),
+            items: items(),
+        }),
+        MessageKind::PaymentAuthorize => Message::from(PaymentAuthorize {
+            event_id: ev_id,
+            order_id: inst.order_id,
+            occurred_at,
+            tenant_region: f.tenant_region.clone(),
+            command_id: cmd_id.to_owned(),
+            payment_intent_id: payment_intent_id(inst.order_id, runs),
+            customer_id: f.customer_id.clone(),
+            amount: f.total_amount.clone(),
+            currency: f.currency.clone(),
+        }),
+        // PaymentVoid; the definition validator admits only these four kinds.
+        _ => Message::from(PaymentVoid {
+            event_id: ev_id,
+            order_id: inst.order_id,
+            occurred_at,
+            tenant_region: f.tenant_region.clone(),
+            command_id: cmd_id.to_owned(),
+            payment_intent_id: payment_intent_id(inst.order_id, runs),
+            amount: f.total_amount.clone(),
+            currency: f.currency.clone(),
+            reason_code: reason.unwrap_or("COMPENSATION").to_owned(),
+        }),
+    }
+}

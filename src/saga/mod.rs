@@ -1,0 +1,82 @@
+//! The saga: definitions and the pure engine that drives instances.
+//!
+//! **Invariant:** this module is the functional core. It never imports sqlx,
+//! rdkafka, reqwest, tokio or the clock; the shell (`store::sagas`, the
+//! consumer, the sweeper, the ops actions) passes `now` in and carries the
+//! returned effects out, in one database transaction.
+
+pub mod definition;
+pub mod engine;
+pub mod graph;
+pub mod model;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use definition::{Definition, DefinitionError, DefinitionErrors};
+pub use engine::{retry_current_step, start, transition};
+pub use model::{Effect, Event, EventBody, Instance, Outcome, Rejection, Transition};
+
+/// Every loaded version of the saga definition. New sagas start on the
+/// newest; running sagas stay on the version they started on.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    versions: BTreeMap<u32, Arc<Definition>>,
+    latest: Arc<Definition>,
+}
+
+impl Catalog {
+    /// `None` when `defs` is empty.
+    pub fn new(defs: Vec<Definition>) -> Option<Catalog> {
+        let versions: BTreeMap<u32, Arc<Definition>> =
+            defs.into_iter().map(|d| (d.version, Arc::new(d))).collect();
+        let latest = versions.values().next_back()?.clone();
+        Some(Catalog { versions, latest })
+    }
+
+    /// Loads and validates `dir`, applying timer overrides to every version.
+    pub fn load(
+        dir: &Path,
+        timer_overrides: &BTreeMap<String, Duration>,
+    ) -> Result<Catalog, DefinitionErrors> {
+        let mut defs = definition::load_dir(dir)?;
+        let mut errors = Vec::new();
+        for d in &mut defs {
+            if let Err(message) = d.override_timers(timer_overrides) {
+                errors.push(DefinitionError {
+                    file: d.source.clone(),
+                    line: 0,
+                    message,
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(DefinitionErrors(errors));
+        }
+        Catalog::new(defs).ok_or_else(|| {
+            DefinitionErrors(vec![DefinitionError {
+                file: dir.into(),
+                line: 0,
+                message: "no saga definition found".into(),
+            }])
+        })
+    }
+
+    /// The newest version (sagas start on it).
+    pub fn latest(&self) -> &Arc<Definition> {
+        &self.latest
+    }
+
+    pub fn get(&self, version: u32) -> Option<&Arc<Definition>> {
+        self.versions.get(&version)
+    }
+
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<Definition>> {
+        self.versions.values()
+    }
+}

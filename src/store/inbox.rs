@@ -1,0 +1,107 @@
+//! The saga inbox: one row per handled event id.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::{MySql, QueryBuilder, Row};
+
+use super::{Ctx, StoreError, Tx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Ignored,
+    Parked,
+    DeadLettered,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Ignored => "ignored",
+            Outcome::Parked => "parked",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    pub event_id: String,
+    pub order_id: Option<i64>,
+    pub event_name: String,
+    pub source: String,
+    pub outcome: Outcome,
+}
+
+/// Which of `ids` were handled before.
+pub async fn existing(tx: &mut Tx, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("SELECT event_id FROM saga_inbox WHERE event_id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    let rows = qb
+        .build()
+        .fetch_all(&mut **tx)
+        .await
+        .ctx("reading the inbox")?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>("event_id")
+                .ctx("decoding inbox event_id")
+        })
+        .collect()
+}
+
+/// Plain INSERT: if a concurrent transaction inserted one of these ids after
+/// our `existing` check, the duplicate-key error rolls the batch back and the
+/// retry sees the id as handled.
+pub async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ",
+    );
+    qb.push_values(rows, |mut b, r| {
+        b.push_bind(&r.event_id)
+            .push_bind(r.order_id)
+            .push_bind(&r.event_name)
+            .push_bind(&r.source)
+            .push_bind(r.outcome.as_str())
+            .push_bind(now);
+    });
+    match qb.build().execute(&mut **tx).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(StoreError::Race(
+            "an event of the batch was handled concurrently",
+        )),
+        Err(e) => Err(e).ctx("inserting inbox rows"),
+    }
+}
+
+/// Deletes inbox rows older than `older_than` in small batches.
+pub async fn purge(pool: &sqlx::MySqlPool, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM saga_inbox WHERE received_at < ? ORDER BY received_at LIMIT 1000",
+        )
+        .bind(older_than)
+        .execute(pool)
+        .await
+        .ctx("purging the inbox")?
+        .rows_affected();
+        total += n;
+        if n < 1000 {
+            return Ok(total);
+        }
+    }
+}

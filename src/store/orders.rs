@@ -1,0 +1,643 @@
+//! Orders, their items and their status history.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{MySql, QueryBuilder, Row};
+
+use super::outbox::{self, OutboxWriter};
+use super::{Ctx, Db, StoreError, Tx, idempotency};
+use crate::contracts::{
+    Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id,
+};
+use crate::domain::{Currency, NewOrder, OrderStatus, StatusChange};
+use crate::telemetry::traceparent::TraceParent;
+
+/// An order as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: u64,
+    pub customer_id: String,
+    pub tenant_region: String,
+    pub currency: String,
+    pub status: OrderStatus,
+    /// Decimal string in the currency's minor units, e.g. "59.97".
+    pub total_amount: String,
+    pub item_count: u32,
+    /// Increments on every change; send it back as `expected_version`.
+    pub version: u32,
+    pub created_at: DateTime<Utc>,
+    /// When the order last changed. Readers in other regions use it to judge staleness.
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ItemView>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemView {
+    pub line_no: u16,
+    pub sku: String,
+    pub qty: u32,
+    pub unit_price: String,
+    pub line_total: String,
+}
+
+/// Formats an amount with exactly the currency's minor units ("5" EUR → "5.00").
+pub fn money(amount: Decimal, currency: &str) -> String {
+    let scale = Currency::parse(currency)
+        .map(Currency::minor_units)
+        .unwrap_or(4);
+    let mut d = amount.round_dp(scale);
+    d.rescale(scale);
+    d.to_string()
+}
+
+/// Result of an idempotent create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// A new order was created; the body is the stored response.
+    Created { order_id: u64, body: String },
+    /// The key was used before with the same body: the original response.
+    Replayed { status: u16, body: String },
+    /// The key was used before with a different body.
+    KeyReused,
+}
+
+/// What the order-creation transaction needs beyond the order itself.
+pub struct CreateContext<'a> {
+    pub outbox: &'a OutboxWriter,
+    pub trace: Option<&'a TraceParent>,
+    /// Starts the saga in the same transaction (see `store::sagas::start`).
+    pub saga: Option<&'a super::sagas::SagaStore>,
+    pub actor: &'a str,
+}
+
+/// Creates an order idempotently: the key, the order, its items, its first
+/// history row, the `order.created.v1` outbox row (and the saga's first
+/// effects) commit together or not at all.
+///
+/// Concurrent requests with one key serialise on the key's primary key: the
+/// first inserts it, the others wait on its row lock and, once it commits, get
+/// a duplicate-key error and return the stored response.
+pub async fn create(
+    db: &Db,
+    order: &NewOrder,
+    key: &str,
+    fingerprint: [u8; 32],
+    ctx: &CreateContext<'_>,
+) -> Result<CreateOutcome, StoreError> {
+    super::retry(|| async {
+        let mut tx = db.begin().await?;
+        let now = super::now();
+        if !idempotency::claim(&mut tx, key, &fingerprint, now).await? {
+            tx.rollback().await.ctx("rolling back")?;
+            return match idempotency::lookup(&db.pool, key).await? {
+                Some(stored) if stored.fingerprint != fingerprint => Ok(CreateOutcome::KeyReused),
+                Some(stored) => match (stored.status, stored.body) {
+                    (Some(status), Some(body)) => Ok(CreateOutcome::Replayed { status, body }),
+                    // Written in the same transaction as the response; cannot
+                    // be seen half-written under READ COMMITTED.
+                    _ => Err(StoreError::Corrupt(format!(
+                        "idempotency key {key:?} has no stored response"
+                    ))),
+                },
+                // The holder rolled back between our insert and our read: run again.
+                None => Err(StoreError::Race(
+                    "the idempotency key was released while we waited for it",
+                )),
+            };
+        }
+        let view = insert_order(&mut tx, order, now, ctx).await?;
+        let body = serde_json::to_string(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        idempotency::complete(&mut tx, key, view.order_id, 201, &body).await?;
+        tx.commit().await.ctx("committing the new order")?;
+        Ok(CreateOutcome::Created {
+            order_id: view.order_id,
+            body,
+        })
+    })
+    .await
+}
+
+async fn insert_order(
+    tx: &mut Tx,
+    order: &NewOrder,
+    now: DateTime<Utc>,
+    ctx: &CreateContext<'_>,
+) -> Result<OrderView, StoreError> {
+    let total = order.total();
+    let currency = order.currency.code();
+    let res = sqlx::query(
+        "INSERT INTO orders (customer_id, tenant_region, currency, total_amount, item_count, status, created_at, updated_at, version) \
+         VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, 1)",
+    )
+    .bind(&order.customer_id)
+    .bind(&order.tenant_region)
+    .bind(currency)
+    .bind(total)
+    .bind(order.items.len() as u32)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .ctx("inserting the order")?;
+    let order_id = res.last_insert_id();
+
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ");
+    qb.push_values(order.items.iter().enumerate(), |mut b, (i, item)| {
+        b.push_bind(order_id)
+            .push_bind(i as u16 + 1)
+            .push_bind(&item.sku)
+            .push_bind(item.qty)
+            .push_bind(item.unit_price);
+    });
+    qb.build()
+        .execute(&mut **tx)
+        .await
+        .ctx("inserting order items")?;
+
+    insert_history(
+        tx,
+        order_id,
+        None,
+        OrderStatus::Pending,
+        Some("ORDER_CREATED"),
+        None,
+        ctx.actor,
+        now,
+    )
+    .await?;
+
+    let created = Message::from(OrderCreated {
+        event_id: event_id(&format!("{order_id}:order.created.v1")),
+        order_id: order_id as i64,
+        occurred_at: TimestampMicros::from_datetime(now),
+        tenant_region: order.tenant_region.clone(),
+        customer_id: order.customer_id.clone(),
+        currency: currency.to_owned(),
+        total_amount: money(total, currency),
+        items: order
+            .items
+            .iter()
+            .map(|i| OrderLine {
+                sku: i.sku.clone(),
+                qty: i.qty as i32,
+                unit_price: money(i.unit_price, currency),
+            })
+            .collect(),
+    });
+    let mut rows = vec![ctx.outbox.row(&created, ctx.trace)?];
+    if let Some(saga) = ctx.saga {
+        rows.extend(saga.start(tx, order_id, order, now, ctx.trace).await?);
+    }
+    outbox::insert(tx, &rows, now).await?;
+
+    Ok(OrderView {
+        order_id,
+        customer_id: order.customer_id.clone(),
+        tenant_region: order.tenant_region.clone(),
+        currency: currency.to_owned(),
+        status: OrderStatus::Pending,
+        total_amount: money(total, currency),
+        item_count: order.items.len() as u32,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        items: Some(
+            order
+                .items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| ItemView {
+                    line_no: i as u16 + 1,
+                    sku: item.sku.clone(),
+                    qty: item.qty,
+                    unit_price: money(item.unit_price, currency),
+                    line_total: money(item.line_total(), currency),
+                })
+                .collect(),
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_history(
+    tx: &mut Tx,
+    order_id: u64,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    reason_code: Option<&str>,
+    comment: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(order_id)
+    .bind(from.map(OrderStatus::as_str))
+    .bind(to.as_str())
+    .bind(reason_code)
+    .bind(comment)
+    .bind(now)
+    .bind(actor)
+    .execute(&mut **tx)
+    .await
+    .ctx("inserting status history")?;
+    Ok(())
+}
+
+const ORDER_COLUMNS: &str = "order_id, customer_id, tenant_region, currency, status, total_amount, item_count, version, created_at, updated_at";
+
+fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<OrderView, StoreError> {
+    let currency: String = r.try_get("currency").ctx("decoding orders.currency")?;
+    let status: String = r.try_get("status").ctx("decoding orders.status")?;
+    let total: Decimal = r
+        .try_get("total_amount")
+        .ctx("decoding orders.total_amount")?;
+    Ok(OrderView {
+        order_id: r.try_get("order_id").ctx("decoding orders.order_id")?,
+        customer_id: r
+            .try_get("customer_id")
+            .ctx("decoding orders.customer_id")?,
+        tenant_region: r
+            .try_get("tenant_region")
+            .ctx("decoding orders.tenant_region")?,
+        status: status
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("orders.status: {e}")))?,
+        total_amount: money(total, &currency),
+        item_count: r.try_get("item_count").ctx("decoding orders.item_count")?,
+        version: r.try_get("version").ctx("decoding orders.version")?,
+        created_at: r.try_get("created_at").ctx("decoding orders.created_at")?,
+        updated_at: r.try_get("updated_at").ctx("decoding orders.updated_at")?,
+        currency,
+        items: None,
+    })
+}
+
+/// The order with its items, or `None`.
+pub async fn get(db: &Db, order_id: u64) -> Result<Option<OrderView>, StoreError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id)
+        .fetch_optional(&db.pool)
+        .await
+        .ctx("reading the order")?
+    else {
+        return Ok(None);
+    };
+    let mut view = order_from_row(&row)?;
+    let items = sqlx::query(
+        "SELECT line_no, sku, qty, unit_price FROM order_items WHERE order_id = ? ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading order items")?;
+    let mut out = Vec::with_capacity(items.len());
+    for r in &items {
+        let qty: u32 = r.try_get("qty").ctx("decoding order_items.qty")?;
+        let price: Decimal = r
+            .try_get("unit_price")
+            .ctx("decoding order_items.unit_price")?;
+        out.push(ItemView {
+            line_no: r.try_get("line_no").ctx("decoding order_items.line_no")?,
+            sku: r.try_get("sku").ctx("decoding order_items.sku")?,
+            qty,
+            unit_price: money(price, &view.currency),
+            line_total: money(price * Decimal::from(qty), &view.currency),
+        });
+    }
+    view.items = Some(out);
+    Ok(Some(view))
+}
+
+/// Items of an order as (sku, qty, unit_price).
+pub async fn items(tx: &mut Tx, order_id: u64) -> Result<Vec<(String, u32, Decimal)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT sku, qty, unit_price FROM order_items WHERE order_id = ? ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await
+    .ctx("reading order items")?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("sku").ctx("decoding sku")?,
+                r.try_get("qty").ctx("decoding qty")?,
+                r.try_get("unit_price").ctx("decoding unit_price")?,
+            ))
+        })
+        .collect()
+}
+
+/// A status-history row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryView {
+    pub from_status: Option<OrderStatus>,
+    pub to_status: OrderStatus,
+    pub reason_code: Option<String>,
+    pub comment: Option<String>,
+    pub actor: String,
+    pub transitioned_at: DateTime<Utc>,
+}
+
+pub async fn history(db: &Db, order_id: u64) -> Result<Vec<HistoryView>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT from_status, to_status, reason_code, comment, actor, transitioned_at FROM order_status_history \
+         WHERE order_id = ? ORDER BY history_id",
+    )
+    .bind(order_id)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading status history")?;
+    rows.iter()
+        .map(|r| {
+            let from: Option<String> = r.try_get("from_status").ctx("decoding from_status")?;
+            let to: String = r.try_get("to_status").ctx("decoding to_status")?;
+            Ok(HistoryView {
+                from_status: from
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                to_status: to
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                reason_code: r.try_get("reason_code").ctx("decoding reason_code")?,
+                comment: r.try_get("comment").ctx("decoding comment")?,
+                actor: r.try_get("actor").ctx("decoding actor")?,
+                transitioned_at: r
+                    .try_get("transitioned_at")
+                    .ctx("decoding transitioned_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The lockable header of an order, as transactions need it.
+#[derive(Debug, Clone)]
+pub struct OrderHead {
+    pub order_id: u64,
+    pub status: OrderStatus,
+    pub version: u32,
+    pub tenant_region: String,
+}
+
+/// Reads the head of an order inside `tx`; `lock` takes the row lock.
+pub async fn head(tx: &mut Tx, order_id: u64, lock: bool) -> Result<Option<OrderHead>, StoreError> {
+    let sql = if lock {
+        "SELECT order_id, status, version, tenant_region FROM orders WHERE order_id = ? FOR UPDATE"
+    } else {
+        "SELECT order_id, status, version, tenant_region FROM orders WHERE order_id = ?"
+    };
+    let row = sqlx::query(sql)
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .ctx("reading the order head")?;
+    row.map(|r| {
+        let status: String = r.try_get("status").ctx("decoding status")?;
+        Ok(OrderHead {
+            order_id: r.try_get("order_id").ctx("decoding order_id")?,
+            status: status
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+            version: r.try_get("version").ctx("decoding version")?,
+            tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
+        })
+    })
+    .transpose()
+}
+
+/// Why a status change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeRefusal {
+    NotFound,
+    /// The transition table does not allow `from → to`.
+    Illegal {
+        from: OrderStatus,
+        to: OrderStatus,
+    },
+    /// `expected_version` did not match.
+    VersionMismatch {
+        expected: u64,
+        actual: u32,
+    },
+    /// Another change committed between our read and our write.
+    Concurrent,
+    /// The saga drives the order now; the request is not something it accepts.
+    SagaInProgress {
+        saga_state: String,
+    },
+}
+
+/// Applies a status change to the order row (version-guarded), writes history and the
+/// `order.status.changed.v1` outbox row. Does not commit. Returns the new version.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_status(
+    tx: &mut Tx,
+    head: &OrderHead,
+    to: OrderStatus,
+    reason_code: Option<&str>,
+    comment: Option<&str>,
+    actor: &str,
+    now: DateTime<Utc>,
+    outbox_writer: &OutboxWriter,
+    trace: Option<&TraceParent>,
+) -> Result<Result<u32, ChangeRefusal>, StoreError> {
+    if !head.status.can_transition_to(to) {
+        return Ok(Err(ChangeRefusal::Illegal {
+            from: head.status,
+            to,
+        }));
+    }
+    let updated = sqlx::query(
+        "UPDATE orders SET status = ?, version = version + 1, updated_at = ? WHERE order_id = ? AND version = ?",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(head.order_id)
+    .bind(head.version)
+    .execute(&mut **tx)
+    .await
+    .ctx("updating the order status")?
+    .rows_affected();
+    if updated != 1 {
+        return Ok(Err(ChangeRefusal::Concurrent));
+    }
+    let new_version = head.version + 1;
+    insert_history(
+        tx,
+        head.order_id,
+        Some(head.status),
+        to,
+        reason_code,
+        comment,
+        actor,
+        now,
+    )
+    .await?;
+    let msg = Message::from(OrderStatusChanged {
+        event_id: event_id(&format!(
+            "{}:order.status.changed.v1:{new_version}",
+            head.order_id
+        )),
+        order_id: head.order_id as i64,
+        occurred_at: TimestampMicros::from_datetime(now),
+        tenant_region: head.tenant_region.clone(),
+        from_status: head.status.as_str().to_owned(),
+        to_status: to.as_str().to_owned(),
+        reason_code: reason_code.map(str::to_owned),
+        actor: actor.to_owned(),
+        order_version: i64::from(new_version),
+    });
+    outbox::insert(tx, &[outbox_writer.row(&msg, trace)?], now).await?;
+    Ok(Ok(new_version))
+}
+
+/// `POST /orders/{id}/status`. The read is not locked: two requests that read
+/// the same version race on the version-guarded UPDATE and the loser gets
+/// [`ChangeRefusal::Concurrent`] — a change is only ever applied to the state
+/// its requester could have seen.
+pub async fn change_status(
+    db: &Db,
+    order_id: u64,
+    change: &StatusChange,
+    outbox_writer: &OutboxWriter,
+    saga: Option<&super::sagas::SagaStore>,
+    trace: Option<&TraceParent>,
+) -> Result<Result<OrderView, ChangeRefusal>, StoreError> {
+    let outcome = super::retry(|| async {
+        let mut tx = db.begin().await?;
+        let Some(head) = head(&mut tx, order_id, false).await? else {
+            return Ok(Err(ChangeRefusal::NotFound));
+        };
+        if let Some(expected) = change.expected_version
+            && expected != u64::from(head.version)
+        {
+            return Ok(Err(ChangeRefusal::VersionMismatch {
+                expected,
+                actual: head.version,
+            }));
+        }
+        let now = super::now();
+        let result = match saga {
+            Some(s) => s.request_status(&mut tx, &head, change, now, trace).await?,
+            None => {
+                apply_status(
+                    &mut tx,
+                    &head,
+                    change.to_status,
+                    change.reason_code.as_deref(),
+                    change.comment.as_deref(),
+                    &change.actor,
+                    now,
+                    outbox_writer,
+                    trace,
+                )
+                .await?
+            }
+        };
+        match result {
+            Ok(_) => {
+                tx.commit().await.ctx("committing the status change")?;
+                Ok(Ok(()))
+            }
+            Err(refusal) => {
+                tx.rollback().await.ctx("rolling back")?;
+                Ok(Err(refusal))
+            }
+        }
+    })
+    .await?;
+    match outcome {
+        Ok(()) => get(db, order_id)
+            .await?
+            .map(Ok)
+            .ok_or(StoreError::Corrupt("order vanished".into())),
+        Err(r) => Ok(Err(r)),
+    }
+}
+
+/// Filters of `GET /orders/search`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchFilter {
+    pub status: Option<OrderStatus>,
+    pub tenant_region: Option<String>,
+    pub customer_id: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// Position after the last row of a page: newest first, ties by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyset {
+    pub created_at: DateTime<Utc>,
+    pub order_id: u64,
+}
+
+/// One page, newest first. Returns the rows and, if there are more, the
+/// keyset of the last row.
+pub async fn search(
+    db: &Db,
+    f: &SearchFilter,
+    after: Option<Keyset>,
+    limit: u32,
+) -> Result<(Vec<OrderView>, Option<Keyset>), StoreError> {
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"));
+    if let Some(s) = f.status {
+        qb.push(" AND status = ").push_bind(s.as_str());
+    }
+    if let Some(r) = &f.tenant_region {
+        qb.push(" AND tenant_region = ").push_bind(r.clone());
+    }
+    if let Some(c) = &f.customer_id {
+        qb.push(" AND customer_id = ").push_bind(c.clone());
+    }
+    if let Some(t) = f.created_from {
+        qb.push(" AND created_at >= ").push_bind(t);
+    }
+    if let Some(t) = f.created_to {
+        qb.push(" AND created_at < ").push_bind(t);
+    }
+    if let Some(k) = after {
+        qb.push(" AND (created_at < ")
+            .push_bind(k.created_at)
+            .push(" OR (created_at = ")
+            .push_bind(k.created_at)
+            .push(" AND order_id < ")
+            .push_bind(k.order_id)
+            .push("))");
+    }
+    qb.push(" ORDER BY created_at DESC, order_id DESC LIMIT ")
+        .push_bind(limit + 1);
+    let rows = qb
+        .build()
+        .fetch_all(&db.pool)
+        .await
+        .ctx("searching orders")?;
+    let mut views = rows
+        .iter()
+        .map(order_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = if views.len() > limit as usize {
+        views.truncate(limit as usize);
+        views.last().map(|v| Keyset {
+            created_at: v.created_at,
+            order_id: v.order_id,
+        })
+    } else {
+        None
+    };
+    Ok((views, next))
+}
+
+/// Deletes expired idempotency keys. Returns how many.
+pub async fn purge_idempotency_keys(db: &Db, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+    idempotency::purge(&db.pool, older_than).await
+}

@@ -1,0 +1,271 @@
+//! The `outbox` table: written inside business transactions, read by the relay.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{MySql, QueryBuilder, Row};
+
+use super::{Ctx, StoreError, Tx};
+use crate::config::Topics;
+use crate::contracts::{Message, headers};
+use crate::telemetry::traceparent::TraceParent;
+
+/// `aggregate_type` of every row this daemon writes.
+pub const AGGREGATE_ORDER: &str = "order";
+/// `event_type` of dead-letter rows (raw bytes, published to the DLQ topic).
+pub const EVENT_TYPE_DEAD_LETTER: &str = "dead_letter";
+
+/// One row to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxRow {
+    pub event_id: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub topic: String,
+    pub payload: String,
+    pub headers: String,
+    pub shard: u16,
+}
+
+/// Turns messages into outbox rows: resolves the topic, the shard and the
+/// headers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OutboxWriter {
+    pub topics: Topics,
+    pub shards: u16,
+}
+
+impl OutboxWriter {
+    pub fn shard_of(&self, order_id: i64) -> u16 {
+        (order_id.unsigned_abs() % u64::from(self.shards.max(1))) as u16
+    }
+
+    pub fn row(
+        &self,
+        msg: &Message,
+        trace: Option<&TraceParent>,
+    ) -> Result<NewOutboxRow, StoreError> {
+        let kind = msg.kind();
+        let payload = msg
+            .to_json()
+            .map_err(|e| StoreError::Corrupt(format!("cannot serialise {kind} as JSON: {e}")))?
+            .to_string();
+        let mut hdrs = json!({
+            headers::EVENT_ID: msg.event_id(),
+            headers::EVENT_TYPE: kind.name(),
+        });
+        if let Some(tp) = trace {
+            hdrs[headers::TRACEPARENT] = json!(tp.child().to_string());
+        }
+        Ok(NewOutboxRow {
+            event_id: msg.event_id().to_owned(),
+            aggregate_id: msg.order_id().to_string(),
+            event_type: kind.name().to_owned(),
+            topic: self.topics.of(kind).to_owned(),
+            payload,
+            headers: hdrs.to_string(),
+            shard: self.shard_of(msg.order_id()),
+        })
+    }
+
+    /// A dead-letter row: the original bytes go to the DLQ topic with the
+    /// error in headers. `extra_headers` carries the source coordinates.
+    pub fn dead_letter_row(
+        &self,
+        event_id: &str,
+        order_key: Option<i64>,
+        raw_key: Option<&[u8]>,
+        raw_payload: Option<&[u8]>,
+        extra_headers: &[(&str, String)],
+    ) -> NewOutboxRow {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut hdrs = serde_json::Map::new();
+        hdrs.insert(headers::EVENT_ID.into(), json!(event_id));
+        hdrs.insert(headers::EVENT_TYPE.into(), json!(EVENT_TYPE_DEAD_LETTER));
+        for (k, v) in extra_headers {
+            hdrs.insert((*k).into(), json!(v));
+        }
+        let payload = json!({
+            "key_base64": raw_key.map(|k| b64.encode(k)),
+            "value_base64": raw_payload.map(|p| b64.encode(p)),
+        });
+        NewOutboxRow {
+            // The dead-letter copy gets its own id so that it never collides
+            // with the id of a real event.
+            event_id: format!("dlq:{event_id}"),
+            aggregate_id: order_key
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "-".into()),
+            event_type: EVENT_TYPE_DEAD_LETTER.into(),
+            topic: self.topics.dlq.clone(),
+            payload: payload.to_string(),
+            headers: serde_json::Value::Object(hdrs).to_string(),
+            shard: order_key.map(|k| self.shard_of(k)).unwrap_or(0),
+        }
+    }
+}
+
+/// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
+/// duplicate `event_id` is a bug that must surface, not vanish.
+pub async fn insert(
+    tx: &mut Tx,
+    rows: &[NewOutboxRow],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, created_at) ",
+    );
+    qb.push_values(rows, |mut b, r| {
+        b.push_bind(&r.event_id)
+            .push_bind(AGGREGATE_ORDER)
+            .push_bind(&r.aggregate_id)
+            .push_bind(&r.event_type)
+            .push_bind(&r.topic)
+            .push_bind(&r.payload)
+            .push_bind(&r.headers)
+            .push_bind(r.shard)
+            .push_bind(now);
+    });
+    qb.build()
+        .execute(&mut **tx)
+        .await
+        .ctx("inserting outbox rows")?;
+    Ok(())
+}
+
+/// An unpublished row, as the relay reads it.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub id: u64,
+    pub event_id: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub topic: String,
+    pub payload: String,
+    pub headers: String,
+    pub attempts: u32,
+}
+
+/// The oldest unpublished rows of `shards`, in id order. No locks: only the
+/// lease holder of a shard reads it (see `outbox::relay`).
+pub async fn pending(
+    pool: &sqlx::MySqlPool,
+    shards: &[u16],
+    limit: u32,
+) -> Result<Vec<PendingRow>, StoreError> {
+    if shards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts FROM outbox \
+         WHERE published_at IS NULL AND shard IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for s in shards {
+        sep.push_bind(*s);
+    }
+    qb.push(") ORDER BY id LIMIT ").push_bind(limit);
+    let rows = qb
+        .build()
+        .fetch_all(pool)
+        .await
+        .ctx("reading pending outbox rows")?;
+    rows.iter()
+        .map(|r| {
+            Ok(PendingRow {
+                id: r.try_get("id").ctx("decoding outbox.id")?,
+                event_id: r.try_get("event_id").ctx("decoding outbox.event_id")?,
+                aggregate_id: r
+                    .try_get("aggregate_id")
+                    .ctx("decoding outbox.aggregate_id")?,
+                event_type: r.try_get("event_type").ctx("decoding outbox.event_type")?,
+                topic: r.try_get("topic").ctx("decoding outbox.topic")?,
+                payload: r.try_get("payload").ctx("decoding outbox.payload")?,
+                headers: r.try_get("headers").ctx("decoding outbox.headers")?,
+                attempts: r.try_get("attempts").ctx("decoding outbox.attempts")?,
+            })
+        })
+        .collect()
+}
+
+/// Marks rows as published.
+pub async fn mark_published(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("UPDATE outbox SET published_at = NOW(6) WHERE id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    qb.build()
+        .execute(pool)
+        .await
+        .ctx("marking outbox rows published")?;
+    Ok(())
+}
+
+/// Records a failed attempt on rows (they stay pending).
+pub async fn mark_failed(
+    pool: &sqlx::MySqlPool,
+    ids: &[u64],
+    error: &str,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let error: String = error.chars().take(1000).collect();
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("UPDATE outbox SET attempts = attempts + 1, last_error = ");
+    qb.push_bind(error).push(" WHERE id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    qb.build()
+        .execute(pool)
+        .await
+        .ctx("recording outbox failure")?;
+    Ok(())
+}
+
+/// Deletes published rows older than `older_than`, in small batches so that
+/// no long transaction holds locks. Returns how many rows were deleted.
+pub async fn purge_published(
+    pool: &sqlx::MySqlPool,
+    older_than: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ? ORDER BY id LIMIT 1000")
+            .bind(older_than)
+            .execute(pool)
+            .await
+            .ctx("purging published outbox rows")?
+            .rows_affected();
+        total += n;
+        if n < 1000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Unpublished rows: count and age of the oldest, for metrics and readiness.
+pub async fn backlog(pool: &sqlx::MySqlPool) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .ctx("measuring the outbox backlog")?;
+    Ok((
+        row.try_get("n").ctx("decoding count")?,
+        row.try_get("oldest").ctx("decoding oldest")?,
+    ))
+}

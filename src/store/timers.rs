@@ -1,0 +1,118 @@
+//! Durable timers (`saga_timers`). Armed and disarmed inside transitions; fired
+//! by the sweeper through the same transition function. Due-ness is always
+//! judged with database time (`NOW(6)`), so replicas with skewed clocks agree.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Ctx, StoreError, Tx};
+
+pub async fn arm(
+    tx: &mut Tx,
+    order_id: i64,
+    name: &str,
+    due_at: DateTime<Utc>,
+    saga_version: u32,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) VALUES (?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
+    )
+    .bind(order_id)
+    .bind(name)
+    .bind(due_at)
+    .bind(saga_version)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .ctx("arming a timer")?;
+    Ok(())
+}
+
+pub async fn cancel(tx: &mut Tx, order_id: i64, name: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ?")
+        .bind(order_id)
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .ctx("disarming a timer")?;
+    Ok(())
+}
+
+/// Deletes the timer if it is still armed and due. `true` when it was: the
+/// caller fires it in this transaction; a concurrent firing finds nothing.
+pub async fn take_due(tx: &mut Tx, order_id: i64, name: &str) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ? AND due_at <= NOW(6)",
+    )
+    .bind(order_id)
+    .bind(name)
+    .execute(&mut **tx)
+    .await
+    .ctx("taking a due timer")?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// A timer that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    pub order_id: i64,
+    pub name: String,
+    pub armed_version: u32,
+}
+
+/// Due timers of sagas that are not quarantined, oldest first. A plain read:
+/// the firing transaction locks the saga (SKIP LOCKED) and re-checks.
+pub async fn due(pool: &sqlx::MySqlPool, limit: u32) -> Result<Vec<DueTimer>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT t.order_id, t.timer_name, t.armed_version FROM saga_timers t \
+         JOIN saga_instances s ON s.order_id = t.order_id \
+         WHERE t.due_at <= NOW(6) AND s.quarantined_at IS NULL ORDER BY t.due_at LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .ctx("finding due timers")?;
+    rows.iter()
+        .map(|r| {
+            let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
+            Ok(DueTimer {
+                order_id: order_id as i64,
+                name: r.try_get("timer_name").ctx("decoding timer_name")?,
+                armed_version: r.try_get("armed_version").ctx("decoding armed_version")?,
+            })
+        })
+        .collect()
+}
+
+/// A pending timer as ops shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimerView {
+    pub name: String,
+    pub due_at: DateTime<Utc>,
+    pub armed_at: DateTime<Utc>,
+    pub armed_version: u32,
+}
+
+pub async fn for_order(
+    pool: &sqlx::MySqlPool,
+    order_id: i64,
+) -> Result<Vec<TimerView>, StoreError> {
+    let rows = sqlx::query("SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? ORDER BY due_at")
+        .bind(order_id)
+        .fetch_all(pool)
+        .await
+        .ctx("reading timers")?;
+    rows.iter()
+        .map(|r| {
+            Ok(TimerView {
+                name: r.try_get("timer_name").ctx("decoding timer_name")?,
+                due_at: r.try_get("due_at").ctx("decoding due_at")?,
+                armed_at: r.try_get("armed_at").ctx("decoding armed_at")?,
+                armed_version: r.try_get("armed_version").ctx("decoding armed_version")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,243 @@
+//! Prometheus metrics (prometheus-client). One registry, built in `app.rs`.
+//! No order ids in labels: cardinality stays bounded by regions, states,
+//! topics and partitions.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabel {
+    pub tenant_region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabel {
+    pub from_status: String,
+    pub to_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+    pub result: String,
+}
+
+/// Every metric of the daemon. Cheap to clone (all handles are `Arc`s inside).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub order_created_total: Family<RegionLabel, Counter>,
+    pub order_status_transition_seconds: Family<TransitionLabel, Histogram>,
+    pub order_create_requests_inflight: Gauge,
+    pub saga_events_total: Family<OutcomeLabel, Counter>,
+    pub saga_inbox_duplicates_total: Counter,
+    pub saga_dead_lettered_total: Family<ReasonLabel, Counter>,
+    pub saga_alerts_total: Family<CodeLabel, Counter>,
+    pub saga_state_dwell_seconds: Family<StateLabel, Histogram>,
+    pub saga_instances: Family<StateLabel, Gauge>,
+    pub saga_oldest_age_seconds: Family<StateLabel, Gauge>,
+    pub saga_stuck: Family<StateLabel, Gauge>,
+    pub saga_quarantined: Gauge,
+    pub saga_timers_overdue: Gauge,
+    pub saga_timers_fired_total: Counter,
+    pub consumer_batch_size: Histogram,
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_age_seconds: Gauge,
+    pub outbox_published_total: Family<TransportLabel, Counter>,
+    pub outbox_publish_lag_seconds: Histogram,
+    pub outbox_publish_errors_total: Counter,
+    pub outbox_shards_owned: Gauge,
+    pub ops_actions_total: Family<ActionLabel, Counter>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 16)
+}
+
+fn dwell_buckets() -> impl Iterator<Item = f64> {
+    // 10 ms .. ~3 days
+    exponential_buckets(0.01, 3.0, 17)
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            order_created_total: Family::default(),
+            order_status_transition_seconds: Family::new_with_constructor(|| {
+                Histogram::new(dwell_buckets())
+            }),
+            order_create_requests_inflight: Gauge::default(),
+            saga_events_total: Family::default(),
+            saga_inbox_duplicates_total: Counter::default(),
+            saga_dead_lettered_total: Family::default(),
+            saga_alerts_total: Family::default(),
+            saga_state_dwell_seconds: Family::new_with_constructor(|| {
+                Histogram::new(dwell_buckets())
+            }),
+            saga_instances: Family::default(),
+            saga_oldest_age_seconds: Family::default(),
+            saga_stuck: Family::default(),
+            saga_quarantined: Gauge::default(),
+            saga_timers_overdue: Gauge::default(),
+            saga_timers_fired_total: Counter::default(),
+            consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            consumer_lag: Family::default(),
+            outbox_backlog: Gauge::default(),
+            outbox_oldest_age_seconds: Gauge::default(),
+            outbox_published_total: Family::default(),
+            outbox_publish_lag_seconds: Histogram::new(latency_buckets()),
+            outbox_publish_errors_total: Counter::default(),
+            outbox_shards_owned: Gauge::default(),
+            ops_actions_total: Family::default(),
+        };
+        let r = registry;
+        r.register(
+            "order_created",
+            "Orders created, by tenant region",
+            m.order_created_total.clone(),
+        );
+        r.register(
+            "order_status_transition_seconds",
+            "Time an order spent in its previous status when its status changed",
+            m.order_status_transition_seconds.clone(),
+        );
+        r.register(
+            "order_create_requests_inflight",
+            "POST /orders requests being handled",
+            m.order_create_requests_inflight.clone(),
+        );
+        r.register("saga_events", "Events offered to sagas, by outcome (applied, ignored, duplicate, parked, dead_lettered, stale)", m.saga_events_total.clone());
+        r.register(
+            "saga_inbox_duplicates",
+            "Events dropped because their event_id was seen before",
+            m.saga_inbox_duplicates_total.clone(),
+        );
+        r.register(
+            "saga_dead_lettered",
+            "Messages copied to the dead-letter topic, by reason",
+            m.saga_dead_lettered_total.clone(),
+        );
+        r.register(
+            "saga_alerts",
+            "Alerts raised by saga transitions, by code",
+            m.saga_alerts_total.clone(),
+        );
+        r.register(
+            "saga_state_dwell_seconds",
+            "Time sagas spent in a state before leaving it",
+            m.saga_state_dwell_seconds.clone(),
+        );
+        r.register(
+            "saga_instances",
+            "Sagas per current state (refreshed periodically)",
+            m.saga_instances.clone(),
+        );
+        r.register(
+            "saga_oldest_age_seconds",
+            "Age in state of the oldest saga per non-terminal state",
+            m.saga_oldest_age_seconds.clone(),
+        );
+        r.register(
+            "saga_stuck",
+            "Sagas that overstay their state's max_dwell, per state",
+            m.saga_stuck.clone(),
+        );
+        r.register(
+            "saga_quarantined",
+            "Quarantined sagas",
+            m.saga_quarantined.clone(),
+        );
+        r.register(
+            "saga_timers_overdue",
+            "Timers due more than 30 seconds ago and not fired",
+            m.saga_timers_overdue.clone(),
+        );
+        r.register(
+            "saga_timers_fired",
+            "Timers fired",
+            m.saga_timers_fired_total.clone(),
+        );
+        r.register(
+            "saga_consumer_batch_size",
+            "Events applied per database transaction",
+            m.consumer_batch_size.clone(),
+        );
+        r.register(
+            "saga_consumer_lag",
+            "Messages behind the partition end, per topic and partition",
+            m.consumer_lag.clone(),
+        );
+        r.register(
+            "outbox_backlog",
+            "Outbox rows not yet published",
+            m.outbox_backlog.clone(),
+        );
+        r.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row",
+            m.outbox_oldest_age_seconds.clone(),
+        );
+        r.register(
+            "outbox_published",
+            "Outbox rows published, by transport (kafka, rest)",
+            m.outbox_published_total.clone(),
+        );
+        r.register(
+            "outbox_publish_lag_seconds",
+            "Time from outbox commit to publish acknowledgement",
+            m.outbox_publish_lag_seconds.clone(),
+        );
+        r.register(
+            "outbox_publish_errors",
+            "Failed publish rounds",
+            m.outbox_publish_errors_total.clone(),
+        );
+        r.register(
+            "outbox_shards_owned",
+            "Outbox shards this replica publishes",
+            m.outbox_shards_owned.clone(),
+        );
+        r.register(
+            "ops_actions",
+            "Operator actions, by action and result",
+            m.ops_actions_total.clone(),
+        );
+        m
+    }
+}

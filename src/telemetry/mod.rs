@@ -1,0 +1,38 @@
+//! Logs, traces and metrics.
+//!
+//! Log levels follow one rule: ERROR only when an operator must act (the
+//! daemon cannot make progress on its own); WARN for things that need a look
+//! but heal or wait (a quarantined saga, a broker outage being ridden out);
+//! INFO for lifecycle; DEBUG for per-event detail.
+
+pub mod metrics;
+pub mod traceparent;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. Safe to call more than once (tests): later
+/// calls are no-ops.
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    let _ = result;
+}
