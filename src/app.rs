@@ -1,9 +1,499 @@
-//! The composition root.
+//! The composition root: builds every component from the configuration, runs
+//! the command, and owns the shutdown order.
+//!
+//! Shutdown (SIGTERM/SIGINT), all within `ORDER_SAGA_SHUTDOWN_GRACE`:
+//! 1. stop consuming — partition workers finish their current batch, offsets
+//!    are stored and committed, the consumer leaves the group;
+//! 2. stop the scheduler and the HTTP server (in-flight requests finish);
+//! 3. the relay publishes what those last transactions wrote, flushes the
+//!    producer and gives its shard leases back;
+//! 4. close the database pool.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::Cli;
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
 
-pub fn main(_cli: Cli) -> ExitCode {
-    ExitCode::SUCCESS
+use crate::config::{Cli, Command, Config, SagasCommand, TimeoutsCommand, TopicsCommand};
+use crate::contracts::codec::Codec;
+use crate::contracts::{Direction, MessageKind};
+use crate::events::EventHandler;
+use crate::http::{self, AppState};
+use crate::kafka::consumer::{ConsumerSettings, SagaConsumer};
+use crate::kafka::producer::Producer;
+use crate::kafka::{ClientSettings, admin};
+use crate::outbox::rest::RestTransport;
+use crate::outbox::{Relay, RelaySettings};
+use crate::saga::Catalog;
+use crate::store::outbox::OutboxWriter;
+use crate::store::sagas::SagaStore;
+use crate::store::{Db, inbox, orders, outbox as outbox_table};
+use crate::telemetry::metrics::Metrics;
+use crate::{ops, telemetry, timers};
+
+/// Runs the CLI; the exit code is the process's.
+pub fn main(cli: Cli) -> ExitCode {
+    telemetry::init(cli.config.log_format, &cli.config.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("order-saga: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(cli));
+    // Do not wait for stray blocking tasks (e.g. a consumer close stuck on a dead broker).
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "order-saga failed");
+            eprintln!("order-saga: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = cli.config;
+    match cli.command {
+        Command::Serve => serve(cfg).await,
+        Command::Migrate => {
+            cfg.validate(false)?;
+            let db = connect(&cfg).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sagas { command } => sagas_command(&cfg, command),
+        Command::Timeouts {
+            command: TimeoutsCommand::Sweep,
+        } => {
+            cfg.validate(false)?;
+            let catalog = load_catalog(&cfg)?;
+            let db = connect(&cfg).await?;
+            let sagas = SagaStore::new(catalog, outbox_writer(&cfg)?);
+            let report = timers::sweep(&db, &sagas, cfg.sweep_batch, None).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics {
+            command:
+                TopicsCommand::Create {
+                    partitions,
+                    replication,
+                },
+        } => {
+            let brokers = cfg.kafka_brokers()?;
+            let topics = cfg.topics()?;
+            admin::create_topics(
+                &ClientSettings::from_config(&cfg, brokers),
+                &topics.all(),
+                partitions,
+                replication,
+            )
+            .await?;
+            println!("{} topics ready", topics.all().len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ops(args) => ops::cli::run(&cfg, args).await,
+        Command::Simulate(args) => crate::devtools::simulator::run(&cfg, args).await,
+        Command::DevRegistry { addr } => {
+            crate::devtools::registry::serve(addr, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode> {
+    let catalog = match Catalog::load(&cfg.sagas_dir, &cfg.timer_overrides()?) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{} problem(s) in {}",
+                errors.0.len(),
+                cfg.sagas_dir.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match command {
+        SagasCommand::Check => {
+            for d in catalog.versions() {
+                println!(
+                    "{}: saga {:?} version {} ok — {} states, {} steps, {} timers, {} transitions",
+                    d.source.display(),
+                    d.name,
+                    d.version,
+                    d.states.len(),
+                    d.steps.len(),
+                    d.timers.len(),
+                    d.states.values().map(|s| s.on.len()).sum::<usize>() + 1
+                );
+            }
+        }
+        SagasCommand::Graph { version } => {
+            let def = match version {
+                Some(v) => catalog.get(v).with_context(|| {
+                    format!("no definition version {v} in {}", cfg.sagas_dir.display())
+                })?,
+                None => catalog.latest(),
+            };
+            print!("{}", crate::saga::graph::mermaid(def));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn connect(cfg: &Config) -> anyhow::Result<Db> {
+    Db::connect(
+        cfg.database_url()?,
+        cfg.database_max_connections,
+        cfg.database_acquire_timeout,
+    )
+    .await
+    .context("cannot connect to the database (check ORDER_SAGA_DATABASE_URL)")
+}
+
+pub fn load_catalog(cfg: &Config) -> anyhow::Result<Arc<Catalog>> {
+    let catalog = Catalog::load(&cfg.sagas_dir, &cfg.timer_overrides()?).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid saga definitions in {}:\n{e}",
+            cfg.sagas_dir.display()
+        )
+    })?;
+    Ok(Arc::new(catalog))
+}
+
+pub fn outbox_writer(cfg: &Config) -> anyhow::Result<OutboxWriter> {
+    Ok(OutboxWriter {
+        topics: cfg.topics()?,
+        shards: cfg.outbox_shards,
+    })
+}
+
+/// Registers the schemas of published messages and verifies consumed ones,
+/// retrying for a while when the registry is not up yet.
+pub async fn prepare_schemas(cfg: &Config, codec: &Codec) -> anyhow::Result<()> {
+    let topics = cfg.topics()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for &kind in MessageKind::ALL {
+        let topic = topics.of(kind);
+        loop {
+            let r = match kind.direction() {
+                Direction::Out if cfg.schema_registry_auto_register => codec.register(kind, topic).await.map(|_| ()),
+                _ => codec.verify_readable(kind, topic).await.map(|found| {
+                    if !found {
+                        tracing::info!(subject = %crate::contracts::codec::value_subject(topic), "subject not registered yet; its producer will register it");
+                    }
+                }),
+            };
+            match r {
+                Ok(()) => break,
+                Err(e)
+                    if tokio::time::Instant::now() < deadline
+                        && e.to_string().contains("HTTP")
+                        && !e.to_string().contains("status 4") =>
+                {
+                    tracing::warn!(error = %e, "schema registry not ready; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e).context("schema registration at startup"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn relay_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Every long-running component of `serve`.
+pub struct Daemon {
+    pub state: AppState,
+    pub sagas: SagaStore,
+    pub codec: Codec,
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
+    cfg.validate(true)?;
+    let catalog = load_catalog(&cfg)?;
+    let db = connect(&cfg).await?;
+    if cfg.migrate_on_start {
+        db.migrate().await.context("applying migrations")?;
+    }
+    let codec = Codec::new(cfg.schema_registry_url()?, cfg.schema_registry_timeout)?;
+    prepare_schemas(&cfg, &codec).await?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let writer = outbox_writer(&cfg)?;
+    let sagas = SagaStore::new(catalog.clone(), writer.clone());
+    let wakeup = Arc::new(Notify::new());
+    let state = AppState {
+        db: db.clone(),
+        outbox: writer,
+        sagas: Some(sagas.clone()),
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        relay_wakeup: wakeup.clone(),
+        ops: cfg.ops_token.clone().map(|token| http::ops::OpsConfig {
+            token,
+            bulk_rate: cfg.ops_bulk_rate,
+            sweep_batch: cfg.sweep_batch,
+        }),
+        max_body_bytes: cfg.http_max_body_bytes,
+        request_timeout: cfg.http_request_timeout,
+    };
+
+    let stop_intake = CancellationToken::new();
+    let stop_relay = CancellationToken::new();
+    let brokers = cfg.kafka_brokers()?;
+    let client = ClientSettings::from_config(&cfg, brokers);
+    let topics = cfg.topics()?;
+
+    // Outbox relay.
+    let relay_task = if cfg.outbox_relay {
+        let producer = Producer::new(&client, Duration::from_secs(30))?;
+        let rest = match (&cfg.rest_inventory_url, &cfg.rest_payment_url) {
+            (Some(i), Some(p)) => {
+                Some(RestTransport::new(i, p, cfg.rest_timeout).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
+        };
+        let relay = Relay::new(
+            db.clone(),
+            codec.clone(),
+            producer,
+            rest,
+            RelaySettings {
+                owner: relay_owner(),
+                shards: cfg.outbox_shards,
+                batch: cfg.outbox_batch,
+                poll_interval: cfg.outbox_poll_interval,
+                lease_ttl: cfg.outbox_lease_ttl,
+                rest_mode: cfg.rest_mode,
+                rest_fallback_after: cfg.rest_fallback_after,
+            },
+            wakeup.clone(),
+            metrics.clone(),
+        );
+        Some(tokio::spawn(relay.run(stop_relay.clone())))
+    } else {
+        tracing::info!(
+            "outbox relay disabled (ORDER_SAGA_OUTBOX_RELAY=false): a CDC pipeline publishes the outbox"
+        );
+        None
+    };
+
+    // Saga consumer.
+    let handler = Arc::new(EventHandler {
+        db: db.clone(),
+        sagas: sagas.clone(),
+        codec: codec.clone(),
+        topics: topics.clone(),
+        metrics: metrics.clone(),
+        relay_wakeup: wakeup.clone(),
+    });
+    let consumer = SagaConsumer::start(
+        ConsumerSettings {
+            client: client.clone(),
+            group_id: cfg.kafka_group_id.clone(),
+            topics: topics.inbound().into_iter().map(str::to_owned).collect(),
+            session_timeout: cfg.kafka_session_timeout,
+            fetch_wait_max: cfg.kafka_fetch_wait_max,
+            batch_max: cfg.consumer_batch_max,
+            queue_capacity: cfg.consumer_batch_max * 4,
+            drain_timeout: cfg.shutdown_grace.mul_f64(0.6),
+        },
+        handler,
+        Some(metrics.clone()),
+        stop_intake.clone(),
+    )?;
+
+    // Scheduled jobs.
+    let scheduler = start_scheduler(&cfg, &db, &sagas, &metrics, &wakeup).await?;
+
+    // HTTP.
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (ORDER_SAGA_HTTP_ADDR)", cfg.http_addr))?;
+    tracing::info!(addr = %cfg.http_addr, "order-saga serving");
+    let http_stop = stop_intake.clone();
+    let http_task = tokio::spawn(
+        axum::serve(listener, http::router(state.clone()).into_make_service())
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .into_future(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!(
+        grace_s = cfg.shutdown_grace.as_secs_f64(),
+        "shutdown requested"
+    );
+    let started = tokio::time::Instant::now();
+    let orderly = async {
+        stop_intake.cancel();
+        if let Err(e) = consumer.join().await {
+            tracing::warn!(error = %e, "consumer stopped with an error");
+        }
+        let mut scheduler = scheduler;
+        let _ = scheduler.shutdown().await;
+        let _ = http_task.await;
+        stop_relay.cancel();
+        if let Some(t) = relay_task {
+            let _ = t.await;
+        }
+        db.pool.close().await;
+    };
+    match tokio::time::timeout(cfg.shutdown_grace, orderly).await {
+        Ok(()) => {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "shutdown complete"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(_) => {
+            tracing::error!(
+                "shutdown did not finish within ORDER_SAGA_SHUTDOWN_GRACE; exiting anyway (uncommitted work is redelivered)"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn start_scheduler(
+    cfg: &Config,
+    db: &Db,
+    sagas: &SagaStore,
+    metrics: &Metrics,
+    wakeup: &Arc<Notify>,
+) -> anyhow::Result<JobScheduler> {
+    let sched = JobScheduler::new()
+        .await
+        .context("creating the scheduler")?;
+
+    let (db1, sagas1, m1, w1, batch) = (
+        db.clone(),
+        sagas.clone(),
+        metrics.clone(),
+        wakeup.clone(),
+        cfg.sweep_batch,
+    );
+    // Overlapping runs are pointless; a slow sweep makes the next tick skip.
+    let running = Arc::new(tokio::sync::Mutex::new(()));
+    let sweep = Job::new_async(cfg.sweep_schedule.as_str(), move |_, _| {
+        let (db, sagas, m, w, running) = (
+            db1.clone(),
+            sagas1.clone(),
+            m1.clone(),
+            w1.clone(),
+            running.clone(),
+        );
+        Box::pin(async move {
+            let Ok(_guard) = running.try_lock() else {
+                return;
+            };
+            match timers::sweep(&db, &sagas, batch, Some(&m)).await {
+                Ok(r) if r.fired > 0 => w.notify_one(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "timeout sweep failed; the next tick retries"),
+            }
+        })
+    })
+    .context("ORDER_SAGA_SWEEP_SCHEDULE")?;
+    sched.add(sweep).await.context("scheduling the sweeper")?;
+
+    let (db2, idem, outbox_ret, inbox_ret) = (
+        db.clone(),
+        cfg.idempotency_retention,
+        cfg.outbox_retention,
+        cfg.inbox_retention,
+    );
+    let housekeeping = Job::new_async("0 */5 * * * *", move |_, _| {
+        let db = db2.clone();
+        Box::pin(async move {
+            let now = chrono::Utc::now();
+            let ago =
+                |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+            let r = async {
+                let a = orders::purge_idempotency_keys(&db, ago(idem)).await?;
+                let b = outbox_table::purge_published(&db.pool, ago(outbox_ret)).await?;
+                let c = inbox::purge(&db.pool, ago(inbox_ret)).await?;
+                Ok::<_, crate::store::StoreError>((a, b, c))
+            };
+            match r.await {
+                Ok((a, b, c)) => tracing::debug!(
+                    idempotency_keys = a,
+                    outbox_rows = b,
+                    inbox_rows = c,
+                    "housekeeping"
+                ),
+                Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+            }
+        })
+    })
+    .context("housekeeping schedule")?;
+    sched
+        .add(housekeeping)
+        .await
+        .context("scheduling housekeeping")?;
+
+    let (db3, sagas3, m3) = (db.clone(), sagas.clone(), metrics.clone());
+    let gauges = Job::new_async("*/15 * * * * *", move |_, _| {
+        let (db, sagas, m) = (db3.clone(), sagas3.clone(), m3.clone());
+        Box::pin(async move {
+            if let Err(e) = ops::refresh_gauges(&db, &sagas, &m).await {
+                tracing::debug!(error = %e, "refreshing gauges failed");
+            }
+        })
+    })
+    .context("gauge schedule")?;
+    sched.add(gauges).await.context("scheduling gauges")?;
+
+    sched.start().await.context("starting the scheduler")?;
+    Ok(sched)
 }

@@ -142,6 +142,11 @@ pub struct Config {
     #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub database_acquire_timeout: Duration,
 
+    /// Apply pending migrations when `serve` starts (replicas serialise on a
+    /// database lock). Turn off when a deployment job runs `order-saga migrate`.
+    #[arg(long, global = true, env = "ORDER_SAGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
     /// Address of the HTTP ingress (orders API, health, metrics, ops).
     #[arg(
         long,
@@ -162,6 +167,11 @@ pub struct Config {
     /// How long idempotency keys are kept; a key reused after that creates a new order.
     #[arg(long, global = true, env = "ORDER_SAGA_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = duration)]
     pub idempotency_retention: Duration,
+
+    /// How long handled event ids are kept for de-duplication. Keep it longer
+    /// than the topics' retention plus the longest consumer outage you tolerate.
+    #[arg(long, global = true, env = "ORDER_SAGA_INBOX_RETENTION", default_value = "7d", value_parser = duration)]
+    pub inbox_retention: Duration,
 
     /// Kafka bootstrap servers, comma separated (host:port,…).
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_BROKERS")]
@@ -435,8 +445,15 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        Cli::parse_with(Cli::command(), args)
+    }
+
+    fn parse_with<I, T>(cmd: clap::Command, args: I) -> Result<Cli, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let cmd = Cli::command();
         let matches = cmd.clone().try_get_matches_from(&args)?;
         let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
             return Ok(Cli::from_arg_matches(&matches)?);
@@ -757,8 +774,14 @@ impl Topics {
 mod tests {
     use super::*;
 
+    /// Parses without reading `ORDER_SAGA_*` from the environment, so the
+    /// tests do not depend on the shell they run in.
     fn parse(args: &[&str]) -> Result<Cli, ConfigError> {
-        Cli::parse_with_file(std::iter::once("order-saga").chain(args.iter().copied()))
+        let cmd = Cli::command().mut_args(|a| a.env(None::<&str>));
+        Cli::parse_with(
+            cmd,
+            std::iter::once("order-saga").chain(args.iter().copied()),
+        )
     }
 
     #[test]

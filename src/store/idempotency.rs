@@ -48,24 +48,6 @@ fn canonicalize(v: &serde_json::Value, out: &mut String) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn fingerprint_ignores_key_order_and_whitespace_but_not_values() {
-        let a: serde_json::Value =
-            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap();
-        let b: serde_json::Value =
-            serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
-        assert_eq!(super::fingerprint(&a), super::fingerprint(&b));
-        assert_ne!(
-            super::fingerprint(&a),
-            super::fingerprint(&json!({"a": {"x": "s", "y": [2, 1]}, "b": 1}))
-        );
-    }
-}
-
 /// Inserts the key. `false` when it already exists (the caller replays).
 /// Blocks while another uncommitted transaction holds the same key.
 pub(crate) async fn claim(
@@ -157,5 +139,23 @@ pub(crate) async fn purge(
         if n < 1000 {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn fingerprint_ignores_key_order_and_whitespace_but_not_values() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
+        assert_eq!(super::fingerprint(&a), super::fingerprint(&b));
+        assert_ne!(
+            super::fingerprint(&a),
+            super::fingerprint(&json!({"a": {"x": "s", "y": [2, 1]}, "b": 1}))
+        );
     }
 }

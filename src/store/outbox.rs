@@ -147,6 +147,7 @@ pub struct PendingRow {
     pub payload: String,
     pub headers: String,
     pub attempts: u32,
+    pub created_at: DateTime<Utc>,
 }
 
 /// The oldest unpublished rows of `shards`, in id order. No locks: only the
@@ -160,7 +161,7 @@ pub async fn pending(
         return Ok(Vec::new());
     }
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts FROM outbox \
+        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, created_at FROM outbox \
          WHERE published_at IS NULL AND shard IN (",
     );
     let mut sep = qb.separated(", ");
@@ -186,6 +187,7 @@ pub async fn pending(
                 payload: r.try_get("payload").ctx("decoding outbox.payload")?,
                 headers: r.try_get("headers").ctx("decoding outbox.headers")?,
                 attempts: r.try_get("attempts").ctx("decoding outbox.attempts")?,
+                created_at: r.try_get("created_at").ctx("decoding outbox.created_at")?,
             })
         })
         .collect()

@@ -1,0 +1,128 @@
+//! Kafka clients (rdkafka): the saga consumer, the producer the outbox relay
+//! uses, topic administration, and header helpers.
+
+pub mod admin;
+pub mod consumer;
+pub mod producer;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("cannot create the Kafka {what}: {source}")]
+    Create {
+        what: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("topic administration failed: {0}")]
+    Admin(String),
+    #[error("the consumer thread failed: {0}")]
+    Thread(String),
+}
+
+/// Connection settings shared by every client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub brokers: String,
+    pub security_protocol: String,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    pub ssl_ca_location: Option<String>,
+    /// User-supplied librdkafka properties, applied before ours.
+    pub extra: Vec<(String, String)>,
+    pub client_id: String,
+}
+
+impl ClientSettings {
+    pub fn from_config(c: &Config, brokers: &str) -> ClientSettings {
+        ClientSettings {
+            brokers: brokers.to_owned(),
+            security_protocol: c.kafka_security_protocol.to_ascii_lowercase(),
+            sasl_mechanism: c.kafka_sasl_mechanism.clone(),
+            sasl_username: c.kafka_sasl_username.clone(),
+            sasl_password: c.kafka_sasl_password.clone(),
+            ssl_ca_location: c
+                .kafka_ssl_ca_location
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            extra: c.kafka_properties.clone(),
+            client_id: c.service_name.clone(),
+        }
+    }
+
+    /// Plain settings for tests and tools.
+    pub fn plaintext(brokers: &str) -> ClientSettings {
+        ClientSettings {
+            brokers: brokers.to_owned(),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            extra: Vec::new(),
+            client_id: "order-saga".into(),
+        }
+    }
+
+    /// Base client config: user properties first, then connection settings.
+    /// Callers then set the properties correctness depends on, which win.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("client.id", &self.client_id);
+        c.set("security.protocol", &self.security_protocol);
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p);
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", ca);
+        }
+        c
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
+
+/// Builds Kafka headers from (name, value) pairs.
+pub fn headers_from<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
+    pairs.into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v),
+        })
+    })
+}
+
+/// A header value as UTF-8, if present.
+pub fn header_str<H: Headers>(headers: Option<&H>, name: &str) -> Option<String> {
+    let h = headers?;
+    h.iter()
+        .find(|x| x.key == name)
+        .and_then(|x| x.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+}
