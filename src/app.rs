@@ -39,10 +39,10 @@ use crate::{ops, telemetry, timers};
 /// Runs the CLI; the exit code is the process's.
 pub fn main(cli: Cli) -> ExitCode {
     telemetry::init(cli.config.log_format, &cli.config.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    if std::env::var_os(crate::failpoint::ENV).is_some() {
+        tracing::warn!("crash-test failpoints are armed ({}); never do this in production", crate::failpoint::ENV);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("order-saga: cannot start the async runtime: {e}");
@@ -74,9 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sagas { command } => sagas_command(&cfg, command),
-        Command::Timeouts {
-            command: TimeoutsCommand::Sweep,
-        } => {
+        Command::Timeouts { command: TimeoutsCommand::Sweep } => {
             cfg.validate(false)?;
             let catalog = load_catalog(&cfg)?;
             let db = connect(&cfg).await?;
@@ -85,22 +83,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Topics {
-            command:
-                TopicsCommand::Create {
-                    partitions,
-                    replication,
-                },
-        } => {
+        Command::Topics { command: TopicsCommand::Create { partitions, replication } } => {
             let brokers = cfg.kafka_brokers()?;
             let topics = cfg.topics()?;
-            admin::create_topics(
-                &ClientSettings::from_config(&cfg, brokers),
-                &topics.all(),
-                partitions,
-                replication,
-            )
-            .await?;
+            admin::create_topics(&ClientSettings::from_config(&cfg, brokers), &topics.all(), partitions, replication)
+                .await?;
             println!("{} topics ready", topics.all().len());
             Ok(ExitCode::SUCCESS)
         }
@@ -118,11 +105,7 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!(
-                "{} problem(s) in {}",
-                errors.0.len(),
-                cfg.sagas_dir.display()
-            );
+            eprintln!("{} problem(s) in {}", errors.0.len(), cfg.sagas_dir.display());
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -143,9 +126,9 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
         }
         SagasCommand::Graph { version } => {
             let def = match version {
-                Some(v) => catalog.get(v).with_context(|| {
-                    format!("no definition version {v} in {}", cfg.sagas_dir.display())
-                })?,
+                Some(v) => catalog
+                    .get(v)
+                    .with_context(|| format!("no definition version {v} in {}", cfg.sagas_dir.display()))?,
                 None => catalog.latest(),
             };
             print!("{}", crate::saga::graph::mermaid(def));
@@ -155,30 +138,19 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
 }
 
 pub async fn connect(cfg: &Config) -> anyhow::Result<Db> {
-    Db::connect(
-        cfg.database_url()?,
-        cfg.database_max_connections,
-        cfg.database_acquire_timeout,
-    )
-    .await
-    .context("cannot connect to the database (check ORDER_SAGA_DATABASE_URL)")
+    Db::connect(cfg.database_url()?, cfg.database_max_connections, cfg.database_acquire_timeout)
+        .await
+        .context("cannot connect to the database (check ORDER_SAGA_DATABASE_URL)")
 }
 
 pub fn load_catalog(cfg: &Config) -> anyhow::Result<Arc<Catalog>> {
-    let catalog = Catalog::load(&cfg.sagas_dir, &cfg.timer_overrides()?).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid saga definitions in {}:\n{e}",
-            cfg.sagas_dir.display()
-        )
-    })?;
+    let catalog = Catalog::load(&cfg.sagas_dir, &cfg.timer_overrides()?)
+        .map_err(|e| anyhow::anyhow!("invalid saga definitions in {}:\n{e}", cfg.sagas_dir.display()))?;
     Ok(Arc::new(catalog))
 }
 
 pub fn outbox_writer(cfg: &Config) -> anyhow::Result<OutboxWriter> {
-    Ok(OutboxWriter {
-        topics: cfg.topics()?,
-        shards: cfg.outbox_shards,
-    })
+    Ok(OutboxWriter { topics: cfg.topics()?, shards: cfg.outbox_shards })
 }
 
 /// Registers the schemas of published messages and verifies consumed ones,
@@ -221,11 +193,7 @@ fn relay_owner() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into());
-    format!(
-        "{host}-{}-{:04x}",
-        std::process::id(),
-        rand::random::<u16>()
-    )
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -296,11 +264,9 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
 
     // Outbox relay.
     let relay_task = if cfg.outbox_relay {
-        let producer = Producer::new(&client, Duration::from_secs(30))?;
+        let producer = Producer::new(&client, cfg.kafka_delivery_timeout)?;
         let rest = match (&cfg.rest_inventory_url, &cfg.rest_payment_url) {
-            (Some(i), Some(p)) => {
-                Some(RestTransport::new(i, p, cfg.rest_timeout).map_err(anyhow::Error::msg)?)
-            }
+            (Some(i), Some(p)) => Some(RestTransport::new(i, p, cfg.rest_timeout).map_err(anyhow::Error::msg)?),
             _ => None,
         };
         let relay = Relay::new(
@@ -322,9 +288,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         );
         Some(tokio::spawn(relay.run(stop_relay.clone())))
     } else {
-        tracing::info!(
-            "outbox relay disabled (ORDER_SAGA_OUTBOX_RELAY=false): a CDC pipeline publishes the outbox"
-        );
+        tracing::info!("outbox relay disabled (ORDER_SAGA_OUTBOX_RELAY=false): a CDC pipeline publishes the outbox");
         None
     };
 
@@ -369,10 +333,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     );
 
     shutdown_signal().await;
-    tracing::info!(
-        grace_s = cfg.shutdown_grace.as_secs_f64(),
-        "shutdown requested"
-    );
+    tracing::info!(grace_s = cfg.shutdown_grace.as_secs_f64(), "shutdown requested");
     let started = tokio::time::Instant::now();
     let orderly = async {
         stop_intake.cancel();
@@ -390,10 +351,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     match tokio::time::timeout(cfg.shutdown_grace, orderly).await {
         Ok(()) => {
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "shutdown complete"
-            );
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
             Ok(ExitCode::SUCCESS)
         }
         Err(_) => {
@@ -412,27 +370,13 @@ async fn start_scheduler(
     metrics: &Metrics,
     wakeup: &Arc<Notify>,
 ) -> anyhow::Result<JobScheduler> {
-    let sched = JobScheduler::new()
-        .await
-        .context("creating the scheduler")?;
+    let sched = JobScheduler::new().await.context("creating the scheduler")?;
 
-    let (db1, sagas1, m1, w1, batch) = (
-        db.clone(),
-        sagas.clone(),
-        metrics.clone(),
-        wakeup.clone(),
-        cfg.sweep_batch,
-    );
+    let (db1, sagas1, m1, w1, batch) = (db.clone(), sagas.clone(), metrics.clone(), wakeup.clone(), cfg.sweep_batch);
     // Overlapping runs are pointless; a slow sweep makes the next tick skip.
     let running = Arc::new(tokio::sync::Mutex::new(()));
     let sweep = Job::new_async(cfg.sweep_schedule.as_str(), move |_, _| {
-        let (db, sagas, m, w, running) = (
-            db1.clone(),
-            sagas1.clone(),
-            m1.clone(),
-            w1.clone(),
-            running.clone(),
-        );
+        let (db, sagas, m, w, running) = (db1.clone(), sagas1.clone(), m1.clone(), w1.clone(), running.clone());
         Box::pin(async move {
             let Ok(_guard) = running.try_lock() else {
                 return;
@@ -447,18 +391,13 @@ async fn start_scheduler(
     .context("ORDER_SAGA_SWEEP_SCHEDULE")?;
     sched.add(sweep).await.context("scheduling the sweeper")?;
 
-    let (db2, idem, outbox_ret, inbox_ret) = (
-        db.clone(),
-        cfg.idempotency_retention,
-        cfg.outbox_retention,
-        cfg.inbox_retention,
-    );
+    let (db2, idem, outbox_ret, inbox_ret) =
+        (db.clone(), cfg.idempotency_retention, cfg.outbox_retention, cfg.inbox_retention);
     let housekeeping = Job::new_async("0 */5 * * * *", move |_, _| {
         let db = db2.clone();
         Box::pin(async move {
             let now = chrono::Utc::now();
-            let ago =
-                |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+            let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
             let r = async {
                 let a = orders::purge_idempotency_keys(&db, ago(idem)).await?;
                 let b = outbox_table::purge_published(&db.pool, ago(outbox_ret)).await?;
@@ -466,21 +405,13 @@ async fn start_scheduler(
                 Ok::<_, crate::store::StoreError>((a, b, c))
             };
             match r.await {
-                Ok((a, b, c)) => tracing::debug!(
-                    idempotency_keys = a,
-                    outbox_rows = b,
-                    inbox_rows = c,
-                    "housekeeping"
-                ),
+                Ok((a, b, c)) => tracing::debug!(idempotency_keys = a, outbox_rows = b, inbox_rows = c, "housekeeping"),
                 Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
             }
         })
     })
     .context("housekeeping schedule")?;
-    sched
-        .add(housekeeping)
-        .await
-        .context("scheduling housekeeping")?;
+    sched.add(housekeeping).await.context("scheduling housekeeping")?;
 
     let (db3, sagas3, m3) = (db.clone(), sagas.clone(), metrics.clone());
     let gauges = Job::new_async("*/15 * * * * *", move |_, _| {

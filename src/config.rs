@@ -72,11 +72,7 @@ pub enum Command {
     /// Development tool: an in-memory Confluent Schema Registry stand-in. Never for production.
     DevRegistry {
         /// Address to listen on.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:8081",
-            env = "ORDER_SAGA_DEV_REGISTRY_ADDR"
-        )]
+        #[arg(long, default_value = "127.0.0.1:8081", env = "ORDER_SAGA_DEV_REGISTRY_ADDR")]
         addr: SocketAddr,
     },
 }
@@ -121,21 +117,11 @@ pub struct Config {
     pub config: Option<PathBuf>,
 
     /// MySQL/MariaDB URL, e.g. mysql://user:pass@db:3306/orders.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Maximum open database connections per process.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_DATABASE_MAX_CONNECTIONS",
-        default_value_t = 24
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_MAX_CONNECTIONS", default_value_t = 24)]
     pub database_max_connections: u32,
 
     /// How long to wait for a database connection before failing a request.
@@ -148,12 +134,7 @@ pub struct Config {
     pub migrate_on_start: bool,
 
     /// Address of the HTTP ingress (orders API, health, metrics, ops).
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_HTTP_ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
     /// Largest accepted request body; larger bodies get 413.
@@ -178,21 +159,11 @@ pub struct Config {
     pub kafka_brokers: Option<String>,
 
     /// Consumer group of the saga consumer. All replicas share it.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_KAFKA_GROUP_ID",
-        default_value = "order-service-events"
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_GROUP_ID", default_value = "order-service-events")]
     pub kafka_group_id: String,
 
     /// Prefix added to every topic name (e.g. "prod." → prod.order.created.v1).
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_KAFKA_TOPIC_PREFIX",
-        default_value = ""
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_TOPIC_PREFIX", default_value = "")]
     pub kafka_topic_prefix: String,
 
     /// Topic for a message, overriding prefix + message name: MESSAGE=TOPIC (repeatable;
@@ -201,21 +172,11 @@ pub struct Config {
     pub kafka_topics: Vec<(String, String)>,
 
     /// Dead-letter topic for poison messages (prefix applies).
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_KAFKA_DLQ_TOPIC",
-        default_value = "order-saga.dlq"
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_DLQ_TOPIC", default_value = "order-saga.dlq")]
     pub kafka_dlq_topic: String,
 
     /// security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_KAFKA_SECURITY_PROTOCOL",
-        default_value = "plaintext"
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SECURITY_PROTOCOL", default_value = "plaintext")]
     pub kafka_security_protocol: String,
 
     /// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) when a sasl_* protocol is used.
@@ -227,12 +188,7 @@ pub struct Config {
     pub kafka_sasl_username: Option<String>,
 
     /// SASL password.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_KAFKA_SASL_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub kafka_sasl_password: Option<String>,
 
     /// CA certificate file for TLS to the brokers.
@@ -244,6 +200,11 @@ pub struct Config {
     #[arg(long = "kafka-property", global = true, env = "ORDER_SAGA_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value)]
     pub kafka_properties: Vec<(String, String)>,
 
+    /// How long the producer keeps retrying a message before the relay
+    /// counts it as failed (and retries the row later).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_DELIVERY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub kafka_delivery_timeout: Duration,
+
     /// Consumer session timeout (failure detection of a replica).
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SESSION_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub kafka_session_timeout: Duration,
@@ -253,12 +214,7 @@ pub struct Config {
     pub kafka_fetch_wait_max: Duration,
 
     /// Most events of one partition applied in one database transaction (1 = no batching).
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_CONSUMER_BATCH_MAX",
-        default_value_t = 200
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_CONSUMER_BATCH_MAX", default_value_t = 200)]
     pub consumer_batch_max: usize,
 
     /// Confluent-compatible Schema Registry URL.
@@ -275,12 +231,7 @@ pub struct Config {
     pub schema_registry_auto_register: bool,
 
     /// Directory with the saga definitions (*.toml).
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_SAGAS_DIR",
-        default_value = "sagas"
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_SAGAS_DIR", default_value = "sagas")]
     pub sagas_dir: PathBuf,
 
     /// Timer duration override TIMER=DURATION (repeatable), e.g. payment_timeout=15m.
@@ -288,21 +239,11 @@ pub struct Config {
     pub timers: Vec<(String, String)>,
 
     /// When the timeout sweeper runs (cron with seconds, UTC).
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_SWEEP_SCHEDULE",
-        default_value = "*/1 * * * * *"
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_SWEEP_SCHEDULE", default_value = "*/1 * * * * *")]
     pub sweep_schedule: String,
 
     /// Most timers fired per sweep transaction.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_SWEEP_BATCH",
-        default_value_t = 100
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_SWEEP_BATCH", default_value_t = 100)]
     pub sweep_batch: u32,
 
     /// Publish the outbox to Kafka. Turn off when a CDC pipeline (Debezium) publishes the table.
@@ -311,21 +252,11 @@ pub struct Config {
 
     /// Outbox shards. Each shard has one active publisher across all replicas.
     /// Change only while the outbox is drained.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_OUTBOX_SHARDS",
-        default_value_t = 16
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_SHARDS", default_value_t = 16)]
     pub outbox_shards: u16,
 
     /// Most outbox rows published per round.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_OUTBOX_BATCH",
-        default_value_t = 500
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_BATCH", default_value_t = 500)]
     pub outbox_batch: u32,
 
     /// How often the relay looks for rows written by other replicas when idle.
@@ -361,21 +292,11 @@ pub struct Config {
     pub rest_timeout: Duration,
 
     /// Bearer token for /ops endpoints. Without it the ops endpoints are disabled (404), not open.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_OPS_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_TOKEN", hide_env_values = true)]
     pub ops_token: Option<String>,
 
     /// Most ops actions per second in a bulk action.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_OPS_BULK_RATE",
-        default_value_t = 50
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_BULK_RATE", default_value_t = 50)]
     pub ops_bulk_rate: u32,
 
     /// Time allowed for a graceful shutdown (stop consuming, finish the batch, commit, flush).
@@ -395,12 +316,7 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
 
     /// Service name reported in traces.
-    #[arg(
-        long,
-        global = true,
-        env = "ORDER_SAGA_SERVICE_NAME",
-        default_value = "order-saga"
-    )]
+    #[arg(long, global = true, env = "ORDER_SAGA_SERVICE_NAME", default_value = "order-saga")]
     pub service_name: String,
 }
 
@@ -421,10 +337,7 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadFile { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {message}")]
     ParseFile { path: PathBuf, message: String },
     #[error("config file {path}: unknown key {key:?} (keys are long option names, see --help)")]
@@ -470,35 +383,19 @@ impl Cli {
     }
 }
 
-fn file_args(
-    path: &Path,
-    cmd: &clap::Command,
-    matches: &clap::ArgMatches,
-) -> Result<Vec<OsString>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-        path: path.into(),
-        source,
-    })?;
+fn file_args(path: &Path, cmd: &clap::Command, matches: &clap::ArgMatches) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.into(), source })?;
     let table: BTreeMap<String, toml::Value> =
-        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: path.into(), message: e.to_string() })?;
     let mut out = Vec::new();
     for (key, value) in table {
         let long = key.replace('_', "-");
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()) && a.get_id() != "config")
-            .ok_or_else(|| ConfigError::UnknownKey {
-                path: path.into(),
-                key: key.clone(),
-            })?;
+            .ok_or_else(|| ConfigError::UnknownKey { path: path.into(), key: key.clone() })?;
         let id = arg.get_id().as_str();
-        if matches!(
-            matches.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        ) {
+        if matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
             continue;
         }
         let values = match value {
@@ -512,10 +409,7 @@ fn file_args(
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 _ => {
-                    return Err(ConfigError::BadValue {
-                        path: path.into(),
-                        key: key.clone(),
-                    });
+                    return Err(ConfigError::BadValue { path: path.into(), key: key.clone() });
                 }
             };
             out.push(OsString::from(format!("--{long}={s}")));
@@ -535,7 +429,10 @@ impl Config {
 
     pub fn kafka_brokers(&self) -> Result<&str, ConfigError> {
         self.kafka_brokers.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
-            ConfigError::Invalid("no Kafka brokers configured: set ORDER_SAGA_KAFKA_BROKERS (or --kafka-brokers), e.g. 127.0.0.1:9092".into())
+            ConfigError::Invalid(
+                "no Kafka brokers configured: set ORDER_SAGA_KAFKA_BROKERS (or --kafka-brokers), e.g. 127.0.0.1:9092"
+                    .into(),
+            )
         })
     }
 
@@ -556,73 +453,50 @@ impl Config {
             )));
         }
         if self.database_max_connections < 2 {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_DATABASE_MAX_CONNECTIONS must be at least 2".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_DATABASE_MAX_CONNECTIONS must be at least 2".into()));
         }
         if self.http_max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_HTTP_MAX_BODY_BYTES must be at least 1024".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_HTTP_MAX_BODY_BYTES must be at least 1024".into()));
         }
         if self.shutdown_grace.is_zero() {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_SHUTDOWN_GRACE must be greater than zero".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_SHUTDOWN_GRACE must be greater than zero".into()));
         }
         if self.idempotency_retention < Duration::from_secs(60) {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_IDEMPOTENCY_RETENTION must be at least 1m".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_IDEMPOTENCY_RETENTION must be at least 1m".into()));
         }
         if !(1..=1024).contains(&self.outbox_shards) {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_OUTBOX_SHARDS must be between 1 and 1024".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_OUTBOX_SHARDS must be between 1 and 1024".into()));
         }
         if self.outbox_batch == 0 || self.sweep_batch == 0 || self.consumer_batch_max == 0 {
             return Err(ConfigError::Invalid(
-                "ORDER_SAGA_OUTBOX_BATCH, ORDER_SAGA_SWEEP_BATCH and ORDER_SAGA_CONSUMER_BATCH_MAX must be at least 1".into(),
+                "ORDER_SAGA_OUTBOX_BATCH, ORDER_SAGA_SWEEP_BATCH and ORDER_SAGA_CONSUMER_BATCH_MAX must be at least 1"
+                    .into(),
             ));
         }
         if self.outbox_lease_ttl < Duration::from_secs(2) {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_OUTBOX_LEASE_TTL must be at least 2s".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_OUTBOX_LEASE_TTL must be at least 2s".into()));
         }
         if let Some(token) = &self.ops_token
             && token.len() < 16
         {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_OPS_TOKEN must be at least 16 characters".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_OPS_TOKEN must be at least 16 characters".into()));
         }
         if self.ops_bulk_rate == 0 {
-            return Err(ConfigError::Invalid(
-                "ORDER_SAGA_OPS_BULK_RATE must be at least 1".into(),
-            ));
+            return Err(ConfigError::Invalid("ORDER_SAGA_OPS_BULK_RATE must be at least 1".into()));
         }
-        tokio_cron_scheduler::Job::new_async(self.sweep_schedule.as_str(), |_, _| {
-            Box::pin(async {})
-        })
-        .map_err(|e| {
+        tokio_cron_scheduler::Job::new_async(self.sweep_schedule.as_str(), |_, _| Box::pin(async {})).map_err(|e| {
             ConfigError::Invalid(format!(
                 "ORDER_SAGA_SWEEP_SCHEDULE {:?} is not a valid cron expression: {e}",
                 self.sweep_schedule
             ))
         })?;
         self.topics()?;
-        if self.rest_mode != RestMode::Off
-            && (self.rest_inventory_url.is_none() || self.rest_payment_url.is_none())
-        {
+        if self.rest_mode != RestMode::Off && (self.rest_inventory_url.is_none() || self.rest_payment_url.is_none()) {
             return Err(ConfigError::Invalid(
                 "ORDER_SAGA_REST_MODE is on: set ORDER_SAGA_REST_INVENTORY_URL and ORDER_SAGA_REST_PAYMENT_URL".into(),
             ));
         }
-        for url in [&self.rest_inventory_url, &self.rest_payment_url]
-            .into_iter()
-            .flatten()
-        {
+        for url in [&self.rest_inventory_url, &self.rest_payment_url].into_iter().flatten() {
             if reqwest::Url::parse(url).is_err() {
                 return Err(ConfigError::Invalid(format!("{url:?} is not a valid URL")));
             }
@@ -631,9 +505,7 @@ impl Config {
             self.kafka_brokers()?;
             let sr = self.schema_registry_url()?;
             if reqwest::Url::parse(sr).is_err() {
-                return Err(ConfigError::Invalid(format!(
-                    "ORDER_SAGA_SCHEMA_REGISTRY_URL {sr:?} is not a valid URL"
-                )));
+                return Err(ConfigError::Invalid(format!("ORDER_SAGA_SCHEMA_REGISTRY_URL {sr:?} is not a valid URL")));
             }
             let proto = self.kafka_security_protocol.to_ascii_lowercase();
             if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&proto.as_str()) {
@@ -642,9 +514,7 @@ impl Config {
                     self.kafka_security_protocol
                 )));
             }
-            if proto.starts_with("sasl")
-                && (self.kafka_sasl_username.is_none() || self.kafka_sasl_password.is_none())
-            {
+            if proto.starts_with("sasl") && (self.kafka_sasl_username.is_none() || self.kafka_sasl_password.is_none()) {
                 return Err(ConfigError::Invalid(
                     "a sasl_* security protocol needs ORDER_SAGA_KAFKA_SASL_USERNAME and ORDER_SAGA_KAFKA_SASL_PASSWORD".into(),
                 ));
@@ -663,11 +533,7 @@ impl Config {
             let kind: MessageKind = msg.parse().map_err(|_| {
                 ConfigError::Invalid(format!(
                     "ORDER_SAGA_KAFKA_TOPICS: {msg:?} is not a message name; known: {}",
-                    MessageKind::ALL
-                        .iter()
-                        .map(|k| k.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    MessageKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
                 ))
             })?;
             names.insert(kind, topic.clone());
@@ -675,12 +541,7 @@ impl Config {
         let dlq = format!("{}{}", self.kafka_topic_prefix, self.kafka_dlq_topic);
         let all: Vec<&String> = names.values().chain(std::iter::once(&dlq)).collect();
         for t in &all {
-            if t.is_empty()
-                || t.len() > 249
-                || !t
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
+            if t.is_empty() || t.len() > 249 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
                 return Err(ConfigError::Invalid(format!(
                     "{t:?} is not a valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
                 )));
@@ -689,9 +550,7 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for t in &all {
             if !seen.insert(*t) {
-                return Err(ConfigError::Invalid(format!(
-                    "topic {t:?} is used for two different messages"
-                )));
+                return Err(ConfigError::Invalid(format!("topic {t:?} is used for two different messages")));
             }
         }
         Ok(Topics { names, dlq })
@@ -702,8 +561,7 @@ impl Config {
         self.timers
             .iter()
             .map(|(k, v)| {
-                let d = duration(v)
-                    .map_err(|e| ConfigError::Invalid(format!("ORDER_SAGA_TIMERS {k}={v}: {e}")))?;
+                let d = duration(v).map_err(|e| ConfigError::Invalid(format!("ORDER_SAGA_TIMERS {k}={v}: {e}")))?;
                 if d.is_zero() {
                     return Err(ConfigError::Invalid(format!(
                         "ORDER_SAGA_TIMERS {k}: duration must be greater than zero"
@@ -725,27 +583,17 @@ pub struct Topics {
 impl Topics {
     pub fn of(&self, kind: MessageKind) -> &str {
         // Every kind is inserted by `Config::topics`.
-        self.names
-            .get(&kind)
-            .map(String::as_str)
-            .unwrap_or(kind.name())
+        self.names.get(&kind).map(String::as_str).unwrap_or(kind.name())
     }
 
     /// Which message kind a topic carries.
     pub fn kind_of(&self, topic: &str) -> Option<MessageKind> {
-        self.names
-            .iter()
-            .find(|(_, t)| t.as_str() == topic)
-            .map(|(k, _)| *k)
+        self.names.iter().find(|(_, t)| t.as_str() == topic).map(|(k, _)| *k)
     }
 
     /// Every topic, for `topics create`.
     pub fn all(&self) -> Vec<&str> {
-        self.names
-            .values()
-            .map(String::as_str)
-            .chain(std::iter::once(self.dlq.as_str()))
-            .collect()
+        self.names.values().map(String::as_str).chain(std::iter::once(self.dlq.as_str())).collect()
     }
 
     /// Topics the saga consumer subscribes to.
@@ -759,14 +607,8 @@ impl Topics {
 
     /// Same mapping with a different prefix (tests use one prefix per test).
     pub fn with_prefix(prefix: &str) -> Topics {
-        let names = MessageKind::ALL
-            .iter()
-            .map(|&k| (k, format!("{prefix}{}", k.name())))
-            .collect();
-        Topics {
-            names,
-            dlq: format!("{prefix}order-saga.dlq"),
-        }
+        let names = MessageKind::ALL.iter().map(|&k| (k, format!("{prefix}{}", k.name()))).collect();
+        Topics { names, dlq: format!("{prefix}order-saga.dlq") }
     }
 }
 
@@ -778,10 +620,7 @@ mod tests {
     /// tests do not depend on the shell they run in.
     fn parse(args: &[&str]) -> Result<Cli, ConfigError> {
         let cmd = Cli::command().mut_args(|a| a.env(None::<&str>));
-        Cli::parse_with(
-            cmd,
-            std::iter::once("order-saga").chain(args.iter().copied()),
-        )
+        Cli::parse_with(cmd, std::iter::once("order-saga").chain(args.iter().copied()))
     }
 
     #[test]
@@ -799,28 +638,15 @@ mod tests {
             "database_url = \"mysql://file/db\"\nhttp-addr = \"127.0.0.1:9999\"\nkafka_topic = [\"payment.failed.v1=pf\"]\noutbox_relay = false\n",
         )
         .unwrap();
-        let cli = parse(&[
-            "--config",
-            file.to_str().unwrap(),
-            "--http-addr",
-            "127.0.0.1:1234",
-            "migrate",
-        ])
-        .unwrap();
+        let cli = parse(&["--config", file.to_str().unwrap(), "--http-addr", "127.0.0.1:1234", "migrate"]).unwrap();
         assert_eq!(cli.config.database_url.as_deref(), Some("mysql://file/db"));
         assert_eq!(cli.config.http_addr.port(), 1234, "flag beats file");
         assert!(!cli.config.outbox_relay);
-        assert_eq!(
-            cli.config.topics().unwrap().of(MessageKind::PaymentFailed),
-            "pf"
-        );
+        assert_eq!(cli.config.topics().unwrap().of(MessageKind::PaymentFailed), "pf");
 
         std::fs::write(&file, "databse_url = \"x\"\n").unwrap();
         let err = parse(&["--config", file.to_str().unwrap(), "migrate"]).unwrap_err();
-        assert!(
-            err.to_string().contains("unknown key \"databse_url\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unknown key \"databse_url\""), "{err}");
     }
 
     #[test]
@@ -830,98 +656,36 @@ mod tests {
         assert!(err.contains("ORDER_SAGA_DATABASE_URL"), "{err}");
 
         let cli = parse(&["--database-url", "postgres://x", "migrate"]).unwrap();
-        assert!(
-            cli.config
-                .validate(false)
-                .unwrap_err()
-                .to_string()
-                .contains("mysql://")
-        );
+        assert!(cli.config.validate(false).unwrap_err().to_string().contains("mysql://"));
 
         let cli = parse(&["--database-url", "mysql://x/y", "serve"]).unwrap();
-        assert!(
-            cli.config
-                .validate(true)
-                .unwrap_err()
-                .to_string()
-                .contains("ORDER_SAGA_KAFKA_BROKERS")
-        );
+        assert!(cli.config.validate(true).unwrap_err().to_string().contains("ORDER_SAGA_KAFKA_BROKERS"));
 
-        let cli = parse(&[
-            "--database-url",
-            "mysql://x/y",
-            "--sweep-schedule",
-            "every second",
-            "migrate",
-        ])
-        .unwrap();
-        assert!(
-            cli.config
-                .validate(false)
-                .unwrap_err()
-                .to_string()
-                .contains("cron")
-        );
+        let cli = parse(&["--database-url", "mysql://x/y", "--sweep-schedule", "every second", "migrate"]).unwrap();
+        assert!(cli.config.validate(false).unwrap_err().to_string().contains("cron"));
 
-        let cli = parse(&[
-            "--database-url",
-            "mysql://x/y",
-            "--kafka-topic",
-            "nope.v1=x",
-            "migrate",
-        ])
-        .unwrap();
-        assert!(
-            cli.config
-                .validate(false)
-                .unwrap_err()
-                .to_string()
-                .contains("not a message name")
-        );
+        let cli = parse(&["--database-url", "mysql://x/y", "--kafka-topic", "nope.v1=x", "migrate"]).unwrap();
+        assert!(cli.config.validate(false).unwrap_err().to_string().contains("not a message name"));
 
-        let cli = parse(&[
-            "--database-url",
-            "mysql://x/y",
-            "--ops-token",
-            "short",
-            "migrate",
-        ])
-        .unwrap();
-        assert!(
-            cli.config
-                .validate(false)
-                .unwrap_err()
-                .to_string()
-                .contains("ORDER_SAGA_OPS_TOKEN")
-        );
+        let cli = parse(&["--database-url", "mysql://x/y", "--ops-token", "short", "migrate"]).unwrap();
+        assert!(cli.config.validate(false).unwrap_err().to_string().contains("ORDER_SAGA_OPS_TOKEN"));
     }
 
     #[test]
     fn bad_durations_are_refused_by_the_parser() {
-        let err = parse(&["--shutdown-grace", "soon", "migrate"])
-            .unwrap_err()
-            .to_string();
+        let err = parse(&["--shutdown-grace", "soon", "migrate"]).unwrap_err().to_string();
         assert!(err.contains("15s"), "{err}");
     }
 
     #[test]
     fn topics_apply_prefix_and_overrides() {
-        let cli = parse(&[
-            "--kafka-topic-prefix",
-            "prod.",
-            "--kafka-topic",
-            "order.created.v1=orders",
-            "migrate",
-        ])
-        .unwrap();
+        let cli =
+            parse(&["--kafka-topic-prefix", "prod.", "--kafka-topic", "order.created.v1=orders", "migrate"]).unwrap();
         let t = cli.config.topics().unwrap();
         assert_eq!(t.of(MessageKind::OrderCreated), "orders");
         assert_eq!(t.of(MessageKind::PaymentFailed), "prod.payment.failed.v1");
         assert_eq!(t.dlq, "prod.order-saga.dlq");
-        assert_eq!(
-            t.kind_of("prod.payment.failed.v1"),
-            Some(MessageKind::PaymentFailed)
-        );
+        assert_eq!(t.kind_of("prod.payment.failed.v1"), Some(MessageKind::PaymentFailed));
         assert_eq!(t.inbound().len(), 4);
     }
 }

@@ -42,13 +42,9 @@ impl EventHandler {
         let topic = m.topic();
         let source = format!("kafka:{topic}/{}@{}", m.partition(), m.offset());
         let header_id = header_str(m.headers(), headers::EVENT_ID);
-        let trace = header_str(m.headers(), headers::TRACEPARENT)
-            .as_deref()
-            .and_then(TraceParent::parse);
-        let key_order: Option<i64> = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.trim().parse().ok());
+        let trace = header_str(m.headers(), headers::TRACEPARENT).as_deref().and_then(TraceParent::parse);
+        let key_order: Option<i64> =
+            m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.trim().parse().ok());
         let raw = RawMessage {
             topic: topic.to_owned(),
             partition: m.partition(),
@@ -56,11 +52,8 @@ impl EventHandler {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
         };
-        let fallback_id = || {
-            header_id
-                .clone()
-                .unwrap_or_else(|| format!("kafka:{topic}:{}:{}", m.partition(), m.offset()))
-        };
+        let fallback_id =
+            || header_id.clone().unwrap_or_else(|| format!("kafka:{topic}:{}:{}", m.partition(), m.offset()));
         let Some(kind) = self.topics.kind_of(topic) else {
             return Ok(poison(
                 fallback_id(),
@@ -77,10 +70,7 @@ impl EventHandler {
                 if let Some(k) = key_order
                     && k != msg.order_id()
                 {
-                    let reason = format!(
-                        "Kafka key {k} does not match order_id {} in the payload",
-                        msg.order_id()
-                    );
+                    let reason = format!("Kafka key {k} does not match order_id {} in the payload", msg.order_id());
                     return Ok(poison(
                         msg.event_id().to_owned(),
                         Some(k),
@@ -91,11 +81,8 @@ impl EventHandler {
                         raw,
                     ));
                 }
-                let event = Event {
-                    id: msg.event_id().to_owned(),
-                    order_id: msg.order_id(),
-                    body: EventBody::Message(msg),
-                };
+                let event =
+                    Event { id: msg.event_id().to_owned(), order_id: msg.order_id(), body: EventBody::Message(msg) };
                 Ok(Inbound {
                     event_id: event.id.clone(),
                     order_id: Some(event.order_id),
@@ -107,15 +94,7 @@ impl EventHandler {
                 })
             }
             Err(e) if e.is_retriable() => Err(e),
-            Err(e) => Ok(poison(
-                fallback_id(),
-                key_order,
-                kind.name().into(),
-                e.to_string(),
-                source,
-                trace,
-                raw,
-            )),
+            Err(e) => Ok(poison(fallback_id(), key_order, kind.name().into(), e.to_string(), source, trace, raw)),
         }
     }
 
@@ -141,34 +120,20 @@ impl EventHandler {
                     } else {
                         "undecodable"
                     };
-                    m.saga_dead_lettered_total
-                        .get_or_create(&ReasonLabel { reason: r.into() })
-                        .inc();
+                    m.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: r.into() }).inc();
                     tracing::warn!(reason = %reason, "event dead-lettered");
                     "dead_lettered"
                 }
                 InboundOutcome::Stale => "stale",
                 InboundOutcome::Refused(_) => "refused",
             };
-            m.saga_events_total
-                .get_or_create(&OutcomeLabel {
-                    outcome: label.into(),
-                })
-                .inc();
+            m.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
         }
         for (state, secs) in &result.dwell {
-            m.saga_state_dwell_seconds
-                .get_or_create(&StateLabel {
-                    state: state.clone(),
-                })
-                .observe(*secs);
+            m.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
         }
         for a in &result.alerts {
-            m.saga_alerts_total
-                .get_or_create(&CodeLabel {
-                    code: a.code.clone(),
-                })
-                .inc();
+            m.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
             tracing::warn!(order_id = a.order_id, tenant_region = %a.tenant_region, alert = %a.code, "{}", a.message);
         }
     }
@@ -183,23 +148,11 @@ fn poison(
     trace: Option<TraceParent>,
     raw: RawMessage,
 ) -> Inbound {
-    Inbound {
-        event_id,
-        order_id,
-        event_name,
-        event: Err(reason),
-        source,
-        trace,
-        raw: Some(raw),
-    }
+    Inbound { event_id, order_id, event_name, event: Err(reason), source, trace, raw: Some(raw) }
 }
 
 impl BatchHandler for EventHandler {
-    async fn handle(
-        &self,
-        batch: Vec<OwnedMessage>,
-        stop: CancellationToken,
-    ) -> Result<(), Stopped> {
+    async fn handle(&self, batch: Vec<OwnedMessage>, stop: CancellationToken) -> Result<(), Stopped> {
         let mut inbound = Vec::with_capacity(batch.len());
         for m in &batch {
             let mut attempt = 0;
@@ -222,12 +175,10 @@ impl BatchHandler for EventHandler {
         }
         let mut attempt = 0;
         loop {
-            match self
-                .sagas
-                .apply_batch(&self.db, &inbound, LockMode::Wait)
-                .await
-            {
+            match self.sagas.apply_batch(&self.db, &inbound, LockMode::Wait).await {
                 Ok(result) => {
+                    // Committed, offset not stored yet: the window a crash test aims at.
+                    crate::failpoint::hit("consumer.after_commit");
                     if result.outbox_rows > 0 {
                         self.relay_wakeup.notify_one();
                     }

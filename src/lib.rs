@@ -13,6 +13,7 @@ pub mod contracts;
 pub mod devtools;
 pub mod domain;
 pub mod events;
+pub mod failpoint;
 pub mod http;
 pub mod kafka;
 pub mod ops;

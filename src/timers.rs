@@ -55,22 +55,14 @@ pub async fn sweep(
                     event_id: id.clone(),
                     order_id: Some(t.order_id),
                     event_name: format!("{}{}", crate::saga::definition::TIMER_PREFIX, t.name),
-                    event: Ok(Event {
-                        id,
-                        order_id: t.order_id,
-                        body: EventBody::Timer {
-                            name: t.name.clone(),
-                        },
-                    }),
+                    event: Ok(Event { id, order_id: t.order_id, body: EventBody::Timer { name: t.name.clone() } }),
                     source: "timer".into(),
                     trace: Some(crate::telemetry::traceparent::TraceParent::new_root()),
                     raw: None,
                 }
             })
             .collect();
-        let result = sagas
-            .apply_batch(db, &inbound, LockMode::SkipLocked)
-            .await?;
+        let result = sagas.apply_batch(db, &inbound, LockMode::SkipLocked).await?;
         let mut fired_now = 0;
         for o in &result.outcomes {
             match o {
@@ -86,28 +78,16 @@ pub async fn sweep(
                     InboundOutcome::DeadLettered(_) => "dead_lettered",
                     InboundOutcome::Stale | InboundOutcome::Refused(_) => "stale",
                 };
-                m.saga_events_total
-                    .get_or_create(&OutcomeLabel {
-                        outcome: label.into(),
-                    })
-                    .inc();
+                m.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
             }
         }
         if let Some(m) = metrics {
             m.saga_timers_fired_total.inc_by(fired_now as u64);
             for (state, secs) in &result.dwell {
-                m.saga_state_dwell_seconds
-                    .get_or_create(&StateLabel {
-                        state: state.clone(),
-                    })
-                    .observe(*secs);
+                m.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
             }
             for a in &result.alerts {
-                m.saga_alerts_total
-                    .get_or_create(&CodeLabel {
-                        code: a.code.clone(),
-                    })
-                    .inc();
+                m.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
             }
         }
         if fired_now > 0 {

@@ -24,9 +24,7 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
-};
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
 
 use super::{Message, MessageKind};
 
@@ -100,10 +98,7 @@ impl Codec {
         let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
             .set_timeout(timeout)
             .build()
-            .map_err(|e| CodecError::Registration {
-                subject: "-".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| CodecError::Registration { subject: "-".into(), reason: e.to_string() })?;
         let mut schemas = HashMap::new();
         for &kind in MessageKind::ALL {
             let schema = Schema::parse_str(avsc(kind)).map_err(|e| CodecError::Registration {
@@ -132,52 +127,33 @@ impl Codec {
         let subject = value_subject(topic);
         let registered = post_schema(&self.inner.settings, subject.clone(), Codec::supplied(kind))
             .await
-            .map_err(|e| CodecError::Registration {
-                subject: subject.clone(),
-                reason: describe(&e),
-            })?;
+            .map_err(|e| CodecError::Registration { subject: subject.clone(), reason: describe(&e) })?;
         Ok(registered.id)
     }
 
     /// Checks that the latest schema registered under `{topic}-value` (if any)
     /// can be read with our schema for `kind`. Returns `Ok(false)` when the
     /// subject does not exist yet (the producing service has not registered it).
-    pub async fn verify_readable(
-        &self,
-        kind: MessageKind,
-        topic: &str,
-    ) -> Result<bool, CodecError> {
+    pub async fn verify_readable(&self, kind: MessageKind, topic: &str) -> Result<bool, CodecError> {
         let subject = value_subject(topic);
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        let latest =
-            match schema_registry_converter::async_impl::schema_registry::get_schema_by_subject(
-                &self.inner.settings,
-                &strategy,
-            )
-            .await
-            {
-                Ok(s) => s,
-                Err(e) if !e.retriable && describe(&e).contains("404") => return Ok(false),
-                Err(e) => {
-                    return Err(CodecError::Registration {
-                        subject,
-                        reason: describe(&e),
-                    });
-                }
-            };
-        let writer = Schema::parse_str(&latest.schema).map_err(|e| CodecError::Registration {
-            subject: subject.clone(),
-            reason: e.to_string(),
-        })?;
-        SchemaCompatibility::can_read(&writer, &self.inner.schemas[&kind]).map_err(|e| {
-            CodecError::Registration {
-                subject: subject.clone(),
-                reason: format!(
-                    "registered schema (id {}) is not readable with {}: {e}",
-                    latest.id,
-                    kind.schema_file()
-                ),
+        let latest = match schema_registry_converter::async_impl::schema_registry::get_schema_by_subject(
+            &self.inner.settings,
+            &strategy,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) if !e.retriable && describe(&e).contains("404") => return Ok(false),
+            Err(e) => {
+                return Err(CodecError::Registration { subject, reason: describe(&e) });
             }
+        };
+        let writer = Schema::parse_str(&latest.schema)
+            .map_err(|e| CodecError::Registration { subject: subject.clone(), reason: e.to_string() })?;
+        SchemaCompatibility::can_read(&writer, &self.inner.schemas[&kind]).map_err(|e| CodecError::Registration {
+            subject: subject.clone(),
+            reason: format!("registered schema (id {}) is not readable with {}: {e}", latest.id, kind.schema_file()),
         })?;
         Ok(true)
     }
@@ -185,42 +161,21 @@ impl Codec {
     /// Encodes `msg` for `topic` in the Confluent wire format.
     pub async fn encode(&self, msg: &Message, topic: &str) -> Result<Vec<u8>, CodecError> {
         let kind = msg.kind();
-        let value = msg.to_avro().map_err(|e| CodecError::Encode {
-            kind: kind.name(),
-            reason: e.to_string(),
-        })?;
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            topic.to_owned(),
-            false,
-            Codec::supplied(kind),
-        );
-        self.inner
-            .encoder
-            .encode_value(value, &strategy)
-            .await
-            .map_err(|e| {
-                if e.retriable {
-                    self.inner.encoder.remove_errors_from_cache();
-                    CodecError::Unavailable(describe(&e))
-                } else {
-                    CodecError::Encode {
-                        kind: kind.name(),
-                        reason: describe(&e),
-                    }
-                }
-            })
+        let value = msg.to_avro().map_err(|e| CodecError::Encode { kind: kind.name(), reason: e.to_string() })?;
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_owned(), false, Codec::supplied(kind));
+        self.inner.encoder.encode_value(value, &strategy).await.map_err(|e| {
+            if e.retriable {
+                self.inner.encoder.remove_errors_from_cache();
+                CodecError::Unavailable(describe(&e))
+            } else {
+                CodecError::Encode { kind: kind.name(), reason: describe(&e) }
+            }
+        })
     }
 
     /// Decodes a Confluent wire-format payload as `kind`.
-    pub async fn decode(
-        &self,
-        kind: MessageKind,
-        payload: Option<&[u8]>,
-    ) -> Result<Message, CodecError> {
-        let invalid = |reason: String| CodecError::Invalid {
-            kind: kind.name(),
-            reason,
-        };
+    pub async fn decode(&self, kind: MessageKind, payload: Option<&[u8]>) -> Result<Message, CodecError> {
+        let invalid = |reason: String| CodecError::Invalid { kind: kind.name(), reason };
         let Some(bytes) = payload else {
             return Err(invalid("empty payload (tombstone)".into()));
         };
@@ -238,12 +193,10 @@ impl Codec {
             }
         };
         let reader = &self.inner.schemas[&kind];
-        let resolved = decoded.value.resolve(reader).map_err(|e| {
-            invalid(format!(
-                "writer schema cannot be resolved to {}: {e}",
-                kind.schema_file()
-            ))
-        })?;
+        let resolved = decoded
+            .value
+            .resolve(reader)
+            .map_err(|e| invalid(format!("writer schema cannot be resolved to {}: {e}", kind.schema_file())))?;
         Message::from_avro(kind, &resolved).map_err(|e| invalid(e.to_string()))
     }
 }

@@ -133,18 +133,13 @@ pub struct UnknownMessageKind(pub String);
 impl FromStr for MessageKind {
     type Err = UnknownMessageKind;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MessageKind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| UnknownMessageKind(s.to_owned()))
+        MessageKind::ALL.iter().copied().find(|k| k.name() == s).ok_or_else(|| UnknownMessageKind(s.to_owned()))
     }
 }
 
 /// Namespace for the deterministic (v5) ids of the messages this daemon writes.
 /// Do not change: ids derived from it are how retries and participants de-duplicate.
-pub const EVENT_ID_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x6f72_6465_722d_7361_6761_2d65_7665_6e74);
+pub const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f72_6465_722d_7361_6761_2d65_7665_6e74);
 
 /// Deterministic event id for a fact named by `name` (e.g. `42:order.created.v1`):
 /// the same fact always gets the same id, so a retried transaction cannot
@@ -165,3 +160,6 @@ pub mod headers {
     pub const DLQ_SOURCE_PARTITION: &str = "dlq_source_partition";
     pub const DLQ_SOURCE_OFFSET: &str = "dlq_source_offset";
 }
+
+#[cfg(test)]
+mod tests;

@@ -52,31 +52,17 @@ pub struct DevRegistry {
 }
 
 fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, CT)],
-        json!({"error_code": code, "message": message.into()}).to_string(),
-    )
+    (status, [(header::CONTENT_TYPE, CT)], json!({"error_code": code, "message": message.into()}).to_string())
         .into_response()
 }
 
 fn ok(body: Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CT)],
-        body.to_string(),
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, CT)], body.to_string()).into_response()
 }
 
 fn parse_body(body: &Bytes) -> Result<(String, Schema), Response> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            42203,
-            format!("Invalid JSON: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42203, format!("Invalid JSON: {e}")))?;
     if let Some(t) = v.get("schemaType").and_then(Value::as_str)
         && t != "AVRO"
     {
@@ -90,13 +76,8 @@ fn parse_body(body: &Bytes) -> Result<(String, Schema), Response> {
         .get("schema")
         .and_then(Value::as_str)
         .ok_or_else(|| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Missing schema"))?;
-    let schema = Schema::parse_str(text).map_err(|e| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            42201,
-            format!("Invalid schema: {e}"),
-        )
-    })?;
+    let schema = Schema::parse_str(text)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}")))?;
     Ok((text.to_owned(), schema))
 }
 
@@ -105,52 +86,30 @@ impl DevRegistry {
         Router::new()
             .route("/subjects", get(list_subjects))
             .route("/subjects/{subject}", post(lookup))
-            .route(
-                "/subjects/{subject}/versions",
-                get(list_versions).post(register),
-            )
+            .route("/subjects/{subject}/versions", get(list_versions).post(register))
             .route("/subjects/{subject}/versions/{version}", get(get_version))
             .route("/schemas/ids/{id}", get(get_by_id))
-            .route(
-                "/compatibility/subjects/{subject}/versions/{version}",
-                post(check_compat),
-            )
-            .route(
-                "/config",
-                get(|| async { ok(json!({"compatibilityLevel": "BACKWARD"})) }),
-            )
+            .route("/compatibility/subjects/{subject}/versions/{version}", post(check_compat))
+            .route("/config", get(|| async { ok(json!({"compatibilityLevel": "BACKWARD"})) }))
             .with_state(self.clone())
     }
 
     fn version_entry(inner: &Inner, subject: &str, version: &str) -> Result<Value, Response> {
-        let versions = inner.subjects.get(subject).ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                40401,
-                format!("Subject '{subject}' not found."),
-            )
-        })?;
+        let versions = inner
+            .subjects
+            .get(subject)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found.")))?;
         let n = if version == "latest" {
             versions.len()
         } else {
             version.parse::<usize>().map_err(|_| {
-                error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    42202,
-                    "The specified version is not a valid version id.",
-                )
+                error(StatusCode::UNPROCESSABLE_ENTITY, 42202, "The specified version is not a valid version id.")
             })?
         };
         let id = n
             .checked_sub(1)
             .and_then(|i| versions.get(i))
-            .ok_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    40402,
-                    format!("Version {version} not found."),
-                )
-            })?;
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, 40402, format!("Version {version} not found.")))?;
         let text = &inner.schemas[(*id - 1) as usize].0;
         Ok(json!({"subject": subject, "version": n, "id": id, "schema": text}))
     }
@@ -165,18 +124,11 @@ async fn list_versions(State(r): State<DevRegistry>, Path(subject): Path<String>
     let inner = r.inner.lock().unwrap_or_else(|p| p.into_inner());
     match inner.subjects.get(&subject) {
         Some(v) => ok(json!((1..=v.len()).collect::<Vec<_>>())),
-        None => error(
-            StatusCode::NOT_FOUND,
-            40401,
-            format!("Subject '{subject}' not found."),
-        ),
+        None => error(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found.")),
     }
 }
 
-async fn get_version(
-    State(r): State<DevRegistry>,
-    Path((subject, version)): Path<(String, String)>,
-) -> Response {
+async fn get_version(State(r): State<DevRegistry>, Path((subject, version)): Path<(String, String)>) -> Response {
     let inner = r.inner.lock().unwrap_or_else(|p| p.into_inner());
     match DevRegistry::version_entry(&inner, &subject, &version) {
         Ok(v) => ok(v),
@@ -186,26 +138,14 @@ async fn get_version(
 
 async fn get_by_id(State(r): State<DevRegistry>, Path(id): Path<String>) -> Response {
     let inner = r.inner.lock().unwrap_or_else(|p| p.into_inner());
-    let found = id
-        .parse::<usize>()
-        .ok()
-        .filter(|i| *i >= 1)
-        .and_then(|i| inner.schemas.get(i - 1));
+    let found = id.parse::<usize>().ok().filter(|i| *i >= 1).and_then(|i| inner.schemas.get(i - 1));
     match found {
         Some((text, _)) => ok(json!({"schema": text})),
-        None => error(
-            StatusCode::NOT_FOUND,
-            40403,
-            format!("Schema {id} not found"),
-        ),
+        None => error(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found")),
     }
 }
 
-async fn lookup(
-    State(r): State<DevRegistry>,
-    Path(subject): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn lookup(State(r): State<DevRegistry>, Path(subject): Path<String>, body: Bytes) -> Response {
     let (_, schema) = match parse_body(&body) {
         Ok(x) => x,
         Err(e) => return e,
@@ -213,11 +153,7 @@ async fn lookup(
     let canonical = schema.canonical_form();
     let inner = r.inner.lock().unwrap_or_else(|p| p.into_inner());
     let Some(versions) = inner.subjects.get(&subject) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            40401,
-            format!("Subject '{subject}' not found."),
-        );
+        return error(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found."));
     };
     for (i, id) in versions.iter().enumerate() {
         let (text, c) = &inner.schemas[(*id - 1) as usize];
@@ -231,16 +167,10 @@ async fn lookup(
 fn backward_compatible(new: &Schema, old_text: &str) -> Result<(), String> {
     let old = Schema::parse_str(old_text).map_err(|e| e.to_string())?;
     // BACKWARD: consumers on the new schema can read data written with the old one.
-    SchemaCompatibility::can_read(&old, new)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    SchemaCompatibility::can_read(&old, new).map(|_| ()).map_err(|e| e.to_string())
 }
 
-async fn register(
-    State(r): State<DevRegistry>,
-    Path(subject): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn register(State(r): State<DevRegistry>, Path(subject): Path<String>, body: Bytes) -> Response {
     let (text, schema) = match parse_body(&body) {
         Ok(x) => x,
         Err(e) => return e,
@@ -297,15 +227,10 @@ async fn check_compat(
 }
 
 /// Serves the registry on `addr` until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "dev schema registry listening (in-memory; not for production)");
-    axum::serve(listener, DevRegistry::default().router())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, DevRegistry::default().router()).with_graceful_shutdown(shutdown).await
 }
 
 /// Starts the registry on an ephemeral port in the background; returns its URL.

@@ -35,11 +35,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn rate(s: &str) -> Result<f64, String> {
     let r: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&r) {
-        Ok(r)
-    } else {
-        Err("a rate is between 0 and 1".into())
-    }
+    if (0.0..=1.0).contains(&r) { Ok(r) } else { Err("a rate is between 0 and 1".into()) }
 }
 
 /// Simulator options.
@@ -127,43 +123,21 @@ pub async fn run(cfg: &Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 impl Simulator {
-    pub fn new(
-        args: SimulateArgs,
-        codec: Codec,
-        topics: Topics,
-        client: &ClientSettings,
-    ) -> anyhow::Result<Simulator> {
+    pub fn new(args: SimulateArgs, codec: Codec, topics: Topics, client: &ClientSettings) -> anyhow::Result<Simulator> {
         let producer = Producer::new(client, Duration::from_secs(30))?;
-        Ok(Simulator {
-            args,
-            codec,
-            topics,
-            producer,
-            stats: Arc::default(),
-            seen: Mutex::default(),
-        })
+        Ok(Simulator { args, codec, topics, producer, stats: Arc::default(), seen: Mutex::default() })
     }
 
     /// Registers the schemas of the events the participants publish.
     pub async fn register(&self) -> anyhow::Result<()> {
-        for &k in MessageKind::ALL
-            .iter()
-            .filter(|k| k.direction() == Direction::In)
-        {
-            self.codec
-                .register(k, self.topics.of(k))
-                .await
-                .with_context(|| format!("registering {k}"))?;
+        for &k in MessageKind::ALL.iter().filter(|k| k.direction() == Direction::In) {
+            self.codec.register(k, self.topics.of(k)).await.with_context(|| format!("registering {k}"))?;
         }
         Ok(())
     }
 
     /// Consumes commands until `shutdown`.
-    pub async fn run(
-        self: &Arc<Self>,
-        client: &ClientSettings,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self: &Arc<Self>, client: &ClientSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut c = client.client_config();
         c.set("group.id", &self.args.group_id);
         c.set("auto.offset.reset", "earliest");
@@ -177,9 +151,7 @@ impl Simulator {
             self.topics.of(MessageKind::PaymentAuthorize),
             self.topics.of(MessageKind::PaymentVoid),
         ];
-        consumer
-            .subscribe(&topics)
-            .context("subscribing the simulator")?;
+        consumer.subscribe(&topics).context("subscribing the simulator")?;
         tracing::info!(?topics, "simulator playing inventory and payment");
         loop {
             let msg = tokio::select! {
@@ -209,15 +181,9 @@ impl Simulator {
     }
 
     fn first_time(&self, command_id: &str) -> bool {
-        let fresh = self
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(command_id.to_owned());
+        let fresh = self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(command_id.to_owned());
         if !fresh {
-            self.stats
-                .duplicates_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            self.stats.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
         }
         fresh
     }
@@ -232,30 +198,18 @@ impl Simulator {
                 }
                 self.stats.reserves.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(self.args.inventory_delay).await;
-                let oos: Vec<&SkuQty> = c
-                    .items
-                    .iter()
-                    .filter(|i| i.sku.starts_with("OOS-"))
-                    .collect();
+                let oos: Vec<&SkuQty> = c.items.iter().filter(|i| i.sku.starts_with("OOS-")).collect();
                 let random_fail = rand::random::<f64>() < self.args.reservation_failure_rate;
                 let answer = if !oos.is_empty() || random_fail {
                     let short: Vec<Shortage> = if oos.is_empty() {
                         c.items
                             .iter()
                             .take(1)
-                            .map(|i| Shortage {
-                                sku: i.sku.clone(),
-                                requested_qty: i.qty,
-                                available_qty: i.qty - 1,
-                            })
+                            .map(|i| Shortage { sku: i.sku.clone(), requested_qty: i.qty, available_qty: i.qty - 1 })
                             .collect()
                     } else {
                         oos.iter()
-                            .map(|i| Shortage {
-                                sku: i.sku.clone(),
-                                requested_qty: i.qty,
-                                available_qty: 0,
-                            })
+                            .map(|i| Shortage { sku: i.sku.clone(), requested_qty: i.qty, available_qty: 0 })
                             .collect()
                     };
                     Message::from(InventoryReservationFailed {
@@ -323,11 +277,7 @@ impl Simulator {
     }
 
     async fn answer(&self, msg: Message) {
-        let copies = if rand::random::<f64>() < self.args.duplicate_rate {
-            2
-        } else {
-            1
-        };
+        let copies = if rand::random::<f64>() < self.args.duplicate_rate { 2 } else { 1 };
         for _ in 0..copies {
             if let Err(e) = publish(&self.producer, &self.codec, &self.topics, &msg, None).await {
                 tracing::warn!(error = %e, "simulator could not publish an answer");

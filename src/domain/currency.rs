@@ -49,10 +49,7 @@ pub struct Currency {
 impl Currency {
     /// Parses an upper-case three-letter code from the active ISO 4217 list.
     pub fn parse(code: &str) -> Option<Currency> {
-        CURRENCIES
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|&(code, minor_units)| Currency { code, minor_units })
+        CURRENCIES.iter().find(|(c, _)| *c == code).map(|&(code, minor_units)| Currency { code, minor_units })
     }
 
     pub fn code(self) -> &'static str {
@@ -80,9 +77,7 @@ impl fmt::Display for Currency {
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Currency::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("{s:?} is not an ISO 4217 currency code"))
-        })
+        Currency::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an ISO 4217 currency code")))
     }
 }
 
@@ -100,9 +95,7 @@ mod tests {
 
     #[test]
     fn rejects_lower_case_unknown_and_non_currency_codes() {
-        for bad in [
-            "eur", "EURO", "EU", "", "ZZZ", "XAU", "XTS", "XXX", "XDR", " EUR",
-        ] {
+        for bad in ["eur", "EURO", "EU", "", "ZZZ", "XAU", "XTS", "XXX", "XDR", " EUR"] {
             assert!(Currency::parse(bad).is_none(), "{bad:?} accepted");
         }
     }
@@ -112,10 +105,6 @@ mod tests {
         for w in CURRENCIES.windows(2) {
             assert!(w[0].0 < w[1].0, "{} before {}", w[0].0, w[1].0);
         }
-        assert!(
-            CURRENCIES
-                .iter()
-                .all(|(c, _)| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
-        );
+        assert!(CURRENCIES.iter().all(|(c, _)| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())));
     }
 }

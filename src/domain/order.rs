@@ -60,27 +60,16 @@ impl NewOrder {
     /// Validates a `POST /orders` body (`OrderCreate` in the OpenAPI document).
     pub fn from_json(body: &Value) -> Result<NewOrder, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let mut r = ObjectReader::new(
-            "",
-            body,
-            &["customer_id", "tenant_region", "currency", "items"],
-            &mut errors,
-        );
+        let mut r = ObjectReader::new("", body, &["customer_id", "tenant_region", "currency", "items"], &mut errors);
         if !r.is_object() {
             return Err(errors);
         }
         let customer_id = r.string("customer_id", true, 1, limits::MAX_ID_LEN);
         let tenant_region = r.string("tenant_region", true, 1, limits::MAX_REGION_LEN);
         if let Some(region) = &tenant_region
-            && !region
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            r.error(
-                "tenant_region",
-                "invalid_format",
-                "tenant_region may contain only letters, digits, '-' and '_'",
-            );
+            r.error("tenant_region", "invalid_format", "tenant_region may contain only letters, digits, '-' and '_'");
         }
         let currency = match r.string("currency", true, 1, 3) {
             Some(code) => match Currency::parse(&code) {
@@ -107,7 +96,10 @@ impl NewOrder {
                         r.errors.push(FieldError {
                             field: format!("{path}/sku"),
                             code: "duplicate",
-                            message: format!("sku {:?} appears more than once; combine the quantities into one item", parsed.sku),
+                            message: format!(
+                                "sku {:?} appears more than once; combine the quantities into one item",
+                                parsed.sku
+                            ),
                         });
                     }
                     items.push(parsed);
@@ -117,12 +109,7 @@ impl NewOrder {
         if let (Some(customer_id), Some(tenant_region), Some(currency), true) =
             (customer_id, tenant_region, currency, errors.is_empty())
         {
-            let order = NewOrder {
-                customer_id,
-                tenant_region,
-                currency,
-                items,
-            };
+            let order = NewOrder { customer_id, tenant_region, currency, items };
             if order.total() > Decimal::from(limits::MAX_TOTAL) {
                 return Err(vec![FieldError {
                     field: "/items".into(),
@@ -157,11 +144,7 @@ fn parse_item(
     if let Some(s) = &sku
         && !s.bytes().all(|b| b.is_ascii_graphic())
     {
-        r.error(
-            "sku",
-            "invalid_format",
-            "sku may contain only visible ASCII characters (no spaces)",
-        );
+        r.error("sku", "invalid_format", "sku may contain only visible ASCII characters (no spaces)");
     }
     let qty = r.integer("qty", true, 1, limits::MAX_QTY);
     let unit_price = match r.get("unit_price") {
@@ -172,11 +155,7 @@ fn parse_item(
         Some(Value::String(s)) => match parse_money(s, currency) {
             Ok(d) => Some(d),
             Err(msg) => {
-                let code = if msg.contains("between") {
-                    "out_of_range"
-                } else {
-                    "invalid_format"
-                };
+                let code = if msg.contains("between") { "out_of_range" } else { "invalid_format" };
                 r.error("unit_price", code, msg);
                 None
             }
@@ -196,11 +175,7 @@ fn parse_item(
     match (sku, qty, unit_price) {
         (Some(sku), Some(qty), Some(unit_price)) => {
             let qty = u32::try_from(qty).ok()?;
-            Some(NewOrderItem {
-                sku,
-                qty,
-                unit_price,
-            })
+            Some(NewOrderItem { sku, qty, unit_price })
         }
         _ => None,
     }
@@ -220,13 +195,9 @@ fn parse_money(s: &str, currency: Option<Currency>) -> Result<Decimal, String> {
         && frac.len() <= 4
         && frac.bytes().all(|b| b.is_ascii_digit());
     if !well_formed {
-        return Err(format!(
-            "unit_price must be a decimal string such as \"19.99\", found {s:?}"
-        ));
+        return Err(format!("unit_price must be a decimal string such as \"19.99\", found {s:?}"));
     }
-    let d: Decimal = s
-        .parse()
-        .map_err(|_| format!("unit_price {s:?} is not a decimal number"))?;
+    let d: Decimal = s.parse().map_err(|_| format!("unit_price {s:?} is not a decimal number"))?;
     if let Some(c) = currency
         && frac.len() as u32 > c.minor_units()
     {
@@ -238,10 +209,7 @@ fn parse_money(s: &str, currency: Option<Currency>) -> Result<Decimal, String> {
         ));
     }
     if d > Decimal::from(limits::MAX_UNIT_PRICE) {
-        return Err(format!(
-            "unit_price must be between 0 and {}, found {s}",
-            limits::MAX_UNIT_PRICE
-        ));
+        return Err(format!("unit_price must be between 0 and {}, found {s}", limits::MAX_UNIT_PRICE));
     }
     Ok(d.normalize().max(Decimal::ZERO))
 }
@@ -264,13 +232,7 @@ impl StatusChange {
         let mut r = ObjectReader::new(
             "",
             body,
-            &[
-                "to_status",
-                "reason_code",
-                "comment",
-                "actor",
-                "expected_version",
-            ],
+            &["to_status", "reason_code", "comment", "actor", "expected_version"],
             &mut errors,
         );
         if !r.is_object() {
@@ -288,29 +250,17 @@ impl StatusChange {
         };
         let reason_code = r.string("reason_code", false, 1, limits::MAX_REASON_LEN);
         if let Some(code) = &reason_code
-            && !code
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            && !code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
         {
-            r.error(
-                "reason_code",
-                "invalid_format",
-                "reason_code must be UPPER_SNAKE_CASE, e.g. CUSTOMER_REQUEST",
-            );
+            r.error("reason_code", "invalid_format", "reason_code must be UPPER_SNAKE_CASE, e.g. CUSTOMER_REQUEST");
         }
         let comment = r.string("comment", false, 0, limits::MAX_COMMENT_LEN);
         let actor = r.string("actor", true, 1, limits::MAX_ACTOR_LEN);
-        let expected_version = r
-            .integer("expected_version", false, 1, i64::MAX)
-            .map(|v| v as u64);
+        let expected_version = r.integer("expected_version", false, 1, i64::MAX).map(|v| v as u64);
         match (to_status, actor) {
-            (Some(to_status), Some(actor)) if errors.is_empty() => Ok(StatusChange {
-                to_status,
-                reason_code,
-                comment,
-                actor,
-                expected_version,
-            }),
+            (Some(to_status), Some(actor)) if errors.is_empty() => {
+                Ok(StatusChange { to_status, reason_code, comment, actor, expected_version })
+            }
             _ => Err(errors),
         }
     }
@@ -374,10 +324,7 @@ mod tests {
     fn money_is_exact_where_floats_are_not() {
         let body = json!({"customer_id":"c","tenant_region":"r","currency":"USD",
             "items":[{"sku":"a","qty":3,"unit_price":"0.10"},{"sku":"b","qty":1,"unit_price":"0.20"}]});
-        assert_eq!(
-            NewOrder::from_json(&body).unwrap().total(),
-            "0.5".parse::<Decimal>().unwrap()
-        );
+        assert_eq!(NewOrder::from_json(&body).unwrap().total(), "0.5".parse::<Decimal>().unwrap());
     }
 
     #[test]
@@ -403,10 +350,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        assert_eq!(
-            errors_of(with(&["coupon"], json!("X"))),
-            vec![("/coupon".into(), "unknown_field")]
-        );
+        assert_eq!(errors_of(with(&["coupon"], json!("X"))), vec![("/coupon".into(), "unknown_field")]);
         assert_eq!(
             errors_of(with(&["items", "0", "quantity"], json!(1))),
             vec![("/items/0/quantity".into(), "unknown_field")]
@@ -415,26 +359,11 @@ mod tests {
 
     #[test]
     fn customer_id_rules() {
-        assert_eq!(
-            errors_of(with(&["customer_id"], json!(""))),
-            vec![("/customer_id".into(), "too_short")]
-        );
-        assert_eq!(
-            errors_of(with(&["customer_id"], json!("x".repeat(65)))),
-            vec![("/customer_id".into(), "too_long")]
-        );
-        assert_eq!(
-            errors_of(with(&["customer_id"], json!(12))),
-            vec![("/customer_id".into(), "invalid_type")]
-        );
-        assert_eq!(
-            errors_of(with(&["customer_id"], json!(" c"))),
-            vec![("/customer_id".into(), "invalid_format")]
-        );
-        assert_eq!(
-            errors_of(with(&["customer_id"], json!("a\u{7}"))),
-            vec![("/customer_id".into(), "invalid_format")]
-        );
+        assert_eq!(errors_of(with(&["customer_id"], json!(""))), vec![("/customer_id".into(), "too_short")]);
+        assert_eq!(errors_of(with(&["customer_id"], json!("x".repeat(65)))), vec![("/customer_id".into(), "too_long")]);
+        assert_eq!(errors_of(with(&["customer_id"], json!(12))), vec![("/customer_id".into(), "invalid_type")]);
+        assert_eq!(errors_of(with(&["customer_id"], json!(" c"))), vec![("/customer_id".into(), "invalid_format")]);
+        assert_eq!(errors_of(with(&["customer_id"], json!("a\u{7}"))), vec![("/customer_id".into(), "invalid_format")]);
         assert!(NewOrder::from_json(&with(&["customer_id"], json!("x".repeat(64)))).is_ok());
     }
 
@@ -452,41 +381,18 @@ mod tests {
 
     #[test]
     fn currency_rules() {
-        assert_eq!(
-            errors_of(with(&["currency"], json!("eur"))),
-            vec![("/currency".into(), "invalid_value")]
-        );
-        assert_eq!(
-            errors_of(with(&["currency"], json!("ABC"))),
-            vec![("/currency".into(), "invalid_value")]
-        );
-        assert_eq!(
-            errors_of(with(&["currency"], json!("EURO"))),
-            vec![("/currency".into(), "too_long")]
-        );
+        assert_eq!(errors_of(with(&["currency"], json!("eur"))), vec![("/currency".into(), "invalid_value")]);
+        assert_eq!(errors_of(with(&["currency"], json!("ABC"))), vec![("/currency".into(), "invalid_value")]);
+        assert_eq!(errors_of(with(&["currency"], json!("EURO"))), vec![("/currency".into(), "too_long")]);
     }
 
     #[test]
     fn items_rules() {
-        assert_eq!(
-            errors_of(with(&["items"], json!([]))),
-            vec![("/items".into(), "too_short")]
-        );
-        assert_eq!(
-            errors_of(with(&["items"], json!({}))),
-            vec![("/items".into(), "invalid_type")]
-        );
-        let many: Vec<_> = (0..101)
-            .map(|i| json!({"sku": format!("s{i}"), "qty": 1, "unit_price": "1"}))
-            .collect();
-        assert_eq!(
-            errors_of(with(&["items"], json!(many))),
-            vec![("/items".into(), "too_long")]
-        );
-        assert_eq!(
-            errors_of(with(&["items", "0"], json!(5))),
-            vec![("/items/0".into(), "invalid_type")]
-        );
+        assert_eq!(errors_of(with(&["items"], json!([]))), vec![("/items".into(), "too_short")]);
+        assert_eq!(errors_of(with(&["items"], json!({}))), vec![("/items".into(), "invalid_type")]);
+        let many: Vec<_> = (0..101).map(|i| json!({"sku": format!("s{i}"), "qty": 1, "unit_price": "1"})).collect();
+        assert_eq!(errors_of(with(&["items"], json!(many))), vec![("/items".into(), "too_long")]);
+        assert_eq!(errors_of(with(&["items", "0"], json!(5))), vec![("/items/0".into(), "invalid_type")]);
     }
 
     #[test]
@@ -498,16 +404,9 @@ mod tests {
             (json!(1.5), "out_of_range"),
             (json!("2"), "invalid_type"),
         ] {
-            assert_eq!(
-                errors_of(with(&["items", "0", "qty"], v.clone())),
-                vec![("/items/0/qty".into(), code)],
-                "{v}"
-            );
+            assert_eq!(errors_of(with(&["items", "0", "qty"], v.clone())), vec![("/items/0/qty".into(), code)], "{v}");
         }
-        assert_eq!(
-            errors_of(with(&["items", "0", "qty"], json!(null))),
-            vec![("/items/0/qty".into(), "required")]
-        );
+        assert_eq!(errors_of(with(&["items", "0", "qty"], json!(null))), vec![("/items/0/qty".into(), "required")]);
     }
 
     #[test]
@@ -528,9 +427,7 @@ mod tests {
                 "{v}"
             );
         }
-        assert!(
-            NewOrder::from_json(&with(&["items", "0", "unit_price"], json!("1000000"))).is_ok()
-        );
+        assert!(NewOrder::from_json(&with(&["items", "0", "unit_price"], json!("1000000"))).is_ok());
         assert!(NewOrder::from_json(&with(&["items", "0", "unit_price"], json!("0.00"))).is_ok());
     }
 
@@ -540,10 +437,7 @@ mod tests {
         body["items"] = json!([{"sku":"a","qty":1,"unit_price":"100"}]);
         assert!(NewOrder::from_json(&body).is_ok());
         body["items"] = json!([{"sku":"a","qty":1,"unit_price":"100.5"}]);
-        assert_eq!(
-            errors_of(body),
-            vec![("/items/0/unit_price".into(), "invalid_format")]
-        );
+        assert_eq!(errors_of(body), vec![("/items/0/unit_price".into(), "invalid_format")]);
     }
 
     #[test]
@@ -552,25 +446,15 @@ mod tests {
             errors_of(with(&["items", "0", "sku"], json!("a b"))),
             vec![("/items/0/sku".into(), "invalid_format")]
         );
-        assert_eq!(
-            errors_of(with(&["items", "0", "sku"], json!(""))),
-            vec![("/items/0/sku".into(), "too_short")]
-        );
-        assert_eq!(
-            errors_of(with(&["items", "1", "sku"], json!("SKU-1"))),
-            vec![("/items/1/sku".into(), "duplicate")]
-        );
+        assert_eq!(errors_of(with(&["items", "0", "sku"], json!(""))), vec![("/items/0/sku".into(), "too_short")]);
+        assert_eq!(errors_of(with(&["items", "1", "sku"], json!("SKU-1"))), vec![("/items/1/sku".into(), "duplicate")]);
     }
 
     #[test]
     fn total_is_bounded() {
-        let items: Vec<_> = (0..20)
-            .map(|i| json!({"sku": format!("s{i}"), "qty": 10_000, "unit_price": "1000000"}))
-            .collect();
-        assert_eq!(
-            errors_of(with(&["items"], json!(items))),
-            vec![("/items".into(), "out_of_range")]
-        );
+        let items: Vec<_> =
+            (0..20).map(|i| json!({"sku": format!("s{i}"), "qty": 10_000, "unit_price": "1000000"})).collect();
+        assert_eq!(errors_of(with(&["items"], json!(items))), vec![("/items".into(), "out_of_range")]);
     }
 
     #[test]
@@ -580,20 +464,10 @@ mod tests {
         assert_eq!(ok.expected_version, Some(3));
 
         let errs = |v: Value| {
-            StatusChange::from_json(&v)
-                .unwrap_err()
-                .into_iter()
-                .map(|e| (e.field, e.code))
-                .collect::<Vec<_>>()
+            StatusChange::from_json(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect::<Vec<_>>()
         };
-        assert_eq!(
-            errs(json!({"to_status":"DONE","actor":"a"})),
-            vec![("/to_status".into(), "invalid_value")]
-        );
-        assert_eq!(
-            errs(json!({"to_status":"CANCELLED"})),
-            vec![("/actor".into(), "required")]
-        );
+        assert_eq!(errs(json!({"to_status":"DONE","actor":"a"})), vec![("/to_status".into(), "invalid_value")]);
+        assert_eq!(errs(json!({"to_status":"CANCELLED"})), vec![("/actor".into(), "required")]);
         assert_eq!(
             errs(json!({"to_status":"CANCELLED","actor":"a","reason_code":"bad code"})),
             vec![("/reason_code".into(), "invalid_format")]

@@ -87,10 +87,7 @@ impl FromStr for OrderStatus {
     type Err = UnknownStatus;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
+        OrderStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }
 
@@ -152,23 +149,14 @@ mod tests {
         // The table covers every pair exactly once.
         for from in OrderStatus::ALL {
             for to in OrderStatus::ALL {
-                assert_eq!(
-                    TABLE
-                        .iter()
-                        .filter(|(f, t, _)| *f == from && *t == to)
-                        .count(),
-                    1
-                );
+                assert_eq!(TABLE.iter().filter(|(f, t, _)| *f == from && *t == to).count(), 1);
             }
         }
     }
 
     #[test]
     fn terminal_states_are_exactly_returned_and_cancelled() {
-        let terminal: Vec<_> = OrderStatus::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .collect();
+        let terminal: Vec<_> = OrderStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, vec![Returned, Cancelled]);
     }
 
@@ -176,10 +164,7 @@ mod tests {
     fn names_round_trip() {
         for s in OrderStatus::ALL {
             assert_eq!(s.as_str().parse::<OrderStatus>(), Ok(s));
-            assert_eq!(
-                serde_json::to_string(&s).unwrap(),
-                format!("\"{}\"", s.as_str())
-            );
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
         }
         assert!("pending".parse::<OrderStatus>().is_err());
         assert!("".parse::<OrderStatus>().is_err());

@@ -51,21 +51,13 @@ impl<'a> ObjectReader<'a> {
                         errors.push(FieldError {
                             field: format!("{path}/{}", escape(key)),
                             code: "unknown_field",
-                            message: format!(
-                                "unknown field {key:?}; allowed fields: {}",
-                                allowed.join(", ")
-                            ),
+                            message: format!("unknown field {key:?}; allowed fields: {}", allowed.join(", ")),
                         });
                     }
                 }
             }
         }
-        ObjectReader {
-            path: path.to_owned(),
-            obj,
-            allowed,
-            errors,
-        }
+        ObjectReader { path: path.to_owned(), obj, allowed, errors }
     }
 
     pub(crate) fn is_object(&self) -> bool {
@@ -79,11 +71,7 @@ impl<'a> ObjectReader<'a> {
 
     pub(crate) fn error(&mut self, key: &str, code: &'static str, message: impl Into<String>) {
         let field = self.field_path(key);
-        self.errors.push(FieldError {
-            field,
-            code,
-            message: message.into(),
-        });
+        self.errors.push(FieldError { field, code, message: message.into() });
     }
 
     /// The raw value of `key`; `None` when absent or JSON `null`.
@@ -101,24 +89,10 @@ impl<'a> ObjectReader<'a> {
 
     /// A string of `min..=max` characters without control characters or
     /// leading/trailing whitespace.
-    pub(crate) fn string(
-        &mut self,
-        key: &str,
-        required: bool,
-        min: usize,
-        max: usize,
-    ) -> Option<String> {
-        let v = if required {
-            self.required(key)?
-        } else {
-            self.get(key)?
-        };
+    pub(crate) fn string(&mut self, key: &str, required: bool, min: usize, max: usize) -> Option<String> {
+        let v = if required { self.required(key)? } else { self.get(key)? };
         let Some(s) = v.as_str() else {
-            self.error(
-                key,
-                "invalid_type",
-                format!("{key} must be a string, found {}", type_name(v)),
-            );
+            self.error(key, "invalid_type", format!("{key} must be a string, found {}", type_name(v)));
             return None;
         };
         let len = s.chars().count();
@@ -127,27 +101,15 @@ impl<'a> ObjectReader<'a> {
             return None;
         }
         if len > max {
-            self.error(
-                key,
-                "too_long",
-                format!("{key} must be at most {max} characters, found {len}"),
-            );
+            self.error(key, "too_long", format!("{key} must be at most {max} characters, found {len}"));
             return None;
         }
         if s.chars().any(char::is_control) {
-            self.error(
-                key,
-                "invalid_format",
-                format!("{key} must not contain control characters"),
-            );
+            self.error(key, "invalid_format", format!("{key} must not contain control characters"));
             return None;
         }
         if s.trim() != s {
-            self.error(
-                key,
-                "invalid_format",
-                format!("{key} must not start or end with whitespace"),
-            );
+            self.error(key, "invalid_format", format!("{key} must not start or end with whitespace"));
             return None;
         }
         Some(s.to_owned())
@@ -155,31 +117,19 @@ impl<'a> ObjectReader<'a> {
 
     /// An integer in `min..=max` (JSON number without fraction).
     pub(crate) fn integer(&mut self, key: &str, required: bool, min: i64, max: i64) -> Option<i64> {
-        let v = if required {
-            self.required(key)?
-        } else {
-            self.get(key)?
-        };
+        let v = if required { self.required(key)? } else { self.get(key)? };
         let Some(n) = v.as_i64() else {
             let msg = if v.is_number() {
                 format!("{key} must be a whole number between {min} and {max}, found {v}")
             } else {
                 format!("{key} must be a number, found {}", type_name(v))
             };
-            let code = if v.is_number() {
-                "out_of_range"
-            } else {
-                "invalid_type"
-            };
+            let code = if v.is_number() { "out_of_range" } else { "invalid_type" };
             self.error(key, code, msg);
             return None;
         };
         if n < min || n > max {
-            self.error(
-                key,
-                "out_of_range",
-                format!("{key} must be between {min} and {max}, found {n}"),
-            );
+            self.error(key, "out_of_range", format!("{key} must be between {min} and {max}, found {n}"));
             return None;
         }
         Some(n)
@@ -188,27 +138,15 @@ impl<'a> ObjectReader<'a> {
     pub(crate) fn array(&mut self, key: &str, min: usize, max: usize) -> Option<&'a Vec<Value>> {
         let v = self.required(key)?;
         let Some(a) = v.as_array() else {
-            self.error(
-                key,
-                "invalid_type",
-                format!("{key} must be an array, found {}", type_name(v)),
-            );
+            self.error(key, "invalid_type", format!("{key} must be an array, found {}", type_name(v)));
             return None;
         };
         if a.len() < min {
-            self.error(
-                key,
-                "too_short",
-                format!("{key} must have at least {min} element(s)"),
-            );
+            self.error(key, "too_short", format!("{key} must have at least {min} element(s)"));
             return None;
         }
         if a.len() > max {
-            self.error(
-                key,
-                "too_long",
-                format!("{key} must have at most {max} elements, found {}", a.len()),
-            );
+            self.error(key, "too_long", format!("{key} must have at most {max} elements, found {}", a.len()));
             return None;
         }
         Some(a)
@@ -227,11 +165,7 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
 }
 
 fn path_or_root(path: &str) -> String {
-    if path.is_empty() {
-        "/".to_owned()
-    } else {
-        path.to_owned()
-    }
+    if path.is_empty() { "/".to_owned() } else { path.to_owned() }
 }
 
 /// RFC 6901 escaping of one reference token.

@@ -18,12 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: Value::Null,
-        }
+        ApiError { status, code, message: message.into(), details: Value::Null }
     }
 
     pub fn with_details(mut self, details: Value) -> ApiError {
@@ -36,10 +31,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
-            format!(
-                "the request has {n} invalid field{}",
-                if n == 1 { "" } else { "s" }
-            ),
+            format!("the request has {n} invalid field{}", if n == 1 { "" } else { "s" }),
         )
         .with_details(json!({ "fields": errors }))
     }
@@ -49,11 +41,7 @@ impl ApiError {
     }
 
     pub fn order_not_found(order_id: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "order_not_found",
-            format!("order {order_id} does not exist"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "order_not_found", format!("order {order_id} does not exist"))
     }
 
     pub fn refusal(order_id: u64, r: ChangeRefusal) -> ApiError {
@@ -79,7 +67,9 @@ impl ApiError {
             ChangeRefusal::SagaInProgress { saga_state } => ApiError::new(
                 StatusCode::CONFLICT,
                 "saga_in_progress",
-                format!("order {order_id} is driven by its saga (state {saga_state}), which does not accept this change now"),
+                format!(
+                    "order {order_id} is driven by its saga (state {saga_state}), which does not accept this change now"
+                ),
             )
             .with_details(json!({ "saga_state": saga_state })),
         }
@@ -97,11 +87,7 @@ impl From<StoreError> for ApiError {
             );
         }
         tracing::error!(error = %e, "storage error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 }
 
@@ -110,8 +96,7 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }

@@ -19,19 +19,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let is_json = mime == "application/json"
-            || (mime.starts_with("application/") && mime.ends_with("+json"));
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let is_json = mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -58,12 +48,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {e}"),
-            )
-            .with_details(json!({ "line": e.line(), "column": e.column() }))
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
+                .with_details(json!({ "line": e.line(), "column": e.column() }))
         })?;
         Ok(JsonBody(value))
     }
@@ -76,13 +62,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Trace {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Trace(
-            parts
-                .extensions
-                .get::<RequestTrace>()
-                .map(|t| t.0)
-                .unwrap_or_else(TraceParent::new_root),
-        ))
+        Ok(Trace(parts.extensions.get::<RequestTrace>().map(|t| t.0).unwrap_or_else(TraceParent::new_root)))
     }
 }
 
@@ -98,10 +78,7 @@ pub fn order_id(raw: &str) -> Result<u64, ApiError> {
 }
 
 /// Query parameters as ordered pairs; rejects unknown and repeated names.
-pub fn query_params(
-    raw: Option<&str>,
-    allowed: &[&str],
-) -> Result<Vec<(String, String)>, ApiError> {
+pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
     let pairs: Vec<(String, String)> = match raw {
         None => Vec::new(),
         Some(q) => form_urlencoded_pairs(q),
@@ -112,10 +89,7 @@ pub fn query_params(
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown_parameter",
-                format!(
-                    "unknown query parameter {k:?}; allowed: {}",
-                    allowed.join(", ")
-                ),
+                format!("unknown query parameter {k:?}; allowed: {}", allowed.join(", ")),
             ));
         }
         if !seen.insert(k.clone()) {
@@ -130,9 +104,7 @@ pub fn query_params(
 }
 
 fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(q.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 #[cfg(test)]
@@ -142,19 +114,9 @@ mod tests {
     #[test]
     fn query_decoding() {
         let p = query_params(Some("a=1&b=x%2By+z&c=%zz"), &["a", "b", "c"]).unwrap();
-        assert_eq!(
-            p,
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "x+y z".into()),
-                ("c".into(), "%zz".into())
-            ]
-        );
+        assert_eq!(p, vec![("a".into(), "1".into()), ("b".into(), "x+y z".into()), ("c".into(), "%zz".into())]);
         assert!(query_params(Some("a=1&a=2"), &["a"]).is_err());
         assert!(query_params(Some("d=1"), &["a"]).is_err());
-        assert_eq!(
-            query_params(Some("t=2026-01-01T00%3A00%3A00Z"), &["t"]).unwrap()[0].1,
-            "2026-01-01T00:00:00Z"
-        );
+        assert_eq!(query_params(Some("t=2026-01-01T00%3A00%3A00Z"), &["t"]).unwrap()[0].1, "2026-01-01T00:00:00Z");
     }
 }

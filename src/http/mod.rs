@@ -63,17 +63,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(move |req, next| {
-            with_timeout(timeout, req, next)
-        }))
+        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
         .layer(middleware::from_fn(trace_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-            .into_response()
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
         }))
         .with_state(state)
 }
@@ -83,20 +76,10 @@ pub fn router(state: AppState) -> Router {
 pub struct RequestTrace(pub TraceParent);
 
 async fn trace_request(mut req: Request, next: Next) -> Response {
-    let incoming = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse);
-    let trace = incoming
-        .map(|t| t.child())
-        .unwrap_or_else(TraceParent::new_root);
+    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let trace = incoming.map(|t| t.child()).unwrap_or_else(TraceParent::new_root);
     req.extensions_mut().insert(RequestTrace(trace));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "-".into());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "-".into());
     let span = tracing::info_span!(
         "http.request",
         http.method = %req.method(),
@@ -110,15 +93,9 @@ async fn trace_request(mut req: Request, next: Next) -> Response {
     let status = resp.status();
     let _enter = span.enter();
     if status.is_server_error() {
-        tracing::warn!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request failed"
-        );
+        tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
     } else {
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request served"
-        );
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "request served");
     }
     if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
         resp.headers_mut().insert("traceparent", v);
@@ -157,18 +134,10 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Ok(Err(e)) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("database unreachable: {e}"),
-        )
-        .into_response(),
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "database did not answer within 2s",
-        )
-        .into_response(),
+        Ok(Err(e)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("database unreachable: {e}"))
+            .into_response(),
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "database did not answer within 2s")
+            .into_response(),
     }
 }
 
@@ -179,19 +148,7 @@ async fn openapi() -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "cannot encode metrics",
-        )
-        .into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot encode metrics").into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -26,9 +26,7 @@ pub fn routes() -> Router<AppState> {
 /// does not exist), bad or missing token → 401.
 pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<OpsConfig, ApiError> {
     let Some(cfg) = &state.ops else {
-        return Err(ApiError::not_found(
-            "ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN to enable them)",
-        ));
+        return Err(ApiError::not_found("ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN to enable them)"));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -42,11 +40,7 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<OpsConfig, Api
         diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
     }
     if diff != 0 {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid ops bearer token is required",
-        ));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid ops bearer token is required"));
     }
     Ok(cfg.clone())
 }
@@ -57,8 +51,7 @@ async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
     let Some(sagas) = &state.sagas else {
         return Err(ApiError::not_found("sagas are not enabled"));
     };
-    let report =
-        crate::timers::sweep(&state.db, sagas, cfg.sweep_batch, Some(&state.metrics)).await?;
+    let report = crate::timers::sweep(&state.db, sagas, cfg.sweep_batch, Some(&state.metrics)).await?;
     if report.fired > 0 {
         state.relay_wakeup.notify_one();
     }

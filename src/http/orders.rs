@@ -97,36 +97,21 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     let order = NewOrder::from_json(&body).map_err(ApiError::validation)?;
     let fingerprint = idempotency::fingerprint(&body);
-    let ctx = CreateContext {
-        outbox: &state.outbox,
-        trace: Some(&trace),
-        saga: state.sagas.as_ref(),
-        actor: "api",
-    };
+    let ctx = CreateContext { outbox: &state.outbox, trace: Some(&trace), saga: state.sagas.as_ref(), actor: "api" };
     match orders::create(&state.db, &order, &key, fingerprint, &ctx).await? {
         CreateOutcome::Created { order_id, body } => {
             state.relay_wakeup.notify_one();
             state
                 .metrics
                 .order_created_total
-                .get_or_create(&RegionLabel {
-                    tenant_region: order.tenant_region.clone(),
-                })
+                .get_or_create(&RegionLabel { tenant_region: order.tenant_region.clone() })
                 .inc();
             tracing::info!(order_id, customer_id = %order.customer_id, status = "PENDING", "order created");
-            Ok(json_response(
-                StatusCode::CREATED,
-                body,
-                &[("location", format!("/orders/{order_id}"))],
-            ))
+            Ok(json_response(StatusCode::CREATED, body, &[("location", format!("/orders/{order_id}"))]))
         }
         CreateOutcome::Replayed { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
-            Ok(json_response(
-                status,
-                body,
-                &[("idempotent-replayed", "true".into())],
-            ))
+            Ok(json_response(status, body, &[("idempotent-replayed", "true".into())]))
         }
         CreateOutcome::KeyReused => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -150,14 +135,9 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 }
 
 /// `GET /orders/{order_id}`
-pub async fn get(
-    State(state): State<AppState>,
-    Path(raw): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = order_id(&raw)?;
-    let view = orders::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::order_not_found(id))?;
+    let view = orders::get(&state.db, id).await?.ok_or_else(|| ApiError::order_not_found(id))?;
     let etag = format!("\"v{}\"", view.version);
     let mut resp = axum::Json(view).into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -177,23 +157,13 @@ pub async fn change_status(
     let JsonBody(body) = body?;
     let change = StatusChange::from_json(&body).map_err(ApiError::validation)?;
     let before = orders::get(&state.db, id).await?;
-    let result = orders::change_status(
-        &state.db,
-        id,
-        &change,
-        &state.outbox,
-        state.sagas.as_ref(),
-        Some(&trace),
-    )
-    .await?;
+    let result =
+        orders::change_status(&state.db, id, &change, &state.outbox, state.sagas.as_ref(), Some(&trace)).await?;
     match result {
         Ok(view) => {
             state.relay_wakeup.notify_one();
             if let Some(b) = before {
-                let secs = (view.updated_at - b.updated_at)
-                    .num_microseconds()
-                    .unwrap_or(0) as f64
-                    / 1e6;
+                let secs = (view.updated_at - b.updated_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                 state
                     .metrics
                     .order_status_transition_seconds
@@ -210,31 +180,20 @@ pub async fn change_status(
     }
 }
 
-const SEARCH_PARAMS: &[&str] = &[
-    "status",
-    "tenant_region",
-    "customer_id",
-    "created_from",
-    "created_to",
-    "limit",
-    "cursor",
-];
+const SEARCH_PARAMS: &[&str] =
+    &["status", "tenant_region", "customer_id", "created_from", "created_to", "limit", "cursor"];
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 fn invalid(param: &str, message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_parameter",
-        message,
-    )
-    .with_details(json!({ "parameter": param }))
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter", message)
+        .with_details(json!({ "parameter": param }))
 }
 
 fn parse_time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(v)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| invalid(param, format!("{param} must be an RFC 3339 timestamp such as 2026-11-25T10:00:00Z, found {v:?}")))
+    DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        invalid(param, format!("{param} must be an RFC 3339 timestamp such as 2026-11-25T10:00:00Z, found {v:?}"))
+    })
 }
 
 /// The cursor is opaque to clients: base64url of `{t, id, f}` where `f` ties
@@ -245,21 +204,13 @@ fn filter_tag(f: &SearchFilter) -> String {
 }
 
 fn encode_cursor(k: Keyset, f: &SearchFilter) -> String {
-    let raw = json!({ "t": k.created_at.timestamp_micros(), "id": k.order_id, "f": filter_tag(f) })
-        .to_string();
+    let raw = json!({ "t": k.created_at.timestamp_micros(), "id": k.order_id, "f": filter_tag(f) }).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
 fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
-    let bad = || {
-        invalid(
-            "cursor",
-            "cursor is not one this server issued; start again without it".into(),
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| bad())?;
+    let bad = || invalid("cursor", "cursor is not one this server issued; start again without it".into());
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if v["f"].as_str() != Some(filter_tag(f).as_str()) {
         return Err(invalid(
@@ -267,51 +218,28 @@ fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
             "cursor was issued for different filters; keep the filters of the first page".into(),
         ));
     }
-    let created_at = v["t"]
-        .as_i64()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(bad)?;
+    let created_at = v["t"].as_i64().and_then(DateTime::from_timestamp_micros).ok_or_else(bad)?;
     let order_id = v["id"].as_u64().ok_or_else(bad)?;
-    Ok(Keyset {
-        created_at,
-        order_id,
-    })
+    Ok(Keyset { created_at, order_id })
 }
 
 /// `GET /orders/search`
-pub async fn search(
-    State(state): State<AppState>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn search(State(state): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = query_params(q.as_deref(), SEARCH_PARAMS)?;
     let mut f = SearchFilter::default();
     let mut limit = DEFAULT_LIMIT;
     let mut cursor = None;
     for (k, v) in &params {
         match k.as_str() {
-            "status" => {
-                f.status = Some(
-                    v.parse::<OrderStatus>()
-                        .map_err(|e| invalid(k, e.to_string()))?,
-                )
-            }
+            "status" => f.status = Some(v.parse::<OrderStatus>().map_err(|e| invalid(k, e.to_string()))?),
             "tenant_region" => f.tenant_region = Some(v.clone()),
             "customer_id" => f.customer_id = Some(v.clone()),
             "created_from" => f.created_from = Some(parse_time(k, v)?),
             "created_to" => f.created_to = Some(parse_time(k, v)?),
             "limit" => {
-                limit = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        invalid(
-                            k,
-                            format!(
-                                "limit must be an integer between 1 and {MAX_LIMIT}, found {v:?}"
-                            ),
-                        )
-                    })?
+                limit = v.parse::<u32>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
+                    invalid(k, format!("limit must be an integer between 1 and {MAX_LIMIT}, found {v:?}"))
+                })?
             }
             _ => cursor = Some(v.clone()),
         }
@@ -319,15 +247,9 @@ pub async fn search(
     if let (Some(a), Some(b)) = (f.created_from, f.created_to)
         && a >= b
     {
-        return Err(invalid(
-            "created_to",
-            "created_to must be after created_from".into(),
-        ));
+        return Err(invalid("created_to", "created_to must be after created_from".into()));
     }
-    let after = cursor
-        .as_deref()
-        .map(|c| decode_cursor(c, &f))
-        .transpose()?;
+    let after = cursor.as_deref().map(|c| decode_cursor(c, &f)).transpose()?;
     let (orders, next) = orders::search(&state.db, &f, after, limit).await?;
     Ok(axum::Json(json!({
         "orders": orders,

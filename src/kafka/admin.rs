@@ -16,29 +16,16 @@ pub async fn create_topics(
     replication: i32,
 ) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
-        settings
-            .client_config()
-            .create()
-            .map_err(|source| KafkaError::Create {
-                what: "admin client",
-                source,
-            })?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
-        .collect();
+        settings.client_config().create().map_err(|source| KafkaError::Create { what: "admin client", source })?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(&new, &opts)
-        .await
-        .map_err(|e| KafkaError::Admin(e.to_string()))?;
+    let results = admin.create_topics(&new, &opts).await.map_err(|e| KafkaError::Admin(e.to_string()))?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(KafkaError::Admin(format!(
-                    "cannot create topic {topic}: {code}"
-                )));
+                return Err(KafkaError::Admin(format!("cannot create topic {topic}: {code}")));
             }
         }
     }

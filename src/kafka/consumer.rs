@@ -84,15 +84,14 @@ pub struct SagaContext {
     rt: tokio::runtime::Handle,
     drain_timeout: Duration,
     metrics: Option<Metrics>,
+    assigned: Mutex<HashSet<Tp>>,
 }
 
 impl SagaContext {
     fn take_workers(&self, which: impl Fn(&Tp) -> bool) -> Vec<(Tp, Worker)> {
         let mut map = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         let keys: Vec<Tp> = map.keys().filter(|k| which(k)).cloned().collect();
-        keys.into_iter()
-            .filter_map(|k| map.remove(&k).map(|w| (k, w)))
-            .collect()
+        keys.into_iter().filter_map(|k| map.remove(&k).map(|w| (k, w))).collect()
     }
 
     /// Tells workers to stop after their current batch and waits for them.
@@ -105,9 +104,8 @@ impl SagaContext {
         }
         let joins: Vec<JoinHandle<()>> = workers.into_iter().map(|(_, w)| w.join).collect();
         let drain = self.drain_timeout;
-        let finished = self.rt.block_on(async move {
-            tokio::time::timeout(drain, futures::future::join_all(joins)).await
-        });
+        let finished =
+            self.rt.block_on(async move { tokio::time::timeout(drain, futures::future::join_all(joins)).await });
         if finished.is_err() {
             tracing::warn!(
                 timeout_ms = drain.as_millis() as u64,
@@ -124,10 +122,7 @@ impl ClientContext for SagaContext {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
                     m.consumer_lag
-                        .get_or_create(&PartitionLabel {
-                            topic: topic.clone(),
-                            partition: partition.to_string(),
-                        })
+                        .get_or_create(&PartitionLabel { topic: topic.clone(), partition: partition.to_string() })
                         .set(p.consumer_lag);
                 }
             }
@@ -139,15 +134,9 @@ impl ConsumerContext for SagaContext {
     fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let revoked: HashSet<Tp> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                tracing::info!(
-                    partitions = revoked.len(),
-                    "partitions revoked; draining their workers"
-                );
+                let revoked: HashSet<Tp> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                tracing::info!(partitions = revoked.len(), "partitions revoked; draining their workers");
                 let workers = self.take_workers(|k| revoked.contains(k));
                 self.stop_workers(workers);
                 if base.assignment_lost() {
@@ -162,14 +151,32 @@ impl ConsumerContext for SagaContext {
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Tracked from the callbacks: librdkafka applies (incremental)
+        // assignments asynchronously, so `assignment()` lags here.
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                assigned.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())))
+            }
+            Rebalance::Revoke(tpl) => {
+                for e in tpl.elements() {
+                    assigned.remove(&(e.topic().to_owned(), e.partition()));
+                }
+            }
+            Rebalance::Error(_) => {}
+        }
+        if let Some(m) = &self.metrics {
+            m.consumer_partitions_assigned.set(assigned.len() as i64);
+        }
+    }
 }
 
 fn commit_stored<C: ConsumerContext>(c: &BaseConsumer<C>) {
     match c.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => {}
-        Err(rdkafka::error::KafkaError::ConsumerCommit(
-            rdkafka::types::RDKafkaErrorCode::NoOffset,
-        )) => {}
+        Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => {
             tracing::warn!(error = %e, "committing stored offsets failed; the next owner re-reads from the last commit")
         }
@@ -207,20 +214,14 @@ impl SagaConsumer {
             rt: rt.clone(),
             drain_timeout: settings.drain_timeout,
             metrics,
+            assigned: Mutex::new(HashSet::new()),
         };
         let consumer: BaseConsumer<SagaContext> =
-            c.create_with_context(ctx)
-                .map_err(|source| KafkaError::Create {
-                    what: "consumer",
-                    source,
-                })?;
+            c.create_with_context(ctx).map_err(|source| KafkaError::Create { what: "consumer", source })?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .map_err(|source| KafkaError::Subscribe {
-                topics: settings.topics.clone(),
-                source,
-            })?;
+            .map_err(|source| KafkaError::Subscribe { topics: settings.topics.clone(), source })?;
         let consumer = Arc::new(consumer);
         let thread = std::thread::Builder::new()
             .name("saga-consumer".into())
@@ -277,9 +278,8 @@ fn poll_loop<H: BatchHandler>(
                 // The worker stopped (revoked earlier); start a new one.
                 remove_worker(consumer, &tp);
                 let tx = sender_for(consumer, settings, &handler, rt, &tp);
-                if let Err(
-                    mpsc::error::TrySendError::Full(msg) | mpsc::error::TrySendError::Closed(msg),
-                ) = tx.try_send(msg)
+                if let Err(mpsc::error::TrySendError::Full(msg) | mpsc::error::TrySendError::Closed(msg)) =
+                    tx.try_send(msg)
                 {
                     pause(consumer, &tp, &mut paused);
                     overflow.entry(tp).or_default().push_back(msg);
@@ -303,11 +303,7 @@ fn sender_for<H: BatchHandler>(
     rt: &tokio::runtime::Handle,
     tp: &Tp,
 ) -> mpsc::Sender<OwnedMessage> {
-    let mut map = consumer
-        .context()
-        .workers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(w) = map.get(tp)
         && !w.tx.is_closed()
     {
@@ -315,31 +311,13 @@ fn sender_for<H: BatchHandler>(
     }
     let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
     let stop = CancellationToken::new();
-    let join = rt.spawn(worker(
-        tp.clone(),
-        rx,
-        handler.clone(),
-        consumer.clone(),
-        stop.clone(),
-        settings.batch_max,
-    ));
-    map.insert(
-        tp.clone(),
-        Worker {
-            tx: tx.clone(),
-            stop,
-            join,
-        },
-    );
+    let join = rt.spawn(worker(tp.clone(), rx, handler.clone(), consumer.clone(), stop.clone(), settings.batch_max));
+    map.insert(tp.clone(), Worker { tx: tx.clone(), stop, join });
     tx
 }
 
 fn remove_worker(consumer: &Arc<BaseConsumer<SagaContext>>, tp: &Tp) {
-    let mut map = consumer
-        .context()
-        .workers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
     map.remove(tp);
 }
 
@@ -365,18 +343,12 @@ fn flush_overflow(
     if overflow.is_empty() {
         return;
     }
-    let assigned: Option<HashSet<Tp>> = consumer.assignment().ok().map(|tpl| {
-        tpl.elements()
-            .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect()
-    });
+    let assigned: Option<HashSet<Tp>> = consumer
+        .assignment()
+        .ok()
+        .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect());
     let senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = {
-        let map = consumer
-            .context()
-            .workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
         map.iter().map(|(k, w)| (k.clone(), w.tx.clone())).collect()
     };
     overflow.retain(|tp, queue| {

@@ -54,10 +54,7 @@ impl ClientSettings {
             sasl_mechanism: c.kafka_sasl_mechanism.clone(),
             sasl_username: c.kafka_sasl_username.clone(),
             sasl_password: c.kafka_sasl_password.clone(),
-            ssl_ca_location: c
-                .kafka_ssl_ca_location
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            ssl_ca_location: c.kafka_ssl_ca_location.as_ref().map(|p| p.display().to_string()),
             extra: c.kafka_properties.clone(),
             client_id: c.service_name.clone(),
         }
@@ -109,20 +106,11 @@ pub(crate) fn ms(d: Duration) -> String {
 
 /// Builds Kafka headers from (name, value) pairs.
 pub fn headers_from<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
-    pairs.into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-        h.insert(Header {
-            key: k,
-            value: Some(v),
-        })
-    })
+    pairs.into_iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(v) }))
 }
 
 /// A header value as UTF-8, if present.
 pub fn header_str<H: Headers>(headers: Option<&H>, name: &str) -> Option<String> {
     let h = headers?;
-    h.iter()
-        .find(|x| x.key == name)
-        .and_then(|x| x.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::to_owned)
+    h.iter().find(|x| x.key == name).and_then(|x| x.value).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned)
 }

@@ -26,10 +26,7 @@ pub struct Producer {
 pub struct DeliveryError(pub String);
 
 impl Producer {
-    pub fn new(
-        settings: &ClientSettings,
-        delivery_timeout: Duration,
-    ) -> Result<Producer, super::KafkaError> {
+    pub fn new(settings: &ClientSettings, delivery_timeout: Duration) -> Result<Producer, super::KafkaError> {
         let mut c = settings.client_config();
         c.set("linger.ms", "2");
         c.set("message.timeout.ms", ms(delivery_timeout));
@@ -39,10 +36,8 @@ impl Producer {
         // Correctness: not overridable.
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
-        let inner: FutureProducer = c.create().map_err(|source| super::KafkaError::Create {
-            what: "producer",
-            source,
-        })?;
+        let inner: FutureProducer =
+            c.create().map_err(|source| super::KafkaError::Create { what: "producer", source })?;
         Ok(Producer { inner })
     }
 
@@ -55,16 +50,12 @@ impl Producer {
         key: &[u8],
         payload: &[u8],
         headers: &[(String, String)],
-    ) -> Result<
-        impl std::future::Future<Output = Result<(i32, i64), DeliveryError>> + Send + 'static,
-        DeliveryError,
-    > {
+    ) -> Result<impl std::future::Future<Output = Result<(i32, i64), DeliveryError>> + Send + 'static, DeliveryError>
+    {
         let mut record = FutureRecord::to(topic)
             .key(key)
             .payload(payload)
-            .headers(headers_from(
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ));
+            .headers(headers_from(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
         let fut = loop {
             match self.inner.send_result(record) {
                 Ok(f) => break f,
@@ -79,9 +70,7 @@ impl Producer {
             match fut.await {
                 Ok(Ok(d)) => Ok((d.partition, d.offset)),
                 Ok(Err((e, _))) => Err(DeliveryError(e.to_string())),
-                Err(_) => Err(DeliveryError(
-                    "the producer was dropped before the delivery report".into(),
-                )),
+                Err(_) => Err(DeliveryError("the producer was dropped before the delivery report".into())),
             }
         })
     }
@@ -89,8 +78,6 @@ impl Producer {
     /// Waits until every queued message is acknowledged or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), DeliveryError> {
         use rdkafka::producer::Producer as _;
-        self.inner
-            .flush(timeout)
-            .map_err(|e| DeliveryError(e.to_string()))
+        self.inner.flush(timeout).map_err(|e| DeliveryError(e.to_string()))
     }
 }

@@ -99,16 +99,7 @@ impl Relay {
         wakeup: Arc<Notify>,
         metrics: Metrics,
     ) -> Relay {
-        Relay {
-            db,
-            codec,
-            producer,
-            rest,
-            settings,
-            wakeup,
-            metrics,
-            kafka_down_since: None,
-        }
+        Relay { db, codec, producer, rest, settings, wakeup, metrics, kafka_down_since: None }
     }
 
     /// Runs until `shutdown`; then finishes the current round, flushes the
@@ -117,14 +108,8 @@ impl Relay {
         if let Err(e) = leases::ensure_shards(&self.db, self.settings.shards).await {
             tracing::warn!(error = %e, "cannot create outbox lease rows; retrying in the lease loop");
         }
-        let (owned_tx, mut owned_rx) =
-            watch::channel::<(Vec<u16>, u32)>((Vec::new(), self.settings.shards as u32));
-        let lease_task = tokio::spawn(lease_loop(
-            self.db.clone(),
-            self.settings.clone(),
-            owned_tx,
-            shutdown.clone(),
-        ));
+        let (owned_tx, mut owned_rx) = watch::channel::<(Vec<u16>, u32)>((Vec::new(), self.settings.shards as u32));
+        let lease_task = tokio::spawn(lease_loop(self.db.clone(), self.settings.clone(), owned_tx, shutdown.clone()));
         let mut failures = 0u32;
         loop {
             if shutdown.is_cancelled() {
@@ -139,11 +124,7 @@ impl Relay {
                 }
             }
             self.metrics.outbox_shards_owned.set(owned.len() as i64);
-            let round = if owned.is_empty() {
-                Ok(RoundReport::default())
-            } else {
-                self.round(&owned).await
-            };
+            let round = if owned.is_empty() { Ok(RoundReport::default()) } else { self.round(&owned).await };
             let wait = match &round {
                 Ok(r) if r.read as u32 >= self.settings.batch => Duration::ZERO,
                 Ok(r) if r.failed > 0 => {
@@ -184,10 +165,7 @@ impl Relay {
     /// One round over `shards`: read, encode, publish, mark.
     pub async fn round(&mut self, shards: &[u16]) -> Result<RoundReport, RelayError> {
         let rows = table::pending(&self.db.pool, shards, self.settings.batch).await?;
-        let mut report = RoundReport {
-            read: rows.len(),
-            ..Default::default()
-        };
+        let mut report = RoundReport { read: rows.len(), ..Default::default() };
         if rows.is_empty() {
             return Ok(report);
         }
@@ -208,27 +186,19 @@ impl Relay {
 
         let rest_now = match (self.settings.rest_mode, &self.rest) {
             (RestMode::Always, Some(_)) => true,
-            (RestMode::Fallback, Some(_)) => self
-                .kafka_down_since
-                .is_some_and(|t| t.elapsed() >= self.settings.rest_fallback_after),
+            (RestMode::Fallback, Some(_)) => {
+                self.kafka_down_since.is_some_and(|t| t.elapsed() >= self.settings.rest_fallback_after)
+            }
             _ => false,
         };
-        let (via_rest, via_kafka): (Vec<Prepared>, Vec<Prepared>) =
-            prepared.into_iter().partition(|p| {
-                rest_now
-                    && p.kind
-                        .and_then(|k| self.rest.as_ref().and_then(|r| r.endpoint(k)))
-                        .is_some()
-            });
+        let (via_rest, via_kafka): (Vec<Prepared>, Vec<Prepared>) = prepared
+            .into_iter()
+            .partition(|p| rest_now && p.kind.and_then(|k| self.rest.as_ref().and_then(|r| r.endpoint(k))).is_some());
 
         // Kafka: enqueue everything in order, then await the acks.
         let mut futures = Vec::with_capacity(via_kafka.len());
         for p in &via_kafka {
-            futures.push(
-                self.producer
-                    .enqueue(&p.topic, &p.key, &p.value, &p.headers)
-                    .await,
-            );
+            futures.push(self.producer.enqueue(&p.topic, &p.key, &p.value, &p.headers).await);
         }
         let mut published = Vec::new();
         let mut failed: HashMap<String, Vec<u64>> = HashMap::new();
@@ -241,8 +211,7 @@ impl Relay {
             match r {
                 Ok(_) => {
                     published.push(p.id);
-                    let lag =
-                        (now - p.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    let lag = (now - p.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     self.metrics.outbox_publish_lag_seconds.observe(lag);
                 }
                 Err(e) => failed.entry(e.0).or_default().push(p.id),
@@ -267,9 +236,7 @@ impl Relay {
                 let cmd = p.command_id.clone().unwrap_or_default();
                 match rest.deliver(&url, &cmd, &p.json, &p.headers).await {
                     RestOutcome::Delivered => rest_published.push(p.id),
-                    RestOutcome::Transient(e) | RestOutcome::Rejected(e) => {
-                        failed.entry(e).or_default().push(p.id)
-                    }
+                    RestOutcome::Transient(e) | RestOutcome::Rejected(e) => failed.entry(e).or_default().push(p.id),
                 }
             }
         }
@@ -286,14 +253,10 @@ impl Relay {
         }
         let m = &self.metrics;
         m.outbox_published_total
-            .get_or_create(&TransportLabel {
-                transport: "kafka".into(),
-            })
+            .get_or_create(&TransportLabel { transport: "kafka".into() })
             .inc_by(published.len() as u64);
         m.outbox_published_total
-            .get_or_create(&TransportLabel {
-                transport: "rest".into(),
-            })
+            .get_or_create(&TransportLabel { transport: "rest".into() })
             .inc_by(rest_published.len() as u64);
         Ok(report)
     }
@@ -320,11 +283,7 @@ impl Relay {
                 id: row.id,
                 kind: None,
                 topic: row.topic.clone(),
-                key: if key.is_empty() {
-                    row.aggregate_id.clone().into_bytes()
-                } else {
-                    key
-                },
+                key: if key.is_empty() { row.aggregate_id.clone().into_bytes() } else { key },
                 value: decode("value_base64")?,
                 headers,
                 json: String::new(),
@@ -332,25 +291,15 @@ impl Relay {
                 created_at: row.created_at,
             });
         }
-        let kind: MessageKind = row
-            .event_type
-            .parse()
-            .map_err(|e| PrepareError::Bad(format!("{e}")))?;
+        let kind: MessageKind = row.event_type.parse().map_err(|e| PrepareError::Bad(format!("{e}")))?;
         let json: serde_json::Value =
             serde_json::from_str(&row.payload).map_err(|e| PrepareError::Bad(e.to_string()))?;
         let msg = Message::from_json(kind, &json)
             .map_err(|e| PrepareError::Bad(format!("payload does not match {kind}: {e}")))?;
         let value = self.codec.encode(&msg, &row.topic).await.map_err(|e| {
-            if e.is_retriable() {
-                PrepareError::Registry(e.to_string())
-            } else {
-                PrepareError::Bad(e.to_string())
-            }
+            if e.is_retriable() { PrepareError::Registry(e.to_string()) } else { PrepareError::Bad(e.to_string()) }
         })?;
-        let command_id = json
-            .get("command_id")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
+        let command_id = json.get("command_id").and_then(|v| v.as_str()).map(str::to_owned);
         Ok(Prepared {
             id: row.id,
             kind: Some(kind),
@@ -376,12 +325,7 @@ fn backoff(failures: u32) -> Duration {
 
 /// Heartbeats and renews/acquires leases every `ttl / 3`, independent of
 /// publish rounds (a round may wait on a broker for longer than the TTL).
-async fn lease_loop(
-    db: Db,
-    s: RelaySettings,
-    owned_tx: watch::Sender<(Vec<u16>, u32)>,
-    shutdown: CancellationToken,
-) {
+async fn lease_loop(db: Db, s: RelaySettings, owned_tx: watch::Sender<(Vec<u16>, u32)>, shutdown: CancellationToken) {
     let period = s.lease_ttl / 3;
     loop {
         let step = async {

@@ -26,15 +26,8 @@ pub enum RestOutcome {
 }
 
 impl RestTransport {
-    pub fn new(
-        inventory_url: &str,
-        payment_url: &str,
-        timeout: Duration,
-    ) -> Result<RestTransport, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+    pub fn new(inventory_url: &str, payment_url: &str, timeout: Duration) -> Result<RestTransport, String> {
+        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
         Ok(RestTransport {
             client,
             inventory_url: inventory_url.trim_end_matches('/').to_owned(),
@@ -82,10 +75,7 @@ impl RestTransport {
                 if status.is_success() || status.as_u16() == 409 {
                     // 409: the participant already has this command id.
                     RestOutcome::Delivered
-                } else if status.is_server_error()
-                    || status.as_u16() == 429
-                    || status.as_u16() == 408
-                {
+                } else if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
                     RestOutcome::Transient(format!("{url} answered {status}"))
                 } else {
                     RestOutcome::Rejected(format!("{url} answered {status}"))

@@ -115,16 +115,11 @@ impl Definition {
 
     /// The manual event a status request maps to, if any.
     pub fn manual_event_for_status(&self, status: OrderStatus) -> Option<&ManualEventDef> {
-        self.manual_events
-            .values()
-            .find(|m| m.order_status == Some(status))
+        self.manual_events.values().find(|m| m.order_status == Some(status))
     }
 
     /// Applies timer overrides (from configuration). Unknown timer names are errors.
-    pub fn override_timers(
-        &mut self,
-        overrides: &BTreeMap<String, Duration>,
-    ) -> Result<(), String> {
+    pub fn override_timers(&mut self, overrides: &BTreeMap<String, Duration>) -> Result<(), String> {
         for (name, d) in overrides {
             match self.timers.get_mut(name) {
                 Some(slot) => *slot = *d,
@@ -142,10 +137,7 @@ impl Definition {
 }
 
 fn inbound_kinds() -> impl Iterator<Item = MessageKind> {
-    MessageKind::ALL
-        .iter()
-        .copied()
-        .filter(|k| k.direction() == Direction::In)
+    MessageKind::ALL.iter().copied().filter(|k| k.direction() == Direction::In)
 }
 
 /// Commands a step may send, and compensations, with the action verb used in command ids.
@@ -159,14 +151,10 @@ pub fn command_action(kind: MessageKind) -> Option<&'static str> {
     }
 }
 
-const RUN_COMMANDS: [MessageKind; 2] =
-    [MessageKind::InventoryReserve, MessageKind::PaymentAuthorize];
+const RUN_COMMANDS: [MessageKind; 2] = [MessageKind::InventoryReserve, MessageKind::PaymentAuthorize];
 const COMPENSATIONS: [MessageKind; 2] = [MessageKind::InventoryRelease, MessageKind::PaymentVoid];
 /// Events a transition may emit (commands are sent by running/compensating steps).
-const EMITTABLE: [MessageKind; 2] = [
-    MessageKind::OrderItemBackordered,
-    MessageKind::OrderAttentionRequired,
-];
+const EMITTABLE: [MessageKind; 2] = [MessageKind::OrderItemBackordered, MessageKind::OrderAttentionRequired];
 
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,11 +280,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .bytes()
-            .filter(|b| *b == b'\n')
-            .count()
-            + 1
+        self.text[..offset.min(self.text.len())].bytes().filter(|b| *b == b'\n').count() + 1
     }
 
     fn err<T>(&mut self, span: &Spanned<T>, message: impl Into<String>) {
@@ -305,17 +289,12 @@ impl Ctx<'_> {
     }
 
     fn err_at(&mut self, line: usize, message: impl Into<String>) {
-        self.errors.push(DefinitionError {
-            file: self.file.to_path_buf(),
-            line,
-            message: message.into(),
-        });
+        self.errors.push(DefinitionError { file: self.file.to_path_buf(), line, message: message.into() });
     }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}); e.g. \"15m\""))?;
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); e.g. \"15m\""))?;
     if d.is_zero() {
         return Err("duration must be greater than zero".into());
     }
@@ -324,20 +303,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     let v: Vec<String> = names.into_iter().map(|s| s.as_ref().to_owned()).collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
+    if v.is_empty() { "none".into() } else { v.join(", ") }
 }
 
 /// Parses and validates one definition file's text.
 pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
-    let mut cx = Ctx {
-        file,
-        text,
-        errors: Vec::new(),
-    };
+    let mut cx = Ctx { file, text, errors: Vec::new() };
     let raw: RawDefinition = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
@@ -348,15 +319,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
     };
 
     let name = raw.name.get_ref().clone();
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     {
-        cx.err(
-            &raw.name,
-            format!("saga name {name:?} must be lower-case letters, digits, '_' or '-'"),
-        );
+        cx.err(&raw.name, format!("saga name {name:?} must be lower-case letters, digits, '_' or '-'"));
     }
     let version = *raw.version.get_ref();
     if !(1..=i64::from(u32::MAX)).contains(&version) {
@@ -383,12 +348,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
         };
         let compensation = match &rs.compensation {
             None => {
-                cx.err(
-                    s,
-                    format!(
-                        "step {sname} has no compensation; every step must say how it is undone"
-                    ),
-                );
+                cx.err(s, format!("step {sname} has no compensation; every step must say how it is undone"));
                 None
             }
             Some(c) => match c.get_ref().parse::<MessageKind>() {
@@ -407,14 +367,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
             },
         };
         if let (Some(command), Some(compensation)) = (command, compensation) {
-            steps.insert(
-                sname.clone(),
-                StepDef {
-                    name: sname.clone(),
-                    command,
-                    compensation,
-                },
-            );
+            steps.insert(sname.clone(), StepDef { name: sname.clone(), command, compensation });
         }
     }
 
@@ -433,14 +386,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
     let mut manual_events = BTreeMap::new();
     let inbound: BTreeSet<&str> = inbound_kinds().map(|k| k.name()).collect();
     for (mname, m) in &raw.manual_events {
-        if inbound.contains(mname.as_str())
-            || mname.starts_with(TIMER_PREFIX)
-            || mname == START_EVENT
-        {
-            cx.err(
-                m,
-                format!("manual event {mname:?} clashes with a message or timer event name"),
-            );
+        if inbound.contains(mname.as_str()) || mname.starts_with(TIMER_PREFIX) || mname == START_EVENT {
+            cx.err(m, format!("manual event {mname:?} clashes with a message or timer event name"));
             continue;
         }
         let order_status = match &m.get_ref().order_status {
@@ -455,11 +402,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
         };
         manual_events.insert(
             mname.clone(),
-            ManualEventDef {
-                name: mname.clone(),
-                order_status,
-                description: m.get_ref().description.clone(),
-            },
+            ManualEventDef { name: mname.clone(), order_status, description: m.get_ref().description.clone() },
         );
     }
     let mut mapped = BTreeMap::new();
@@ -468,10 +411,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
             && let Some(other) = mapped.insert(st, m.name.clone())
         {
             let span = &raw.manual_events[&m.name];
-            cx.err(
-                span,
-                format!("order_status {st} is mapped by both {other} and {}", m.name),
-            );
+            cx.err(span, format!("order_status {st} is mapped by both {other} and {}", m.name));
         }
     }
 
@@ -482,29 +422,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
     // Also names the raw timers declare, so a bad duration does not cascade.
     known_events.extend(raw.timers.keys().map(|t| format!("{TIMER_PREFIX}{t}")));
 
-    let start = parse_transition(
-        &mut cx,
-        &raw.start,
-        None,
-        &state_names,
-        &raw.steps,
-        &raw.timers,
-    );
+    let start = parse_transition(&mut cx, &raw.start, None, &state_names, &raw.steps, &raw.timers);
     if raw.start.get_ref().event.get_ref() != START_EVENT {
-        cx.err(
-            &raw.start.get_ref().event,
-            format!("the start event must be {START_EVENT:?}"),
-        );
+        cx.err(&raw.start.get_ref().event, format!("the start event must be {START_EVENT:?}"));
     }
 
     // States.
     let mut states = BTreeMap::new();
     for (sname, s) in &raw.states {
-        if sname.is_empty()
-            || !sname
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        {
+        if sname.is_empty() || !sname.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
             cx.err(s, format!("state name {sname:?} must be UPPER_SNAKE_CASE"));
         }
         let rs = s.get_ref();
@@ -514,50 +440,30 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
             } else {
                 cx.err(
                     st,
-                    format!(
-                        "state {sname}: unknown step {:?} (known: {})",
-                        st.get_ref(),
-                        list(raw.steps.keys())
-                    ),
+                    format!("state {sname}: unknown step {:?} (known: {})", st.get_ref(), list(raw.steps.keys())),
                 );
                 None
             }
         });
-        let max_dwell = rs
-            .max_dwell
-            .as_ref()
-            .and_then(|d| match parse_duration(d.get_ref()) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    cx.err(d, format!("state {sname}: max_dwell: {e}"));
-                    None
-                }
-            });
+        let max_dwell = rs.max_dwell.as_ref().and_then(|d| match parse_duration(d.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                cx.err(d, format!("state {sname}: max_dwell: {e}"));
+                None
+            }
+        });
         let mut on = BTreeMap::new();
         for t in &rs.on {
             let ev = t.get_ref().event.get_ref();
             if !known_events.contains(ev) {
                 cx.err(
                     &t.get_ref().event,
-                    format!(
-                        "state {sname}: unknown event {ev:?} (known: {})",
-                        list(&known_events)
-                    ),
+                    format!("state {sname}: unknown event {ev:?} (known: {})", list(&known_events)),
                 );
             }
-            if let Some(td) = parse_transition(
-                &mut cx,
-                t,
-                Some(sname),
-                &state_names,
-                &raw.steps,
-                &raw.timers,
-            ) {
+            if let Some(td) = parse_transition(&mut cx, t, Some(sname), &state_names, &raw.steps, &raw.timers) {
                 if on.contains_key(&td.event) {
-                    cx.err(
-                        &t.get_ref().event,
-                        format!("state {sname}: event {ev:?} has two transitions"),
-                    );
+                    cx.err(&t.get_ref().event, format!("state {sname}: event {ev:?} has two transitions"));
                 }
                 on.insert(td.event.clone(), td);
             }
@@ -574,13 +480,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
                     ),
                 );
             } else if on.contains_key(ev.get_ref()) {
-                cx.err(
-                    ev,
-                    format!(
-                        "state {sname}: event {:?} is both handled and ignored",
-                        ev.get_ref()
-                    ),
-                );
+                cx.err(ev, format!("state {sname}: event {:?} is both handled and ignored", ev.get_ref()));
             }
             ignore.insert(ev.get_ref().clone());
         }
@@ -616,11 +516,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
         states,
     };
     check_graph(&mut cx, &def, &raw);
-    if cx.errors.is_empty() {
-        Ok(def)
-    } else {
-        Err(DefinitionErrors(cx.errors))
-    }
+    if cx.errors.is_empty() { Ok(def) } else { Err(DefinitionErrors(cx.errors)) }
 }
 
 fn parse_transition(
@@ -632,51 +528,29 @@ fn parse_transition(
     timers: &BTreeMap<String, Spanned<RawTimer>>,
 ) -> Option<TransitionDef> {
     let rt = t.get_ref();
-    let here = state
-        .map(|s| format!("state {s}, on {}", rt.event.get_ref()))
-        .unwrap_or_else(|| "start".into());
+    let here = state.map(|s| format!("state {s}, on {}", rt.event.get_ref())).unwrap_or_else(|| "start".into());
     let before = cx.errors.len();
     if !states.contains(rt.to.get_ref()) {
-        cx.err(
-            &rt.to,
-            format!(
-                "{here}: unknown state {:?} (known: {})",
-                rt.to.get_ref(),
-                list(states)
-            ),
-        );
+        cx.err(&rt.to, format!("{here}: unknown state {:?} (known: {})", rt.to.get_ref(), list(states)));
     }
-    let order_status =
-        rt.order_status
-            .as_ref()
-            .and_then(|s| match s.get_ref().parse::<OrderStatus>() {
-                Ok(st) => Some(st),
-                Err(e) => {
-                    cx.err(s, format!("{here}: {e}"));
-                    None
-                }
-            });
+    let order_status = rt.order_status.as_ref().and_then(|s| match s.get_ref().parse::<OrderStatus>() {
+        Ok(st) => Some(st),
+        Err(e) => {
+            cx.err(s, format!("{here}: {e}"));
+            None
+        }
+    });
     if let Some(run) = &rt.run
         && !steps.contains_key(run.get_ref())
     {
-        cx.err(
-            run,
-            format!(
-                "{here}: unknown step {:?} (known: {})",
-                run.get_ref(),
-                list(steps.keys())
-            ),
-        );
+        cx.err(run, format!("{here}: unknown step {:?} (known: {})", run.get_ref(), list(steps.keys())));
     }
     let compensate = match &rt.compensate {
         None => Compensate::None,
         Some(c) => match c.get_ref() {
             RawCompensate::Keyword(k) if k == "all" => Compensate::All,
             RawCompensate::Keyword(k) => {
-                cx.err(
-                    c,
-                    format!("{here}: compensate must be \"all\" or a list of steps, found {k:?}"),
-                );
+                cx.err(c, format!("{here}: compensate must be \"all\" or a list of steps, found {k:?}"));
                 Compensate::None
             }
             RawCompensate::Steps(list_) => {
@@ -684,10 +558,7 @@ fn parse_transition(
                     if !steps.contains_key(s) {
                         cx.err(
                             c,
-                            format!(
-                                "{here}: compensate names unknown step {s:?} (known: {})",
-                                list(steps.keys())
-                            ),
+                            format!("{here}: compensate names unknown step {s:?} (known: {})", list(steps.keys())),
                         );
                     }
                 }
@@ -697,14 +568,7 @@ fn parse_transition(
     };
     for tm in rt.arm.iter().chain(&rt.disarm) {
         if !timers.contains_key(tm.get_ref()) {
-            cx.err(
-                tm,
-                format!(
-                    "{here}: unknown timer {:?} (known: {})",
-                    tm.get_ref(),
-                    list(timers.keys())
-                ),
-            );
+            cx.err(tm, format!("{here}: unknown timer {:?} (known: {})", tm.get_ref(), list(timers.keys())));
         }
     }
     let mut emit = Vec::new();
@@ -736,14 +600,9 @@ fn parse_transition(
         }
     }
     if let Some(reason) = &rt.reason
-        && !reason
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && !reason.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
     {
-        cx.err(
-            t,
-            format!("{here}: reason {reason:?} must be UPPER_SNAKE_CASE"),
-        );
+        cx.err(t, format!("{here}: reason {reason:?} must be UPPER_SNAKE_CASE"));
     }
     if cx.errors.len() > before {
         return None;
@@ -765,12 +624,7 @@ fn parse_transition(
 
 /// Whole-graph checks: reachability, ways out, timer coverage.
 fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinition) {
-    let line_of_state = |cx: &Ctx<'_>, s: &str| {
-        raw.states
-            .get(s)
-            .map(|sp| cx.line_of(sp.span().start))
-            .unwrap_or(1)
-    };
+    let line_of_state = |cx: &Ctx<'_>, s: &str| raw.states.get(s).map(|sp| cx.line_of(sp.span().start)).unwrap_or(1);
 
     if !def.states.values().any(|s| s.terminal) {
         cx.err_at(1, "no state is terminal; a saga must be able to finish");
@@ -790,13 +644,7 @@ fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinition) {
     for s in def.states.keys() {
         if !reachable.contains(s) {
             let line = line_of_state(cx, s);
-            cx.err_at(
-                line,
-                format!(
-                    "state {s} is unreachable from the start state {}",
-                    def.start.to
-                ),
-            );
+            cx.err_at(line, format!("state {s} is unreachable from the start state {}", def.start.to));
         }
     }
 
@@ -846,10 +694,7 @@ fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinition) {
         next
     };
     let mut seen = BTreeSet::new();
-    let mut queue = VecDeque::from([(
-        def.start.to.clone(),
-        apply(&BTreeSet::new(), &def.start, None),
-    )]);
+    let mut queue = VecDeque::from([(def.start.to.clone(), apply(&BTreeSet::new(), &def.start, None))]);
     let mut reported = BTreeSet::new();
     while let Some((s, armed)) = queue.pop_front() {
         if !seen.insert((s.clone(), armed.clone())) {
@@ -860,12 +705,12 @@ fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinition) {
         };
         for timer in &armed {
             let ev = format!("{TIMER_PREFIX}{timer}");
-            if !st.on.contains_key(&ev)
-                && !st.ignore.contains(&ev)
-                && reported.insert((s.clone(), timer.clone()))
-            {
+            if !st.on.contains_key(&ev) && !st.ignore.contains(&ev) && reported.insert((s.clone(), timer.clone())) {
                 let line = line_of_state(cx, &s);
-                cx.err_at(line, format!("state {s} can be entered with timer {timer} armed but neither handles nor ignores {ev}"));
+                cx.err_at(
+                    line,
+                    format!("state {s} can be entered with timer {timer} armed but neither handles nor ignores {ev}"),
+                );
             }
         }
         for t in st.on.values() {
@@ -879,14 +724,9 @@ fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinition) {
 /// each with a distinct version.
 pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionErrors> {
     let one = |line: usize, file: &Path, message: String| {
-        DefinitionErrors(vec![DefinitionError {
-            file: file.into(),
-            line,
-            message,
-        }])
+        DefinitionErrors(vec![DefinitionError { file: file.into(), line, message }])
     };
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| one(0, dir, format!("cannot read the sagas directory: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| one(0, dir, format!("cannot read the sagas directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -901,11 +741,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionErrors> {
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(DefinitionError {
-                    file: f.clone(),
-                    line: 0,
-                    message: format!("cannot read: {e}"),
-                });
+                errors.push(DefinitionError { file: f.clone(), line: 0, message: format!("cannot read: {e}") });
                 continue;
             }
         };
@@ -936,17 +772,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionErrors> {
             errors.push(DefinitionError {
                 file: d.source.clone(),
                 line: 1,
-                message: format!(
-                    "version {} is also defined in {}",
-                    d.version,
-                    other.display()
-                ),
+                message: format!("version {} is also defined in {}", d.version, other.display()),
             });
         }
     }
-    if errors.is_empty() {
-        Ok(defs)
-    } else {
-        Err(DefinitionErrors(errors))
-    }
+    if errors.is_empty() { Ok(defs) } else { Err(DefinitionErrors(errors)) }
 }

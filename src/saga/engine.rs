@@ -9,12 +9,11 @@ use chrono::{DateTime, Utc};
 
 use super::definition::{Compensate, Definition, TransitionDef, command_action};
 use super::model::{
-    Effect, Event, EventBody, Instance, InstanceData, OrderFacts, Outcome, Rejection, StepProgress,
-    Transition,
+    Effect, Event, EventBody, Instance, InstanceData, OrderFacts, Outcome, Rejection, StepProgress, Transition,
 };
 use crate::contracts::{
-    InventoryRelease, InventoryReserve, Message, MessageKind, OrderAttentionRequired,
-    OrderItemBackordered, PaymentAuthorize, PaymentVoid, SkuQty, TimestampMicros, event_id,
+    InventoryRelease, InventoryReserve, Message, MessageKind, OrderAttentionRequired, OrderItemBackordered,
+    PaymentAuthorize, PaymentVoid, SkuQty, TimestampMicros, event_id,
 };
 
 /// Deterministic command id: `{order_id}:{step}:{action}:{n}`. Participants
@@ -29,12 +28,7 @@ pub fn payment_intent_id(order_id: i64, run: u32) -> String {
 }
 
 /// Creates the instance for a new order and returns the start transition's effects.
-pub fn start(
-    def: &Definition,
-    order_id: i64,
-    order: OrderFacts,
-    now: DateTime<Utc>,
-) -> (Instance, Vec<Effect>) {
+pub fn start(def: &Definition, order_id: i64, order: OrderFacts, now: DateTime<Utc>) -> (Instance, Vec<Effect>) {
     let inst = Instance {
         order_id,
         saga_name: def.name.clone(),
@@ -42,12 +36,7 @@ pub fn start(
         state: def.start.to.clone(),
         version: 0,
         state_entered_at: now,
-        data: InstanceData {
-            order,
-            steps: Default::default(),
-            emitted: Default::default(),
-            seq: 0,
-        },
+        data: InstanceData { order, steps: Default::default(), emitted: Default::default(), seq: 0 },
     };
     let event = Event {
         id: format!("{order_id}:start"),
@@ -71,38 +60,22 @@ pub fn transition(
     now: DateTime<Utc>,
 ) -> Result<Transition, Rejection> {
     if inst.definition_version != def.version {
-        return Err(Rejection::WrongDefinition {
-            instance: inst.definition_version,
-            definition: def.version,
-        });
+        return Err(Rejection::WrongDefinition { instance: inst.definition_version, definition: def.version });
     }
     if event.order_id != inst.order_id {
-        return Err(Rejection::WrongOrder {
-            event_order: event.order_id,
-            saga_order: inst.order_id,
-        });
+        return Err(Rejection::WrongOrder { event_order: event.order_id, saga_order: inst.order_id });
     }
     let state = def
         .state(&inst.state)
-        .ok_or_else(|| Rejection::UnknownState {
-            state: inst.state.clone(),
-            version: def.version,
-        })?;
+        .ok_or_else(|| Rejection::UnknownState { state: inst.state.clone(), version: def.version })?;
     let name = event.name();
     if let Some(t) = state.on.get(&name) {
         return Ok(apply(def, inst, t, event, now));
     }
     if state.ignore.contains(&name) {
-        return Ok(Transition {
-            instance: inst.clone(),
-            effects: Vec::new(),
-            outcome: Outcome::Ignored,
-        });
+        return Ok(Transition { instance: inst.clone(), effects: Vec::new(), outcome: Outcome::Ignored });
     }
-    Err(Rejection::NotAccepted {
-        state: inst.state.clone(),
-        event: name,
-    })
+    Err(Rejection::NotAccepted { state: inst.state.clone(), event: name })
 }
 
 /// Re-sends the command of the state's current step with the *same* command id
@@ -116,13 +89,8 @@ pub fn retry_current_step(
 ) -> Result<Message, Rejection> {
     let state = def
         .state(&inst.state)
-        .ok_or_else(|| Rejection::UnknownState {
-            state: inst.state.clone(),
-            version: def.version,
-        })?;
-    let step_name = state.step.clone().ok_or_else(|| Rejection::NoCurrentStep {
-        state: inst.state.clone(),
-    })?;
+        .ok_or_else(|| Rejection::UnknownState { state: inst.state.clone(), version: def.version })?;
+    let step_name = state.step.clone().ok_or_else(|| Rejection::NoCurrentStep { state: inst.state.clone() })?;
     let step = &def.steps[&step_name];
     let runs = inst.data.steps.get(&step_name).map(|p| p.runs).unwrap_or(0);
     if runs == 0 {
@@ -133,41 +101,20 @@ pub fn retry_current_step(
         inst.order_id,
         &step_name,
         action,
-        inst.data
-            .emitted
-            .get(&format!("{step_name}:{action}"))
-            .copied()
-            .unwrap_or(runs),
+        inst.data.emitted.get(&format!("{step_name}:{action}")).copied().unwrap_or(runs),
     );
     // A new event id (the outbox and consumers key on it), the same command id.
     let ev_id = event_id(&format!("{cmd_id}:retry:{retry_no}"));
-    Ok(build_command(
-        step.command,
-        inst,
-        &step_name,
-        &cmd_id,
-        ev_id,
-        now,
-        None,
-    ))
+    Ok(build_command(step.command, inst, &step_name, &cmd_id, ev_id, now, None))
 }
 
-fn apply(
-    def: &Definition,
-    inst: &Instance,
-    t: &TransitionDef,
-    event: &Event,
-    now: DateTime<Utc>,
-) -> Transition {
+fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, now: DateTime<Utc>) -> Transition {
     let mut next = inst.clone();
     next.version += 1;
     let mut effects = Vec::new();
     let order_id = inst.order_id;
     let reason = match &event.body {
-        EventBody::Manual {
-            reason_code: Some(r),
-            ..
-        } => Some(r.clone()),
+        EventBody::Manual { reason_code: Some(r), .. } => Some(r.clone()),
         _ => t.reason.clone(),
     };
     let comment = match &event.body {
@@ -177,11 +124,7 @@ fn apply(
 
     // The order status first: if the shell refuses it, nothing else matters.
     if let Some(to) = t.order_status {
-        effects.push(Effect::SetOrderStatus {
-            to,
-            reason_code: reason.clone(),
-            comment,
-        });
+        effects.push(Effect::SetOrderStatus { to, reason_code: reason.clone(), comment });
     }
     for name in &t.disarm {
         effects.push(Effect::CancelTimer { name: name.clone() });
@@ -192,8 +135,7 @@ fn apply(
         Compensate::None => Vec::new(),
         Compensate::Steps(s) => s.clone(),
         Compensate::All => {
-            let mut active: Vec<(&String, &StepProgress)> =
-                next.data.steps.iter().filter(|(_, p)| p.active).collect();
+            let mut active: Vec<(&String, &StepProgress)> = next.data.steps.iter().filter(|(_, p)| p.active).collect();
             active.sort_by_key(|(_, p)| std::cmp::Reverse(p.run_seq));
             active.into_iter().map(|(n, _)| n.clone()).collect()
         }
@@ -232,24 +174,13 @@ fn apply(
         let n = bump(&mut next.data, step_name, action);
         let cmd_id = command_id(order_id, step_name, action, n);
         let ev_id = event_id(&cmd_id);
-        effects.push(Effect::Publish(build_command(
-            step.command,
-            &next,
-            step_name,
-            &cmd_id,
-            ev_id,
-            now,
-            None,
-        )));
+        effects.push(Effect::Publish(build_command(step.command, &next, step_name, &cmd_id, ev_id, now, None)));
     }
 
     for name in &t.arm {
         if let Some(d) = def.timers.get(name) {
             let due_at = now + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
-            effects.push(Effect::ArmTimer {
-                name: name.clone(),
-                due_at,
-            });
+            effects.push(Effect::ArmTimer { name: name.clone(), due_at });
         }
     }
 
@@ -259,11 +190,7 @@ fn apply(
     let mut idx = 0;
     let mut next_event_id = |kind: MessageKind| {
         idx += 1;
-        event_id(&format!(
-            "{order_id}:{}:{idx}:{}",
-            next.version,
-            kind.name()
-        ))
+        event_id(&format!("{order_id}:{}:{idx}:{}", next.version, kind.name()))
     };
     for kind in &t.emit {
         match kind {
@@ -288,11 +215,7 @@ fn apply(
                     order_id,
                     occurred_at,
                     tenant_region: facts.tenant_region.clone(),
-                    reason_code: t
-                        .alert
-                        .clone()
-                        .or_else(|| reason.clone())
-                        .unwrap_or_else(|| "ATTENTION".into()),
+                    reason_code: t.alert.clone().or_else(|| reason.clone()).unwrap_or_else(|| "ATTENTION".into()),
                     saga_state: t.to.clone(),
                     message: attention_message(event),
                 })));
@@ -302,10 +225,7 @@ fn apply(
         }
     }
     if let Some(code) = &t.alert {
-        effects.push(Effect::Alert {
-            code: code.clone(),
-            message: attention_message(event),
-        });
+        effects.push(Effect::Alert { code: code.clone(), message: attention_message(event) });
     }
 
     let from = inst.state.clone();
@@ -313,33 +233,18 @@ fn apply(
         next.state = t.to.clone();
         next.state_entered_at = now;
     }
-    Transition {
-        outcome: Outcome::Applied {
-            from,
-            to: t.to.clone(),
-            reason,
-        },
-        instance: next,
-        effects,
-    }
+    Transition { outcome: Outcome::Applied { from, to: t.to.clone(), reason }, instance: next, effects }
 }
 
 fn attention_message(event: &Event) -> String {
     match &event.body {
         EventBody::Message(Message::InventoryReservationFailed(f)) => {
-            let skus: Vec<String> = f
-                .shortages
-                .iter()
-                .map(|s| format!("{} ({} of {})", s.sku, s.available_qty, s.requested_qty))
-                .collect();
+            let skus: Vec<String> =
+                f.shortages.iter().map(|s| format!("{} ({} of {})", s.sku, s.available_qty, s.requested_qty)).collect();
             format!(
                 "inventory reservation failed ({}): short of stock: {}",
                 f.reason,
-                if skus.is_empty() {
-                    "-".into()
-                } else {
-                    skus.join(", ")
-                }
+                if skus.is_empty() { "-".into() } else { skus.join(", ") }
             )
         }
         _ => format!("{} needs attention", event.name()),
@@ -363,22 +268,8 @@ fn build_command(
 ) -> Message {
     let f = &inst.data.order;
     let occurred_at = TimestampMicros::from_datetime(now);
-    let items = || {
-        f.items
-            .iter()
-            .map(|i| SkuQty {
-                sku: i.sku.clone(),
-                qty: i.qty as i32,
-            })
-            .collect::<Vec<_>>()
-    };
-    let runs = inst
-        .data
-        .steps
-        .get(step)
-        .map(|p| p.runs)
-        .unwrap_or(1)
-        .max(1);
+    let items = || f.items.iter().map(|i| SkuQty { sku: i.sku.clone(), qty: i.qty as i32 }).collect::<Vec<_>>();
+    let runs = inst.data.steps.get(step).map(|p| p.runs).unwrap_or(1).max(1);
     match kind {
         MessageKind::InventoryReserve => Message::from(InventoryReserve {
             event_id: ev_id,

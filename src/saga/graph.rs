@@ -9,17 +9,8 @@ use super::definition::{Compensate, Definition, TransitionDef};
 pub fn mermaid(def: &Definition) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "stateDiagram-v2");
-    let _ = writeln!(
-        out,
-        "    %% {} saga, definition version {}",
-        def.name, def.version
-    );
-    let _ = writeln!(
-        out,
-        "    [*] --> {}: {}",
-        def.start.to,
-        label(def, &def.start)
-    );
+    let _ = writeln!(out, "    %% {} saga, definition version {}", def.name, def.version);
+    let _ = writeln!(out, "    [*] --> {}: {}", def.start.to, label(def, &def.start));
     for (name, st) in &def.states {
         for t in st.on.values() {
             let _ = writeln!(out, "    {name} --> {}: {}", t.to, label(def, t));
@@ -30,11 +21,7 @@ pub fn mermaid(def: &Definition) -> String {
             let _ = writeln!(out, "    {name} --> [*]");
         }
         if let Some(d) = st.max_dwell {
-            let _ = writeln!(
-                out,
-                "    note right of {name}: expected within {}",
-                humantime::format_duration(d)
-            );
+            let _ = writeln!(out, "    note right of {name}: expected within {}", humantime::format_duration(d));
         }
     }
     out
@@ -43,11 +30,7 @@ pub fn mermaid(def: &Definition) -> String {
 fn label(def: &Definition, t: &TransitionDef) -> String {
     let mut parts = Vec::new();
     if let Some(run) = &t.run {
-        let cmd = def
-            .steps
-            .get(run)
-            .map(|s| s.command.name())
-            .unwrap_or(run.as_str());
+        let cmd = def.steps.get(run).map(|s| s.command.name()).unwrap_or(run.as_str());
         parts.push(format!("send {cmd}"));
     }
     match &t.compensate {
@@ -55,11 +38,7 @@ fn label(def: &Definition, t: &TransitionDef) -> String {
         Compensate::All => parts.push("compensate all".into()),
         Compensate::Steps(steps) => {
             for s in steps {
-                let cmd = def
-                    .steps
-                    .get(s)
-                    .map(|x| x.compensation.name())
-                    .unwrap_or(s.as_str());
+                let cmd = def.steps.get(s).map(|x| x.compensation.name()).unwrap_or(s.as_str());
                 parts.push(format!("send {cmd}"));
             }
         }
@@ -77,10 +56,6 @@ fn label(def: &Definition, t: &TransitionDef) -> String {
         parts.push(format!("emit {}", e.name()));
     }
     // Mermaid ends a label at ';' and chokes on ':' inside it.
-    let text = if parts.is_empty() {
-        t.event.clone()
-    } else {
-        format!("{} / {}", t.event, parts.join(", "))
-    };
+    let text = if parts.is_empty() { t.event.clone() } else { format!("{} / {}", t.event, parts.join(", ")) };
     text.replace([';', ':'], " ")
 }

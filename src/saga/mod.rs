@@ -33,26 +33,18 @@ pub struct Catalog {
 impl Catalog {
     /// `None` when `defs` is empty.
     pub fn new(defs: Vec<Definition>) -> Option<Catalog> {
-        let versions: BTreeMap<u32, Arc<Definition>> =
-            defs.into_iter().map(|d| (d.version, Arc::new(d))).collect();
+        let versions: BTreeMap<u32, Arc<Definition>> = defs.into_iter().map(|d| (d.version, Arc::new(d))).collect();
         let latest = versions.values().next_back()?.clone();
         Some(Catalog { versions, latest })
     }
 
     /// Loads and validates `dir`, applying timer overrides to every version.
-    pub fn load(
-        dir: &Path,
-        timer_overrides: &BTreeMap<String, Duration>,
-    ) -> Result<Catalog, DefinitionErrors> {
+    pub fn load(dir: &Path, timer_overrides: &BTreeMap<String, Duration>) -> Result<Catalog, DefinitionErrors> {
         let mut defs = definition::load_dir(dir)?;
         let mut errors = Vec::new();
         for d in &mut defs {
             if let Err(message) = d.override_timers(timer_overrides) {
-                errors.push(DefinitionError {
-                    file: d.source.clone(),
-                    line: 0,
-                    message,
-                });
+                errors.push(DefinitionError { file: d.source.clone(), line: 0, message });
             }
         }
         if !errors.is_empty() {

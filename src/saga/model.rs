@@ -84,12 +84,7 @@ pub enum EventBody {
     /// A durable timer fired.
     Timer { name: String },
     /// A person asked for it (HTTP status request, operator).
-    Manual {
-        name: String,
-        actor: String,
-        reason_code: Option<String>,
-        comment: Option<String>,
-    },
+    Manual { name: String, actor: String, reason_code: Option<String>, comment: Option<String> },
 }
 
 impl Event {
@@ -117,11 +112,7 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Change the order's status (checked against the order transition table by the shell).
-    SetOrderStatus {
-        to: OrderStatus,
-        reason_code: Option<String>,
-        comment: Option<String>,
-    },
+    SetOrderStatus { to: OrderStatus, reason_code: Option<String>, comment: Option<String> },
     /// Write a command or event to the outbox.
     Publish(Message),
     /// Arm (or re-arm) a durable timer.

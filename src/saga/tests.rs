@@ -27,27 +27,14 @@ fn facts() -> OrderFacts {
         tenant_region: "eu".into(),
         currency: "EUR".into(),
         total_amount: "39.98".into(),
-        items: vec![
-            Item {
-                sku: "A".into(),
-                qty: 2,
-            },
-            Item {
-                sku: "B".into(),
-                qty: 1,
-            },
-        ],
+        items: vec![Item { sku: "A".into(), qty: 2 }, Item { sku: "B".into(), qty: 1 }],
     }
 }
 
 const OID: i64 = 42;
 
 fn msg_event(id: &str, m: Message) -> Event {
-    Event {
-        id: id.into(),
-        order_id: OID,
-        body: EventBody::Message(m),
-    }
+    Event { id: id.into(), order_id: OID, body: EventBody::Message(m) }
 }
 
 fn ts() -> TimestampMicros {
@@ -78,16 +65,8 @@ fn reservation_failed() -> Event {
             command_id: None,
             reason: "OUT_OF_STOCK".into(),
             shortages: vec![
-                Shortage {
-                    sku: "A".into(),
-                    requested_qty: 2,
-                    available_qty: 1,
-                },
-                Shortage {
-                    sku: "B".into(),
-                    requested_qty: 1,
-                    available_qty: 0,
-                },
+                Shortage { sku: "A".into(), requested_qty: 2, available_qty: 1 },
+                Shortage { sku: "B".into(), requested_qty: 1, available_qty: 0 },
             ],
         }),
     )
@@ -123,25 +102,14 @@ fn payment_failed() -> Event {
 }
 
 fn timer() -> Event {
-    Event {
-        id: "e-timer".into(),
-        order_id: OID,
-        body: EventBody::Timer {
-            name: "payment_timeout".into(),
-        },
-    }
+    Event { id: "e-timer".into(), order_id: OID, body: EventBody::Timer { name: "payment_timeout".into() } }
 }
 
 fn manual(name: &str) -> Event {
     Event {
         id: format!("e-{name}"),
         order_id: OID,
-        body: EventBody::Manual {
-            name: name.into(),
-            actor: "support:alice".into(),
-            reason_code: None,
-            comment: None,
-        },
+        body: EventBody::Manual { name: name.into(), actor: "support:alice".into(), reason_code: None, comment: None },
     }
 }
 
@@ -196,67 +164,27 @@ fn every_state_event_pair() {
     let d = def();
     let ev = |k: MessageKind| k.name().to_owned();
     let table: Vec<(&str, String, Option<&str>)> = vec![
-        (
-            "RESERVING_INVENTORY",
-            ev(InventoryReserved),
-            Some("AWAITING_PAYMENT"),
-        ),
-        (
-            "RESERVING_INVENTORY",
-            ev(InventoryReservationFailed),
-            Some("PENDING_REVIEW"),
-        ),
+        ("RESERVING_INVENTORY", ev(InventoryReserved), Some("AWAITING_PAYMENT")),
+        ("RESERVING_INVENTORY", ev(InventoryReservationFailed), Some("PENDING_REVIEW")),
         ("RESERVING_INVENTORY", ev(PaymentAuthorized), Some("=")),
         ("RESERVING_INVENTORY", ev(PaymentFailed), Some("=")),
         ("RESERVING_INVENTORY", "timer.payment_timeout".into(), None),
-        (
-            "RESERVING_INVENTORY",
-            "cancel.requested".into(),
-            Some("CANCELLED"),
-        ),
-        (
-            "RESERVING_INVENTORY",
-            "reservation.retry.requested".into(),
-            None,
-        ),
+        ("RESERVING_INVENTORY", "cancel.requested".into(), Some("CANCELLED")),
+        ("RESERVING_INVENTORY", "reservation.retry.requested".into(), None),
         ("AWAITING_PAYMENT", ev(InventoryReserved), Some("=")),
-        (
-            "AWAITING_PAYMENT",
-            ev(InventoryReservationFailed),
-            Some("="),
-        ),
+        ("AWAITING_PAYMENT", ev(InventoryReservationFailed), Some("=")),
         ("AWAITING_PAYMENT", ev(PaymentAuthorized), Some("COMPLETED")),
         ("AWAITING_PAYMENT", ev(PaymentFailed), Some("CANCELLED")),
-        (
-            "AWAITING_PAYMENT",
-            "timer.payment_timeout".into(),
-            Some("CANCELLED"),
-        ),
-        (
-            "AWAITING_PAYMENT",
-            "cancel.requested".into(),
-            Some("CANCELLED"),
-        ),
-        (
-            "AWAITING_PAYMENT",
-            "reservation.retry.requested".into(),
-            None,
-        ),
+        ("AWAITING_PAYMENT", "timer.payment_timeout".into(), Some("CANCELLED")),
+        ("AWAITING_PAYMENT", "cancel.requested".into(), Some("CANCELLED")),
+        ("AWAITING_PAYMENT", "reservation.retry.requested".into(), None),
         ("PENDING_REVIEW", ev(InventoryReserved), Some("=")),
         ("PENDING_REVIEW", ev(InventoryReservationFailed), Some("=")),
         ("PENDING_REVIEW", ev(PaymentAuthorized), Some("=")),
         ("PENDING_REVIEW", ev(PaymentFailed), Some("=")),
         ("PENDING_REVIEW", "timer.payment_timeout".into(), None),
-        (
-            "PENDING_REVIEW",
-            "cancel.requested".into(),
-            Some("CANCELLED"),
-        ),
-        (
-            "PENDING_REVIEW",
-            "reservation.retry.requested".into(),
-            Some("RESERVING_INVENTORY"),
-        ),
+        ("PENDING_REVIEW", "cancel.requested".into(), Some("CANCELLED")),
+        ("PENDING_REVIEW", "reservation.retry.requested".into(), Some("RESERVING_INVENTORY")),
         ("COMPLETED", ev(InventoryReserved), Some("=")),
         ("COMPLETED", ev(InventoryReservationFailed), Some("=")),
         ("COMPLETED", ev(PaymentAuthorized), Some("=")),
@@ -275,10 +203,7 @@ fn every_state_event_pair() {
     // The table covers every state and every known event exactly once.
     assert_eq!(table.len(), d.states.len() * d.known_events().len());
     for (state, event_name, expected) in &table {
-        let event = all_events()
-            .into_iter()
-            .find(|e| &e.name() == event_name)
-            .unwrap();
+        let event = all_events().into_iter().find(|e| &e.name() == event_name).unwrap();
         let inst = instance_in(&d, state);
         let got = engine::transition(&d, &inst, &event, t0());
         match (expected, got) {
@@ -310,29 +235,9 @@ fn start_sends_the_reserve_command_with_a_deterministic_id() {
     let (inst, effects) = engine::start(&d, OID, facts(), t0());
     assert_eq!(inst.state, "RESERVING_INVENTORY");
     assert_eq!(inst.definition_version, 1);
-    assert_eq!(
-        published(&effects),
-        vec![(
-            MessageKind::InventoryReserve,
-            "42:reserve_inventory:reserve:1".into()
-        )]
-    );
-    let Effect::Publish(Message::InventoryReserve(cmd)) = &effects[0] else {
-        panic!()
-    };
-    assert_eq!(
-        cmd.items,
-        vec![
-            SkuQty {
-                sku: "A".into(),
-                qty: 2
-            },
-            SkuQty {
-                sku: "B".into(),
-                qty: 1
-            }
-        ]
-    );
+    assert_eq!(published(&effects), vec![(MessageKind::InventoryReserve, "42:reserve_inventory:reserve:1".into())]);
+    let Effect::Publish(Message::InventoryReserve(cmd)) = &effects[0] else { panic!() };
+    assert_eq!(cmd.items, vec![SkuQty { sku: "A".into(), qty: 2 }, SkuQty { sku: "B".into(), qty: 1 }]);
     assert_eq!(cmd.event_id, event_id("42:reserve_inventory:reserve:1"));
 }
 
@@ -341,13 +246,7 @@ fn happy_path_confirms_and_disarms_the_timer() {
     let d = def();
     let (inst, _) = engine::start(&d, OID, facts(), t0());
     let t = engine::transition(&d, &inst, &reserved(), t0()).unwrap();
-    assert_eq!(
-        published(&t.effects),
-        vec![(
-            MessageKind::PaymentAuthorize,
-            "42:authorize_payment:authorize:1".into()
-        )]
-    );
+    assert_eq!(published(&t.effects), vec![(MessageKind::PaymentAuthorize, "42:authorize_payment:authorize:1".into())]);
     let due = t.effects.iter().find_map(|e| match e {
         Effect::ArmTimer { name, due_at } if name == "payment_timeout" => Some(*due_at),
         _ => None,
@@ -358,20 +257,11 @@ fn happy_path_confirms_and_disarms_the_timer() {
     else {
         panic!()
     };
-    assert_eq!(
-        (
-            p.amount.as_str(),
-            p.currency.as_str(),
-            p.payment_intent_id.as_str()
-        ),
-        ("39.98", "EUR", "pi-42-1")
-    );
+    assert_eq!((p.amount.as_str(), p.currency.as_str(), p.payment_intent_id.as_str()), ("39.98", "EUR", "pi-42-1"));
 
     let t2 = engine::transition(&d, &t.instance, &authorized(), t0()).unwrap();
     assert_eq!(t2.instance.state, "COMPLETED");
-    assert!(t2.effects.contains(&Effect::CancelTimer {
-        name: "payment_timeout".into()
-    }));
+    assert!(t2.effects.contains(&Effect::CancelTimer { name: "payment_timeout".into() }));
     assert!(t2.effects.contains(&Effect::SetOrderStatus {
         to: OrderStatus::Confirmed,
         reason_code: Some("PAYMENT_AUTHORIZED".into()),
@@ -385,16 +275,8 @@ fn payment_failure_releases_inventory_only() {
     let d = def();
     let inst = instance_in(&d, "AWAITING_PAYMENT");
     let t = engine::transition(&d, &inst, &payment_failed(), t0()).unwrap();
-    assert_eq!(
-        published(&t.effects),
-        vec![(
-            MessageKind::InventoryRelease,
-            "42:reserve_inventory:release:1".into()
-        )]
-    );
-    assert!(t.effects.contains(&Effect::CancelTimer {
-        name: "payment_timeout".into()
-    }));
+    assert_eq!(published(&t.effects), vec![(MessageKind::InventoryRelease, "42:reserve_inventory:release:1".into())]);
+    assert!(t.effects.contains(&Effect::CancelTimer { name: "payment_timeout".into() }));
     assert!(
         matches!(&t.effects[0], Effect::SetOrderStatus { to: OrderStatus::Cancelled, reason_code: Some(r), .. } if r == "PAYMENT_FAILED")
     );
@@ -408,27 +290,16 @@ fn payment_timeout_releases_inventory_and_voids_the_intent_newest_first() {
     assert_eq!(
         published(&t.effects),
         vec![
-            (
-                MessageKind::PaymentVoid,
-                "42:authorize_payment:void:1".into()
-            ),
-            (
-                MessageKind::InventoryRelease,
-                "42:reserve_inventory:release:1".into()
-            ),
+            (MessageKind::PaymentVoid, "42:authorize_payment:void:1".into()),
+            (MessageKind::InventoryRelease, "42:reserve_inventory:release:1".into()),
         ]
     );
-    let Some(Effect::Publish(Message::PaymentVoid(v))) = t
-        .effects
-        .iter()
-        .find(|e| matches!(e, Effect::Publish(Message::PaymentVoid(_))))
+    let Some(Effect::Publish(Message::PaymentVoid(v))) =
+        t.effects.iter().find(|e| matches!(e, Effect::Publish(Message::PaymentVoid(_))))
     else {
         panic!()
     };
-    assert_eq!(
-        (v.payment_intent_id.as_str(), v.reason_code.as_str()),
-        ("pi-42-1", "PAYMENT_TIMEOUT")
-    );
+    assert_eq!((v.payment_intent_id.as_str(), v.reason_code.as_str()), ("pi-42-1", "PAYMENT_TIMEOUT"));
     assert!(
         matches!(&t.effects[0], Effect::SetOrderStatus { to: OrderStatus::Cancelled, reason_code: Some(r), .. } if r == "PAYMENT_TIMEOUT")
     );
@@ -461,74 +332,34 @@ fn reservation_failure_backorders_each_short_item_releases_and_alerts() {
         })
         .collect();
     assert_eq!(skus, vec!["A:1/2", "B:0/1"]);
-    assert!(
-        t.effects
-            .iter()
-            .any(|e| matches!(e, Effect::Alert { code, .. } if code == "RESERVATION_FAILED"))
-    );
-    assert!(matches!(
-        &t.effects[0],
-        Effect::SetOrderStatus {
-            to: OrderStatus::PendingReview,
-            ..
-        }
-    ));
+    assert!(t.effects.iter().any(|e| matches!(e, Effect::Alert { code, .. } if code == "RESERVATION_FAILED")));
+    assert!(matches!(&t.effects[0], Effect::SetOrderStatus { to: OrderStatus::PendingReview, .. }));
 
     // An operator retries: a new reservation attempt with a new command id.
-    let t2 = engine::transition(
-        &d,
-        &t.instance,
-        &manual("reservation.retry.requested"),
-        t0(),
-    )
-    .unwrap();
+    let t2 = engine::transition(&d, &t.instance, &manual("reservation.retry.requested"), t0()).unwrap();
     assert_eq!(t2.instance.state, "RESERVING_INVENTORY");
-    assert_eq!(
-        published(&t2.effects),
-        vec![(
-            MessageKind::InventoryReserve,
-            "42:reserve_inventory:reserve:2".into()
-        )]
-    );
+    assert_eq!(published(&t2.effects), vec![(MessageKind::InventoryReserve, "42:reserve_inventory:reserve:2".into())]);
 }
 
 #[test]
 fn late_payment_after_cancellation_is_voided_with_a_new_command_id() {
     let d = def();
     let inst = instance_in(&d, "AWAITING_PAYMENT");
-    let cancelled = engine::transition(&d, &inst, &timer(), t0())
-        .unwrap()
-        .instance;
+    let cancelled = engine::transition(&d, &inst, &timer(), t0()).unwrap().instance;
     let t = engine::transition(&d, &cancelled, &authorized(), t0()).unwrap();
     assert_eq!(t.instance.state, "CANCELLED");
-    assert_eq!(
-        published(&t.effects),
-        vec![(
-            MessageKind::PaymentVoid,
-            "42:authorize_payment:void:2".into()
-        )]
-    );
-    assert!(
-        !t.effects
-            .iter()
-            .any(|e| matches!(e, Effect::SetOrderStatus { .. })),
-        "the order stays as it is"
-    );
+    assert_eq!(published(&t.effects), vec![(MessageKind::PaymentVoid, "42:authorize_payment:void:2".into())]);
+    assert!(!t.effects.iter().any(|e| matches!(e, Effect::SetOrderStatus { .. })), "the order stays as it is");
 }
 
 #[test]
 fn cancel_of_a_completed_order_compensates_everything() {
     let d = def();
     let inst = instance_in(&d, "AWAITING_PAYMENT");
-    let done = engine::transition(&d, &inst, &authorized(), t0())
-        .unwrap()
-        .instance;
+    let done = engine::transition(&d, &inst, &authorized(), t0()).unwrap().instance;
     let t = engine::transition(&d, &done, &manual("cancel.requested"), t0()).unwrap();
     let kinds: Vec<_> = published(&t.effects).into_iter().map(|(k, _)| k).collect();
-    assert_eq!(
-        kinds,
-        vec![MessageKind::PaymentVoid, MessageKind::InventoryRelease]
-    );
+    assert_eq!(kinds, vec![MessageKind::PaymentVoid, MessageKind::InventoryRelease]);
 }
 
 #[test]
@@ -571,22 +402,13 @@ fn events_for_another_order_or_definition_are_rejected() {
     let inst = instance_in(&d, "AWAITING_PAYMENT");
     let mut ev = authorized();
     ev.order_id = 7;
-    assert!(matches!(
-        engine::transition(&d, &inst, &ev, t0()),
-        Err(Rejection::WrongOrder { .. })
-    ));
+    assert!(matches!(engine::transition(&d, &inst, &ev, t0()), Err(Rejection::WrongOrder { .. })));
     let mut other = inst.clone();
     other.definition_version = 9;
-    assert!(matches!(
-        engine::transition(&d, &other, &authorized(), t0()),
-        Err(Rejection::WrongDefinition { .. })
-    ));
+    assert!(matches!(engine::transition(&d, &other, &authorized(), t0()), Err(Rejection::WrongDefinition { .. })));
     let mut lost = inst;
     lost.state = "GONE".into();
-    assert!(matches!(
-        engine::transition(&d, &lost, &authorized(), t0()),
-        Err(Rejection::UnknownState { .. })
-    ));
+    assert!(matches!(engine::transition(&d, &lost, &authorized(), t0()), Err(Rejection::UnknownState { .. })));
 }
 
 #[test]
@@ -594,24 +416,12 @@ fn retry_current_step_keeps_the_command_id() {
     let d = def();
     let inst = instance_in(&d, "AWAITING_PAYMENT");
     let m = engine::retry_current_step(&d, &inst, t0(), 1).unwrap();
-    assert_eq!(
-        command_of(&m).as_deref(),
-        Some("42:authorize_payment:authorize:1")
-    );
-    assert_ne!(
-        m.event_id(),
-        event_id("42:authorize_payment:authorize:1"),
-        "a new event id for the outbox"
-    );
+    assert_eq!(command_of(&m).as_deref(), Some("42:authorize_payment:authorize:1"));
+    assert_ne!(m.event_id(), event_id("42:authorize_payment:authorize:1"), "a new event id for the outbox");
     let m2 = engine::retry_current_step(&d, &inst, t0(), 2).unwrap();
     assert_ne!(m.event_id(), m2.event_id());
-    let done = engine::transition(&d, &inst, &authorized(), t0())
-        .unwrap()
-        .instance;
-    assert!(matches!(
-        engine::retry_current_step(&d, &done, t0(), 1),
-        Err(Rejection::NoCurrentStep { .. })
-    ));
+    let done = engine::transition(&d, &inst, &authorized(), t0()).unwrap().instance;
+    assert!(matches!(engine::retry_current_step(&d, &done, t0(), 1), Err(Rejection::NoCurrentStep { .. })));
 }
 
 #[test]
@@ -619,16 +429,9 @@ fn mermaid_shows_every_transition() {
     let d = def();
     let g = graph::mermaid(&d);
     assert!(g.starts_with("stateDiagram-v2\n"));
-    assert!(
-        g.contains("[*] --> RESERVING_INVENTORY: order.created.v1 / send inventory.reserve.v1")
-    );
-    assert!(g.contains(
-        "AWAITING_PAYMENT --> CANCELLED: timer.payment_timeout / compensate all, order CANCELLED"
-    ));
-    let edges = g
-        .lines()
-        .filter(|l| l.contains("-->") && !l.contains("[*]"))
-        .count();
+    assert!(g.contains("[*] --> RESERVING_INVENTORY: order.created.v1 / send inventory.reserve.v1"));
+    assert!(g.contains("AWAITING_PAYMENT --> CANCELLED: timer.payment_timeout / compensate all, order CANCELLED"));
+    let edges = g.lines().filter(|l| l.contains("-->") && !l.contains("[*]")).count();
     assert_eq!(edges, d.states.values().map(|s| s.on.len()).sum::<usize>());
 }
 
@@ -656,36 +459,23 @@ fn unknown_state_is_reported_with_file_and_line() {
     let errs = errors(&text);
     let line = line_of("COMPLETD", &text);
     assert!(
-        errs.iter()
-            .any(|e| e.starts_with(&format!("t.toml:{line}:"))
-                && e.contains("unknown state \"COMPLETD\"")),
+        errs.iter().any(|e| e.starts_with(&format!("t.toml:{line}:")) && e.contains("unknown state \"COMPLETD\"")),
         "{errs:?}"
     );
 }
 
 #[test]
 fn unknown_event_is_reported() {
-    let text = edited(
-        "event = \"payment.failed.v1\"",
-        "event = \"payment.declined.v1\"",
-    );
+    let text = edited("event = \"payment.failed.v1\"", "event = \"payment.declined.v1\"");
     let errs = errors(&text);
-    assert!(
-        errs.iter()
-            .any(|e| e.contains("unknown event \"payment.declined.v1\"")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.contains("unknown event \"payment.declined.v1\"")), "{errs:?}");
 }
 
 #[test]
 fn step_without_compensation_is_reported() {
     let text = edited("compensation = \"payment.void.v1\"\n", "");
     let errs = errors(&text);
-    assert!(
-        errs.iter()
-            .any(|e| e.contains("step authorize_payment has no compensation")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.contains("step authorize_payment has no compensation")), "{errs:?}");
 }
 
 #[test]
@@ -694,10 +484,9 @@ fn unreachable_state_is_reported() {
     let errs = errors(&text);
     let line = line_of("[states.LIMBO]", &text);
     assert!(
-        errs.iter().any(|e| e
-            == &format!(
-                "t.toml:{line}: state LIMBO is unreachable from the start state RESERVING_INVENTORY"
-            )),
+        errs.iter().any(
+            |e| e == &format!("t.toml:{line}: state LIMBO is unreachable from the start state RESERVING_INVENTORY")
+        ),
         "{errs:?}"
     );
 }
@@ -715,11 +504,7 @@ fn waiting_state_with_no_way_out_is_reported() {
         1,
     );
     let errs = errors(&text);
-    assert!(
-        errs.iter()
-            .any(|e| e.contains("state PENDING_REVIEW is a waiting state with no way out")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.contains("state PENDING_REVIEW is a waiting state with no way out")), "{errs:?}");
 }
 
 #[test]
@@ -733,8 +518,7 @@ fn timer_that_can_fire_unhandled_is_reported() {
     );
     let errs = errors(&text);
     assert!(
-        errs.iter()
-            .any(|e| e.contains("state COMPLETED can be entered with timer payment_timeout armed")),
+        errs.iter().any(|e| e.contains("state COMPLETED can be entered with timer payment_timeout armed")),
         "{errs:?}"
     );
 }
@@ -750,18 +534,11 @@ fn syntax_errors_and_unknown_keys_have_lines() {
 
 #[test]
 fn bad_values_are_reported() {
+    assert!(errors(&edited("after = \"15m\"", "after = \"soon\"")).iter().any(|e| e.contains("timer payment_timeout")));
     assert!(
-        errors(&edited("after = \"15m\"", "after = \"soon\""))
+        errors(&edited("order_status = \"CONFIRMED\"", "order_status = \"DONE\""))
             .iter()
-            .any(|e| e.contains("timer payment_timeout"))
-    );
-    assert!(
-        errors(&edited(
-            "order_status = \"CONFIRMED\"",
-            "order_status = \"DONE\""
-        ))
-        .iter()
-        .any(|e| e.contains("unknown order status"))
+            .any(|e| e.contains("unknown order status"))
     );
     assert!(
         errors(&edited("run = \"authorize_payment\"", "run = \"charge\""))
@@ -769,20 +546,14 @@ fn bad_values_are_reported() {
             .any(|e| e.contains("unknown step \"charge\""))
     );
     assert!(
-        errors(&edited(
-            "arm = [\"payment_timeout\"]",
-            "arm = [\"pay_timeout\"]"
-        ))
-        .iter()
-        .any(|e| e.contains("unknown timer \"pay_timeout\""))
+        errors(&edited("arm = [\"payment_timeout\"]", "arm = [\"pay_timeout\"]"))
+            .iter()
+            .any(|e| e.contains("unknown timer \"pay_timeout\""))
     );
     assert!(
-        errors(&edited(
-            "command = \"payment.authorize.v1\"",
-            "command = \"payment.capture.v1\""
-        ))
-        .iter()
-        .any(|e| e.contains("unknown command"))
+        errors(&edited("command = \"payment.authorize.v1\"", "command = \"payment.capture.v1\""))
+            .iter()
+            .any(|e| e.contains("unknown command"))
     );
 }
 
@@ -790,15 +561,9 @@ fn bad_values_are_reported() {
 fn timer_overrides_apply_and_unknown_names_fail() {
     let mut d = def();
     let mut o = std::collections::BTreeMap::new();
-    o.insert(
-        "payment_timeout".to_string(),
-        std::time::Duration::from_secs(2),
-    );
+    o.insert("payment_timeout".to_string(), std::time::Duration::from_secs(2));
     d.override_timers(&o).unwrap();
-    assert_eq!(
-        d.timers["payment_timeout"],
-        std::time::Duration::from_secs(2)
-    );
+    assert_eq!(d.timers["payment_timeout"], std::time::Duration::from_secs(2));
     o.insert("nope".to_string(), std::time::Duration::from_secs(2));
     assert!(d.override_timers(&o).unwrap_err().contains("nope"));
 }

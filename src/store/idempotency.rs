@@ -56,12 +56,13 @@ pub(crate) async fn claim(
     fingerprint: &[u8; 32],
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let res = sqlx::query("INSERT INTO idempotency_keys (idempotency_key, request_fingerprint, created_at) VALUES (?, ?, ?)")
-        .bind(key)
-        .bind(&fingerprint[..])
-        .bind(now)
-        .execute(&mut **tx)
-        .await;
+    let res =
+        sqlx::query("INSERT INTO idempotency_keys (idempotency_key, request_fingerprint, created_at) VALUES (?, ?, ?)")
+            .bind(key)
+            .bind(&fingerprint[..])
+            .bind(now)
+            .execute(&mut **tx)
+            .await;
     match res {
         Ok(_) => Ok(true),
         Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(false),
@@ -69,21 +70,17 @@ pub(crate) async fn claim(
     }
 }
 
-pub(crate) async fn complete(
-    tx: &mut Tx,
-    key: &str,
-    order_id: u64,
-    status: u16,
-    body: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE idempotency_keys SET order_id = ?, response_status = ?, response_body = ? WHERE idempotency_key = ?")
-        .bind(order_id)
-        .bind(status)
-        .bind(body)
-        .bind(key)
-        .execute(&mut **tx)
-        .await
-        .ctx("storing the idempotent response")?;
+pub(crate) async fn complete(tx: &mut Tx, key: &str, order_id: u64, status: u16, body: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET order_id = ?, response_status = ?, response_body = ? WHERE idempotency_key = ?",
+    )
+    .bind(order_id)
+    .bind(status)
+    .bind(body)
+    .bind(key)
+    .execute(&mut **tx)
+    .await
+    .ctx("storing the idempotent response")?;
     Ok(())
 }
 
@@ -93,10 +90,7 @@ pub(crate) struct Stored {
     pub body: Option<String>,
 }
 
-pub(crate) async fn lookup(
-    pool: &sqlx::MySqlPool,
-    key: &str,
-) -> Result<Option<Stored>, StoreError> {
+pub(crate) async fn lookup(pool: &sqlx::MySqlPool, key: &str) -> Result<Option<Stored>, StoreError> {
     let row = sqlx::query(
         "SELECT request_fingerprint, response_status, response_body FROM idempotency_keys WHERE idempotency_key = ?",
     )
@@ -105,36 +99,25 @@ pub(crate) async fn lookup(
     .await
     .ctx("reading the idempotency key")?;
     row.map(|r| {
-        let fp: Vec<u8> = r
-            .try_get("request_fingerprint")
-            .ctx("decoding fingerprint")?;
+        let fp: Vec<u8> = r.try_get("request_fingerprint").ctx("decoding fingerprint")?;
         Ok(Stored {
-            fingerprint: fp
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("fingerprint is not 32 bytes".into()))?,
-            status: r
-                .try_get("response_status")
-                .ctx("decoding response_status")?,
+            fingerprint: fp.try_into().map_err(|_| StoreError::Corrupt("fingerprint is not 32 bytes".into()))?,
+            status: r.try_get("response_status").ctx("decoding response_status")?,
             body: r.try_get("response_body").ctx("decoding response_body")?,
         })
     })
     .transpose()
 }
 
-pub(crate) async fn purge(
-    pool: &sqlx::MySqlPool,
-    older_than: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+pub(crate) async fn purge(pool: &sqlx::MySqlPool, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        let n = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT 1000",
-        )
-        .bind(older_than)
-        .execute(pool)
-        .await
-        .ctx("purging idempotency keys")?
-        .rows_affected();
+        let n = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT 1000")
+            .bind(older_than)
+            .execute(pool)
+            .await
+            .ctx("purging idempotency keys")?
+            .rows_affected();
         total += n;
         if n < 1000 {
             return Ok(total);
@@ -148,14 +131,9 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_key_order_and_whitespace_but_not_values() {
-        let a: serde_json::Value =
-            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap();
-        let b: serde_json::Value =
-            serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
+        let a: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
         assert_eq!(super::fingerprint(&a), super::fingerprint(&b));
-        assert_ne!(
-            super::fingerprint(&a),
-            super::fingerprint(&json!({"a": {"x": "s", "y": [2, 1]}, "b": 1}))
-        );
+        assert_ne!(super::fingerprint(&a), super::fingerprint(&json!({"a": {"x": "s", "y": [2, 1]}, "b": 1})));
     }
 }

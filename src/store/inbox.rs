@@ -40,24 +40,14 @@ pub async fn existing(tx: &mut Tx, ids: &[&str]) -> Result<HashSet<String>, Stor
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("SELECT event_id FROM saga_inbox WHERE event_id IN (");
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("SELECT event_id FROM saga_inbox WHERE event_id IN (");
     let mut sep = qb.separated(", ");
     for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
-    let rows = qb
-        .build()
-        .fetch_all(&mut **tx)
-        .await
-        .ctx("reading the inbox")?;
-    rows.iter()
-        .map(|r| {
-            r.try_get::<String, _>("event_id")
-                .ctx("decoding inbox event_id")
-        })
-        .collect()
+    let rows = qb.build().fetch_all(&mut **tx).await.ctx("reading the inbox")?;
+    rows.iter().map(|r| r.try_get::<String, _>("event_id").ctx("decoding inbox event_id")).collect()
 }
 
 /// Plain INSERT: if a concurrent transaction inserted one of these ids after
@@ -67,9 +57,8 @@ pub async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Resul
     if rows.is_empty() {
         return Ok(());
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ",
-    );
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ");
     qb.push_values(rows, |mut b, r| {
         b.push_bind(&r.event_id)
             .push_bind(r.order_id)
@@ -80,9 +69,9 @@ pub async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Resul
     });
     match qb.build().execute(&mut **tx).await {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(StoreError::Race(
-            "an event of the batch was handled concurrently",
-        )),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Err(StoreError::Race("an event of the batch was handled concurrently"))
+        }
         Err(e) => Err(e).ctx("inserting inbox rows"),
     }
 }
@@ -91,14 +80,12 @@ pub async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Resul
 pub async fn purge(pool: &sqlx::MySqlPool, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        let n = sqlx::query(
-            "DELETE FROM saga_inbox WHERE received_at < ? ORDER BY received_at LIMIT 1000",
-        )
-        .bind(older_than)
-        .execute(pool)
-        .await
-        .ctx("purging the inbox")?
-        .rows_affected();
+        let n = sqlx::query("DELETE FROM saga_inbox WHERE received_at < ? ORDER BY received_at LIMIT 1000")
+            .bind(older_than)
+            .execute(pool)
+            .await
+            .ctx("purging the inbox")?
+            .rows_affected();
         total += n;
         if n < 1000 {
             return Ok(total);

@@ -74,9 +74,7 @@ impl<T> Ctx<T> for Result<T, sqlx::Error> {
 pub fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
-            let number = db
-                .try_downcast_ref::<MySqlDatabaseError>()
-                .map(MySqlDatabaseError::number);
+            let number = db.try_downcast_ref::<MySqlDatabaseError>().map(MySqlDatabaseError::number);
             matches!(number, Some(1213 | 1205 | 1020)) || db.code().as_deref() == Some("40001")
         }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
@@ -128,11 +126,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 impl Db {
     /// Connects lazily-validated: the pool is created and one connection is
     /// opened to fail fast on a wrong URL or password.
-    pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> Result<Db, StoreError> {
+    pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Db, StoreError> {
         let options: MySqlConnectOptions = url.parse().ctx("parsing ORDER_SAGA_DATABASE_URL")?;
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections)
@@ -140,8 +134,7 @@ impl Db {
             .acquire_timeout(acquire_timeout)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                        .await?;
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
                     Ok(())
                 })
             })
@@ -164,10 +157,7 @@ impl Db {
 
     /// `SELECT 1` — for readiness probes.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .ctx("pinging the database")?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.ctx("pinging the database")?;
         Ok(())
     }
 }

@@ -7,9 +7,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::outbox::{self, OutboxWriter};
 use super::{Ctx, Db, StoreError, Tx, idempotency};
-use crate::contracts::{
-    Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id,
-};
+use crate::contracts::{Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id};
 use crate::domain::{Currency, NewOrder, OrderStatus, StatusChange};
 use crate::telemetry::traceparent::TraceParent;
 
@@ -44,9 +42,7 @@ pub struct ItemView {
 
 /// Formats an amount with exactly the currency's minor units ("5" EUR → "5.00").
 pub fn money(amount: Decimal, currency: &str) -> String {
-    let scale = Currency::parse(currency)
-        .map(Currency::minor_units)
-        .unwrap_or(4);
+    let scale = Currency::parse(currency).map(Currency::minor_units).unwrap_or(4);
     let mut d = amount.round_dp(scale);
     d.rescale(scale);
     d.to_string()
@@ -97,24 +93,17 @@ pub async fn create(
                     (Some(status), Some(body)) => Ok(CreateOutcome::Replayed { status, body }),
                     // Written in the same transaction as the response; cannot
                     // be seen half-written under READ COMMITTED.
-                    _ => Err(StoreError::Corrupt(format!(
-                        "idempotency key {key:?} has no stored response"
-                    ))),
+                    _ => Err(StoreError::Corrupt(format!("idempotency key {key:?} has no stored response"))),
                 },
                 // The holder rolled back between our insert and our read: run again.
-                None => Err(StoreError::Race(
-                    "the idempotency key was released while we waited for it",
-                )),
+                None => Err(StoreError::Race("the idempotency key was released while we waited for it")),
             };
         }
         let view = insert_order(&mut tx, order, now, ctx).await?;
         let body = serde_json::to_string(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         idempotency::complete(&mut tx, key, view.order_id, 201, &body).await?;
         tx.commit().await.ctx("committing the new order")?;
-        Ok(CreateOutcome::Created {
-            order_id: view.order_id,
-            body,
-        })
+        Ok(CreateOutcome::Created { order_id: view.order_id, body })
     })
     .await
 }
@@ -152,22 +141,9 @@ async fn insert_order(
             .push_bind(item.qty)
             .push_bind(item.unit_price);
     });
-    qb.build()
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting order items")?;
+    qb.build().execute(&mut **tx).await.ctx("inserting order items")?;
 
-    insert_history(
-        tx,
-        order_id,
-        None,
-        OrderStatus::Pending,
-        Some("ORDER_CREATED"),
-        None,
-        ctx.actor,
-        now,
-    )
-    .await?;
+    insert_history(tx, order_id, None, OrderStatus::Pending, Some("ORDER_CREATED"), None, ctx.actor, now).await?;
 
     let created = Message::from(OrderCreated {
         event_id: event_id(&format!("{order_id}:order.created.v1")),
@@ -180,11 +156,7 @@ async fn insert_order(
         items: order
             .items
             .iter()
-            .map(|i| OrderLine {
-                sku: i.sku.clone(),
-                qty: i.qty as i32,
-                unit_price: money(i.unit_price, currency),
-            })
+            .map(|i| OrderLine { sku: i.sku.clone(), qty: i.qty as i32, unit_price: money(i.unit_price, currency) })
             .collect(),
     });
     let mut rows = vec![ctx.outbox.row(&created, ctx.trace)?];
@@ -249,25 +221,18 @@ pub(crate) async fn insert_history(
     Ok(())
 }
 
-const ORDER_COLUMNS: &str = "order_id, customer_id, tenant_region, currency, status, total_amount, item_count, version, created_at, updated_at";
+const ORDER_COLUMNS: &str =
+    "order_id, customer_id, tenant_region, currency, status, total_amount, item_count, version, created_at, updated_at";
 
 fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<OrderView, StoreError> {
     let currency: String = r.try_get("currency").ctx("decoding orders.currency")?;
     let status: String = r.try_get("status").ctx("decoding orders.status")?;
-    let total: Decimal = r
-        .try_get("total_amount")
-        .ctx("decoding orders.total_amount")?;
+    let total: Decimal = r.try_get("total_amount").ctx("decoding orders.total_amount")?;
     Ok(OrderView {
         order_id: r.try_get("order_id").ctx("decoding orders.order_id")?,
-        customer_id: r
-            .try_get("customer_id")
-            .ctx("decoding orders.customer_id")?,
-        tenant_region: r
-            .try_get("tenant_region")
-            .ctx("decoding orders.tenant_region")?,
-        status: status
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("orders.status: {e}")))?,
+        customer_id: r.try_get("customer_id").ctx("decoding orders.customer_id")?,
+        tenant_region: r.try_get("tenant_region").ctx("decoding orders.tenant_region")?,
+        status: status.parse().map_err(|e| StoreError::Corrupt(format!("orders.status: {e}")))?,
         total_amount: money(total, &currency),
         item_count: r.try_get("item_count").ctx("decoding orders.item_count")?,
         version: r.try_get("version").ctx("decoding orders.version")?,
@@ -281,28 +246,22 @@ fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<OrderView, StoreError> {
 /// The order with its items, or `None`.
 pub async fn get(db: &Db, order_id: u64) -> Result<Option<OrderView>, StoreError> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(order_id)
-        .fetch_optional(&db.pool)
-        .await
-        .ctx("reading the order")?
+    let Some(row) =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&db.pool).await.ctx("reading the order")?
     else {
         return Ok(None);
     };
     let mut view = order_from_row(&row)?;
-    let items = sqlx::query(
-        "SELECT line_no, sku, qty, unit_price FROM order_items WHERE order_id = ? ORDER BY line_no",
-    )
-    .bind(order_id)
-    .fetch_all(&db.pool)
-    .await
-    .ctx("reading order items")?;
+    let items =
+        sqlx::query("SELECT line_no, sku, qty, unit_price FROM order_items WHERE order_id = ? ORDER BY line_no")
+            .bind(order_id)
+            .fetch_all(&db.pool)
+            .await
+            .ctx("reading order items")?;
     let mut out = Vec::with_capacity(items.len());
     for r in &items {
         let qty: u32 = r.try_get("qty").ctx("decoding order_items.qty")?;
-        let price: Decimal = r
-            .try_get("unit_price")
-            .ctx("decoding order_items.unit_price")?;
+        let price: Decimal = r.try_get("unit_price").ctx("decoding order_items.unit_price")?;
         out.push(ItemView {
             line_no: r.try_get("line_no").ctx("decoding order_items.line_no")?,
             sku: r.try_get("sku").ctx("decoding order_items.sku")?,
@@ -317,13 +276,11 @@ pub async fn get(db: &Db, order_id: u64) -> Result<Option<OrderView>, StoreError
 
 /// Items of an order as (sku, qty, unit_price).
 pub async fn items(tx: &mut Tx, order_id: u64) -> Result<Vec<(String, u32, Decimal)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT sku, qty, unit_price FROM order_items WHERE order_id = ? ORDER BY line_no",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await
-    .ctx("reading order items")?;
+    let rows = sqlx::query("SELECT sku, qty, unit_price FROM order_items WHERE order_id = ? ORDER BY line_no")
+        .bind(order_id)
+        .fetch_all(&mut **tx)
+        .await
+        .ctx("reading order items")?;
     rows.iter()
         .map(|r| {
             Ok((
@@ -360,19 +317,12 @@ pub async fn history(db: &Db, order_id: u64) -> Result<Vec<HistoryView>, StoreEr
             let from: Option<String> = r.try_get("from_status").ctx("decoding from_status")?;
             let to: String = r.try_get("to_status").ctx("decoding to_status")?;
             Ok(HistoryView {
-                from_status: from
-                    .map(|s| s.parse())
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
-                to_status: to
-                    .parse()
-                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                from_status: from.map(|s| s.parse()).transpose().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                to_status: to.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
                 reason_code: r.try_get("reason_code").ctx("decoding reason_code")?,
                 comment: r.try_get("comment").ctx("decoding comment")?,
                 actor: r.try_get("actor").ctx("decoding actor")?,
-                transitioned_at: r
-                    .try_get("transitioned_at")
-                    .ctx("decoding transitioned_at")?,
+                transitioned_at: r.try_get("transitioned_at").ctx("decoding transitioned_at")?,
             })
         })
         .collect()
@@ -394,18 +344,12 @@ pub async fn head(tx: &mut Tx, order_id: u64, lock: bool) -> Result<Option<Order
     } else {
         "SELECT order_id, status, version, tenant_region FROM orders WHERE order_id = ?"
     };
-    let row = sqlx::query(sql)
-        .bind(order_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .ctx("reading the order head")?;
+    let row = sqlx::query(sql).bind(order_id).fetch_optional(&mut **tx).await.ctx("reading the order head")?;
     row.map(|r| {
         let status: String = r.try_get("status").ctx("decoding status")?;
         Ok(OrderHead {
             order_id: r.try_get("order_id").ctx("decoding order_id")?,
-            status: status
-                .parse()
-                .map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+            status: status.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
             version: r.try_get("version").ctx("decoding version")?,
             tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
         })
@@ -450,10 +394,7 @@ pub(crate) async fn apply_status(
     trace: Option<&TraceParent>,
 ) -> Result<Result<u32, ChangeRefusal>, StoreError> {
     if !head.status.can_transition_to(to) {
-        return Ok(Err(ChangeRefusal::Illegal {
-            from: head.status,
-            to,
-        }));
+        return Ok(Err(ChangeRefusal::Illegal { from: head.status, to }));
     }
     let updated = sqlx::query(
         "UPDATE orders SET status = ?, version = version + 1, updated_at = ? WHERE order_id = ? AND version = ?",
@@ -470,22 +411,9 @@ pub(crate) async fn apply_status(
         return Ok(Err(ChangeRefusal::Concurrent));
     }
     let new_version = head.version + 1;
-    insert_history(
-        tx,
-        head.order_id,
-        Some(head.status),
-        to,
-        reason_code,
-        comment,
-        actor,
-        now,
-    )
-    .await?;
+    insert_history(tx, head.order_id, Some(head.status), to, reason_code, comment, actor, now).await?;
     let msg = Message::from(OrderStatusChanged {
-        event_id: event_id(&format!(
-            "{}:order.status.changed.v1:{new_version}",
-            head.order_id
-        )),
+        event_id: event_id(&format!("{}:order.status.changed.v1:{new_version}", head.order_id)),
         order_id: head.order_id as i64,
         occurred_at: TimestampMicros::from_datetime(now),
         tenant_region: head.tenant_region.clone(),
@@ -519,10 +447,7 @@ pub async fn change_status(
         if let Some(expected) = change.expected_version
             && expected != u64::from(head.version)
         {
-            return Ok(Err(ChangeRefusal::VersionMismatch {
-                expected,
-                actual: head.version,
-            }));
+            return Ok(Err(ChangeRefusal::VersionMismatch { expected, actual: head.version }));
         }
         let now = super::now();
         let result = match saga {
@@ -555,10 +480,7 @@ pub async fn change_status(
     })
     .await?;
     match outcome {
-        Ok(()) => get(db, order_id)
-            .await?
-            .map(Ok)
-            .ok_or(StoreError::Corrupt("order vanished".into())),
+        Ok(()) => get(db, order_id).await?.map(Ok).ok_or(StoreError::Corrupt("order vanished".into())),
         Err(r) => Ok(Err(r)),
     }
 }
@@ -588,8 +510,7 @@ pub async fn search(
     after: Option<Keyset>,
     limit: u32,
 ) -> Result<(Vec<OrderView>, Option<Keyset>), StoreError> {
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"));
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"));
     if let Some(s) = f.status {
         qb.push(" AND status = ").push_bind(s.as_str());
     }
@@ -614,23 +535,12 @@ pub async fn search(
             .push_bind(k.order_id)
             .push("))");
     }
-    qb.push(" ORDER BY created_at DESC, order_id DESC LIMIT ")
-        .push_bind(limit + 1);
-    let rows = qb
-        .build()
-        .fetch_all(&db.pool)
-        .await
-        .ctx("searching orders")?;
-    let mut views = rows
-        .iter()
-        .map(order_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    qb.push(" ORDER BY created_at DESC, order_id DESC LIMIT ").push_bind(limit + 1);
+    let rows = qb.build().fetch_all(&db.pool).await.ctx("searching orders")?;
+    let mut views = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
     let next = if views.len() > limit as usize {
         views.truncate(limit as usize);
-        views.last().map(|v| Keyset {
-            created_at: v.created_at,
-            order_id: v.order_id,
-        })
+        views.last().map(|v| Keyset { created_at: v.created_at, order_id: v.order_id })
     } else {
         None
     };

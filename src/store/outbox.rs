@@ -39,11 +39,7 @@ impl OutboxWriter {
         (order_id.unsigned_abs() % u64::from(self.shards.max(1))) as u16
     }
 
-    pub fn row(
-        &self,
-        msg: &Message,
-        trace: Option<&TraceParent>,
-    ) -> Result<NewOutboxRow, StoreError> {
+    pub fn row(&self, msg: &Message, trace: Option<&TraceParent>) -> Result<NewOutboxRow, StoreError> {
         let kind = msg.kind();
         let payload = msg
             .to_json()
@@ -93,9 +89,7 @@ impl OutboxWriter {
             // The dead-letter copy gets its own id so that it never collides
             // with the id of a real event.
             event_id: format!("dlq:{event_id}"),
-            aggregate_id: order_key
-                .map(|k| k.to_string())
-                .unwrap_or_else(|| "-".into()),
+            aggregate_id: order_key.map(|k| k.to_string()).unwrap_or_else(|| "-".into()),
             event_type: EVENT_TYPE_DEAD_LETTER.into(),
             topic: self.topics.dlq.clone(),
             payload: payload.to_string(),
@@ -107,11 +101,7 @@ impl OutboxWriter {
 
 /// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
 /// duplicate `event_id` is a bug that must surface, not vanish.
-pub async fn insert(
-    tx: &mut Tx,
-    rows: &[NewOutboxRow],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+pub async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -129,10 +119,7 @@ pub async fn insert(
             .push_bind(r.shard)
             .push_bind(now);
     });
-    qb.build()
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting outbox rows")?;
+    qb.build().execute(&mut **tx).await.ctx("inserting outbox rows")?;
     Ok(())
 }
 
@@ -152,11 +139,7 @@ pub struct PendingRow {
 
 /// The oldest unpublished rows of `shards`, in id order. No locks: only the
 /// lease holder of a shard reads it (see `outbox::relay`).
-pub async fn pending(
-    pool: &sqlx::MySqlPool,
-    shards: &[u16],
-    limit: u32,
-) -> Result<Vec<PendingRow>, StoreError> {
+pub async fn pending(pool: &sqlx::MySqlPool, shards: &[u16], limit: u32) -> Result<Vec<PendingRow>, StoreError> {
     if shards.is_empty() {
         return Ok(Vec::new());
     }
@@ -169,19 +152,13 @@ pub async fn pending(
         sep.push_bind(*s);
     }
     qb.push(") ORDER BY id LIMIT ").push_bind(limit);
-    let rows = qb
-        .build()
-        .fetch_all(pool)
-        .await
-        .ctx("reading pending outbox rows")?;
+    let rows = qb.build().fetch_all(pool).await.ctx("reading pending outbox rows")?;
     rows.iter()
         .map(|r| {
             Ok(PendingRow {
                 id: r.try_get("id").ctx("decoding outbox.id")?,
                 event_id: r.try_get("event_id").ctx("decoding outbox.event_id")?,
-                aggregate_id: r
-                    .try_get("aggregate_id")
-                    .ctx("decoding outbox.aggregate_id")?,
+                aggregate_id: r.try_get("aggregate_id").ctx("decoding outbox.aggregate_id")?,
                 event_type: r.try_get("event_type").ctx("decoding outbox.event_type")?,
                 topic: r.try_get("topic").ctx("decoding outbox.topic")?,
                 payload: r.try_get("payload").ctx("decoding outbox.payload")?,
@@ -198,59 +175,46 @@ pub async fn mark_published(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<(), S
     if ids.is_empty() {
         return Ok(());
     }
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("UPDATE outbox SET published_at = NOW(6) WHERE id IN (");
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE outbox SET published_at = NOW(6) WHERE id IN (");
     let mut sep = qb.separated(", ");
     for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
-    qb.build()
-        .execute(pool)
-        .await
-        .ctx("marking outbox rows published")?;
+    qb.build().execute(pool).await.ctx("marking outbox rows published")?;
     Ok(())
 }
 
 /// Records a failed attempt on rows (they stay pending).
-pub async fn mark_failed(
-    pool: &sqlx::MySqlPool,
-    ids: &[u64],
-    error: &str,
-) -> Result<(), StoreError> {
+pub async fn mark_failed(pool: &sqlx::MySqlPool, ids: &[u64], error: &str) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
     let error: String = error.chars().take(1000).collect();
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("UPDATE outbox SET attempts = attempts + 1, last_error = ");
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE outbox SET attempts = attempts + 1, last_error = ");
     qb.push_bind(error).push(" WHERE id IN (");
     let mut sep = qb.separated(", ");
     for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
-    qb.build()
-        .execute(pool)
-        .await
-        .ctx("recording outbox failure")?;
+    qb.build().execute(pool).await.ctx("recording outbox failure")?;
     Ok(())
 }
 
 /// Deletes published rows older than `older_than`, in small batches so that
 /// no long transaction holds locks. Returns how many rows were deleted.
-pub async fn purge_published(
-    pool: &sqlx::MySqlPool,
-    older_than: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+pub async fn purge_published(pool: &sqlx::MySqlPool, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        let n = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ? ORDER BY id LIMIT 1000")
-            .bind(older_than)
-            .execute(pool)
-            .await
-            .ctx("purging published outbox rows")?
-            .rows_affected();
+        let n = sqlx::query(
+            "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ? ORDER BY id LIMIT 1000",
+        )
+        .bind(older_than)
+        .execute(pool)
+        .await
+        .ctx("purging published outbox rows")?
+        .rows_affected();
         total += n;
         if n < 1000 {
             return Ok(total);
@@ -260,14 +224,9 @@ pub async fn purge_published(
 
 /// Unpublished rows: count and age of the oldest, for metrics and readiness.
 pub async fn backlog(pool: &sqlx::MySqlPool) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
-    )
-    .fetch_one(pool)
-    .await
-    .ctx("measuring the outbox backlog")?;
-    Ok((
-        row.try_get("n").ctx("decoding count")?,
-        row.try_get("oldest").ctx("decoding oldest")?,
-    ))
+    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .ctx("measuring the outbox backlog")?;
+    Ok((row.try_get("n").ctx("decoding count")?, row.try_get("oldest").ctx("decoding oldest")?))
 }

@@ -181,26 +181,13 @@ impl SagaStore {
             tenant_region: order.tenant_region.clone(),
             currency: order.currency.code().to_owned(),
             total_amount: orders::money(order.total(), order.currency.code()),
-            items: order
-                .items
-                .iter()
-                .map(|i| Item {
-                    sku: i.sku.clone(),
-                    qty: i.qty,
-                })
-                .collect(),
+            items: order.items.iter().map(|i| Item { sku: i.sku.clone(), qty: i.qty }).collect(),
         };
         let (inst, effects) = saga::start(def, order_id as i64, facts, now);
         let mut inst = inst;
         // The start transition is version 1 of the saga.
         inst.version = 1;
-        insert_instance(
-            tx,
-            &inst,
-            def.state(&inst.state).is_some_and(|s| s.terminal),
-            now,
-        )
-        .await?;
+        insert_instance(tx, &inst, def.state(&inst.state).is_some_and(|s| s.terminal), now).await?;
         let mut writes = Writes::default();
         writes.transitions.push(TransitionRow {
             order_id: inst.order_id,
@@ -215,23 +202,10 @@ impl SagaStore {
         // The start transition sets no order status, so there is no head to update.
         let mut head = None;
         let mut alerts = Vec::new();
-        if let Err(r) = self
-            .execute(
-                tx,
-                &inst,
-                &mut head,
-                &effects,
-                "api",
-                trace,
-                now,
-                &mut writes,
-                &mut alerts,
-            )
-            .await?
+        if let Err(r) =
+            self.execute(tx, &inst, &mut head, &effects, "api", trace, now, &mut writes, &mut alerts).await?
         {
-            return Err(StoreError::Corrupt(format!(
-                "the start transition was refused: {r:?}"
-            )));
+            return Err(StoreError::Corrupt(format!("the start transition was refused: {r:?}")));
         }
         insert_transitions(tx, &writes.transitions, now).await?;
         Ok(writes.outbox)
@@ -254,11 +228,7 @@ impl SagaStore {
     ) -> Result<Result<(), ChangeRefusal>, StoreError> {
         for effect in effects {
             match effect {
-                Effect::SetOrderStatus {
-                    to,
-                    reason_code,
-                    comment,
-                } => {
+                Effect::SetOrderStatus { to, reason_code, comment } => {
                     let Some(h) = head.as_mut() else {
                         return Err(StoreError::Corrupt(format!(
                             "order {} has a saga but no order row",
@@ -303,12 +273,7 @@ impl SagaStore {
 
     /// Applies a batch of inbound events in one transaction (retried as a
     /// whole on deadlocks). Events are applied in the given order.
-    pub async fn apply_batch(
-        &self,
-        db: &Db,
-        batch: &[Inbound],
-        lock: LockMode,
-    ) -> Result<BatchResult, StoreError> {
+    pub async fn apply_batch(&self, db: &Db, batch: &[Inbound], lock: LockMode) -> Result<BatchResult, StoreError> {
         super::retry(|| async {
             let mut tx = db.begin().await?;
             let result = self.apply_in_tx(&mut tx, batch, lock).await?;
@@ -327,11 +292,8 @@ impl SagaStore {
         let now = super::now();
         let ids: Vec<&str> = batch.iter().map(|b| b.event_id.as_str()).collect();
         let seen_before = inbox::existing(tx, &ids).await?;
-        let order_ids: BTreeSet<i64> = batch
-            .iter()
-            .filter(|b| !seen_before.contains(&b.event_id))
-            .filter_map(|b| b.order_id)
-            .collect();
+        let order_ids: BTreeSet<i64> =
+            batch.iter().filter(|b| !seen_before.contains(&b.event_id)).filter_map(|b| b.order_id).collect();
         let mut slots = load_sagas(tx, &order_ids, lock).await?;
         let owned: Vec<i64> = slots.keys().copied().collect();
         let mut heads = lock_heads(tx, &owned).await?;
@@ -344,22 +306,8 @@ impl SagaStore {
                 result.outcomes.push(InboundOutcome::Duplicate);
                 continue;
             }
-            let outcome = self
-                .apply_one(
-                    tx,
-                    b,
-                    &mut slots,
-                    &mut heads,
-                    lock,
-                    now,
-                    &mut writes,
-                    &mut result,
-                )
-                .await?;
-            if !matches!(
-                outcome,
-                InboundOutcome::Stale | InboundOutcome::Refused(_) | InboundOutcome::Duplicate
-            ) {
+            let outcome = self.apply_one(tx, b, &mut slots, &mut heads, lock, now, &mut writes, &mut result).await?;
+            if !matches!(outcome, InboundOutcome::Stale | InboundOutcome::Refused(_) | InboundOutcome::Duplicate) {
                 let label = match &outcome {
                     InboundOutcome::Applied { .. } => inbox::Outcome::Applied,
                     InboundOutcome::Ignored => inbox::Outcome::Ignored,
@@ -410,13 +358,7 @@ impl SagaStore {
         writes: &mut Writes,
         result: &mut BatchResult,
     ) -> Result<InboundOutcome, StoreError> {
-        let manual = matches!(
-            &b.event,
-            Ok(Event {
-                body: EventBody::Manual { .. },
-                ..
-            })
-        );
+        let manual = matches!(&b.event, Ok(Event { body: EventBody::Manual { .. }, .. }));
         let slot = b.order_id.and_then(|id| slots.get_mut(&id));
         let Some(slot) = slot else {
             if lock == LockMode::SkipLocked {
@@ -427,12 +369,7 @@ impl SagaStore {
             }
             let reason = match &b.event {
                 Err(e) => e.clone(),
-                Ok(_) => format!(
-                    "unknown order {}",
-                    b.order_id
-                        .map(|o| o.to_string())
-                        .unwrap_or_else(|| "-".into())
-                ),
+                Ok(_) => format!("unknown order {}", b.order_id.map(|o| o.to_string()).unwrap_or_else(|| "-".into())),
             };
             self.dead_letter(b, &reason, writes);
             return Ok(InboundOutcome::DeadLettered(reason));
@@ -440,13 +377,9 @@ impl SagaStore {
 
         // Timer firings: the timer must still be armed and due (database time).
         // A replayed (parked) firing has already taken its timer.
-        if let Ok(Event {
-            body: EventBody::Timer { name },
-            ..
-        }) = &b.event
+        if let Ok(Event { body: EventBody::Timer { name }, .. }) = &b.event
             && b.source != SOURCE_REPLAY
-            && (slot.quarantined.is_some()
-                || !timers::take_due(tx, slot.inst.order_id, name).await?)
+            && (slot.quarantined.is_some() || !timers::take_due(tx, slot.inst.order_id, name).await?)
         {
             return Ok(InboundOutcome::Stale);
         }
@@ -469,17 +402,12 @@ impl SagaStore {
             }
         };
         let Some(def) = self.catalog.get(slot.inst.definition_version).cloned() else {
-            let reason = format!(
-                "saga definition version {} is not loaded",
-                slot.inst.definition_version
-            );
+            let reason = format!("saga definition version {} is not loaded", slot.inst.definition_version);
             // Not the event's fault: park it (no dead-letter copy) until the version is deployed.
             slot.quarantined = Some(reason.clone());
             slot.quarantine_changed = true;
             writes.parked.push(parked_row(b, true, Some(&reason)));
-            writes
-                .transitions
-                .push(quarantine_transition(slot, b, &reason));
+            writes.transitions.push(quarantine_transition(slot, b, &reason));
             return Ok(InboundOutcome::Parked);
         };
         let t = match saga::transition(&def, &slot.inst, event, now) {
@@ -505,19 +433,8 @@ impl SagaStore {
         let trace = b.trace.as_ref();
         // Effects write rows directly (status, history, timers) or into
         // `writes`; a refused status change comes first, before anything.
-        let refused = self
-            .execute(
-                tx,
-                &t.instance,
-                &mut head,
-                &t.effects,
-                &actor,
-                trace,
-                now,
-                writes,
-                &mut alerts,
-            )
-            .await?;
+        let refused =
+            self.execute(tx, &t.instance, &mut head, &t.effects, &actor, trace, now, writes, &mut alerts).await?;
         if let Err(refusal) = refused {
             if manual {
                 return Ok(InboundOutcome::Refused(refusal));
@@ -529,10 +446,7 @@ impl SagaStore {
         if let Some(h) = head {
             heads.insert(slot.inst.order_id, h);
         }
-        let dwell = (now - slot.inst.state_entered_at)
-            .num_microseconds()
-            .unwrap_or(0) as f64
-            / 1e6;
+        let dwell = (now - slot.inst.state_entered_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
         if from != to {
             result.dwell.push((from.clone(), dwell.max(0.0)));
         }
@@ -555,14 +469,7 @@ impl SagaStore {
     fn dead_letter(&self, b: &Inbound, reason: &str, writes: &mut Writes) {
         let mut extra = vec![
             (headers::DLQ_ERROR, truncate(reason, 1000)),
-            (
-                headers::DLQ_ERROR_KIND,
-                if b.event.is_err() {
-                    "undecodable".into()
-                } else {
-                    "rejected".into()
-                },
-            ),
+            (headers::DLQ_ERROR_KIND, if b.event.is_err() { "undecodable".into() } else { "rejected".into() }),
         ];
         let (key, payload) = match &b.raw {
             Some(raw) => {
@@ -576,23 +483,10 @@ impl SagaStore {
         if let Some(tp) = &b.trace {
             extra.push((headers::TRACEPARENT, tp.to_string()));
         }
-        writes.outbox.push(self.outbox.dead_letter_row(
-            &b.event_id,
-            b.order_id,
-            key,
-            payload,
-            &extra,
-        ));
+        writes.outbox.push(self.outbox.dead_letter_row(&b.event_id, b.order_id, key, payload, &extra));
     }
 
-    fn quarantine(
-        &self,
-        slot: &mut Slot,
-        b: &Inbound,
-        reason: &str,
-        writes: &mut Writes,
-        dead_letter: bool,
-    ) {
+    fn quarantine(&self, slot: &mut Slot, b: &Inbound, reason: &str, writes: &mut Writes, dead_letter: bool) {
         let reason = truncate(reason, 1000);
         if dead_letter {
             self.dead_letter(b, &reason, writes);
@@ -600,9 +494,7 @@ impl SagaStore {
         slot.quarantined = Some(reason.clone());
         slot.quarantine_changed = true;
         writes.parked.push(parked_row(b, true, Some(&reason)));
-        writes
-            .transitions
-            .push(quarantine_transition(slot, b, &reason));
+        writes.transitions.push(quarantine_transition(slot, b, &reason));
     }
 
     /// `POST /orders/{id}/status` when sagas are on: a status the definition
@@ -632,22 +524,12 @@ impl SagaStore {
             return self.plain_status(tx, &locked, change, now, trace).await;
         };
         if !head.status.can_transition_to(change.to_status) {
-            return Ok(Err(ChangeRefusal::Illegal {
-                from: head.status,
-                to: change.to_status,
-            }));
+            return Ok(Err(ChangeRefusal::Illegal { from: head.status, to: change.to_status }));
         }
         let def = self.catalog.get(slot.inst.definition_version);
-        let terminal = def
-            .and_then(|d| d.state(&slot.inst.state))
-            .is_some_and(|s| s.terminal);
-        let manual = def
-            .and_then(|d| d.manual_event_for_status(change.to_status))
-            .map(|m| m.name.clone());
-        let accepts = |name: &str| {
-            def.and_then(|d| d.state(&slot.inst.state))
-                .is_some_and(|s| s.on.contains_key(name))
-        };
+        let terminal = def.and_then(|d| d.state(&slot.inst.state)).is_some_and(|s| s.terminal);
+        let manual = def.and_then(|d| d.manual_event_for_status(change.to_status)).map(|m| m.name.clone());
+        let accepts = |name: &str| def.and_then(|d| d.state(&slot.inst.state)).is_some_and(|s| s.on.contains_key(name));
         match manual {
             Some(name) if slot.quarantined.is_none() && accepts(&name) => {
                 let event_id = format!("http:{order_id}:{}:{}", slot.inst.version, name);
@@ -669,23 +551,15 @@ impl SagaStore {
                     trace: trace.copied(),
                     raw: None,
                 };
-                let r = self
-                    .apply_in_tx(tx, std::slice::from_ref(&inbound), LockMode::Wait)
-                    .await?;
+                let r = self.apply_in_tx(tx, std::slice::from_ref(&inbound), LockMode::Wait).await?;
                 match r.outcomes.into_iter().next() {
                     Some(InboundOutcome::Applied { .. }) => Ok(Ok(head.version + 1)),
                     Some(InboundOutcome::Refused(refusal)) => Ok(Err(refusal)),
-                    Some(InboundOutcome::Duplicate | InboundOutcome::Ignored) => {
-                        Ok(Err(ChangeRefusal::Concurrent))
-                    }
-                    other => Err(StoreError::Corrupt(format!(
-                        "unexpected outcome of a status request: {other:?}"
-                    ))),
+                    Some(InboundOutcome::Duplicate | InboundOutcome::Ignored) => Ok(Err(ChangeRefusal::Concurrent)),
+                    other => Err(StoreError::Corrupt(format!("unexpected outcome of a status request: {other:?}"))),
                 }
             }
-            _ if terminal && slot.quarantined.is_none() => {
-                self.plain_status(tx, &locked, change, now, trace).await
-            }
+            _ if terminal && slot.quarantined.is_none() => self.plain_status(tx, &locked, change, now, trace).await,
             _ => Ok(Err(ChangeRefusal::SagaInProgress {
                 saga_state: match &slot.quarantined {
                     Some(q) => format!("{} (quarantined: {q})", slot.inst.state),
@@ -722,10 +596,7 @@ impl SagaStore {
 
 fn parked_row(b: &Inbound, poison: bool, error: Option<&str>) -> ParkedRow {
     let payload = match &b.event {
-        Ok(Event {
-            body: EventBody::Message(m),
-            ..
-        }) => m.to_json().ok().map(|v| v.to_string()),
+        Ok(Event { body: EventBody::Message(m), .. }) => m.to_json().ok().map(|v| v.to_string()),
         _ => None,
     };
     ParkedRow {
@@ -757,44 +628,32 @@ const INSTANCE_COLUMNS: &str = "order_id, saga_name, definition_version, state, 
 
 fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<String>), StoreError> {
     let data: String = r.try_get("data").ctx("decoding saga data")?;
-    let data: InstanceData = serde_json::from_str(&data)
-        .map_err(|e| StoreError::Corrupt(format!("saga_instances.data: {e}")))?;
+    let data: InstanceData =
+        serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("saga_instances.data: {e}")))?;
     let order_id: u64 = r.try_get("order_id").ctx("decoding saga order_id")?;
-    let quarantined_at: Option<DateTime<Utc>> =
-        r.try_get("quarantined_at").ctx("decoding quarantined_at")?;
-    let reason: Option<String> = r
-        .try_get("quarantine_reason")
-        .ctx("decoding quarantine_reason")?;
+    let quarantined_at: Option<DateTime<Utc>> = r.try_get("quarantined_at").ctx("decoding quarantined_at")?;
+    let reason: Option<String> = r.try_get("quarantine_reason").ctx("decoding quarantine_reason")?;
     Ok((
         Instance {
             order_id: order_id as i64,
             saga_name: r.try_get("saga_name").ctx("decoding saga_name")?,
-            definition_version: r
-                .try_get("definition_version")
-                .ctx("decoding definition_version")?,
+            definition_version: r.try_get("definition_version").ctx("decoding definition_version")?,
             state: r.try_get("state").ctx("decoding state")?,
             version: r.try_get("version").ctx("decoding version")?,
-            state_entered_at: r
-                .try_get("state_entered_at")
-                .ctx("decoding state_entered_at")?,
+            state_entered_at: r.try_get("state_entered_at").ctx("decoding state_entered_at")?,
             data,
         },
         quarantined_at.map(|_| reason.unwrap_or_default()),
     ))
 }
 
-async fn load_sagas(
-    tx: &mut Tx,
-    ids: &BTreeSet<i64>,
-    lock: LockMode,
-) -> Result<HashMap<i64, Slot>, StoreError> {
+async fn load_sagas(tx: &mut Tx, ids: &BTreeSet<i64>, lock: LockMode) -> Result<HashMap<i64, Slot>, StoreError> {
     let mut out = HashMap::new();
     if ids.is_empty() {
         return Ok(out);
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(format!(
-        "SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id IN ("
-    ));
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new(format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id IN ("));
     let mut sep = qb.separated(", ");
     for id in ids {
         sep.push_bind(*id);
@@ -803,22 +662,12 @@ async fn load_sagas(
     if lock == LockMode::SkipLocked {
         qb.push(" SKIP LOCKED");
     }
-    let rows = qb
-        .build()
-        .fetch_all(&mut **tx)
-        .await
-        .ctx("locking saga rows")?;
+    let rows = qb.build().fetch_all(&mut **tx).await.ctx("locking saga rows")?;
     for r in &rows {
         let (inst, quarantined) = instance_from_row(r)?;
         out.insert(
             inst.order_id,
-            Slot {
-                loaded_version: inst.version,
-                inst,
-                quarantined,
-                dirty: false,
-                quarantine_changed: false,
-            },
+            Slot { loaded_version: inst.version, inst, quarantined, dirty: false, quarantine_changed: false },
         );
     }
     Ok(out)
@@ -832,26 +681,18 @@ async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>,
     }
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT order_id, status, version, tenant_region FROM orders WHERE order_id IN (",
-    );
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("SELECT order_id, status, version, tenant_region FROM orders WHERE order_id IN (");
     let mut sep = qb.separated(", ");
     for id in &sorted {
         sep.push_bind(*id);
     }
     qb.push(") ORDER BY order_id FOR UPDATE");
-    for r in qb
-        .build()
-        .fetch_all(&mut **tx)
-        .await
-        .ctx("locking order rows")?
-    {
+    for r in qb.build().fetch_all(&mut **tx).await.ctx("locking order rows")? {
         let status: String = r.try_get("status").ctx("decoding status")?;
         let head = OrderHead {
             order_id: r.try_get("order_id").ctx("decoding order_id")?,
-            status: status
-                .parse::<OrderStatus>()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            status: status.parse::<OrderStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
             version: r.try_get("version").ctx("decoding version")?,
             tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
         };
@@ -860,12 +701,7 @@ async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>,
     Ok(out)
 }
 
-async fn insert_instance(
-    tx: &mut Tx,
-    inst: &Instance,
-    terminal: bool,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+async fn insert_instance(tx: &mut Tx, inst: &Instance, terminal: bool, now: DateTime<Utc>) -> Result<(), StoreError> {
     let data = serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     sqlx::query(
         "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
@@ -926,22 +762,20 @@ async fn set_quarantine(
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE saga_instances SET quarantined_at = ?, quarantine_reason = ?, updated_at = ? WHERE order_id = ?")
-        .bind(reason.map(|_| now))
-        .bind(reason)
-        .bind(now)
-        .bind(order_id)
-        .execute(&mut **tx)
-        .await
-        .ctx("updating the saga quarantine")?;
+    sqlx::query(
+        "UPDATE saga_instances SET quarantined_at = ?, quarantine_reason = ?, updated_at = ? WHERE order_id = ?",
+    )
+    .bind(reason.map(|_| now))
+    .bind(reason)
+    .bind(now)
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await
+    .ctx("updating the saga quarantine")?;
     Ok(())
 }
 
-async fn insert_transitions(
-    tx: &mut Tx,
-    rows: &[TransitionRow],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+async fn insert_transitions(tx: &mut Tx, rows: &[TransitionRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -959,18 +793,11 @@ async fn insert_transitions(
             .push_bind(r.reason.as_deref().map(|s| truncate(s, 255)))
             .push_bind(now);
     });
-    qb.build()
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting saga transitions")?;
+    qb.build().execute(&mut **tx).await.ctx("inserting saga transitions")?;
     Ok(())
 }
 
-async fn insert_parked(
-    tx: &mut Tx,
-    rows: &[ParkedRow],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+async fn insert_parked(tx: &mut Tx, rows: &[ParkedRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -1009,11 +836,8 @@ pub struct SagaView {
 /// Reads one saga (no lock).
 pub async fn get(db: &Db, order_id: i64) -> Result<Option<SagaView>, StoreError> {
     let sql = format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(order_id)
-        .fetch_optional(&db.pool)
-        .await
-        .ctx("reading the saga")?;
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&db.pool).await.ctx("reading the saga")?;
     row.map(|r| {
         let (inst, quarantined) = instance_from_row(&r)?;
         Ok(SagaView {
@@ -1038,24 +862,12 @@ pub fn parked_to_event(
     payload: Option<&str>,
 ) -> Result<Event, String> {
     if let Some(timer) = event_name.strip_prefix(crate::saga::definition::TIMER_PREFIX) {
-        return Ok(Event {
-            id: event_id.to_owned(),
-            order_id,
-            body: EventBody::Timer {
-                name: timer.to_owned(),
-            },
-        });
+        return Ok(Event { id: event_id.to_owned(), order_id, body: EventBody::Timer { name: timer.to_owned() } });
     }
-    let kind: MessageKind = event_name
-        .parse()
-        .map_err(|_| format!("{event_name} is not a message; it cannot be replayed"))?;
-    let payload =
-        payload.ok_or("the event could not be decoded when it arrived; it can only be skipped")?;
+    let kind: MessageKind =
+        event_name.parse().map_err(|_| format!("{event_name} is not a message; it cannot be replayed"))?;
+    let payload = payload.ok_or("the event could not be decoded when it arrived; it can only be skipped")?;
     let json: serde_json::Value = serde_json::from_str(payload).map_err(|e| e.to_string())?;
     let msg = Message::from_json(kind, &json).map_err(|e| e.to_string())?;
-    Ok(Event {
-        id: event_id.to_owned(),
-        order_id,
-        body: EventBody::Message(msg),
-    })
+    Ok(Event { id: event_id.to_owned(), order_id, body: EventBody::Message(msg) })
 }

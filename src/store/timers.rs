@@ -43,15 +43,13 @@ pub async fn cancel(tx: &mut Tx, order_id: i64, name: &str) -> Result<(), StoreE
 /// Deletes the timer if it is still armed and due. `true` when it was: the
 /// caller fires it in this transaction; a concurrent firing finds nothing.
 pub async fn take_due(tx: &mut Tx, order_id: i64, name: &str) -> Result<bool, StoreError> {
-    let n = sqlx::query(
-        "DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ? AND due_at <= NOW(6)",
-    )
-    .bind(order_id)
-    .bind(name)
-    .execute(&mut **tx)
-    .await
-    .ctx("taking a due timer")?
-    .rows_affected();
+    let n = sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ? AND due_at <= NOW(6)")
+        .bind(order_id)
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .ctx("taking a due timer")?
+        .rows_affected();
     Ok(n == 1)
 }
 
@@ -96,15 +94,14 @@ pub struct TimerView {
     pub armed_version: u32,
 }
 
-pub async fn for_order(
-    pool: &sqlx::MySqlPool,
-    order_id: i64,
-) -> Result<Vec<TimerView>, StoreError> {
-    let rows = sqlx::query("SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? ORDER BY due_at")
-        .bind(order_id)
-        .fetch_all(pool)
-        .await
-        .ctx("reading timers")?;
+pub async fn for_order(pool: &sqlx::MySqlPool, order_id: i64) -> Result<Vec<TimerView>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? ORDER BY due_at",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+    .ctx("reading timers")?;
     rows.iter()
         .map(|r| {
             Ok(TimerView {

@@ -76,6 +76,7 @@ pub struct Metrics {
     pub saga_timers_fired_total: Counter,
     pub consumer_batch_size: Histogram,
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub consumer_partitions_assigned: Gauge,
     pub outbox_backlog: Gauge,
     pub outbox_oldest_age_seconds: Gauge,
     pub outbox_published_total: Family<TransportLabel, Counter>,
@@ -99,17 +100,13 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics {
             order_created_total: Family::default(),
-            order_status_transition_seconds: Family::new_with_constructor(|| {
-                Histogram::new(dwell_buckets())
-            }),
+            order_status_transition_seconds: Family::new_with_constructor(|| Histogram::new(dwell_buckets())),
             order_create_requests_inflight: Gauge::default(),
             saga_events_total: Family::default(),
             saga_inbox_duplicates_total: Counter::default(),
             saga_dead_lettered_total: Family::default(),
             saga_alerts_total: Family::default(),
-            saga_state_dwell_seconds: Family::new_with_constructor(|| {
-                Histogram::new(dwell_buckets())
-            }),
+            saga_state_dwell_seconds: Family::new_with_constructor(|| Histogram::new(dwell_buckets())),
             saga_instances: Family::default(),
             saga_oldest_age_seconds: Family::default(),
             saga_stuck: Family::default(),
@@ -118,6 +115,7 @@ impl Metrics {
             saga_timers_fired_total: Counter::default(),
             consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             consumer_lag: Family::default(),
+            consumer_partitions_assigned: Gauge::default(),
             outbox_backlog: Gauge::default(),
             outbox_oldest_age_seconds: Gauge::default(),
             outbox_published_total: Family::default(),
@@ -127,11 +125,7 @@ impl Metrics {
             ops_actions_total: Family::default(),
         };
         let r = registry;
-        r.register(
-            "order_created",
-            "Orders created, by tenant region",
-            m.order_created_total.clone(),
-        );
+        r.register("order_created", "Orders created, by tenant region", m.order_created_total.clone());
         r.register(
             "order_status_transition_seconds",
             "Time an order spent in its previous status when its status changed",
@@ -142,7 +136,11 @@ impl Metrics {
             "POST /orders requests being handled",
             m.order_create_requests_inflight.clone(),
         );
-        r.register("saga_events", "Events offered to sagas, by outcome (applied, ignored, duplicate, parked, dead_lettered, stale)", m.saga_events_total.clone());
+        r.register(
+            "saga_events",
+            "Events offered to sagas, by outcome (applied, ignored, duplicate, parked, dead_lettered, stale)",
+            m.saga_events_total.clone(),
+        );
         r.register(
             "saga_inbox_duplicates",
             "Events dropped because their event_id was seen before",
@@ -153,46 +151,26 @@ impl Metrics {
             "Messages copied to the dead-letter topic, by reason",
             m.saga_dead_lettered_total.clone(),
         );
-        r.register(
-            "saga_alerts",
-            "Alerts raised by saga transitions, by code",
-            m.saga_alerts_total.clone(),
-        );
+        r.register("saga_alerts", "Alerts raised by saga transitions, by code", m.saga_alerts_total.clone());
         r.register(
             "saga_state_dwell_seconds",
             "Time sagas spent in a state before leaving it",
             m.saga_state_dwell_seconds.clone(),
         );
-        r.register(
-            "saga_instances",
-            "Sagas per current state (refreshed periodically)",
-            m.saga_instances.clone(),
-        );
+        r.register("saga_instances", "Sagas per current state (refreshed periodically)", m.saga_instances.clone());
         r.register(
             "saga_oldest_age_seconds",
             "Age in state of the oldest saga per non-terminal state",
             m.saga_oldest_age_seconds.clone(),
         );
-        r.register(
-            "saga_stuck",
-            "Sagas that overstay their state's max_dwell, per state",
-            m.saga_stuck.clone(),
-        );
-        r.register(
-            "saga_quarantined",
-            "Quarantined sagas",
-            m.saga_quarantined.clone(),
-        );
+        r.register("saga_stuck", "Sagas that overstay their state's max_dwell, per state", m.saga_stuck.clone());
+        r.register("saga_quarantined", "Quarantined sagas", m.saga_quarantined.clone());
         r.register(
             "saga_timers_overdue",
             "Timers due more than 30 seconds ago and not fired",
             m.saga_timers_overdue.clone(),
         );
-        r.register(
-            "saga_timers_fired",
-            "Timers fired",
-            m.saga_timers_fired_total.clone(),
-        );
+        r.register("saga_timers_fired", "Timers fired", m.saga_timers_fired_total.clone());
         r.register(
             "saga_consumer_batch_size",
             "Events applied per database transaction",
@@ -204,10 +182,11 @@ impl Metrics {
             m.consumer_lag.clone(),
         );
         r.register(
-            "outbox_backlog",
-            "Outbox rows not yet published",
-            m.outbox_backlog.clone(),
+            "saga_consumer_partitions_assigned",
+            "Partitions this replica consumes",
+            m.consumer_partitions_assigned.clone(),
         );
+        r.register("outbox_backlog", "Outbox rows not yet published", m.outbox_backlog.clone());
         r.register(
             "outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row",
@@ -223,21 +202,9 @@ impl Metrics {
             "Time from outbox commit to publish acknowledgement",
             m.outbox_publish_lag_seconds.clone(),
         );
-        r.register(
-            "outbox_publish_errors",
-            "Failed publish rounds",
-            m.outbox_publish_errors_total.clone(),
-        );
-        r.register(
-            "outbox_shards_owned",
-            "Outbox shards this replica publishes",
-            m.outbox_shards_owned.clone(),
-        );
-        r.register(
-            "ops_actions",
-            "Operator actions, by action and result",
-            m.ops_actions_total.clone(),
-        );
+        r.register("outbox_publish_errors", "Failed publish rounds", m.outbox_publish_errors_total.clone());
+        r.register("outbox_shards_owned", "Outbox shards this replica publishes", m.outbox_shards_owned.clone());
+        r.register("ops_actions", "Operator actions, by action and result", m.ops_actions_total.clone());
         m
     }
 }

@@ -17,7 +17,13 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. Safe to call more than once (tests): later
 /// calls are no-ops.
 pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The scheduler logs every job start at INFO; keep it to warnings unless asked.
+    let directives = if filter.contains("tokio_cron_scheduler") {
+        filter.to_owned()
+    } else {
+        format!("{filter},tokio_cron_scheduler=warn")
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry
@@ -30,9 +36,7 @@ pub fn init(format: LogFormat, filter: &str) {
                     .with_writer(std::io::stderr),
             )
             .try_init(),
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
     };
     let _ = result;
 }

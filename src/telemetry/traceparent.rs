@@ -24,23 +24,14 @@ impl TraceParent {
     pub fn parse(s: &str) -> Option<TraceParent> {
         let s = s.trim();
         let mut parts = s.split('-');
-        let (version, trace, span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2
-            || version == "ff"
-            || trace.len() != 32
-            || span.len() != 16
-            || flags.len() != 2
-        {
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
             return None;
         }
         if version == "00" && parts.next().is_some() {
             return None;
         }
-        let lower_hex = |p: &str| {
-            p.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
+        let lower_hex = |p: &str| p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ![version, trace, span, flags].into_iter().all(lower_hex) {
             return None;
         }
@@ -52,11 +43,7 @@ impl TraceParent {
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
         }
-        Some(TraceParent {
-            trace_id,
-            span_id,
-            flags,
-        })
+        Some(TraceParent { trace_id, span_id, flags })
     }
 
     /// A new root trace (sampled).
@@ -70,11 +57,7 @@ impl TraceParent {
         while span_id == [0; 8] {
             rng.fill_bytes(&mut span_id);
         }
-        TraceParent {
-            trace_id,
-            span_id,
-            flags: 1,
-        }
+        TraceParent { trace_id, span_id, flags: 1 }
     }
 
     /// The same trace with a new span id (a child of this one).
@@ -93,13 +76,7 @@ impl TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            self.flags
-        )
+        write!(f, "00-{}-{}-{:02x}", hex::encode(self.trace_id), hex::encode(self.span_id), self.flags)
     }
 }
 

@@ -44,31 +44,18 @@ const HOW_TO: &str = "integration tests need MariaDB/MySQL and a Kafka-compatibl
 pub fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let db = std::env::var("ORDER_SAGA_TEST_DATABASE_URL")
-            .ok()
-            .filter(|s| !s.is_empty());
-        let brokers = std::env::var("ORDER_SAGA_TEST_KAFKA_BROKERS")
-            .ok()
-            .filter(|s| !s.is_empty());
-        let tansu_bin = std::env::var("ORDER_SAGA_TEST_TANSU_BIN")
-            .ok()
-            .filter(|s| !s.is_empty());
+        let db = std::env::var("ORDER_SAGA_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty());
+        let brokers = std::env::var("ORDER_SAGA_TEST_KAFKA_BROKERS").ok().filter(|s| !s.is_empty());
+        let tansu_bin = std::env::var("ORDER_SAGA_TEST_TANSU_BIN").ok().filter(|s| !s.is_empty());
         match db {
-            Some(db_base) => Env {
-                db_base: db_base.trim_end_matches('/').to_owned(),
-                brokers,
-                tansu_bin,
-            },
+            Some(db_base) => Env { db_base: db_base.trim_end_matches('/').to_owned(), brokers, tansu_bin },
             None => containers::start().unwrap_or_else(|| panic!("{HOW_TO}")),
         }
     })
 }
 
 pub fn brokers() -> String {
-    env()
-        .brokers
-        .clone()
-        .unwrap_or_else(|| panic!("ORDER_SAGA_TEST_KAFKA_BROKERS is not set: {HOW_TO}"))
+    env().brokers.clone().unwrap_or_else(|| panic!("ORDER_SAGA_TEST_KAFKA_BROKERS is not set: {HOW_TO}"))
 }
 
 #[cfg(feature = "containers")]
@@ -82,9 +69,7 @@ mod containers {
         let mysql = Mysql::default().start().ok()?;
         let kafka = Kafka::default().start().ok()?;
         let db_port = mysql.get_host_port_ipv4(3306).ok()?;
-        let kafka_port = kafka
-            .get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT)
-            .ok()?;
+        let kafka_port = kafka.get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT).ok()?;
         let env = super::Env {
             db_base: format!("mysql://root@127.0.0.1:{db_port}"),
             brokers: Some(format!("127.0.0.1:{kafka_port}")),
@@ -107,26 +92,21 @@ mod containers {
 /// A fresh, migrated database for one test.
 pub async fn fresh_db() -> (Db, String) {
     let name = format!("order_saga_t_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&env().db_base, 2, Duration::from_secs(10))
-        .await
-        .expect("connect to the test database server");
+    let admin =
+        Db::connect(&env().db_base, 2, Duration::from_secs(10)).await.expect("connect to the test database server");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{name}`")))
         .execute(&admin.pool)
         .await
         .expect("create test database");
     admin.pool.close().await;
     let url = format!("{}/{name}", env().db_base);
-    let db = Db::connect(&url, 16, Duration::from_secs(10))
-        .await
-        .expect("connect to the test database");
+    let db = Db::connect(&url, 16, Duration::from_secs(10)).await.expect("connect to the test database");
     db.migrate().await.expect("migrate");
     (db, url)
 }
 
 pub fn catalog() -> Arc<Catalog> {
-    Arc::new(
-        Catalog::load(std::path::Path::new("sagas"), &Default::default()).expect("sagas/ is valid"),
-    )
+    Arc::new(Catalog::load(std::path::Path::new("sagas"), &Default::default()).expect("sagas/ is valid"))
 }
 
 /// The HTTP app in-process (no Kafka needed: the outbox is only written).
@@ -154,10 +134,7 @@ impl TestApp {
         let (db, _) = fresh_db().await;
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let outbox = OutboxWriter {
-            topics: Topics::with_prefix(""),
-            shards: 4,
-        };
+        let outbox = OutboxWriter { topics: Topics::with_prefix(""), shards: 4 };
         let sagas = SagaStore::new(catalog(), outbox.clone());
         let state = AppState {
             db: db.clone(),
@@ -166,59 +143,35 @@ impl TestApp {
             metrics,
             registry: Arc::new(registry),
             relay_wakeup: Arc::new(tokio::sync::Notify::new()),
-            ops: Some(order_saga::http::ops::OpsConfig {
-                token: OPS_TOKEN.into(),
-                bulk_rate: 1000,
-                sweep_batch: 100,
-            }),
+            ops: Some(order_saga::http::ops::OpsConfig { token: OPS_TOKEN.into(), bulk_rate: 1000, sweep_batch: 100 }),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
         };
-        TestApp {
-            router: order_saga::http::router(state.clone()),
-            db,
-            state,
-            sagas,
-        }
+        TestApp { router: order_saga::http::router(state.clone()), db, state, sagas }
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> Resp {
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
         let mut req = Request::builder().method(method).uri(path);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req
-            .body(body.map(Body::from).unwrap_or_else(Body::empty))
-            .unwrap();
+        let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            json,
-            raw: bytes.to_vec(),
-        }
+        Resp { status, headers, json, raw: bytes.to_vec() }
     }
 
     pub async fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
         let mut h = vec![("content-type", "application/json")];
         h.extend_from_slice(headers);
-        self.call(Method::POST, path, &h, Some(body.to_string().into_bytes()))
-            .await
+        self.call(Method::POST, path, &h, Some(body.to_string().into_bytes())).await
     }
 
     pub async fn create_order(&self, key: &str, body: &Value) -> Resp {
-        self.post_json("/orders", &[("idempotency-key", key)], body)
-            .await
+        self.post_json("/orders", &[("idempotency-key", key)], body).await
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -226,20 +179,13 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.db.pool).await.unwrap()
     }
 
     /// Delivers participant events straight to the saga shell (as the consumer would).
     pub async fn deliver(&self, msgs: &[Message]) -> Vec<order_saga::store::sagas::InboundOutcome> {
         let inbound: Vec<Inbound> = msgs.iter().map(inbound_of).collect();
-        self.sagas
-            .apply_batch(&self.db, &inbound, LockMode::Wait)
-            .await
-            .unwrap()
-            .outcomes
+        self.sagas.apply_batch(&self.db, &inbound, LockMode::Wait).await.unwrap().outcomes
     }
 }
 
@@ -248,11 +194,7 @@ pub fn inbound_of(m: &Message) -> Inbound {
         event_id: m.event_id().to_owned(),
         order_id: Some(m.order_id()),
         event_name: m.kind().name().to_owned(),
-        event: Ok(Event {
-            id: m.event_id().to_owned(),
-            order_id: m.order_id(),
-            body: EventBody::Message(m.clone()),
-        }),
+        event: Ok(Event { id: m.event_id().to_owned(), order_id: m.order_id(), body: EventBody::Message(m.clone()) }),
         source: "test".into(),
         trace: None,
         raw: None,
@@ -274,12 +216,7 @@ impl Resp {
 
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Self {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.raw)
-        );
+        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.raw));
         self
     }
 
@@ -289,17 +226,11 @@ impl Resp {
         self.expect(status);
         assert_eq!(self.code(), code, "body: {}", self.json);
         assert!(
-            self.json["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
+            self.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
             "error without a message: {}",
             self.json
         );
-        assert!(
-            self.json["error"].get("details").is_some(),
-            "error without details: {}",
-            self.json
-        );
+        assert!(self.json["error"].get("details").is_some(), "error without details: {}", self.json);
         self
     }
 }
@@ -337,15 +268,12 @@ where
 
 /// Outbox rows of one kind for an order.
 pub async fn outbox_of(db: &Db, order_id: i64, kind: MessageKind) -> Vec<Value> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE aggregate_id = ? AND event_type = ? ORDER BY id",
-    )
-    .bind(order_id.to_string())
-    .bind(kind.name())
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    rows.iter()
-        .map(|r| serde_json::from_str(r).unwrap())
-        .collect()
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE aggregate_id = ? AND event_type = ? ORDER BY id")
+            .bind(order_id.to_string())
+            .bind(kind.name())
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    rows.iter().map(|r| serde_json::from_str(r).unwrap()).collect()
 }

@@ -1,4 +1,9 @@
 //! Integration tests: one binary (fast linking, shared helpers).
 
+// Test code: a panic with a backtrace is the right failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod daemon;
 mod helpers;
 mod orders_api;
+mod saga_flow;
