@@ -367,11 +367,10 @@ impl Daemon {
     /// Waits for the process to exit by itself (e.g. a failpoint abort).
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let status = tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || child.wait().unwrap()))
+        tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || child.wait().unwrap()))
             .await
             .expect("daemon did not exit")
-            .unwrap();
-        status
+            .unwrap()
     }
 }
 
