@@ -264,7 +264,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
 
     // Outbox relay.
     let relay_task = if cfg.outbox_relay {
-        let producer = Producer::new(&client, cfg.kafka_delivery_timeout)?;
+        let (pc, delivery) = (client.clone(), cfg.kafka_delivery_timeout);
+        let new_producer: crate::outbox::ProducerFactory = Arc::new(move || Producer::new(&pc, delivery));
         let rest = match (&cfg.rest_inventory_url, &cfg.rest_payment_url) {
             (Some(i), Some(p)) => Some(RestTransport::new(i, p, cfg.rest_timeout).map_err(anyhow::Error::msg)?),
             _ => None,
@@ -272,7 +273,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         let relay = Relay::new(
             db.clone(),
             codec.clone(),
-            producer,
+            new_producer,
             rest,
             RelaySettings {
                 owner: relay_owner(),
@@ -285,7 +286,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
             },
             wakeup.clone(),
             metrics.clone(),
-        );
+        )?;
         Some(tokio::spawn(relay.run(stop_relay.clone())))
     } else {
         tracing::info!("outbox relay disabled (ORDER_SAGA_OUTBOX_RELAY=false): a CDC pipeline publishes the outbox");

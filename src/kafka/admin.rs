@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{ClientSettings, KafkaError};
@@ -15,8 +14,10 @@ pub async fn create_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        settings.client_config().create().map_err(|source| KafkaError::Create { what: "admin client", source })?;
+    let admin: AdminClient<super::KafkaLog> = settings
+        .client_config()
+        .create_with_context(super::KafkaLog)
+        .map_err(|source| KafkaError::Create { what: "admin client", source })?;
     let new: Vec<NewTopic<'_>> =
         topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -116,6 +116,14 @@ impl SagaContext {
 }
 
 impl ClientContext for SagaContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        super::error_librdkafka(error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
         let Some(m) = &self.metrics else { return };
         for (topic, t) in &stats.topics {

@@ -100,6 +100,43 @@ impl ClientSettings {
     }
 }
 
+/// Routes librdkafka's logs to `tracing` with levels that follow the logging
+/// rule (ERROR only when an operator must act): a broker that is down is
+/// something librdkafka retries by itself, so it is a WARN; only fatal
+/// client errors are ERRORs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KafkaLog;
+
+pub(crate) fn log_librdkafka(level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+    use rdkafka::config::RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error | Warning => {
+            tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
+        }
+        Notice | Info => tracing::info!(target: "librdkafka", facility = fac, "{log_message}"),
+        Debug => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
+    }
+}
+
+pub(crate) fn error_librdkafka(error: rdkafka::error::KafkaError, reason: &str) {
+    let fatal = matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::Fatal));
+    if fatal {
+        tracing::error!(target: "librdkafka", error = %error, "fatal Kafka client error: {reason}");
+    } else {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
+}
+
+impl rdkafka::ClientContext for KafkaLog {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        error_librdkafka(error, reason);
+    }
+}
+
 pub(crate) fn ms(d: Duration) -> String {
     d.as_millis().max(1).to_string()
 }

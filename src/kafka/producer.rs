@@ -17,7 +17,7 @@ use super::{ClientSettings, headers_from, ms};
 
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<super::KafkaLog>,
 }
 
 /// Why a message was not delivered.
@@ -36,8 +36,9 @@ impl Producer {
         // Correctness: not overridable.
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
-        let inner: FutureProducer =
-            c.create().map_err(|source| super::KafkaError::Create { what: "producer", source })?;
+        let inner: FutureProducer<super::KafkaLog> = c
+            .create_with_context(super::KafkaLog)
+            .map_err(|source| super::KafkaError::Create { what: "producer", source })?;
         Ok(Producer { inner })
     }
 

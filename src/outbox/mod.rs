@@ -65,10 +65,21 @@ pub struct RoundReport {
     pub failed: usize,
 }
 
+/// Creates producers (the relay replaces a wedged one).
+pub type ProducerFactory = Arc<dyn Fn() -> Result<Producer, crate::kafka::KafkaError> + Send + Sync>;
+
+/// How many consecutive rounds in which no message got through before the
+/// producer is replaced. A fatal idempotence error replaces it at once.
+const WEDGED_ROUNDS: u32 = 3;
+
 pub struct Relay {
     pub db: Db,
     pub codec: Codec,
     pub producer: Producer,
+    /// Makes a new producer when the current one is wedged (see `round`).
+    new_producer: ProducerFactory,
+    /// Consecutive rounds in which no send succeeded.
+    wedged_rounds: u32,
     pub rest: Option<RestTransport>,
     pub settings: RelaySettings,
     pub wakeup: Arc<Notify>,
@@ -90,16 +101,29 @@ struct Prepared {
 }
 
 impl Relay {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
         codec: Codec,
-        producer: Producer,
+        new_producer: ProducerFactory,
         rest: Option<RestTransport>,
         settings: RelaySettings,
         wakeup: Arc<Notify>,
         metrics: Metrics,
-    ) -> Relay {
-        Relay { db, codec, producer, rest, settings, wakeup, metrics, kafka_down_since: None }
+    ) -> Result<Relay, crate::kafka::KafkaError> {
+        let producer = new_producer()?;
+        Ok(Relay {
+            db,
+            codec,
+            producer,
+            new_producer,
+            wedged_rounds: 0,
+            rest,
+            settings,
+            wakeup,
+            metrics,
+            kafka_down_since: None,
+        })
     }
 
     /// Runs until `shutdown`; then finishes the current round, flushes the
@@ -222,6 +246,25 @@ impl Relay {
                 self.kafka_down_since.get_or_insert_with(Instant::now);
             } else {
                 self.kafka_down_since = None;
+            }
+            // An idempotent producer can wedge: a fatal error, a broker that
+            // keeps refusing its sequence numbers, or producer state the
+            // broker lost in an outage. Messages are only marked published
+            // after an ack, so starting over with a new producer (a new
+            // producer id) loses nothing; it is done after WEDGED_ROUNDS
+            // rounds in which nothing at all got through.
+            let nothing_through = published.is_empty() && !failed.is_empty();
+            let fatal = failed.keys().any(|e| e.contains("Fatal"));
+            self.wedged_rounds = if nothing_through { self.wedged_rounds + 1 } else { 0 };
+            if fatal || self.wedged_rounds >= WEDGED_ROUNDS {
+                match (self.new_producer)() {
+                    Ok(p) => {
+                        tracing::warn!(errors = ?failed.keys().collect::<Vec<_>>(), "replacing a wedged Kafka producer");
+                        self.producer = p;
+                        self.wedged_rounds = 0;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
+                }
             }
         }
         report.published_kafka = published.len();

@@ -7,3 +7,4 @@ mod daemon;
 mod helpers;
 mod orders_api;
 mod saga_flow;
+mod transport;
