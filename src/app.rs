@@ -226,6 +226,64 @@ pub struct Daemon {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
+    let grace = cfg.shutdown_grace;
+    let running = start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!(grace_s = grace.as_secs_f64(), "shutdown requested");
+    Ok(if running.shutdown().await { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A running daemon (everything `serve` runs), for `serve` itself and for
+/// benchmarks that drive it in-process.
+pub struct Running {
+    pub state: AppState,
+    pub addr: std::net::SocketAddr,
+    grace: Duration,
+    stop_intake: CancellationToken,
+    stop_relay: CancellationToken,
+    consumer: SagaConsumer,
+    scheduler: JobScheduler,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    relay_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The orderly shutdown (see the module docs). `false` when it did not
+    /// finish within the grace period.
+    pub async fn shutdown(self) -> bool {
+        let started = tokio::time::Instant::now();
+        let Running { state, stop_intake, stop_relay, consumer, scheduler, http_task, relay_task, grace, .. } = self;
+        let orderly = async move {
+            stop_intake.cancel();
+            if let Err(e) = consumer.join().await {
+                tracing::warn!(error = %e, "consumer stopped with an error");
+            }
+            let mut scheduler = scheduler;
+            let _ = scheduler.shutdown().await;
+            let _ = http_task.await;
+            stop_relay.cancel();
+            if let Some(t) = relay_task {
+                let _ = t.await;
+            }
+            state.db.pool.close().await;
+        };
+        match tokio::time::timeout(grace, orderly).await {
+            Ok(()) => {
+                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
+                true
+            }
+            Err(_) => {
+                tracing::error!(
+                    "shutdown did not finish within ORDER_SAGA_SHUTDOWN_GRACE; exiting anyway (uncommitted work is redelivered)"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Builds and starts every component of `serve`.
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     cfg.validate(true)?;
     let catalog = load_catalog(&cfg)?;
     let db = connect(&cfg).await?;
@@ -325,43 +383,25 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (ORDER_SAGA_HTTP_ADDR)", cfg.http_addr))?;
-    tracing::info!(addr = %cfg.http_addr, "order-saga serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "order-saga serving");
     let http_stop = stop_intake.clone();
     let http_task = tokio::spawn(
         axum::serve(listener, http::router(state.clone()).into_make_service())
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .into_future(),
     );
-
-    shutdown_signal().await;
-    tracing::info!(grace_s = cfg.shutdown_grace.as_secs_f64(), "shutdown requested");
-    let started = tokio::time::Instant::now();
-    let orderly = async {
-        stop_intake.cancel();
-        if let Err(e) = consumer.join().await {
-            tracing::warn!(error = %e, "consumer stopped with an error");
-        }
-        let mut scheduler = scheduler;
-        let _ = scheduler.shutdown().await;
-        let _ = http_task.await;
-        stop_relay.cancel();
-        if let Some(t) = relay_task {
-            let _ = t.await;
-        }
-        db.pool.close().await;
-    };
-    match tokio::time::timeout(cfg.shutdown_grace, orderly).await {
-        Ok(()) => {
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(_) => {
-            tracing::error!(
-                "shutdown did not finish within ORDER_SAGA_SHUTDOWN_GRACE; exiting anyway (uncommitted work is redelivered)"
-            );
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    Ok(Running {
+        state,
+        addr,
+        grace: cfg.shutdown_grace,
+        stop_intake,
+        stop_relay,
+        consumer,
+        scheduler,
+        http_task,
+        relay_task,
+    })
 }
 
 async fn start_scheduler(

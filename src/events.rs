@@ -20,7 +20,7 @@ use crate::kafka::header_str;
 use crate::saga::{Event, EventBody};
 use crate::store::Db;
 use crate::store::sagas::{BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore};
-use crate::telemetry::metrics::{CodeLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel};
+use crate::telemetry::metrics::{CodeLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel};
 use crate::telemetry::traceparent::TraceParent;
 
 pub struct EventHandler {
@@ -97,45 +97,40 @@ impl EventHandler {
             Err(e) => Ok(poison(fallback_id(), key_order, kind.name().into(), e.to_string(), source, trace, raw)),
         }
     }
+}
 
-    fn record(&self, result: &BatchResult, size: usize) {
-        let m = &self.metrics;
-        m.consumer_batch_size.observe(size as f64);
-        for o in &result.outcomes {
-            let label = match o {
-                InboundOutcome::Applied { .. } => "applied",
-                InboundOutcome::Ignored => "ignored",
-                InboundOutcome::Duplicate => {
-                    m.saga_inbox_duplicates_total.inc();
-                    "duplicate"
-                }
-                InboundOutcome::Parked => "parked",
-                InboundOutcome::DeadLettered(reason) => {
-                    let r = if reason.starts_with("unknown order") {
-                        "unknown_order"
-                    } else if reason.contains("does not accept") {
-                        "rejected_by_definition"
-                    } else if reason.contains("status change refused") {
-                        "order_transition_refused"
-                    } else {
-                        "undecodable"
-                    };
-                    m.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: r.into() }).inc();
-                    tracing::warn!(reason = %reason, "event dead-lettered");
-                    "dead_lettered"
-                }
-                InboundOutcome::Stale => "stale",
-                InboundOutcome::Refused(_) => "refused",
-            };
-            m.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
-        }
-        for (state, secs) in &result.dwell {
-            m.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
-        }
-        for a in &result.alerts {
-            m.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
-            tracing::warn!(order_id = a.order_id, tenant_region = %a.tenant_region, alert = %a.code, "{}", a.message);
-        }
+/// Metrics and logs of one applied batch (consumer, sweeper, ops actions).
+pub fn record_batch(m: &Metrics, result: &BatchResult) {
+    for o in &result.outcomes {
+        let label = match o {
+            InboundOutcome::Applied { .. } => "applied",
+            InboundOutcome::Ignored => "ignored",
+            InboundOutcome::Duplicate => {
+                m.saga_inbox_duplicates_total.inc();
+                "duplicate"
+            }
+            InboundOutcome::Parked => "parked",
+            InboundOutcome::DeadLettered { kind, reason } => {
+                m.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: kind.as_str().into() }).inc();
+                tracing::warn!(reason = %reason, kind = kind.as_str(), "event dead-lettered");
+                "dead_lettered"
+            }
+            InboundOutcome::Stale => "stale",
+            InboundOutcome::Refused(_) => "refused",
+        };
+        m.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
+    }
+    for (from, to, secs) in &result.status_changes {
+        m.order_status_transition_seconds
+            .get_or_create(&TransitionLabel { from_status: from.as_str().into(), to_status: to.as_str().into() })
+            .observe(*secs);
+    }
+    for (state, secs) in &result.dwell {
+        m.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
+    }
+    for a in &result.alerts {
+        m.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
+        tracing::warn!(order_id = a.order_id, tenant_region = %a.tenant_region, alert = %a.code, "{}", a.message);
     }
 }
 
@@ -182,7 +177,8 @@ impl BatchHandler for EventHandler {
                     if result.outbox_rows > 0 {
                         self.relay_wakeup.notify_one();
                     }
-                    self.record(&result, inbound.len());
+                    self.metrics.consumer_batch_size.observe(inbound.len() as f64);
+                    record_batch(&self.metrics, &result);
                     return Ok(());
                 }
                 Err(e) => {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::saga::{Event, EventBody};
 use crate::store::sagas::{Inbound, InboundOutcome, LockMode, SagaStore};
 use crate::store::{Db, StoreError, timers};
-use crate::telemetry::metrics::{CodeLabel, Metrics, OutcomeLabel, StateLabel};
+use crate::telemetry::metrics::Metrics;
 
 /// Result of a sweep.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,32 +63,15 @@ pub async fn sweep(
             })
             .collect();
         let result = sagas.apply_batch(db, &inbound, LockMode::SkipLocked).await?;
-        let mut fired_now = 0;
-        for o in &result.outcomes {
-            match o {
-                InboundOutcome::Applied { .. } | InboundOutcome::Ignored => fired_now += 1,
-                _ => report.skipped += 1,
-            }
-            if let Some(m) = metrics {
-                let label = match o {
-                    InboundOutcome::Applied { .. } => "applied",
-                    InboundOutcome::Ignored => "ignored",
-                    InboundOutcome::Duplicate => "duplicate",
-                    InboundOutcome::Parked => "parked",
-                    InboundOutcome::DeadLettered(_) => "dead_lettered",
-                    InboundOutcome::Stale | InboundOutcome::Refused(_) => "stale",
-                };
-                m.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
-            }
-        }
+        let fired_now = result
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, InboundOutcome::Applied { .. } | InboundOutcome::Ignored))
+            .count() as u32;
+        report.skipped += result.outcomes.len() as u32 - fired_now;
         if let Some(m) = metrics {
-            m.saga_timers_fired_total.inc_by(fired_now as u64);
-            for (state, secs) in &result.dwell {
-                m.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
-            }
-            for a in &result.alerts {
-                m.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
-            }
+            m.saga_timers_fired_total.inc_by(u64::from(fired_now));
+            crate::events::record_batch(m, &result);
         }
         if fired_now > 0 {
             tracing::info!(fired = fired_now, "timers fired");

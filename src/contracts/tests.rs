@@ -321,3 +321,21 @@ async fn a_participant_adding_a_field_with_a_default_does_not_break_us() {
         .status();
     assert_eq!(status.as_u16(), 409);
 }
+
+#[test]
+fn asyncapi_describes_every_message() {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string("schemas/asyncapi.json").unwrap()).unwrap();
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    for &kind in MessageKind::ALL {
+        let channel = &doc["channels"][kind.name().replace('.', "_")];
+        assert_eq!(channel["address"], kind.name(), "{kind} has no channel; run scripts/asyncapi.py");
+        let verb = if kind.direction() == Direction::Out { "send" } else { "receive" };
+        assert!(
+            doc["operations"].get(format!("{verb}_{}", kind.name().replace('.', "_"))).is_some(),
+            "{kind}: no {verb} operation"
+        );
+        let Schema::Record(r) = kind.schema() else { unreachable!() };
+        let msg = &doc["components"]["messages"][r.name.name()];
+        assert_eq!(msg["payload"]["schema"]["$ref"], format!("./{}", kind.schema_file()));
+    }
+}

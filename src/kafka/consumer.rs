@@ -17,13 +17,13 @@
 //! * On revoke (rebalance) the revoked partitions' workers finish the batch
 //!   they are in, store its offset, and stop; then the stored offsets are
 //!   committed synchronously *before* the partitions are handed over.
-//! * Backpressure: when a worker's queue is full its partition is paused and
-//!   the already-fetched messages wait in order; it is resumed when the worker
-//!   catches up. The poll thread never blocks, so rebalances are always served.
+//! * Backpressure: when a worker's queue is full the poll thread waits for it
+//!   (one database transaction at most), and librdkafka's bounded local queue
+//!   carries the backpressure to the fetcher.
 //! * Shutdown: stop polling, let every worker finish its current batch (bounded
 //!   by the grace period), commit, leave the group.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,7 +63,7 @@ pub struct ConsumerSettings {
     pub session_timeout: Duration,
     pub fetch_wait_max: Duration,
     pub batch_max: usize,
-    /// Messages queued per partition worker before the partition is paused.
+    /// Messages queued per partition worker before the poll thread waits.
     pub queue_capacity: usize,
     /// How long a revoke or a shutdown waits for in-flight batches.
     pub drain_timeout: Duration,
@@ -257,11 +257,7 @@ fn poll_loop<H: BatchHandler>(
     rt: &tokio::runtime::Handle,
     shutdown: &CancellationToken,
 ) {
-    // Messages fetched for a partition whose worker queue is full, in order.
-    let mut overflow: HashMap<Tp, VecDeque<OwnedMessage>> = HashMap::new();
-    let mut paused: HashSet<Tp> = HashSet::new();
     while !shutdown.is_cancelled() {
-        flush_overflow(consumer, &mut overflow, &mut paused);
         let msg = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
             Some(Err(e)) => {
@@ -271,27 +267,19 @@ fn poll_loop<H: BatchHandler>(
             Some(Ok(m)) => m.detach(),
         };
         let tp: Tp = (msg.topic().to_owned(), msg.partition());
-        if let Some(q) = overflow.get_mut(&tp) {
-            q.push_back(msg);
-            continue;
-        }
-        let tx = sender_for(consumer, settings, &handler, rt, &tp);
-        match tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                pause(consumer, &tp, &mut paused);
-                overflow.entry(tp).or_default().push_back(msg);
-            }
-            Err(mpsc::error::TrySendError::Closed(msg)) => {
-                // The worker stopped (revoked earlier); start a new one.
+        let mut msg = Some(msg);
+        while let Some(m) = msg.take() {
+            let tx = sender_for(consumer, settings, &handler, rt, &tp);
+            // Blocks while the worker's queue is full: backpressure reaches
+            // the broker through librdkafka's bounded local queue. A full
+            // queue drains at the speed of one database transaction, far
+            // below max.poll.interval.ms; pausing the partition instead
+            // would re-fetch from the middle of a record batch, which
+            // tansu 0.6.0 cannot serve.
+            if let Err(mpsc::error::SendError(m)) = tx.blocking_send(m) {
+                // The worker stopped (its partition was revoked): start a new one.
                 remove_worker(consumer, &tp);
-                let tx = sender_for(consumer, settings, &handler, rt, &tp);
-                if let Err(mpsc::error::TrySendError::Full(msg) | mpsc::error::TrySendError::Closed(msg)) =
-                    tx.try_send(msg)
-                {
-                    pause(consumer, &tp, &mut paused);
-                    overflow.entry(tp).or_default().push_back(msg);
-                }
+                msg = Some(m);
             }
         }
     }
@@ -327,65 +315,6 @@ fn sender_for<H: BatchHandler>(
 fn remove_worker(consumer: &Arc<BaseConsumer<SagaContext>>, tp: &Tp) {
     let mut map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
     map.remove(tp);
-}
-
-fn tpl_of(tp: &Tp) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&tp.0, tp.1);
-    tpl
-}
-
-fn pause(consumer: &BaseConsumer<SagaContext>, tp: &Tp, paused: &mut HashSet<Tp>) {
-    if paused.insert(tp.clone())
-        && let Err(e) = consumer.pause(&tpl_of(tp))
-    {
-        tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, "pause failed");
-    }
-}
-
-fn flush_overflow(
-    consumer: &Arc<BaseConsumer<SagaContext>>,
-    overflow: &mut HashMap<Tp, VecDeque<OwnedMessage>>,
-    paused: &mut HashSet<Tp>,
-) {
-    if overflow.is_empty() {
-        return;
-    }
-    let assigned: Option<HashSet<Tp>> = consumer
-        .assignment()
-        .ok()
-        .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect());
-    let senders: HashMap<Tp, mpsc::Sender<OwnedMessage>> = {
-        let map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, w)| (k.clone(), w.tx.clone())).collect()
-    };
-    overflow.retain(|tp, queue| {
-        // Revoked meanwhile: drop; the new owner reads from the committed offset.
-        let still_ours = assigned.as_ref().is_none_or(|a| a.contains(tp));
-        let Some(tx) = senders.get(tp).filter(|_| still_ours) else {
-            paused.remove(tp);
-            return false;
-        };
-        while let Some(m) = queue.pop_front() {
-            match tx.try_send(m) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(m)) => {
-                    queue.push_front(m);
-                    return true;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    paused.remove(tp);
-                    return false;
-                }
-            }
-        }
-        if paused.remove(tp)
-            && let Err(e) = consumer.resume(&tpl_of(tp))
-        {
-            tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, "resume failed");
-        }
-        false
-    });
 }
 
 async fn worker<H: BatchHandler>(

@@ -335,14 +335,16 @@ pub struct OrderHead {
     pub status: OrderStatus,
     pub version: u32,
     pub tenant_region: String,
+    /// When the status last changed (for the time-in-status metric).
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Reads the head of an order inside `tx`; `lock` takes the row lock.
 pub async fn head(tx: &mut Tx, order_id: u64, lock: bool) -> Result<Option<OrderHead>, StoreError> {
     let sql = if lock {
-        "SELECT order_id, status, version, tenant_region FROM orders WHERE order_id = ? FOR UPDATE"
+        "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id = ? FOR UPDATE"
     } else {
-        "SELECT order_id, status, version, tenant_region FROM orders WHERE order_id = ?"
+        "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id = ?"
     };
     let row = sqlx::query(sql).bind(order_id).fetch_optional(&mut **tx).await.ctx("reading the order head")?;
     row.map(|r| {
@@ -352,9 +354,33 @@ pub async fn head(tx: &mut Tx, order_id: u64, lock: bool) -> Result<Option<Order
             status: status.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
             version: r.try_get("version").ctx("decoding version")?,
             tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
+            updated_at: r.try_get("updated_at").ctx("decoding updated_at")?,
         })
     })
     .transpose()
+}
+
+/// The `order.status.changed.v1` event of a change to `new_version`. Its id is
+/// derived from the order and the version: one change, one id.
+pub(crate) fn status_changed_message(
+    head: &OrderHead,
+    to: OrderStatus,
+    reason_code: Option<&str>,
+    actor: &str,
+    new_version: u32,
+    now: DateTime<Utc>,
+) -> Message {
+    Message::from(OrderStatusChanged {
+        event_id: event_id(&format!("{}:order.status.changed.v1:{new_version}", head.order_id)),
+        order_id: head.order_id as i64,
+        occurred_at: TimestampMicros::from_datetime(now),
+        tenant_region: head.tenant_region.clone(),
+        from_status: head.status.as_str().to_owned(),
+        to_status: to.as_str().to_owned(),
+        reason_code: reason_code.map(str::to_owned),
+        actor: actor.to_owned(),
+        order_version: i64::from(new_version),
+    })
 }
 
 /// Why a status change was refused.
@@ -412,17 +438,7 @@ pub(crate) async fn apply_status(
     }
     let new_version = head.version + 1;
     insert_history(tx, head.order_id, Some(head.status), to, reason_code, comment, actor, now).await?;
-    let msg = Message::from(OrderStatusChanged {
-        event_id: event_id(&format!("{}:order.status.changed.v1:{new_version}", head.order_id)),
-        order_id: head.order_id as i64,
-        occurred_at: TimestampMicros::from_datetime(now),
-        tenant_region: head.tenant_region.clone(),
-        from_status: head.status.as_str().to_owned(),
-        to_status: to.as_str().to_owned(),
-        reason_code: reason_code.map(str::to_owned),
-        actor: actor.to_owned(),
-        order_version: i64::from(new_version),
-    });
+    let msg = status_changed_message(head, to, reason_code, actor, new_version, now);
     outbox::insert(tx, &[outbox_writer.row(&msg, trace)?], now).await?;
     Ok(Ok(new_version))
 }

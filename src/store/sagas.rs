@@ -14,7 +14,7 @@
 //! applied until an operator releases the saga (replaying the parked events)
 //! or skips the poison event. Per-order ordering is therefore never broken.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -72,12 +72,39 @@ pub enum InboundOutcome {
     /// The saga is quarantined; the event waits for an operator.
     Parked,
     /// Poison: copied to the DLQ topic (and the saga quarantined when known).
-    DeadLettered(String),
+    DeadLettered {
+        kind: DeadLetterKind,
+        reason: String,
+    },
     /// A timer that was disarmed or re-armed meanwhile, or a saga another
     /// sweeper holds: nothing to do.
     Stale,
     /// A manual event the saga refused (HTTP/ops answer 409); nothing recorded.
     Refused(ChangeRefusal),
+}
+
+/// Why a message was dead-lettered (a metric label: keep the set small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterKind {
+    /// Not decodable as the topic's message (bytes, schema id, schema).
+    Undecodable,
+    /// Decodable, but no saga exists for its order.
+    UnknownOrder,
+    /// The saga's current state neither handles nor ignores it.
+    RejectedByDefinition,
+    /// The transition wanted an order status change the order table refuses.
+    OrderTransitionRefused,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::Undecodable => "undecodable",
+            DeadLetterKind::UnknownOrder => "unknown_order",
+            DeadLetterKind::RejectedByDefinition => "rejected_by_definition",
+            DeadLetterKind::OrderTransitionRefused => "order_transition_refused",
+        }
+    }
 }
 
 /// Alerts raised by transitions, reported by the caller after the commit.
@@ -96,6 +123,8 @@ pub struct BatchResult {
     pub alerts: Vec<Alert>,
     /// (state entered, seconds spent in the previous state) per applied transition, for metrics.
     pub dwell: Vec<(String, f64)>,
+    /// (from, to, seconds in `from`) per order status change, for metrics.
+    pub status_changes: Vec<(OrderStatus, OrderStatus, f64)>,
     pub outbox_rows: usize,
 }
 
@@ -119,8 +148,8 @@ pub struct SagaStore {
 #[derive(Debug, Clone)]
 struct Slot {
     inst: Instance,
-    loaded_version: u32,
     quarantined: Option<String>,
+    quarantined_at: Option<DateTime<Utc>>,
     dirty: bool,
     quarantine_changed: bool,
 }
@@ -147,13 +176,48 @@ struct ParkedRow {
     error: Option<String>,
 }
 
-/// Everything a batch writes besides what effects write directly.
+/// A status change to record in `order_status_history`.
+struct HistoryRow {
+    order_id: i64,
+    from: OrderStatus,
+    to: OrderStatus,
+    reason_code: Option<String>,
+    comment: Option<String>,
+    actor: String,
+}
+
+/// The final state of a timer after a batch.
+#[derive(Debug, Clone, Copy)]
+enum TimerOp {
+    Arm { due_at: DateTime<Utc>, armed_version: u32 },
+    Cancel,
+}
+
+/// Everything a batch writes, collected in memory and flushed with a few
+/// multi-row statements at the end of the transaction: the number of round
+/// trips per batch does not grow with the number of events in it.
 #[derive(Default)]
 struct Writes {
     inbox: Vec<inbox::InboxRow>,
     outbox: Vec<NewOutboxRow>,
     transitions: Vec<TransitionRow>,
     parked: Vec<ParkedRow>,
+    history: Vec<HistoryRow>,
+    /// Orders whose status changed: final (status, version).
+    orders: BTreeMap<i64, (OrderStatus, u32)>,
+    timers: BTreeMap<(i64, String), TimerOp>,
+}
+
+impl Writes {
+    fn merge(&mut self, other: Writes) {
+        self.inbox.extend(other.inbox);
+        self.outbox.extend(other.outbox);
+        self.transitions.extend(other.transitions);
+        self.parked.extend(other.parked);
+        self.history.extend(other.history);
+        self.orders.extend(other.orders);
+        self.timers.extend(other.timers);
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -202,30 +266,29 @@ impl SagaStore {
         // The start transition sets no order status, so there is no head to update.
         let mut head = None;
         let mut alerts = Vec::new();
-        if let Err(r) =
-            self.execute(tx, &inst, &mut head, &effects, "api", trace, now, &mut writes, &mut alerts).await?
-        {
-            return Err(StoreError::Corrupt(format!("the start transition was refused: {r:?}")));
+        match self.execute(&inst, &mut head, &effects, "api", trace, now, &mut alerts)? {
+            Ok(w) => writes.merge(w),
+            Err(r) => return Err(StoreError::Corrupt(format!("the start transition was refused: {r:?}"))),
         }
         insert_transitions(tx, &writes.transitions, now).await?;
+        flush_timers(tx, &writes.timers, now).await?;
         Ok(writes.outbox)
     }
 
-    /// Executes effects. The order status goes first: when the order's
-    /// transition table refuses it, nothing of this event is written.
+    /// Turns effects into writes. The order status goes first: when the
+    /// order's transition table refuses it, nothing of this event is written.
     #[allow(clippy::too_many_arguments)]
-    async fn execute(
+    fn execute(
         &self,
-        tx: &mut Tx,
         inst: &Instance,
         head: &mut Option<OrderHead>,
         effects: &[Effect],
         actor: &str,
         trace: Option<&TraceParent>,
         now: DateTime<Utc>,
-        writes: &mut Writes,
         alerts: &mut Vec<Alert>,
-    ) -> Result<Result<(), ChangeRefusal>, StoreError> {
+    ) -> Result<Result<Writes, ChangeRefusal>, StoreError> {
+        let mut w = Writes::default();
         for effect in effects {
             match effect {
                 Effect::SetOrderStatus { to, reason_code, comment } => {
@@ -235,31 +298,34 @@ impl SagaStore {
                             inst.order_id
                         )));
                     };
-                    let r = orders::apply_status(
-                        tx,
-                        h,
-                        *to,
-                        reason_code.as_deref(),
-                        comment.as_deref(),
-                        actor,
-                        now,
-                        &self.outbox,
-                        trace,
-                    )
-                    .await?;
-                    match r {
-                        Ok(v) => {
-                            h.version = v;
-                            h.status = *to;
-                        }
-                        Err(refusal) => return Ok(Err(refusal)),
+                    if !h.status.can_transition_to(*to) {
+                        return Ok(Err(ChangeRefusal::Illegal { from: h.status, to: *to }));
                     }
+                    let new_version = h.version + 1;
+                    w.history.push(HistoryRow {
+                        order_id: inst.order_id,
+                        from: h.status,
+                        to: *to,
+                        reason_code: reason_code.clone(),
+                        comment: comment.clone(),
+                        actor: actor.to_owned(),
+                    });
+                    let msg = orders::status_changed_message(h, *to, reason_code.as_deref(), actor, new_version, now);
+                    w.outbox.push(self.outbox.row(&msg, trace)?);
+                    w.orders.insert(inst.order_id, (*to, new_version));
+                    h.version = new_version;
+                    h.status = *to;
                 }
-                Effect::Publish(m) => writes.outbox.push(self.outbox.row(m, trace)?),
+                Effect::Publish(m) => w.outbox.push(self.outbox.row(m, trace)?),
                 Effect::ArmTimer { name, due_at } => {
-                    timers::arm(tx, inst.order_id, name, *due_at, inst.version, now).await?
+                    w.timers.insert(
+                        (inst.order_id, name.clone()),
+                        TimerOp::Arm { due_at: *due_at, armed_version: inst.version },
+                    );
                 }
-                Effect::CancelTimer { name } => timers::cancel(tx, inst.order_id, name).await?,
+                Effect::CancelTimer { name } => {
+                    w.timers.insert((inst.order_id, name.clone()), TimerOp::Cancel);
+                }
                 Effect::Alert { code, message } => alerts.push(Alert {
                     order_id: inst.order_id,
                     code: code.clone(),
@@ -268,7 +334,7 @@ impl SagaStore {
                 }),
             }
         }
-        Ok(Ok(()))
+        Ok(Ok(w))
     }
 
     /// Applies a batch of inbound events in one transaction (retried as a
@@ -326,19 +392,11 @@ impl SagaStore {
         }
 
         inbox::insert(tx, &writes.inbox, now).await?;
-        for slot in slots.values() {
-            if slot.dirty {
-                let terminal = self
-                    .catalog
-                    .get(slot.inst.definition_version)
-                    .and_then(|d| d.state(&slot.inst.state))
-                    .is_some_and(|s| s.terminal);
-                update_instance(tx, &slot.inst, slot.loaded_version, terminal, now).await?;
-            }
-            if slot.quarantine_changed {
-                set_quarantine(tx, slot.inst.order_id, slot.quarantined.as_deref(), now).await?;
-            }
-        }
+        let changed: Vec<&Slot> = slots.values().filter(|s| s.dirty || s.quarantine_changed).collect();
+        upsert_instances(tx, &changed, &self.catalog, now).await?;
+        update_orders(tx, &writes.orders, now).await?;
+        insert_history(tx, &writes.history, now).await?;
+        flush_timers(tx, &writes.timers, now).await?;
         insert_parked(tx, &writes.parked, now).await?;
         insert_transitions(tx, &writes.transitions, now).await?;
         result.outbox_rows = writes.outbox.len();
@@ -367,12 +425,15 @@ impl SagaStore {
             if manual {
                 return Ok(InboundOutcome::Refused(ChangeRefusal::NotFound));
             }
-            let reason = match &b.event {
-                Err(e) => e.clone(),
-                Ok(_) => format!("unknown order {}", b.order_id.map(|o| o.to_string()).unwrap_or_else(|| "-".into())),
+            let (kind, reason) = match &b.event {
+                Err(e) => (DeadLetterKind::Undecodable, e.clone()),
+                Ok(_) => (
+                    DeadLetterKind::UnknownOrder,
+                    format!("unknown order {}", b.order_id.map(|o| o.to_string()).unwrap_or_else(|| "-".into())),
+                ),
             };
             self.dead_letter(b, &reason, writes);
-            return Ok(InboundOutcome::DeadLettered(reason));
+            return Ok(InboundOutcome::DeadLettered { kind, reason });
         };
 
         // Timer firings: the timer must still be armed and due (database time).
@@ -398,7 +459,7 @@ impl SagaStore {
             Ok(e) => e,
             Err(reason) => {
                 self.quarantine(slot, b, reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered(reason.clone()));
+                return Ok(InboundOutcome::DeadLettered { kind: DeadLetterKind::Undecodable, reason: reason.clone() });
             }
         };
         let Some(def) = self.catalog.get(slot.inst.definition_version).cloned() else {
@@ -420,7 +481,7 @@ impl SagaStore {
                 }
                 let reason = rej.to_string();
                 self.quarantine(slot, b, &reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered(reason));
+                return Ok(InboundOutcome::DeadLettered { kind: DeadLetterKind::RejectedByDefinition, reason });
             }
         };
         let (from, to, reason) = match &t.outcome {
@@ -433,17 +494,25 @@ impl SagaStore {
         let trace = b.trace.as_ref();
         // Effects write rows directly (status, history, timers) or into
         // `writes`; a refused status change comes first, before anything.
-        let refused =
-            self.execute(tx, &t.instance, &mut head, &t.effects, &actor, trace, now, writes, &mut alerts).await?;
-        if let Err(refusal) = refused {
-            if manual {
-                return Ok(InboundOutcome::Refused(refusal));
+        let before = head.clone();
+        match self.execute(&t.instance, &mut head, &t.effects, &actor, trace, now, &mut alerts)? {
+            Ok(w) => writes.merge(w),
+            Err(refusal) => {
+                if manual {
+                    return Ok(InboundOutcome::Refused(refusal));
+                }
+                let reason = format!("order status change refused: {refusal:?}");
+                self.quarantine(slot, b, &reason, writes, true);
+                return Ok(InboundOutcome::DeadLettered { kind: DeadLetterKind::OrderTransitionRefused, reason });
             }
-            let reason = format!("order status change refused: {refusal:?}");
-            self.quarantine(slot, b, &reason, writes, true);
-            return Ok(InboundOutcome::DeadLettered(reason));
         }
-        if let Some(h) = head {
+        if let (Some(b), Some(h)) = (before, head) {
+            if b.status != h.status {
+                let secs = (now - b.updated_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                result.status_changes.push((b.status, h.status, secs));
+            }
+            let mut h = h;
+            h.updated_at = now;
             heads.insert(slot.inst.order_id, h);
         }
         let dwell = (now - slot.inst.state_entered_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
@@ -626,7 +695,7 @@ fn quarantine_transition(slot: &Slot, b: &Inbound, reason: &str) -> TransitionRo
 
 const INSTANCE_COLUMNS: &str = "order_id, saga_name, definition_version, state, version, data, state_entered_at, quarantined_at, quarantine_reason";
 
-fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<String>), StoreError> {
+fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<(DateTime<Utc>, String)>), StoreError> {
     let data: String = r.try_get("data").ctx("decoding saga data")?;
     let data: InstanceData =
         serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("saga_instances.data: {e}")))?;
@@ -643,7 +712,7 @@ fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<Stri
             state_entered_at: r.try_get("state_entered_at").ctx("decoding state_entered_at")?,
             data,
         },
-        quarantined_at.map(|_| reason.unwrap_or_default()),
+        quarantined_at.map(|t| (t, reason.unwrap_or_default())),
     ))
 }
 
@@ -667,7 +736,13 @@ async fn load_sagas(tx: &mut Tx, ids: &BTreeSet<i64>, lock: LockMode) -> Result<
         let (inst, quarantined) = instance_from_row(r)?;
         out.insert(
             inst.order_id,
-            Slot { loaded_version: inst.version, inst, quarantined, dirty: false, quarantine_changed: false },
+            Slot {
+                inst,
+                quarantined_at: quarantined.as_ref().map(|q| q.0),
+                quarantined: quarantined.map(|q| q.1),
+                dirty: false,
+                quarantine_changed: false,
+            },
         );
     }
     Ok(out)
@@ -681,8 +756,9 @@ async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>,
     }
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("SELECT order_id, status, version, tenant_region FROM orders WHERE order_id IN (");
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id IN (",
+    );
     let mut sep = qb.separated(", ");
     for id in &sorted {
         sep.push_bind(*id);
@@ -695,6 +771,7 @@ async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>,
             status: status.parse::<OrderStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
             version: r.try_get("version").ctx("decoding version")?,
             tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
+            updated_at: r.try_get("updated_at").ctx("decoding updated_at")?,
         };
         out.insert(head.order_id as i64, head);
     }
@@ -724,54 +801,148 @@ async fn insert_instance(tx: &mut Tx, inst: &Instance, terminal: bool, now: Date
     Ok(())
 }
 
-async fn update_instance(
+/// Writes the changed saga rows in one statement. The rows are locked by this
+/// transaction (`load_sagas`), so `ON DUPLICATE KEY UPDATE` is a batched UPDATE.
+async fn upsert_instances(
     tx: &mut Tx,
-    inst: &Instance,
-    expected_version: u32,
-    terminal: bool,
+    slots: &[&Slot],
+    catalog: &Catalog,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let data = serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let n = sqlx::query(
-        "UPDATE saga_instances SET state = ?, version = ?, terminal = ?, data = ?, state_entered_at = ?, updated_at = ? \
-         WHERE order_id = ? AND version = ?",
-    )
-    .bind(&inst.state)
-    .bind(inst.version)
-    .bind(terminal)
-    .bind(data)
-    .bind(inst.state_entered_at)
-    .bind(now)
-    .bind(inst.order_id)
-    .bind(expected_version)
-    .execute(&mut **tx)
-    .await
-    .ctx("updating the saga")?
-    .rows_affected();
-    if n != 1 {
-        // We hold the row lock, so this cannot happen unless someone updates
-        // sagas outside this module.
-        return Err(StoreError::Race("saga row changed under its lock"));
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(slots.len());
+    for s in slots {
+        let data = serde_json::to_string(&s.inst.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let terminal =
+            catalog.get(s.inst.definition_version).and_then(|d| d.state(&s.inst.state)).is_some_and(|st| st.terminal);
+        let quarantined_at = match (&s.quarantined, s.quarantine_changed) {
+            (None, _) => None,
+            (Some(_), true) => Some(now),
+            (Some(_), false) => s.quarantined_at.or(Some(now)),
+        };
+        rows.push((s, data, terminal, quarantined_at));
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+         state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) ",
+    );
+    qb.push_values(&rows, |mut b, (s, data, terminal, quarantined_at)| {
+        b.push_bind(s.inst.order_id)
+            .push_bind(&s.inst.saga_name)
+            .push_bind(s.inst.definition_version)
+            .push_bind(&s.inst.state)
+            .push_bind(s.inst.version)
+            .push_bind(*terminal)
+            .push_bind(&s.inst.data.order.tenant_region)
+            .push_bind(data)
+            .push_bind(s.inst.state_entered_at)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(*quarantined_at)
+            .push_bind(&s.quarantined);
+    });
+    qb.push(
+        " ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), terminal = VALUES(terminal), \
+         data = VALUES(data), state_entered_at = VALUES(state_entered_at), updated_at = VALUES(updated_at), \
+         quarantined_at = VALUES(quarantined_at), quarantine_reason = VALUES(quarantine_reason)",
+    );
+    qb.build().execute(&mut **tx).await.ctx("updating sagas")?;
+    Ok(())
+}
+
+/// Applies the final status and version of every changed order in one
+/// statement (their rows are locked by this transaction: `lock_heads`).
+async fn update_orders(
+    tx: &mut Tx,
+    orders: &BTreeMap<i64, (OrderStatus, u32)>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE orders SET status = CASE order_id");
+    for (id, (status, _)) in orders {
+        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(status.as_str());
+    }
+    qb.push(" END, version = CASE order_id");
+    for (id, (_, version)) in orders {
+        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*version);
+    }
+    qb.push(" END, updated_at = ").push_bind(now).push(" WHERE order_id IN (");
+    let mut sep = qb.separated(", ");
+    for id in orders.keys() {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    let n = qb.build().execute(&mut **tx).await.ctx("updating order statuses")?.rows_affected();
+    if n != orders.len() as u64 {
+        return Err(StoreError::Race("an order changed under its lock"));
     }
     Ok(())
 }
 
-async fn set_quarantine(
+async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
+    );
+    qb.push_values(rows, |mut b, r| {
+        b.push_bind(r.order_id)
+            .push_bind(r.from.as_str())
+            .push_bind(r.to.as_str())
+            .push_bind(&r.reason_code)
+            .push_bind(&r.comment)
+            .push_bind(now)
+            .push_bind(truncate(&r.actor, 128));
+    });
+    qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
+    Ok(())
+}
+
+/// Arms (upsert) and disarms (delete) timers: one statement each.
+async fn flush_timers(
     tx: &mut Tx,
-    order_id: i64,
-    reason: Option<&str>,
+    ops: &BTreeMap<(i64, String), TimerOp>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE saga_instances SET quarantined_at = ?, quarantine_reason = ?, updated_at = ? WHERE order_id = ?",
-    )
-    .bind(reason.map(|_| now))
-    .bind(reason)
-    .bind(now)
-    .bind(order_id)
-    .execute(&mut **tx)
-    .await
-    .ctx("updating the saga quarantine")?;
+    let arms: Vec<(&(i64, String), DateTime<Utc>, u32)> = ops
+        .iter()
+        .filter_map(|(k, op)| match op {
+            TimerOp::Arm { due_at, armed_version } => Some((k, *due_at, *armed_version)),
+            TimerOp::Cancel => None,
+        })
+        .collect();
+    let cancels: Vec<&(i64, String)> =
+        ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
+    if !arms.is_empty() {
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
+        qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
+            b.push_bind(*order_id).push_bind(name).push_bind(*due_at).push_bind(*v).push_bind(now);
+        });
+        qb.push(
+            " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
+        );
+        qb.build().execute(&mut **tx).await.ctx("arming timers")?;
+    }
+    if !cancels.is_empty() {
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("DELETE FROM saga_timers WHERE (order_id, timer_name) IN (");
+        let mut sep = qb.separated(", ");
+        for (order_id, name) in &cancels {
+            sep.push("(")
+                .push_bind_unseparated(*order_id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(name.as_str())
+                .push_unseparated(")");
+        }
+        qb.push(")");
+        qb.build().execute(&mut **tx).await.ctx("disarming timers")?;
+    }
     Ok(())
 }
 
@@ -847,7 +1018,7 @@ pub async fn get(db: &Db, order_id: i64) -> Result<Option<SagaView>, StoreError>
             state: inst.state.clone(),
             version: inst.version,
             state_entered_at: inst.state_entered_at,
-            quarantined,
+            quarantined: quarantined.map(|q| q.1),
             instance: inst,
         })
     })

@@ -1,0 +1,408 @@
+//! Saga throughput and latency against the local MariaDB and tansu.
+//!
+//!     scripts/dev up && cargo bench --bench saga
+//!
+//! 1. Events applied per second by the consumer, with batching off
+//!    (`consumer_batch_max = 1`) and on (200): N sagas waiting for inventory,
+//!    N `inventory.reserved.v1` events already on the topic, the consumer
+//!    started, time from the first to the last applied event.
+//! 2. End to end: the whole daemon in-process (HTTP, consumer, relay,
+//!    sweeper) with the simulator answering at once; orders created over HTTP
+//!    at fixed rates (open loop) and flat out (closed loop). Latency is
+//!    create → CONFIRMED from the database's own timestamps, and split by hop
+//!    (outbox commit → publish → participant → applied) to show where the time goes.
+//!
+//! The MariaDB commit ceiling is measured in the same run.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::*;
+use order_saga::config::{Cli, Topics};
+use order_saga::contracts::codec::Codec;
+use order_saga::contracts::{InventoryReserved, Message, MessageKind, TimestampMicros};
+use order_saga::domain::NewOrder;
+use order_saga::kafka::ClientSettings;
+use order_saga::kafka::producer::Producer;
+use order_saga::saga::Catalog;
+use order_saga::store::Db;
+use order_saga::store::orders::CreateContext;
+use order_saga::store::outbox::OutboxWriter;
+use order_saga::store::sagas::SagaStore;
+
+const PARTITIONS: i32 = 6;
+
+fn brokers() -> String {
+    std::env::var("ORDER_SAGA_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn main() {
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        order_saga::telemetry::init(order_saga::config::LogFormat::Text, &filter);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let n: usize = std::env::var("BENCH_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(4000);
+    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    println!("## Saga benchmarks\n");
+    println!("### Events applied per second (consumer path, {n} events, {PARTITIONS} partitions)\n");
+    println!("| batching | events/s | events per transaction (mean) |");
+    println!("|---|---:|---:|");
+    let batches: Vec<usize> = std::env::var("BENCH_BATCHES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 200]);
+    for batch in batches {
+        let (rate, per_tx) = apply_rate(n, batch).await;
+        println!("| consumer_batch_max = {batch} | {rate:.0} | {per_tx:.1} |");
+    }
+    if std::env::var("BENCH_SKIP_E2E").is_ok() {
+        return;
+    }
+    end_to_end(Duration::from_secs(secs)).await;
+    header("MariaDB durable-commit ceiling (same run)");
+    for c in [1usize, 8, 32] {
+        row(c, &commit_ceiling(c, Duration::from_secs(5)).await);
+    }
+}
+
+struct Env {
+    db: Db,
+    url: String,
+    registry_url: String,
+    prefix: String,
+    topics: Topics,
+    codec: Codec,
+    client: ClientSettings,
+    _registry: order_saga::devtools::registry::DevRegistry,
+}
+
+async fn env(tag: &str) -> Env {
+    let (db, url) = fresh_db(tag, 40).await;
+    let (registry_url, registry) = order_saga::devtools::registry::spawn_local().await.unwrap();
+    let prefix = format!("b{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let topics = Topics::with_prefix(&prefix);
+    let client = ClientSettings::plaintext(&brokers());
+    order_saga::kafka::admin::create_topics(&client, &topics.all(), PARTITIONS, 1)
+        .await
+        .expect("broker (scripts/dev up)");
+    let codec = Codec::new(&registry_url, Duration::from_secs(5)).unwrap();
+    for &k in MessageKind::ALL {
+        codec.register(k, topics.of(k)).await.unwrap();
+    }
+    Env { db, url, registry_url, prefix, topics, codec, client, _registry: registry }
+}
+
+fn order() -> NewOrder {
+    NewOrder::from_json(&serde_json::json!({
+        "customer_id": "bench", "tenant_region": "eu-west", "currency": "EUR",
+        "items": [{"sku": "SKU-1", "qty": 2, "unit_price": "19.99"}]
+    }))
+    .unwrap()
+}
+
+async fn count(db: &Db, sql: &'static str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql).fetch_one(&db.pool).await.unwrap()
+}
+
+/// Consumer-only throughput: returns (events/s, mean batch size).
+async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
+    let e = env(&format!("apply{batch}")).await;
+    let outbox = OutboxWriter { topics: e.topics.clone(), shards: 16 };
+    let catalog = Arc::new(Catalog::load(std::path::Path::new("sagas"), &Default::default()).unwrap());
+    let sagas = SagaStore::new(catalog, outbox.clone());
+    // N sagas waiting for the inventory.
+    let o = order();
+    let ids = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(n)));
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (db, outbox, sagas, o, ids) = (e.db.clone(), outbox.clone(), sagas.clone(), o.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(16) {
+                let ctx = CreateContext { outbox: &outbox, trace: None, saga: Some(&sagas), actor: "bench" };
+                let r = order_saga::store::orders::create(&db, &o, &format!("k{i}"), [0; 32], &ctx).await.unwrap();
+                if let order_saga::store::orders::CreateOutcome::Created { order_id, .. } = r {
+                    ids.lock().await.push(order_id);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Their answers, already on the topic.
+    let producer = Producer::new(&e.client, Duration::from_secs(30)).unwrap();
+    let topic = e.topics.of(MessageKind::InventoryReserved).to_owned();
+    let mut acks = Vec::new();
+    for id in ids.lock().await.iter() {
+        let msg = Message::from(InventoryReserved {
+            event_id: format!("res-{id}"),
+            order_id: *id as i64,
+            occurred_at: TimestampMicros::from_datetime(Utc::now()),
+            tenant_region: "eu-west".into(),
+            command_id: None,
+        });
+        let bytes = e.codec.encode(&msg, &topic).await.unwrap();
+        let headers = vec![("event_id".to_owned(), msg.event_id().to_owned())];
+        acks.push(producer.enqueue(&topic, id.to_string().as_bytes(), &bytes, &headers).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    // The consumer, alone.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = order_saga::telemetry::metrics::Metrics::register(&mut registry);
+    let handler = Arc::new(order_saga::events::EventHandler {
+        db: e.db.clone(),
+        sagas,
+        codec: e.codec.clone(),
+        topics: e.topics.clone(),
+        metrics: metrics.clone(),
+        relay_wakeup: Arc::new(tokio::sync::Notify::new()),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let consumer = order_saga::kafka::consumer::SagaConsumer::start(
+        order_saga::kafka::consumer::ConsumerSettings {
+            client: e.client.clone(),
+            group_id: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+            topics: e.topics.inbound().into_iter().map(str::to_owned).collect(),
+            session_timeout: Duration::from_secs(10),
+            fetch_wait_max: Duration::from_millis(20),
+            batch_max: batch,
+            queue_capacity: (batch * 4).max(64),
+            drain_timeout: Duration::from_secs(5),
+        },
+        handler,
+        Some(metrics.clone()),
+        stop.clone(),
+    )
+    .unwrap();
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = count(&e.db, "SELECT COUNT(*) FROM saga_instances WHERE state = 'AWAITING_PAYMENT'").await as usize;
+        if done > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if done >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    let batches = metrics.consumer_batch_size.clone();
+    let _ = batches;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let get = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let per_tx = get("saga_consumer_batch_size_sum") / get("saga_consumer_batch_size_count").max(1.0);
+    stop.cancel();
+    let _ = consumer.join().await;
+    drop_db(&e.db, &e.url).await;
+    (n as f64 / secs, per_tx)
+}
+
+fn daemon_args(e: &Env, db_url: &str) -> Vec<String> {
+    [
+        "order-saga",
+        "--database-url",
+        db_url,
+        "--kafka-brokers",
+        &brokers(),
+        "--schema-registry-url",
+        &e.registry_url,
+        "--kafka-topic-prefix",
+        &e.prefix,
+        "--kafka-group-id",
+        &format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        "--kafka-fetch-wait-max",
+        "10ms",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--database-max-connections",
+        "40",
+        "--outbox-poll-interval",
+        "50ms",
+        "--log",
+        "warn",
+        "--migrate-on-start",
+        "false",
+        "serve",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Per-order timestamps from the database.
+#[derive(sqlx::FromRow)]
+struct Timeline {
+    created_at: DateTime<Utc>,
+    confirmed_at: DateTime<Utc>,
+    reserve_published: Option<DateTime<Utc>>,
+    reserved_applied: Option<DateTime<Utc>>,
+    authorize_published: Option<DateTime<Utc>>,
+}
+
+async fn timelines(db: &Db, since: DateTime<Utc>) -> Vec<Timeline> {
+    sqlx::query_as(
+        "SELECT o.created_at, o.updated_at AS confirmed_at, \
+           (SELECT published_at FROM outbox x WHERE x.aggregate_id = CAST(o.order_id AS CHAR) AND x.event_type = 'inventory.reserve.v1' LIMIT 1) AS reserve_published, \
+           (SELECT occurred_at FROM saga_transitions t WHERE t.order_id = o.order_id AND t.event_name = 'inventory.reserved.v1' LIMIT 1) AS reserved_applied, \
+           (SELECT published_at FROM outbox x WHERE x.aggregate_id = CAST(o.order_id AS CHAR) AND x.event_type = 'payment.authorize.v1' LIMIT 1) AS authorize_published \
+         FROM orders o WHERE o.status = 'CONFIRMED' AND o.created_at >= ?",
+    )
+    .bind(since)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+fn ms(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    (b - a).num_microseconds().unwrap_or(0) as f64 / 1e3
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn end_to_end(dur: Duration) {
+    let e = env("e2e").await;
+    let args = daemon_args(&e, &e.url);
+    let cli = Cli::parse_with_file(args).unwrap();
+    let running = order_saga::app::start(cli.config).await.unwrap();
+    let addr = running.addr;
+    let sim = Arc::new(
+        order_saga::devtools::simulator::Simulator::new(
+            order_saga::devtools::simulator::SimulateArgs {
+                reservation_failure_rate: 0.0,
+                payment_failure_rate: 0.0,
+                payment_silence_rate: 0.0,
+                inventory_delay: Duration::ZERO,
+                payment_delay: Duration::ZERO,
+                duplicate_rate: 0.0,
+                group_id: format!("bench-sim-{}", uuid::Uuid::new_v4().simple()),
+            },
+            e.codec.clone(),
+            e.topics.clone(),
+            &e.client,
+        )
+        .unwrap(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (s2, c2, st) = (sim.clone(), e.client.clone(), stop.clone());
+    tokio::spawn(async move { s2.run(&c2, st).await });
+    let client = reqwest::Client::new();
+    let body = r#"{"customer_id":"bench","tenant_region":"eu-west","currency":"EUR","items":[{"sku":"SKU-1","qty":2,"unit_price":"19.99"}]}"#;
+    let create = {
+        let client = client.clone();
+        move |key: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .post(format!("http://{addr}/orders"))
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", key)
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 201)
+            }
+        }
+    };
+    // Warm up: group joins, schema caches, connection pools.
+    for i in 0..50 {
+        create(format!("warm-{i}")).await;
+    }
+    wait_all_confirmed(&e.db, Duration::from_secs(60)).await;
+
+    println!("\n### End to end: create (HTTP) → CONFIRMED, simulator answering at once\n");
+    println!(
+        "| load | created/s | completed sagas/s | p50 ms | p99 ms | max ms | create→reserve published p50/p99 | reserve→reserved applied p50/p99 | applied→authorize published p50/p99 | authorize published→CONFIRMED p50/p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|---|---|---|");
+    for rate in [100u64, 300, 600] {
+        let since = Utc::now();
+        let started = Instant::now();
+        let total = rate * dur.as_secs();
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut handles = Vec::new();
+        for i in 0..total {
+            tick.tick().await;
+            handles.push(tokio::spawn(create(format!("r{rate}-{i}"))));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let created_secs = started.elapsed().as_secs_f64();
+        let done_secs = wait_all_confirmed(&e.db, Duration::from_secs(120)).await + 0.0;
+        let _ = done_secs;
+        report(&e.db, since, &format!("open loop {rate}/s"), total as f64 / created_secs, started).await;
+    }
+    for c in [16usize, 48] {
+        let since = Utc::now();
+        let started = Instant::now();
+        let create = create.clone();
+        let stats = load(c, dur, move |n| create(format!("c{c}-{n}"))).await;
+        wait_all_confirmed(&e.db, Duration::from_secs(180)).await;
+        report(&e.db, since, &format!("closed loop, {c} clients"), stats.rate(), started).await;
+    }
+    stop.cancel();
+    running.shutdown().await;
+    drop_db(&e.db, &e.url).await;
+}
+
+async fn wait_all_confirmed(db: &Db, timeout: Duration) -> f64 {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if count(db, "SELECT COUNT(*) FROM orders WHERE status <> 'CONFIRMED'").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+async fn report(db: &Db, since: DateTime<Utc>, label: &str, created_rate: f64, started: Instant) {
+    let t = timelines(db, since).await;
+    let total: Vec<f64> = t.iter().map(|x| ms(x.created_at, x.confirmed_at)).collect();
+    let last = t.iter().map(|x| x.confirmed_at).max();
+    let first = t.iter().map(|x| x.created_at).min();
+    let completed_rate = match (first, last) {
+        (Some(f), Some(l)) => t.len() as f64 / ((l - f).num_microseconds().unwrap_or(1) as f64 / 1e6),
+        _ => 0.0,
+    };
+    let _ = started;
+    let hop = |f: &dyn Fn(&Timeline) -> Option<f64>| {
+        let v: Vec<f64> = t.iter().filter_map(f).collect();
+        format!("{:.0} / {:.0}", pct(v.clone(), 0.5), pct(v, 0.99))
+    };
+    println!(
+        "| {label} | {created_rate:.0} | {completed_rate:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        pct(total.clone(), 0.5),
+        pct(total.clone(), 0.99),
+        pct(total, 1.0),
+        hop(&|x| x.reserve_published.map(|p| ms(x.created_at, p))),
+        hop(&|x| Some(ms(x.reserve_published?, x.reserved_applied?))),
+        hop(&|x| Some(ms(x.reserved_applied?, x.authorize_published?))),
+        hop(&|x| x.authorize_published.map(|p| ms(p, x.confirmed_at))),
+    );
+}
