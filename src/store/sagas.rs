@@ -695,7 +695,10 @@ fn quarantine_transition(slot: &Slot, b: &Inbound, reason: &str) -> TransitionRo
 
 const INSTANCE_COLUMNS: &str = "order_id, saga_name, definition_version, state, version, data, state_entered_at, quarantined_at, quarantine_reason";
 
-fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<(DateTime<Utc>, String)>), StoreError> {
+/// When and why a saga was quarantined.
+type Quarantine = (DateTime<Utc>, String);
+
+fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<Quarantine>), StoreError> {
     let data: String = r.try_get("data").ctx("decoding saga data")?;
     let data: InstanceData =
         serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("saga_instances.data: {e}")))?;
