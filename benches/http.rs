@@ -7,6 +7,9 @@
 //! runs it); the load generator shares the machine. The outbox relay is off:
 //! this measures the ingress transaction, not publishing.
 
+// A benchmark: failing loudly on setup problems is the right behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -14,6 +14,9 @@
 //!
 //! The MariaDB commit ceiling is measured in the same run.
 
+// A benchmark: failing loudly on setup problems is the right behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
