@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::*;
-use order_saga::config::{Cli, Topics};
+use order_saga::config::Topics;
 use order_saga::contracts::codec::Codec;
 use order_saga::contracts::{InventoryReserved, Message, MessageKind, TimestampMicros};
 use order_saga::domain::NewOrder;
@@ -217,36 +217,37 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
     (n as f64 / secs, per_tx)
 }
 
-fn daemon_args(e: &Env, db_url: &str) -> Vec<String> {
+/// The daemon's environment for this run (nothing inherited but PATH).
+fn daemon_env(e: &Env, port: u16) -> Vec<(String, String)> {
     [
-        "order-saga",
-        "--database-url",
-        db_url,
-        "--kafka-brokers",
-        &brokers(),
-        "--schema-registry-url",
-        &e.registry_url,
-        "--kafka-topic-prefix",
-        &e.prefix,
-        "--kafka-group-id",
-        &format!("bench-{}", uuid::Uuid::new_v4().simple()),
-        "--kafka-fetch-wait-max",
-        "10ms",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--database-max-connections",
-        "40",
-        "--outbox-poll-interval",
-        "50ms",
-        "--log",
-        "warn",
-        "--migrate-on-start",
-        "false",
-        "serve",
+        ("ORDER_SAGA_DATABASE_URL", e.url.clone()),
+        ("ORDER_SAGA_KAFKA_BROKERS", brokers()),
+        ("ORDER_SAGA_SCHEMA_REGISTRY_URL", e.registry_url.clone()),
+        ("ORDER_SAGA_KAFKA_TOPIC_PREFIX", e.prefix.clone()),
+        ("ORDER_SAGA_KAFKA_GROUP_ID", format!("bench-{}", uuid::Uuid::new_v4().simple())),
+        ("ORDER_SAGA_KAFKA_FETCH_WAIT_MAX", "10ms".into()),
+        ("ORDER_SAGA_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("ORDER_SAGA_DATABASE_MAX_CONNECTIONS", "40".into()),
+        ("ORDER_SAGA_OUTBOX_POLL_INTERVAL", "50ms".into()),
+        ("ORDER_SAGA_LOG", "warn".into()),
+        ("ORDER_SAGA_MIGRATE_ON_START", "false".into()),
     ]
     .into_iter()
-    .map(str::to_owned)
+    .map(|(k, v)| (k.to_owned(), v))
     .collect()
+}
+
+/// Runs the release binary as its own process, as in production.
+fn spawn(args: &[&str], env: &[(String, String)]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_order-saga"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().cloned())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn order-saga")
 }
 
 /// Per-order timestamps from the database.
@@ -287,39 +288,31 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 async fn end_to_end(dur: Duration) {
     let e = env("e2e").await;
-    let args = daemon_args(&e, &e.url);
-    let cli = Cli::parse_with_file(args).unwrap();
-    let running = order_saga::app::start(cli.config).await.unwrap();
-    let addr = running.addr;
-    let sim = Arc::new(
-        order_saga::devtools::simulator::Simulator::new(
-            order_saga::devtools::simulator::SimulateArgs {
-                reservation_failure_rate: 0.0,
-                payment_failure_rate: 0.0,
-                payment_silence_rate: 0.0,
-                inventory_delay: Duration::ZERO,
-                payment_delay: Duration::ZERO,
-                duplicate_rate: 0.0,
-                group_id: format!("bench-sim-{}", uuid::Uuid::new_v4().simple()),
-            },
-            e.codec.clone(),
-            e.topics.clone(),
-            &e.client,
-        )
-        .unwrap(),
-    );
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (s2, c2, st) = (sim.clone(), e.client.clone(), stop.clone());
-    tokio::spawn(async move { s2.run(&c2, st).await });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let denv = daemon_env(&e, port);
+    let mut daemon = spawn(&["serve"], &denv);
+    let mut sim_env = denv.clone();
+    sim_env.retain(|(k, _)| k != "ORDER_SAGA_KAFKA_GROUP_ID");
+    let mut simulator =
+        spawn(&["simulate", "--group-id", &format!("bench-sim-{}", uuid::Uuid::new_v4().simple())], &sim_env);
+    let probe = reqwest::Client::new();
+    for _ in 0..600 {
+        if probe.get(format!("http://{addr}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let client = reqwest::Client::new();
     let body = r#"{"customer_id":"bench","tenant_region":"eu-west","currency":"EUR","items":[{"sku":"SKU-1","qty":2,"unit_price":"19.99"}]}"#;
     let create = {
         let client = client.clone();
+        let url = format!("http://{addr}/orders");
         move |key: String| {
-            let client = client.clone();
+            let (client, url) = (client.clone(), url.clone());
             async move {
                 client
-                    .post(format!("http://{addr}/orders"))
+                    .post(url)
                     .header("content-type", "application/json")
                     .header("idempotency-key", key)
                     .body(body)
@@ -340,7 +333,15 @@ async fn end_to_end(dur: Duration) {
         "| load | created/s | completed sagas/s | p50 ms | p99 ms | max ms | create→reserve published p50/p99 | reserve→reserved applied p50/p99 | applied→authorize published p50/p99 | authorize published→CONFIRMED p50/p99 |"
     );
     println!("|---|---:|---:|---:|---:|---:|---|---|---|---|");
-    for rate in [100u64, 300, 600] {
+    let rates: Vec<u64> = std::env::var("BENCH_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 300, 600]);
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![16, 48]);
+    for rate in rates {
         let since = Utc::now();
         let started = Instant::now();
         let total = rate * dur.as_secs();
@@ -360,7 +361,7 @@ async fn end_to_end(dur: Duration) {
         let _ = done_secs;
         report(&e.db, since, &format!("open loop {rate}/s"), total as f64 / created_secs, started).await;
     }
-    for c in [16usize, 48] {
+    for c in clients {
         let since = Utc::now();
         let started = Instant::now();
         let create = create.clone();
@@ -368,8 +369,10 @@ async fn end_to_end(dur: Duration) {
         wait_all_confirmed(&e.db, Duration::from_secs(180)).await;
         report(&e.db, since, &format!("closed loop, {c} clients"), stats.rate(), started).await;
     }
-    stop.cancel();
-    running.shutdown().await;
+    let _ = simulator.kill();
+    let _ = daemon.kill();
+    let _ = simulator.wait();
+    let _ = daemon.wait();
     drop_db(&e.db, &e.url).await;
 }
 

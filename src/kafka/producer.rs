@@ -28,7 +28,7 @@ pub struct DeliveryError(pub String);
 impl Producer {
     pub fn new(settings: &ClientSettings, delivery_timeout: Duration) -> Result<Producer, super::KafkaError> {
         let mut c = settings.client_config();
-        c.set("linger.ms", "2");
+        c.set("linger.ms", "5");
         c.set("message.timeout.ms", ms(delivery_timeout));
         // Java-compatible partitioning: the same key lands in the same
         // partition whichever client produced it.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::rest::{RestOutcome, RestTransport};
@@ -56,7 +56,7 @@ pub struct RelaySettings {
     pub rest_fallback_after: Duration,
 }
 
-/// What one round did.
+/// What one settlement of delivery results did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoundReport {
     pub read: usize,
@@ -72,19 +72,36 @@ pub type ProducerFactory = Arc<dyn Fn() -> Result<Producer, crate::kafka::KafkaE
 /// producer is replaced. A fatal idempotence error replaces it at once.
 const WEDGED_ROUNDS: u32 = 3;
 
+/// How long acks wait to be marked published together.
+const SETTLE_DELAY: Duration = Duration::from_millis(3);
+
 pub struct Relay {
     pub db: Db,
     pub codec: Codec,
     pub producer: Producer,
     /// Makes a new producer when the current one is wedged (see `round`).
     new_producer: ProducerFactory,
-    /// Consecutive rounds in which no send succeeded.
+    /// Consecutive settlements in which no Kafka send succeeded.
     wedged_rounds: u32,
     pub rest: Option<RestTransport>,
     pub settings: RelaySettings,
     pub wakeup: Arc<Notify>,
     pub metrics: Metrics,
     kafka_down_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Kafka,
+    Rest,
+}
+
+/// The delivery result of one row.
+struct Ack {
+    id: u64,
+    created_at: chrono::DateTime<chrono::Utc>,
+    transport: Transport,
+    result: Result<(i32, i64), String>,
 }
 
 /// A row ready to send.
@@ -126,55 +143,116 @@ impl Relay {
         })
     }
 
-    /// Runs until `shutdown`; then finishes the current round, flushes the
-    /// producer and gives the leases back.
+    /// Runs until `shutdown`; then waits (briefly) for in-flight messages,
+    /// flushes the producer and gives the leases back.
+    ///
+    /// The loop is pipelined: it reads and enqueues new rows while earlier
+    /// ones wait for their acks, so broker round trips overlap instead of
+    /// adding up. Rows of one order still reach Kafka in id order: they are
+    /// enqueued in id order into an idempotent producer, and a row is never
+    /// enqueued twice while in flight.
     pub async fn run(mut self, shutdown: CancellationToken) {
         if let Err(e) = leases::ensure_shards(&self.db, self.settings.shards).await {
             tracing::warn!(error = %e, "cannot create outbox lease rows; retrying in the lease loop");
         }
         let (owned_tx, mut owned_rx) = watch::channel::<(Vec<u16>, u32)>((Vec::new(), self.settings.shards as u32));
         let lease_task = tokio::spawn(lease_loop(self.db.clone(), self.settings.clone(), owned_tx, shutdown.clone()));
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
+        let mut in_flight: HashMap<u64, chrono::DateTime<chrono::Utc>> = HashMap::new();
         let mut failures = 0u32;
+        let mut retry_at = Instant::now();
+        let max_in_flight = (self.settings.batch as usize) * 4;
+        let mut acks: Vec<Ack> = Vec::new();
+        // Acks are settled in small groups (one UPDATE per group, not per ack).
+        let mut settle_at: Option<Instant> = None;
+        let mut want_dispatch = true;
+        let mut next_poll = Instant::now() + self.settings.poll_interval;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
+            while let Ok(a) = ack_rx.try_recv() {
+                acks.push(a);
+            }
+            let now = Instant::now();
+            if !acks.is_empty() && settle_at.is_none() {
+                settle_at = Some(now + SETTLE_DELAY);
+            }
+            if settle_at.is_some_and(|t| t <= now) || acks.len() >= self.settings.batch as usize {
+                settle_at = None;
+                let batch = std::mem::take(&mut acks);
+                match self.settle(batch, &mut in_flight).await {
+                    Ok(r) if r.failed > 0 && r.published_kafka + r.published_rest == 0 => {
+                        failures += 1;
+                        retry_at = Instant::now() + backoff(failures);
+                    }
+                    Ok(_) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        retry_at = Instant::now() + backoff(failures);
+                        tracing::warn!(error = %e, "cannot record publish results; rows are republished later");
+                    }
+                }
+                // Room in the pipeline again.
+                want_dispatch = true;
+            }
+            if now >= next_poll {
+                want_dispatch = true;
+                next_poll = now + self.settings.poll_interval;
+            }
             let (mut owned, fair) = owned_rx.borrow_and_update().clone();
-            if owned.len() as u32 > fair {
-                // Between rounds: safe to hand surplus shards to another replica.
+            if owned.len() as u32 > fair && in_flight.is_empty() {
+                // Nothing in flight: safe to hand surplus shards to another replica.
                 let surplus = owned.split_off(fair as usize);
                 if let Err(e) = leases::release(&self.db, &self.settings.owner, &surplus).await {
                     tracing::warn!(error = %e, "cannot release surplus outbox shards");
                 }
             }
             self.metrics.outbox_shards_owned.set(owned.len() as i64);
-            let round = if owned.is_empty() { Ok(RoundReport::default()) } else { self.round(&owned).await };
-            let wait = match &round {
-                Ok(r) if r.read as u32 >= self.settings.batch => Duration::ZERO,
-                Ok(r) if r.failed > 0 => {
-                    failures += 1;
-                    backoff(failures)
-                }
-                Ok(_) => {
-                    failures = 0;
-                    self.settings.poll_interval
-                }
-                Err(e) => {
-                    failures += 1;
-                    self.metrics.outbox_publish_errors_total.inc();
-                    tracing::warn!(error = %e, failures, "outbox round failed; backing off");
-                    backoff(failures)
-                }
+            let can_dispatch = |in_flight: usize, retry_at: Instant| {
+                !owned.is_empty() && in_flight < max_in_flight && Instant::now() >= retry_at
             };
-            if wait.is_zero() {
+            if want_dispatch && can_dispatch(in_flight.len(), retry_at) {
+                want_dispatch = false;
+                match self.dispatch(&owned, &mut in_flight, &ack_tx).await {
+                    // A full read: there is probably more.
+                    Ok(n) => want_dispatch = n >= self.settings.batch as usize,
+                    Err(e) => {
+                        failures += 1;
+                        retry_at = Instant::now() + backoff(failures);
+                        self.metrics.outbox_publish_errors_total.inc();
+                        tracing::warn!(error = %e, failures, "outbox read or encode failed; backing off");
+                    }
+                }
+            }
+            if want_dispatch && can_dispatch(in_flight.len(), retry_at) {
                 continue;
+            }
+            let mut wake = next_poll;
+            if let Some(t) = settle_at {
+                wake = wake.min(t);
+            }
+            if failures > 0 {
+                wake = wake.max(retry_at);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wakeup.notified(), if failures == 0 => {}
-                _ = owned_rx.changed() => {}
-                _ = tokio::time::sleep(wait) => {}
+                a = ack_rx.recv() => acks.extend(a),
+                _ = self.wakeup.notified(), if failures == 0 => want_dispatch = true,
+                _ = owned_rx.changed() => want_dispatch = true,
+                _ = tokio::time::sleep_until(wake.into()) => {}
             }
+        }
+        // Let in-flight messages finish (briefly) so their rows are marked.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !in_flight.is_empty() && acks.len() < in_flight.len() {
+            match tokio::time::timeout_at(deadline, ack_rx.recv()).await {
+                Ok(Some(a)) => acks.push(a),
+                _ => break,
+            }
+        }
+        if let Err(e) = self.settle(acks, &mut in_flight).await {
+            tracing::warn!(error = %e, "cannot record the last publish results; those rows are republished later");
         }
         if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
             tracing::warn!(error = %e, "producer flush at shutdown incomplete; unacknowledged rows are republished later");
@@ -186,28 +264,38 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// One round over `shards`: read, encode, publish, mark.
-    pub async fn round(&mut self, shards: &[u16]) -> Result<RoundReport, RelayError> {
-        let rows = table::pending(&self.db.pool, shards, self.settings.batch).await?;
-        let mut report = RoundReport { read: rows.len(), ..Default::default() };
-        if rows.is_empty() {
-            return Ok(report);
+    /// Reads rows not yet in flight and sends them: commands over REST when
+    /// that transport is on, everything else into the producer (acks arrive on
+    /// `acks`). Returns how many rows it read.
+    async fn dispatch(
+        &mut self,
+        shards: &[u16],
+        in_flight: &mut HashMap<u64, chrono::DateTime<chrono::Utc>>,
+        acks: &mpsc::UnboundedSender<Ack>,
+    ) -> Result<usize, RelayError> {
+        let t0 = Instant::now();
+        let limit = self.settings.batch + in_flight.len() as u32;
+        let ids: Vec<u64> = table::pending_ids(&self.db.pool, shards, limit)
+            .await?
+            .into_iter()
+            .filter(|id| !in_flight.contains_key(id))
+            .take(self.settings.batch as usize)
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
         }
+        let rows = table::rows(&self.db.pool, &ids).await?;
         let mut prepared = Vec::with_capacity(rows.len());
-        let mut bad: Vec<(u64, String)> = Vec::new();
         for row in &rows {
             match self.prepare(row).await {
                 Ok(p) => prepared.push(p),
                 Err(PrepareError::Registry(e)) => return Err(RelayError::Registry(e)),
-                Err(PrepareError::Bad(e)) => bad.push((row.id, e)),
+                Err(PrepareError::Bad(e)) => {
+                    tracing::error!(outbox_id = row.id, error = %e, "outbox row cannot be encoded; it stays unpublished until fixed");
+                    table::mark_failed(&self.db.pool, &[row.id], &e).await?;
+                }
             }
         }
-        for (id, e) in &bad {
-            tracing::error!(outbox_id = id, error = %e, "outbox row cannot be encoded; it stays unpublished until fixed");
-            table::mark_failed(&self.db.pool, &[*id], e).await?;
-        }
-        report.failed += bad.len();
-
         let rest_now = match (self.settings.rest_mode, &self.rest) {
             (RestMode::Always, Some(_)) => true,
             (RestMode::Fallback, Some(_)) => {
@@ -219,30 +307,97 @@ impl Relay {
             .into_iter()
             .partition(|p| rest_now && p.kind.and_then(|k| self.rest.as_ref().and_then(|r| r.endpoint(k))).is_some());
 
-        // Kafka: enqueue everything in order, then await the acks.
-        let mut futures = Vec::with_capacity(via_kafka.len());
-        for p in &via_kafka {
-            futures.push(self.producer.enqueue(&p.topic, &p.key, &p.value, &p.headers).await);
-        }
-        let mut published = Vec::new();
-        let mut failed: HashMap<String, Vec<u64>> = HashMap::new();
-        let now = chrono::Utc::now();
-        for (p, f) in via_kafka.iter().zip(futures) {
-            let r = match f {
-                Ok(fut) => fut.await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(_) => {
-                    published.push(p.id);
-                    let lag = (now - p.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                    self.metrics.outbox_publish_lag_seconds.observe(lag);
+        for p in via_kafka {
+            in_flight.insert(p.id, p.created_at);
+            let sent = self.producer.enqueue(&p.topic, &p.key, &p.value, &p.headers).await;
+            let tx = acks.clone();
+            let (id, created_at) = (p.id, p.created_at);
+            match sent {
+                Ok(fut) => {
+                    tokio::spawn(async move {
+                        let _ = tx.send(Ack {
+                            id,
+                            created_at,
+                            transport: Transport::Kafka,
+                            result: fut.await.map_err(|e| e.0),
+                        });
+                    });
                 }
-                Err(e) => failed.entry(e.0).or_default().push(p.id),
+                Err(e) => {
+                    let _ = tx.send(Ack { id, created_at, transport: Transport::Kafka, result: Err(e.0) });
+                }
             }
         }
-        if !via_kafka.is_empty() {
-            if published.is_empty() {
+        // REST: one at a time, in order.
+        if let Some(rest) = &self.rest {
+            for p in &via_rest {
+                let Some(url) = p.kind.and_then(|k| rest.endpoint(k)) else { continue };
+                in_flight.insert(p.id, p.created_at);
+                let cmd = p.command_id.clone().unwrap_or_default();
+                let result = match rest.deliver(&url, &cmd, &p.json, &p.headers).await {
+                    RestOutcome::Delivered => Ok((0, 0)),
+                    RestOutcome::Transient(e) | RestOutcome::Rejected(e) => Err(e),
+                };
+                let _ = acks.send(Ack { id: p.id, created_at: p.created_at, transport: Transport::Rest, result });
+            }
+        }
+        tracing::debug!(
+            rows = rows.len(),
+            in_flight = in_flight.len(),
+            elapsed_us = t0.elapsed().as_micros() as u64,
+            "outbox dispatch"
+        );
+        Ok(rows.len())
+    }
+
+    /// Records delivery results: marks rows published or failed, keeps the
+    /// Kafka-down clock for the REST fallback, and replaces a wedged producer.
+    async fn settle(
+        &mut self,
+        acks: Vec<Ack>,
+        in_flight: &mut HashMap<u64, chrono::DateTime<chrono::Utc>>,
+    ) -> Result<RoundReport, RelayError> {
+        let mut report = RoundReport { read: acks.len(), ..Default::default() };
+        let mut published = Vec::new();
+        let mut failed: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut kafka_ok = 0;
+        let mut kafka_failed = 0;
+        let now = chrono::Utc::now();
+        for a in &acks {
+            in_flight.remove(&a.id);
+            match (&a.result, a.transport) {
+                (Ok(_), t) => {
+                    published.push(a.id);
+                    let lag = (now - a.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    self.metrics.outbox_publish_lag_seconds.observe(lag);
+                    match t {
+                        Transport::Kafka => {
+                            kafka_ok += 1;
+                            report.published_kafka += 1;
+                        }
+                        Transport::Rest => report.published_rest += 1,
+                    }
+                }
+                (Err(e), t) => {
+                    if t == Transport::Kafka {
+                        kafka_failed += 1;
+                    }
+                    failed.entry(e.clone()).or_default().push(a.id);
+                }
+            }
+        }
+        let t0 = Instant::now();
+        table::mark_published(&self.db.pool, &published).await?;
+        tracing::debug!(acks = published.len(), elapsed_us = t0.elapsed().as_micros() as u64, "outbox settle");
+        for (error, ids) in &failed {
+            report.failed += ids.len();
+            table::mark_failed(&self.db.pool, ids, error).await?;
+        }
+        if !failed.is_empty() {
+            tracing::warn!(failed = report.failed, errors = ?failed.keys().collect::<Vec<_>>(), "some outbox rows were not delivered; retrying");
+        }
+        if kafka_ok + kafka_failed > 0 {
+            if kafka_ok == 0 {
                 self.kafka_down_since.get_or_insert_with(Instant::now);
             } else {
                 self.kafka_down_since = None;
@@ -252,10 +407,9 @@ impl Relay {
             // broker lost in an outage. Messages are only marked published
             // after an ack, so starting over with a new producer (a new
             // producer id) loses nothing; it is done after WEDGED_ROUNDS
-            // rounds in which nothing at all got through.
-            let nothing_through = published.is_empty() && !failed.is_empty();
+            // settlements in which nothing at all got through.
             let fatal = failed.keys().any(|e| e.contains("Fatal"));
-            self.wedged_rounds = if nothing_through { self.wedged_rounds + 1 } else { 0 };
+            self.wedged_rounds = if kafka_ok == 0 { self.wedged_rounds + 1 } else { 0 };
             if fatal || self.wedged_rounds >= WEDGED_ROUNDS {
                 match (self.new_producer)() {
                     Ok(p) => {
@@ -267,40 +421,16 @@ impl Relay {
                 }
             }
         }
-        report.published_kafka = published.len();
-
-        // REST: one at a time, in order.
-        let mut rest_published = Vec::new();
-        if let Some(rest) = &self.rest {
-            for p in &via_rest {
-                let Some(url) = p.kind.and_then(|k| rest.endpoint(k)) else {
-                    continue;
-                };
-                let cmd = p.command_id.clone().unwrap_or_default();
-                match rest.deliver(&url, &cmd, &p.json, &p.headers).await {
-                    RestOutcome::Delivered => rest_published.push(p.id),
-                    RestOutcome::Transient(e) | RestOutcome::Rejected(e) => failed.entry(e).or_default().push(p.id),
-                }
-            }
-        }
-        report.published_rest = rest_published.len();
-
-        table::mark_published(&self.db.pool, &published).await?;
-        table::mark_published(&self.db.pool, &rest_published).await?;
-        for (error, ids) in &failed {
-            report.failed += ids.len();
-            table::mark_failed(&self.db.pool, ids, error).await?;
-        }
-        if !failed.is_empty() {
-            tracing::warn!(failed = report.failed, errors = ?failed.keys().collect::<Vec<_>>(), "some outbox rows were not delivered; retrying");
-        }
         let m = &self.metrics;
         m.outbox_published_total
             .get_or_create(&TransportLabel { transport: "kafka".into() })
-            .inc_by(published.len() as u64);
+            .inc_by(report.published_kafka as u64);
         m.outbox_published_total
             .get_or_create(&TransportLabel { transport: "rest".into() })
-            .inc_by(rest_published.len() as u64);
+            .inc_by(report.published_rest as u64);
+        if report.failed > 0 {
+            m.outbox_publish_errors_total.inc();
+        }
         Ok(report)
     }
 

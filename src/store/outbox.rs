@@ -137,22 +137,38 @@ pub struct PendingRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// The oldest unpublished rows of `shards`, in id order. No locks: only the
-/// lease holder of a shard reads it (see `outbox::relay`).
-pub async fn pending(pool: &sqlx::MySqlPool, shards: &[u16], limit: u32) -> Result<Vec<PendingRow>, StoreError> {
+/// Ids of the oldest unpublished rows of `shards`, in id order. An
+/// index-only scan of `ix_outbox_pending`. No locks: only the lease holder of
+/// a shard reads it (see `outbox`).
+pub async fn pending_ids(pool: &sqlx::MySqlPool, shards: &[u16], limit: u32) -> Result<Vec<u64>, StoreError> {
     if shards.is_empty() {
         return Ok(Vec::new());
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, created_at FROM outbox \
-         WHERE published_at IS NULL AND shard IN (",
-    );
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("SELECT id FROM outbox WHERE published_at IS NULL AND shard IN (");
     let mut sep = qb.separated(", ");
     for s in shards {
         sep.push_bind(*s);
     }
     qb.push(") ORDER BY id LIMIT ").push_bind(limit);
-    let rows = qb.build().fetch_all(pool).await.ctx("reading pending outbox rows")?;
+    let rows = qb.build().fetch_all(pool).await.ctx("reading pending outbox ids")?;
+    rows.iter().map(|r| r.try_get::<u64, _>("id").ctx("decoding outbox.id")).collect()
+}
+
+/// The rows with these ids, in id order.
+pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, created_at FROM outbox WHERE id IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(") ORDER BY id");
+    let rows = qb.build().fetch_all(pool).await.ctx("reading outbox rows")?;
     rows.iter()
         .map(|r| {
             Ok(PendingRow {
