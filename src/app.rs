@@ -309,6 +309,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             token,
             bulk_rate: cfg.ops_bulk_rate,
             sweep_batch: cfg.sweep_batch,
+            jobs: crate::ops::Jobs::default(),
         }),
         max_body_bytes: cfg.http_max_body_bytes,
         request_timeout: cfg.http_request_timeout,

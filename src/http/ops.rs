@@ -2,29 +2,48 @@
 //! every request needs `Authorization: Bearer <token>`.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{JsonBody, query_params};
+use crate::ops::{Action, BulkRequest, Jobs, Ops, OpsError, Request};
+use crate::store::inspect::{self, SagaFilter, SagaKeyset};
 
 /// Ops settings; `None` in `AppState` disables the endpoints.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpsConfig {
     pub token: String,
     pub bulk_rate: u32,
     pub sweep_batch: u32,
+    pub jobs: Jobs,
+}
+
+impl std::fmt::Debug for OpsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsConfig").field("bulk_rate", &self.bulk_rate).finish_non_exhaustive()
+    }
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/ops/timeouts/sweep", post(sweep))
+    Router::new()
+        .route("/ops/sagas", get(list))
+        .route("/ops/sagas/{order_id}", get(show))
+        .route("/ops/sagas/{order_id}/actions", post(act))
+        .route("/ops/drain", get(drain))
+        .route("/ops/bulk", post(bulk))
+        .route("/ops/jobs/{job_id}", get(job))
+        .route("/ops/audit", get(audit))
+        .route("/ops/timeouts/sweep", post(sweep))
 }
 
 /// Checks the bearer token in constant time. Ops disabled → 404 (the endpoint
 /// does not exist), bad or missing token → 401.
-pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<OpsConfig, ApiError> {
+pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConfig, Ops), ApiError> {
     let Some(cfg) = &state.ops else {
         return Err(ApiError::not_found("ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN to enable them)"));
     };
@@ -42,16 +61,281 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<OpsConfig, Api
     if diff != 0 {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid ops bearer token is required"));
     }
-    Ok(cfg.clone())
+    let Some(sagas) = state.sagas.clone() else {
+        return Err(ApiError::not_found("sagas are not enabled"));
+    };
+    let ops = Ops {
+        db: state.db.clone(),
+        sagas,
+        metrics: Some(state.metrics.clone()),
+        relay_wakeup: Some(state.relay_wakeup.clone()),
+        jobs: cfg.jobs.clone(),
+    };
+    Ok((cfg.clone(), ops))
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> ApiError {
+        match e {
+            OpsError::NotFound(id) => {
+                ApiError::new(StatusCode::NOT_FOUND, "saga_not_found", format!("order {id} has no saga"))
+            }
+            OpsError::StaleVersion { expected, actual } => ApiError::new(
+                StatusCode::CONFLICT,
+                "stale_version",
+                format!("the saga is at version {actual}, not {expected}; look at it again"),
+            )
+            .with_details(json!({"expected_version": expected, "current_version": actual})),
+            OpsError::NotAllowed(m) => ApiError::new(StatusCode::CONFLICT, "not_allowed", m),
+            OpsError::BadRequest(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m),
+            OpsError::Store(s) => ApiError::from(s),
+        }
+    }
+}
+
+fn bad(param: &str, msg: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter", msg).with_details(json!({"parameter": param}))
+}
+
+fn parse_bool(k: &str, v: &str) -> Result<bool, ApiError> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad(k, format!("{k} must be true or false"))),
+    }
+}
+
+/// Builds a filter from (key, value) pairs; shared by the list query and the bulk body.
+pub fn filter_from(pairs: &[(String, String)]) -> Result<SagaFilter, ApiError> {
+    let mut f = SagaFilter::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "state" => f.state = Some(v.clone()),
+            "older_than" => {
+                f.older_than =
+                    Some(humantime::parse_duration(v).map_err(|e| bad(k, format!("older_than: {e} (e.g. 15m)")))?)
+            }
+            "tenant_region" => f.tenant_region = Some(v.clone()),
+            "definition_version" => {
+                f.definition_version =
+                    Some(v.parse().map_err(|_| bad(k, "definition_version must be a number".into()))?)
+            }
+            "quarantined" => f.quarantined = Some(parse_bool(k, v)?),
+            "stuck" => f.stuck = parse_bool(k, v)?,
+            "terminal" => f.include_terminal = parse_bool(k, v)?,
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+const FILTER_KEYS: [&str; 7] =
+    ["state", "older_than", "tenant_region", "definition_version", "quarantined", "stuck", "terminal"];
+
+async fn list(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let (_, ops) = authorize(&state, &headers)?;
+    let mut allowed: Vec<&str> = FILTER_KEYS.to_vec();
+    allowed.extend(["limit", "cursor"]);
+    let params = query_params(q.as_deref(), &allowed)?;
+    let f = filter_from(&params)?;
+    let mut limit = 50;
+    let mut after = None;
+    for (k, v) in &params {
+        match k.as_str() {
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=500).contains(l))
+                    .ok_or_else(|| bad(k, "limit must be 1 to 500".into()))?
+            }
+            "cursor" => after = Some(decode_cursor(v)?),
+            _ => {}
+        }
+    }
+    let (sagas, next) = inspect::list(&ops.db, &ops.sagas.catalog, &f, after, limit).await?;
+    Ok(axum::Json(json!({ "sagas": sagas, "next_cursor": next.map(encode_cursor) })).into_response())
+}
+
+fn encode_cursor(k: SagaKeyset) -> String {
+    format!("{}.{}", k.state_entered_at.timestamp_micros(), k.order_id)
+}
+
+fn decode_cursor(s: &str) -> Result<SagaKeyset, ApiError> {
+    let bad_cursor = || bad("cursor", "cursor is not one this server issued".into());
+    let (t, id) = s.split_once('.').ok_or_else(bad_cursor)?;
+    Ok(SagaKeyset {
+        state_entered_at: t
+            .parse::<i64>()
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .ok_or_else(bad_cursor)?,
+        order_id: id.parse().map_err(|_| bad_cursor())?,
+    })
+}
+
+fn order_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "saga_not_found", format!("{raw:?} is not an order id")))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, ops) = authorize(&state, &headers)?;
+    Ok(axum::Json(ops.show(order_id(&raw)?).await?).into_response())
+}
+
+/// Splits the common fields (actor, reason, dry_run, …) from the action.
+fn take_str(obj: &mut serde_json::Map<String, Value>, key: &str) -> Result<String, ApiError> {
+    match obj.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(bad(key, format!("{key} must be a string"))),
+        None => Err(bad(key, format!("{key} is required"))),
+    }
+}
+
+fn take_bool(obj: &mut serde_json::Map<String, Value>, key: &str) -> Result<bool, ApiError> {
+    match obj.remove(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(bad(key, format!("{key} must be true or false"))),
+    }
+}
+
+fn parse_action(v: Value) -> Result<Action, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_action", format!("{e}")).with_details(json!({
+            "actions": ["retry_step", "fire_timer {timer}", "reschedule_timer {timer, at|after}", "cancel_timer {timer}", "cancel", "force {event}", "release", "skip_poison"]
+        }))
+    })
+}
+
+async fn act(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    let (_, ops) = authorize(&state, &headers)?;
+    let JsonBody(body) = body?;
+    let Value::Object(mut obj) = body else {
+        return Err(bad("body", "expected a JSON object".into()));
+    };
+    let expected_version = match obj.remove("expected_version") {
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad("expected_version", "expected_version must be a number".into()))?,
+        None => {
+            return Err(bad("expected_version", "expected_version is required: the saga version you looked at".into()));
+        }
+    };
+    let actor = take_str(&mut obj, "actor")?;
+    let reason = take_str(&mut obj, "reason")?;
+    let dry_run = take_bool(&mut obj, "dry_run")?;
+    let action = parse_action(Value::Object(obj))?;
+    let req = Request { order_id: order_id(&raw)?, action, expected_version, actor, reason, dry_run, job_id: None };
+    Ok(axum::Json(ops.act(&req).await?).into_response())
+}
+
+async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (_, ops) = authorize(&state, &headers)?;
+    Ok(axum::Json(inspect::drain(&ops.db, &ops.sagas.catalog).await?).into_response())
+}
+
+async fn bulk(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    let (cfg, ops) = authorize(&state, &headers)?;
+    let JsonBody(body) = body?;
+    let Value::Object(mut obj) = body else {
+        return Err(bad("body", "expected a JSON object".into()));
+    };
+    let filter = match obj.remove("filter") {
+        Some(Value::Object(f)) => {
+            let mut pairs = Vec::new();
+            for (k, v) in f {
+                if !FILTER_KEYS.contains(&k.as_str()) {
+                    return Err(bad("filter", format!("unknown filter {k:?}; allowed: {}", FILTER_KEYS.join(", "))));
+                }
+                let s = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                pairs.push((k, s));
+            }
+            filter_from(&pairs)?
+        }
+        None => return Err(bad("filter", "filter is required (an empty object selects every in-flight saga)".into())),
+        Some(_) => return Err(bad("filter", "filter must be an object".into())),
+    };
+    let action = match obj.remove("action") {
+        Some(a) => parse_action(a)?,
+        None => return Err(bad("action", "action is required, e.g. {\"action\": \"retry_step\"}".into())),
+    };
+    let limit = match obj.remove("limit") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| bad("limit", "limit must be a positive number".into()))?,
+        ),
+    };
+    let req = BulkRequest {
+        filter,
+        action,
+        actor: take_str(&mut obj, "actor")?,
+        reason: take_str(&mut obj, "reason")?,
+        dry_run: take_bool(&mut obj, "dry_run")?,
+        limit,
+        rate_per_second: cfg.bulk_rate,
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(bad(k, format!("unknown field {k:?}")));
+    }
+    let out = ops.bulk(&req).await?;
+    let status = if req.dry_run { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, axum::Json(out)).into_response())
+}
+
+async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (_, ops) = authorize(&state, &headers)?;
+    let status = ops.jobs.get(&id).ok_or_else(|| ApiError::not_found(format!("no job {id} on this replica")))?;
+    Ok(axum::Json(status).into_response())
+}
+
+async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let (_, ops) = authorize(&state, &headers)?;
+    let params = query_params(q.as_deref(), &["order_id", "limit"])?;
+    let mut order = None;
+    let mut limit = 100;
+    for (k, v) in &params {
+        match k.as_str() {
+            "order_id" => order = Some(order_id(v)?),
+            _ => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| bad(k, "limit must be 1 to 1000".into()))?
+            }
+        }
+    }
+    Ok(axum::Json(json!({ "audit": inspect::audit(&ops.db, order, limit).await? })).into_response())
 }
 
 /// `POST /ops/timeouts/sweep` — fire every due timer now (for external schedulers).
 async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let cfg = authorize(&state, &headers)?;
-    let Some(sagas) = &state.sagas else {
-        return Err(ApiError::not_found("sagas are not enabled"));
-    };
-    let report = crate::timers::sweep(&state.db, sagas, cfg.sweep_batch, Some(&state.metrics)).await?;
+    let (cfg, ops) = authorize(&state, &headers)?;
+    let report = crate::timers::sweep(&ops.db, &ops.sagas, cfg.sweep_batch, Some(&state.metrics)).await?;
     if report.fired > 0 {
         state.relay_wakeup.notify_one();
     }

@@ -1,13 +1,313 @@
-//! `order-saga ops …`
+//! `order-saga ops …`: the ops surface from a shell. Talks to the database
+//! directly (it works while the daemon is down); prints JSON.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{Action, BulkRequest, Ops, OpsError, Request};
 use crate::config::Config;
+use crate::store::inspect::{self, SagaFilter, SagaKeyset};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
 
 /// Operator commands.
-#[derive(Debug, Clone, clap::Args)]
-pub struct OpsArgs {}
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
+    #[command(subcommand)]
+    pub command: OpsCommand,
+}
 
-pub async fn run(_cfg: &Config, _args: OpsArgs) -> anyhow::Result<ExitCode> {
-    Ok(ExitCode::SUCCESS)
+/// Which sagas (list and bulk).
+#[derive(Debug, Clone, Args, Default)]
+pub struct FilterArgs {
+    /// Only this state.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At least this long in the current state, e.g. 15m.
+    #[arg(long, value_parser = duration)]
+    pub older_than: Option<Duration>,
+    /// Only this tenant region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only sagas started on this definition version.
+    #[arg(long)]
+    pub definition_version: Option<u32>,
+    /// Only quarantined sagas.
+    #[arg(long)]
+    pub quarantined: bool,
+    /// Only sagas that overstay their state's max_dwell.
+    #[arg(long)]
+    pub stuck: bool,
+    /// Include sagas in terminal states.
+    #[arg(long)]
+    pub terminal: bool,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> SagaFilter {
+        SagaFilter {
+            state: self.state.clone(),
+            older_than: self.older_than,
+            tenant_region: self.region.clone(),
+            definition_version: self.definition_version,
+            quarantined: self.quarantined.then_some(true),
+            stuck: self.stuck,
+            include_terminal: self.terminal,
+        }
+    }
+}
+
+/// Who acts and why (every action).
+#[derive(Debug, Clone, Args)]
+pub struct ActorArgs {
+    /// Who acts, e.g. ops:alice.
+    #[arg(long)]
+    pub actor: String,
+    /// Why (kept in the audit trail).
+    #[arg(long)]
+    pub reason: String,
+    /// Show what would happen without doing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// One saga, at the version the operator looked at.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The order id.
+    pub order_id: i64,
+    /// The saga version you looked at (`ops show` prints it); refused if it moved on.
+    #[arg(long)]
+    pub expected_version: u32,
+    #[command(flatten)]
+    pub who: ActorArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum OpsCommand {
+    /// List sagas, oldest in their state first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Everything about one saga.
+    Show { order_id: i64 },
+    /// In-flight sagas per definition version and state.
+    Drain,
+    /// The audit trail of ops actions.
+    Audit {
+        #[arg(long)]
+        order_id: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Re-send the current step's command with the same command id.
+    RetryStep(Target),
+    /// Fire a pending timer now.
+    FireTimer {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        timer: String,
+    },
+    /// Move a pending timer.
+    RescheduleTimer {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        timer: String,
+        /// New due time (RFC 3339).
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        /// New due time from now, e.g. 30m.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Disarm a pending timer.
+    CancelTimer {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        timer: String,
+    },
+    /// Cancel the order and compensate.
+    Cancel(Target),
+    /// Deliver a manual event of the definition (e.g. reservation.retry.requested).
+    Force {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        event: String,
+    },
+    /// Lift the quarantine and replay the parked events in order.
+    Release(Target),
+    /// Skip the poison event(s), then release.
+    SkipPoison(Target),
+    /// Apply one action to every saga a filter selects (rate limited).
+    Bulk {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// retry_step, cancel, release, skip_poison, fire_timer, cancel_timer or force.
+        #[arg(long)]
+        action: String,
+        /// For timer actions.
+        #[arg(long)]
+        timer: Option<String>,
+        /// For force.
+        #[arg(long)]
+        event: Option<String>,
+        /// Act on at most this many sagas.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[command(flatten)]
+        who: ActorArgs,
+    },
+}
+
+fn print(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn run(cfg: &Config, args: OpsArgs) -> anyhow::Result<ExitCode> {
+    cfg.validate(false)?;
+    let catalog = crate::app::load_catalog(cfg)?;
+    let db = crate::app::connect(cfg).await?;
+    let ops = Ops::new(
+        db.clone(),
+        crate::store::sagas::SagaStore::new(catalog.clone(), crate::app::outbox_writer(cfg)?),
+        None,
+        None,
+    );
+    let act = |t: Target, action: Action| Request {
+        order_id: t.order_id,
+        action,
+        expected_version: t.expected_version,
+        actor: t.who.actor,
+        reason: t.who.reason,
+        dry_run: t.who.dry_run,
+        job_id: None,
+    };
+    let req = match args.command {
+        OpsCommand::List { filter, limit, cursor } => {
+            let after = match cursor.as_deref().map(|c| c.split_once('.')) {
+                None => None,
+                Some(Some((t, id))) => Some(SagaKeyset {
+                    state_entered_at: t
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(chrono::DateTime::from_timestamp_micros)
+                        .ok_or_else(|| anyhow::anyhow!("bad cursor"))?,
+                    order_id: id.parse()?,
+                }),
+                Some(None) => anyhow::bail!("bad cursor"),
+            };
+            let (sagas, next) = inspect::list(&db, &catalog, &filter.filter(), after, limit.clamp(1, 500)).await?;
+            print(&json!({
+                "sagas": sagas,
+                "next_cursor": next.map(|k| format!("{}.{}", k.state_entered_at.timestamp_micros(), k.order_id)),
+            }));
+            return Ok(ExitCode::SUCCESS);
+        }
+        OpsCommand::Show { order_id } => {
+            return report(ops.show(order_id).await);
+        }
+        OpsCommand::Drain => {
+            print(&inspect::drain(&db, &catalog).await?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        OpsCommand::Audit { order_id, limit } => {
+            print(&json!({"audit": inspect::audit(&db, order_id, limit).await?}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        OpsCommand::Bulk { filter, action, timer, event, limit, who } => {
+            let action: Action = serde_json::from_value(
+                json!({"action": action, "timer": timer, "event": event})
+                    .as_object()
+                    .map(|o| {
+                        serde_json::Value::Object(
+                            o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        )
+                    })
+                    .unwrap_or_default(),
+            )?;
+            let b = BulkRequest {
+                filter: filter.filter(),
+                action,
+                actor: who.actor,
+                reason: who.reason,
+                dry_run: true,
+                limit: Some(limit),
+                rate_per_second: cfg.ops_bulk_rate,
+            };
+            let preview = ops.bulk(&b).await?;
+            print(&preview);
+            if who.dry_run {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let selected = inspect::select_for_bulk(&db, &catalog, &b.filter, limit).await?;
+            let job = uuid::Uuid::new_v4().to_string();
+            let total = selected.len();
+            let (mut ok, mut failed) = (0, 0);
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(cfg.ops_bulk_rate.max(1))));
+            for (i, (order_id, version)) in selected.into_iter().enumerate() {
+                tick.tick().await;
+                let req = Request {
+                    order_id,
+                    action: b.action.clone(),
+                    expected_version: version,
+                    actor: b.actor.clone(),
+                    reason: b.reason.clone(),
+                    dry_run: false,
+                    job_id: Some(job.clone()),
+                };
+                match ops.act(&req).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("order {order_id}: {e}");
+                    }
+                }
+                if (i + 1) % 50 == 0 || i + 1 == total {
+                    eprintln!("progress: {}/{total} ({ok} applied, {failed} refused)", i + 1);
+                }
+            }
+            print(&json!({"job_id": job, "total": total, "applied": ok, "refused": failed}));
+            return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) });
+        }
+        OpsCommand::RetryStep(t) => act(t, Action::RetryStep),
+        OpsCommand::FireTimer { target, timer } => act(target, Action::FireTimer { timer }),
+        OpsCommand::RescheduleTimer { target, timer, at, after } => {
+            act(target, Action::RescheduleTimer { timer, at, after })
+        }
+        OpsCommand::CancelTimer { target, timer } => act(target, Action::CancelTimer { timer }),
+        OpsCommand::Cancel(t) => act(t, Action::Cancel),
+        OpsCommand::Force { target, event } => act(target, Action::Force { event }),
+        OpsCommand::Release(t) => act(t, Action::Release),
+        OpsCommand::SkipPoison(t) => act(t, Action::SkipPoison),
+    };
+    report(ops.act(&req).await)
+}
+
+fn report<T: serde::Serialize>(r: Result<T, OpsError>) -> anyhow::Result<ExitCode> {
+    match r {
+        Ok(v) => {
+            print(&v);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(OpsError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            eprintln!("refused: {e}");
+            Ok(ExitCode::from(3))
+        }
+    }
 }

@@ -1,17 +1,657 @@
 //! Operator tooling: inspect stuck sagas and act on them safely.
+//!
+//! The HTTP endpoints under `/ops` and the `order-saga ops` commands are two
+//! faces of this module. Every action
+//!
+//! * is validated against the saga's definition (an event the current state
+//!   does not accept is refused, not forced);
+//! * is guarded by the saga's version (`expected_version`): an operator acts
+//!   on the state they looked at, or not at all;
+//! * can be a dry run: the action runs in a transaction that is rolled back,
+//!   and the report shows exactly what it would have written;
+//! * is recorded in `ops_audit` with actor and reason;
+//! * goes through the same transition function and shell as a normal event,
+//!   so it emits the same domain events and commands.
 
 pub mod cli;
 
-use crate::store::sagas::SagaStore;
-use crate::store::{Db, StoreError};
-use crate::telemetry::metrics::Metrics;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Refreshes the gauges that come from the database (saga counts, ages,
-/// backlog). Called periodically by the scheduler.
-pub async fn refresh_gauges(db: &Db, _sagas: &SagaStore, m: &Metrics) -> Result<(), StoreError> {
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::domain::OrderStatus;
+use crate::saga::{Event, EventBody};
+use crate::store::inspect::{self, SagaFilter};
+use crate::store::sagas::{self as shell, Inbound, InboundOutcome, LockMode, SOURCE_REPLAY, SagaStore};
+use crate::store::{Ctx, Db, StoreError, Tx, orders};
+use crate::telemetry::metrics::{ActionLabel, Metrics, StateLabel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("order {0} has no saga")]
+    NotFound(i64),
+    #[error("the saga is at version {actual}, not {expected}: look at it again")]
+    StaleVersion { expected: u32, actual: u32 },
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an operator can do to one saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Re-send the current step's command with the same command id.
+    RetryStep,
+    /// Fire a pending timer now.
+    FireTimer { timer: String },
+    /// Move a pending timer (`at` an RFC 3339 time, or `after` a duration from now).
+    RescheduleTimer {
+        timer: String,
+        #[serde(default)]
+        at: Option<DateTime<Utc>>,
+        #[serde(default)]
+        after: Option<String>,
+    },
+    /// Disarm a pending timer.
+    CancelTimer { timer: String },
+    /// Cancel the order, compensating what the saga did (the definition's
+    /// manual event for CANCELLED).
+    Cancel,
+    /// Deliver a manual event the definition declares and the current state accepts.
+    Force { event: String },
+    /// Lift the quarantine and replay the parked events in order.
+    Release,
+    /// Skip the poison event(s), then release.
+    SkipPoison,
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::RetryStep => "retry_step",
+            Action::FireTimer { .. } => "fire_timer",
+            Action::RescheduleTimer { .. } => "reschedule_timer",
+            Action::CancelTimer { .. } => "cancel_timer",
+            Action::Cancel => "cancel",
+            Action::Force { .. } => "force",
+            Action::Release => "release",
+            Action::SkipPoison => "skip_poison",
+        }
+    }
+}
+
+/// Who acts, why, on what they saw.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub order_id: i64,
+    pub action: Action,
+    pub expected_version: u32,
+    pub actor: String,
+    pub reason: String,
+    pub dry_run: bool,
+    pub job_id: Option<String>,
+}
+
+/// What an action did (or, for a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub order_id: i64,
+    pub action: &'static str,
+    pub dry_run: bool,
+    pub state_before: String,
+    pub state_after: String,
+    pub version_before: u32,
+    pub version_after: u32,
+    pub order_status_before: Option<OrderStatus>,
+    pub order_status_after: Option<OrderStatus>,
+    /// Messages written to the outbox: type, event id and the command id when there is one.
+    pub messages: Vec<Value>,
+    pub timers_after: Vec<crate::store::timers::TimerView>,
+    pub quarantined_after: Option<String>,
+    /// Outcome of each replayed parked event (release).
+    pub replayed: Vec<String>,
+}
+
+fn validate_actor(actor: &str, reason: &str) -> Result<(), OpsError> {
+    if actor.trim().is_empty() || actor.len() > 128 {
+        return Err(OpsError::BadRequest("actor is required (1-128 characters), e.g. ops:alice".into()));
+    }
+    if reason.trim().is_empty() || reason.len() > 1000 {
+        return Err(OpsError::BadRequest("reason is required (1-1000 characters): say why".into()));
+    }
+    Ok(())
+}
+
+/// The ops surface over one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Ops {
+    pub db: Db,
+    pub sagas: SagaStore,
+    pub metrics: Option<Metrics>,
+    pub relay_wakeup: Option<Arc<Notify>>,
+    pub jobs: Jobs,
+}
+
+impl Ops {
+    pub fn new(db: Db, sagas: SagaStore, metrics: Option<Metrics>, relay_wakeup: Option<Arc<Notify>>) -> Ops {
+        Ops { db, sagas, metrics, relay_wakeup, jobs: Jobs::default() }
+    }
+
+    /// Everything about one saga.
+    pub async fn show(&self, order_id: i64) -> Result<Value, OpsError> {
+        let catalog = &self.sagas.catalog;
+        let saga = inspect::summary_of(&self.db, catalog, order_id).await?.ok_or(OpsError::NotFound(order_id))?;
+        let order = orders::get(&self.db, order_id as u64).await?;
+        let def = catalog.get(saga.definition_version);
+        let state = def.and_then(|d| d.state(&saga.state));
+        let accepts: Vec<&String> = state.map(|s| s.on.keys().collect()).unwrap_or_default();
+        let manual: Vec<&String> = def
+            .map(|d| d.manual_events.keys().filter(|m| state.is_some_and(|s| s.on.contains_key(*m))).collect())
+            .unwrap_or_default();
+        Ok(json!({
+            "saga": saga,
+            "definition": {
+                "loaded": def.is_some(),
+                "current_step": state.and_then(|s| s.step.clone()),
+                "accepts": accepts,
+                "manual_events_allowed_now": manual,
+            },
+            "order": order,
+            "order_history": orders::history(&self.db, order_id as u64).await?,
+            "transitions": inspect::transitions(&self.db, order_id).await?,
+            "timers": crate::store::timers::for_order(&self.db.pool, order_id).await?,
+            "outbox_unpublished": inspect::unpublished(&self.db, order_id).await?,
+            "inbox": inspect::inbox(&self.db, order_id).await?,
+            "parked": inspect::parked(&self.db, order_id, false).await?,
+        }))
+    }
+
+    /// Runs one action (or its dry run).
+    pub async fn act(&self, req: &Request) -> Result<Report, OpsError> {
+        validate_actor(&req.actor, &req.reason)?;
+        let result = crate::store::retry(|| async {
+            let mut tx = self.db.begin().await?;
+            let r = self.act_in_tx(&mut tx, req).await;
+            match r {
+                Ok(Ok(report)) => {
+                    if req.dry_run {
+                        tx.rollback().await.ctx("rolling back the dry run")?;
+                    } else {
+                        shell::audit(
+                            &mut tx,
+                            Some(req.order_id),
+                            req.action.name(),
+                            &serde_json::to_value(&req.action).unwrap_or(Value::Null),
+                            &req.actor,
+                            &req.reason,
+                            Some(report.version_before),
+                            Some(report.version_after),
+                            "applied",
+                            Some(&serde_json::to_string(&report.messages).unwrap_or_default()),
+                            req.job_id.as_deref(),
+                        )
+                        .await?;
+                        tx.commit().await.ctx("committing the ops action")?;
+                    }
+                    Ok(Ok(report))
+                }
+                Ok(Err(e)) => {
+                    tx.rollback().await.ctx("rolling back")?;
+                    Ok(Err(e))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        let outcome = if result.is_ok() { "applied" } else { "refused" };
+        if let Some(m) = &self.metrics
+            && !req.dry_run
+        {
+            m.ops_actions_total
+                .get_or_create(&ActionLabel { action: req.action.name().into(), result: outcome.into() })
+                .inc();
+        }
+        match &result {
+            Ok(report) if !req.dry_run => {
+                tracing::info!(
+                    order_id = req.order_id,
+                    action = req.action.name(),
+                    actor = %req.actor,
+                    reason = %req.reason,
+                    state = %report.state_after,
+                    "ops action applied"
+                );
+                if let Some(w) = &self.relay_wakeup {
+                    w.notify_one();
+                }
+            }
+            Err(e) if !req.dry_run => {
+                // Refusals are audited too: who tried what, and why it was refused.
+                let mut tx = self.db.begin().await?;
+                shell::audit(
+                    &mut tx,
+                    Some(req.order_id),
+                    req.action.name(),
+                    &serde_json::to_value(&req.action).unwrap_or(Value::Null),
+                    &req.actor,
+                    &req.reason,
+                    Some(req.expected_version),
+                    None,
+                    "refused",
+                    Some(&e.to_string()),
+                    req.job_id.as_deref(),
+                )
+                .await?;
+                tx.commit().await.ctx("committing the audit row")?;
+            }
+            _ => {}
+        }
+        result
+    }
+
+    async fn act_in_tx(&self, tx: &mut Tx, req: &Request) -> Result<Result<Report, OpsError>, StoreError> {
+        let order_id = req.order_id;
+        let Some((inst, quarantined)) = shell::lock_one(tx, order_id).await? else {
+            return Ok(Err(OpsError::NotFound(order_id)));
+        };
+        if inst.version != req.expected_version {
+            return Ok(Err(OpsError::StaleVersion { expected: req.expected_version, actual: inst.version }));
+        }
+        let Some(def) = self.sagas.catalog.get(inst.definition_version).cloned() else {
+            return Ok(Err(OpsError::NotAllowed(format!(
+                "definition version {} is not loaded; deploy it first",
+                inst.definition_version
+            ))));
+        };
+        let status_before = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
+        let outbox_mark = shell::max_outbox_id(tx).await?;
+        let now = crate::store::now();
+        let mut replayed = Vec::new();
+        let manual = |name: String| Inbound {
+            event_id: format!("ops:{order_id}:{}:{name}", inst.version),
+            order_id: Some(order_id),
+            event_name: name.clone(),
+            event: Ok(Event {
+                id: format!("ops:{order_id}:{}:{name}", inst.version),
+                order_id,
+                body: EventBody::Manual {
+                    name,
+                    actor: req.actor.clone(),
+                    reason_code: None,
+                    comment: Some(req.reason.clone()),
+                },
+            }),
+            source: "ops".into(),
+            trace: Some(crate::telemetry::traceparent::TraceParent::new_root()),
+            raw: None,
+        };
+        let need_not_quarantined = || match &quarantined {
+            Some(q) => Err(OpsError::NotAllowed(format!(
+                "the saga is quarantined ({q}); release it or skip the poison event first"
+            ))),
+            None => Ok(()),
+        };
+        match &req.action {
+            Action::RetryStep => {
+                if let Err(e) = need_not_quarantined() {
+                    return Ok(Err(e));
+                }
+                let retry_no = count_audit(tx, order_id, "retry_step").await? + 1;
+                let msg = match crate::saga::retry_current_step(&def, &inst, now, retry_no) {
+                    Ok(m) => m,
+                    Err(e) => return Ok(Err(OpsError::NotAllowed(e.to_string()))),
+                };
+                let row = self.sagas.outbox.row(&msg, None)?;
+                crate::store::outbox::insert(tx, &[row], now).await?;
+            }
+            Action::FireTimer { timer } => {
+                if let Err(e) = need_not_quarantined() {
+                    return Ok(Err(e));
+                }
+                let Some((_, armed_version)) = shell::lock_timer(tx, order_id, timer).await? else {
+                    return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
+                };
+                shell::set_timer_due(tx, order_id, timer, None).await?;
+                let id = crate::timers::firing_id(&crate::store::timers::DueTimer {
+                    order_id,
+                    name: timer.clone(),
+                    armed_version,
+                });
+                let inbound = Inbound {
+                    event_id: id.clone(),
+                    order_id: Some(order_id),
+                    event_name: format!("{}{timer}", crate::saga::definition::TIMER_PREFIX),
+                    event: Ok(Event { id, order_id, body: EventBody::Timer { name: timer.clone() } }),
+                    source: "ops".into(),
+                    trace: Some(crate::telemetry::traceparent::TraceParent::new_root()),
+                    raw: None,
+                };
+                let r = self.sagas.apply_in_tx(tx, std::slice::from_ref(&inbound), LockMode::Wait).await?;
+                self.record(&r);
+                match r.outcomes.first() {
+                    Some(InboundOutcome::Applied { .. } | InboundOutcome::Ignored) => {}
+                    other => return Ok(Err(OpsError::NotAllowed(format!("the timer could not fire: {other:?}")))),
+                }
+            }
+            Action::RescheduleTimer { timer, at, after } => {
+                if shell::lock_timer(tx, order_id, timer).await?.is_none() {
+                    return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
+                }
+                let due = match (at, after) {
+                    (Some(t), None) => *t,
+                    (None, Some(d)) => match humantime::parse_duration(d) {
+                        Ok(d) => now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+                        Err(e) => return Ok(Err(OpsError::BadRequest(format!("after: {e} (e.g. 30m)")))),
+                    },
+                    _ => {
+                        return Ok(Err(OpsError::BadRequest(
+                            "give exactly one of `at` (RFC 3339) or `after` (e.g. 30m)".into(),
+                        )));
+                    }
+                };
+                shell::set_timer_due(tx, order_id, timer, Some(due)).await?;
+            }
+            Action::CancelTimer { timer } => {
+                if shell::lock_timer(tx, order_id, timer).await?.is_none() {
+                    return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
+                }
+                shell::delete_timer(tx, order_id, timer).await?;
+            }
+            Action::Cancel | Action::Force { .. } => {
+                if let Err(e) = need_not_quarantined() {
+                    return Ok(Err(e));
+                }
+                let event = match &req.action {
+                    Action::Force { event } => event.clone(),
+                    _ => match def.manual_event_for_status(OrderStatus::Cancelled) {
+                        Some(m) => m.name.clone(),
+                        None => {
+                            return Ok(Err(OpsError::NotAllowed(
+                                "the definition has no manual event for CANCELLED".into(),
+                            )));
+                        }
+                    },
+                };
+                if !def.manual_events.contains_key(&event) {
+                    return Ok(Err(OpsError::NotAllowed(format!(
+                        "{event:?} is not a manual event of the definition (declared: {})",
+                        def.manual_events.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))));
+                }
+                if !def.state(&inst.state).is_some_and(|s| s.on.contains_key(&event)) {
+                    return Ok(Err(OpsError::NotAllowed(format!(
+                        "transition not in the definition: state {} does not accept {event}",
+                        inst.state
+                    ))));
+                }
+                let r = self.sagas.apply_in_tx(tx, &[manual(event)], LockMode::Wait).await?;
+                self.record(&r);
+                match r.outcomes.first() {
+                    Some(InboundOutcome::Applied { .. }) => {}
+                    Some(InboundOutcome::Refused(refusal)) => {
+                        return Ok(Err(OpsError::NotAllowed(format!("refused: {refusal:?}"))));
+                    }
+                    other => return Ok(Err(OpsError::NotAllowed(format!("not applied: {other:?}")))),
+                }
+            }
+            Action::Release | Action::SkipPoison => {
+                if quarantined.is_none() {
+                    return Ok(Err(OpsError::NotAllowed("the saga is not quarantined".into())));
+                }
+                let mut parked = shell::unresolved_parked(tx, order_id).await?;
+                if req.action == Action::SkipPoison {
+                    let poison: Vec<u64> = parked.iter().filter(|p| p.poison).map(|p| p.id).collect();
+                    if poison.is_empty() {
+                        return Ok(Err(OpsError::NotAllowed("no unresolved poison event to skip".into())));
+                    }
+                    shell::resolve_parked(tx, &poison, "skipped").await?;
+                    parked.retain(|p| !p.poison);
+                }
+                let mut inbound = Vec::new();
+                for p in &parked {
+                    match shell::parked_to_event(order_id, &p.event_id, &p.event_name, p.payload.as_deref()) {
+                        Ok(event) => inbound.push(Inbound {
+                            event_id: p.event_id.clone(),
+                            order_id: Some(order_id),
+                            event_name: p.event_name.clone(),
+                            event: Ok(event),
+                            source: SOURCE_REPLAY.into(),
+                            trace: p.traceparent.as_deref().and_then(crate::telemetry::traceparent::TraceParent::parse),
+                            raw: None,
+                        }),
+                        Err(e) => {
+                            return Ok(Err(OpsError::NotAllowed(format!(
+                                "parked event {} cannot be replayed ({e}); skip it with skip_poison",
+                                p.event_id
+                            ))));
+                        }
+                    }
+                }
+                shell::clear_quarantine(tx, order_id).await?;
+                shell::forget_inbox(tx, &parked.iter().map(|p| p.event_id.clone()).collect::<Vec<_>>()).await?;
+                shell::resolve_parked(tx, &parked.iter().map(|p| p.id).collect::<Vec<_>>(), "replayed").await?;
+                let r = self.sagas.apply_in_tx(tx, &inbound, LockMode::Wait).await?;
+                self.record(&r);
+                replayed = r.outcomes.iter().map(|o| format!("{o:?}")).collect();
+            }
+        }
+        let Some((after, quarantined_after)) = shell::lock_one(tx, order_id).await? else {
+            return Ok(Err(OpsError::NotFound(order_id)));
+        };
+        let messages = shell::outbox_since(tx, order_id, outbox_mark)
+            .await?
+            .into_iter()
+            .map(|(event_type, event_id, payload)| {
+                json!({"type": event_type, "event_id": event_id, "command_id": payload.get("command_id")})
+            })
+            .collect();
+        let timers_after = timers_in_tx(tx, order_id).await?;
+        let status_after = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
+        Ok(Ok(Report {
+            order_id,
+            action: req.action.name(),
+            dry_run: req.dry_run,
+            state_before: inst.state,
+            state_after: after.state,
+            version_before: inst.version,
+            version_after: after.version,
+            order_status_before: status_before,
+            order_status_after: status_after,
+            messages,
+            timers_after,
+            quarantined_after,
+            replayed,
+        }))
+    }
+
+    fn record(&self, r: &shell::BatchResult) {
+        if let Some(m) = &self.metrics {
+            crate::events::record_batch(m, r);
+        }
+    }
+
+    /// Bulk action: preview (dry run: how many, which first) or start a job.
+    pub async fn bulk(&self, b: &BulkRequest) -> Result<Value, OpsError> {
+        validate_actor(&b.actor, &b.reason)?;
+        let catalog = &self.sagas.catalog;
+        let matched = inspect::count(&self.db, catalog, &b.filter).await?;
+        let limit = b.limit.unwrap_or(1000).min(10_000);
+        let selected = inspect::select_for_bulk(&self.db, catalog, &b.filter, limit).await?;
+        if b.dry_run {
+            return Ok(json!({
+                "dry_run": true,
+                "action": b.action.name(),
+                "matched": matched,
+                "would_act_on": selected.len(),
+                "sample": selected.iter().take(20).map(|(id, v)| json!({"order_id": id, "version": v})).collect::<Vec<_>>(),
+            }));
+        }
+        let job = self.jobs.start(b.action.name(), selected.len());
+        let (ops, b2, job2) = (self.clone(), b.clone(), job.clone());
+        let rate = b.rate_per_second.max(1);
+        tokio::spawn(async move { ops.run_bulk(&b2, selected, &job2, rate).await });
+        Ok(json!({"job_id": job, "matched": matched, "selected": b.limit.map(|_| limit)}))
+    }
+
+    /// Runs a bulk job: each saga acted on at the version it had when selected
+    /// (changed since → skipped as stale), at most `rate` actions per second.
+    pub async fn run_bulk(&self, b: &BulkRequest, selected: Vec<(i64, u32)>, job: &str, rate: u32) {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        for (order_id, version) in selected {
+            tick.tick().await;
+            let req = Request {
+                order_id,
+                action: b.action.clone(),
+                expected_version: version,
+                actor: b.actor.clone(),
+                reason: b.reason.clone(),
+                dry_run: false,
+                job_id: Some(job.to_owned()),
+            };
+            let r = self.act(&req).await;
+            self.jobs.progress(job, order_id, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        self.jobs.finish(job);
+    }
+}
+
+async fn count_audit(tx: &mut Tx, order_id: i64, action: &str) -> Result<u32, StoreError> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM ops_audit WHERE order_id = ? AND action = ? AND result = 'applied'")
+            .bind(order_id)
+            .bind(action)
+            .fetch_one(&mut **tx)
+            .await
+            .ctx("counting earlier retries")?;
+    Ok(n as u32)
+}
+
+async fn timers_in_tx(tx: &mut Tx, order_id: i64) -> Result<Vec<crate::store::timers::TimerView>, StoreError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? ORDER BY due_at",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await
+    .ctx("reading timers")?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::store::timers::TimerView {
+                name: r.try_get("timer_name").ctx("decoding")?,
+                due_at: r.try_get("due_at").ctx("decoding")?,
+                armed_at: r.try_get("armed_at").ctx("decoding")?,
+                armed_version: r.try_get("armed_version").ctx("decoding")?,
+            })
+        })
+        .collect()
+}
+
+/// A bulk action over the sagas a filter selects.
+#[derive(Debug, Clone)]
+pub struct BulkRequest {
+    pub filter: SagaFilter,
+    pub action: Action,
+    pub actor: String,
+    pub reason: String,
+    pub dry_run: bool,
+    pub limit: Option<u32>,
+    pub rate_per_second: u32,
+}
+
+/// Progress of bulk jobs (per process).
+#[derive(Clone, Default)]
+pub struct Jobs {
+    inner: Arc<Mutex<HashMap<String, JobStatus>>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub action: String,
+    pub total: usize,
+    pub done: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub finished: bool,
+    /// The first errors, by order id.
+    pub errors: Vec<Value>,
+}
+
+impl Jobs {
+    fn start(&self, action: &str, total: usize) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let status = JobStatus {
+            job_id: id.clone(),
+            action: action.into(),
+            total,
+            done: 0,
+            succeeded: 0,
+            failed: 0,
+            finished: total == 0,
+            errors: Vec::new(),
+        };
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), status);
+        id
+    }
+
+    fn progress(&self, job: &str, order_id: i64, r: Result<(), String>) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get_mut(job) {
+            s.done += 1;
+            match r {
+                Ok(()) => s.succeeded += 1,
+                Err(e) => {
+                    s.failed += 1;
+                    if s.errors.len() < 50 {
+                        s.errors.push(json!({"order_id": order_id, "error": e}));
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&self, job: &str) {
+        if let Some(s) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).get_mut(job) {
+            s.finished = true;
+        }
+    }
+
+    pub fn get(&self, job: &str) -> Option<JobStatus> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(job).cloned()
+    }
+}
+
+/// Refreshes the gauges that come from the database. Called periodically.
+pub async fn refresh_gauges(db: &Db, sagas: &SagaStore, m: &Metrics) -> Result<(), StoreError> {
     let (backlog, oldest) = crate::store::outbox::backlog(&db.pool).await?;
     m.outbox_backlog.set(backlog);
-    let age = oldest.map(|t| (chrono::Utc::now() - t).num_seconds().max(0)).unwrap_or(0);
-    m.outbox_oldest_age_seconds.set(age);
+    m.outbox_oldest_age_seconds.set(oldest.map(|t| (Utc::now() - t).num_seconds().max(0)).unwrap_or(0));
+    let g = inspect::gauges(db, &sagas.catalog).await?;
+    // Every state of every loaded definition gets a series, zero included.
+    let mut states: Vec<String> = sagas.catalog.versions().flat_map(|d| d.states.keys().cloned()).collect();
+    states.sort();
+    states.dedup();
+    let lookup = |v: &[(String, i64)], s: &str| v.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
+    for s in &states {
+        let label = StateLabel { state: s.clone() };
+        m.saga_instances.get_or_create(&label).set(lookup(&g.per_state, s));
+        let terminal = sagas.catalog.versions().any(|d| d.state(s).is_some_and(|x| x.terminal));
+        if !terminal {
+            m.saga_oldest_age_seconds.get_or_create(&label).set(lookup(&g.oldest_age, s));
+            m.saga_stuck.get_or_create(&label).set(lookup(&g.stuck, s));
+        }
+    }
+    m.saga_quarantined.set(g.quarantined);
+    m.saga_timers_overdue.set(g.timers_overdue);
     Ok(())
 }

@@ -13,6 +13,7 @@
 
 pub mod idempotency;
 pub mod inbox;
+pub mod inspect;
 pub mod leases;
 pub mod orders;
 pub mod outbox;

@@ -1045,3 +1045,199 @@ pub fn parked_to_event(
     let msg = Message::from_json(kind, &json).map_err(|e| e.to_string())?;
     Ok(Event { id: event_id.to_owned(), order_id, body: EventBody::Message(msg) })
 }
+
+// ------------------------------------------------------------ operator support
+
+/// Locks one saga row; `None` when the order has no saga.
+pub async fn lock_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Option<String>)>, StoreError> {
+    let slots = load_sagas(tx, &BTreeSet::from([order_id]), LockMode::Wait).await?;
+    Ok(slots.into_values().next().map(|s| (s.inst, s.quarantined)))
+}
+
+/// Clears a saga's quarantine (the caller replays or skips its parked events).
+pub async fn clear_quarantine(tx: &mut Tx, order_id: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE saga_instances SET quarantined_at = NULL, quarantine_reason = NULL, updated_at = ? WHERE order_id = ?",
+    )
+    .bind(super::now())
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await
+    .ctx("clearing the quarantine")?;
+    Ok(())
+}
+
+/// An unresolved parked event, ready to replay.
+pub struct ParkedEvent {
+    pub id: u64,
+    pub event_id: String,
+    pub event_name: String,
+    pub payload: Option<String>,
+    pub traceparent: Option<String>,
+    pub poison: bool,
+}
+
+pub async fn unresolved_parked(tx: &mut Tx, order_id: i64) -> Result<Vec<ParkedEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, event_id, event_name, payload, traceparent, poison FROM saga_parked_events \
+         WHERE order_id = ? AND resolved_at IS NULL ORDER BY id FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await
+    .ctx("reading parked events")?;
+    rows.iter()
+        .map(|r| {
+            Ok(ParkedEvent {
+                id: r.try_get("id").ctx("decoding")?,
+                event_id: r.try_get("event_id").ctx("decoding")?,
+                event_name: r.try_get("event_name").ctx("decoding")?,
+                payload: r.try_get("payload").ctx("decoding")?,
+                traceparent: r.try_get("traceparent").ctx("decoding")?,
+                poison: r.try_get("poison").ctx("decoding")?,
+            })
+        })
+        .collect()
+}
+
+/// Marks parked events resolved (`replayed` or `skipped`).
+pub async fn resolve_parked(tx: &mut Tx, ids: &[u64], resolution: &str) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE saga_parked_events SET resolved_at = ");
+    qb.push_bind(super::now()).push(", resolution = ").push_bind(resolution.to_owned()).push(" WHERE id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    qb.build().execute(&mut **tx).await.ctx("resolving parked events")?;
+    Ok(())
+}
+
+/// Forgets inbox rows so that parked events can be applied (they were
+/// recorded as `parked` when they arrived).
+pub async fn forget_inbox(tx: &mut Tx, event_ids: &[String]) -> Result<(), StoreError> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("DELETE FROM saga_inbox WHERE event_id IN (");
+    let mut sep = qb.separated(", ");
+    for id in event_ids {
+        sep.push_bind(id.as_str());
+    }
+    qb.push(")");
+    qb.build().execute(&mut **tx).await.ctx("forgetting inbox rows")?;
+    Ok(())
+}
+
+/// An armed timer of one saga, locked.
+pub async fn lock_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<Option<(DateTime<Utc>, u32)>, StoreError> {
+    let row =
+        sqlx::query("SELECT due_at, armed_version FROM saga_timers WHERE order_id = ? AND timer_name = ? FOR UPDATE")
+            .bind(order_id)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .ctx("locking a timer")?;
+    row.map(|r| Ok((r.try_get("due_at").ctx("decoding due_at")?, r.try_get("armed_version").ctx("decoding")?)))
+        .transpose()
+}
+
+/// Moves a timer's due time (`None`: now, in database time).
+pub async fn set_timer_due(
+    tx: &mut Tx,
+    order_id: i64,
+    name: &str,
+    due_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let q = match due_at {
+        Some(t) => sqlx::query("UPDATE saga_timers SET due_at = ? WHERE order_id = ? AND timer_name = ?").bind(t),
+        None => sqlx::query(
+            "UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 1 MICROSECOND WHERE order_id = ? AND timer_name = ?",
+        ),
+    };
+    q.bind(order_id).bind(name).execute(&mut **tx).await.ctx("rescheduling a timer")?;
+    Ok(())
+}
+
+pub async fn delete_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ?")
+        .bind(order_id)
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .ctx("cancelling a timer")?;
+    Ok(())
+}
+
+/// Outbox rows written by this transaction after `after_id` for an order
+/// (what an action did, for its report and its dry run).
+pub async fn outbox_since(
+    tx: &mut Tx,
+    order_id: i64,
+    after_id: u64,
+) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+    let rows =
+        sqlx::query("SELECT event_type, event_id, payload FROM outbox WHERE aggregate_id = ? AND id > ? ORDER BY id")
+            .bind(order_id.to_string())
+            .bind(after_id)
+            .fetch_all(&mut **tx)
+            .await
+            .ctx("reading the action's outbox rows")?;
+    rows.iter()
+        .map(|r| {
+            let payload: String = r.try_get("payload").ctx("decoding")?;
+            Ok((
+                r.try_get("event_type").ctx("decoding")?,
+                r.try_get("event_id").ctx("decoding")?,
+                serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            ))
+        })
+        .collect()
+}
+
+pub async fn max_outbox_id(tx: &mut Tx) -> Result<u64, StoreError> {
+    let row = sqlx::query("SELECT CAST(COALESCE(MAX(id), 0) AS UNSIGNED) AS m FROM outbox")
+        .fetch_one(&mut **tx)
+        .await
+        .ctx("reading the outbox high-water mark")?;
+    row.try_get("m").ctx("decoding")
+}
+
+/// One audit row.
+#[allow(clippy::too_many_arguments)]
+pub async fn audit(
+    tx: &mut Tx,
+    order_id: Option<i64>,
+    action: &str,
+    params: &serde_json::Value,
+    actor: &str,
+    reason: &str,
+    version_before: Option<u32>,
+    version_after: Option<u32>,
+    result: &str,
+    detail: Option<&str>,
+    job_id: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ops_audit (order_id, action, params, actor, reason, version_before, version_after, result, detail, job_id, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(order_id)
+    .bind(action)
+    .bind(params.to_string())
+    .bind(truncate(actor, 128))
+    .bind(truncate(reason, 1000))
+    .bind(version_before)
+    .bind(version_after)
+    .bind(result)
+    .bind(detail.map(|d| truncate(d, 4000)))
+    .bind(job_id)
+    .bind(super::now())
+    .execute(&mut **tx)
+    .await
+    .ctx("writing the audit row")?;
+    Ok(())
+}

@@ -143,7 +143,12 @@ impl TestApp {
             metrics,
             registry: Arc::new(registry),
             relay_wakeup: Arc::new(tokio::sync::Notify::new()),
-            ops: Some(order_saga::http::ops::OpsConfig { token: OPS_TOKEN.into(), bulk_rate: 1000, sweep_batch: 100 }),
+            ops: Some(order_saga::http::ops::OpsConfig {
+                token: OPS_TOKEN.into(),
+                bulk_rate: 1000,
+                sweep_batch: 100,
+                jobs: Default::default(),
+            }),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
         };

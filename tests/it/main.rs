@@ -5,6 +5,7 @@
 
 mod daemon;
 mod helpers;
+mod ops;
 mod orders_api;
 mod saga_flow;
 mod transport;

@@ -1,0 +1,408 @@
+//! Operator surfaces: inspection, audited actions with their refusals, bulk,
+//! and the metrics endpoint.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use order_saga::contracts::*;
+use order_saga::store::sagas::Inbound;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const AUTH: (&str, &str) = ("authorization", "Bearer test-ops-token-0123456789");
+
+fn ts() -> TimestampMicros {
+    TimestampMicros::from_datetime(chrono::Utc::now())
+}
+
+async fn order(app: &TestApp) -> i64 {
+    let r = app.create_order(&key(), &order_body("c", "eu-west", &[("A", 1, "5.00")])).await;
+    r.expect(201);
+    r.json["order_id"].as_i64().unwrap()
+}
+
+fn reserved(id: i64) -> Message {
+    Message::from(InventoryReserved {
+        event_id: format!("res-{id}"),
+        order_id: id,
+        occurred_at: ts(),
+        tenant_region: "eu-west".into(),
+        command_id: None,
+    })
+}
+
+async fn to_awaiting_payment(app: &TestApp) -> i64 {
+    let id = order(app).await;
+    app.deliver(&[reserved(id)]).await;
+    id
+}
+
+async fn get_ops(app: &TestApp, path: &str) -> Resp {
+    app.call(Method::GET, path, &[AUTH], None).await
+}
+
+async fn act(app: &TestApp, id: i64, body: Value) -> Resp {
+    app.post_json(&format!("/ops/sagas/{id}/actions"), &[AUTH], &body).await
+}
+
+async fn saga(app: &TestApp, id: i64) -> Value {
+    let r = get_ops(app, &format!("/ops/sagas/{id}")).await;
+    r.expect(200);
+    r.json
+}
+
+async fn age(app: &TestApp, id: i64, minutes: i64) {
+    sqlx::query("UPDATE saga_instances SET state_entered_at = NOW(6) - INTERVAL ? MINUTE WHERE order_id = ?")
+        .bind(minutes)
+        .bind(id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ops_endpoints_need_the_token_and_vanish_without_one() {
+    let app = TestApp::new().await;
+    app.get("/ops/sagas").await.expect_error(401, "unauthorized");
+    app.call(Method::GET, "/ops/sagas", &[("authorization", "Bearer wrong-token-0123456789")], None)
+        .await
+        .expect_error(401, "unauthorized");
+    app.post_json("/ops/timeouts/sweep", &[], &json!({})).await.expect_error(401, "unauthorized");
+    let mut disabled = TestApp::new().await;
+    disabled.state.ops = None;
+    disabled.router = order_saga::http::router(disabled.state.clone());
+    disabled.call(Method::GET, "/ops/sagas", &[AUTH], None).await.expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn the_stuck_list_picks_exactly_the_sagas_that_overstay() {
+    let app = TestApp::new().await;
+    // RESERVING_INVENTORY expects at most 2m, AWAITING_PAYMENT 16m.
+    let a = order(&app).await;
+    let b = order(&app).await;
+    let fresh = order(&app).await;
+    let paying = to_awaiting_payment(&app).await;
+    age(&app, a, 10).await;
+    age(&app, b, 3).await;
+    age(&app, paying, 5).await;
+
+    let stuck = get_ops(&app, "/ops/sagas?stuck=true").await;
+    stuck.expect(200);
+    let ids: Vec<i64> =
+        stuck.json["sagas"].as_array().unwrap().iter().map(|s| s["order_id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![a, b], "oldest first, only the overstaying ones");
+    assert!(stuck.json["sagas"][0]["stuck"].as_bool().unwrap());
+    assert_eq!(stuck.json["sagas"][0]["max_dwell_seconds"], 120);
+
+    let older = get_ops(&app, "/ops/sagas?older_than=4m").await;
+    let ids: Vec<i64> =
+        older.json["sagas"].as_array().unwrap().iter().map(|s| s["order_id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![a, paying]);
+    let by_state = get_ops(&app, "/ops/sagas?state=AWAITING_PAYMENT").await;
+    assert_eq!(by_state.json["sagas"].as_array().unwrap().len(), 1);
+    assert_eq!(by_state.json["sagas"][0]["stuck"], false);
+
+    // Pagination: one at a time, no gaps, no repeats.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/ops/sagas?limit=1&cursor={c}"),
+            None => "/ops/sagas?limit=1".to_owned(),
+        };
+        let r = get_ops(&app, &path).await;
+        seen.extend(r.json["sagas"].as_array().unwrap().iter().map(|s| s["order_id"].as_i64().unwrap()));
+        match r.json["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![a, paying, b, fresh]);
+    get_ops(&app, "/ops/sagas?older_than=soon").await.expect_error(422, "invalid_parameter");
+    get_ops(&app, "/ops/sagas?colour=red").await.expect_error(422, "unknown_parameter");
+
+    let m = app.state.metrics.clone();
+    order_saga::ops::refresh_gauges(&app.db, &app.sagas, &m).await.unwrap();
+    let text = app.get("/metrics").await;
+    let body = String::from_utf8(text.raw).unwrap();
+    assert!(body.contains("saga_stuck{state=\"RESERVING_INVENTORY\"} 2"), "{body}");
+    assert!(body.contains("saga_stuck{state=\"AWAITING_PAYMENT\"} 0"));
+    assert!(body.contains("saga_instances{state=\"RESERVING_INVENTORY\"} 3"));
+}
+
+#[tokio::test]
+async fn show_tells_the_whole_story() {
+    let app = TestApp::new().await;
+    let id = to_awaiting_payment(&app).await;
+    let s = saga(&app, id).await;
+    assert_eq!(s["saga"]["state"], "AWAITING_PAYMENT");
+    assert_eq!(s["saga"]["version"], 2);
+    let transitions: Vec<&str> =
+        s["transitions"].as_array().unwrap().iter().map(|t| t["event"].as_str().unwrap()).collect();
+    assert_eq!(transitions, vec!["order.created.v1", "inventory.reserved.v1"]);
+    assert_eq!(s["timers"][0]["name"], "payment_timeout");
+    let pending: Vec<&str> =
+        s["outbox_unpublished"].as_array().unwrap().iter().map(|o| o["event_type"].as_str().unwrap()).collect();
+    assert_eq!(pending, vec!["order.created.v1", "inventory.reserve.v1", "payment.authorize.v1"]);
+    assert_eq!(s["inbox"][0]["outcome"], "applied");
+    assert_eq!(s["definition"]["current_step"], "authorize_payment");
+    assert_eq!(s["definition"]["manual_events_allowed_now"], json!(["cancel.requested"]));
+    assert_eq!(s["order"]["status"], "PENDING");
+    get_ops(&app, "/ops/sagas/999999").await.expect_error(404, "saga_not_found");
+}
+
+#[tokio::test]
+async fn retry_step_resends_the_same_command_and_is_audited() {
+    let app = TestApp::new().await;
+    let id = to_awaiting_payment(&app).await;
+    let body = |v: u32, dry: bool| json!({"action": "retry_step", "expected_version": v, "actor": "ops:alice", "reason": "PSP lost it", "dry_run": dry});
+    act(&app, id, body(1, false)).await.expect_error(409, "stale_version");
+    let dry = act(&app, id, body(2, true)).await;
+    dry.expect(200);
+    assert_eq!(dry.json["dry_run"], true);
+    assert_eq!(dry.json["messages"][0]["command_id"], format!("{id}:authorize_payment:authorize:1"));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'payment.authorize.v1'").await,
+        1,
+        "dry run writes nothing"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM ops_audit WHERE result = 'applied'").await, 0);
+
+    let done = act(&app, id, body(2, false)).await;
+    done.expect(200);
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = 'payment.authorize.v1' ORDER BY id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let cmds: Vec<Value> = rows.iter().map(|r| serde_json::from_str(r).unwrap()).collect();
+    assert_eq!(cmds.len(), 2);
+    assert_eq!(cmds[0]["command_id"], cmds[1]["command_id"], "same command id");
+    assert_ne!(cmds[0]["event_id"], cmds[1]["event_id"], "a new message");
+    assert_eq!(done.json["version_after"], 2, "a retry is not a transition");
+    let audit = get_ops(&app, &format!("/ops/audit?order_id={id}")).await;
+    let entries = audit.json["audit"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "the refusal and the retry: {entries:?}");
+    assert_eq!(
+        (entries[0]["result"].as_str(), entries[0]["actor"].as_str(), entries[0]["reason"].as_str()),
+        (Some("applied"), Some("ops:alice"), Some("PSP lost it"))
+    );
+    assert_eq!(entries[1]["result"], "refused");
+    // Without actor or reason: refused before anything.
+    act(&app, id, json!({"action": "retry_step", "expected_version": 2, "actor": "", "reason": "x"}))
+        .await
+        .expect_error(422, "invalid_request");
+    act(&app, id, json!({"action": "teleport", "expected_version": 2, "actor": "a", "reason": "x"}))
+        .await
+        .expect_error(422, "invalid_action");
+}
+
+#[tokio::test]
+async fn forcing_a_transition_the_definition_does_not_allow_is_refused() {
+    let app = TestApp::new().await;
+    let id = order(&app).await;
+    let r = act(&app, id, json!({"action": "force", "event": "reservation.retry.requested", "expected_version": 1, "actor": "ops:bob", "reason": "try"})).await;
+    r.expect_error(409, "not_allowed");
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("transition not in the definition"));
+    act(&app, id, json!({"action": "force", "event": "payment.authorized.v1", "expected_version": 1, "actor": "ops:bob", "reason": "try"}))
+        .await
+        .expect_error(409, "not_allowed");
+    assert_eq!(app.count("SELECT COUNT(*) FROM ops_audit WHERE result = 'refused'").await, 2);
+    // After an out-of-stock, the same event is allowed and re-runs the reservation.
+    app.deliver(&[Message::from(InventoryReservationFailed {
+        event_id: format!("rf-{id}"),
+        order_id: id,
+        occurred_at: ts(),
+        tenant_region: "eu-west".into(),
+        command_id: None,
+        reason: "OUT_OF_STOCK".into(),
+        shortages: vec![Shortage { sku: "A".into(), requested_qty: 1, available_qty: 0 }],
+    })])
+    .await;
+    let r = act(&app, id, json!({"action": "force", "event": "reservation.retry.requested", "expected_version": 2, "actor": "ops:bob", "reason": "stock arrived"})).await;
+    r.expect(200);
+    assert_eq!(
+        (r.json["state_before"].as_str(), r.json["state_after"].as_str()),
+        (Some("PENDING_REVIEW"), Some("RESERVING_INVENTORY"))
+    );
+    assert_eq!(r.json["order_status_after"], "PENDING");
+    assert_eq!(r.json["messages"][1]["command_id"], format!("{id}:reserve_inventory:reserve:2"));
+}
+
+#[tokio::test]
+async fn cancel_compensates_like_a_normal_transition() {
+    let app = TestApp::new().await;
+    let id = to_awaiting_payment(&app).await;
+    let r = act(&app, id, json!({"action": "cancel", "expected_version": 2, "actor": "ops:carol", "reason": "fraud"}))
+        .await;
+    r.expect(200);
+    assert_eq!(r.json["state_after"], "CANCELLED");
+    assert_eq!(r.json["order_status_after"], "CANCELLED");
+    let types: Vec<&str> = r.json["messages"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["order.status.changed.v1", "payment.void.v1", "inventory.release.v1"]);
+    assert!(r.json["timers_after"].as_array().unwrap().is_empty(), "timer disarmed");
+    let actor: String = sqlx::query_scalar("SELECT actor FROM order_status_history WHERE to_status = 'CANCELLED'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(actor, "ops:carol");
+    act(&app, id, json!({"action": "cancel", "expected_version": 3, "actor": "ops:carol", "reason": "again"}))
+        .await
+        .expect_error(409, "not_allowed");
+}
+
+#[tokio::test]
+async fn timers_can_be_fired_moved_and_cancelled() {
+    let app = TestApp::new().await;
+    let id = to_awaiting_payment(&app).await;
+    let moved = act(&app, id, json!({"action": "reschedule_timer", "timer": "payment_timeout", "after": "2h", "expected_version": 2, "actor": "ops:d", "reason": "customer asked for time"})).await;
+    moved.expect(200);
+    let due: chrono::DateTime<chrono::Utc> = moved.json["timers_after"][0]["due_at"].as_str().unwrap().parse().unwrap();
+    assert!(due > chrono::Utc::now() + chrono::Duration::minutes(110));
+    act(&app, id, json!({"action": "reschedule_timer", "timer": "payment_timeout", "expected_version": 2, "actor": "ops:d", "reason": "x"})).await.expect_error(422, "invalid_request");
+
+    let fired = act(&app, id, json!({"action": "fire_timer", "timer": "payment_timeout", "expected_version": 2, "actor": "ops:d", "reason": "give up"})).await;
+    fired.expect(200);
+    assert_eq!(fired.json["state_after"], "CANCELLED");
+    let reason: Option<String> =
+        sqlx::query_scalar("SELECT reason_code FROM order_status_history WHERE to_status = 'CANCELLED'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason.as_deref(), Some("PAYMENT_TIMEOUT"));
+    act(&app, id, json!({"action": "fire_timer", "timer": "payment_timeout", "expected_version": 3, "actor": "ops:d", "reason": "twice"})).await.expect_error(409, "not_allowed");
+
+    let other = to_awaiting_payment(&app).await;
+    let c = act(&app, other, json!({"action": "cancel_timer", "timer": "payment_timeout", "expected_version": 2, "actor": "ops:d", "reason": "manual follow-up"})).await;
+    c.expect(200);
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_timers").await, 0);
+}
+
+#[tokio::test]
+async fn a_quarantined_saga_is_released_or_its_poison_skipped() {
+    let app = TestApp::new().await;
+    let id = order(&app).await;
+    // An undecodable message for this order, then a good one behind it.
+    let poison = Inbound {
+        event_id: "poison-x".into(),
+        order_id: Some(id),
+        event_name: "inventory.reserved.v1".into(),
+        event: Err("bad bytes".into()),
+        source: "test".into(),
+        trace: None,
+        raw: None,
+    };
+    app.sagas.apply_batch(&app.db, &[poison], order_saga::store::sagas::LockMode::Wait).await.unwrap();
+    app.deliver(&[reserved(id)]).await;
+    let s = saga(&app, id).await;
+    assert!(s["saga"]["quarantined"].as_str().unwrap().contains("bad bytes"));
+    assert_eq!(s["parked"].as_array().unwrap().len(), 2);
+    assert_eq!(s["parked"][0]["replayable"], false);
+    // Other actions wait for the quarantine to be dealt with.
+    act(&app, id, json!({"action": "cancel", "expected_version": 1, "actor": "ops:e", "reason": "x"}))
+        .await
+        .expect_error(409, "not_allowed");
+    // The undecodable event cannot be replayed: release refuses and says what to do.
+    let r =
+        act(&app, id, json!({"action": "release", "expected_version": 1, "actor": "ops:e", "reason": "fixed"})).await;
+    r.expect_error(409, "not_allowed");
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("skip_poison"));
+    let dry = act(
+        &app,
+        id,
+        json!({"action": "skip_poison", "expected_version": 1, "actor": "ops:e", "reason": "junk", "dry_run": true}),
+    )
+    .await;
+    dry.expect(200);
+    assert_eq!(dry.json["state_after"], "AWAITING_PAYMENT");
+    assert_eq!(saga(&app, id).await["saga"]["state"], "RESERVING_INVENTORY", "dry run changed nothing");
+    let r = act(&app, id, json!({"action": "skip_poison", "expected_version": 1, "actor": "ops:e", "reason": "junk"}))
+        .await;
+    r.expect(200);
+    assert_eq!(r.json["state_after"], "AWAITING_PAYMENT", "the parked event was replayed");
+    assert!(r.json["quarantined_after"].is_null());
+    let s = saga(&app, id).await;
+    let resolutions: Vec<&str> =
+        s["parked"].as_array().unwrap().iter().map(|p| p["resolution"].as_str().unwrap()).collect();
+    assert_eq!(resolutions, vec!["skipped", "replayed"]);
+    act(&app, id, json!({"action": "release", "expected_version": 2, "actor": "ops:e", "reason": "x"}))
+        .await
+        .expect_error(409, "not_allowed");
+}
+
+#[tokio::test]
+async fn drain_report_counts_in_flight_sagas_per_version_and_state() {
+    let app = TestApp::new().await;
+    order(&app).await;
+    order(&app).await;
+    to_awaiting_payment(&app).await;
+    let r = get_ops(&app, "/ops/drain").await;
+    r.expect(200);
+    assert_eq!(r.json["latest_version"], 1);
+    let v1 = &r.json["versions"][0];
+    assert_eq!(
+        (v1["definition_version"].as_u64(), v1["in_flight"].as_i64(), v1["drained"].as_bool()),
+        (Some(1), Some(3), Some(false))
+    );
+    assert_eq!(v1["states"], json!({"AWAITING_PAYMENT": 1, "RESERVING_INVENTORY": 2}));
+}
+
+#[tokio::test]
+async fn bulk_previews_then_acts_with_progress() {
+    let app = TestApp::new().await;
+    let ids = [order(&app).await, order(&app).await, order(&app).await];
+    let keep = order(&app).await;
+    for id in ids {
+        age(&app, id, 30).await;
+    }
+    let body = |dry: bool| json!({"filter": {"stuck": true}, "action": {"action": "cancel"}, "actor": "ops:f", "reason": "inventory outage", "dry_run": dry});
+    let preview = app.post_json("/ops/bulk", &[AUTH], &body(true)).await;
+    preview.expect(200);
+    assert_eq!(preview.json["matched"], 3);
+    let started = app.post_json("/ops/bulk", &[AUTH], &body(false)).await;
+    started.expect(202);
+    let job = started.json["job_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(30), "bulk job finished", || async {
+        get_ops(&app, &format!("/ops/jobs/{job}")).await.json["finished"] == true
+    })
+    .await;
+    let status = get_ops(&app, &format!("/ops/jobs/{job}")).await;
+    assert_eq!(
+        (status.json["total"].as_u64(), status.json["succeeded"].as_u64(), status.json["failed"].as_u64()),
+        (Some(3), Some(3), Some(0))
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await, 3);
+    assert_eq!(saga(&app, keep).await["saga"]["state"], "RESERVING_INVENTORY");
+    assert_eq!(app.count("SELECT COUNT(*) FROM ops_audit WHERE job_id IS NOT NULL").await, 3);
+    app.post_json(
+        "/ops/bulk",
+        &[AUTH],
+        &json!({"filter": {"colour": "red"}, "action": {"action": "cancel"}, "actor": "a", "reason": "b"}),
+    )
+    .await
+    .expect_error(422, "invalid_parameter");
+}
+
+#[tokio::test]
+async fn metrics_are_valid_openmetrics_and_move_with_the_scenario() {
+    let app = TestApp::new().await;
+    let before = String::from_utf8(app.get("/metrics").await.raw).unwrap();
+    openmetrics_parser::openmetrics::parse_openmetrics(&before).unwrap_or_else(|e| panic!("{e:?}\n{before}"));
+    for _ in 0..3 {
+        order(&app).await;
+    }
+    let id = to_awaiting_payment(&app).await;
+    act(&app, id, json!({"action": "cancel", "expected_version": 2, "actor": "ops:g", "reason": "test"}))
+        .await
+        .expect(200);
+    let r = app.get("/metrics").await;
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(r.raw).unwrap();
+    let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    assert!(parsed.families.contains_key("order_created"));
+    assert!(text.contains("order_created_total{tenant_region=\"eu-west\"} 4"), "{text}");
+    assert!(text.contains("ops_actions_total{action=\"cancel\",result=\"applied\"} 1"));
+    assert!(text.contains("order_status_transition_seconds_count{from_status=\"PENDING\",to_status=\"CANCELLED\"} 1"));
+    assert!(!text.contains(&format!("order_id=\"{id}\"")), "no order ids in labels");
+}
