@@ -44,7 +44,7 @@ fn brokers() -> String {
 
 fn main() {
     if let Ok(filter) = std::env::var("BENCH_LOG") {
-        order_saga::telemetry::init(order_saga::config::LogFormat::Text, &filter);
+        std::mem::forget(order_saga::telemetry::init(order_saga::config::LogFormat::Text, &filter, None, "bench"));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(run());

@@ -38,7 +38,13 @@ use crate::{ops, telemetry, timers};
 
 /// Runs the CLI; the exit code is the process's.
 pub fn main(cli: Cli) -> ExitCode {
-    telemetry::init(cli.config.log_format, &cli.config.log);
+    // Declared first so it is dropped last: dropping it flushes the span exporter.
+    let _telemetry = telemetry::init(
+        cli.config.log_format,
+        &cli.config.log,
+        cli.config.otlp_endpoint.as_deref(),
+        &cli.config.service_name,
+    );
     if std::env::var_os(crate::failpoint::ENV).is_some() {
         tracing::warn!("crash-test failpoints are armed ({}); never do this in production", crate::failpoint::ENV);
     }

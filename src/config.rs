@@ -235,7 +235,7 @@ pub struct Config {
     pub sagas_dir: PathBuf,
 
     /// Timer duration override TIMER=DURATION (repeatable), e.g. payment_timeout=15m.
-    #[arg(long = "timer", global = true, env = "ORDER_SAGA_TIMERS", value_delimiter = ',', value_parser = key_value)]
+    #[arg(long = "timer-override", global = true, env = "ORDER_SAGA_TIMERS", value_delimiter = ',', value_parser = key_value)]
     pub timers: Vec<(String, String)>,
 
     /// When the timeout sweeper runs (cron with seconds, UTC).

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rdkafka::message::{Message as _, OwnedMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Topics;
 use crate::contracts::codec::{Codec, CodecError};
@@ -110,9 +111,9 @@ pub fn record_batch(m: &Metrics, result: &BatchResult) {
                 "duplicate"
             }
             InboundOutcome::Parked => "parked",
-            InboundOutcome::DeadLettered { kind, reason } => {
+            InboundOutcome::DeadLettered { kind, reason, order_id } => {
                 m.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: kind.as_str().into() }).inc();
-                tracing::warn!(reason = %reason, kind = kind.as_str(), "event dead-lettered");
+                tracing::warn!(order_id = order_id.unwrap_or_default(), reason = %reason, kind = kind.as_str(), "event dead-lettered; the saga is quarantined when the order is known");
                 "dead_lettered"
             }
             InboundOutcome::Stale => "stale",
@@ -146,14 +147,39 @@ fn poison(
     Inbound { event_id, order_id, event_name, event: Err(reason), source, trace, raw: Some(raw) }
 }
 
+/// A consumer span for one message, child of the producer's context.
+fn event_span(m: &OwnedMessage, i: &Inbound) -> tracing::Span {
+    let span = tracing::info_span!(
+        "saga.event",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = %m.topic(),
+        messaging.kafka.partition = m.partition(),
+        messaging.kafka.offset = m.offset(),
+        messaging.message.id = %i.event_id,
+        event.type = %i.event_name,
+        order_id = i.order_id.unwrap_or_default(),
+    );
+    if let Some(tp) = &i.trace {
+        crate::telemetry::otel::set_remote_parent(&span, tp);
+    }
+    span
+}
+
 impl BatchHandler for EventHandler {
     async fn handle(&self, batch: Vec<OwnedMessage>, stop: CancellationToken) -> Result<(), Stopped> {
         let mut inbound = Vec::with_capacity(batch.len());
+        // One span per event, ended when the batch commits; the rows each
+        // event writes carry its span's context onwards.
+        let mut spans = Vec::with_capacity(batch.len());
         for m in &batch {
             let mut attempt = 0;
             loop {
                 match self.decode(m).await {
-                    Ok(i) => {
+                    Ok(mut i) => {
+                        let span = event_span(m, &i);
+                        i.trace = Some(crate::telemetry::otel::propagate(&span, i.trace.as_ref()));
+                        spans.push(span);
                         inbound.push(i);
                         break;
                     }
@@ -170,7 +196,9 @@ impl BatchHandler for EventHandler {
         }
         let mut attempt = 0;
         loop {
-            match self.sagas.apply_batch(&self.db, &inbound, LockMode::Wait).await {
+            let tx_span = tracing::info_span!("db.transaction", db.system = "mysql", events = inbound.len());
+            let applied = self.sagas.apply_batch(&self.db, &inbound, LockMode::Wait).instrument(tx_span).await;
+            match applied {
                 Ok(result) => {
                     // Committed, offset not stored yet: the window a crash test aims at.
                     crate::failpoint::hit("consumer.after_commit");

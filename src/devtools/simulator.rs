@@ -175,8 +175,10 @@ impl Simulator {
                     continue;
                 }
             };
+            // A participant continues the caller's trace.
+            let traceparent = crate::kafka::header_str(msg.headers(), headers::TRACEPARENT);
             let me = self.clone();
-            tokio::spawn(async move { me.handle(decoded).await });
+            tokio::spawn(async move { me.handle(decoded, traceparent).await });
         }
     }
 
@@ -188,7 +190,7 @@ impl Simulator {
         fresh
     }
 
-    async fn handle(&self, cmd: Message) {
+    async fn handle(&self, cmd: Message, traceparent: Option<String>) {
         let now = TimestampMicros::from_datetime(chrono::Utc::now());
         let new_id = || uuid::Uuid::new_v4().to_string();
         match cmd {
@@ -230,7 +232,7 @@ impl Simulator {
                         command_id: Some(c.command_id.clone()),
                     })
                 };
-                self.answer(answer).await;
+                self.answer(answer, traceparent.as_deref()).await;
             }
             Message::PaymentAuthorize(c) => {
                 if !self.first_time(&c.command_id) {
@@ -264,7 +266,7 @@ impl Simulator {
                         currency: c.currency.clone(),
                     })
                 };
-                self.answer(answer).await;
+                self.answer(answer, traceparent.as_deref()).await;
             }
             Message::InventoryRelease(c) if self.first_time(&c.command_id) => {
                 self.stats.releases.fetch_add(1, Ordering::Relaxed);
@@ -276,10 +278,10 @@ impl Simulator {
         }
     }
 
-    async fn answer(&self, msg: Message) {
+    async fn answer(&self, msg: Message, traceparent: Option<&str>) {
         let copies = if rand::random::<f64>() < self.args.duplicate_rate { 2 } else { 1 };
         for _ in 0..copies {
-            if let Err(e) = publish(&self.producer, &self.codec, &self.topics, &msg, None).await {
+            if let Err(e) = publish(&self.producer, &self.codec, &self.topics, &msg, traceparent).await {
                 tracing::warn!(error = %e, "simulator could not publish an answer");
                 return;
             }

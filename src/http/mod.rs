@@ -77,26 +77,33 @@ pub struct RequestTrace(pub TraceParent);
 
 async fn trace_request(mut req: Request, next: Next) -> Response {
     let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
-    let trace = incoming.map(|t| t.child()).unwrap_or_else(TraceParent::new_root);
-    req.extensions_mut().insert(RequestTrace(trace));
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "-".into());
     let span = tracing::info_span!(
         "http.request",
+        otel.kind = "server",
         http.method = %req.method(),
         http.route = %route,
-        trace_id = %trace.trace_id_hex(),
+        trace_id = tracing::field::Empty,
         http.status = tracing::field::Empty,
     );
+    if let Some(tp) = &incoming {
+        crate::telemetry::otel::set_remote_parent(&span, tp);
+    }
+    // Outbox rows written by this request carry this span's context.
+    let trace = crate::telemetry::otel::propagate(&span, incoming.as_ref());
+    span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+    req.extensions_mut().insert(RequestTrace(trace));
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.record("http.status", resp.status().as_u16());
     let status = resp.status();
-    let _enter = span.enter();
-    if status.is_server_error() {
-        tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
-    } else {
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "request served");
-    }
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
+        } else {
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "request served");
+        }
+    });
     if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
         resp.headers_mut().insert("traceparent", v);
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::rest::{RestOutcome, RestTransport};
 use crate::config::RestMode;
@@ -35,6 +36,7 @@ use crate::kafka::producer::Producer;
 use crate::store::outbox::{self as table, EVENT_TYPE_DEAD_LETTER, PendingRow};
 use crate::store::{Db, StoreError, leases};
 use crate::telemetry::metrics::{Metrics, TransportLabel};
+use crate::telemetry::traceparent::TraceParent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -307,21 +309,37 @@ impl Relay {
             .into_iter()
             .partition(|p| rest_now && p.kind.and_then(|k| self.rest.as_ref().and_then(|r| r.endpoint(k))).is_some());
 
-        for p in via_kafka {
+        for mut p in via_kafka {
             in_flight.insert(p.id, p.created_at);
+            // A producer span, child of the span that wrote the row; the
+            // message carries the producer span's context to the consumer.
+            let span = tracing::info_span!(
+                "outbox.publish",
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.destination.name = %p.topic,
+                outbox.id = p.id,
+            );
+            if let Some((_, v)) = p.headers.iter_mut().find(|(k, _)| k == crate::contracts::headers::TRACEPARENT) {
+                if let Some(tp) = TraceParent::parse(v) {
+                    crate::telemetry::otel::set_remote_parent(&span, &tp);
+                }
+                if let Some(own) = crate::telemetry::otel::traceparent_of(&span) {
+                    *v = own.to_string();
+                }
+            }
             let sent = self.producer.enqueue(&p.topic, &p.key, &p.value, &p.headers).await;
             let tx = acks.clone();
             let (id, created_at) = (p.id, p.created_at);
             match sent {
                 Ok(fut) => {
-                    tokio::spawn(async move {
-                        let _ = tx.send(Ack {
-                            id,
-                            created_at,
-                            transport: Transport::Kafka,
-                            result: fut.await.map_err(|e| e.0),
-                        });
-                    });
+                    tokio::spawn(
+                        async move {
+                            let result = fut.await.map_err(|e| e.0);
+                            let _ = tx.send(Ack { id, created_at, transport: Transport::Kafka, result });
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(e) => {
                     let _ = tx.send(Ack { id, created_at, transport: Transport::Kafka, result: Err(e.0) });

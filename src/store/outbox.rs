@@ -50,7 +50,8 @@ impl OutboxWriter {
             headers::EVENT_TYPE: kind.name(),
         });
         if let Some(tp) = trace {
-            hdrs[headers::TRACEPARENT] = json!(tp.child().to_string());
+            // The span that wrote the row: its publish span becomes a child of it.
+            hdrs[headers::TRACEPARENT] = json!(tp.to_string());
         }
         Ok(NewOutboxRow {
             event_id: msg.event_id().to_owned(),

@@ -75,6 +75,7 @@ pub enum InboundOutcome {
     DeadLettered {
         kind: DeadLetterKind,
         reason: String,
+        order_id: Option<i64>,
     },
     /// A timer that was disarmed or re-armed meanwhile, or a saga another
     /// sweeper holds: nothing to do.
@@ -433,7 +434,7 @@ impl SagaStore {
                 ),
             };
             self.dead_letter(b, &reason, writes);
-            return Ok(InboundOutcome::DeadLettered { kind, reason });
+            return Ok(InboundOutcome::DeadLettered { kind, reason, order_id: b.order_id });
         };
 
         // Timer firings: the timer must still be armed and due (database time).
@@ -459,7 +460,11 @@ impl SagaStore {
             Ok(e) => e,
             Err(reason) => {
                 self.quarantine(slot, b, reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered { kind: DeadLetterKind::Undecodable, reason: reason.clone() });
+                return Ok(InboundOutcome::DeadLettered {
+                    kind: DeadLetterKind::Undecodable,
+                    reason: reason.clone(),
+                    order_id: b.order_id,
+                });
             }
         };
         let Some(def) = self.catalog.get(slot.inst.definition_version).cloned() else {
@@ -481,7 +486,11 @@ impl SagaStore {
                 }
                 let reason = rej.to_string();
                 self.quarantine(slot, b, &reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered { kind: DeadLetterKind::RejectedByDefinition, reason });
+                return Ok(InboundOutcome::DeadLettered {
+                    kind: DeadLetterKind::RejectedByDefinition,
+                    reason,
+                    order_id: b.order_id,
+                });
             }
         };
         let (from, to, reason) = match &t.outcome {
@@ -503,7 +512,11 @@ impl SagaStore {
                 }
                 let reason = format!("order status change refused: {refusal:?}");
                 self.quarantine(slot, b, &reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered { kind: DeadLetterKind::OrderTransitionRefused, reason });
+                return Ok(InboundOutcome::DeadLettered {
+                    kind: DeadLetterKind::OrderTransitionRefused,
+                    reason,
+                    order_id: b.order_id,
+                });
             }
         }
         if let (Some(b), Some(h)) = (before, head) {

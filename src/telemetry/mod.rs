@@ -6,6 +6,7 @@
 //! INFO for lifecycle; DEBUG for per-event detail.
 
 pub mod metrics;
+pub mod otel;
 pub mod traceparent;
 
 use tracing_subscriber::EnvFilter;
@@ -14,9 +15,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Safe to call more than once (tests): later
-/// calls are no-ops.
-pub fn init(format: LogFormat, filter: &str) {
+/// Installs the global subscriber: logs (JSON or text) and OpenTelemetry
+/// spans (exported over OTLP when `otlp_endpoint` is set). Keep the returned
+/// guard alive until exit: dropping it flushes the exporter. Safe to call more
+/// than once (tests): later calls install nothing.
+pub fn init(format: LogFormat, filter: &str, otlp_endpoint: Option<&str>, service_name: &str) -> otel::TelemetryGuard {
     // The scheduler logs every job start at INFO; keep it to warnings unless asked.
     let directives = if filter.contains("tokio_cron_scheduler") {
         filter.to_owned()
@@ -24,7 +27,18 @@ pub fn init(format: LogFormat, filter: &str) {
         format!("{filter},tokio_cron_scheduler=warn")
     };
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = match otel::provider(otlp_endpoint, service_name) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("order-saga: {e}; traces will not be exported");
+            match otel::provider(None, service_name) {
+                Ok(p) => p,
+                Err(_) => return otel::TelemetryGuard::none(),
+            }
+        }
+    };
+    let (otel_layer, guard) = otel::layer(provider, service_name);
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = match format {
         LogFormat::Json => registry
             .with(
@@ -38,5 +52,5 @@ pub fn init(format: LogFormat, filter: &str) {
             .try_init(),
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
     };
-    let _ = result;
+    if result.is_err() { otel::TelemetryGuard::none() } else { guard }
 }

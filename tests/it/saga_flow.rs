@@ -417,3 +417,55 @@ pub fn metric(text: &str, series: &str) -> u64 {
 async fn assigned(d: &Daemon) -> u64 {
     metric(&d.metrics().await, "saga_consumer_partitions_assigned")
 }
+
+/// W3C trace context: HTTP → outbox → Kafka headers → consumer → the next command.
+#[tokio::test]
+async fn a_trace_id_sent_in_on_http_comes_out_in_the_kafka_headers() {
+    let env = SagaEnv::new().await;
+    let d = env.start_daemon(&[]).await;
+    let _sim = env.simulator(sim_args()).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = d
+        .http
+        .post(format!("{}/orders", d.base))
+        .header("idempotency-key", key())
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&order_body("c", "eu", &[("A", 1, "1.00")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert!(r.headers()["traceparent"].to_str().unwrap().contains(trace_id), "the response names the trace");
+    let id = r.json::<serde_json::Value>().await.unwrap()["order_id"].as_u64().unwrap();
+    env.wait_state(id, "COMPLETED", T).await;
+    env.wait_outbox_drained(T).await;
+    for kind in [
+        MessageKind::OrderCreated,
+        MessageKind::InventoryReserve,
+        MessageKind::PaymentAuthorize,
+        MessageKind::OrderStatusChanged,
+    ] {
+        let recs = env.read_topic(Some(kind)).await;
+        let tp = order_saga::telemetry::traceparent::TraceParent::parse(&recs[0].headers["traceparent"]).unwrap();
+        assert_eq!(tp.trace_id_hex(), trace_id, "{kind} left the trace");
+        assert_ne!(hex::encode(tp.span_id), "00f067aa0ba902b7", "{kind}: a span of ours, not the caller's");
+    }
+}
+
+#[tokio::test]
+async fn logs_are_json_with_order_fields() {
+    let env = SagaEnv::new().await;
+    let d = env.start_daemon(&[("ORDER_SAGA_LOG_FORMAT", "json"), ("ORDER_SAGA_LOG", "info")]).await;
+    let id = d.create_order(&order_body("cust-json", "eu", &[("A", 1, "1.00")])).await;
+    let line =
+        d.logs().lines().find(|l| l.contains("order created")).map(str::to_owned).expect("an 'order created' log line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["order_id"], id);
+    assert_eq!(v["customer_id"], "cust-json");
+    assert_eq!(v["status"], "PENDING");
+    assert_eq!(v["level"], "INFO");
+    // Every line is JSON.
+    for l in d.logs().lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+    }
+}

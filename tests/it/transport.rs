@@ -210,3 +210,41 @@ async fn commands_fall_back_to_rest_when_kafka_is_unavailable() {
     assert_eq!(waiting, 1);
     assert_eq!(captured.0.lock().unwrap()[0].1, format!("{id}:reserve_inventory:reserve:1"));
 }
+
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<Vec<u8>>>>);
+
+async fn collect_spans(State(s): State<Spans>, body: axum::body::Bytes) -> &'static str {
+    s.0.lock().unwrap().push(body.to_vec());
+    ""
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
+    let env = SagaEnv::new().await;
+    let spans = Spans::default();
+    let app = Router::new().route("/v1/traces", post(collect_spans)).with_state(spans.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let d = env.start_daemon(&[("ORDER_SAGA_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "200")]).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = d
+        .http
+        .post(format!("{}/orders", d.base))
+        .header("idempotency-key", key())
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .json(&order_body("c", "eu", &[("A", 1, "1.00")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let raw_id = hex::decode(trace_id).unwrap();
+    let s2 = spans.clone();
+    eventually(T, "the request's span exported with the caller's trace id", move || {
+        let s = s2.clone();
+        let raw_id = raw_id.clone();
+        async move { s.0.lock().unwrap().iter().any(|body| body.windows(16).any(|w| w == raw_id.as_slice())) }
+    })
+    .await;
+}
