@@ -7,5 +7,6 @@ mod daemon;
 mod helpers;
 mod ops;
 mod orders_api;
+mod replicas;
 mod saga_flow;
 mod transport;

@@ -414,7 +414,7 @@ pub fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn assigned(d: &Daemon) -> u64 {
+pub async fn assigned(d: &Daemon) -> u64 {
     metric(&d.metrics().await, "saga_consumer_partitions_assigned")
 }
 
