@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod daemon;
+mod docs;
 mod helpers;
 mod ops;
 mod orders_api;
