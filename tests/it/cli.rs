@@ -1,0 +1,166 @@
+//! The command line: saga checks and graphs, startup validation, migrate,
+//! timeouts sweep and ops, run as the real binary.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_order-saga"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run order-saga")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn sagas_check_and_graph() {
+    let ok = run(&["sagas", "check"], &[]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("saga \"order\" version 1 ok"));
+    let graph = run(&["sagas", "graph"], &[]);
+    assert!(graph.status.success());
+    assert!(text(&graph.stdout).starts_with("stateDiagram-v2"));
+
+    let dir = std::env::temp_dir().join(format!("sagas-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = std::fs::read_to_string("sagas/order.toml").unwrap().replace("to = \"COMPLETED\"", "to = \"DONE\"");
+    std::fs::write(dir.join("order.toml"), &broken).unwrap();
+    let line = broken.lines().position(|l| l.contains("to = \"DONE\"")).unwrap() + 1;
+    let bad = run(&["sagas", "check", "--sagas-dir", dir.to_str().unwrap()], &[]);
+    assert!(!bad.status.success());
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains(&format!(
+            "order.toml:{line}: state AWAITING_PAYMENT, on payment.authorized.v1: unknown state \"DONE\""
+        )),
+        "{err}"
+    );
+
+    // The daemon refuses to start on it, naming file and line.
+    let serve = run(
+        &["serve", "--sagas-dir", dir.to_str().unwrap()],
+        &[
+            ("ORDER_SAGA_DATABASE_URL", "mysql://u:p@127.0.0.1:1/x"),
+            ("ORDER_SAGA_KAFKA_BROKERS", "127.0.0.1:1"),
+            ("ORDER_SAGA_SCHEMA_REGISTRY_URL", "http://127.0.0.1:1"),
+        ],
+    );
+    assert!(!serve.status.success());
+    assert!(text(&serve.stderr).contains(&format!("order.toml:{line}")), "{}", text(&serve.stderr));
+}
+
+#[test]
+fn invalid_configuration_is_refused_with_the_variable_named() {
+    let out = run(&["serve"], &[("ORDER_SAGA_DATABASE_URL", "postgres://x/y")]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("ORDER_SAGA_DATABASE_URL must start with mysql://"), "{}", text(&out.stderr));
+    let out = run(&["serve", "--shutdown-grace", "soon"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--shutdown-grace"));
+    let help = run(&["--help"], &[]);
+    assert!(text(&help.stdout).contains("ORDER_SAGA_DATABASE_URL"));
+}
+
+#[tokio::test]
+async fn migrate_sweep_and_ops_from_the_command_line() {
+    let app = TestApp::new().await;
+    let url = format!("{}/{}", env().db_base, db_name(&app).await);
+    let env = [("ORDER_SAGA_DATABASE_URL", url.as_str())];
+    let out = run(&["migrate"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A saga waiting for payment whose timer is due.
+    let r = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let id = r.json["order_id"].as_i64().unwrap();
+    app.deliver(&[order_saga::contracts::Message::from(order_saga::contracts::InventoryReserved {
+        event_id: "r".into(),
+        order_id: id,
+        occurred_at: order_saga::contracts::TimestampMicros(0),
+        tenant_region: "eu".into(),
+        command_id: None,
+    })])
+    .await;
+    sqlx::query("UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 1 SECOND").execute(&app.db.pool).await.unwrap();
+
+    let list = run(&["ops", "list", "--state", "AWAITING_PAYMENT"], &env);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v["sagas"][0]["order_id"], id);
+
+    let stale = run(
+        &["ops", "cancel", &id.to_string(), "--expected-version", "1", "--actor", "ops:cli", "--reason", "test"],
+        &env,
+    );
+    assert_eq!(stale.status.code(), Some(3), "refusals exit 3");
+    assert!(text(&stale.stderr).contains("version 2, not 1"));
+
+    let sweep = run(&["timeouts", "sweep"], &env);
+    assert!(sweep.status.success(), "{}", text(&sweep.stderr));
+    let v: Value = serde_json::from_slice(&sweep.stdout).unwrap();
+    assert_eq!(v["fired"], 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await, 1);
+    let again = run(&["timeouts", "sweep"], &env);
+    assert_eq!(serde_json::from_slice::<Value>(&again.stdout).unwrap()["fired"], 0, "a timer fires once");
+
+    let show = run(&["ops", "show", &id.to_string()], &env);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v["saga"]["state"], "CANCELLED");
+}
+
+async fn db_name(app: &TestApp) -> String {
+    sqlx::query_scalar("SELECT DATABASE()").fetch_one(&app.db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_http_sweep_fires_due_timers_for_external_schedulers() {
+    let app = TestApp::new().await;
+    let r = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let id = r.json["order_id"].as_i64().unwrap();
+    app.deliver(&[order_saga::contracts::Message::from(order_saga::contracts::InventoryReserved {
+        event_id: "r".into(),
+        order_id: id,
+        occurred_at: order_saga::contracts::TimestampMicros(0),
+        tenant_region: "eu".into(),
+        command_id: None,
+    })])
+    .await;
+    let auth = ("authorization", "Bearer test-ops-token-0123456789");
+    let none = app.post_json("/ops/timeouts/sweep", &[auth], &serde_json::json!({})).await;
+    none.expect(200);
+    assert_eq!(none.json["fired"], 0, "not due yet");
+    sqlx::query("UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 1 SECOND").execute(&app.db.pool).await.unwrap();
+    let fired = app.post_json("/ops/timeouts/sweep", &[auth], &serde_json::json!({})).await;
+    assert_eq!(fired.json["fired"], 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await, 1);
+}
+
+#[tokio::test]
+async fn housekeeping_purges_only_what_is_old() {
+    let app = TestApp::new().await;
+    for _ in 0..3 {
+        app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await.expect(201);
+    }
+    sqlx::query("UPDATE outbox SET published_at = NOW(6) - INTERVAL 2 HOUR WHERE event_type = 'order.created.v1'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE idempotency_keys SET created_at = NOW(6) - INTERVAL 2 DAY LIMIT 1")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(order_saga::store::outbox::purge_published(&app.db.pool, hour_ago).await.unwrap(), 3);
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 3, "unpublished rows stay");
+    let day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    assert_eq!(order_saga::store::orders::purge_idempotency_keys(&app.db, day_ago).await.unwrap(), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys").await, 2);
+}
