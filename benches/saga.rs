@@ -43,6 +43,10 @@ fn brokers() -> String {
 }
 
 fn main() {
+    // `cargo test`/nextest list and run bench targets too; only `cargo bench` (which passes --bench) measures.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
     if let Ok(filter) = std::env::var("BENCH_LOG") {
         std::mem::forget(order_saga::telemetry::init(order_saga::config::LogFormat::Text, &filter, None, "bench"));
     }

@@ -257,30 +257,18 @@ pub async fn run(cfg: &Config, args: OpsArgs) -> anyhow::Result<ExitCode> {
             let selected = inspect::select_for_bulk(&db, &catalog, &b.filter, limit).await?;
             let job = uuid::Uuid::new_v4().to_string();
             let total = selected.len();
-            let (mut ok, mut failed) = (0, 0);
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(cfg.ops_bulk_rate.max(1))));
-            for (i, (order_id, version)) in selected.into_iter().enumerate() {
-                tick.tick().await;
-                let req = Request {
-                    order_id,
-                    action: b.action.clone(),
-                    expected_version: version,
-                    actor: b.actor.clone(),
-                    reason: b.reason.clone(),
-                    dry_run: false,
-                    job_id: Some(job.clone()),
-                };
-                match ops.act(&req).await {
-                    Ok(_) => ok += 1,
-                    Err(e) => {
-                        failed += 1;
+            let mut done = 0;
+            let (ok, failed) = ops
+                .run_bulk(&b, selected, &job, cfg.ops_bulk_rate, |order_id, r| {
+                    done += 1;
+                    if let Err(e) = r {
                         eprintln!("order {order_id}: {e}");
                     }
-                }
-                if (i + 1) % 50 == 0 || i + 1 == total {
-                    eprintln!("progress: {}/{total} ({ok} applied, {failed} refused)", i + 1);
-                }
-            }
+                    if done % 50 == 0 || done == total {
+                        eprintln!("progress: {done}/{total}");
+                    }
+                })
+                .await;
             print(&json!({"job_id": job, "total": total, "applied": ok, "refused": failed}));
             return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) });
         }

@@ -186,18 +186,14 @@ impl Ops {
                     if req.dry_run {
                         tx.rollback().await.ctx("rolling back the dry run")?;
                     } else {
-                        shell::audit(
+                        let detail = serde_json::to_string(&report.messages).unwrap_or_default();
+                        audit(
                             &mut tx,
-                            Some(req.order_id),
-                            req.action.name(),
-                            &serde_json::to_value(&req.action).unwrap_or(Value::Null),
-                            &req.actor,
-                            &req.reason,
+                            req,
                             Some(report.version_before),
                             Some(report.version_after),
                             "applied",
-                            Some(&serde_json::to_string(&report.messages).unwrap_or_default()),
-                            req.job_id.as_deref(),
+                            &detail,
                         )
                         .await?;
                         tx.commit().await.ctx("committing the ops action")?;
@@ -237,20 +233,7 @@ impl Ops {
             Err(e) if !req.dry_run => {
                 // Refusals are audited too: who tried what, and why it was refused.
                 let mut tx = self.db.begin().await?;
-                shell::audit(
-                    &mut tx,
-                    Some(req.order_id),
-                    req.action.name(),
-                    &serde_json::to_value(&req.action).unwrap_or(Value::Null),
-                    &req.actor,
-                    &req.reason,
-                    Some(req.expected_version),
-                    None,
-                    "refused",
-                    Some(&e.to_string()),
-                    req.job_id.as_deref(),
-                )
-                .await?;
+                audit(&mut tx, req, Some(req.expected_version), None, "refused", &e.to_string()).await?;
                 tx.commit().await.ctx("committing the audit row")?;
             }
             _ => {}
@@ -497,15 +480,30 @@ impl Ops {
         }
         let job = self.jobs.start(b.action.name(), selected.len());
         let (ops, b2, job2) = (self.clone(), b.clone(), job.clone());
-        let rate = b.rate_per_second.max(1);
-        tokio::spawn(async move { ops.run_bulk(&b2, selected, &job2, rate).await });
+        tokio::spawn(async move {
+            let jobs = ops.jobs.clone();
+            ops.run_bulk(&b2, selected, &job2, b2.rate_per_second, |order_id, r| {
+                jobs.progress(&job2, order_id, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            })
+            .await;
+            jobs.finish(&job2);
+        });
         Ok(json!({"job_id": job, "matched": matched, "selected": b.limit.map(|_| limit)}))
     }
 
     /// Runs a bulk job: each saga acted on at the version it had when selected
-    /// (changed since → skipped as stale), at most `rate` actions per second.
-    pub async fn run_bulk(&self, b: &BulkRequest, selected: Vec<(i64, u32)>, job: &str, rate: u32) {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    /// (changed since → refused as stale), at most `rate` actions per second.
+    /// `progress` sees every result; returns (applied, refused).
+    pub async fn run_bulk(
+        &self,
+        b: &BulkRequest,
+        selected: Vec<(i64, u32)>,
+        job: &str,
+        rate: u32,
+        mut progress: impl FnMut(i64, &Result<Report, OpsError>),
+    ) -> (usize, usize) {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        let (mut applied, mut refused) = (0, 0);
         for (order_id, version) in selected {
             tick.tick().await;
             let req = Request {
@@ -518,10 +516,40 @@ impl Ops {
                 job_id: Some(job.to_owned()),
             };
             let r = self.act(&req).await;
-            self.jobs.progress(job, order_id, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            if r.is_ok() {
+                applied += 1;
+            } else {
+                refused += 1;
+            }
+            progress(order_id, &r);
         }
-        self.jobs.finish(job);
+        (applied, refused)
     }
+}
+
+/// The audit row of one action (applied or refused).
+async fn audit(
+    tx: &mut Tx,
+    req: &Request,
+    version_before: Option<u32>,
+    version_after: Option<u32>,
+    result: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    shell::audit(
+        tx,
+        Some(req.order_id),
+        req.action.name(),
+        &serde_json::to_value(&req.action).unwrap_or(Value::Null),
+        &req.actor,
+        &req.reason,
+        version_before,
+        version_after,
+        result,
+        Some(detail),
+        req.job_id.as_deref(),
+    )
+    .await
 }
 
 async fn count_audit(tx: &mut Tx, order_id: i64, action: &str) -> Result<u32, StoreError> {

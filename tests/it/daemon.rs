@@ -90,6 +90,7 @@ impl SagaEnv {
             ("ORDER_SAGA_LOG", "info,order_saga=debug"),
             ("ORDER_SAGA_OPS_TOKEN", OPS_TOKEN),
             ("ORDER_SAGA_SAGAS_DIR", "sagas"),
+            ("ORDER_SAGA_DATABASE_MAX_CONNECTIONS", "8"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -100,7 +100,7 @@ pub async fn fresh_db() -> (Db, String) {
         .expect("create test database");
     admin.pool.close().await;
     let url = format!("{}/{name}", env().db_base);
-    let db = Db::connect(&url, 16, Duration::from_secs(10)).await.expect("connect to the test database");
+    let db = Db::connect(&url, 8, Duration::from_secs(10)).await.expect("connect to the test database");
     db.migrate().await.expect("migrate");
     (db, url)
 }
