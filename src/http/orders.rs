@@ -156,23 +156,20 @@ pub async fn change_status(
     let id = order_id(&raw)?;
     let JsonBody(body) = body?;
     let change = StatusChange::from_json(&body).map_err(ApiError::validation)?;
-    let before = orders::get(&state.db, id).await?;
     let result =
         orders::change_status(&state.db, id, &change, &state.outbox, state.sagas.as_ref(), Some(&trace)).await?;
     match result {
-        Ok(view) => {
+        Ok(orders::StatusChanged { order: view, previous, previous_since }) => {
             state.relay_wakeup.notify_one();
-            if let Some(b) = before {
-                let secs = (view.updated_at - b.updated_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                state
-                    .metrics
-                    .order_status_transition_seconds
-                    .get_or_create(&crate::telemetry::metrics::TransitionLabel {
-                        from_status: b.status.as_str().into(),
-                        to_status: view.status.as_str().into(),
-                    })
-                    .observe(secs.max(0.0));
-            }
+            let secs = (view.updated_at - previous_since).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            state
+                .metrics
+                .order_status_transition_seconds
+                .get_or_create(&crate::telemetry::metrics::TransitionLabel {
+                    from_status: previous.as_str().into(),
+                    to_status: view.status.as_str().into(),
+                })
+                .observe(secs.max(0.0));
             tracing::info!(order_id = id, status = %view.status, actor = %change.actor, "order status changed");
             Ok(axum::Json(view).into_response())
         }

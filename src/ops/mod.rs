@@ -437,7 +437,7 @@ impl Ops {
                 json!({"type": event_type, "event_id": event_id, "command_id": payload.get("command_id")})
             })
             .collect();
-        let timers_after = timers_in_tx(tx, order_id).await?;
+        let timers_after = crate::store::timers::for_order(&mut **tx, order_id).await?;
         let status_after = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
         Ok(Ok(Report {
             order_id,
@@ -561,27 +561,6 @@ async fn count_audit(tx: &mut Tx, order_id: i64, action: &str) -> Result<u32, St
             .await
             .ctx("counting earlier retries")?;
     Ok(n as u32)
-}
-
-async fn timers_in_tx(tx: &mut Tx, order_id: i64) -> Result<Vec<crate::store::timers::TimerView>, StoreError> {
-    use sqlx::Row;
-    let rows = sqlx::query(
-        "SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? ORDER BY due_at",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await
-    .ctx("reading timers")?;
-    rows.iter()
-        .map(|r| {
-            Ok(crate::store::timers::TimerView {
-                name: r.try_get("timer_name").ctx("decoding")?,
-                due_at: r.try_get("due_at").ctx("decoding")?,
-                armed_at: r.try_get("armed_at").ctx("decoding")?,
-                armed_version: r.try_get("armed_version").ctx("decoding")?,
-            })
-        })
-        .collect()
 }
 
 /// A bulk action over the sagas a filter selects.

@@ -454,7 +454,7 @@ pub async fn change_status(
     outbox_writer: &OutboxWriter,
     saga: Option<&super::sagas::SagaStore>,
     trace: Option<&TraceParent>,
-) -> Result<Result<OrderView, ChangeRefusal>, StoreError> {
+) -> Result<Result<StatusChanged, ChangeRefusal>, StoreError> {
     let outcome = super::retry(|| async {
         let mut tx = db.begin().await?;
         let Some(head) = head(&mut tx, order_id, false).await? else {
@@ -486,7 +486,7 @@ pub async fn change_status(
         match result {
             Ok(_) => {
                 tx.commit().await.ctx("committing the status change")?;
-                Ok(Ok(()))
+                Ok(Ok((head.status, head.updated_at)))
             }
             Err(refusal) => {
                 tx.rollback().await.ctx("rolling back")?;
@@ -496,9 +496,21 @@ pub async fn change_status(
     })
     .await?;
     match outcome {
-        Ok(()) => get(db, order_id).await?.map(Ok).ok_or(StoreError::Corrupt("order vanished".into())),
+        Ok((previous, previous_since)) => {
+            let order = get(db, order_id).await?.ok_or(StoreError::Corrupt("order vanished".into()))?;
+            Ok(Ok(StatusChanged { order, previous, previous_since }))
+        }
         Err(r) => Ok(Err(r)),
     }
+}
+
+/// A status change that was applied.
+#[derive(Debug, Clone)]
+pub struct StatusChanged {
+    pub order: OrderView,
+    /// The status before, and since when (for the time-in-status metric).
+    pub previous: OrderStatus,
+    pub previous_since: DateTime<Utc>,
 }
 
 /// Filters of `GET /orders/search`.

@@ -7,39 +7,6 @@ use sqlx::Row;
 
 use super::{Ctx, StoreError, Tx};
 
-pub async fn arm(
-    tx: &mut Tx,
-    order_id: i64,
-    name: &str,
-    due_at: DateTime<Utc>,
-    saga_version: u32,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) VALUES (?, ?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
-    )
-    .bind(order_id)
-    .bind(name)
-    .bind(due_at)
-    .bind(saga_version)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .ctx("arming a timer")?;
-    Ok(())
-}
-
-pub async fn cancel(tx: &mut Tx, order_id: i64, name: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ?")
-        .bind(order_id)
-        .bind(name)
-        .execute(&mut **tx)
-        .await
-        .ctx("disarming a timer")?;
-    Ok(())
-}
-
 /// Deletes the timer if it is still armed and due. `true` when it was: the
 /// caller fires it in this transaction; a concurrent firing finds nothing.
 pub async fn take_due(tx: &mut Tx, order_id: i64, name: &str) -> Result<bool, StoreError> {
@@ -94,12 +61,13 @@ pub struct TimerView {
     pub armed_version: u32,
 }
 
-pub async fn for_order(pool: &sqlx::MySqlPool, order_id: i64) -> Result<Vec<TimerView>, StoreError> {
+/// Pending timers of an order (from the pool, or inside a transaction).
+pub async fn for_order<'e, E: sqlx::MySqlExecutor<'e>>(exec: E, order_id: i64) -> Result<Vec<TimerView>, StoreError> {
     let rows = sqlx::query(
         "SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? ORDER BY due_at",
     )
     .bind(order_id)
-    .fetch_all(pool)
+    .fetch_all(exec)
     .await
     .ctx("reading timers")?;
     rows.iter()
