@@ -79,16 +79,7 @@ async fn migrate_sweep_and_ops_from_the_command_line() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // A saga waiting for payment whose timer is due.
-    let r = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
-    let id = r.json["order_id"].as_i64().unwrap();
-    app.deliver(&[order_saga::contracts::Message::from(order_saga::contracts::InventoryReserved {
-        event_id: "r".into(),
-        order_id: id,
-        occurred_at: order_saga::contracts::TimestampMicros(0),
-        tenant_region: "eu".into(),
-        command_id: None,
-    })])
-    .await;
+    let id = order_awaiting_payment(&app).await;
     sqlx::query("UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 1 SECOND").execute(&app.db.pool).await.unwrap();
 
     let list = run(&["ops", "list", "--state", "AWAITING_PAYMENT"], &env);
@@ -123,16 +114,7 @@ async fn db_name(app: &TestApp) -> String {
 #[tokio::test]
 async fn the_http_sweep_fires_due_timers_for_external_schedulers() {
     let app = TestApp::new().await;
-    let r = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
-    let id = r.json["order_id"].as_i64().unwrap();
-    app.deliver(&[order_saga::contracts::Message::from(order_saga::contracts::InventoryReserved {
-        event_id: "r".into(),
-        order_id: id,
-        occurred_at: order_saga::contracts::TimestampMicros(0),
-        tenant_region: "eu".into(),
-        command_id: None,
-    })])
-    .await;
+    order_awaiting_payment(&app).await;
     let auth = ("authorization", "Bearer test-ops-token-0123456789");
     let none = app.post_json("/ops/timeouts/sweep", &[auth], &serde_json::json!({})).await;
     none.expect(200);
@@ -163,4 +145,20 @@ async fn housekeeping_purges_only_what_is_old() {
     let day_ago = chrono::Utc::now() - chrono::Duration::days(1);
     assert_eq!(order_saga::store::orders::purge_idempotency_keys(&app.db, day_ago).await.unwrap(), 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys").await, 2);
+}
+
+/// Creates an order and delivers its `InventoryReserved`, leaving the saga in
+/// AWAITING_PAYMENT with the payment timer armed.
+async fn order_awaiting_payment(app: &TestApp) -> i64 {
+    let r = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let id = r.json["order_id"].as_i64().unwrap();
+    app.deliver(&[order_saga::contracts::Message::from(order_saga::contracts::InventoryReserved {
+        event_id: "r".into(),
+        order_id: id,
+        occurred_at: order_saga::contracts::TimestampMicros(0),
+        tenant_region: "eu".into(),
+        command_id: None,
+    })])
+    .await;
+    id
 }

@@ -71,14 +71,7 @@ async fn payment_failure_compensates_and_cancels() {
     let id = d.create_order(&order_body("decline-1", "eu", &[("A", 1, "5.00")])).await;
     env.wait_state(id, "CANCELLED", T).await;
     assert_eq!(env.order_status(id).await, "CANCELLED");
-    let reason: Option<String> = sqlx::query_scalar(
-        "SELECT reason_code FROM order_status_history WHERE order_id = ? AND to_status = 'CANCELLED'",
-    )
-    .bind(id)
-    .fetch_one(&env.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason.as_deref(), Some("PAYMENT_FAILED"));
+    assert_eq!(cancel_reason(&env, id).await.as_deref(), Some("PAYMENT_FAILED"));
     env.wait_outbox_drained(T).await;
     assert_eq!(
         command_ids(&env.read_topic(Some(MessageKind::InventoryRelease)).await),
@@ -101,14 +94,7 @@ async fn payment_timeout_cancels_releases_and_voids() {
         "timer armed in the same transaction"
     );
     env.wait_state(id, "CANCELLED", T).await;
-    let reason: Option<String> = sqlx::query_scalar(
-        "SELECT reason_code FROM order_status_history WHERE order_id = ? AND to_status = 'CANCELLED'",
-    )
-    .bind(id)
-    .fetch_one(&env.db.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason.as_deref(), Some("PAYMENT_TIMEOUT"));
+    assert_eq!(cancel_reason(&env, id).await.as_deref(), Some("PAYMENT_TIMEOUT"));
     env.wait_outbox_drained(T).await;
     assert_eq!(
         command_ids(&env.read_topic(Some(MessageKind::InventoryRelease)).await),
@@ -468,4 +454,13 @@ async fn logs_are_json_with_order_fields() {
     for l in d.logs().lines().filter(|l| !l.trim().is_empty()) {
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
     }
+}
+
+/// The reason code recorded on the order's transition to CANCELLED.
+async fn cancel_reason(env: &SagaEnv, id: u64) -> Option<String> {
+    sqlx::query_scalar("SELECT reason_code FROM order_status_history WHERE order_id = ? AND to_status = 'CANCELLED'")
+        .bind(id)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap()
 }
