@@ -73,3 +73,43 @@ fn every_openapi_path_is_routed_and_every_route_documented() {
         );
     }
 }
+
+/// ARCHITECTURE.md's first invariant, checked: the functional core (`saga/`,
+/// `domain/`) names no database, broker, HTTP client, runtime or clock, so
+/// the transition function stays a pure function of its arguments.
+#[test]
+fn the_functional_core_imports_no_io_and_reads_no_clock() {
+    const FORBIDDEN: &[&str] = &[
+        "sqlx",
+        "rdkafka",
+        "reqwest",
+        "tokio",
+        "axum",
+        "Utc::now",
+        "Local::now",
+        "SystemTime",
+        "Instant::now",
+        "rand::",
+    ];
+    let mut offences = Vec::new();
+    let mut files = 0;
+    for dir in ["src/saga", "src/domain"] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                // Code only: comments may (and do) name what is forbidden.
+                let code = line.split("//").next().unwrap_or_default();
+                for word in FORBIDDEN.iter().filter(|w| code.contains(*w)) {
+                    offences.push(format!("{}:{}: {word}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(files >= 8, "expected the saga and domain sources, found {files} files");
+    assert!(offences.is_empty(), "the functional core must stay free of I/O and clocks: {offences:?}");
+}
