@@ -212,44 +212,34 @@ pub async fn summary_of(db: &Db, catalog: &Catalog, order_id: i64) -> Result<Opt
     row.map(|r| summary(&r, catalog, now)).transpose()
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TransitionView {
     pub saga_version: u32,
     pub event_id: String,
+    #[sqlx(rename = "event_name")]
     pub event: String,
+    #[sqlx(rename = "from_state")]
     pub from: String,
+    #[sqlx(rename = "to_state")]
     pub to: String,
     pub actor: String,
     pub reason: Option<String>,
+    #[sqlx(rename = "occurred_at")]
     pub at: DateTime<Utc>,
 }
 
 pub async fn transitions(db: &Db, order_id: i64) -> Result<Vec<TransitionView>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at FROM saga_transitions \
          WHERE order_id = ? ORDER BY id",
     )
     .bind(order_id)
     .fetch_all(&db.pool)
     .await
-    .ctx("reading transitions")?;
-    rows.iter()
-        .map(|r| {
-            Ok(TransitionView {
-                saga_version: r.try_get("saga_version").ctx("decoding")?,
-                event_id: r.try_get("event_id").ctx("decoding")?,
-                event: r.try_get("event_name").ctx("decoding")?,
-                from: r.try_get("from_state").ctx("decoding")?,
-                to: r.try_get("to_state").ctx("decoding")?,
-                actor: r.try_get("actor").ctx("decoding")?,
-                reason: r.try_get("reason").ctx("decoding")?,
-                at: r.try_get("occurred_at").ctx("decoding")?,
-            })
-        })
-        .collect()
+    .ctx("reading transitions")
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OutboxView {
     pub id: u64,
     pub event_id: String,
@@ -262,32 +252,20 @@ pub struct OutboxView {
 
 /// Outbox rows of an order not yet published.
 pub async fn unpublished(db: &Db, order_id: i64) -> Result<Vec<OutboxView>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT id, event_id, event_type, topic, created_at, attempts, last_error FROM outbox \
          WHERE aggregate_id = ? AND published_at IS NULL ORDER BY id",
     )
     .bind(order_id.to_string())
     .fetch_all(&db.pool)
     .await
-    .ctx("reading unpublished outbox rows")?;
-    rows.iter()
-        .map(|r| {
-            Ok(OutboxView {
-                id: r.try_get("id").ctx("decoding")?,
-                event_id: r.try_get("event_id").ctx("decoding")?,
-                event_type: r.try_get("event_type").ctx("decoding")?,
-                topic: r.try_get("topic").ctx("decoding")?,
-                created_at: r.try_get("created_at").ctx("decoding")?,
-                attempts: r.try_get("attempts").ctx("decoding")?,
-                last_error: r.try_get("last_error").ctx("decoding")?,
-            })
-        })
-        .collect()
+    .ctx("reading unpublished outbox rows")
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InboxView {
     pub event_id: String,
+    #[sqlx(rename = "event_name")]
     pub event: String,
     pub source: String,
     pub outcome: String,
@@ -295,25 +273,14 @@ pub struct InboxView {
 }
 
 pub async fn inbox(db: &Db, order_id: i64) -> Result<Vec<InboxView>, StoreError> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT event_id, event_name, source, CAST(outcome AS CHAR) AS outcome, received_at FROM saga_inbox \
          WHERE order_id = ? ORDER BY received_at, event_id",
     )
     .bind(order_id)
     .fetch_all(&db.pool)
     .await
-    .ctx("reading the inbox")?;
-    rows.iter()
-        .map(|r| {
-            Ok(InboxView {
-                event_id: r.try_get("event_id").ctx("decoding")?,
-                event: r.try_get("event_name").ctx("decoding")?,
-                source: r.try_get("source").ctx("decoding")?,
-                outcome: r.try_get("outcome").ctx("decoding")?,
-                received_at: r.try_get("received_at").ctx("decoding")?,
-            })
-        })
-        .collect()
+    .ctx("reading the inbox")
 }
 
 #[derive(Debug, Clone, Serialize)]
