@@ -72,6 +72,11 @@ impl SagaEnv {
         }
     }
 
+    /// Creates this test's topics (again, e.g. on a restarted memory broker).
+    pub async fn create_topics(&self) {
+        admin::create_topics(&self.client, &self.topics.all(), PARTITIONS, 1).await.expect("create test topics");
+    }
+
     /// Environment of a daemon for this test (nothing inherited from the shell).
     pub fn daemon_env(&self, port: u16) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
