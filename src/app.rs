@@ -259,14 +259,24 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         let started = tokio::time::Instant::now();
         let Running { state, stop_intake, stop_relay, consumer, scheduler, http_task, relay_task, grace, .. } = self;
+        // The intake (consumer, scheduler, HTTP) gets most of the grace, but
+        // never all of it: the relay's final settle and flush always get
+        // their share, even when the database is down and a worker is stuck
+        // waiting for it.
+        let intake_budget = grace.mul_f64(0.7);
         let orderly = async move {
             stop_intake.cancel();
-            if let Err(e) = consumer.join().await {
-                tracing::warn!(error = %e, "consumer stopped with an error");
+            let intake = async {
+                if let Err(e) = consumer.join().await {
+                    tracing::warn!(error = %e, "consumer stopped with an error");
+                }
+                let mut scheduler = scheduler;
+                let _ = scheduler.shutdown().await;
+                let _ = http_task.await;
+            };
+            if tokio::time::timeout(intake_budget, intake).await.is_err() {
+                tracing::warn!("the intake did not stop within its share of the grace; stopping the relay anyway");
             }
-            let mut scheduler = scheduler;
-            let _ = scheduler.shutdown().await;
-            let _ = http_task.await;
             stop_relay.cancel();
             if let Some(t) = relay_task {
                 let _ = t.await;
@@ -376,7 +386,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             fetch_wait_max: cfg.kafka_fetch_wait_max,
             batch_max: cfg.consumer_batch_max,
             queue_capacity: cfg.consumer_batch_max * 4,
-            drain_timeout: cfg.shutdown_grace.mul_f64(0.6),
+            drain_timeout: cfg.shutdown_grace.mul_f64(0.5),
         },
         handler,
         Some(metrics.clone()),

@@ -213,7 +213,7 @@ pub struct Config {
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_FETCH_WAIT_MAX", default_value = "50ms", value_parser = duration)]
     pub kafka_fetch_wait_max: Duration,
 
-    /// Most events of one partition applied in one database transaction (1 = no batching).
+    /// Most events of one partition applied in one database transaction (1 to 1000; 1 = no batching).
     #[arg(long, global = true, env = "ORDER_SAGA_CONSUMER_BATCH_MAX", default_value_t = 200)]
     pub consumer_batch_max: usize,
 
@@ -467,6 +467,12 @@ impl Config {
         if !(1..=1024).contains(&self.outbox_shards) {
             return Err(ConfigError::Invalid("ORDER_SAGA_OUTBOX_SHARDS must be between 1 and 1024".into()));
         }
+        if self.consumer_batch_max > crate::store::limits::ROWS_PER_STATEMENT {
+            return Err(ConfigError::Invalid(format!(
+                "ORDER_SAGA_CONSUMER_BATCH_MAX must be at most {}",
+                crate::store::limits::ROWS_PER_STATEMENT
+            )));
+        }
         if self.outbox_batch == 0 || self.sweep_batch == 0 || self.consumer_batch_max == 0 {
             return Err(ConfigError::Invalid(
                 "ORDER_SAGA_OUTBOX_BATCH, ORDER_SAGA_SWEEP_BATCH and ORDER_SAGA_CONSUMER_BATCH_MAX must be at least 1"
@@ -562,11 +568,8 @@ impl Config {
             .iter()
             .map(|(k, v)| {
                 let d = duration(v).map_err(|e| ConfigError::Invalid(format!("ORDER_SAGA_TIMERS {k}={v}: {e}")))?;
-                if d.is_zero() {
-                    return Err(ConfigError::Invalid(format!(
-                        "ORDER_SAGA_TIMERS {k}: duration must be greater than zero"
-                    )));
-                }
+                let d = crate::saga::check_timer(d)
+                    .map_err(|e| ConfigError::Invalid(format!("ORDER_SAGA_TIMERS {k}={v}: {e}")))?;
                 Ok((k.clone(), d))
             })
             .collect()

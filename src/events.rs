@@ -1,12 +1,27 @@
 //! From Kafka messages to applied saga events: the consumer's batch handler.
 //!
-//! Decoding failures are classified: a registry outage is waited out (the
-//! partition stalls, nothing is lost, nothing is dead-lettered); bytes that
-//! cannot be decoded as the topic's message are poison and go to the saga
-//! shell as such (dead-letter + quarantine).
+//! Every failure is classified, and nothing is retried forever:
+//!
+//! * **Transient** (registry or database unreachable, deadlock, lock wait,
+//!   failover): the same batch is retried with backoff while the consumer
+//!   keeps polling (its partition is paused, the member stays in the group);
+//!   `saga_consumer_retries_total{reason}` counts it.
+//! * **Permanent for one event**: bytes that do not decode, a field the store
+//!   cannot hold (checked here, at the edge, against [`crate::store::limits`]),
+//!   or anything the database refuses or the shell panics on. Decode and
+//!   validation failures become poison directly. A batch the database refuses
+//!   is split in halves (in order) until the one event that causes it is
+//!   alone; that event is dead-lettered with the reason and its saga
+//!   quarantined, and the rest of the batch is applied. Per-order order holds:
+//!   halves are applied in order, and a quarantined saga parks its later events.
 
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt as _;
 
 use rdkafka::message::{Message as _, OwnedMessage};
 use tokio::sync::Notify;
@@ -15,12 +30,12 @@ use tracing::Instrument;
 
 use crate::config::Topics;
 use crate::contracts::codec::{Codec, CodecError};
-use crate::contracts::headers;
-use crate::kafka::consumer::{BatchHandler, Stopped};
+use crate::contracts::{Message, headers};
+use crate::kafka::consumer::{BatchHandler, Stopped, panic_message};
 use crate::kafka::header_str;
 use crate::saga::{Event, EventBody};
-use crate::store::Db;
 use crate::store::sagas::{BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore};
+use crate::store::{Db, StoreError, limits};
 use crate::telemetry::metrics::{CodeLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel};
 use crate::telemetry::traceparent::TraceParent;
 
@@ -44,8 +59,11 @@ impl EventHandler {
         let source = format!("kafka:{topic}/{}@{}", m.partition(), m.offset());
         let header_id = header_str(m.headers(), headers::EVENT_ID);
         let trace = header_str(m.headers(), headers::TRACEPARENT).as_deref().and_then(TraceParent::parse);
-        let key_order: Option<i64> =
-            m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.trim().parse().ok());
+        let key_order: Option<i64> = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.trim().parse().ok())
+            .filter(|&k| limits::is_order_id(k));
         let raw = RawMessage {
             topic: topic.to_owned(),
             partition: m.partition(),
@@ -53,8 +71,12 @@ impl EventHandler {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
         };
-        let fallback_id =
-            || header_id.clone().unwrap_or_else(|| format!("kafka:{topic}:{}:{}", m.partition(), m.offset()));
+        // Deterministic, so that a redelivery de-duplicates; hashed when it would not fit.
+        let fallback_id = || {
+            limits::storable_event_id(
+                &header_id.clone().unwrap_or_else(|| format!("kafka:{topic}:{}:{}", m.partition(), m.offset())),
+            )
+        };
         let Some(kind) = self.topics.kind_of(topic) else {
             return Ok(poison(
                 fallback_id(),
@@ -68,6 +90,11 @@ impl EventHandler {
         };
         match self.codec.decode(kind, m.payload()).await {
             Ok(msg) => {
+                if let Err(reason) = validate(&msg) {
+                    let order_id = Some(msg.order_id()).filter(|&o| limits::is_order_id(o)).or(key_order);
+                    let id = limits::storable_event_id(msg.event_id());
+                    return Ok(poison(id, order_id, kind.name().into(), reason, source, trace, raw));
+                }
                 if let Some(k) = key_order
                     && k != msg.order_id()
                 {
@@ -166,13 +193,235 @@ fn event_span(m: &OwnedMessage, i: &Inbound) -> tracing::Span {
     span
 }
 
-impl BatchHandler for EventHandler {
-    async fn handle(&self, batch: Vec<OwnedMessage>, stop: CancellationToken) -> Result<(), Stopped> {
+/// Checks every inbound field the store keeps against what it can hold, so
+/// that a bad value is a dead-letter with a precise reason, not a database
+/// refusal. Returns the first problem found.
+pub fn validate(msg: &Message) -> Result<(), String> {
+    fn text(field: &str, v: &str, max: usize) -> Result<(), String> {
+        let n = v.chars().count();
+        if n > max {
+            return Err(format!("{field} is {n} characters long; at most {max} are accepted"));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(format!("{field} contains control characters"));
+        }
+        Ok(())
+    }
+    fn qty(field: &str, v: i32) -> Result<(), String> {
+        if v < 0 { Err(format!("{field} is negative ({v})")) } else { Ok(()) }
+    }
+    let id = msg.event_id();
+    if !limits::is_storable_event_id(id) {
+        return Err(format!(
+            "event_id must be 1 to {} printable ASCII characters without spaces (got {} bytes: {:?})",
+            limits::EVENT_ID_MAX,
+            id.len(),
+            id.chars().take(40).collect::<String>()
+        ));
+    }
+    if !limits::is_order_id(msg.order_id()) {
+        return Err(format!("order_id must be a positive integer (got {})", msg.order_id()));
+    }
+    text("tenant_region", msg.tenant_region(), limits::TENANT_REGION_MAX)?;
+    let occurred = |t: crate::contracts::TimestampMicros| {
+        if (0..=limits::TIMESTAMP_MICROS_MAX).contains(&t.0) {
+            Ok(())
+        } else {
+            Err(format!("occurred_at ({} µs since the epoch) is outside 1970..9999", t.0))
+        }
+    };
+    let opt = |field: &str, v: &Option<String>| v.as_deref().map_or(Ok(()), |v| text(field, v, limits::FOREIGN_ID_MAX));
+    match msg {
+        Message::InventoryReserved(m) => {
+            occurred(m.occurred_at)?;
+            opt("command_id", &m.command_id)
+        }
+        Message::InventoryReservationFailed(m) => {
+            occurred(m.occurred_at)?;
+            opt("command_id", &m.command_id)?;
+            text("reason", &m.reason, limits::TEXT_MAX)?;
+            for s in &m.shortages {
+                text("shortages.sku", &s.sku, 64)?;
+                qty("shortages.requested_qty", s.requested_qty)?;
+                qty("shortages.available_qty", s.available_qty)?;
+            }
+            Ok(())
+        }
+        Message::PaymentAuthorized(m) => {
+            occurred(m.occurred_at)?;
+            text("payment_intent_id", &m.payment_intent_id, limits::FOREIGN_ID_MAX)?;
+            text("amount", &m.amount, 64)?;
+            text("currency", &m.currency, 3)
+        }
+        Message::PaymentFailed(m) => {
+            occurred(m.occurred_at)?;
+            text("payment_intent_id", &m.payment_intent_id, limits::FOREIGN_ID_MAX)?;
+            text("reason", &m.reason, limits::TEXT_MAX)
+        }
+        // Messages this daemon publishes are never consumed from an inbound
+        // topic; if one arrives there, the saga definition rejects it.
+        Message::OrderCreated(_)
+        | Message::OrderStatusChanged(_)
+        | Message::InventoryReserve(_)
+        | Message::InventoryRelease(_)
+        | Message::PaymentAuthorize(_)
+        | Message::PaymentVoid(_)
+        | Message::OrderItemBackordered(_)
+        | Message::OrderAttentionRequired(_) => Ok(()),
+    }
+}
+
+/// Why applying a run of events failed.
+#[derive(Debug)]
+enum ApplyFailure {
+    /// Running it again as it is may succeed.
+    Transient(StoreError),
+    /// Deterministic for this input: the database refused it, or the shell panicked.
+    Refused(String),
+}
+
+/// The next step of the batch split, decided from the failure alone (pure:
+/// tested without a database). `run` is the slice of the batch that failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SplitStep {
+    /// Wait, then try the same run again.
+    RetryLater,
+    /// The run is one event: dead-letter it.
+    DeadLetter(usize),
+    /// Try each half on its own, first half first.
+    Split(Range<usize>, Range<usize>),
+}
+
+pub fn next_step(run: Range<usize>, transient: bool) -> SplitStep {
+    if transient {
+        SplitStep::RetryLater
+    } else if run.len() <= 1 {
+        SplitStep::DeadLetter(run.start)
+    } else {
+        let mid = run.start + run.len() / 2;
+        SplitStep::Split(run.start..mid, mid..run.end)
+    }
+}
+
+/// A poison form of `b`, safe to store whatever was wrong with it: its id
+/// made storable, and its order kept only when it could be an order's id.
+fn as_poison(b: &Inbound, reason: String) -> Inbound {
+    Inbound {
+        event_id: limits::storable_event_id(&b.event_id),
+        order_id: b.order_id.filter(|&o| limits::is_order_id(o)),
+        event_name: b.event_name.clone(),
+        event: Err(reason),
+        source: b.source.clone(),
+        trace: b.trace,
+        raw: b.raw.clone(),
+    }
+}
+
+impl EventHandler {
+    /// One transaction for `run`, with a panic in the shell turned into a refusal.
+    async fn try_apply(&self, run: &[Inbound]) -> Result<BatchResult, ApplyFailure> {
+        let tx_span = tracing::info_span!("db.transaction", db.system = "mysql", events = run.len());
+        let fut = self.sagas.apply_batch(&self.db, run, LockMode::Wait).instrument(tx_span);
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) if e.is_transient() => Err(ApplyFailure::Transient(e)),
+            Ok(Err(e)) => Err(ApplyFailure::Refused(e.to_string())),
+            Err(p) => Err(ApplyFailure::Refused(format!("the saga shell panicked: {}", panic_message(p.as_ref())))),
+        }
+    }
+
+    fn committed(&self, run: usize, result: &BatchResult) {
+        // Committed, offset not stored yet: the window a crash test aims at.
+        crate::failpoint::hit("consumer.after_commit");
+        if result.outbox_rows > 0 {
+            self.relay_wakeup.notify_one();
+        }
+        self.metrics.consumer_batch_size.observe(run as f64);
+        record_batch(&self.metrics, result);
+    }
+
+    async fn wait(&self, stop: &CancellationToken, attempt: u32) -> Result<(), Stopped> {
+        tokio::select! {
+            _ = stop.cancelled() => Err(Stopped),
+            _ = tokio::time::sleep(backoff(attempt)) => Ok(()),
+        }
+    }
+
+    /// Applies `inbound` in order: every event ends applied (or parked,
+    /// ignored, duplicate) or dead-lettered, or `Stopped` is returned.
+    async fn apply_all(&self, inbound: &[Inbound], stop: &CancellationToken) -> Result<(), Stopped> {
+        let mut runs: VecDeque<Range<usize>> = VecDeque::new();
+        runs.push_back(0..inbound.len());
+        let mut attempt = 0u32;
+        while let Some(run) = runs.pop_front() {
+            let failure = match self.try_apply(&inbound[run.clone()]).await {
+                Ok(result) => {
+                    self.committed(run.len(), &result);
+                    attempt = 0;
+                    continue;
+                }
+                Err(f) => f,
+            };
+            let transient = matches!(failure, ApplyFailure::Transient(_));
+            match next_step(run.clone(), transient) {
+                SplitStep::RetryLater => {
+                    self.retrying("database", &failure, attempt);
+                    runs.push_front(run);
+                    self.wait(stop, attempt).await?;
+                    attempt += 1;
+                }
+                SplitStep::Split(first, second) => {
+                    tracing::warn!(events = run.len(), error = ?failure, "the database refused an event batch; splitting it to find the event");
+                    self.metrics.consumer_batch_splits_total.inc();
+                    runs.push_front(second);
+                    runs.push_front(first);
+                }
+                SplitStep::DeadLetter(i) => {
+                    let reason = match &failure {
+                        ApplyFailure::Refused(r) => r.clone(),
+                        ApplyFailure::Transient(e) => e.to_string(),
+                    };
+                    let poison = as_poison(&inbound[i], format!("refused by the store: {reason}"));
+                    match self.try_apply(std::slice::from_ref(&poison)).await {
+                        Ok(result) => {
+                            self.committed(1, &result);
+                            attempt = 0;
+                        }
+                        Err(f) => {
+                            // Even the dead-letter copy is refused: not this
+                            // event's fault (schema, privileges…). Wait it out.
+                            self.retrying("database", &f, attempt);
+                            runs.push_front(run);
+                            self.wait(stop, attempt).await?;
+                            attempt += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn retrying(&self, cause: &'static str, failure: &dyn std::fmt::Debug, attempt: u32) {
+        self.metrics.consumer_retries_total.get_or_create(&ReasonLabel { reason: cause.into() }).inc();
+        if attempt >= 3 {
+            tracing::error!(error = ?failure, attempt, cause, "cannot apply events; the partition is paused until it recovers");
+        } else {
+            tracing::warn!(error = ?failure, attempt, cause, "applying events failed; retrying");
+        }
+    }
+
+    /// Decodes every message; a registry outage is waited out.
+    async fn decode_all(
+        &self,
+        batch: &[OwnedMessage],
+        stop: &CancellationToken,
+    ) -> Result<(Vec<Inbound>, Vec<tracing::Span>), Stopped> {
         let mut inbound = Vec::with_capacity(batch.len());
         // One span per event, ended when the batch commits; the rows each
         // event writes carry its span's context onwards.
         let mut spans = Vec::with_capacity(batch.len());
-        for m in &batch {
+        for m in batch {
             let mut attempt = 0;
             loop {
                 match self.decode(m).await {
@@ -184,44 +433,127 @@ impl BatchHandler for EventHandler {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, attempt, "schema registry unavailable; retrying the batch");
-                        tokio::select! {
-                            _ = stop.cancelled() => return Err(Stopped),
-                            _ = tokio::time::sleep(backoff(attempt)) => {}
-                        }
+                        self.retrying("registry", &e, attempt);
+                        self.wait(stop, attempt).await?;
                         attempt += 1;
                     }
                 }
             }
         }
-        let mut attempt = 0;
-        loop {
-            let tx_span = tracing::info_span!("db.transaction", db.system = "mysql", events = inbound.len());
-            let applied = self.sagas.apply_batch(&self.db, &inbound, LockMode::Wait).instrument(tx_span).await;
-            match applied {
-                Ok(result) => {
-                    // Committed, offset not stored yet: the window a crash test aims at.
-                    crate::failpoint::hit("consumer.after_commit");
-                    if result.outbox_rows > 0 {
-                        self.relay_wakeup.notify_one();
+        Ok((inbound, spans))
+    }
+}
+
+impl BatchHandler for EventHandler {
+    async fn handle(&self, batch: &[OwnedMessage], stop: CancellationToken) -> Result<(), Stopped> {
+        let (inbound, _spans) = self.decode_all(batch, &stop).await?;
+        self.apply_all(&inbound, &stop).await
+    }
+
+    async fn dead_letter(&self, m: &OwnedMessage, reason: String, stop: CancellationToken) -> Result<(), Stopped> {
+        let header_id = header_str(m.headers(), headers::EVENT_ID);
+        let id = header_id.unwrap_or_else(|| format!("kafka:{}:{}:{}", m.topic(), m.partition(), m.offset()));
+        let order_id = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.trim().parse().ok())
+            .filter(|&k| limits::is_order_id(k));
+        let raw = RawMessage {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        };
+        let source = format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset());
+        let name = self.topics.kind_of(m.topic()).map(|k| k.name()).unwrap_or("unknown").to_owned();
+        let p = poison(limits::storable_event_id(&id), order_id, name, reason, source, None, raw);
+        self.apply_all(std::slice::from_ref(&p), &stop).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_batch_is_split_in_order_down_to_one_event() {
+        assert_eq!(next_step(0..8, false), SplitStep::Split(0..4, 4..8));
+        assert_eq!(next_step(4..7, false), SplitStep::Split(4..5, 5..7));
+        assert_eq!(next_step(5..6, false), SplitStep::DeadLetter(5));
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_whatever_the_size() {
+        assert_eq!(next_step(0..8, true), SplitStep::RetryLater);
+        assert_eq!(next_step(3..4, true), SplitStep::RetryLater);
+    }
+
+    #[test]
+    fn splitting_isolates_any_single_culprit_in_few_transactions() {
+        // Simulate: a run fails iff it contains the culprit; count transactions.
+        for n in 1..=64usize {
+            for culprit in 0..n {
+                let mut runs = VecDeque::new();
+                runs.push_back(0..n);
+                let (mut applied, mut dead, mut txs) = (Vec::new(), None, 0);
+                while let Some(run) = runs.pop_front() {
+                    txs += 1;
+                    if !run.contains(&culprit) {
+                        applied.extend(run);
+                        continue;
                     }
-                    self.metrics.consumer_batch_size.observe(inbound.len() as f64);
-                    record_batch(&self.metrics, &result);
-                    return Ok(());
+                    match next_step(run, false) {
+                        SplitStep::Split(a, b) => {
+                            runs.push_front(b);
+                            runs.push_front(a);
+                        }
+                        SplitStep::DeadLetter(i) => dead = Some(i),
+                        SplitStep::RetryLater => unreachable!(),
+                    }
                 }
-                Err(e) => {
-                    if attempt >= 3 {
-                        tracing::error!(error = %e, attempt, "cannot apply events; the partition waits until the database recovers");
-                    } else {
-                        tracing::warn!(error = %e, attempt, "applying events failed; retrying");
-                    }
-                    tokio::select! {
-                        _ = stop.cancelled() => return Err(Stopped),
-                        _ = tokio::time::sleep(backoff(attempt)) => {}
-                    }
-                    attempt += 1;
-                }
+                assert_eq!(dead, Some(culprit));
+                let expected: Vec<usize> = (0..n).filter(|&i| i != culprit).collect();
+                assert_eq!(applied, expected, "everything else applied, in order");
+                assert!(txs <= 2 * (usize::BITS - n.leading_zeros()) as usize + 1, "n={n}: {txs} transactions");
             }
         }
+    }
+
+    fn reserved(event_id: &str, order_id: i64) -> Message {
+        Message::InventoryReserved(crate::contracts::InventoryReserved {
+            event_id: event_id.into(),
+            order_id,
+            occurred_at: crate::contracts::TimestampMicros(1_700_000_000_000_000),
+            tenant_region: "eu-west".into(),
+            command_id: None,
+        })
+    }
+
+    #[test]
+    fn validation_names_the_field_the_store_cannot_hold() {
+        assert_eq!(validate(&reserved("e-1", 1)), Ok(()));
+        let cases = [
+            (reserved("e-1", -5), "order_id"),
+            (reserved("e-1", 0), "order_id"),
+            (reserved("ünïcode", 1), "event_id"),
+            (reserved("trailing ", 1), "event_id"),
+            (reserved(&"x".repeat(129), 1), "event_id"),
+            (reserved("", 1), "event_id"),
+        ];
+        for (m, field) in cases {
+            let e = validate(&m).expect_err(field);
+            assert!(e.starts_with(field), "{e}");
+        }
+        let mut long_region = reserved("e", 1);
+        if let Message::InventoryReserved(m) = &mut long_region {
+            m.tenant_region = "r".repeat(33);
+        }
+        assert!(validate(&long_region).unwrap_err().starts_with("tenant_region"));
+        let mut far = reserved("e", 1);
+        if let Message::InventoryReserved(m) = &mut far {
+            m.occurred_at = crate::contracts::TimestampMicros(i64::MAX);
+        }
+        assert!(validate(&far).unwrap_err().starts_with("occurred_at"));
     }
 }

@@ -37,3 +37,20 @@ pub fn hit(name: &str) {
         std::process::abort();
     }
 }
+
+/// Panics when `name` is armed with exactly `value`
+/// (`ORDER_SAGA_FAILPOINTS="saga.apply.panic=evt-9"`): proves that a panic
+/// while handling one event loses nothing and stalls nothing.
+pub fn panic_on(name: &str, value: &str) {
+    static RAW: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    let raw = RAW.get_or_init(|| {
+        std::env::var(ENV)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+            .collect()
+    });
+    if raw.iter().any(|(k, v)| k == name && v == value) {
+        panic!("failpoint {name} reached for {value}");
+    }
+}

@@ -17,17 +17,27 @@
 //! * On revoke (rebalance) the revoked partitions' workers finish the batch
 //!   they are in, store its offset, and stop; then the stored offsets are
 //!   committed synchronously *before* the partitions are handed over.
-//! * Backpressure: when a worker's queue is full the poll thread waits for it
-//!   (one database transaction at most), and librdkafka's bounded local queue
-//!   carries the backpressure to the fetcher.
+//! * Backpressure: the poll thread never blocks on a worker. When a worker's
+//!   queue is full, the message is held and its partition **paused**; the
+//!   thread keeps polling (heartbeats, rebalances, other partitions, shutdown)
+//!   and resumes the partition once the held messages fit. librdkafka resumes
+//!   fetching right after the last message handed to us, so nothing is skipped.
+//!   A database outage therefore stalls only the partitions that need it, never
+//!   the member: it stays in the group and SIGTERM ends it within the grace.
+//! * A handler that panics does not lose its batch: the worker replays the
+//!   batch one message at a time, and the one message that panics alone is
+//!   handed to [`BatchHandler::dead_letter`]; offsets are stored only for
+//!   messages that were applied or dead-lettered.
 //! * Shutdown: stop polling, let every worker finish its current batch (bounded
 //!   by the grace period), commit, leave the group.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message as _, OwnedMessage};
@@ -45,14 +55,36 @@ use crate::telemetry::metrics::{Metrics, PartitionLabel};
 pub struct Stopped;
 
 /// Handles a batch of one partition's messages, in order, durably. It retries
-/// transient failures itself and returns `Ok` once the batch is committed,
-/// or `Err(Stopped)` if `stop` fired while it was waiting to retry.
+/// transient failures itself (with backoff, never giving up while they are
+/// transient) and returns `Ok` once **every** message of the batch was either
+/// applied or dead-lettered, or `Err(Stopped)` if `stop` fired first.
 pub trait BatchHandler: Send + Sync + 'static {
     fn handle(
         &self,
-        batch: Vec<OwnedMessage>,
+        batch: &[OwnedMessage],
         stop: CancellationToken,
     ) -> impl Future<Output = Result<(), Stopped>> + Send;
+
+    /// Dead-letters one message that could not be handled (`handle` panicked
+    /// on it alone), so that its partition moves on. Retries transient
+    /// failures like `handle`.
+    fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: String,
+        stop: CancellationToken,
+    ) -> impl Future<Output = Result<(), Stopped>> + Send;
+}
+
+/// The text of a panic payload, for logs and dead-letter reasons.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +113,9 @@ struct Worker {
 /// (which run on the poll thread, inside `poll`) can stop them.
 pub struct SagaContext {
     workers: Mutex<HashMap<Tp, Worker>>,
+    /// Messages polled for a partition whose worker queue was full, in order;
+    /// the partition is paused while this is non-empty.
+    held: Mutex<HashMap<Tp, VecDeque<OwnedMessage>>>,
     rt: tokio::runtime::Handle,
     drain_timeout: Duration,
     metrics: Option<Metrics>,
@@ -147,6 +182,14 @@ impl ConsumerContext for SagaContext {
                 tracing::info!(partitions = revoked.len(), "partitions revoked; draining their workers");
                 let workers = self.take_workers(|k| revoked.contains(k));
                 self.stop_workers(workers);
+                // Held messages were never handled: the next owner reads them again.
+                self.held.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| !revoked.contains(k));
+                if let Some(m) = &self.metrics {
+                    for (topic, partition) in &revoked {
+                        m.consumer_lag
+                            .remove(&PartitionLabel { topic: topic.clone(), partition: partition.to_string() });
+                    }
+                }
                 if base.assignment_lost() {
                     // Someone else owns them already: committing would fail or be wrong.
                     return;
@@ -160,7 +203,14 @@ impl ConsumerContext for SagaContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && tpl.count() > 0
+            && let Err(e) = base.resume(tpl)
+        {
+            // A partition we paused, lost and got back must not stay paused.
+            tracing::debug!(error = %e, "resuming newly assigned partitions");
+        }
         // Tracked from the callbacks: librdkafka applies (incremental)
         // assignments asynchronously, so `assignment()` lags here.
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
@@ -177,6 +227,7 @@ impl ConsumerContext for SagaContext {
         }
         if let Some(m) = &self.metrics {
             m.consumer_partitions_assigned.set(assigned.len() as i64);
+            m.consumer_partitions_paused.set(self.held.lock().unwrap_or_else(|p| p.into_inner()).len() as i64);
         }
     }
 }
@@ -219,6 +270,7 @@ impl SagaConsumer {
         let rt = tokio::runtime::Handle::current();
         let ctx = SagaContext {
             workers: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             rt: rt.clone(),
             drain_timeout: settings.drain_timeout,
             metrics,
@@ -257,7 +309,9 @@ fn poll_loop<H: BatchHandler>(
     rt: &tokio::runtime::Handle,
     shutdown: &CancellationToken,
 ) {
+    let spawn = |tp: &Tp| spawn_worker(consumer, settings, &handler, rt, tp);
     while !shutdown.is_cancelled() {
+        flush_held(consumer, &spawn);
         let msg = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
             Some(Err(e)) => {
@@ -266,22 +320,7 @@ fn poll_loop<H: BatchHandler>(
             }
             Some(Ok(m)) => m.detach(),
         };
-        let tp: Tp = (msg.topic().to_owned(), msg.partition());
-        let mut msg = Some(msg);
-        while let Some(m) = msg.take() {
-            let tx = sender_for(consumer, settings, &handler, rt, &tp);
-            // Blocks while the worker's queue is full: backpressure reaches
-            // the broker through librdkafka's bounded local queue. A full
-            // queue drains at the speed of one database transaction, far
-            // below max.poll.interval.ms; pausing the partition instead
-            // would re-fetch from the middle of a record batch, which
-            // tansu 0.6.0 cannot serve.
-            if let Err(mpsc::error::SendError(m)) = tx.blocking_send(m) {
-                // The worker stopped (its partition was revoked): start a new one.
-                remove_worker(consumer, &tp);
-                msg = Some(m);
-            }
-        }
+        dispatch(consumer, &spawn, msg);
     }
     tracing::info!("consumer stopping: finishing in-flight batches");
     let ctx = consumer.context();
@@ -292,7 +331,106 @@ fn poll_loop<H: BatchHandler>(
     tracing::info!("consumer stopped; offsets committed");
 }
 
-fn sender_for<H: BatchHandler>(
+/// Where a message goes: its partition's worker, or — when that worker's
+/// queue is full, or messages of the partition are already held — the held
+/// queue, with the partition paused. Never blocks.
+fn dispatch(
+    consumer: &BaseConsumer<SagaContext>,
+    spawn: &impl Fn(&Tp) -> mpsc::Sender<OwnedMessage>,
+    msg: OwnedMessage,
+) {
+    let ctx = consumer.context();
+    let tp: Tp = (msg.topic().to_owned(), msg.partition());
+    let mut held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(q) = held.get_mut(&tp) {
+        // Paused meanwhile: keep the order, behind what is held already.
+        q.push_back(msg);
+        return;
+    }
+    let mut msg = msg;
+    loop {
+        match sender(consumer, spawn, &tp).try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                held.insert(tp.clone(), VecDeque::from([m]));
+                pause(consumer, &tp, true);
+                if let Some(metrics) = &ctx.metrics {
+                    metrics.consumer_partitions_paused.set(held.len() as i64);
+                }
+                return;
+            }
+            // The worker stopped (its partition was revoked): start a new one.
+            Err(mpsc::error::TrySendError::Closed(m)) => {
+                remove_worker(consumer, &tp);
+                msg = m;
+            }
+        }
+    }
+}
+
+/// Hands held messages to their workers as room frees up; resumes a
+/// partition once all of its held messages are queued.
+fn flush_held(consumer: &BaseConsumer<SagaContext>, spawn: &impl Fn(&Tp) -> mpsc::Sender<OwnedMessage>) {
+    let ctx = consumer.context();
+    let mut held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
+    if held.is_empty() {
+        return;
+    }
+    let mut drained = Vec::new();
+    for (tp, q) in held.iter_mut() {
+        while let Some(m) = q.pop_front() {
+            match sender(consumer, spawn, tp).try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    q.push_front(m);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(m)) => {
+                    remove_worker(consumer, tp);
+                    q.push_front(m);
+                }
+            }
+        }
+        if q.is_empty() {
+            drained.push(tp.clone());
+        }
+    }
+    for tp in drained {
+        held.remove(&tp);
+        pause(consumer, &tp, false);
+    }
+    if let Some(metrics) = &ctx.metrics {
+        metrics.consumer_partitions_paused.set(held.len() as i64);
+    }
+}
+
+fn pause(consumer: &BaseConsumer<SagaContext>, tp: &Tp, paused: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    let r = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = r {
+        // Only fails for a partition no longer assigned: nothing to pause.
+        tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, paused, "pause/resume failed");
+    }
+}
+
+fn sender(
+    consumer: &BaseConsumer<SagaContext>,
+    spawn: &impl Fn(&Tp) -> mpsc::Sender<OwnedMessage>,
+    tp: &Tp,
+) -> mpsc::Sender<OwnedMessage> {
+    {
+        let map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = map.get(tp)
+            && !w.tx.is_closed()
+        {
+            return w.tx.clone();
+        }
+    }
+    spawn(tp)
+}
+
+fn spawn_worker<H: BatchHandler>(
     consumer: &Arc<BaseConsumer<SagaContext>>,
     settings: &ConsumerSettings,
     handler: &Arc<H>,
@@ -300,11 +438,6 @@ fn sender_for<H: BatchHandler>(
     tp: &Tp,
 ) -> mpsc::Sender<OwnedMessage> {
     let mut map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(w) = map.get(tp)
-        && !w.tx.is_closed()
-    {
-        return w.tx.clone();
-    }
     let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
     let stop = CancellationToken::new();
     let join = rt.spawn(worker(tp.clone(), rx, handler.clone(), consumer.clone(), stop.clone(), settings.batch_max));
@@ -312,7 +445,7 @@ fn sender_for<H: BatchHandler>(
     tx
 }
 
-fn remove_worker(consumer: &Arc<BaseConsumer<SagaContext>>, tp: &Tp) {
+fn remove_worker(consumer: &BaseConsumer<SagaContext>, tp: &Tp) {
     let mut map = consumer.context().workers.lock().unwrap_or_else(|p| p.into_inner());
     map.remove(tp);
 }
@@ -340,11 +473,60 @@ async fn worker<H: BatchHandler>(
             }
         }
         let last = batch.last().map(|m| m.offset()).unwrap_or_default();
-        match handler.handle(batch, stop.clone()).await {
-            Ok(()) => store(&consumer, &tp, last),
-            Err(Stopped) => break,
+        match AssertUnwindSafe(handler.handle(&batch, stop.clone())).catch_unwind().await {
+            Ok(Ok(())) => store(&consumer, &tp, last),
+            Ok(Err(Stopped)) => break,
+            Err(panic) => {
+                let why = panic_message(panic.as_ref());
+                tracing::error!(topic = %tp.0, partition = tp.1, first_offset = batch[0].offset(), panic = %why,
+                    "the event handler panicked; replaying the batch one message at a time");
+                if let Some(m) = &consumer.context().metrics {
+                    m.consumer_handler_panics_total.inc();
+                }
+                if isolate(&tp, &batch, handler.as_ref(), &consumer, &stop).await.is_err() {
+                    break;
+                }
+            }
         }
     }
+}
+
+/// After a panic: each message alone; the one that panics alone is
+/// dead-lettered. Every offset stored here was applied or dead-lettered.
+async fn isolate<H: BatchHandler>(
+    tp: &Tp,
+    batch: &[OwnedMessage],
+    handler: &H,
+    consumer: &BaseConsumer<SagaContext>,
+    stop: &CancellationToken,
+) -> Result<(), Stopped> {
+    for m in batch {
+        match AssertUnwindSafe(handler.handle(std::slice::from_ref(m), stop.clone())).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(Stopped)) => return Err(Stopped),
+            Err(panic) => {
+                let reason = format!("the event handler panicked: {}", panic_message(panic.as_ref()));
+                let mut attempt = 0u32;
+                loop {
+                    match AssertUnwindSafe(handler.dead_letter(m, reason.clone(), stop.clone())).catch_unwind().await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(Stopped)) => return Err(Stopped),
+                        Err(p) => {
+                            // A bug in the dead-letter path itself: never store past the message.
+                            tracing::error!(offset = m.offset(), panic = %panic_message(p.as_ref()), "dead-lettering panicked; retrying");
+                            tokio::select! {
+                                _ = stop.cancelled() => return Err(Stopped),
+                                _ = tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(6)).min(5_000))) => {}
+                            }
+                            attempt += 1;
+                        }
+                    }
+                }
+            }
+        }
+        store(consumer, tp, m.offset());
+    }
+    Ok(())
 }
 
 /// Stores `offset` (librdkafka commits `offset + 1`). `ERR__STATE` means the

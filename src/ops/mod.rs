@@ -329,12 +329,25 @@ impl Ops {
                 if shell::lock_timer(tx, order_id, timer).await?.is_none() {
                     return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
                 }
+                let latest =
+                    chrono::Duration::from_std(crate::saga::MAX_TIMER).ok().and_then(|d| now.checked_add_signed(d));
                 let due = match (at, after) {
-                    (Some(t), None) => *t,
-                    (None, Some(d)) => match humantime::parse_duration(d) {
-                        Ok(d) => now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
-                        Err(e) => return Ok(Err(OpsError::BadRequest(format!("after: {e} (e.g. 30m)")))),
-                    },
+                    (Some(t), None) if latest.is_some_and(|l| *t <= l) && t.timestamp() >= 0 => *t,
+                    (Some(t), None) => {
+                        return Ok(Err(OpsError::BadRequest(format!(
+                            "at: {t} is before 1970 or more than 366 days away; a timer may last at most that"
+                        ))));
+                    }
+                    (None, Some(d)) => {
+                        let parsed = humantime::parse_duration(d).map_err(|e| format!("after: {e} (e.g. 30m)"));
+                        match parsed.and_then(|d| crate::saga::check_timer(d).map_err(|e| format!("after: {e}"))) {
+                            Ok(d) => match chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d)) {
+                                Some(due) => due,
+                                None => return Ok(Err(OpsError::BadRequest("after: out of range".into()))),
+                            },
+                            Err(e) => return Ok(Err(OpsError::BadRequest(e))),
+                        }
+                    }
                     _ => {
                         return Ok(Err(OpsError::BadRequest(
                             "give exactly one of `at` (RFC 3339) or `after` (e.g. 30m)".into(),

@@ -5,7 +5,15 @@
 //!   shard is leased (database time) by one live relay, and shards are shared
 //!   fairly between replicas. A crashed replica's shards move after the lease
 //!   TTL. `SKIP LOCKED` alone would let two relays publish one order's rows out
-//!   of order; leases cannot.
+//!   of order; leases cannot. Reads are **fenced**: the query itself only
+//!   returns rows of shards whose lease this relay holds at that moment, so a
+//!   relay that lost, failed to renew or gave up a shard cannot publish it
+//!   again. A busy relay stops reading its surplus shards as soon as a new
+//!   replica appears and releases each once its in-flight rows are settled —
+//!   hand-off under load, not only when idle.
+//! * **A row that cannot be encoded** is held (backoff, `held_until`), and the
+//!   later rows of its order wait with it; other orders flow, and the relay
+//!   does not spin on it.
 //! * **Order per order.** Within a round, rows are enqueued in id order into
 //!   an idempotent producer; rows of one order are in one shard and one
 //!   partition, so Kafka keeps their order.
@@ -116,8 +124,12 @@ struct Prepared {
     headers: Vec<(String, String)>,
     json: String,
     command_id: Option<String>,
+    shard: u16,
     created_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// Rows sent and not yet settled: id → (created_at, shard).
+type InFlight = HashMap<u64, (chrono::DateTime<chrono::Utc>, u16)>;
 
 impl Relay {
     #[allow(clippy::too_many_arguments)]
@@ -160,7 +172,9 @@ impl Relay {
         let (owned_tx, mut owned_rx) = watch::channel::<(Vec<u16>, u32)>((Vec::new(), self.settings.shards as u32));
         let lease_task = tokio::spawn(lease_loop(self.db.clone(), self.settings.clone(), owned_tx, shutdown.clone()));
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
-        let mut in_flight: HashMap<u64, chrono::DateTime<chrono::Utc>> = HashMap::new();
+        let mut in_flight: InFlight = HashMap::new();
+        // Surplus shards released, until the lease loop stops listing them.
+        let mut released: std::collections::HashSet<u16> = std::collections::HashSet::new();
         let mut failures = 0u32;
         let mut retry_at = Instant::now();
         let max_in_flight = (self.settings.batch as usize) * 4;
@@ -203,11 +217,21 @@ impl Relay {
                 next_poll = now + self.settings.poll_interval;
             }
             let (mut owned, fair) = owned_rx.borrow_and_update().clone();
-            if owned.len() as u32 > fair && in_flight.is_empty() {
-                // Nothing in flight: safe to hand surplus shards to another replica.
+            released.retain(|s| owned.contains(s));
+            if owned.len() as u32 > fair {
+                // Another replica appeared: stop reading the surplus at once,
+                // and release each surplus shard once nothing of it is in flight.
                 let surplus = owned.split_off(fair as usize);
-                if let Err(e) = leases::release(&self.db, &self.settings.owner, &surplus).await {
-                    tracing::warn!(error = %e, "cannot release surplus outbox shards");
+                let idle: Vec<u16> = surplus
+                    .iter()
+                    .copied()
+                    .filter(|s| !released.contains(s) && !in_flight.values().any(|(_, shard)| shard == s))
+                    .collect();
+                if !idle.is_empty() {
+                    match leases::release(&self.db, &self.settings.owner, &idle).await {
+                        Ok(()) => released.extend(idle),
+                        Err(e) => tracing::warn!(error = %e, "cannot release surplus outbox shards"),
+                    }
                 }
             }
             self.metrics.outbox_shards_owned.set(owned.len() as i64);
@@ -272,12 +296,12 @@ impl Relay {
     async fn dispatch(
         &mut self,
         shards: &[u16],
-        in_flight: &mut HashMap<u64, chrono::DateTime<chrono::Utc>>,
+        in_flight: &mut InFlight,
         acks: &mpsc::UnboundedSender<Ack>,
     ) -> Result<usize, RelayError> {
         let t0 = Instant::now();
         let limit = self.settings.batch + in_flight.len() as u32;
-        let ids: Vec<u64> = table::pending_ids(&self.db.pool, shards, limit)
+        let ids: Vec<u64> = table::pending_ids(&self.db.pool, &self.settings.owner, shards, limit)
             .await?
             .into_iter()
             .filter(|id| !in_flight.contains_key(id))
@@ -288,13 +312,21 @@ impl Relay {
         }
         let rows = table::rows(&self.db.pool, &ids).await?;
         let mut prepared = Vec::with_capacity(rows.len());
+        // Orders with a held row in this read: their later rows wait too.
+        let mut held_orders: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for row in &rows {
+            if held_orders.contains(row.aggregate_id.as_str()) {
+                continue;
+            }
             match self.prepare(row).await {
                 Ok(p) => prepared.push(p),
                 Err(PrepareError::Registry(e)) => return Err(RelayError::Registry(e)),
                 Err(PrepareError::Bad(e)) => {
-                    tracing::error!(outbox_id = row.id, error = %e, "outbox row cannot be encoded; it stays unpublished until fixed");
-                    table::mark_failed(&self.db.pool, &[row.id], &e).await?;
+                    tracing::error!(outbox_id = row.id, order_id = %row.aggregate_id, error = %e,
+                        "outbox row cannot be encoded; held with its order's later rows, retried with backoff");
+                    self.metrics.outbox_publish_errors_total.inc();
+                    table::hold(&self.db.pool, &[row.id], &e).await?;
+                    held_orders.insert(row.aggregate_id.as_str());
                 }
             }
         }
@@ -310,7 +342,7 @@ impl Relay {
             .partition(|p| rest_now && p.kind.and_then(|k| self.rest.as_ref().and_then(|r| r.endpoint(k))).is_some());
 
         for mut p in via_kafka {
-            in_flight.insert(p.id, p.created_at);
+            in_flight.insert(p.id, (p.created_at, p.shard));
             // A producer span, child of the span that wrote the row; the
             // message carries the producer span's context to the consumer.
             let span = tracing::info_span!(
@@ -350,7 +382,7 @@ impl Relay {
         if let Some(rest) = &self.rest {
             for p in &via_rest {
                 let Some(url) = p.kind.and_then(|k| rest.endpoint(k)) else { continue };
-                in_flight.insert(p.id, p.created_at);
+                in_flight.insert(p.id, (p.created_at, p.shard));
                 let cmd = p.command_id.clone().unwrap_or_default();
                 let result = match rest.deliver(&url, &cmd, &p.json, &p.headers).await {
                     RestOutcome::Delivered => Ok((0, 0)),
@@ -370,11 +402,7 @@ impl Relay {
 
     /// Records delivery results: marks rows published or failed, keeps the
     /// Kafka-down clock for the REST fallback, and replaces a wedged producer.
-    async fn settle(
-        &mut self,
-        acks: Vec<Ack>,
-        in_flight: &mut HashMap<u64, chrono::DateTime<chrono::Utc>>,
-    ) -> Result<RoundReport, RelayError> {
+    async fn settle(&mut self, acks: Vec<Ack>, in_flight: &mut InFlight) -> Result<RoundReport, RelayError> {
         let mut report = RoundReport { read: acks.len(), ..Default::default() };
         let mut published = Vec::new();
         let mut failed: HashMap<String, Vec<u64>> = HashMap::new();
@@ -479,6 +507,7 @@ impl Relay {
                 headers,
                 json: String::new(),
                 command_id: None,
+                shard: row.shard,
                 created_at: row.created_at,
             });
         }
@@ -500,6 +529,7 @@ impl Relay {
             headers,
             json: row.payload.clone(),
             command_id,
+            shard: row.shard,
             created_at: row.created_at,
         })
     }
@@ -537,7 +567,16 @@ async fn lease_loop(db: Db, s: RelaySettings, owned_tx: watch::Sender<(Vec<u16>,
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "outbox lease renewal failed"),
+            Err(e) => {
+                // Cannot tell what we still hold: publish nothing until a
+                // renewal succeeds (reads are fenced in the database anyway).
+                tracing::warn!(error = %e, "outbox lease renewal failed; not publishing until it succeeds");
+                owned_tx.send_if_modified(|cur| {
+                    let changed = !cur.0.is_empty();
+                    cur.0.clear();
+                    changed
+                });
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

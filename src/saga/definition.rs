@@ -121,8 +121,9 @@ impl Definition {
     /// Applies timer overrides (from configuration). Unknown timer names are errors.
     pub fn override_timers(&mut self, overrides: &BTreeMap<String, Duration>) -> Result<(), String> {
         for (name, d) in overrides {
+            let d = check_timer(*d).map_err(|e| format!("timer override {name:?}: {e}"))?;
             match self.timers.get_mut(name) {
-                Some(slot) => *slot = *d,
+                Some(slot) => *slot = d,
                 None => {
                     return Err(format!(
                         "timer override {name:?}: no such timer in {} (known: {})",
@@ -293,12 +294,25 @@ impl Ctx<'_> {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); e.g. \"15m\""))?;
+/// The longest a timer may be armed for (definition, override or operator
+/// reschedule): far beyond any business timeout, far below what `DATETIME`
+/// and date arithmetic can hold.
+pub const MAX_TIMER: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A timer duration is greater than zero and at most [`MAX_TIMER`].
+pub fn check_timer(d: Duration) -> Result<Duration, String> {
     if d.is_zero() {
         return Err("duration must be greater than zero".into());
     }
+    if d > MAX_TIMER {
+        return Err(format!("{} is longer than the 366 days a timer may last", humantime::format_duration(d)));
+    }
     Ok(d)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); e.g. \"15m\""))?;
+    check_timer(d)
 }
 
 fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {

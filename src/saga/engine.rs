@@ -179,7 +179,11 @@ fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, no
 
     for name in &t.arm {
         if let Some(d) = def.timers.get(name) {
-            let due_at = now + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
+            // Durations are bounded at load time (MAX_TIMER); saturate rather than overflow.
+            let due_at = chrono::Duration::from_std(*d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
             effects.push(Effect::ArmTimer { name: name.clone(), due_at });
         }
     }

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use definition::{Definition, DefinitionError, DefinitionErrors};
+pub use definition::{Definition, DefinitionError, DefinitionErrors, MAX_TIMER, check_timer};
 pub use engine::{retry_current_step, start, transition};
 pub use model::{Effect, Event, EventBody, Instance, Outcome, Rejection, Transition};
 

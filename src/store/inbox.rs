@@ -54,26 +54,27 @@ pub async fn existing(tx: &mut Tx, ids: &[&str]) -> Result<HashSet<String>, Stor
 /// our `existing` check, the duplicate-key error rolls the batch back and the
 /// retry sees the id as handled.
 pub async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ");
-    qb.push_values(rows, |mut b, r| {
-        b.push_bind(&r.event_id)
-            .push_bind(r.order_id)
-            .push_bind(&r.event_name)
-            .push_bind(&r.source)
-            .push_bind(r.outcome.as_str())
-            .push_bind(now);
-    });
-    match qb.build().execute(&mut **tx).await {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            Err(StoreError::Race("an event of the batch was handled concurrently"))
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ");
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(&r.event_id)
+                .push_bind(r.order_id)
+                .push_bind(&r.event_name)
+                .push_bind(&r.source)
+                .push_bind(r.outcome.as_str())
+                .push_bind(now);
+        });
+        match qb.build().execute(&mut **tx).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(StoreError::Race("an event of the batch was handled concurrently"));
+            }
+            Err(e) => return Err(e).ctx("inserting inbox rows"),
         }
-        Err(e) => Err(e).ctx("inserting inbox rows"),
     }
+    Ok(())
 }
 
 /// Deletes inbox rows older than `older_than` in small batches.

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod inspect;
 pub mod leases;
+pub mod limits;
 pub mod orders;
 pub mod outbox;
 pub mod sagas;
@@ -71,14 +72,32 @@ impl<T> Ctx<T> for Result<T, sqlx::Error> {
     }
 }
 
-/// MySQL error numbers that mean "the transaction lost a race; run it again".
+/// Whether running the transaction again may succeed without any change to
+/// its input: it lost a race (deadlock 1213, lock wait 1205, snapshot 1020),
+/// or the server is unreachable, restarting, read-only during a failover or
+/// out of connections. Everything else the server refuses is deterministic
+/// for the same input — the consumer then isolates the event that causes it.
 pub fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let number = db.try_downcast_ref::<MySqlDatabaseError>().map(MySqlDatabaseError::number);
-            matches!(number, Some(1213 | 1205 | 1020)) || db.code().as_deref() == Some("40001")
+            matches!(
+                number,
+                // races
+                Some(1213 | 1205 | 1020)
+                // too many connections, server shutdown, connection killed, query interrupted
+                | Some(1040 | 1053 | 1927 | 1317)
+                // read-only during a failover
+                | Some(1290 | 1836)
+                // client-side connection errors reported as server errors
+                | Some(2002 | 2003 | 2006 | 2013)
+            ) || db.code().as_deref() == Some("40001")
         }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
         _ => false,
     }
 }
@@ -112,6 +131,16 @@ where
 /// compare equal to the ones written.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// The database's clock, truncated like [`now`]. Saga transitions read time
+/// here, so that timers are armed with the same clock that fires them
+/// (`take_due` compares with `NOW(6)`): a replica whose host clock is skewed
+/// can neither fire a timeout early nor late.
+pub async fn db_now(tx: &mut Tx) -> Result<DateTime<Utc>, StoreError> {
+    let t: chrono::NaiveDateTime =
+        sqlx::query_scalar("SELECT NOW(6)").fetch_one(&mut **tx).await.ctx("reading the database clock")?;
+    Ok(t.and_utc().trunc_subsecs(6))
 }
 
 /// Database handle. Cheap to clone.

@@ -89,7 +89,7 @@ impl OutboxWriter {
         NewOutboxRow {
             // The dead-letter copy gets its own id so that it never collides
             // with the id of a real event.
-            event_id: format!("dlq:{event_id}"),
+            event_id: super::limits::dead_letter_event_id(event_id),
             aggregate_id: order_key.map(|k| k.to_string()).unwrap_or_else(|| "-".into()),
             event_type: EVENT_TYPE_DEAD_LETTER.into(),
             topic: self.topics.dlq.clone(),
@@ -103,24 +103,24 @@ impl OutboxWriter {
 /// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
 /// duplicate `event_id` is a bug that must surface, not vanish.
 pub async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, created_at) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(&r.event_id)
+                .push_bind(AGGREGATE_ORDER)
+                .push_bind(&r.aggregate_id)
+                .push_bind(&r.event_type)
+                .push_bind(&r.topic)
+                .push_bind(&r.payload)
+                .push_bind(&r.headers)
+                .push_bind(r.shard)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting outbox rows")?;
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, created_at) ",
-    );
-    qb.push_values(rows, |mut b, r| {
-        b.push_bind(&r.event_id)
-            .push_bind(AGGREGATE_ORDER)
-            .push_bind(&r.aggregate_id)
-            .push_bind(&r.event_type)
-            .push_bind(&r.topic)
-            .push_bind(&r.payload)
-            .push_bind(&r.headers)
-            .push_bind(r.shard)
-            .push_bind(now);
-    });
-    qb.build().execute(&mut **tx).await.ctx("inserting outbox rows")?;
     Ok(())
 }
 
@@ -135,25 +135,63 @@ pub struct PendingRow {
     pub payload: String,
     pub headers: String,
     pub attempts: u32,
+    pub shard: u16,
     pub created_at: DateTime<Utc>,
 }
 
-/// Ids of the oldest unpublished rows of `shards`, in id order. An
-/// index-only scan of `ix_outbox_pending`. No locks: only the lease holder of
-/// a shard reads it (see `outbox`).
-pub async fn pending_ids(pool: &sqlx::MySqlPool, shards: &[u16], limit: u32) -> Result<Vec<u64>, StoreError> {
+/// Ids of the oldest unpublished rows of `shards`, in id order, **fenced**:
+/// only rows of shards whose lease `owner` holds now (database time), so a
+/// relay that just lost or gave up a shard cannot read it again; and never a
+/// row at or after a held row of the same order (per-order order). No locks:
+/// only the lease holder of a shard reads it (see `outbox`).
+pub async fn pending_ids(
+    pool: &sqlx::MySqlPool,
+    owner: &str,
+    shards: &[u16],
+    limit: u32,
+) -> Result<Vec<u64>, StoreError> {
     if shards.is_empty() {
         return Ok(Vec::new());
     }
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("SELECT id FROM outbox WHERE published_at IS NULL AND shard IN (");
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT o.id FROM outbox o JOIN outbox_leases l ON l.shard = o.shard AND l.lease_until > NOW(6) AND l.owner = ",
+    );
+    qb.push_bind(owner);
+    qb.push(" WHERE o.published_at IS NULL AND o.shard IN (");
     let mut sep = qb.separated(", ");
     for s in shards {
         sep.push_bind(*s);
     }
-    qb.push(") ORDER BY id LIMIT ").push_bind(limit);
+    qb.push(
+        ") AND NOT EXISTS (SELECT 1 FROM outbox h WHERE h.held_until > NOW(6) AND h.published_at IS NULL \
+         AND h.aggregate_id = o.aggregate_id AND h.id <= o.id) ORDER BY o.id LIMIT ",
+    )
+    .push_bind(limit);
     let rows = qb.build().fetch_all(pool).await.ctx("reading pending outbox ids")?;
     rows.iter().map(|r| r.try_get::<u64, _>("id").ctx("decoding outbox.id")).collect()
+}
+
+/// Holds rows that cannot be encoded: not retried before `held_until`
+/// (5 s doubling per attempt, at most 5 minutes), and the later rows of their
+/// order wait with them. Fixing the cause (a schema registered, a row
+/// repaired) lets them go at the next try.
+pub async fn hold(pool: &sqlx::MySqlPool, ids: &[u64], error: &str) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let error: String = error.chars().take(1000).collect();
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "UPDATE outbox SET held_until = NOW(6) + INTERVAL LEAST(5 * POW(2, LEAST(attempts, 6)), 300) SECOND, \
+         attempts = attempts + 1, last_error = ",
+    );
+    qb.push_bind(error).push(" WHERE id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    qb.build().execute(pool).await.ctx("holding an outbox row")?;
+    Ok(())
 }
 
 /// The rows with these ids, in id order.
@@ -162,7 +200,7 @@ pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>
         return Ok(Vec::new());
     }
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, created_at FROM outbox WHERE id IN (",
+        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, shard, created_at FROM outbox WHERE id IN (",
     );
     let mut sep = qb.separated(", ");
     for id in ids {
@@ -181,6 +219,7 @@ pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>
                 payload: r.try_get("payload").ctx("decoding outbox.payload")?,
                 headers: r.try_get("headers").ctx("decoding outbox.headers")?,
                 attempts: r.try_get("attempts").ctx("decoding outbox.attempts")?,
+                shard: r.try_get("shard").ctx("decoding outbox.shard")?,
                 created_at: r.try_get("created_at").ctx("decoding outbox.created_at")?,
             })
         })

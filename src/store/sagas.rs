@@ -356,7 +356,8 @@ impl SagaStore {
         batch: &[Inbound],
         lock: LockMode,
     ) -> Result<BatchResult, StoreError> {
-        let now = super::now();
+        // Database time: timers armed here are fired by comparing with NOW(6).
+        let now = super::db_now(tx).await?;
         let ids: Vec<&str> = batch.iter().map(|b| b.event_id.as_str()).collect();
         let seen_before = inbox::existing(tx, &ids).await?;
         let order_ids: BTreeSet<i64> =
@@ -369,6 +370,9 @@ impl SagaStore {
         let mut result = BatchResult::default();
         let mut seen_now: HashSet<&str> = HashSet::new();
         for b in batch {
+            if b.event.is_ok() {
+                crate::failpoint::panic_on("saga.apply.panic", &b.event_id);
+            }
             if seen_before.contains(&b.event_id) || !seen_now.insert(&b.event_id) {
                 result.outcomes.push(InboundOutcome::Duplicate);
                 continue;
@@ -900,22 +904,22 @@ async fn update_orders(
 }
 
 async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.order_id)
+                .push_bind(r.from.as_str())
+                .push_bind(r.to.as_str())
+                .push_bind(&r.reason_code)
+                .push_bind(&r.comment)
+                .push_bind(now)
+                .push_bind(truncate(&r.actor, 128));
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
-    );
-    qb.push_values(rows, |mut b, r| {
-        b.push_bind(r.order_id)
-            .push_bind(r.from.as_str())
-            .push_bind(r.to.as_str())
-            .push_bind(&r.reason_code)
-            .push_bind(&r.comment)
-            .push_bind(now)
-            .push_bind(truncate(&r.actor, 128));
-    });
-    qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
     Ok(())
 }
 
@@ -963,46 +967,46 @@ async fn flush_timers(
 }
 
 async fn insert_transitions(tx: &mut Tx, rows: &[TransitionRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.order_id)
+                .push_bind(r.saga_version)
+                .push_bind(truncate(&r.event_id, 191))
+                .push_bind(truncate(&r.event_name, 128))
+                .push_bind(&r.from)
+                .push_bind(&r.to)
+                .push_bind(truncate(&r.actor, 128))
+                .push_bind(r.reason.as_deref().map(|s| truncate(s, 255)))
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting saga transitions")?;
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
-    );
-    qb.push_values(rows, |mut b, r| {
-        b.push_bind(r.order_id)
-            .push_bind(r.saga_version)
-            .push_bind(truncate(&r.event_id, 191))
-            .push_bind(truncate(&r.event_name, 128))
-            .push_bind(&r.from)
-            .push_bind(&r.to)
-            .push_bind(truncate(&r.actor, 128))
-            .push_bind(r.reason.as_deref().map(|s| truncate(s, 255)))
-            .push_bind(now);
-    });
-    qb.build().execute(&mut **tx).await.ctx("inserting saga transitions")?;
     Ok(())
 }
 
 async fn insert_parked(tx: &mut Tx, rows: &[ParkedRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO saga_parked_events (order_id, event_id, event_name, source, payload, traceparent, poison, error, parked_at) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.order_id)
+                .push_bind(truncate(&r.event_id, 191))
+                .push_bind(truncate(&r.event_name, 128))
+                .push_bind(truncate(&r.source, 300))
+                .push_bind(&r.payload)
+                .push_bind(&r.traceparent)
+                .push_bind(r.poison)
+                .push_bind(&r.error)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("parking events")?;
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO saga_parked_events (order_id, event_id, event_name, source, payload, traceparent, poison, error, parked_at) ",
-    );
-    qb.push_values(rows, |mut b, r| {
-        b.push_bind(r.order_id)
-            .push_bind(truncate(&r.event_id, 191))
-            .push_bind(truncate(&r.event_name, 128))
-            .push_bind(truncate(&r.source, 300))
-            .push_bind(&r.payload)
-            .push_bind(&r.traceparent)
-            .push_bind(r.poison)
-            .push_bind(&r.error)
-            .push_bind(now);
-    });
-    qb.build().execute(&mut **tx).await.ctx("parking events")?;
     Ok(())
 }
 

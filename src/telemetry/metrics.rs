@@ -77,6 +77,14 @@ pub struct Metrics {
     pub consumer_batch_size: Histogram,
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub consumer_partitions_assigned: Gauge,
+    /// Partitions paused because their worker's queue is full (backpressure).
+    pub consumer_partitions_paused: Gauge,
+    /// Batch applications retried after a transient failure, by cause.
+    pub consumer_retries_total: Family<ReasonLabel, Counter>,
+    /// Batches split to find the event the database refused.
+    pub consumer_batch_splits_total: Counter,
+    /// Batches whose handler panicked; replayed one by one, the culprit dead-lettered.
+    pub consumer_handler_panics_total: Counter,
     pub outbox_backlog: Gauge,
     pub outbox_oldest_age_seconds: Gauge,
     pub outbox_published_total: Family<TransportLabel, Counter>,
@@ -116,6 +124,10 @@ impl Metrics {
             consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             consumer_lag: Family::default(),
             consumer_partitions_assigned: Gauge::default(),
+            consumer_partitions_paused: Gauge::default(),
+            consumer_retries_total: Family::default(),
+            consumer_batch_splits_total: Counter::default(),
+            consumer_handler_panics_total: Counter::default(),
             outbox_backlog: Gauge::default(),
             outbox_oldest_age_seconds: Gauge::default(),
             outbox_published_total: Family::default(),
@@ -185,6 +197,26 @@ impl Metrics {
             "saga_consumer_partitions_assigned",
             "Partitions this replica consumes",
             m.consumer_partitions_assigned.clone(),
+        );
+        r.register(
+            "saga_consumer_partitions_paused",
+            "Partitions paused because their worker is behind (backpressure; the member stays in the group)",
+            m.consumer_partitions_paused.clone(),
+        );
+        r.register(
+            "saga_consumer_retries",
+            "Event batches retried after a transient failure, by cause (database, registry)",
+            m.consumer_retries_total.clone(),
+        );
+        r.register(
+            "saga_consumer_batch_splits",
+            "Event batches split to isolate an event the database refused",
+            m.consumer_batch_splits_total.clone(),
+        );
+        r.register(
+            "saga_consumer_handler_panics",
+            "Event batches whose handler panicked (replayed one message at a time; the culprit is dead-lettered)",
+            m.consumer_handler_panics_total.clone(),
         );
         r.register("outbox_backlog", "Outbox rows not yet published", m.outbox_backlog.clone());
         r.register(

@@ -9,6 +9,8 @@ mod docs;
 mod helpers;
 mod ops;
 mod orders_api;
+mod proxy;
+mod reliability;
 mod replicas;
 mod saga_flow;
 mod transport;

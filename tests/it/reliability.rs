@@ -1,0 +1,278 @@
+//! Never stall, never lose: bad events of every class, a panic while applying
+//! one, a database outage longer than max.poll.interval, SIGTERM with the
+//! database down.
+
+use std::time::Duration;
+
+use order_saga::contracts::*;
+
+use crate::daemon::*;
+use crate::helpers::*;
+use crate::proxy::Proxy;
+
+const T: Duration = Duration::from_secs(90);
+
+fn ts() -> TimestampMicros {
+    TimestampMicros::from_datetime(chrono::Utc::now())
+}
+
+fn reserved(event_id: &str, order_id: i64) -> Message {
+    Message::from(InventoryReserved {
+        event_id: event_id.into(),
+        order_id,
+        occurred_at: ts(),
+        tenant_region: "eu".into(),
+        command_id: None,
+    })
+}
+
+fn payment_failed(event_id: &str, order_id: i64) -> Message {
+    Message::from(PaymentFailed {
+        event_id: event_id.into(),
+        order_id,
+        occurred_at: ts(),
+        tenant_region: "eu".into(),
+        payment_intent_id: "pi".into(),
+        reason: "x".into(),
+    })
+}
+
+fn dlq_error_containing<'a>(dlq: &'a [Record], needle: &str) -> Option<&'a Record> {
+    dlq.iter().find(|r| r.headers.get("dlq_error").is_some_and(|e| e.contains(needle)))
+}
+
+/// Each of these reached the database before and was retried forever,
+/// stopping its partition, then the replica, then the group.
+#[tokio::test]
+async fn bad_events_of_every_class_are_dead_lettered_and_the_partition_keeps_flowing() {
+    let env = SagaEnv::new().await;
+    let d = env.start_daemon(&[("ORDER_SAGA_FAILPOINTS", "saga.apply.panic=evil-panic")]).await;
+    let body = order_body("c", "eu", &[("A", 1, "1.00")]);
+    let (b, c, next) = (d.create_order(&body).await, d.create_order(&body).await, d.create_order(&body).await);
+    for id in [b, c, next] {
+        env.wait_state(id, "RESERVING_INVENTORY", T).await;
+    }
+    let long_id = "x".repeat(70);
+    let huge_id = "y".repeat(300);
+    // 1. A negative order id (BIGINT UNSIGNED).
+    env.publish(&payment_failed("neg-order", -5)).await;
+    // 2. Non-ASCII, too long, and trailing-space event ids (ascii_bin columns).
+    env.publish(&payment_failed("ünïcode-id", 900_001)).await;
+    env.publish(&payment_failed(&huge_id, 900_002)).await;
+    env.publish(&payment_failed("pads ", 900_003)).await;
+    // 3. An unknown order whose id makes `dlq:{id}` longer than outbox.event_id.
+    env.publish(&payment_failed(&long_id, 900_004)).await;
+    // 4. The shell panics on this one (a failpoint): isolated, dead-lettered, saga quarantined.
+    env.publish(&reserved("evil-panic", b as i64)).await;
+    // 5. A reservation failure whose backorder rows exceed one statement's 65,535 placeholders.
+    let shortages: Vec<Shortage> =
+        (0..8_000).map(|i| Shortage { sku: format!("S{i}"), requested_qty: 2, available_qty: 1 }).collect();
+    env.publish(&Message::from(InventoryReservationFailed {
+        event_id: format!("big-{c}"),
+        order_id: c as i64,
+        occurred_at: ts(),
+        tenant_region: "eu".into(),
+        command_id: None,
+        reason: "short".into(),
+        shortages,
+    }))
+    .await;
+    // And the partitions keep flowing: a good event after all of them applies.
+    env.publish(&reserved(&format!("ok-{next}"), next as i64)).await;
+    env.wait_state(next, "AWAITING_PAYMENT", T).await;
+    env.wait_state(c, "PENDING_REVIEW", T).await;
+    assert_eq!(
+        env.count_for(
+            "SELECT COUNT(*) FROM outbox WHERE aggregate_id = CAST(? AS CHAR) AND event_type = 'order.item.backordered.v1'",
+            c
+        )
+        .await,
+        8_000
+    );
+
+    eventually(T, "six dead letters published", || async {
+        env.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'dead_letter' AND published_at IS NOT NULL").await
+            == 6
+    })
+    .await;
+    let dlq = env.read_topic(None).await;
+    assert_eq!(dlq.len(), 6, "{:?}", dlq.iter().map(|r| &r.headers).collect::<Vec<_>>());
+    assert!(dlq_error_containing(&dlq, "order_id must be a positive integer (got -5)").is_some());
+    assert_eq!(
+        dlq.iter().filter(|r| r.headers.get("dlq_error").is_some_and(|e| e.starts_with("event_id must be"))).count(),
+        3,
+        "non-ASCII, too long, trailing space"
+    );
+    let unknown = dlq_error_containing(&dlq, "unknown order 900004").expect("long id dead-lettered");
+    assert_eq!(unknown.headers["event_id"], long_id, "the original id travels in the header");
+    let panicked = dlq_error_containing(&dlq, "panicked").expect("panic isolated");
+    assert_eq!(panicked.key.as_deref(), Some(b.to_string().as_str()));
+    // The panicking event's saga is quarantined with the reason; nothing else is.
+    assert_eq!(env.count("SELECT COUNT(*) FROM saga_instances WHERE quarantined_at IS NOT NULL").await, 1);
+    assert_eq!(
+        env.count_for("SELECT COUNT(*) FROM saga_instances WHERE order_id = ? AND quarantined_at IS NOT NULL", b).await,
+        1
+    );
+    // Every event is in the inbox exactly once: a redelivery de-duplicates.
+    assert_eq!(env.count("SELECT COUNT(*) FROM saga_inbox").await, 8);
+    assert_eq!(metric(&d.metrics().await, "saga_dead_lettered_total"), 6.0);
+}
+
+fn via(proxy: &Proxy, url: &str) -> String {
+    let (user, rest) = url.split_once('@').unwrap();
+    let (_, db) = rest.split_once('/').unwrap();
+    format!("{user}@127.0.0.1:{}/{db}", proxy.port)
+}
+
+fn metric(m: &str, name: &str) -> f64 {
+    m.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Before: the poll thread blocked on a full worker queue, max.poll.interval
+/// evicted the member, and SIGTERM could not end it.
+#[tokio::test]
+async fn a_database_outage_pauses_partitions_keeps_the_member_and_loses_nothing() {
+    let env = SagaEnv::new().await;
+    let upstream = env.db_url.split_once('@').unwrap().1.split_once('/').unwrap().0.to_owned();
+    let proxy = Proxy::start(upstream).await;
+    let url = via(&proxy, &env.db_url);
+    let mut d = env
+        .start_daemon(&[
+            ("ORDER_SAGA_DATABASE_URL", url.as_str()),
+            ("ORDER_SAGA_DATABASE_ACQUIRE_TIMEOUT", "1s"),
+            ("ORDER_SAGA_CONSUMER_BATCH_MAX", "1"),
+            // An outage longer than this used to get the member evicted.
+            ("ORDER_SAGA_KAFKA_PROPERTIES", "max.poll.interval.ms=7000"),
+            ("ORDER_SAGA_SHUTDOWN_GRACE", "10s"),
+        ])
+        .await;
+    let a = d.create_order(&order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    env.wait_state(a, "RESERVING_INVENTORY", T).await;
+    eventually(T, "partitions assigned", || async {
+        metric(&d.metrics().await, "saga_consumer_partitions_assigned") > 0.0
+    })
+    .await;
+
+    proxy.cut();
+    // A backlog on one partition, far beyond its worker's queue (4 messages).
+    for i in 0..30 {
+        env.publish(&payment_failed(&format!("lag-{i}"), 777_777)).await;
+    }
+    env.publish(&reserved(&format!("res-{a}"), a as i64)).await;
+    eventually(T, "the backlogged partition is paused and the batch retried", || async {
+        let m = d.metrics().await;
+        metric(&m, "saga_consumer_partitions_paused") >= 1.0 && metric(&m, "saga_consumer_retries_total") >= 3.0
+    })
+    .await;
+    // Longer than max.poll.interval.ms: the member must still be in the group.
+    let started = tokio::time::Instant::now();
+    eventually(Duration::from_secs(60), "an outage longer than max.poll.interval.ms", || async {
+        started.elapsed() > Duration::from_secs(9)
+    })
+    .await;
+    assert!(metric(&d.metrics().await, "saga_consumer_partitions_assigned") > 0.0, "still a member");
+    assert!(!d.logs().contains("maximum poll interval"), "not evicted:\n{}", d.logs());
+    proxy.restore();
+
+    env.wait_state(a, "AWAITING_PAYMENT", T).await;
+    eventually(T, "every backlogged event applied or dead-lettered", || async {
+        env.count("SELECT COUNT(*) FROM saga_inbox WHERE event_id LIKE 'lag-%'").await == 30
+    })
+    .await;
+    eventually(T, "partitions resumed", || async {
+        metric(&d.metrics().await, "saga_consumer_partitions_paused") == 0.0
+    })
+    .await;
+
+    // SIGTERM with the database down ends within the grace period.
+    proxy.cut();
+    env.publish(&payment_failed("during-shutdown", 777_777)).await;
+    let before = metric(&d.metrics().await, "saga_consumer_retries_total");
+    eventually(T, "retrying again", || async { metric(&d.metrics().await, "saga_consumer_retries_total") > before })
+        .await;
+    let status = tokio::time::timeout(Duration::from_secs(30), d.terminate()).await.expect("exited within the grace");
+    assert!(status.code().is_some(), "exited, not killed: {status:?}");
+    proxy.restore();
+    assert_eq!(env.count("SELECT COUNT(*) FROM saga_inbox WHERE event_id = 'during-shutdown'").await, 0);
+}
+
+/// Before: the row was retried on every round, the rows behind it in id
+/// order filled the read limit, and later rows of its order overtook it.
+#[tokio::test]
+async fn an_unencodable_outbox_row_holds_its_order_and_no_other() {
+    let env = SagaEnv::new().await;
+    let d = env.start_daemon(&[]).await;
+    let body = order_body("c", "eu", &[("A", 1, "1.00")]);
+    let (x, y) = (d.create_order(&body).await, d.create_order(&body).await);
+    env.wait_outbox_drained(T).await;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, created_at) \
+         VALUES ('bad-row', 'order', ?, 'order.status.changed.v1', ?, '{}', '{}', ?, NOW(6))",
+    )
+    .bind(x.to_string())
+    .bind(env.topics.of(MessageKind::OrderStatusChanged))
+    .bind(x % 8)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    env.publish(&reserved(&format!("res-{x}"), x as i64)).await;
+    env.publish(&reserved(&format!("res-{y}"), y as i64)).await;
+    let authorize_published = |id: u64| {
+        let env = &env;
+        async move {
+            env.count_for(
+                "SELECT COUNT(*) FROM outbox WHERE aggregate_id = CAST(? AS CHAR) \
+                 AND event_type = 'payment.authorize.v1' AND published_at IS NOT NULL",
+                id,
+            )
+            .await
+        }
+    };
+    eventually(T, "the other order's command published", || async { authorize_published(y).await == 1 }).await;
+    env.wait_state(x, "AWAITING_PAYMENT", T).await;
+    assert_eq!(authorize_published(x).await, 0, "held behind the bad row of its order");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM outbox WHERE event_id = 'bad-row' AND held_until > NOW(6) AND attempts = 1")
+            .await,
+        1,
+        "held once, with backoff: no busy loop"
+    );
+    // An operator skips the row (marks it published): the order flows again.
+    sqlx::query("UPDATE outbox SET published_at = NOW(6) WHERE event_id = 'bad-row'")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    eventually(T, "the held order's command published", || async { authorize_published(x).await == 1 }).await;
+}
+
+/// A relay reads only shards whose lease it holds at that moment (database time).
+#[tokio::test]
+async fn outbox_reads_are_fenced_by_the_lease_held_now() {
+    let (db, _) = fresh_db().await;
+    order_saga::store::leases::ensure_shards(&db, 2).await.unwrap();
+    sqlx::query("UPDATE outbox_leases SET owner = 'a', lease_until = NOW(6) + INTERVAL 1 MINUTE WHERE shard = 0")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, created_at) \
+         VALUES ('e1', 'order', '2', 'order.created.v1', 't', '{}', '{}', 0, NOW(6))",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let pending = |owner: &'static str| {
+        let pool = db.pool.clone();
+        async move { order_saga::store::outbox::pending_ids(&pool, owner, &[0, 1], 10).await.unwrap() }
+    };
+    assert_eq!(pending("a").await.len(), 1, "the holder reads it");
+    assert!(pending("b").await.is_empty(), "nobody else does, whatever shards it believes it owns");
+    sqlx::query("UPDATE outbox_leases SET lease_until = NOW(6) - INTERVAL 1 SECOND WHERE shard = 0")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(pending("a").await.is_empty(), "an expired lease fences its old holder");
+}
