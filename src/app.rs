@@ -310,7 +310,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     prepare_schemas(&cfg, &codec).await?;
 
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let metrics = Metrics::register(&mut registry).with_regions(&cfg.metric_regions);
     let writer = outbox_writer(&cfg)?;
     let sagas = SagaStore::new(catalog.clone(), writer.clone());
     let wakeup = Arc::new(Notify::new());

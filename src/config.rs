@@ -291,6 +291,12 @@ pub struct Config {
     #[arg(long, global = true, env = "ORDER_SAGA_REST_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub rest_timeout: Duration,
 
+    /// Tenant regions reported as metric label values; orders of any other region are counted
+    /// as `other`, so clients cannot create unbounded series.
+    #[arg(long = "metric-region", global = true, env = "ORDER_SAGA_METRIC_REGIONS", value_delimiter = ',',
+          default_value = crate::telemetry::metrics::DEFAULT_REGIONS)]
+    pub metric_regions: Vec<String>,
+
     /// Bearer token for /ops endpoints. Without it the ops endpoints are disabled (404), not open.
     #[arg(long, global = true, env = "ORDER_SAGA_OPS_TOKEN", hide_env_values = true)]
     pub ops_token: Option<String>,

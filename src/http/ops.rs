@@ -112,8 +112,11 @@ pub fn filter_from(pairs: &[(String, String)]) -> Result<SagaFilter, ApiError> {
         match k.as_str() {
             "state" => f.state = Some(v.clone()),
             "older_than" => {
-                f.older_than =
-                    Some(humantime::parse_duration(v).map_err(|e| bad(k, format!("older_than: {e} (e.g. 15m)")))?)
+                let d = humantime::parse_duration(v).map_err(|e| bad(k, format!("older_than: {e} (e.g. 15m)")))?;
+                if d > crate::store::limits::MAX_AGE {
+                    return Err(bad(k, "older_than: at most 100 years".into()));
+                }
+                f.older_than = Some(d)
             }
             "tenant_region" => f.tenant_region = Some(v.clone()),
             "definition_version" => {
@@ -169,6 +172,7 @@ fn decode_cursor(s: &str) -> Result<SagaKeyset, ApiError> {
             .parse::<i64>()
             .ok()
             .and_then(chrono::DateTime::from_timestamp_micros)
+            .filter(|t| crate::store::limits::is_storable_time(*t))
             .ok_or_else(bad_cursor)?,
         order_id: id.parse().map_err(|_| bad_cursor())?,
     })

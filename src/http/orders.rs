@@ -14,7 +14,6 @@ use super::extract::{JsonBody, Trace, order_id, query_params};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
 use crate::store::idempotency;
 use crate::store::orders::{self, CreateContext, CreateOutcome, Keyset, SearchFilter};
-use crate::telemetry::metrics::RegionLabel;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
@@ -104,7 +103,7 @@ pub async fn create(
             state
                 .metrics
                 .order_created_total
-                .get_or_create(&RegionLabel { tenant_region: order.tenant_region.clone() })
+                .get_or_create(&state.metrics.region(&order.tenant_region))
                 .inc();
             tracing::info!(order_id, customer_id = %order.customer_id, status = "PENDING", "order created");
             Ok(json_response(StatusCode::CREATED, body, &[("location", format!("/orders/{order_id}"))]))
@@ -188,9 +187,18 @@ fn invalid(param: &str, message: String) -> ApiError {
 }
 
 fn parse_time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|_| {
-        invalid(param, format!("{param} must be an RFC 3339 timestamp such as 2026-11-25T10:00:00Z, found {v:?}"))
-    })
+    DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| crate::store::limits::is_storable_time(*t))
+        .ok_or_else(|| {
+            invalid(
+                param,
+                format!(
+                    "{param} must be an RFC 3339 timestamp between the years 1000 and 9999 such as 2026-11-25T10:00:00Z, found {v:?}"
+                ),
+            )
+        })
 }
 
 /// The cursor is opaque to clients: base64url of `{t, id, f}` where `f` ties
@@ -215,7 +223,11 @@ fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
             "cursor was issued for different filters; keep the filters of the first page".into(),
         ));
     }
-    let created_at = v["t"].as_i64().and_then(DateTime::from_timestamp_micros).ok_or_else(bad)?;
+    let created_at = v["t"]
+        .as_i64()
+        .and_then(DateTime::from_timestamp_micros)
+        .filter(|t| crate::store::limits::is_storable_time(*t))
+        .ok_or_else(bad)?;
     let order_id = v["id"].as_u64().ok_or_else(bad)?;
     Ok(Keyset { created_at, order_id })
 }

@@ -206,6 +206,7 @@ pub async fn run(cfg: &Config, args: OpsArgs) -> anyhow::Result<ExitCode> {
                         .parse::<i64>()
                         .ok()
                         .and_then(chrono::DateTime::from_timestamp_micros)
+                        .filter(|t| crate::store::limits::is_storable_time(*t))
                         .ok_or_else(|| anyhow::anyhow!("bad cursor"))?,
                     order_id: id.parse()?,
                 }),

@@ -319,7 +319,10 @@ impl Ops {
                     raw: None,
                 };
                 let r = self.sagas.apply_in_tx(tx, std::slice::from_ref(&inbound), LockMode::Wait).await?;
-                self.record(&r);
+                if !req.dry_run {
+                    // A dry run is rolled back: it records no metric and no alert log.
+                    self.record(&r);
+                }
                 match r.outcomes.first() {
                     Some(InboundOutcome::Applied { .. } | InboundOutcome::Ignored) => {}
                     other => return Ok(Err(OpsError::NotAllowed(format!("the timer could not fire: {other:?}")))),
@@ -390,7 +393,10 @@ impl Ops {
                     ))));
                 }
                 let r = self.sagas.apply_in_tx(tx, &[manual(event)], LockMode::Wait).await?;
-                self.record(&r);
+                if !req.dry_run {
+                    // A dry run is rolled back: it records no metric and no alert log.
+                    self.record(&r);
+                }
                 match r.outcomes.first() {
                     Some(InboundOutcome::Applied { .. }) => {}
                     Some(InboundOutcome::Refused(refusal)) => {
@@ -436,7 +442,10 @@ impl Ops {
                 shell::forget_inbox(tx, &parked.iter().map(|p| p.event_id.clone()).collect::<Vec<_>>()).await?;
                 shell::resolve_parked(tx, &parked.iter().map(|p| p.id).collect::<Vec<_>>(), "replayed").await?;
                 let r = self.sagas.apply_in_tx(tx, &inbound, LockMode::Wait).await?;
-                self.record(&r);
+                if !req.dry_run {
+                    // A dry run is rolled back: it records no metric and no alert log.
+                    self.record(&r);
+                }
                 replayed = r.outcomes.iter().map(|o| format!("{o:?}")).collect();
             }
         }

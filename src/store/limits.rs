@@ -9,6 +9,9 @@
 //!
 //! **Do not change** the derivations: they are de-duplication keys.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
 use sha2::{Digest, Sha256};
 
 /// Longest accepted inbound `event_id` (the inbox column is `VARCHAR(191)`;
@@ -55,6 +58,16 @@ pub fn dead_letter_event_id(id: &str) -> String {
         format!("dlq:{}", &sha256_hex(id)[..OUTBOX_EVENT_ID_MAX - 4])
     }
 }
+
+/// Whether `t` fits a `DATETIME(6)` column (years 1000 to 9999). Timestamps
+/// from clients (filters, cursors, operator times) are checked with this
+/// before they reach a query: out of range, the driver refuses to encode them.
+pub fn is_storable_time(t: DateTime<Utc>) -> bool {
+    (1000..=9999).contains(&t.year())
+}
+
+/// The longest age a query may ask about (`older_than`): 100 years.
+pub const MAX_AGE: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 
 /// Whether `order_id` can be an order's id (`BIGINT UNSIGNED`, from 1).
 pub fn is_order_id(order_id: i64) -> bool {

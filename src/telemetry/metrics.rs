@@ -14,6 +14,12 @@ pub struct RegionLabel {
     pub tenant_region: String,
 }
 
+/// Regions reported as label values by default (`ORDER_SAGA_METRIC_REGIONS`).
+pub const DEFAULT_REGIONS: &str = "eu-west,eu-central,us-east,us-west,ap-south,ap-southeast";
+/// The label value of every region not configured: bounded cardinality,
+/// whatever clients send.
+pub const OTHER_REGION: &str = "other";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabel {
     pub from_status: String,
@@ -92,6 +98,8 @@ pub struct Metrics {
     pub outbox_publish_errors_total: Counter,
     pub outbox_shards_owned: Gauge,
     pub ops_actions_total: Family<ActionLabel, Counter>,
+    /// Regions that are label values; others are reported as [`OTHER_REGION`].
+    regions: std::sync::Arc<std::collections::BTreeSet<String>>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -104,6 +112,18 @@ fn dwell_buckets() -> impl Iterator<Item = f64> {
 }
 
 impl Metrics {
+    /// Sets the regions that are label values (the rest are `other`).
+    pub fn with_regions(mut self, regions: &[String]) -> Metrics {
+        self.regions = std::sync::Arc::new(regions.iter().cloned().collect());
+        self
+    }
+
+    /// The label of a client-supplied region: itself when configured, else `other`.
+    pub fn region(&self, region: &str) -> RegionLabel {
+        let r = if self.regions.contains(region) { region } else { OTHER_REGION };
+        RegionLabel { tenant_region: r.to_owned() }
+    }
+
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics {
@@ -135,6 +155,7 @@ impl Metrics {
             outbox_publish_errors_total: Counter::default(),
             outbox_shards_owned: Gauge::default(),
             ops_actions_total: Family::default(),
+            regions: std::sync::Arc::new(DEFAULT_REGIONS.split(',').map(str::to_owned).collect()),
         };
         let r = registry;
         r.register("order_created", "Orders created, by tenant region", m.order_created_total.clone());

@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod docs;
 mod helpers;
+mod input_fuzz;
 mod ops;
 mod orders_api;
 mod proxy;
