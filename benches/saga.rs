@@ -172,6 +172,7 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
         topics: e.topics.clone(),
         metrics: metrics.clone(),
         relay_wakeup: Arc::new(tokio::sync::Notify::new()),
+        version_patience: Duration::from_secs(900),
     });
     let stop = tokio_util::sync::CancellationToken::new();
     let consumer = order_saga::kafka::consumer::SagaConsumer::start(

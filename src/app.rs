@@ -298,6 +298,36 @@ impl Running {
     }
 }
 
+/// Refuses a configuration in which a redelivery can outlive the inbox (see
+/// `ORDER_SAGA_INBOX_RETENTION`). Brokers that cannot describe topic
+/// configurations get a warning: the check cannot be made there.
+async fn check_inbox_retention(cfg: &Config) -> anyhow::Result<()> {
+    let topics = cfg.topics()?;
+    let client = ClientSettings::from_config(cfg, cfg.kafka_brokers()?);
+    match crate::kafka::admin::retention_ms(&client, &topics.inbound()).await {
+        Ok(retention) => {
+            let unknown: Vec<&str> = retention.iter().filter(|(_, r)| r.is_none()).map(|(t, _)| t.as_str()).collect();
+            if !unknown.is_empty() {
+                tracing::warn!(topics = ?unknown, "the broker does not report retention.ms for these topics; the inbox retention is not verified against them");
+            }
+            let bad = crate::kafka::admin::unsafe_for_inbox(&retention, cfg.inbox_retention);
+            if !bad.is_empty() {
+                anyhow::bail!(
+                    "ORDER_SAGA_INBOX_RETENTION ({}) does not outlive the retention of {}: an event redelivered after \
+                     the inbox forgot it would be applied twice. Raise ORDER_SAGA_INBOX_RETENTION above the topics' \
+                     retention.ms, or lower that.",
+                    humantime::format_duration(cfg.inbox_retention),
+                    bad.join(", ")
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the inbound topics' retention; the inbox retention is not verified")
+        }
+    }
+    Ok(())
+}
+
 /// Builds and starts every component of `serve`.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     cfg.validate(true)?;
@@ -308,6 +338,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     }
     let codec = Codec::new(cfg.schema_registry_url()?, cfg.schema_registry_timeout)?;
     prepare_schemas(&cfg, &codec).await?;
+    check_inbox_retention(&cfg).await?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry).with_regions(&cfg.metric_regions);
@@ -376,6 +407,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         topics: topics.clone(),
         metrics: metrics.clone(),
         relay_wakeup: wakeup.clone(),
+        version_patience: cfg.unknown_version_patience,
     });
     let consumer = SagaConsumer::start(
         ConsumerSettings {

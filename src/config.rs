@@ -149,9 +149,10 @@ pub struct Config {
     #[arg(long, global = true, env = "ORDER_SAGA_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = duration)]
     pub idempotency_retention: Duration,
 
-    /// How long handled event ids are kept for de-duplication. Keep it longer
-    /// than the topics' retention plus the longest consumer outage you tolerate.
-    #[arg(long, global = true, env = "ORDER_SAGA_INBOX_RETENTION", default_value = "7d", value_parser = duration)]
+    /// How long handled event ids are kept for de-duplication. Must be longer than the inbound
+    /// topics' retention.ms (Kafka's default is 7 days): `serve` refuses to start otherwise, since an
+    /// event redelivered after the inbox forgot it would be applied twice.
+    #[arg(long, global = true, env = "ORDER_SAGA_INBOX_RETENTION", default_value = "8d", value_parser = duration)]
     pub inbox_retention: Duration,
 
     /// Kafka bootstrap servers, comma separated (host:port,…).
@@ -212,6 +213,11 @@ pub struct Config {
     /// Longest a fetch waits for data on the broker (latency vs. request rate).
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_FETCH_WAIT_MAX", default_value = "50ms", value_parser = duration)]
     pub kafka_fetch_wait_max: Duration,
+
+    /// How long the consumer waits (retrying) on an event for a saga of a definition version this
+    /// replica has not loaded — a newer replica of a rolling deploy takes it — before quarantining it.
+    #[arg(long, global = true, env = "ORDER_SAGA_UNKNOWN_VERSION_PATIENCE", default_value = "15m", value_parser = duration)]
+    pub unknown_version_patience: Duration,
 
     /// Most events of one partition applied in one database transaction (1 to 1000; 1 = no batching).
     #[arg(long, global = true, env = "ORDER_SAGA_CONSUMER_BATCH_MAX", default_value_t = 200)]

@@ -34,7 +34,7 @@ use crate::contracts::{Message, headers};
 use crate::kafka::consumer::{BatchHandler, Stopped, panic_message};
 use crate::kafka::header_str;
 use crate::saga::{Event, EventBody};
-use crate::store::sagas::{BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore};
+use crate::store::sagas::{BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore, UnknownVersion};
 use crate::store::{Db, StoreError, limits};
 use crate::telemetry::metrics::{CodeLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel};
 use crate::telemetry::traceparent::TraceParent;
@@ -46,6 +46,10 @@ pub struct EventHandler {
     pub topics: Topics,
     pub metrics: Metrics,
     pub relay_wakeup: Arc<Notify>,
+    /// How long events of a saga on a definition version this replica has not
+    /// loaded are retried (a newer replica of a rolling deploy takes them)
+    /// before the saga is quarantined.
+    pub version_patience: Duration,
 }
 
 /// Backoff for retrying the same batch: 50 ms doubling to 5 s.
@@ -319,9 +323,9 @@ fn as_poison(b: &Inbound, reason: String) -> Inbound {
 
 impl EventHandler {
     /// One transaction for `run`, with a panic in the shell turned into a refusal.
-    async fn try_apply(&self, run: &[Inbound]) -> Result<BatchResult, ApplyFailure> {
+    async fn try_apply(&self, run: &[Inbound], unknown: UnknownVersion) -> Result<BatchResult, ApplyFailure> {
         let tx_span = tracing::info_span!("db.transaction", db.system = "mysql", events = run.len());
-        let fut = self.sagas.apply_batch(&self.db, run, LockMode::Wait).instrument(tx_span);
+        let fut = self.sagas.apply(&self.db, run, LockMode::Wait, unknown).instrument(tx_span);
         match AssertUnwindSafe(fut).catch_unwind().await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) if e.is_transient() => Err(ApplyFailure::Transient(e)),
@@ -353,8 +357,14 @@ impl EventHandler {
         let mut runs: VecDeque<Range<usize>> = VecDeque::new();
         runs.push_back(0..inbound.len());
         let mut attempt = 0u32;
+        // Since when a saga's definition version is missing here (rolling deploy).
+        let mut version_missing_since: Option<std::time::Instant> = None;
         while let Some(run) = runs.pop_front() {
-            let failure = match self.try_apply(&inbound[run.clone()]).await {
+            let unknown = match version_missing_since {
+                Some(t) if t.elapsed() >= self.version_patience => UnknownVersion::Quarantine,
+                _ => UnknownVersion::Wait,
+            };
+            let failure = match self.try_apply(&inbound[run.clone()], unknown).await {
                 Ok(result) => {
                     self.committed(run.len(), &result);
                     attempt = 0;
@@ -365,7 +375,14 @@ impl EventHandler {
             let transient = matches!(failure, ApplyFailure::Transient(_));
             match next_step(run.clone(), transient) {
                 SplitStep::RetryLater => {
-                    self.retrying("database", &failure, attempt);
+                    let cause = match &failure {
+                        ApplyFailure::Transient(StoreError::DefinitionNotLoaded { .. }) => {
+                            version_missing_since.get_or_insert_with(std::time::Instant::now);
+                            "definition_version"
+                        }
+                        _ => "database",
+                    };
+                    self.retrying(cause, &failure, attempt);
                     runs.push_front(run);
                     self.wait(stop, attempt).await?;
                     attempt += 1;
@@ -382,7 +399,7 @@ impl EventHandler {
                         ApplyFailure::Transient(e) => e.to_string(),
                     };
                     let poison = as_poison(&inbound[i], format!("refused by the store: {reason}"));
-                    match self.try_apply(std::slice::from_ref(&poison)).await {
+                    match self.try_apply(std::slice::from_ref(&poison), UnknownVersion::Quarantine).await {
                         Ok(result) => {
                             self.committed(1, &result);
                             attempt = 0;

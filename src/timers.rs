@@ -63,6 +63,8 @@ pub async fn sweep(
             })
             .collect();
         let result = sagas.apply_batch(db, &inbound, LockMode::SkipLocked).await?;
+        // Fired and committed, not yet reported: a crash here must not fire twice.
+        crate::failpoint::hit("sweeper.after_fire");
         let fired_now = result
             .outcomes
             .iter()

@@ -59,6 +59,10 @@ pub struct SimulateArgs {
     /// Share of answers sent twice (to watch the inbox de-duplicate).
     #[arg(long, default_value = "0", value_parser = rate)]
     pub duplicate_rate: f64,
+    /// How long after the first copy a duplicate is sent: a delay makes it
+    /// arrive after later events of the same order (a reordered delivery).
+    #[arg(long, default_value = "0ms", value_parser = duration)]
+    pub duplicate_delay: Duration,
     /// Consumer group of the simulator.
     #[arg(long, default_value = "order-saga-simulator")]
     pub group_id: String,
@@ -280,7 +284,10 @@ impl Simulator {
 
     async fn answer(&self, msg: Message, traceparent: Option<&str>) {
         let copies = if rand::random::<f64>() < self.args.duplicate_rate { 2 } else { 1 };
-        for _ in 0..copies {
+        for copy in 0..copies {
+            if copy > 0 && !self.args.duplicate_delay.is_zero() {
+                tokio::time::sleep(self.args.duplicate_delay).await;
+            }
             if let Err(e) = publish(&self.producer, &self.codec, &self.topics, &msg, traceparent).await {
                 tracing::warn!(error = %e, "simulator could not publish an answer");
                 return;

@@ -99,12 +99,10 @@ pub async fn create(
     let ctx = CreateContext { outbox: &state.outbox, trace: Some(&trace), saga: state.sagas.as_ref(), actor: "api" };
     match orders::create(&state.db, &order, &key, fingerprint, &ctx).await? {
         CreateOutcome::Created { order_id, body } => {
+            // Committed, response not sent: the client retries with its key.
+            crate::failpoint::hit("http.create.after_commit");
             state.relay_wakeup.notify_one();
-            state
-                .metrics
-                .order_created_total
-                .get_or_create(&state.metrics.region(&order.tenant_region))
-                .inc();
+            state.metrics.order_created_total.get_or_create(&state.metrics.region(&order.tenant_region)).inc();
             tracing::info!(order_id, customer_id = %order.customer_id, status = "PENDING", "order created");
             Ok(json_response(StatusCode::CREATED, body, &[("location", format!("/orders/{order_id}"))]))
         }

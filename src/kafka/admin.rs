@@ -32,3 +32,68 @@ pub async fn create_topics(
     }
     Ok(())
 }
+
+/// `retention.ms` of each topic as the brokers report it (`-1` = forever).
+/// `Err` when the brokers cannot describe topic configurations.
+pub async fn retention_ms(
+    settings: &ClientSettings,
+    topics: &[&str],
+) -> Result<Vec<(String, Option<i64>)>, KafkaError> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<super::KafkaLog> = settings
+        .client_config()
+        .create_with_context(super::KafkaLog)
+        .map_err(|source| KafkaError::Create { what: "admin client", source })?;
+    let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.describe_configs(&specs, &opts).await.map_err(|e| KafkaError::Admin(e.to_string()))?;
+    let mut out = Vec::new();
+    for r in results {
+        let r = r.map_err(|code| KafkaError::Admin(format!("cannot describe a topic's configuration: {code}")))?;
+        let topic = match &r.specifier {
+            rdkafka::admin::OwnedResourceSpecifier::Topic(t) => t.clone(),
+            _ => continue,
+        };
+        let retention = r.get("retention.ms").and_then(|e| e.value.as_deref()).and_then(|v| v.parse().ok());
+        out.push((topic, retention));
+    }
+    Ok(out)
+}
+
+/// Whether the inbox outlives every redelivery: a message can be delivered
+/// again as long as its topic keeps it (a consumer group whose offsets expired
+/// starts over from the beginning). An event redelivered after the inbox
+/// forgot it would be applied twice. Returns the offending topics.
+pub fn unsafe_for_inbox(retention: &[(String, Option<i64>)], inbox: Duration) -> Vec<String> {
+    let inbox_ms = i64::try_from(inbox.as_millis()).unwrap_or(i64::MAX);
+    retention
+        .iter()
+        .filter_map(|(t, r)| match r {
+            Some(ms) if *ms < 0 || *ms >= inbox_ms => {
+                let kept = if *ms < 0 { "forever".to_owned() } else { format!("{} h", ms / 3_600_000) };
+                Some(format!("{t} (retention.ms {ms}: kept {kept})"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_must_outlive_every_topic_retention() {
+        let day = 86_400_000;
+        let inbox = Duration::from_secs(8 * 86_400);
+        let r = vec![
+            ("a".to_owned(), Some(7 * day)),
+            ("b".to_owned(), Some(8 * day)),
+            ("c".to_owned(), Some(-1)),
+            ("d".to_owned(), None),
+        ];
+        let bad = unsafe_for_inbox(&r, inbox);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("b ") && bad[1].starts_with("c ") && bad[1].contains("forever"), "{bad:?}");
+    }
+}

@@ -197,6 +197,8 @@ impl Ops {
                         )
                         .await?;
                         tx.commit().await.ctx("committing the ops action")?;
+                        // Applied and audited, the caller not answered yet.
+                        crate::failpoint::hit("ops.after_commit");
                     }
                     Ok(Ok(report))
                 }

@@ -432,6 +432,10 @@ impl Relay {
                 }
             }
         }
+        if !published.is_empty() {
+            // Acknowledged by the broker, not yet marked: a crash republishes.
+            crate::failpoint::hit("relay.after_ack");
+        }
         let t0 = Instant::now();
         table::mark_published(&self.db.pool, &published).await?;
         tracing::debug!(acks = published.len(), elapsed_us = t0.elapsed().as_micros() as u64, "outbox settle");

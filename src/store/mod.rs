@@ -44,6 +44,10 @@ pub enum StoreError {
     /// A race with another transaction that running again resolves.
     #[error("lost a race: {0}")]
     Race(&'static str),
+    /// A saga of a definition version this replica has not loaded: a newer
+    /// replica (rolling deploy) can apply it; this one waits.
+    #[error("saga definition version {version} is not loaded by this replica")]
+    DefinitionNotLoaded { version: u32 },
 }
 
 impl StoreError {
@@ -51,7 +55,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Database { source, .. } => is_transient(source),
-            StoreError::Race(_) => true,
+            StoreError::Race(_) | StoreError::DefinitionNotLoaded { .. } => true,
             _ => false,
         }
     }
@@ -115,7 +119,12 @@ where
     let mut attempt = 0;
     loop {
         match op().await {
-            Err(e) if e.is_transient() && attempt + 1 < MAX_ATTEMPTS => {
+            // A missing definition version is waited out by the caller, not here.
+            Err(e)
+                if e.is_transient()
+                    && !matches!(e, StoreError::DefinitionNotLoaded { .. })
+                    && attempt + 1 < MAX_ATTEMPTS =>
+            {
                 attempt += 1;
                 let cap = 5u64 << attempt.min(6);
                 let sleep = rand::random_range(1..=cap);

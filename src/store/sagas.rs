@@ -129,6 +129,16 @@ pub struct BatchResult {
     pub outbox_rows: usize,
 }
 
+/// What to do with an event for a saga whose definition version this replica
+/// has not loaded (a newer replica of a rolling deploy wrote it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownVersion {
+    /// Abort with [`StoreError::DefinitionNotLoaded`] (transient): retry later.
+    Wait,
+    /// Quarantine the saga and park the event until an operator acts.
+    Quarantine,
+}
+
 /// How saga rows are locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
@@ -341,9 +351,24 @@ impl SagaStore {
     /// Applies a batch of inbound events in one transaction (retried as a
     /// whole on deadlocks). Events are applied in the given order.
     pub async fn apply_batch(&self, db: &Db, batch: &[Inbound], lock: LockMode) -> Result<BatchResult, StoreError> {
+        self.apply(db, batch, lock, UnknownVersion::Quarantine).await
+    }
+
+    /// [`apply_batch`](Self::apply_batch) for the consumer, which chooses what
+    /// a saga of a definition version this replica has not loaded means: during
+    /// a rolling deploy, a newer replica will take it ([`UnknownVersion::Wait`]
+    /// aborts the batch with [`StoreError::DefinitionNotLoaded`], a transient
+    /// error); only when that lasts too long is the saga quarantined.
+    pub async fn apply(
+        &self,
+        db: &Db,
+        batch: &[Inbound],
+        lock: LockMode,
+        unknown: UnknownVersion,
+    ) -> Result<BatchResult, StoreError> {
         super::retry(|| async {
             let mut tx = db.begin().await?;
-            let result = self.apply_in_tx(&mut tx, batch, lock).await?;
+            let result = self.apply_in_tx_with(&mut tx, batch, lock, unknown).await?;
             tx.commit().await.ctx("committing the event batch")?;
             Ok(result)
         })
@@ -355,6 +380,16 @@ impl SagaStore {
         tx: &mut Tx,
         batch: &[Inbound],
         lock: LockMode,
+    ) -> Result<BatchResult, StoreError> {
+        self.apply_in_tx_with(tx, batch, lock, UnknownVersion::Quarantine).await
+    }
+
+    async fn apply_in_tx_with(
+        &self,
+        tx: &mut Tx,
+        batch: &[Inbound],
+        lock: LockMode,
+        unknown: UnknownVersion,
     ) -> Result<BatchResult, StoreError> {
         // Database time: timers armed here are fired by comparing with NOW(6).
         let now = super::db_now(tx).await?;
@@ -377,7 +412,8 @@ impl SagaStore {
                 result.outcomes.push(InboundOutcome::Duplicate);
                 continue;
             }
-            let outcome = self.apply_one(tx, b, &mut slots, &mut heads, lock, now, &mut writes, &mut result).await?;
+            let outcome =
+                self.apply_one(tx, b, &mut slots, &mut heads, lock, unknown, now, &mut writes, &mut result).await?;
             if !matches!(outcome, InboundOutcome::Stale | InboundOutcome::Refused(_) | InboundOutcome::Duplicate) {
                 let label = match &outcome {
                     InboundOutcome::Applied { .. } => inbox::Outcome::Applied,
@@ -417,6 +453,7 @@ impl SagaStore {
         slots: &mut HashMap<i64, Slot>,
         heads: &mut HashMap<i64, OrderHead>,
         lock: LockMode,
+        unknown: UnknownVersion,
         now: DateTime<Utc>,
         writes: &mut Writes,
         result: &mut BatchResult,
@@ -472,6 +509,9 @@ impl SagaStore {
             }
         };
         let Some(def) = self.catalog.get(slot.inst.definition_version).cloned() else {
+            if unknown == UnknownVersion::Wait {
+                return Err(StoreError::DefinitionNotLoaded { version: slot.inst.definition_version });
+            }
             let reason = format!("saga definition version {} is not loaded", slot.inst.definition_version);
             // Not the event's fault: park it (no dead-letter copy) until the version is deployed.
             slot.quarantined = Some(reason.clone());

@@ -222,6 +222,7 @@ pub fn sim_args() -> order_saga::devtools::simulator::SimulateArgs {
         inventory_delay: Duration::ZERO,
         payment_delay: Duration::ZERO,
         duplicate_rate: 0.0,
+        duplicate_delay: Duration::ZERO,
         group_id: format!("sim-{}", uuid::Uuid::new_v4().simple()),
     }
 }

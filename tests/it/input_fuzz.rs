@@ -12,12 +12,41 @@ use crate::helpers::*;
 /// Values that broke parsers before, and random ones around them.
 fn value(rng: &mut StdRng) -> String {
     const SEEDS: &[&str] = &[
-        "", "0", "-1", "1", "9223372036854775807", "18446744073709551616", "-9223372036854775808",
-        "99999999999999999999", "1.5", "NaN", "true", "yes", "300000y", "10000y", "1ns", "15m", "abc",
-        "2024-01-01T00:00:00Z", "+275760-09-13T00:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z",
-        "1000-01-01T00:00:00Z", "%00", "%FF%FE", "é", "PENDING", "CONFIRMED", "nope", "eu-west",
-        "eyJ0Ijo5MjIzMzcyMDM2ODU0Nzc1ODA3LCJpZCI6MSwiZiI6IngifQ", "9223372036854775807.1", "-1.-1",
-        "1.18446744073709551615", "253402300800000000.1", "-62135596800000001.1",
+        "",
+        "0",
+        "-1",
+        "1",
+        "9223372036854775807",
+        "18446744073709551616",
+        "-9223372036854775808",
+        "99999999999999999999",
+        "1.5",
+        "NaN",
+        "true",
+        "yes",
+        "300000y",
+        "10000y",
+        "1ns",
+        "15m",
+        "abc",
+        "2024-01-01T00:00:00Z",
+        "+275760-09-13T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1000-01-01T00:00:00Z",
+        "%00",
+        "%FF%FE",
+        "é",
+        "PENDING",
+        "CONFIRMED",
+        "nope",
+        "eu-west",
+        "eyJ0Ijo5MjIzMzcyMDM2ODU0Nzc1ODA3LCJpZCI6MSwiZiI6IngifQ",
+        "9223372036854775807.1",
+        "-1.-1",
+        "1.18446744073709551615",
+        "253402300800000000.1",
+        "-62135596800000001.1",
     ];
     match rng.random_range(0..4) {
         0 | 1 => SEEDS[rng.random_range(0..SEEDS.len())].to_owned(),
@@ -98,7 +127,14 @@ async fn no_parameter_of_any_endpoint_reaches_a_5xx() {
     let mut rng = StdRng::seed_from_u64(0x5a6a);
     let search = ["status", "tenant_region", "customer_id", "created_from", "created_to", "limit", "cursor", "x"];
     let ops_list = [
-        "state", "older_than", "tenant_region", "definition_version", "quarantined", "stuck", "terminal", "limit",
+        "state",
+        "older_than",
+        "tenant_region",
+        "definition_version",
+        "quarantined",
+        "stuck",
+        "terminal",
+        "limit",
         "cursor",
     ];
     let audit = ["order_id", "limit", "cursor", "actor"];
@@ -112,7 +148,8 @@ async fn no_parameter_of_any_endpoint_reaches_a_5xx() {
         assert_4xx_or_ok(&p, &r);
         let p = format!("/orders/{}", enc(&value(&mut rng)));
         assert_4xx_or_ok(&p, &app.get(&p).await);
-        for p in [format!("/ops/sagas?{}", query(&mut rng, &ops_list)), format!("/ops/audit?{}", query(&mut rng, &audit))]
+        for p in
+            [format!("/ops/sagas?{}", query(&mut rng, &ops_list)), format!("/ops/audit?{}", query(&mut rng, &audit))]
         {
             let r = app.call(Method::GET, &p, &[("authorization", &auth)], None).await;
             assert_4xx_or_ok(&p, &r);
@@ -132,7 +169,12 @@ async fn no_parameter_of_any_endpoint_reaches_a_5xx() {
             1 => json!(rng.random::<i64>()),
             _ => version.clone().unwrap(),
         };
-        for (k, x) in [("actor", json!("fuzz")), ("reason", json!("fuzz")), ("dry_run", json!(true)), ("expected_version", expected.clone())] {
+        for (k, x) in [
+            ("actor", json!("fuzz")),
+            ("reason", json!("fuzz")),
+            ("dry_run", json!(true)),
+            ("expected_version", expected.clone()),
+        ] {
             body[k] = x;
         }
         let p = format!("/ops/sagas/{id}/actions");

@@ -276,3 +276,66 @@ async fn outbox_reads_are_fenced_by_the_lease_held_now() {
         .unwrap();
     assert!(pending("a").await.is_empty(), "an expired lease fences its old holder");
 }
+
+/// A rolling deploy: an old replica meets a saga a newer one wrote on a
+/// definition version it has not loaded. It waits (the newer replica takes the
+/// event) instead of quarantining the saga; only an explicit give-up quarantines.
+#[tokio::test]
+async fn an_old_replica_waits_for_a_newer_definition_version_instead_of_quarantining() {
+    use order_saga::store::StoreError;
+    use order_saga::store::sagas::{LockMode, UnknownVersion};
+    let app = TestApp::new().await;
+    let created = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let id = created.json["order_id"].as_u64().unwrap();
+    sqlx::query("UPDATE saga_instances SET definition_version = 99 WHERE order_id = ?")
+        .bind(id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let event = [inbound_of(&reserved(&format!("res-{id}"), id as i64))];
+    let waited = app.sagas.apply(&app.db, &event, LockMode::Wait, UnknownVersion::Wait).await;
+    match waited {
+        Err(e @ StoreError::DefinitionNotLoaded { version: 99 }) => assert!(e.is_transient()),
+        other => panic!("expected DefinitionNotLoaded, got {other:?}"),
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_instances WHERE quarantined_at IS NOT NULL").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_inbox").await, 0, "nothing recorded: the event is retried");
+    // After the patience runs out, the consumer quarantines (the old behaviour).
+    app.sagas.apply(&app.db, &event, LockMode::Wait, UnknownVersion::Quarantine).await.unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_instances WHERE quarantined_at IS NOT NULL").await, 1);
+}
+
+/// An inbox that forgets events while the topics still hold them would let a
+/// replay apply an event twice (with new command ids): `serve` refuses it.
+/// Where the broker does not report `retention.ms` (tansu 0.6.0 does not), the
+/// daemon says it could not verify — never silently.
+#[tokio::test]
+async fn serve_refuses_an_inbox_that_forgets_before_the_topics_do() {
+    let env = SagaEnv::new().await;
+    let retention = order_saga::kafka::admin::retention_ms(&env.client, &env.topics.inbound()).await.unwrap();
+    let reported = retention.iter().all(|(_, r)| r.is_some());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_order-saga"));
+    cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env.daemon_env(free_port()) {
+        cmd.env(k, v);
+    }
+    if reported {
+        let out = cmd.env("ORDER_SAGA_INBOX_RETENTION", "1s").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("ORDER_SAGA_INBOX_RETENTION (1s) does not outlive the retention of"), "{stderr}");
+        assert!(stderr.contains(env.topics.of(MessageKind::PaymentFailed)), "names the topic: {stderr}");
+    } else {
+        let log = std::env::temp_dir().join(format!("retention-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut child =
+            cmd.env("ORDER_SAGA_INBOX_RETENTION", "1s").stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        eventually(T, "the daemon says the retention is not verified", || async {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("the inbox retention is not verified")
+        })
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains(env.topics.of(MessageKind::PaymentFailed)), "names the topics: {text}");
+    }
+}
