@@ -23,6 +23,20 @@ headers = {
         "traceparent": {"type": "string", "description": "W3C trace context"},
     },
 }
+events = {"order.created.v1", "order.status.changed.v1", "order.item.backordered.v1", "order.attention.required.v1"}
+partitioning = {
+    "events": (
+        "Partitioned by tenant region (ORDER_SAGA_PARTITIONING=tenant_region, the default): a region listed in "
+        "ORDER_SAGA_REGION_PARTITIONS (e.g. eu-west=0-3,us-east=4-7) owns that partition range, and an order goes to "
+        "first + order_id mod width of it; any other region goes to one partition chosen by FNV-1a-64 of the region "
+        "name over the partitions no region owns. All messages of one order share a partition. A regional consumer "
+        "assigns itself its region's partitions. With ORDER_SAGA_PARTITIONING=key the producer hashes the key."
+    ),
+    "commands": (
+        "Partitioned by the hash of the key (order id) by default (ORDER_SAGA_COMMAND_PARTITIONING=key); "
+        "tenant_region places them like the domain events."
+    ),
+}
 channels, operations, messages = {}, {}, {}
 for name in sorted(direction):
     avsc = json.loads((schemas / f"{name}.avsc").read_text())
@@ -39,7 +53,8 @@ for name in sorted(direction):
     cid = name.replace(".", "_")
     channels[cid] = {
         "address": name,
-        "description": f"Topic {name} (ORDER_SAGA_KAFKA_TOPIC_PREFIX applies). Subject {name}-value.",
+        "description": f"Topic {name} (ORDER_SAGA_KAFKA_TOPIC_PREFIX applies). Subject {name}-value."
+        + ("" if direction[name] == "receive" else " " + partitioning["events" if name in events else "commands"]),
         "messages": {mid: {"$ref": f"#/components/messages/{mid}"}},
     }
     operations[f"{direction[name]}_{cid}"] = {
@@ -49,14 +64,15 @@ for name in sorted(direction):
     }
 channels["dead_letters"] = {
     "address": "order-saga.dlq",
-    "description": "Poison messages, original key and bytes, with dlq_error, dlq_error_kind and dlq_source_* headers.",
+    "description": "Poison messages, original key and bytes, with dlq_error, dlq_error_kind and dlq_source_* headers. "
+    + "Placed like the domain events when the order's region is known, else by the key's hash.",
     "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
 }
 operations["send_dead_letters"] = {"action": "send", "channel": {"$ref": "#/channels/dead_letters"}, "messages": [{"$ref": "#/channels/dead_letters/messages/DeadLetter"}]}
 messages["DeadLetter"] = {"name": "dead_letter", "contentType": "application/octet-stream", "summary": "The original message, unchanged", "payload": {"type": "string", "format": "binary"}}
 doc = {
     "asyncapi": "3.0.0",
-    "info": {"title": "order-saga", "version": "1", "description": "Events and commands of the order saga. Kafka key = order id; Confluent Avro values."},
+    "info": {"title": "order-saga", "version": "1", "description": "Events and commands of the order saga. Kafka key = order id; Confluent Avro values. Domain events are partitioned by tenant region (see each channel)."},
     "defaultContentType": "application/vnd.apache.avro+binary",
     "channels": channels,
     "operations": operations,

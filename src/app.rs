@@ -298,6 +298,48 @@ impl Running {
     }
 }
 
+/// The partitioner of published messages: with a `tenant_region` strategy,
+/// the region map is checked against the real partition count of every topic
+/// it applies to (a clear error naming topic and region otherwise).
+pub async fn partitioner(cfg: &Config) -> anyhow::Result<crate::partitioning::Partitioner> {
+    use crate::partitioning::{Audience, Partitioner, Strategy, audience};
+    let topics = cfg.topics()?;
+    let mut regional: Vec<&str> = Vec::new();
+    for &kind in MessageKind::ALL.iter().filter(|k| k.direction() == crate::contracts::Direction::Out) {
+        let strategy = match audience(kind) {
+            Audience::Events => cfg.partitioning,
+            Audience::Commands => cfg.command_partitioning,
+        };
+        if strategy == Strategy::TenantRegion {
+            regional.push(topics.of(kind));
+        }
+    }
+    if cfg.partitioning == Strategy::TenantRegion {
+        regional.push(&topics.dlq);
+    }
+    let counts = if regional.is_empty() {
+        Default::default()
+    } else {
+        let client = ClientSettings::from_config(cfg, cfg.kafka_brokers()?);
+        match crate::kafka::admin::partition_counts(&client, &regional).await {
+            Ok(c) => c,
+            // The daemon still takes orders (the outbox keeps them); the relay
+            // learns the counts, and checks the map, before it publishes.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the topics' partition counts now; ORDER_SAGA_REGION_PARTITIONS is checked when the broker answers");
+                Default::default()
+            }
+        }
+    };
+    let p = Partitioner::new(cfg.partitioning, cfg.command_partitioning, cfg.region_map()?, counts)
+        .map_err(|e| anyhow::anyhow!("ORDER_SAGA_REGION_PARTITIONS: {e}"))?;
+    let shared = p.fully_owned_topics();
+    if !shared.is_empty() {
+        tracing::warn!(topics = ?shared, "every partition of these topics belongs to a mapped region: unmapped regions share them, and a regional consumer reads their events too");
+    }
+    Ok(p)
+}
+
 /// Refuses a configuration in which a redelivery can outlive the inbox (see
 /// `ORDER_SAGA_INBOX_RETENTION`). Brokers that cannot describe topic
 /// configurations get a warning: the check cannot be made there.
@@ -339,6 +381,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let codec = Codec::new(cfg.schema_registry_url()?, cfg.schema_registry_timeout)?;
     prepare_schemas(&cfg, &codec).await?;
     check_inbox_retention(&cfg).await?;
+    // Validated even when a CDC pipeline publishes: the map is a contract.
+    let partitioner = Arc::new(partitioner(&cfg).await?);
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry).with_regions(&cfg.metric_regions);
@@ -392,7 +436,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
             wakeup.clone(),
             metrics.clone(),
-        )?;
+        )?
+        .with_partitioner(partitioner.clone());
         Some(tokio::spawn(relay.run(stop_relay.clone())))
     } else {
         tracing::info!("outbox relay disabled (ORDER_SAGA_OUTBOX_RELAY=false): a CDC pipeline publishes the outbox");

@@ -163,6 +163,25 @@ pub struct Config {
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_GROUP_ID", default_value = "order-service-events")]
     pub kafka_group_id: String,
 
+    /// How the partition of published domain events (order.created, order.status.changed,
+    /// order.item.backordered, order.attention.required) and dead letters is chosen:
+    /// `tenant_region` (from the order's region, see ORDER_SAGA_REGION_PARTITIONS) or `key`
+    /// (the producer hashes the order id). The Kafka key is the order id either way.
+    #[arg(long, global = true, env = "ORDER_SAGA_PARTITIONING", value_enum, default_value_t = crate::partitioning::Strategy::TenantRegion)]
+    pub partitioning: crate::partitioning::Strategy,
+
+    /// The same choice for commands to participants (inventory.*, payment.*): `key` by default,
+    /// since participants de-duplicate by command id and gain nothing from regional placement.
+    #[arg(long, global = true, env = "ORDER_SAGA_COMMAND_PARTITIONING", value_enum, default_value_t = crate::partitioning::Strategy::Key)]
+    pub command_partitioning: crate::partitioning::Strategy,
+
+    /// Partitions each region owns with the `tenant_region` strategy: REGION=FIRST-LAST,… e.g.
+    /// "eu-west=0-3,us-east=4-7,ap-south=8". A region not listed gets one partition by a stable
+    /// hash of its name over the partitions no region owns. Checked against every topic's real
+    /// partition count at startup.
+    #[arg(long, global = true, env = "ORDER_SAGA_REGION_PARTITIONS", default_value = "")]
+    pub region_partitions: String,
+
     /// Prefix added to every topic name (e.g. "prod." → prod.order.created.v1).
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_TOPIC_PREFIX", default_value = "")]
     pub kafka_topic_prefix: String,
@@ -456,7 +475,13 @@ impl Config {
 
     /// Checks everything that can be checked without connecting anywhere.
     /// `needs_kafka` is false for commands that only touch the database.
+    /// The parsed ORDER_SAGA_REGION_PARTITIONS.
+    pub fn region_map(&self) -> Result<crate::partitioning::RegionMap, ConfigError> {
+        self.region_partitions.parse().map_err(|e| ConfigError::Invalid(format!("ORDER_SAGA_REGION_PARTITIONS: {e}")))
+    }
+
     pub fn validate(&self, needs_kafka: bool) -> Result<(), ConfigError> {
+        self.region_map()?;
         let url = self.database_url()?;
         if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
             return Err(ConfigError::Invalid(format!(

@@ -18,6 +18,7 @@ pub mod http;
 pub mod kafka;
 pub mod ops;
 pub mod outbox;
+pub mod partitioning;
 pub mod saga;
 pub mod store;
 pub mod telemetry;

@@ -78,6 +78,33 @@ pub fn unsafe_for_inbox(retention: &[(String, Option<i64>)], inbox: Duration) ->
         .collect()
 }
 
+/// The partition count of each topic, from the cluster's metadata (0 when a
+/// topic does not exist).
+pub async fn partition_counts(
+    settings: &ClientSettings,
+    topics: &[&str],
+) -> Result<std::collections::HashMap<String, i32>, KafkaError> {
+    let admin: AdminClient<super::KafkaLog> = settings
+        .client_config()
+        .create_with_context(super::KafkaLog)
+        .map_err(|source| KafkaError::Create { what: "admin client", source })?;
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::collections::HashMap::new();
+        for t in topics {
+            let md = admin
+                .inner()
+                .fetch_metadata(Some(&t), Duration::from_secs(10))
+                .map_err(|e| KafkaError::Admin(format!("cannot read the metadata of topic {t}: {e}")))?;
+            let n = md.topics().iter().find(|x| x.name() == t).map_or(0, |x| x.partitions().len() as i32);
+            out.insert(t, n);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| KafkaError::Thread(e.to_string()))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,11 @@
 //! between the broker's ack and marking the rows published: consumers
 //! de-duplicate on `event_id`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{ClientSettings, headers_from, ms};
@@ -42,6 +43,29 @@ impl Producer {
         Ok(Producer { inner })
     }
 
+    /// The partition count of each topic, from the cluster's metadata
+    /// (topics the broker does not know are left out).
+    pub async fn partition_counts(&self, topics: Vec<String>) -> Result<HashMap<String, i32>, DeliveryError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = HashMap::new();
+            for t in topics {
+                let md = inner
+                    .client()
+                    .fetch_metadata(Some(&t), Duration::from_secs(5))
+                    .map_err(|e| DeliveryError(e.to_string()))?;
+                if let Some(x) = md.topics().iter().find(|x| x.name() == t)
+                    && !x.partitions().is_empty()
+                {
+                    out.insert(t, x.partitions().len() as i32);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| DeliveryError(e.to_string()))?
+    }
+
     /// Enqueues a message in order and returns a future that resolves at the
     /// broker's acknowledgement. Waits (without blocking the thread) while the
     /// local queue is full.
@@ -53,10 +77,27 @@ impl Producer {
         headers: &[(String, String)],
     ) -> Result<impl std::future::Future<Output = Result<(i32, i64), DeliveryError>> + Send + 'static, DeliveryError>
     {
+        self.enqueue_to(topic, None, key, payload, headers).await
+    }
+
+    /// [`enqueue`](Self::enqueue) to an explicit partition (`None`: the
+    /// producer hashes the key).
+    pub async fn enqueue_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        headers: &[(String, String)],
+    ) -> Result<impl std::future::Future<Output = Result<(i32, i64), DeliveryError>> + Send + 'static, DeliveryError>
+    {
         let mut record = FutureRecord::to(topic)
             .key(key)
             .payload(payload)
             .headers(headers_from(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         let fut = loop {
             match self.inner.send_result(record) {
                 Ok(f) => break f,

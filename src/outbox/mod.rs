@@ -87,6 +87,8 @@ const SETTLE_DELAY: Duration = Duration::from_millis(3);
 
 pub struct Relay {
     pub db: Db,
+    /// Chooses each message's partition (ORDER_SAGA_PARTITIONING).
+    pub partitioner: Arc<crate::partitioning::Partitioner>,
     pub codec: Codec,
     pub producer: Producer,
     /// Makes a new producer when the current one is wedged (see `round`).
@@ -98,6 +100,8 @@ pub struct Relay {
     pub wakeup: Arc<Notify>,
     pub metrics: Metrics,
     kafka_down_since: Option<Instant>,
+    /// When topic metadata was last fetched for partitioning.
+    metadata_tried: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +129,60 @@ struct Prepared {
     json: String,
     command_id: Option<String>,
     shard: u16,
+    /// Explicit partition (regional placement), or the key's hash.
+    partition: Option<i32>,
+    /// The metric label of the order's region.
+    region: String,
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Rows sent and not yet settled: id → (created_at, shard).
 type InFlight = HashMap<u64, (chrono::DateTime<chrono::Utc>, u16)>;
+
+impl Relay {
+    /// Regional placement (see `partitioning`): the row's region and order.
+    fn place(
+        &self,
+        row: &PendingRow,
+        audience: crate::partitioning::Audience,
+    ) -> Result<(Option<i32>, String), PrepareError> {
+        let region = row.tenant_region.as_deref();
+        let order_id = row.aggregate_id.parse::<i64>().ok();
+        let partition = self
+            .partitioner
+            .partition(audience, &row.topic, region, order_id)
+            .map_err(|crate::partitioning::NotReady| PrepareError::NotReady)?;
+        Ok((partition, self.metrics.region(region.unwrap_or("")).tenant_region))
+    }
+
+    /// Learns the partition counts of `topics` (the broker was unreachable
+    /// when the daemon started), at most every few seconds, in the background:
+    /// a metadata request to a broker that is down must not hold up the
+    /// relay's other work (acks, REST).
+    fn learn_partitions(&mut self, topics: Vec<String>) {
+        if self.metadata_tried.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+            return;
+        }
+        self.metadata_tried = Some(Instant::now());
+        let (producer, partitioner, wakeup) = (self.producer.clone(), self.partitioner.clone(), self.wakeup.clone());
+        tokio::spawn(async move {
+            match producer.partition_counts(topics).await {
+                Ok(counts) if !counts.is_empty() => match partitioner.learn(counts) {
+                    Ok(()) => wakeup.notify_one(),
+                    // The map does not fit a topic: its rows wait (never
+                    // published to a wrong partition).
+                    Err(e) => {
+                        tracing::error!(error = %e, "ORDER_SAGA_REGION_PARTITIONS does not fit the topics; their messages wait")
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read topic metadata; regionally partitioned messages wait")
+                }
+            }
+        });
+    }
+}
 
 impl Relay {
     #[allow(clippy::too_many_arguments)]
@@ -145,6 +198,7 @@ impl Relay {
         let producer = new_producer()?;
         Ok(Relay {
             db,
+            partitioner: Arc::new(crate::partitioning::Partitioner::default()),
             codec,
             producer,
             new_producer,
@@ -154,7 +208,14 @@ impl Relay {
             wakeup,
             metrics,
             kafka_down_since: None,
+            metadata_tried: None,
         })
+    }
+
+    /// Sets how partitions are chosen (the default hashes keys).
+    pub fn with_partitioner(mut self, p: Arc<crate::partitioning::Partitioner>) -> Relay {
+        self.partitioner = p;
+        self
     }
 
     /// Runs until `shutdown`; then waits (briefly) for in-flight messages,
@@ -314,13 +375,25 @@ impl Relay {
         let mut prepared = Vec::with_capacity(rows.len());
         // Orders with a held row in this read: their later rows wait too.
         let mut held_orders: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut unknown_topics: Vec<String> = Vec::new();
+        // (order, topic) waiting for a partition count: order is per topic.
+        let mut waiting: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
         for row in &rows {
-            if held_orders.contains(row.aggregate_id.as_str()) {
+            if held_orders.contains(row.aggregate_id.as_str())
+                || waiting.contains(&(row.aggregate_id.as_str(), row.topic.as_str()))
+            {
                 continue;
             }
             match self.prepare(row).await {
                 Ok(p) => prepared.push(p),
                 Err(PrepareError::Registry(e)) => return Err(RelayError::Registry(e)),
+                Err(PrepareError::NotReady) => {
+                    // Later rows of the order on this topic wait too; the rest goes on.
+                    waiting.insert((row.aggregate_id.as_str(), row.topic.as_str()));
+                    if !unknown_topics.contains(&row.topic) {
+                        unknown_topics.push(row.topic.clone());
+                    }
+                }
                 Err(PrepareError::Bad(e)) => {
                     tracing::error!(outbox_id = row.id, order_id = %row.aggregate_id, error = %e,
                         "outbox row cannot be encoded; held with its order's later rows, retried with backoff");
@@ -329,6 +402,9 @@ impl Relay {
                     held_orders.insert(row.aggregate_id.as_str());
                 }
             }
+        }
+        if !unknown_topics.is_empty() {
+            self.learn_partitions(unknown_topics);
         }
         let rest_now = match (self.settings.rest_mode, &self.rest) {
             (RestMode::Always, Some(_)) => true,
@@ -360,7 +436,14 @@ impl Relay {
                     *v = own.to_string();
                 }
             }
-            let sent = self.producer.enqueue(&p.topic, &p.key, &p.value, &p.headers).await;
+            let sent = self.producer.enqueue_to(&p.topic, p.partition, &p.key, &p.value, &p.headers).await;
+            self.metrics
+                .outbox_published_messages_total
+                .get_or_create(&crate::telemetry::metrics::TopicRegionLabel {
+                    topic: p.topic.clone(),
+                    tenant_region: p.region.clone(),
+                })
+                .inc();
             let tx = acks.clone();
             let (id, created_at) = (p.id, p.created_at);
             match sent {
@@ -502,7 +585,10 @@ impl Relay {
                 }
             };
             let key = decode("key_base64")?;
+            let (partition, region) = self.place(row, crate::partitioning::Audience::Events)?;
             return Ok(Prepared {
+                partition,
+                region,
                 id: row.id,
                 kind: None,
                 topic: row.topic.clone(),
@@ -524,7 +610,10 @@ impl Relay {
             if e.is_retriable() { PrepareError::Registry(e.to_string()) } else { PrepareError::Bad(e.to_string()) }
         })?;
         let command_id = json.get("command_id").and_then(|v| v.as_str()).map(str::to_owned);
+        let (partition, region) = self.place(row, crate::partitioning::audience(kind))?;
         Ok(Prepared {
+            partition,
+            region,
             id: row.id,
             kind: Some(kind),
             topic: row.topic.clone(),
@@ -542,6 +631,8 @@ impl Relay {
 enum PrepareError {
     Registry(String),
     Bad(String),
+    /// The partition cannot be chosen yet (partition count unknown): the row waits.
+    NotReady,
 }
 
 fn backoff(failures: u32) -> Duration {

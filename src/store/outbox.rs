@@ -24,6 +24,8 @@ pub struct NewOutboxRow {
     pub payload: String,
     pub headers: String,
     pub shard: u16,
+    /// The order's region: the relay chooses the partition from it.
+    pub tenant_region: Option<String>,
 }
 
 /// Turns messages into outbox rows: resolves the topic, the shard and the
@@ -61,6 +63,7 @@ impl OutboxWriter {
             payload,
             headers: hdrs.to_string(),
             shard: self.shard_of(msg.order_id()),
+            tenant_region: Some(msg.tenant_region().chars().take(super::limits::TENANT_REGION_MAX).collect()),
         })
     }
 
@@ -72,6 +75,7 @@ impl OutboxWriter {
         order_key: Option<i64>,
         raw_key: Option<&[u8]>,
         raw_payload: Option<&[u8]>,
+        region: Option<&str>,
         extra_headers: &[(&str, String)],
     ) -> NewOutboxRow {
         use base64::Engine as _;
@@ -96,6 +100,8 @@ impl OutboxWriter {
             payload: payload.to_string(),
             headers: serde_json::Value::Object(hdrs).to_string(),
             shard: order_key.map(|k| self.shard_of(k)).unwrap_or(0),
+            // The dead letter of an order's event goes where its region's events go.
+            tenant_region: region.map(|r| r.chars().take(super::limits::TENANT_REGION_MAX).collect()),
         }
     }
 }
@@ -106,7 +112,7 @@ pub async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> R
     // Chunked: a statement binds at most 65,535 values.
     for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, created_at) ",
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, tenant_region, created_at) ",
         );
         qb.push_values(rows, |mut b, r| {
             b.push_bind(&r.event_id)
@@ -117,6 +123,7 @@ pub async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> R
                 .push_bind(&r.payload)
                 .push_bind(&r.headers)
                 .push_bind(r.shard)
+                .push_bind(&r.tenant_region)
                 .push_bind(now);
         });
         qb.build().execute(&mut **tx).await.ctx("inserting outbox rows")?;
@@ -136,6 +143,7 @@ pub struct PendingRow {
     pub headers: String,
     pub attempts: u32,
     pub shard: u16,
+    pub tenant_region: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -200,7 +208,7 @@ pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>
         return Ok(Vec::new());
     }
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, shard, created_at FROM outbox WHERE id IN (",
+        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, shard, tenant_region, created_at FROM outbox WHERE id IN (",
     );
     let mut sep = qb.separated(", ");
     for id in ids {
@@ -220,6 +228,7 @@ pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>
                 headers: r.try_get("headers").ctx("decoding outbox.headers")?,
                 attempts: r.try_get("attempts").ctx("decoding outbox.attempts")?,
                 shard: r.try_get("shard").ctx("decoding outbox.shard")?,
+                tenant_region: r.try_get("tenant_region").ctx("decoding outbox.tenant_region")?,
                 created_at: r.try_get("created_at").ctx("decoding outbox.created_at")?,
             })
         })

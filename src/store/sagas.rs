@@ -474,7 +474,7 @@ impl SagaStore {
                     format!("unknown order {}", b.order_id.map(|o| o.to_string()).unwrap_or_else(|| "-".into())),
                 ),
             };
-            self.dead_letter(b, &reason, writes);
+            self.dead_letter(b, &reason, None, writes);
             return Ok(InboundOutcome::DeadLettered { kind, reason, order_id: b.order_id });
         };
 
@@ -592,7 +592,8 @@ impl SagaStore {
         Ok(InboundOutcome::Applied { from, to })
     }
 
-    fn dead_letter(&self, b: &Inbound, reason: &str, writes: &mut Writes) {
+    /// `region`: the order's, when known (from its saga, or the decoded event).
+    fn dead_letter(&self, b: &Inbound, reason: &str, region: Option<&str>, writes: &mut Writes) {
         let mut extra = vec![
             (headers::DLQ_ERROR, truncate(reason, 1000)),
             (headers::DLQ_ERROR_KIND, if b.event.is_err() { "undecodable".into() } else { "rejected".into() }),
@@ -609,13 +610,18 @@ impl SagaStore {
         if let Some(tp) = &b.trace {
             extra.push((headers::TRACEPARENT, tp.to_string()));
         }
-        writes.outbox.push(self.outbox.dead_letter_row(&b.event_id, b.order_id, key, payload, &extra));
+        let region = region.or(match &b.event {
+            Ok(Event { body: EventBody::Message(m), .. }) => Some(m.tenant_region()),
+            _ => None,
+        });
+        writes.outbox.push(self.outbox.dead_letter_row(&b.event_id, b.order_id, key, payload, region, &extra));
     }
 
     fn quarantine(&self, slot: &mut Slot, b: &Inbound, reason: &str, writes: &mut Writes, dead_letter: bool) {
         let reason = truncate(reason, 1000);
         if dead_letter {
-            self.dead_letter(b, &reason, writes);
+            let region = slot.inst.data.order.tenant_region.clone();
+            self.dead_letter(b, &reason, Some(&region), writes);
         }
         slot.quarantined = Some(reason.clone());
         slot.quarantine_changed = true;

@@ -21,6 +21,12 @@ pub const DEFAULT_REGIONS: &str = "eu-west,eu-central,us-east,us-west,ap-south,a
 pub const OTHER_REGION: &str = "other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicRegionLabel {
+    pub topic: String,
+    pub tenant_region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabel {
     pub from_status: String,
     pub to_status: String,
@@ -96,6 +102,9 @@ pub struct Metrics {
     pub outbox_published_total: Family<TransportLabel, Counter>,
     pub outbox_publish_lag_seconds: Histogram,
     pub outbox_publish_errors_total: Counter,
+    /// Messages handed to the producer, by topic and region (bounded: the
+    /// configured regions and `other`).
+    pub outbox_published_messages_total: Family<TopicRegionLabel, Counter>,
     pub outbox_shards_owned: Gauge,
     pub ops_actions_total: Family<ActionLabel, Counter>,
     /// Regions that are label values; others are reported as [`OTHER_REGION`].
@@ -153,6 +162,7 @@ impl Metrics {
             outbox_published_total: Family::default(),
             outbox_publish_lag_seconds: Histogram::new(latency_buckets()),
             outbox_publish_errors_total: Counter::default(),
+            outbox_published_messages_total: Family::default(),
             outbox_shards_owned: Gauge::default(),
             ops_actions_total: Family::default(),
             regions: std::sync::Arc::new(DEFAULT_REGIONS.split(',').map(str::to_owned).collect()),
@@ -240,6 +250,11 @@ impl Metrics {
             m.consumer_handler_panics_total.clone(),
         );
         r.register("outbox_backlog", "Outbox rows not yet published", m.outbox_backlog.clone());
+        r.register(
+            "outbox_published_messages",
+            "Messages sent to Kafka, by topic and tenant region (configured regions, others as `other`)",
+            m.outbox_published_messages_total.clone(),
+        );
         r.register(
             "outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row",

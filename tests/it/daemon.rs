@@ -44,13 +44,22 @@ impl SagaEnv {
     }
 
     pub async fn with_brokers(brokers: String) -> SagaEnv {
+        SagaEnv::build(brokers, PARTITIONS).await
+    }
+
+    /// With topics of `partitions` partitions (regional partitioning tests).
+    pub async fn with_partitions(partitions: i32) -> SagaEnv {
+        SagaEnv::build(brokers(), partitions).await
+    }
+
+    async fn build(brokers: String, partitions: i32) -> SagaEnv {
         let (db, db_url) = fresh_db().await;
         let (registry_url, registry) = order_saga::devtools::registry::spawn_local().await.unwrap();
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("t{}.", &tag[..12]);
         let topics = Topics::with_prefix(&prefix);
         let client = ClientSettings::plaintext(&brokers);
-        admin::create_topics(&client, &topics.all(), PARTITIONS, 1).await.expect("create test topics");
+        admin::create_topics(&client, &topics.all(), partitions, 1).await.expect("create test topics");
         let codec = Codec::new(&registry_url, Duration::from_secs(5)).unwrap();
         // The participants own their subjects; the daemon registers its own.
         for &k in MessageKind::ALL.iter().filter(|k| k.direction() == order_saga::contracts::Direction::In) {
@@ -251,7 +260,9 @@ pub fn read_all(client: &ClientSettings, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = c.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for p in 0..PARTITIONS {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions = md.topics().iter().find(|t| t.name() == topic).map_or(PARTITIONS, |t| t.partitions().len() as i32);
+    for p in 0..partitions {
         let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
         ends.insert(p, hi);
         tpl.add_partition_offset(topic, p, Offset::Offset(lo)).unwrap();

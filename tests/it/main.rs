@@ -10,6 +10,7 @@ mod helpers;
 mod input_fuzz;
 mod ops;
 mod orders_api;
+mod partitioning;
 mod proxy;
 mod reliability;
 mod replicas;

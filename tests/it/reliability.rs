@@ -314,13 +314,14 @@ async fn serve_refuses_an_inbox_that_forgets_before_the_topics_do() {
     let env = SagaEnv::new().await;
     let retention = order_saga::kafka::admin::retention_ms(&env.client, &env.topics.inbound()).await.unwrap();
     let reported = retention.iter().all(|(_, r)| r.is_some());
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_order-saga"));
+    // Async: the registry stand-in runs on this test's runtime.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-saga"));
     cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env.daemon_env(free_port()) {
         cmd.env(k, v);
     }
     if reported {
-        let out = cmd.env("ORDER_SAGA_INBOX_RETENTION", "1s").output().unwrap();
+        let out = cmd.env("ORDER_SAGA_INBOX_RETENTION", "1s").output().await.unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
         assert!(stderr.contains("ORDER_SAGA_INBOX_RETENTION (1s) does not outlive the retention of"), "{stderr}");
@@ -333,8 +334,7 @@ async fn serve_refuses_an_inbox_that_forgets_before_the_topics_do() {
             std::fs::read_to_string(&log).unwrap_or_default().contains("the inbox retention is not verified")
         })
         .await;
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = child.kill().await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(text.contains(env.topics.of(MessageKind::PaymentFailed)), "names the topics: {text}");
     }
