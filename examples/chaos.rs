@@ -318,6 +318,8 @@ async fn place(http: &reqwest::Client, ports: &[u16], i: usize, key: &str, silen
 
 async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
     let mut fig = Figures { sagas, ..Default::default() };
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("  [{:>6.1} s] {}: {what}", t0.elapsed().as_secs_f64(), s.name);
     let brokers = env_or("ORDER_SAGA_TEST_KAFKA_BROKERS", "127.0.0.1:19092");
     let db_base = env_or("ORDER_SAGA_TEST_DATABASE_URL", "mysql://order_saga:order_saga@127.0.0.1:3306");
     let bin = PathBuf::from(env_or("ORDER_SAGA_BIN", "target/debug/order-saga"));
@@ -389,6 +391,7 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
     for i in 0..cluster.daemons.len() {
         cluster.wait_ready(i).await;
     }
+    phase("daemons ready");
     // The participant simulator, as its own process.
     let sim_log = std::env::temp_dir().join(format!("chaos-sim-{}.log", &tag[..10]));
     let mut sim_args = vec!["simulate".to_owned(), "--group-id".into(), format!("sim-{}", &tag[..10])];
@@ -497,6 +500,7 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    phase("load placed");
     let mut orders: BTreeMap<u64, &'static str> = BTreeMap::new();
     for (i, p) in placed.iter().enumerate() {
         match p {
@@ -535,12 +539,14 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     fig.recover_s = fault_at.elapsed().as_secs_f64();
+    phase("settled");
     // Outbox drained before reading the wire.
     let deadline = Instant::now() + Duration::from_secs(60);
     while count(&db, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await > 0 && Instant::now() < deadline {
         cluster.supervise();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    phase("outbox drained");
     fig.faults = fig.faults.max(cluster.restarts);
     if matches!(s.fault, Fault::CrashPoint(..)) && cluster.restarts == 0 {
         fig.notes.push("the crash point was never reached: nothing was tested".into());
@@ -551,6 +557,7 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
     fig.lost =
         orders.keys().filter(|id| !statuses.contains_key(id)).count() + placed.iter().filter(|p| p.is_none()).count();
     check_wire(&mut fig, &db, &client, &codec, &topics, &orders).await;
+    phase("wire checked");
     if matches!(s.fault, Fault::DuplicatesReordered) {
         // Every answer was sent twice: the extra copies on the wire are the faults.
         fig.faults = fig.wire_duplicates as u32;
@@ -675,12 +682,14 @@ struct WireMsg {
     msg: Option<Message>,
 }
 
-/// Reads a topic from the beginning until it has been quiet for a moment
-/// (tansu 0.6.0 under-reports high watermarks).
+/// Reads a topic from the beginning until at least `expect` distinct event
+/// ids arrived (what the outbox says was published there) and the topic has
+/// been quiet for a moment — tansu 0.6.0 under-reports high watermarks, so
+/// they cannot tell the end. Gives up after a minute.
 /// (partition, payload, headers) of every record.
 type RawRecord = (i32, Option<Vec<u8>>, HashMap<String, String>);
 
-fn read_all(client: &ClientSettings, topic: &str) -> Vec<RawRecord> {
+fn read_all(client: &ClientSettings, topic: &str, expect: usize) -> Vec<RawRecord> {
     let mut c = client.client_config();
     c.set("group.id", format!("reader-{}", uuid::Uuid::new_v4().simple()));
     c.set("enable.auto.commit", "false");
@@ -692,10 +701,10 @@ fn read_all(client: &ClientSettings, topic: &str) -> Vec<RawRecord> {
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
+    let mut ids: HashSet<String> = HashSet::new();
     let mut quiet_since = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
-    // Read after the outbox drained: everything is on the broker already.
-    while quiet_since.elapsed() < Duration::from_millis(500) && Instant::now() < deadline {
+    while (ids.len() < expect || quiet_since.elapsed() < Duration::from_millis(500)) && Instant::now() < deadline {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else { continue };
         quiet_since = Instant::now();
         let mut headers = HashMap::new();
@@ -705,6 +714,9 @@ fn read_all(client: &ClientSettings, topic: &str) -> Vec<RawRecord> {
                     headers.insert(x.key.to_owned(), String::from_utf8_lossy(v).into_owned());
                 }
             }
+        }
+        if let Some(id) = headers.get("event_id") {
+            ids.insert(id.clone());
         }
         out.push((m.partition(), m.payload().map(<[u8]>::to_vec), headers));
     }
@@ -734,8 +746,21 @@ async fn check_wire(
     let mut wire: HashMap<MessageKind, Vec<WireMsg>> = HashMap::new();
     for &kind in MessageKind::ALL {
         let topic = topics.of(kind).to_owned();
+        // What the outbox says reached this topic: it must all be there.
+        let published =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE topic = ? AND published_at IS NOT NULL")
+                .bind(&topic)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap_or(0) as usize;
         let client = client.clone();
-        let raw = tokio::task::spawn_blocking(move || read_all(&client, &topic)).await.unwrap();
+        let t = topic.clone();
+        let raw = tokio::task::spawn_blocking(move || read_all(&client, &t, published)).await.unwrap();
+        let on_wire: HashSet<&str> = raw.iter().filter_map(|(_, _, h)| h.get("event_id").map(String::as_str)).collect();
+        if on_wire.len() < published {
+            fig.lost += published - on_wire.len();
+            fig.notes.push(format!("{topic}: {} of {published} published messages on the wire", on_wire.len()));
+        }
         let mut msgs = Vec::new();
         for (partition, payload, headers) in raw {
             let msg = codec.decode(kind, payload.as_deref()).await.ok();

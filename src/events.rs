@@ -63,18 +63,8 @@ impl EventHandler {
         let source = format!("kafka:{topic}/{}@{}", m.partition(), m.offset());
         let header_id = header_str(m.headers(), headers::EVENT_ID);
         let trace = header_str(m.headers(), headers::TRACEPARENT).as_deref().and_then(TraceParent::parse);
-        let key_order: Option<i64> = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.trim().parse().ok())
-            .filter(|&k| limits::is_order_id(k));
-        let raw = RawMessage {
-            topic: topic.to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-        };
+        let key_order = key_order(m);
+        let raw = raw_of(m);
         // Deterministic, so that a redelivery de-duplicates; hashed when it would not fit.
         let fallback_id = || {
             limits::storable_event_id(
@@ -128,6 +118,25 @@ impl EventHandler {
             Err(e) if e.is_retriable() => Err(e),
             Err(e) => Ok(poison(fallback_id(), key_order, kind.name().into(), e.to_string(), source, trace, raw)),
         }
+    }
+}
+
+/// The order a message's Kafka key names, when it could be an order's id.
+fn key_order(m: &OwnedMessage) -> Option<i64> {
+    m.key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| k.trim().parse().ok())
+        .filter(|&k| limits::is_order_id(k))
+}
+
+/// The original bytes and coordinates, for a dead-letter copy.
+fn raw_of(m: &OwnedMessage) -> RawMessage {
+    RawMessage {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
     }
 }
 
@@ -470,18 +479,8 @@ impl BatchHandler for EventHandler {
     async fn dead_letter(&self, m: &OwnedMessage, reason: String, stop: CancellationToken) -> Result<(), Stopped> {
         let header_id = header_str(m.headers(), headers::EVENT_ID);
         let id = header_id.unwrap_or_else(|| format!("kafka:{}:{}:{}", m.topic(), m.partition(), m.offset()));
-        let order_id = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.trim().parse().ok())
-            .filter(|&k| limits::is_order_id(k));
-        let raw = RawMessage {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-        };
+        let order_id = key_order(m);
+        let raw = raw_of(m);
         let source = format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset());
         let name = self.topics.kind_of(m.topic()).map(|k| k.name()).unwrap_or("unknown").to_owned();
         let p = poison(limits::storable_event_id(&id), order_id, name, reason, source, None, raw);

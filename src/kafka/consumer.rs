@@ -161,12 +161,19 @@ impl ClientContext for SagaContext {
 
     fn stats(&self, stats: Statistics) {
         let Some(m) = &self.metrics else { return };
+        // Statistics list every partition of the subscribed topics, owned or
+        // not: report lag only for the partitions this replica owns, so a sum
+        // over replicas counts each partition once.
+        let assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
+                let label = PartitionLabel { topic: topic.clone(), partition: partition.to_string() };
+                if !assigned.contains(&(topic.clone(), *partition)) {
+                    m.consumer_lag.remove(&label);
+                    continue;
+                }
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    m.consumer_lag
-                        .get_or_create(&PartitionLabel { topic: topic.clone(), partition: partition.to_string() })
-                        .set(p.consumer_lag);
+                    m.consumer_lag.get_or_create(&label).set(p.consumer_lag);
                 }
             }
         }

@@ -66,6 +66,20 @@ fn invalid_configuration_is_refused_with_the_variable_named() {
     let out = run(&["serve", "--shutdown-grace", "soon"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--shutdown-grace"));
+    // A timer override beyond what a timer may last is refused at startup,
+    // not an overflow (a panic) when the first saga arms it.
+    let out = run(
+        &["serve"],
+        &[
+            ("ORDER_SAGA_DATABASE_URL", "mysql://u:p@127.0.0.1:1/x"),
+            ("ORDER_SAGA_KAFKA_BROKERS", "127.0.0.1:1"),
+            ("ORDER_SAGA_SCHEMA_REGISTRY_URL", "http://127.0.0.1:1"),
+            ("ORDER_SAGA_TIMERS", "payment_timeout=1000y"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("payment_timeout=1000y"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("longer than the 366 days a timer may last"), "{}", text(&out.stderr));
     let help = run(&["--help"], &[]);
     assert!(text(&help.stdout).contains("ORDER_SAGA_DATABASE_URL"));
 }

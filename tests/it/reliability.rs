@@ -339,3 +339,70 @@ async fn serve_refuses_an_inbox_that_forgets_before_the_topics_do() {
         assert!(text.contains(env.topics.of(MessageKind::PaymentFailed)), "names the topics: {text}");
     }
 }
+
+/// Timers are armed with the database's clock, the clock that fires them: a
+/// host whose clock is off can neither fire a timeout early nor late. Here the
+/// database's clock is an hour ahead of the application's (MariaDB's session
+/// `timestamp`, on the pool's only connection).
+#[tokio::test]
+async fn timers_are_armed_with_the_database_clock() {
+    let app = TestApp::new().await;
+    let created = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let id = created.json["order_id"].as_u64().unwrap();
+    let url: String = {
+        let name: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&app.db.pool).await.unwrap();
+        format!("{}/{name}", env().db_base)
+    };
+    let skewed = order_saga::store::Db::connect(&url, 1, Duration::from_secs(10)).await.unwrap();
+    sqlx::query("SET timestamp = UNIX_TIMESTAMP() + 3600").execute(&skewed.pool).await.unwrap();
+    let event = [inbound_of(&reserved(&format!("res-{id}"), id as i64))];
+    app.sagas.apply_batch(&skewed, &event, order_saga::store::sagas::LockMode::Wait).await.unwrap();
+    let (from_db_now, from_app_now): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(TIMESTAMPDIFF(SECOND, NOW(6), due_at) AS SIGNED), \
+         CAST(TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(6) - INTERVAL 3600 SECOND, due_at) AS SIGNED) \
+         FROM saga_timers WHERE order_id = ?",
+    )
+    .bind(id)
+    .fetch_one(&skewed.pool)
+    .await
+    .unwrap();
+    let timeout = 15 * 60;
+    assert!((timeout - 5..=timeout).contains(&from_db_now), "due {from_db_now} s after the database's now");
+    assert!(from_app_now > timeout + 3000, "not armed with the application's clock: {from_app_now} s");
+}
+
+/// Lag gauges of partitions a replica no longer owns are removed at revoke:
+/// a sum over replicas counts each partition once.
+#[tokio::test]
+async fn lag_gauges_of_revoked_partitions_go_away() {
+    let env = SagaEnv::new().await;
+    let series = |m: &str| m.lines().filter(|l| l.starts_with("saga_consumer_lag{")).count() as f64;
+    let d1 = env.start_daemon(&[]).await;
+    // Something on every partition (undecodable: dead-lettered), so that each
+    // has a committed offset and therefore a lag.
+    for kind in [
+        MessageKind::InventoryReserved,
+        MessageKind::InventoryReservationFailed,
+        MessageKind::PaymentAuthorized,
+        MessageKind::PaymentFailed,
+    ] {
+        for key in 1..=24 {
+            env.publish_raw(kind, &key.to_string(), b"\x00junk", &[]).await;
+        }
+    }
+    // Every inbound partition has a lag series on the only replica.
+    let total = (env.topics.inbound().len() as i32 * PARTITIONS) as f64;
+    eventually(T, "lag series for every partition", || async { series(&d1.metrics().await) == total }).await;
+    let d2 = env.start_daemon(&[]).await;
+    eventually(T, "the second replica owns partitions", || async {
+        metric(&d2.metrics().await, "saga_consumer_partitions_assigned") > 0.0
+    })
+    .await;
+    eventually(T, "the first replica reports lag only for what it still owns", || async {
+        let m = d1.metrics().await;
+        series(&m) == metric(&m, "saga_consumer_partitions_assigned") && series(&m) < total
+    })
+    .await;
+    drop(d2);
+    drop(d1);
+}
