@@ -28,6 +28,13 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Regions reported as metric label values by default (`ORDER_SAGA_METRIC_REGIONS`).
+pub const DEFAULT_METRIC_REGIONS: &str = "eu-west,eu-central,us-east,us-west,ap-south,ap-southeast";
+
+/// The largest consumer batch: the per-event rows of one batch must fit one
+/// multi-row statement (`store::limits::ROWS_PER_STATEMENT`, checked there).
+pub const CONSUMER_BATCH_MAX_LIMIT: usize = 1_000;
+
 /// order-saga: the system of record and saga orchestrator for e-commerce orders.
 ///
 /// Orders live in MySQL; one saga per order is driven by Kafka events, with an
@@ -319,7 +326,7 @@ pub struct Config {
     /// Tenant regions reported as metric label values; orders of any other region are counted
     /// as `other`, so clients cannot create unbounded series.
     #[arg(long = "metric-region", global = true, env = "ORDER_SAGA_METRIC_REGIONS", value_delimiter = ',',
-          default_value = crate::telemetry::metrics::DEFAULT_REGIONS)]
+          default_value = DEFAULT_METRIC_REGIONS)]
     pub metric_regions: Vec<String>,
 
     /// Bearer token for /ops endpoints. Without it the ops endpoints are disabled (404), not open.
@@ -504,10 +511,9 @@ impl Config {
         if !(1..=1024).contains(&self.outbox_shards) {
             return Err(ConfigError::Invalid("ORDER_SAGA_OUTBOX_SHARDS must be between 1 and 1024".into()));
         }
-        if self.consumer_batch_max > crate::store::limits::ROWS_PER_STATEMENT {
+        if self.consumer_batch_max > CONSUMER_BATCH_MAX_LIMIT {
             return Err(ConfigError::Invalid(format!(
-                "ORDER_SAGA_CONSUMER_BATCH_MAX must be at most {}",
-                crate::store::limits::ROWS_PER_STATEMENT
+                "ORDER_SAGA_CONSUMER_BATCH_MAX must be at most {CONSUMER_BATCH_MAX_LIMIT}"
             )));
         }
         if self.outbox_batch == 0 || self.sweep_batch == 0 || self.consumer_batch_max == 0 {

@@ -354,21 +354,30 @@ fn dispatch(
         q.push_back(msg);
         return;
     }
-    let mut msg = msg;
+    if let Err(m) = deliver(consumer, spawn, &tp, msg) {
+        held.insert(tp.clone(), VecDeque::from([m]));
+        pause(consumer, &tp, true);
+        if let Some(metrics) = &ctx.metrics {
+            metrics.consumer_partitions_paused.set(held.len() as i64);
+        }
+    }
+}
+
+/// Queues `msg` for its partition's worker, starting one if the last one
+/// stopped (its partition was revoked). Gives the message back when the
+/// worker's queue is full.
+fn deliver(
+    consumer: &BaseConsumer<SagaContext>,
+    spawn: &impl Fn(&Tp) -> mpsc::Sender<OwnedMessage>,
+    tp: &Tp,
+    mut msg: OwnedMessage,
+) -> Result<(), OwnedMessage> {
     loop {
-        match sender(consumer, spawn, &tp).try_send(msg) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(m)) => {
-                held.insert(tp.clone(), VecDeque::from([m]));
-                pause(consumer, &tp, true);
-                if let Some(metrics) = &ctx.metrics {
-                    metrics.consumer_partitions_paused.set(held.len() as i64);
-                }
-                return;
-            }
-            // The worker stopped (its partition was revoked): start a new one.
+        match sender(consumer, spawn, tp).try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(m)) => return Err(m),
             Err(mpsc::error::TrySendError::Closed(m)) => {
-                remove_worker(consumer, &tp);
+                remove_worker(consumer, tp);
                 msg = m;
             }
         }
@@ -386,16 +395,9 @@ fn flush_held(consumer: &BaseConsumer<SagaContext>, spawn: &impl Fn(&Tp) -> mpsc
     let mut drained = Vec::new();
     for (tp, q) in held.iter_mut() {
         while let Some(m) = q.pop_front() {
-            match sender(consumer, spawn, tp).try_send(m) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(m)) => {
-                    q.push_front(m);
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(m)) => {
-                    remove_worker(consumer, tp);
-                    q.push_front(m);
-                }
+            if let Err(m) = deliver(consumer, spawn, tp, m) {
+                q.push_front(m);
+                break;
             }
         }
         if q.is_empty() {

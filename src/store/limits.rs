@@ -30,6 +30,8 @@ pub const TIMESTAMP_MICROS_MAX: i64 = 253_402_300_799_999_999;
 /// Rows per multi-row statement: far below the 65,535 placeholders of the
 /// MySQL protocol for every table (the widest row binds 10 values).
 pub const ROWS_PER_STATEMENT: usize = 1_000;
+// The per-event rows of the largest consumer batch fit one statement.
+const _: () = assert!(crate::config::CONSUMER_BATCH_MAX_LIMIT <= ROWS_PER_STATEMENT);
 
 /// Whether `id` can be stored as an event id as it is: 1..=128 printable
 /// ASCII characters without spaces. (The columns are `ascii_bin`, which pads:

@@ -28,6 +28,11 @@ pub struct NewOutboxRow {
     pub tenant_region: Option<String>,
 }
 
+/// A region as `outbox.tenant_region` holds it.
+fn region_column(region: &str) -> String {
+    region.chars().take(super::limits::TENANT_REGION_MAX).collect()
+}
+
 /// Turns messages into outbox rows: resolves the topic, the shard and the
 /// headers. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -63,7 +68,7 @@ impl OutboxWriter {
             payload,
             headers: hdrs.to_string(),
             shard: self.shard_of(msg.order_id()),
-            tenant_region: Some(msg.tenant_region().chars().take(super::limits::TENANT_REGION_MAX).collect()),
+            tenant_region: Some(region_column(msg.tenant_region())),
         })
     }
 
@@ -101,7 +106,7 @@ impl OutboxWriter {
             headers: serde_json::Value::Object(hdrs).to_string(),
             shard: order_key.map(|k| self.shard_of(k)).unwrap_or(0),
             // The dead letter of an order's event goes where its region's events go.
-            tenant_region: region.map(|r| r.chars().take(super::limits::TENANT_REGION_MAX).collect()),
+            tenant_region: region.map(region_column),
         }
     }
 }

@@ -15,7 +15,7 @@ pub struct RegionLabel {
 }
 
 /// Regions reported as label values by default (`ORDER_SAGA_METRIC_REGIONS`).
-pub const DEFAULT_REGIONS: &str = "eu-west,eu-central,us-east,us-west,ap-south,ap-southeast";
+pub use crate::config::DEFAULT_METRIC_REGIONS as DEFAULT_REGIONS;
 /// The label value of every region not configured: bounded cardinality,
 /// whatever clients send.
 pub const OTHER_REGION: &str = "other";
