@@ -22,7 +22,7 @@ def q(name, desc, schema=None, required=False):
 def p(name, desc, schema=None):
     return {"name": name, "in": "path", "required": True, "description": desc, "schema": schema or {"type": "string"}}
 order_id = p("order_id", "Order id (positive integer)", {"type": "integer", "minimum": 1})
-ops_sec = [{"opsToken": []}]
+ops_sec = [{"opsToken": []}, {"opsSession": [], "opsCsrf": []}]
 status_enum = ["PENDING", "PENDING_REVIEW", "CONFIRMED", "FULFILLED", "RETURNED", "CANCELLED"]
 money = {"type": "string", "pattern": r"^\d{1,12}(\.\d{1,4})?$", "description": "Decimal string, never a JSON number (e.g. \"19.99\")"}
 
@@ -88,7 +88,9 @@ doc = {
   "paths": paths,
   "components": {"schemas": schemas,
      "responses": {"Error": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
-     "securitySchemes": {"opsToken": {"type": "http", "scheme": "bearer", "description": "ORDER_SAGA_OPS_TOKEN; without it the ops endpoints do not exist"}}},
+     "securitySchemes": {"opsToken": {"type": "http", "scheme": "bearer", "description": "ORDER_SAGA_OPS_TOKEN; without it the ops endpoints do not exist"},
+       "opsSession": {"type": "apiKey", "in": "cookie", "name": "order_saga_ops", "description": "Ops console session (POST /ops/ui/session); the actor of every action is the name given at sign-in"},
+       "opsCsrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token", "description": "The console session's CSRF token (from GET or POST /ops/ui/session); required with the session cookie"}}},
 }
 extra = pathlib.Path(__file__).with_name("openapi_ops.py")
 if extra.exists():

@@ -4,6 +4,7 @@
 //! bad input never produces a 500 and never panics (a panic would still be
 //! caught and answered with the same shape).
 
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod ops;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .merge(ops::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

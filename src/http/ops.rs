@@ -1,5 +1,7 @@
-//! `/ops` endpoints. Disabled (404) unless `ORDER_SAGA_OPS_TOKEN` is set;
-//! every request needs `Authorization: Bearer <token>`.
+//! `/ops` endpoints. Disabled (404) unless `ORDER_SAGA_OPS_TOKEN` is set.
+//! Every request needs either `Authorization: Bearer <token>` (scripts, the
+//! CLI) or a console session: its cookie plus its CSRF token in the
+//! `X-CSRF-Token` header (see [`super::console`]).
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -34,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ops/sagas", get(list))
         .route("/ops/sagas/{order_id}", get(show))
         .route("/ops/sagas/{order_id}/actions", post(act))
+        .route("/ops/overview", get(overview))
         .route("/ops/drain", get(drain))
         .route("/ops/bulk", post(bulk))
         .route("/ops/jobs/{job_id}", get(job))
@@ -41,26 +44,58 @@ pub fn routes() -> Router<AppState> {
         .route("/ops/timeouts/sweep", post(sweep))
 }
 
-/// Checks the bearer token in constant time. Ops disabled → 404 (the endpoint
-/// does not exist), bad or missing token → 401.
-pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConfig, Ops), ApiError> {
-    let Some(cfg) = &state.ops else {
-        return Err(ApiError::not_found("ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN to enable them)"));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let a = given.as_bytes();
-    let b = cfg.token.as_bytes();
+/// Who is calling `/ops`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The bearer token: the caller names the actor in each request.
+    Token,
+    /// A console session: every action is recorded under the name given at sign-in.
+    Session { actor: String },
+}
+
+/// Compares a secret in constant time.
+pub(crate) fn secret_matches(given: &str, want: &str) -> bool {
+    let (a, b) = (given.as_bytes(), want.as_bytes());
     let mut diff = a.len() ^ b.len();
     for (i, byte) in b.iter().enumerate() {
         diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
     }
-    if diff != 0 {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid ops bearer token is required"));
-    }
+    diff == 0
+}
+
+/// Authenticates an `/ops` request. Ops disabled → 404 (the endpoint does not
+/// exist); a bearer token is checked in constant time; otherwise the console
+/// session cookie must name a live session and `X-CSRF-Token` must be its
+/// token (403 without it); neither → 401.
+pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConfig, Ops, Principal), ApiError> {
+    let Some(cfg) = &state.ops else {
+        return Err(ApiError::not_found("ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN to enable them)"));
+    };
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let principal = match (bearer, super::console::session_cookie(headers)) {
+        (Some(given), _) => {
+            if !secret_matches(given, &cfg.token) {
+                return Err(unauthorized());
+            }
+            Principal::Token
+        }
+        (None, Some(id)) => {
+            let Some(session) = crate::store::sessions::touch(&state.db, &id).await? else {
+                return Err(unauthorized());
+            };
+            let csrf = headers.get(super::console::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !crate::store::sessions::csrf_matches(&id, csrf) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf_token_invalid",
+                    "a console request must carry the session's X-CSRF-Token header",
+                ));
+            }
+            Principal::Session { actor: session.actor }
+        }
+        (None, None) => return Err(unauthorized()),
+    };
     let Some(sagas) = state.sagas.clone() else {
         return Err(ApiError::not_found("sagas are not enabled"));
     };
@@ -71,7 +106,22 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConfig, Op
         relay_wakeup: Some(state.relay_wakeup.clone()),
         jobs: cfg.jobs.clone(),
     };
-    Ok((cfg.clone(), ops))
+    Ok((cfg.clone(), ops, principal))
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid ops bearer token or console session is required")
+}
+
+/// The actor of an action: the session's operator, or the request's `actor` field.
+fn actor_of(principal: &Principal, obj: &mut serde_json::Map<String, Value>) -> Result<String, ApiError> {
+    match principal {
+        Principal::Session { actor } => {
+            obj.remove("actor");
+            Ok(actor.clone())
+        }
+        Principal::Token => take_str(obj, "actor"),
+    }
 }
 
 impl From<OpsError> for ApiError {
@@ -126,17 +176,38 @@ pub fn filter_from(pairs: &[(String, String)]) -> Result<SagaFilter, ApiError> {
             "quarantined" => f.quarantined = Some(parse_bool(k, v)?),
             "stuck" => f.stuck = parse_bool(k, v)?,
             "terminal" => f.include_terminal = parse_bool(k, v)?,
+            "timers_overdue" => f.timers_overdue = parse_bool(k, v)?,
+            "unpublished" => f.unpublished = parse_bool(k, v)?,
+            "dead_lettered_within" => {
+                let d =
+                    humantime::parse_duration(v).map_err(|e| bad(k, format!("dead_lettered_within: {e} (e.g. 1h)")))?;
+                if d > crate::store::limits::MAX_AGE {
+                    return Err(bad(k, "dead_lettered_within: at most 100 years".into()));
+                }
+                f.dead_lettered_within = Some(d)
+            }
             _ => {}
         }
     }
     Ok(f)
 }
 
-const FILTER_KEYS: [&str; 7] =
-    ["state", "older_than", "tenant_region", "definition_version", "quarantined", "stuck", "terminal"];
+/// The filters of the saga list and of bulk actions.
+pub const FILTER_KEYS: [&str; 10] = [
+    "state",
+    "older_than",
+    "tenant_region",
+    "definition_version",
+    "quarantined",
+    "stuck",
+    "terminal",
+    "timers_overdue",
+    "unpublished",
+    "dead_lettered_within",
+];
 
 async fn list(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let (_, ops) = authorize(&state, &headers)?;
+    let (_, ops, _) = authorize(&state, &headers).await?;
     let mut allowed: Vec<&str> = FILTER_KEYS.to_vec();
     allowed.extend(["limit", "cursor"]);
     let params = query_params(q.as_deref(), &allowed)?;
@@ -190,7 +261,7 @@ async fn show(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (_, ops) = authorize(&state, &headers)?;
+    let (_, ops, _) = authorize(&state, &headers).await?;
     Ok(axum::Json(ops.show(order_id(&raw)?).await?).into_response())
 }
 
@@ -225,7 +296,7 @@ async fn act(
     Path(raw): Path<String>,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (_, ops) = authorize(&state, &headers)?;
+    let (_, ops, principal) = authorize(&state, &headers).await?;
     let JsonBody(body) = body?;
     let Value::Object(mut obj) = body else {
         return Err(bad("body", "expected a JSON object".into()));
@@ -239,7 +310,7 @@ async fn act(
             return Err(bad("expected_version", "expected_version is required: the saga version you looked at".into()));
         }
     };
-    let actor = take_str(&mut obj, "actor")?;
+    let actor = actor_of(&principal, &mut obj)?;
     let reason = take_str(&mut obj, "reason")?;
     let dry_run = take_bool(&mut obj, "dry_run")?;
     let action = parse_action(Value::Object(obj))?;
@@ -247,8 +318,29 @@ async fn act(
     Ok(axum::Json(ops.act(&req).await?).into_response())
 }
 
+/// `GET /ops/overview` — the console's first page: sagas per state (stuck,
+/// oldest), quarantined, overdue timers, outbox backlog, recent dead letters,
+/// and this replica's consumer lag.
+async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (_, ops, _) = authorize(&state, &headers).await?;
+    let o = inspect::overview(&ops.db, &ops.sagas.catalog).await?;
+    let lag = state.metrics.consumer_lag_by_partition();
+    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "consumer_lag".into(),
+            json!({
+                "scope": "this replica's partitions",
+                "messages": lag.iter().map(|(_, _, n)| n).sum::<i64>(),
+                "partitions": lag.iter().map(|(t, p, n)| json!({"topic": t, "partition": p, "lag": n})).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    Ok(axum::Json(v).into_response())
+}
+
 async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (_, ops) = authorize(&state, &headers)?;
+    let (_, ops, _) = authorize(&state, &headers).await?;
     Ok(axum::Json(inspect::drain(&ops.db, &ops.sagas.catalog).await?).into_response())
 }
 
@@ -257,7 +349,7 @@ async fn bulk(
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (cfg, ops) = authorize(&state, &headers)?;
+    let (cfg, ops, principal) = authorize(&state, &headers).await?;
     let JsonBody(body) = body?;
     let Value::Object(mut obj) = body else {
         return Err(bad("body", "expected a JSON object".into()));
@@ -296,7 +388,7 @@ async fn bulk(
     let req = BulkRequest {
         filter,
         action,
-        actor: take_str(&mut obj, "actor")?,
+        actor: actor_of(&principal, &mut obj)?,
         reason: take_str(&mut obj, "reason")?,
         dry_run: take_bool(&mut obj, "dry_run")?,
         limit,
@@ -311,13 +403,13 @@ async fn bulk(
 }
 
 async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let (_, ops) = authorize(&state, &headers)?;
+    let (_, ops, _) = authorize(&state, &headers).await?;
     let status = ops.jobs.get(&id).ok_or_else(|| ApiError::not_found(format!("no job {id} on this replica")))?;
     Ok(axum::Json(status).into_response())
 }
 
 async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let (_, ops) = authorize(&state, &headers)?;
+    let (_, ops, _) = authorize(&state, &headers).await?;
     let params = query_params(q.as_deref(), &["order_id", "limit"])?;
     let mut order = None;
     let mut limit = 100;
@@ -338,7 +430,7 @@ async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
 
 /// `POST /ops/timeouts/sweep` — fire every due timer now (for external schedulers).
 async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (cfg, ops) = authorize(&state, &headers)?;
+    let (cfg, ops, _) = authorize(&state, &headers).await?;
     let report = crate::timers::sweep(&ops.db, &ops.sagas, cfg.sweep_batch, Some(&state.metrics)).await?;
     if report.fired > 0 {
         state.relay_wakeup.notify_one();

@@ -169,11 +169,11 @@ impl ClientContext for SagaContext {
             for (partition, p) in &t.partitions {
                 let label = PartitionLabel { topic: topic.clone(), partition: partition.to_string() };
                 if !assigned.contains(&(topic.clone(), *partition)) {
-                    m.consumer_lag.remove(&label);
+                    m.remove_consumer_lag(&label);
                     continue;
                 }
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    m.consumer_lag.get_or_create(&label).set(p.consumer_lag);
+                    m.set_consumer_lag(&label, p.consumer_lag);
                 }
             }
         }
@@ -193,8 +193,10 @@ impl ConsumerContext for SagaContext {
                 self.held.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| !revoked.contains(k));
                 if let Some(m) = &self.metrics {
                     for (topic, partition) in &revoked {
-                        m.consumer_lag
-                            .remove(&PartitionLabel { topic: topic.clone(), partition: partition.to_string() });
+                        m.remove_consumer_lag(&PartitionLabel {
+                            topic: topic.clone(),
+                            partition: partition.to_string(),
+                        });
                     }
                 }
                 if base.assignment_lost() {

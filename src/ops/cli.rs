@@ -46,6 +46,15 @@ pub struct FilterArgs {
     /// Include sagas in terminal states.
     #[arg(long)]
     pub terminal: bool,
+    /// Only sagas with a timer more than 30s past due.
+    #[arg(long)]
+    pub timers_overdue: bool,
+    /// Only sagas with outbox rows not yet published.
+    #[arg(long)]
+    pub unpublished: bool,
+    /// Only sagas with an event dead-lettered within this long, e.g. 1h.
+    #[arg(long, value_parser = duration)]
+    pub dead_lettered_within: Option<Duration>,
 }
 
 impl FilterArgs {
@@ -58,6 +67,9 @@ impl FilterArgs {
             quarantined: self.quarantined.then_some(true),
             stuck: self.stuck,
             include_terminal: self.terminal,
+            timers_overdue: self.timers_overdue,
+            unpublished: self.unpublished,
+            dead_lettered_within: self.dead_lettered_within,
         }
     }
 }

@@ -89,6 +89,48 @@ impl Action {
     }
 }
 
+/// The actions [`Ops::act`] would accept for a saga of `def` in `state`
+/// (quarantined or not, with these timers armed) — what the console offers.
+/// Each is the request body's `action` part, e.g. `{"action": "fire_timer", "timer": "t"}`.
+pub fn allowed_actions(
+    def: &crate::saga::Definition,
+    state: &str,
+    quarantined: bool,
+    unresolved_poison: bool,
+    armed_timers: &[&str],
+) -> Vec<Action> {
+    let Some(st) = def.state(state) else { return Vec::new() };
+    let mut out = Vec::new();
+    if quarantined {
+        // Everything else that moves the saga waits for the quarantine to be lifted.
+        out.push(Action::Release);
+        if unresolved_poison {
+            out.push(Action::SkipPoison);
+        }
+    } else {
+        if st.step.is_some() {
+            out.push(Action::RetryStep);
+        }
+        let cancel = def.manual_event_for_status(OrderStatus::Cancelled).map(|m| m.name.clone());
+        if cancel.as_ref().is_some_and(|c| st.on.contains_key(c)) {
+            out.push(Action::Cancel);
+        }
+        for m in def.manual_events.keys() {
+            if st.on.contains_key(m) && Some(m) != cancel.as_ref() {
+                out.push(Action::Force { event: m.clone() });
+            }
+        }
+        for t in armed_timers {
+            out.push(Action::FireTimer { timer: (*t).to_owned() });
+        }
+    }
+    for t in armed_timers {
+        out.push(Action::RescheduleTimer { timer: (*t).to_owned(), at: None, after: None });
+        out.push(Action::CancelTimer { timer: (*t).to_owned() });
+    }
+    out
+}
+
 /// Who acts, why, on what they saw.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -157,6 +199,16 @@ impl Ops {
         let manual: Vec<&String> = def
             .map(|d| d.manual_events.keys().filter(|m| state.is_some_and(|s| s.on.contains_key(*m))).collect())
             .unwrap_or_default();
+        let timers = crate::store::timers::for_order(&self.db.pool, order_id).await?;
+        let parked = inspect::parked(&self.db, order_id, false).await?;
+        let poison = parked.iter().any(|p| p.poison && p.resolution.is_none());
+        let actions = match def {
+            Some(d) => {
+                let names: Vec<&str> = timers.iter().map(|t| t.name.as_str()).collect();
+                allowed_actions(d, &saga.state, saga.quarantined.is_some(), poison, &names)
+            }
+            None => Vec::new(),
+        };
         Ok(json!({
             "saga": saga,
             "definition": {
@@ -164,14 +216,17 @@ impl Ops {
                 "current_step": state.and_then(|s| s.step.clone()),
                 "accepts": accepts,
                 "manual_events_allowed_now": manual,
+                "actions_allowed_now": actions,
+                "diagram": def.map(|d| crate::saga::graph::layout(d)),
             },
             "order": order,
             "order_history": orders::history(&self.db, order_id as u64).await?,
             "transitions": inspect::transitions(&self.db, order_id).await?,
-            "timers": crate::store::timers::for_order(&self.db.pool, order_id).await?,
+            "timers": timers,
             "outbox_unpublished": inspect::unpublished(&self.db, order_id).await?,
             "inbox": inspect::inbox(&self.db, order_id).await?,
-            "parked": inspect::parked(&self.db, order_id, false).await?,
+            "parked": parked,
+            "dead_letters": inspect::dead_letters(&self.db, order_id).await?,
         }))
     }
 
@@ -616,7 +671,13 @@ pub struct JobStatus {
     pub finished: bool,
     /// The first errors, by order id.
     pub errors: Vec<Value>,
+    /// Every item's result in order (`applied` or `refused` with the error),
+    /// the first [`JOB_RESULTS_KEPT`] of them.
+    pub results: Vec<Value>,
 }
+
+/// Per-item results kept per bulk job (the counts cover every item).
+pub const JOB_RESULTS_KEPT: usize = 1000;
 
 impl Jobs {
     fn start(&self, action: &str, total: usize) -> String {
@@ -630,6 +691,7 @@ impl Jobs {
             failed: 0,
             finished: total == 0,
             errors: Vec::new(),
+            results: Vec::new(),
         };
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), status);
         id
@@ -639,6 +701,13 @@ impl Jobs {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get_mut(job) {
             s.done += 1;
+            let item = match &r {
+                Ok(()) => json!({"order_id": order_id, "result": "applied"}),
+                Err(e) => json!({"order_id": order_id, "result": "refused", "error": e}),
+            };
+            if s.results.len() < JOB_RESULTS_KEPT {
+                s.results.push(item);
+            }
             match r {
                 Ok(()) => s.succeeded += 1,
                 Err(e) => {
@@ -685,4 +754,40 @@ pub async fn refresh_gauges(db: &Db, sagas: &SagaStore, m: &Metrics) -> Result<(
     m.saga_quarantined.set(g.quarantined);
     m.saga_timers_overdue.set(g.timers_overdue);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order_saga() -> std::sync::Arc<crate::saga::Definition> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas");
+        let catalog = crate::saga::Catalog::load(&dir, &Default::default()).expect("the shipped definition loads");
+        catalog.latest().clone()
+    }
+
+    #[test]
+    fn the_console_offers_what_the_definition_allows_in_the_current_state() {
+        let def = order_saga();
+        let waiting = allowed_actions(&def, "AWAITING_PAYMENT", false, false, &["payment_timeout"]);
+        assert!(waiting.contains(&Action::RetryStep));
+        assert!(waiting.contains(&Action::Cancel));
+        assert!(waiting.contains(&Action::FireTimer { timer: "payment_timeout".into() }));
+        assert!(waiting.contains(&Action::CancelTimer { timer: "payment_timeout".into() }));
+        assert!(!waiting.contains(&Action::Release), "not quarantined: nothing to release");
+
+        let done = allowed_actions(&def, "COMPLETED", false, false, &[]);
+        assert_eq!(done, vec![Action::Cancel], "a confirmed order can still be cancelled (compensating), nothing else");
+        let cancelled = allowed_actions(&def, "CANCELLED", false, false, &[]);
+        assert!(!cancelled.contains(&Action::Cancel), "{cancelled:?}");
+        assert!(!cancelled.contains(&Action::RetryStep), "no step to retry when done");
+
+        let held = allowed_actions(&def, "AWAITING_PAYMENT", true, false, &["payment_timeout"]);
+        assert!(held.contains(&Action::Release));
+        assert!(!held.contains(&Action::SkipPoison), "no poison event parked");
+        assert!(!held.contains(&Action::Cancel) && !held.contains(&Action::RetryStep), "quarantine first: {held:?}");
+        assert!(!held.iter().any(|a| matches!(a, Action::FireTimer { .. })));
+        assert!(allowed_actions(&def, "AWAITING_PAYMENT", true, true, &[]).contains(&Action::SkipPoison));
+        assert!(allowed_actions(&def, "NO_SUCH_STATE", false, false, &[]).is_empty());
+    }
 }

@@ -24,7 +24,17 @@ pub struct SagaFilter {
     pub stuck: bool,
     /// Include sagas in terminal states (excluded by default).
     pub include_terminal: bool,
+    /// Only sagas with a timer more than [`OVERDUE_GRACE`] past due.
+    pub timers_overdue: bool,
+    /// Only sagas with outbox rows not yet published.
+    pub unpublished: bool,
+    /// Only sagas one of whose events was dead-lettered within this long.
+    pub dead_lettered_within: Option<Duration>,
 }
+
+/// A timer this long past due counts as overdue (the sweeper runs every few
+/// seconds; later than this means it is not keeping up or not running).
+pub const OVERDUE_GRACE_SECONDS: u32 = 30;
 
 /// A page position: oldest first by time in state, then order id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +97,25 @@ fn push_filter(qb: &mut QueryBuilder<MySql>, f: &SagaFilter, catalog: &Catalog) 
             qb.push(" AND quarantined_at IS NULL");
         }
         None => {}
+    }
+    if f.timers_overdue {
+        qb.push(" AND order_id IN (SELECT order_id FROM saga_timers WHERE due_at < NOW(6) - INTERVAL ")
+            .push_bind(OVERDUE_GRACE_SECONDS)
+            .push(" SECOND)");
+    }
+    if f.unpublished {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM outbox o WHERE o.aggregate_id = CAST(saga_instances.order_id AS CHAR) \
+             AND o.published_at IS NULL)",
+        );
+    }
+    if let Some(d) = f.dead_lettered_within {
+        qb.push(
+            " AND order_id IN (SELECT order_id FROM saga_inbox WHERE outcome = 'dead_lettered' \
+             AND received_at >= NOW(6) - INTERVAL ",
+        )
+        .push_bind(d.as_micros() as i64)
+        .push(" MICROSECOND)");
     }
     if f.stuck {
         let limits = dwell_limits(catalog);
@@ -262,6 +291,42 @@ pub async fn unpublished(db: &Db, order_id: i64) -> Result<Vec<OutboxView>, Stor
     .ctx("reading unpublished outbox rows")
 }
 
+/// A dead-letter copy of one of the order's events, with the headers that
+/// say why (as published to the DLQ topic, or about to be).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterView {
+    pub event_id: String,
+    pub topic: String,
+    pub headers: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+pub async fn dead_letters(db: &Db, order_id: i64) -> Result<Vec<DeadLetterView>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event_id, topic, headers, created_at, published_at FROM outbox \
+         WHERE aggregate_id = ? AND event_type = ? ORDER BY id LIMIT 100",
+    )
+    .bind(order_id.to_string())
+    .bind(super::outbox::EVENT_TYPE_DEAD_LETTER)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading dead letters")?;
+    rows.iter()
+        .map(|r| {
+            let headers: String = r.try_get("headers").ctx("decoding headers")?;
+            Ok(DeadLetterView {
+                event_id: r.try_get("event_id").ctx("decoding event_id")?,
+                topic: r.try_get("topic").ctx("decoding topic")?,
+                // Written by us as a JSON object; shown as text if it ever is not.
+                headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::String(headers)),
+                created_at: r.try_get("created_at").ctx("decoding created_at")?,
+                published_at: r.try_get("published_at").ctx("decoding published_at")?,
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InboxView {
     pub event_id: String,
@@ -429,12 +494,85 @@ pub async fn gauges(db: &Db, catalog: &Catalog) -> Result<GaugeSnapshot, StoreEr
         .fetch_one(&db.pool)
         .await
         .ctx("counting quarantined sagas")?;
-    g.timers_overdue =
-        sqlx::query_scalar("SELECT COUNT(*) FROM saga_timers WHERE due_at < NOW(6) - INTERVAL 30 SECOND")
-            .fetch_one(&db.pool)
-            .await
-            .ctx("counting overdue timers")?;
+    g.timers_overdue = sqlx::query_scalar("SELECT COUNT(*) FROM saga_timers WHERE due_at < NOW(6) - INTERVAL ? SECOND")
+        .bind(OVERDUE_GRACE_SECONDS)
+        .fetch_one(&db.pool)
+        .await
+        .ctx("counting overdue timers")?;
     Ok(g)
+}
+
+/// What the console's overview shows: the gauges, per state with the
+/// state's `max_dwell`, plus the outbox backlog and recent dead letters.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub states: Vec<StateOverview>,
+    pub quarantined: i64,
+    pub timers_overdue: i64,
+    pub outbox_backlog: i64,
+    pub outbox_oldest_age_seconds: Option<i64>,
+    pub dead_lettered_last_hour: i64,
+    /// Dead-lettered events that name no saga (undecodable, unknown order).
+    pub dead_lettered_last_hour_without_saga: i64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateOverview {
+    pub state: String,
+    pub terminal: bool,
+    pub count: i64,
+    pub stuck: i64,
+    pub oldest_age_seconds: Option<i64>,
+    pub max_dwell_seconds: Option<u64>,
+}
+
+pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError> {
+    let g = gauges(db, catalog).await?;
+    let (outbox_backlog, oldest) = super::outbox::backlog(&db.pool).await?;
+    let now = db_now(db).await?;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(order_id IS NULL OR order_id NOT IN \
+           (SELECT order_id FROM saga_instances)), 0) AS SIGNED) AS orphans \
+         FROM saga_inbox WHERE outcome = 'dead_lettered' AND received_at >= NOW(6) - INTERVAL 1 HOUR",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .ctx("counting recent dead letters")?;
+    // Every state of every loaded definition, in the latest definition's order first.
+    let mut names: Vec<(String, bool, Option<u64>)> = Vec::new();
+    for d in std::iter::once(catalog.latest()).chain(catalog.versions()) {
+        for s in d.states.values() {
+            if !names.iter().any(|(n, ..)| *n == s.name) {
+                names.push((s.name.clone(), s.terminal, s.max_dwell.filter(|_| !s.terminal).map(|m| m.as_secs())));
+            }
+        }
+    }
+    let lookup = |v: &[(String, i64)], s: &str| v.iter().find(|(k, _)| k == s).map(|(_, n)| *n);
+    let states = names
+        .into_iter()
+        .map(|(state, terminal, max_dwell_seconds)| {
+            let count = lookup(&g.per_state, &state).unwrap_or(0);
+            StateOverview {
+                count,
+                stuck: lookup(&g.stuck, &state).unwrap_or(0),
+                oldest_age_seconds: lookup(&g.oldest_age, &state).filter(|_| !terminal && count > 0),
+                terminal,
+                max_dwell_seconds,
+                state,
+            }
+        })
+        .collect();
+    Ok(Overview {
+        states,
+        quarantined: g.quarantined,
+        timers_overdue: g.timers_overdue,
+        outbox_backlog,
+        outbox_oldest_age_seconds: oldest.map(|t| (now - t).num_seconds().max(0)),
+        dead_lettered_last_hour: row.try_get("n").ctx("decoding count")?,
+        dead_lettered_last_hour_without_saga: row.try_get("orphans").ctx("decoding count")?,
+        at: now,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]

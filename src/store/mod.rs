@@ -19,6 +19,7 @@ pub mod limits;
 pub mod orders;
 pub mod outbox;
 pub mod sagas;
+pub mod sessions;
 pub mod timers;
 
 use std::future::Future;

@@ -87,7 +87,10 @@ pub struct Metrics {
     pub saga_timers_overdue: Gauge,
     pub saga_timers_fired_total: Counter,
     pub consumer_batch_size: Histogram,
+    /// Set through [`Metrics::set_consumer_lag`], which also keeps the sum
+    /// the ops console shows.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    lag_by_partition: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), i64>>>,
     pub consumer_partitions_assigned: Gauge,
     /// Partitions paused because their worker's queue is full (backpressure).
     pub consumer_partitions_paused: Gauge,
@@ -133,6 +136,30 @@ impl Metrics {
         RegionLabel { tenant_region: r.to_owned() }
     }
 
+    /// Records the lag of a partition this replica owns.
+    pub fn set_consumer_lag(&self, label: &PartitionLabel, lag: i64) {
+        self.consumer_lag.get_or_create(label).set(lag);
+        self.lag_by_partition
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((label.topic.clone(), label.partition.clone()), lag);
+    }
+
+    /// Forgets the lag of a partition this replica no longer owns.
+    pub fn remove_consumer_lag(&self, label: &PartitionLabel) {
+        self.consumer_lag.remove(label);
+        self.lag_by_partition
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(label.topic.clone(), label.partition.clone()));
+    }
+
+    /// The lag of each partition this replica owns: (topic, partition, messages).
+    pub fn consumer_lag_by_partition(&self) -> Vec<(String, String, i64)> {
+        let map = self.lag_by_partition.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|((t, p), lag)| (t.clone(), p.clone(), *lag)).collect()
+    }
+
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics {
@@ -152,6 +179,7 @@ impl Metrics {
             saga_timers_fired_total: Counter::default(),
             consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             consumer_lag: Family::default(),
+            lag_by_partition: Default::default(),
             consumer_partitions_assigned: Gauge::default(),
             consumer_partitions_paused: Gauge::default(),
             consumer_retries_total: Family::default(),

@@ -1,0 +1,262 @@
+//! The ops console: a web page served by the daemon under `/ops/ui`.
+//!
+//! * Every asset is compiled into the binary (`src/http/console/`): no CDN,
+//!   no build step, no network beyond the daemon's own origin — the
+//!   Content-Security-Policy says so to the browser too (no inline script, no
+//!   inline style, `connect-src 'self'`).
+//! * Disabled (404) exactly when `/ops` is: without `ORDER_SAGA_OPS_TOKEN`.
+//! * Sign-in trades the ops token (in a JSON body, never in a URL) and the
+//!   operator's name for a session ([`crate::store::sessions`]): an
+//!   `HttpOnly; SameSite=Strict` cookie scoped to `/ops`, `Secure` unless the
+//!   page was reached on a loopback host (port-forwarding, development). The
+//!   page then calls the same `/ops` JSON endpoints as the CLI, with the
+//!   session's CSRF token in `X-CSRF-Token`; the name given at sign-in is the
+//!   actor of every action it takes.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::store::sessions;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "order_saga_ops";
+/// The header that carries the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Scripts and styles from this origin only, no inline code, no framing, no
+/// form posts anywhere, fetches to this origin only.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const INDEX_HTML: &str = include_str!("console/index.html");
+const APP_JS: &str = include_str!("console/app.js");
+const APP_CSS: &str = include_str!("console/app.css");
+const ICON_SVG: &str = include_str!("console/icon.svg");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ops/ui", get(index))
+        .route("/ops/ui/", get(index))
+        .route("/ops/ui/assets/{file}", get(asset))
+        .route("/ops/ui/session", get(current).post(sign_in).delete(sign_out))
+}
+
+fn enabled(state: &AppState) -> Result<&super::ops::OpsConfig, ApiError> {
+    state
+        .ops
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("the ops console is disabled (set ORDER_SAGA_OPS_TOKEN to enable it)"))
+}
+
+/// The headers every console response carries.
+fn hardened(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    Ok(hardened(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()))
+}
+
+/// The asset named `file`, with its content type; `None` for any other name.
+pub fn asset_of(file: &str) -> Option<(&'static str, &'static str)> {
+    match file {
+        "app.js" => Some(("text/javascript; charset=utf-8", APP_JS)),
+        "app.css" => Some(("text/css; charset=utf-8", APP_CSS)),
+        "icon.svg" => Some(("image/svg+xml", ICON_SVG)),
+        _ => None,
+    }
+}
+
+async fn asset(State(state): State<AppState>, Path(file): Path<String>) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let (ct, body) = asset_of(&file).ok_or_else(|| ApiError::not_found(format!("no console asset {file:?}")))?;
+    Ok(hardened(([(header::CONTENT_TYPE, ct)], body).into_response()))
+}
+
+/// The session id in the request's cookie, when it has the shape of one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether the request reached us on a loopback name, where browsers accept
+/// a cookie without `Secure` and plain HTTP is expected (port-forwarding).
+pub fn is_loopback_host(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    name == "localhost" || name == "::1" || name.starts_with("127.")
+}
+
+fn cookie(value: &str, max_age: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}={value}; Path=/ops; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+/// Checks the operator's name: what the audit trail will show.
+pub fn valid_actor(actor: &str) -> Result<&str, String> {
+    let actor = actor.trim();
+    if actor.is_empty() || actor.chars().count() > 128 {
+        return Err("your name is required (1-128 characters); it is recorded with every action".into());
+    }
+    if actor.chars().any(char::is_control) {
+        return Err("your name may not contain control characters".into());
+    }
+    Ok(actor)
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    let cfg = enabled(&state)?;
+    let JsonBody(body) = body?;
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let (token, actor) = (field("token"), field("actor"));
+    if !super::ops::secret_matches(&token, &cfg.token) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "that is not the ops token"));
+    }
+    let actor = valid_actor(&actor).map_err(|m| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter", m)
+            .with_details(json!({"parameter": "actor"}))
+    })?;
+    let s = sessions::create(&state.db, actor).await?;
+    tracing::info!(actor, "ops console sign-in");
+    let body = json!({
+        "actor": actor,
+        "csrf_token": sessions::csrf_token(&s.id),
+        "expires_at": s.expires_at,
+        "idle_timeout_seconds": sessions::IDLE.as_secs(),
+    });
+    let set = cookie(&s.id, sessions::ABSOLUTE.as_secs(), !is_loopback_host(&headers));
+    let mut resp = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(hardened(resp))
+}
+
+/// The signed-in operator and the session's CSRF token (same origin only:
+/// another site's script cannot read this answer, and `SameSite=Strict`
+/// keeps the cookie off its requests).
+async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let no_session = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "not signed in");
+    let id = session_cookie(&headers).ok_or_else(no_session)?;
+    let s = sessions::touch(&state.db, &id).await?.ok_or_else(no_session)?;
+    Ok(hardened(
+        axum::Json(json!({
+            "actor": s.actor,
+            "csrf_token": sessions::csrf_token(&id),
+            "expires_at": s.expires_at,
+            "idle_timeout_seconds": sessions::IDLE.as_secs(),
+        }))
+        .into_response(),
+    ))
+}
+
+/// Sign-out: ends the session on every replica and clears the cookie. Needs
+/// the CSRF token, so another site cannot sign the operator out.
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    if let Some(id) = session_cookie(&headers) {
+        let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !sessions::csrf_matches(&id, csrf) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf_token_invalid",
+                "signing out needs the session's X-CSRF-Token header",
+            ));
+        }
+        sessions::delete(&state.db, &id).await?;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie("", 0, !is_loopback_host(&headers))) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(hardened(resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("")));
+        }
+        h
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_must_look_like_one() {
+        let id = "ab".repeat(32);
+        let h = headers(&[("cookie", &format!("theme=dark; {COOKIE}={id}; other=1"))]);
+        assert_eq!(session_cookie(&h), Some(id.clone()));
+        let h = headers(&[("cookie", "a=b"), ("cookie", &format!("{COOKIE}={id}"))]);
+        assert_eq!(session_cookie(&h), Some(id));
+        assert_eq!(session_cookie(&headers(&[("cookie", &format!("{COOKIE}=short"))])), None);
+        assert_eq!(session_cookie(&headers(&[("cookie", &format!("{COOKIE}={}", "zz".repeat(32)))])), None);
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn cookies_are_secure_except_on_loopback() {
+        for host in ["127.0.0.1:8080", "localhost", "localhost:8080", "[::1]:8080"] {
+            assert!(is_loopback_host(&headers(&[("host", host)])), "{host}");
+        }
+        for host in ["ops.example.com", "10.0.0.7:8080", "localhost.example.com", ""] {
+            assert!(!is_loopback_host(&headers(&[("host", host)])), "{host}");
+        }
+        let c = cookie("x", 60, true);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("; Secure"), "{c}");
+        assert!(!cookie("x", 60, false).contains("Secure"));
+    }
+
+    #[test]
+    fn actors_are_trimmed_and_bounded() {
+        assert_eq!(valid_actor("  alice "), Ok("alice"));
+        assert!(valid_actor("   ").is_err());
+        assert!(valid_actor(&"x".repeat(129)).is_err());
+        assert!(valid_actor("al\nice").is_err());
+    }
+
+    #[test]
+    fn assets_are_embedded_and_the_page_has_no_inline_code() {
+        for f in ["app.js", "app.css", "icon.svg"] {
+            assert!(asset_of(f).is_some_and(|(_, body)| !body.is_empty()), "{f}");
+        }
+        assert!(asset_of("../Cargo.toml").is_none());
+        assert!(!INDEX_HTML.contains("<script>") && !INDEX_HTML.contains("style="), "no inline script or style");
+        assert!(!INDEX_HTML.contains("http://") && !INDEX_HTML.contains("https://"), "no external address");
+        assert!(!APP_JS.contains("innerHTML"), "the page builds DOM nodes, never HTML from data");
+        assert!(!APP_JS.contains("eval(") && !APP_JS.contains("new Function"));
+    }
+}

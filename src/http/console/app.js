@@ -1,0 +1,739 @@
+// order-saga ops console. Plain JavaScript, no dependencies, no build step:
+// the daemon embeds this file. Every piece of data reaches the page through
+// textContent / attributes built here (never as HTML), and every request goes
+// to the daemon's own /ops endpoints with the session's CSRF token.
+'use strict';
+
+const SVG_NS = 'http' + '://www.w3.org/2000/svg';
+const FILTERS = ['state', 'stuck', 'older_than', 'tenant_region', 'definition_version', 'quarantined',
+  'terminal', 'timers_overdue', 'unpublished', 'dead_lettered_within'];
+const REFRESH_MS = 5000;
+
+const session = { actor: null, csrf: null };
+let cleanup = [];   // timers of the current page, stopped when the page changes
+let knownStates = [];
+
+// ---------------------------------------------------------------- helpers
+
+/** h('a', {href: '#/', class: 'x', onclick: f}, 'text', child) */
+function h(tag, attrs, ...kids) {
+  const el = tag.startsWith('svg:') ? document.createElementNS(SVG_NS, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'text') el.textContent = String(v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const kid of kids.flat()) {
+    if (kid === undefined || kid === null || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '—';
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+function when(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}
+
+function toast(msg) {
+  const t = document.getElementById('toast');
+  t.textContent = msg;
+  setTimeout(() => { if (t.textContent === msg) t.textContent = ''; }, 6000);
+}
+
+function actionLabel(a) {
+  const name = a.action.replace(/_/g, ' ');
+  if (a.timer) return `${name}: ${a.timer}`;
+  if (a.event) return `${name}: ${a.event}`;
+  return name;
+}
+
+function parseQuery(q) {
+  const out = {};
+  for (const [k, v] of new URLSearchParams(q || '')) out[k] = v;
+  return out;
+}
+
+function hashFor(path, params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params || {})) if (v !== '' && v !== undefined && v !== null) q.set(k, v);
+  const s = q.toString();
+  return `#${path}${s ? '?' + s : ''}`;
+}
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = e.code || 'error';
+    this.details = e.details || null;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { 'X-CSRF-Token': session.csrf || '' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const resp = await fetch(path, {
+    method, headers, credentials: 'same-origin', cache: 'no-store',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  if (resp.status === 401 && path !== '/ops/ui/session') {
+    // The session ended (signed out elsewhere, idle, expired): sign in again.
+    session.csrf = null;
+    showSignIn('Your session has ended. Sign in again.');
+    throw new ApiError(401, data);
+  }
+  if (!resp.ok) throw new ApiError(resp.status, data);
+  return data;
+}
+
+// ---------------------------------------------------------------- shell
+
+function setTheme(theme) {
+  if (theme) document.documentElement.setAttribute('data-theme', theme);
+  else document.documentElement.removeAttribute('data-theme');
+  try { if (theme) localStorage.setItem('order-saga-theme', theme); } catch (_) { /* private mode */ }
+}
+
+function currentTheme() {
+  const set = document.documentElement.getAttribute('data-theme');
+  if (set) return set;
+  return window.matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light';
+}
+
+function mount(...nodes) {
+  const main = document.getElementById('main');
+  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
+}
+
+function focusHeading() {
+  const h1 = document.querySelector('main h1');
+  if (h1) { h1.setAttribute('tabindex', '-1'); h1.focus({ preventScroll: true }); }
+}
+
+function showSignIn(message) {
+  stopPage();
+  document.getElementById('top').hidden = true;
+  const err = h('p', { class: 'notice bad', role: 'alert', hidden: !message }, message || '');
+  const token = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'current-password', required: true });
+  const actor = h('input', { type: 'text', id: 'actor-name', name: 'actor', autocomplete: 'username', required: true, maxlength: 128,
+    placeholder: 'e.g. alice' });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
+  const form = h('form', {
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      submit.disabled = true;
+      try {
+        const s = await api('POST', '/ops/ui/session', { token: token.value, actor: actor.value });
+        token.value = '';
+        startSession(s);
+      } catch (e) {
+        err.hidden = false;
+        err.textContent = e.status === 401 ? 'That is not the ops token.' : e.message;
+        submit.disabled = false;
+        token.focus();
+      }
+    },
+  },
+  h('label', { for: 'token' }, 'Ops token', token),
+  h('label', { for: 'actor-name' }, 'Your name (recorded with every action you take)', actor),
+  submit);
+  mount(h('div', { class: 'signin' },
+    h('h1', {}, 'Sign in to the ops console'),
+    h('p', { class: 'muted' }, 'Use the daemon’s ORDER_SAGA_OPS_TOKEN. It is sent once, in the request body, and never stored by this page.'),
+    err, form));
+  token.focus();
+}
+
+function startSession(s) {
+  session.actor = s.actor;
+  session.csrf = s.csrf_token;
+  document.getElementById('actor').textContent = s.actor;
+  document.getElementById('top').hidden = false;
+  route();
+}
+
+async function signOut() {
+  try { await api('DELETE', '/ops/ui/session'); } catch (_) { /* already over */ }
+  session.csrf = null;
+  session.actor = null;
+  showSignIn('Signed out.');
+}
+
+function stopPage() {
+  for (const stop of cleanup) stop();
+  cleanup = [];
+}
+
+function every(ms, fn) {
+  const id = setInterval(fn, ms);
+  cleanup.push(() => clearInterval(id));
+}
+
+async function route() {
+  if (!session.csrf) return;
+  stopPage();
+  const raw = location.hash.replace(/^#/, '') || '/';
+  const [path, query] = raw.split('?');
+  const params = parseQuery(query);
+  const section = path.startsWith('/sagas') ? 'sagas' : path.startsWith('/bulk') ? 'bulk'
+    : path.startsWith('/audit') ? 'audit' : 'overview';
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  const m = path.match(/^\/sagas\/(\d+)$/);
+  try {
+    if (m) await sagaPage(m[1]);
+    else if (path === '/sagas') await listPage(params);
+    else if (path === '/bulk') await bulkPage(params);
+    else if (path === '/audit') await auditPage();
+    else await overviewPage();
+    focusHeading();
+  } catch (e) {
+    if (e.status !== 401) mount(h('h1', {}, 'Something went wrong'), h('p', { class: 'notice bad', role: 'alert' }, e.message));
+  }
+}
+
+// ---------------------------------------------------------------- overview
+
+async function overviewPage() {
+  const heading = h('h1', {}, 'Overview');
+  const updated = h('span', { class: 'muted', 'aria-live': 'off' });
+  const body = h('div', {});
+  const paused = h('input', { type: 'checkbox', id: 'pause' });
+  mount(heading, h('div', { class: 'form-row' }, updated,
+    h('label', { class: 'check', for: 'pause' }, paused, 'Pause auto-refresh')), body);
+  const draw = async () => {
+    if (paused.checked) return;
+    const o = await api('GET', '/ops/overview');
+    knownStates = o.states.map((s) => s.state);
+    body.replaceChildren(...renderOverview(o));
+    updated.textContent = `Updated ${when(o.at)} (every ${REFRESH_MS / 1000}s)`;
+  };
+  await draw();
+  every(REFRESH_MS, () => draw().catch(() => {}));
+}
+
+function card(label, value, href, sub, alert) {
+  return h('div', { class: `card${alert ? ' alert' : ''}` },
+    h('div', { class: 'label' }, label),
+    h('div', { class: 'value' }, href ? h('a', { href, 'aria-label': `${label}: ${value}` }, String(value)) : String(value)),
+    sub ? h('div', { class: 'sub' }, sub) : null);
+}
+
+function renderOverview(o) {
+  const inflight = o.states.filter((s) => !s.terminal).reduce((n, s) => n + s.count, 0);
+  const stuck = o.states.reduce((n, s) => n + s.stuck, 0);
+  const lag = o.consumer_lag || { messages: 0, partitions: [] };
+  const cards = h('div', { class: 'cards' },
+    card('In flight', inflight, hashFor('/sagas')),
+    card('Stuck (over max dwell)', stuck, hashFor('/sagas', { stuck: 'true' }), null, stuck > 0),
+    card('Quarantined', o.quarantined, hashFor('/sagas', { quarantined: 'true', terminal: 'true' }), null, o.quarantined > 0),
+    card('Timers overdue', o.timers_overdue, hashFor('/sagas', { timers_overdue: 'true', terminal: 'true' }), null, o.timers_overdue > 0),
+    card('Outbox backlog', o.outbox_backlog, hashFor('/sagas', { unpublished: 'true', terminal: 'true' }),
+      o.outbox_oldest_age_seconds !== null ? `oldest ${duration(o.outbox_oldest_age_seconds)}` : 'nothing waiting'),
+    card('Dead-lettered, last hour', o.dead_lettered_last_hour,
+      hashFor('/sagas', { dead_lettered_within: '1h', terminal: 'true' }),
+      o.dead_lettered_last_hour_without_saga ? `${o.dead_lettered_last_hour_without_saga} name no saga (DLQ topic)` : null,
+      o.dead_lettered_last_hour > 0),
+    card('Consumer lag', lag.messages, '#lag', `${lag.scope || 'this replica'}, ${lag.partitions.length} partitions`));
+  const rows = o.states.map((s) => h('tr', {},
+    h('th', { scope: 'row' }, h('a', { href: hashFor('/sagas', { state: s.state }) }, s.state),
+      s.terminal ? h('span', { class: 'muted' }, ' (terminal)') : null),
+    h('td', { class: 'num' }, h('a', { href: hashFor('/sagas', { state: s.state }) }, String(s.count))),
+    h('td', { class: 'num' }, s.terminal ? '—' : h('a', {
+      href: hashFor('/sagas', { state: s.state, stuck: 'true' }),
+      class: s.stuck > 0 ? 'badge bad' : '',
+    }, String(s.stuck))),
+    h('td', { class: 'num' }, s.oldest_age_seconds === null ? '—'
+      : h('a', { href: hashFor('/sagas', { state: s.state }) }, duration(s.oldest_age_seconds))),
+    h('td', { class: 'num' }, s.max_dwell_seconds === null ? '—' : duration(s.max_dwell_seconds))));
+  const table = h('table', {},
+    h('caption', { class: 'muted' }, 'Sagas per state. Oldest = longest time in that state now.'),
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'State'), h('th', { scope: 'col', class: 'num' }, 'Sagas'),
+      h('th', { scope: 'col', class: 'num' }, 'Stuck'), h('th', { scope: 'col', class: 'num' }, 'Oldest'),
+      h('th', { scope: 'col', class: 'num' }, 'Max dwell'))),
+    h('tbody', {}, rows));
+  const lagTable = h('section', { class: 'panel', id: 'lag', 'aria-labelledby': 'lag-h' },
+    h('h2', { id: 'lag-h' }, `Consumer lag (${lag.scope || 'this replica'})`),
+    lag.partitions.length === 0 ? h('p', { class: 'muted' }, 'No partition reports lag on this replica yet.')
+      : h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Topic'), h('th', { scope: 'col', class: 'num' }, 'Partition'),
+        h('th', { scope: 'col', class: 'num' }, 'Lag'))),
+      h('tbody', {}, lag.partitions.map((p) => h('tr', {}, h('td', {}, p.topic), h('td', { class: 'num' }, p.partition),
+        h('td', { class: 'num' }, String(p.lag)))))));
+  return [cards, h('section', { class: 'panel' }, table), lagTable];
+}
+
+// ---------------------------------------------------------------- saga list
+
+function filterForm(params, onApply, submitLabel) {
+  const field = (name, label, input) => h('label', { for: `f-${name}` }, label, input);
+  const stateSel = h('select', { id: 'f-state', name: 'state' }, h('option', { value: '' }, 'any'),
+    knownStates.map((s) => h('option', { value: s, selected: params.state === s }, s)));
+  if (params.state && !knownStates.includes(params.state)) stateSel.append(h('option', { value: params.state, selected: true }, params.state));
+  const text = (name, ph) => h('input', { id: `f-${name}`, name, value: params[name] || '', placeholder: ph, size: 8 });
+  const check = (name, label) => h('label', { class: 'check', for: `f-${name}` },
+    h('input', { type: 'checkbox', id: `f-${name}`, name, checked: params[name] === 'true' }), label);
+  const quarantined = h('select', { id: 'f-quarantined', name: 'quarantined' },
+    h('option', { value: '' }, 'either'), h('option', { value: 'true', selected: params.quarantined === 'true' }, 'yes'),
+    h('option', { value: 'false', selected: params.quarantined === 'false' }, 'no'));
+  const form = h('form', {
+    class: 'filters', 'aria-label': 'Filters',
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const out = {};
+      for (const name of FILTERS) {
+        const el = form.elements[name];
+        if (!el) continue;
+        if (el.type === 'checkbox') { if (el.checked) out[name] = 'true'; } else if (el.value.trim()) out[name] = el.value.trim();
+      }
+      onApply(out);
+    },
+  },
+  h('div', { class: 'form-row' },
+    field('state', 'State', stateSel),
+    field('older_than', 'In state at least', text('older_than', '15m')),
+    field('tenant_region', 'Region', text('tenant_region', 'eu')),
+    field('definition_version', 'Definition version', text('definition_version', '1')),
+    field('quarantined', 'Quarantined', quarantined),
+    field('dead_lettered_within', 'Dead-lettered within', text('dead_lettered_within', '1h'))),
+  h('div', { class: 'form-row' },
+    check('stuck', 'Stuck only'), check('timers_overdue', 'Timer overdue'), check('unpublished', 'Unpublished outbox rows'),
+    check('terminal', 'Include terminal states'),
+    h('button', { type: 'submit', class: 'primary' }, submitLabel)));
+  return form;
+}
+
+function dwellCell(s) {
+  const age = duration(s.age_in_state_seconds);
+  if (s.max_dwell_seconds === null || s.max_dwell_seconds === undefined) return h('span', {}, age);
+  return h('span', { class: 'dwell' },
+    h('meter', { min: 0, max: s.max_dwell_seconds, low: s.max_dwell_seconds * 0.75, high: s.max_dwell_seconds,
+      optimum: 0, value: Math.min(s.age_in_state_seconds, s.max_dwell_seconds),
+      'aria-label': `${age} of ${duration(s.max_dwell_seconds)} expected` }),
+    `${age} / ${duration(s.max_dwell_seconds)}`);
+}
+
+async function ensureStates() {
+  if (knownStates.length) return;
+  const o = await api('GET', '/ops/overview');
+  knownStates = o.states.map((s) => s.state);
+}
+
+async function listPage(params) {
+  await ensureStates();
+  const filters = {};
+  for (const k of FILTERS) if (params[k]) filters[k] = params[k];
+  const q = new URLSearchParams({ ...filters, limit: '50' });
+  if (params.cursor) q.set('cursor', params.cursor);
+  const page = await api('GET', `/ops/sagas?${q}`);
+  const rows = page.sagas.map((s) => h('tr', {},
+    h('td', {}, h('a', { href: `#/sagas/${s.order_id}` }, String(s.order_id))),
+    h('td', {}, s.state),
+    h('td', {}, dwellCell(s), s.stuck ? h('span', { class: 'badge bad' }, ' stuck') : null),
+    h('td', {}, s.tenant_region),
+    h('td', { class: 'num' }, String(s.definition_version)),
+    h('td', { class: 'num' }, String(s.version)),
+    h('td', {}, s.quarantined !== null ? h('span', { class: 'badge bad', title: s.quarantined }, 'quarantined') : '')));
+  const table = page.sagas.length === 0 ? h('p', { class: 'notice' }, 'No saga matches these filters.')
+    : h('table', {}, h('thead', {}, h('tr', {},
+      ['Order', 'State', 'In state / max dwell', 'Region', 'Def.', 'Version', ''].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, rows));
+  const pager = h('div', { class: 'pager' },
+    params.cursor ? h('a', { class: 'button', href: hashFor('/sagas', filters) }, '⇤ First page') : null,
+    page.next_cursor ? h('a', { class: 'button', href: hashFor('/sagas', { ...filters, cursor: page.next_cursor }), rel: 'next' }, 'Next page →') : null,
+    h('span', { class: 'muted' }, `${page.sagas.length} shown, oldest in their state first`),
+    h('span', { class: 'spacer' }),
+    h('a', { href: hashFor('/bulk', filters) }, 'Act on all that match…'));
+  mount(h('h1', {}, 'Sagas'),
+    filterForm(filters, (f) => { location.hash = hashFor('/sagas', f); }, 'Apply filters'),
+    h('section', { class: 'panel' }, table, pager));
+}
+
+// ---------------------------------------------------------------- one saga
+
+function diagram(def, saga, rawTransitions) {
+  const d = def.diagram;
+  // The saga's first transition comes from "-" (no state yet): the diagram's start node.
+  const transitions = rawTransitions.map((t) => ({ ...t, from: t.from === '-' ? '[*]' : t.from }));
+  if (!d) return h('p', { class: 'muted' }, 'The definition of this saga is not loaded on this replica.');
+  const W = 170, H = 40, GX = 150, GY = 44, PAD = 40;
+  const pos = {};
+  for (const n of d.nodes) pos[n.name] = { x: PAD + n.column * (W + GX), y: PAD + n.row * (H + GY) };
+  const width = PAD * 2 + (Math.max(...d.nodes.map((n) => n.column)) + 1) * (W + GX) - GX;
+  const height = PAD * 2 + (Math.max(...d.nodes.map((n) => n.row)) + 1) * (H + GY) - GY + 20;
+  const taken = new Set(transitions.map((t) => `${t.from}→${t.to}→${t.event}`));
+  const visited = new Set(transitions.flatMap((t) => [t.from, t.to]));
+  visited.add(saga.state);
+  const path = transitions.length ? [transitions[0].from, ...transitions.map((t) => t.to)] : [saga.state];
+  const svg = h('svg:svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img',
+    'aria-labelledby': 'diagram-title' },
+  h('svg:title', { id: 'diagram-title' }, `State diagram. Current state ${saga.state}. Path taken: ${path.join(' → ')}.`),
+  h('svg:defs', {},
+    ['plain', 'taken'].map((k) => h('svg:marker', { id: `arrow-${k}`, class: k, viewBox: '0 0 10 10', refX: 9, refY: 5,
+      markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, h('svg:path', { d: 'M0,0 L10,5 L0,10 z' })))));
+  const edgesDrawn = {};
+  const at = (p0, p1, p2, p3) => (p0 + 3 * p1 + 3 * p2 + p3) / 8; // a cubic's midpoint
+  for (const e of d.edges) {
+    const a = pos[e.from], b = pos[e.to];
+    if (!a || !b) continue;
+    const fromStart = e.from === '[*]';
+    const isTaken = fromStart ? transitions.length > 0 : taken.has(`${e.from}→${e.to}→${e.event}`);
+    // Labels where they help: the path taken and what can happen next.
+    const labelled = e.from !== e.to && (isTaken || e.from === saga.state);
+    const key = `${e.from}|${e.to}`;
+    const nth = edgesDrawn[key] = (edgesDrawn[key] || 0) + 1;
+    const off = (nth - 1) * 7;
+    let c; // [x1, y1, cx1, cy1, cx2, cy2, x2, y2]
+    if (e.from === e.to) {
+      // A late event handled in place: a small loop over the box.
+      c = [a.x + W - 40, a.y, a.x + W - 40, a.y - 26 - off, a.x + W - 10, a.y - 26 - off, a.x + W - 10, a.y];
+    } else if (b.x > a.x) {
+      const [x1, y1, x2, y2] = [a.x + W, a.y + H / 2 + off, b.x, b.y + H / 2 + off];
+      c = [x1, y1, x1 + GX * 0.6, y1, x2 - GX * 0.6, y2, x2, y2];
+    } else if (b.x === a.x) {
+      // Same column: around the right-hand side, clear of the boxes between.
+      const [x, y1, y2] = [a.x + W, a.y + H / 2 + off, b.y + H / 2 + off];
+      c = [x, y1, x + 45 + off, y1, x + 45 + off, y2, x, y2];
+    } else {
+      // Backwards (a late cancellation): over the top.
+      const [x1, x2] = [a.x + W / 2 + off, b.x + W / 2 + off];
+      const top = Math.min(a.y, b.y) - 28 - off;
+      c = [x1, a.y, x1, top, x2, top, x2, b.y];
+    }
+    const lx = at(c[0], c[2], c[4], c[6]), ly = at(c[1], c[3], c[5], c[7]);
+    svg.append(h('svg:g', { class: `edge${isTaken ? ' taken' : ''}` },
+      h('svg:title', {}, `${e.from} → ${e.to} on ${e.event}: ${e.label}`),
+      h('svg:path', { d: `M${c[0]},${c[1]} C${c[2]},${c[3]} ${c[4]},${c[5]} ${c[6]},${c[7]}`,
+        'marker-end': `url(#arrow-${isTaken ? 'taken' : 'plain'})` }),
+      labelled ? h('svg:text', { x: lx, y: ly - 4, 'text-anchor': 'middle' },
+        e.event.length > 28 ? e.event.slice(0, 27) + '…' : e.event) : null));
+  }
+  for (const n of d.nodes) {
+    const p = pos[n.name];
+    const cls = ['node', n.terminal ? 'terminal' : '', visited.has(n.name) ? 'visited' : '', n.name === saga.state ? 'current' : ''].join(' ');
+    svg.append(h('svg:g', { class: cls, 'data-state': n.name },
+      h('svg:title', {}, n.name === saga.state ? `${n.name} (current)` : n.name),
+      h('svg:rect', { x: p.x, y: p.y, width: W, height: H, rx: n.name === '[*]' ? 20 : 6 }),
+      h('svg:text', { x: p.x + W / 2, y: p.y + H / 2 + 4, 'text-anchor': 'middle' }, n.name === '[*]' ? 'start' : n.name)));
+  }
+  return h('figure', { class: 'diagram' }, svg,
+    h('figcaption', { class: 'muted' }, `Path taken: ${path.join(' → ')}. Highlighted: current state and the transitions this saga took.`));
+}
+
+function timeline(data, audit) {
+  const items = [];
+  for (const t of data.transitions) {
+    items.push({ at: t.at, kind: 'saga', what: `${t.from === '-' ? 'start' : t.from} → ${t.to}`, detail: t.event, actor: t.actor, reason: t.reason || '' });
+  }
+  for (const o of data.order_history || []) {
+    items.push({ at: o.transitioned_at || o.at, kind: 'order', what: `${o.from_status || '—'} → ${o.to_status}`,
+      detail: o.reason_code || '', actor: o.actor || '', reason: o.comment || '' });
+  }
+  for (const a of audit) {
+    items.push({ at: a.created_at, kind: 'ops', what: `${a.action} (${a.result})`,
+      detail: a.version_before !== null ? `v${a.version_before} → ${a.version_after ?? '—'}` : '', actor: a.actor, reason: a.reason });
+  }
+  items.sort((x, y) => String(x.at).localeCompare(String(y.at)));
+  return h('table', { class: 'timeline' },
+    h('thead', {}, h('tr', {}, ['When', 'Kind', 'What', 'Detail', 'Actor', 'Reason'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, items.map((i) => h('tr', { 'data-kind': i.kind }, h('td', {}, when(i.at)), h('td', {}, i.kind),
+      h('td', {}, i.what), h('td', { class: 'mono' }, i.detail), h('td', {}, i.actor), h('td', {}, i.reason)))));
+}
+
+function simpleTable(rows, columns, empty) {
+  if (!rows || rows.length === 0) return h('p', { class: 'muted' }, empty);
+  return h('table', {}, h('thead', {}, h('tr', {}, columns.map(([label]) => h('th', { scope: 'col' }, label)))),
+    h('tbody', {}, rows.map((r) => h('tr', {}, columns.map(([, f]) => h('td', {}, f(r)))))));
+}
+
+function reportView(r, applied) {
+  const messages = r.messages || [];
+  return h('div', { class: `report${applied ? ' applied' : ''}`, role: 'status' },
+    h('strong', {}, applied ? 'Applied.' : 'Dry run — nothing was written. This is what the action would do:'),
+    h('dl', { class: 'facts' },
+      h('dt', {}, 'Saga state'), h('dd', {}, `${r.state_before} → ${r.state_after}`),
+      h('dt', {}, 'Saga version'), h('dd', {}, `${r.version_before} → ${r.version_after}`),
+      h('dt', {}, 'Order status'), h('dd', {}, `${r.order_status_before || '—'} → ${r.order_status_after || '—'}`),
+      h('dt', {}, 'Messages'), h('dd', {}, messages.length ? messages.map((m) => h('div', { class: 'mono' },
+        `${m.type}${m.command_id ? ` (command ${m.command_id})` : ''}`)) : 'none'),
+      h('dt', {}, 'Timers after'), h('dd', {}, (r.timers_after || []).length
+        ? r.timers_after.map((t) => h('div', {}, `${t.name} due ${when(t.due_at)}`)) : 'none'),
+      h('dt', {}, 'Quarantine after'), h('dd', {}, r.quarantined_after || 'none'),
+      r.replayed && r.replayed.length ? [h('dt', {}, 'Replayed'), h('dd', {}, r.replayed.join(', '))] : null));
+}
+
+function actionPanel(orderId, saga, actions, reload) {
+  const panel = h('section', { class: 'panel', 'aria-labelledby': 'actions-h' }, h('h2', { id: 'actions-h' }, 'Actions'));
+  if (actions.length === 0) {
+    panel.append(h('p', { class: 'muted' }, 'The definition allows no operator action in this state.'));
+    return panel;
+  }
+  const work = h('div', {});
+  const buttons = h('div', { class: 'actions', role: 'group', 'aria-label': 'Allowed actions' },
+    actions.map((a) => h('button', { type: 'button', 'data-action': a.action, onclick: () => open(a) }, actionLabel(a))));
+  panel.append(h('p', { class: 'muted' }, `Offered: what the definition allows in ${saga.state}. Every action is first a dry run; you confirm it after seeing what it would write.`),
+    buttons, work);
+
+  function open(a) {
+    const reason = h('textarea', { id: 'reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded in the audit trail)' });
+    const extra = [];
+    let after = null;
+    if (a.action === 'reschedule_timer') {
+      after = h('input', { id: 'after', value: '5m', size: 8 });
+      extra.push(h('label', { for: 'after' }, 'Due after (from now)', after));
+    }
+    const result = h('div', { 'aria-live': 'polite' });
+    const dry = h('button', { type: 'submit', class: 'primary' }, 'Dry run');
+    const form = h('form', { 'aria-label': `Action ${actionLabel(a)}`, onsubmit: async (ev) => { ev.preventDefault(); await run(true); } },
+      h('h3', {}, actionLabel(a)),
+      h('label', { for: 'reason' }, 'Reason', reason), h('div', { class: 'form-row' }, extra, dry), result);
+    work.replaceChildren(form);
+    reason.focus();
+
+    const body = (dryRun) => {
+      const b = { ...a, expected_version: saga.version, reason: reason.value, dry_run: dryRun };
+      delete b.at;
+      delete b.after;
+      if (after) b.after = after.value;
+      return b;
+    };
+    async function run(dryRun) {
+      if (!reason.value.trim()) {
+        result.replaceChildren(h('p', { class: 'notice bad', role: 'alert' }, 'Say why: a reason is required.'));
+        reason.focus();
+        return;
+      }
+      try {
+        const r = await api('POST', `/ops/sagas/${orderId}/actions`, body(dryRun));
+        if (dryRun) {
+          const confirm = h('button', { type: 'button', class: 'danger', id: 'confirm',
+            onclick: async () => { confirm.disabled = true; await run(false); } }, `Confirm: ${actionLabel(a)}`);
+          const cancel = h('button', { type: 'button', onclick: () => work.replaceChildren() }, 'Cancel');
+          result.replaceChildren(reportView(r, false), h('div', { class: 'actions' }, confirm, cancel));
+          confirm.focus();
+        } else {
+          result.replaceChildren(reportView(r, true));
+          toast(`${actionLabel(a)} applied to order ${orderId}.`);
+          await reload(`${actionLabel(a)} applied: ${r.state_before} → ${r.state_after}.`);
+        }
+      } catch (e) {
+        if (e.status === 401) return;
+        if (e.code === 'stale_version') {
+          const now = e.details && e.details.current_version;
+          result.replaceChildren(h('div', { class: 'notice warn', role: 'alert' },
+            h('strong', {}, 'The saga moved on — reload. '),
+            `You looked at version ${saga.version}; it is at version ${now} now. Nothing was applied.`,
+            ' ', h('button', { type: 'button', onclick: () => reload() }, 'Reload')));
+        } else {
+          result.replaceChildren(h('p', { class: 'notice bad', role: 'alert' }, `${e.code}: ${e.message}`));
+        }
+      }
+    }
+  }
+  return panel;
+}
+
+async function sagaPage(orderId, flash) {
+  const [data, audit] = await Promise.all([
+    api('GET', `/ops/sagas/${orderId}`),
+    api('GET', `/ops/audit?order_id=${orderId}&limit=200`),
+  ]);
+  const s = data.saga, def = data.definition, o = data.order;
+  // The server's clock, from the saga's age: "due in" stays right on a skewed laptop.
+  const serverNow = new Date(s.state_entered_at).getTime() + s.age_in_state_seconds * 1000;
+  const reload = async (msg) => { stopPage(); await sagaPage(orderId, msg); };
+  const badges = [
+    s.stuck ? h('span', { class: 'badge bad' }, 'stuck') : null,
+    s.quarantined !== null ? h('span', { class: 'badge bad' }, 'quarantined') : null,
+    s.terminal ? h('span', { class: 'badge ok' }, 'terminal') : null,
+  ];
+  const facts = h('dl', { class: 'facts' },
+    h('dt', {}, 'State'), h('dd', {}, s.state, def.current_step ? h('span', { class: 'muted' }, ` (step ${def.current_step})`) : null),
+    h('dt', {}, 'Since'), h('dd', {}, when(s.state_entered_at), ' — ', dwellCell(s)),
+    h('dt', {}, 'Saga version'), h('dd', {}, String(s.version)),
+    h('dt', {}, 'Definition'), h('dd', {}, `version ${s.definition_version}${def.loaded ? '' : ' (not loaded here)'}`),
+    h('dt', {}, 'Region'), h('dd', {}, s.tenant_region),
+    s.quarantined !== null ? [h('dt', {}, 'Quarantine'), h('dd', { class: 'notice bad' }, s.quarantined)] : null);
+  const orderFacts = o ? h('dl', { class: 'facts' },
+    h('dt', {}, 'Order status'), h('dd', {}, h('strong', { id: 'order-status' }, o.status)),
+    h('dt', {}, 'Customer'), h('dd', {}, o.customer_id || '—'),
+    h('dt', {}, 'Total'), h('dd', {}, `${o.total_amount ?? o.total ?? '—'} ${o.currency || ''}`),
+    h('dt', {}, 'Created'), h('dd', {}, when(o.created_at)),
+    h('dt', {}, 'Order version'), h('dd', {}, String(o.version ?? '—'))) : h('p', { class: 'muted' }, 'No order row.');
+  const items = o && o.items ? simpleTable(o.items, [
+    ['SKU', (i) => i.sku], ['Quantity', (i) => String(i.qty)], ['Line total', (i) => String(i.line_total)], ['Unit price', (i) => String(i.unit_price)],
+  ], 'No items.') : null;
+  const timers = simpleTable(data.timers, [
+    ['Timer', (t) => t.name], ['Due', (t) => when(t.due_at)],
+    ['Due in', (t) => {
+      const secs = (new Date(t.due_at).getTime() - serverNow) / 1000;
+      return secs >= 0 ? duration(secs) : h('span', { class: 'badge warn' }, `overdue ${duration(-secs)}`);
+    }],
+  ], 'No pending timer.');
+  const sections = [
+    h('h1', {}, `Order ${orderId}`, h('span', { class: 'muted' }, s.state), badges),
+    flash ? h('p', { class: 'notice ok', role: 'status' }, flash) : null,
+    h('div', { class: 'grid2' },
+      h('section', { class: 'panel', 'aria-labelledby': 'saga-h' }, h('h2', { id: 'saga-h' }, 'Saga'), facts),
+      h('section', { class: 'panel', 'aria-labelledby': 'order-h' }, h('h2', { id: 'order-h' }, 'Order'), orderFacts, items)),
+    h('section', { class: 'panel', 'aria-labelledby': 'diagram-h' }, h('h2', { id: 'diagram-h' }, 'State diagram'),
+      diagram(def, s, data.transitions)),
+    actionPanel(orderId, s, def.actions_allowed_now || [], reload),
+    h('section', { class: 'panel', 'aria-labelledby': 'timeline-h' }, h('h2', { id: 'timeline-h' }, 'Timeline'),
+      h('p', { class: 'muted' }, 'Saga transitions, order status history and operator actions, oldest first.'),
+      timeline(data, audit.audit || [])),
+    h('section', { class: 'panel', 'aria-labelledby': 'timers-h' }, h('h2', { id: 'timers-h' }, 'Timers'), timers),
+    h('section', { class: 'panel', 'aria-labelledby': 'parked-h' }, h('h2', { id: 'parked-h' }, 'Parked events'),
+      simpleTable(data.parked, [['Event', (p) => p.event], ['Id', (p) => h('span', { class: 'mono' }, p.event_id)],
+        ['Poison', (p) => (p.poison ? 'yes' : 'no')], ['Error', (p) => p.error || ''], ['Parked', (p) => when(p.parked_at)],
+        ['Resolution', (p) => p.resolution || 'unresolved']], 'No parked event.')),
+    h('section', { class: 'panel', 'aria-labelledby': 'dlq-h' }, h('h2', { id: 'dlq-h' }, 'Dead letters'),
+      simpleTable(data.dead_letters, [['Id', (d) => h('span', { class: 'mono' }, d.event_id)], ['Topic', (d) => d.topic],
+        ['Headers', (d) => h('dl', { class: 'facts mono' }, Object.entries(d.headers || {}).map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]))],
+        ['Written', (d) => when(d.created_at)], ['Published', (d) => when(d.published_at)]], 'Nothing of this order was dead-lettered.')),
+    h('section', { class: 'panel', 'aria-labelledby': 'outbox-h' }, h('h2', { id: 'outbox-h' }, 'Unpublished outbox rows'),
+      simpleTable(data.outbox_unpublished, [['Type', (r) => r.event_type], ['Topic', (r) => r.topic], ['Written', (r) => when(r.created_at)],
+        ['Attempts', (r) => String(r.attempts)], ['Last error', (r) => r.last_error || '']], 'Everything is published.')),
+    h('section', { class: 'panel', 'aria-labelledby': 'inbox-h' }, h('h2', { id: 'inbox-h' }, 'Inbox'),
+      simpleTable(data.inbox, [['Event', (r) => r.event], ['Id', (r) => h('span', { class: 'mono' }, r.event_id)], ['Source', (r) => r.source],
+        ['Outcome', (r) => r.outcome], ['Received', (r) => when(r.received_at)]], 'No inbound event recorded.')),
+    h('section', { class: 'panel', 'aria-labelledby': 'audit-h' }, h('h2', { id: 'audit-h' }, 'Audit trail'),
+      auditTable(audit.audit || [])),
+  ];
+  mount(...sections);
+}
+
+function auditTable(rows) {
+  return simpleTable(rows, [['When', (a) => when(a.created_at)], ['Order', (a) => a.order_id === null ? '—' : h('a', { href: `#/sagas/${a.order_id}` }, String(a.order_id))],
+    ['Action', (a) => a.action], ['Result', (a) => h('span', { class: `badge ${a.result === 'applied' ? 'ok' : 'bad'}` }, a.result)],
+    ['Actor', (a) => a.actor], ['Reason', (a) => a.reason], ['Detail', (a) => h('span', { class: 'mono' }, a.detail || '')]],
+  'No operator action recorded.');
+}
+
+async function auditPage() {
+  const data = await api('GET', '/ops/audit?limit=200');
+  mount(h('h1', {}, 'Audit trail'), h('p', { class: 'muted' }, 'The latest 200 operator actions, applied and refused, newest first.'),
+    h('section', { class: 'panel' }, auditTable(data.audit || [])));
+}
+
+// ---------------------------------------------------------------- bulk
+
+const BULK_ACTIONS = [
+  ['retry_step', 'Retry the current step'], ['cancel', 'Cancel (compensate)'], ['release', 'Release from quarantine'],
+  ['skip_poison', 'Skip the poison event, then release'], ['fire_timer', 'Fire a timer'], ['cancel_timer', 'Cancel a timer'],
+  ['force', 'Deliver a manual event'],
+];
+
+async function bulkPage(params) {
+  await ensureStates();
+  const filters = {};
+  for (const k of FILTERS) if (params[k]) filters[k] = params[k];
+  const out = h('div', { 'aria-live': 'polite' });
+  const actionSel = h('select', { id: 'bulk-action' }, BULK_ACTIONS.map(([v, l]) => h('option', { value: v }, l)));
+  const arg = h('input', { id: 'bulk-arg', placeholder: 'timer or event name', size: 18 });
+  const reason = h('textarea', { id: 'bulk-reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded for every saga)' });
+  const limit = h('input', { id: 'bulk-limit', type: 'number', min: 1, max: 10000, value: 1000, size: 6 });
+  let current = filters;
+  const filterEl = filterForm(filters, (f) => { current = f; location.hash = hashFor('/bulk', f); }, 'Apply filters');
+  const actionBody = (dryRun) => {
+    const a = { action: actionSel.value };
+    if (a.action === 'fire_timer' || a.action === 'cancel_timer') a.timer = arg.value.trim();
+    if (a.action === 'force') a.event = arg.value.trim();
+    return { filter: current, action: a, reason: reason.value, dry_run: dryRun, limit: Number(limit.value) || 1000 };
+  };
+  const preview = h('button', { type: 'submit', class: 'primary' }, 'Preview');
+  const form = h('form', { 'aria-label': 'Bulk action', onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!reason.value.trim()) {
+      out.replaceChildren(h('p', { class: 'notice bad', role: 'alert' }, 'Say why: a reason is required.'));
+      reason.focus();
+      return;
+    }
+    try {
+      const p = await api('POST', '/ops/bulk', actionBody(true));
+      const start = h('button', { type: 'button', class: 'danger', id: 'bulk-start', disabled: p.would_act_on === 0,
+        onclick: async () => { start.disabled = true; await runJob(); } }, `Start: ${p.action} on ${p.would_act_on} sagas`);
+      out.replaceChildren(h('div', { class: 'report', role: 'status' },
+        h('strong', {}, `Preview: ${p.matched} match, the job would act on ${p.would_act_on}.`),
+        h('p', {}, 'Sample (each acted on at the version shown; a saga that moves first is refused as stale):'),
+        h('p', { class: 'mono' }, p.sample.map((x, i) => [i ? ', ' : '', h('a', { href: `#/sagas/${x.order_id}` }, `${x.order_id}@v${x.version}`)]))),
+      start);
+      start.focus();
+    } catch (e) {
+      if (e.status !== 401) out.replaceChildren(h('p', { class: 'notice bad', role: 'alert' }, `${e.code}: ${e.message}`));
+    }
+  } },
+  h('div', { class: 'form-row' }, h('label', { for: 'bulk-action' }, 'Action', actionSel), h('label', { for: 'bulk-arg' }, 'Timer / event', arg),
+    h('label', { for: 'bulk-limit' }, 'At most', limit)),
+  h('label', { for: 'bulk-reason' }, 'Reason', reason), h('div', { class: 'form-row' }, preview));
+
+  async function runJob() {
+    let job;
+    try {
+      job = await api('POST', '/ops/bulk', actionBody(false));
+    } catch (e) {
+      if (e.status !== 401) out.append(h('p', { class: 'notice bad', role: 'alert' }, `${e.code}: ${e.message}`));
+      return;
+    }
+    const bar = h('progress', { id: 'bulk-progress', max: 1, value: 0, 'aria-label': 'Bulk job progress' });
+    const counts = h('p', { id: 'bulk-counts' });
+    const results = h('div', {});
+    out.replaceChildren(h('h2', {}, `Job ${job.job_id}`), bar, counts, results);
+    const poll = async () => {
+      const st = await api('GET', `/ops/jobs/${job.job_id}`);
+      bar.max = Math.max(st.total, 1);
+      bar.value = st.done;
+      counts.textContent = `${st.done} of ${st.total} done: ${st.succeeded} applied, ${st.failed} refused${st.finished ? ' — finished.' : '…'}`;
+      results.replaceChildren(simpleTable(st.results, [['Order', (r) => h('a', { href: `#/sagas/${r.order_id}` }, String(r.order_id))],
+        ['Result', (r) => h('span', { class: `badge ${r.result === 'applied' ? 'ok' : 'bad'}` }, r.result)], ['Error', (r) => r.error || '']],
+      'No item done yet.'));
+      return st.finished;
+    };
+    if (!(await poll())) {
+      const id = setInterval(async () => {
+        try { if (await poll()) clearInterval(id); } catch (_) { clearInterval(id); }
+      }, 500);
+      cleanup.push(() => clearInterval(id));
+    }
+  }
+
+  mount(h('h1', {}, 'Bulk action'),
+    h('p', { class: 'muted' }, 'Select sagas by filter, preview how many and which, then start the job. Progress is kept by this replica.'),
+    h('section', { class: 'panel', 'aria-label': 'Selection' }, filterEl),
+    h('section', { class: 'panel', 'aria-label': 'Bulk job' }, form, out));
+}
+
+// ---------------------------------------------------------------- start
+
+document.addEventListener('DOMContentLoaded', async () => {
+  try {
+    const t = localStorage.getItem('order-saga-theme');
+    if (t === 'light' || t === 'dark') setTheme(t);
+  } catch (_) { /* private mode */ }
+  document.getElementById('theme').addEventListener('click', () => setTheme(currentTheme() === 'dark' ? 'light' : 'dark'));
+  document.getElementById('signout').addEventListener('click', signOut);
+  window.addEventListener('hashchange', route);
+  try {
+    startSession(await api('GET', '/ops/ui/session'));
+  } catch (_) {
+    showSignIn();
+  }
+});

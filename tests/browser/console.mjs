@@ -1,0 +1,240 @@
+// End-to-end test of the ops console in a real browser (Debian's Chromium,
+// driven by playwright-core). Started by tests/it/console.rs, which runs the
+// real daemon against MariaDB and the broker, creates the sagas this script
+// works on, and checks the database afterwards. Input, all required:
+//
+//   CONSOLE_BASE        the daemon, e.g. http://127.0.0.1:41234
+//   CONSOLE_TOKEN       its ORDER_SAGA_OPS_TOKEN
+//   CONSOLE_STUCK_ID    a saga stuck in RESERVING_INVENTORY (cancelled here)
+//   CONSOLE_STALE_ID    a saga cancelled behind the page's back (stale action)
+//   CONSOLE_BULK_REGION the region of the sagas the bulk job cancels
+//   CONSOLE_BULK_COUNT  how many there are
+//   CONSOLE_ARTIFACTS   where screenshots go
+//   CHROMIUM            the browser executable (/usr/bin/chromium)
+//
+// Prints one line per step; exits non-zero at the first failed expectation.
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const need = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set (this script is run by tests/it/console.rs)`);
+  return v;
+};
+const BASE = need('CONSOLE_BASE');
+const TOKEN = need('CONSOLE_TOKEN');
+const STUCK = need('CONSOLE_STUCK_ID');
+const STALE = need('CONSOLE_STALE_ID');
+const BULK_REGION = need('CONSOLE_BULK_REGION');
+const BULK_COUNT = Number(need('CONSOLE_BULK_COUNT'));
+const ART = need('CONSOLE_ARTIFACTS');
+const ACTOR = 'e2e-operator';
+mkdirSync(ART, { recursive: true });
+
+const require = createRequire(import.meta.url);
+const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const T = 20_000; // generous bound for one UI expectation (a wait, not a threshold)
+
+let stepNo = 0;
+const step = (what) => console.log(`[console e2e] ${++stepNo}. ${what}`);
+
+const browser = await chromium.launch({
+  executablePath: need('CHROMIUM'),
+  headless: true,
+  // Chromium as root in a sandbox-less CI container, with nothing phoning home.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+});
+const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+const requests = [];
+const problems = [];
+context.on('request', (r) => requests.push(r.url()));
+context.on('page', (p) => watch(p));
+function watch(p) {
+  p.on('console', (m) => {
+    // A CSP violation or a script error is a failure, whatever the page shows.
+    if (m.type() === 'error' && !/status of (401|403|409)/.test(m.text())) problems.push(`console: ${m.text()}`);
+  });
+  p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ART, `${name}.png`), fullPage: true });
+}
+
+async function axe(page, name) {
+  const result = await page.evaluate(`${AXE}\n;axe.run(document, { resultTypes: ['violations'] })`);
+  const serious = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  writeFileSync(join(ART, `axe-${name}.json`), JSON.stringify(result.violations, null, 2));
+  assert.deepEqual(serious.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`), [],
+    `axe found serious accessibility violations on ${name}`);
+}
+
+try {
+  const page = await context.newPage();
+
+  step('the console answers with a strict Content-Security-Policy and a sign-in form');
+  const resp = await page.goto(`${BASE}/ops/ui`);
+  const csp = resp.headers()['content-security-policy'] || '';
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  await page.getByLabel('Ops token').waitFor({ timeout: T });
+  await shot(page, '01-sign-in');
+  await axe(page, 'sign-in');
+
+  step('a wrong token is refused with a clear message');
+  await page.getByLabel('Ops token').fill('not-the-token-at-all');
+  await page.getByLabel(/Your name/).fill(ACTOR);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('That is not the ops token.').waitFor({ timeout: T });
+
+  step('sign in with the token and a name');
+  await page.getByLabel('Ops token').fill(TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText(`Signed in as ${ACTOR}`).waitFor({ timeout: T });
+  assert.ok(!page.url().includes(TOKEN), 'the token never appears in a URL');
+  const cookies = await context.cookies(`${BASE}/ops/ui`);
+  const sessionCookie = cookies.find((c) => c.name === 'order_saga_ops');
+  assert.ok(sessionCookie, 'a session cookie is set');
+  assert.equal(sessionCookie.httpOnly, true);
+  assert.equal(sessionCookie.sameSite, 'Strict');
+
+  step('the overview shows the stuck saga and links to it');
+  await page.getByRole('heading', { name: 'Overview' }).waitFor({ timeout: T });
+  const stuckLink = page.getByRole('link', { name: /^Stuck \(over max dwell\): [1-9]/ });
+  await stuckLink.waitFor({ timeout: T });
+  await shot(page, '02-overview');
+  await axe(page, 'overview');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot(page, '02-overview-dark');
+  await axe(page, 'overview-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
+
+  step('the stuck list has the saga, its age against max dwell');
+  await stuckLink.click();
+  await page.getByRole('heading', { name: 'Sagas' }).waitFor({ timeout: T });
+  const row = page.getByRole('row').filter({ has: page.getByRole('link', { name: STUCK, exact: true }) });
+  await row.waitFor({ timeout: T });
+  assert.match(await row.innerText(), /RESERVING_INVENTORY/);
+  assert.match(await row.innerText(), /stuck/);
+  await shot(page, '03-sagas-stuck');
+  await axe(page, 'sagas');
+
+  step('one saga: diagram with the current state, timeline, offered actions');
+  await row.getByRole('link', { name: STUCK, exact: true }).click();
+  await page.getByRole('heading', { name: new RegExp(`^Order ${STUCK}`) }).waitFor({ timeout: T });
+  await page.locator('.diagram g.node.current[data-state="RESERVING_INVENTORY"]').waitFor({ timeout: T });
+  assert.equal(await page.locator('.diagram g.edge.taken').count(), 1, 'the start transition is the path so far');
+  const timelineText = await page.locator('table.timeline').innerText();
+  assert.match(timelineText, /order\.created\.v1/);
+  assert.match(timelineText, /ORDER_CREATED/);
+  assert.equal(await page.locator('#order-status').innerText(), 'PENDING');
+  const offered = await page.getByRole('group', { name: 'Allowed actions' }).getByRole('button').allInnerTexts();
+  assert.ok(offered.includes('cancel') && offered.includes('retry step'), `offered: ${offered}`);
+  assert.ok(!offered.some((a) => a.startsWith('release')), 'release is not offered to a saga that is not quarantined');
+  await shot(page, '04-saga');
+  await axe(page, 'saga');
+
+  step('dry-run a cancel: the effects are shown, nothing is written');
+  await page.getByRole('button', { name: 'cancel', exact: true }).click();
+  await page.getByLabel('Reason').fill('e2e: customer asked by phone');
+  await page.getByRole('button', { name: 'Dry run' }).click();
+  const report = page.locator('.report');
+  await report.getByText('Dry run — nothing was written').waitFor({ timeout: T });
+  assert.match(await report.innerText(), /RESERVING_INVENTORY → CANCELLED/);
+  assert.match(await report.innerText(), /PENDING → CANCELLED/);
+  assert.match(await report.innerText(), /inventory\.release\.v1/);
+  assert.equal(await page.locator('#order-status').innerText(), 'PENDING', 'a dry run changes nothing');
+  await shot(page, '05-dry-run');
+
+  step('confirm: the order becomes CANCELLED and the audit row appears');
+  await page.getByRole('button', { name: 'Confirm: cancel' }).click();
+  await page.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
+  const audit = page.locator('section[aria-labelledby="audit-h"]');
+  await audit.getByText('e2e: customer asked by phone').waitFor({ timeout: T });
+  assert.match(await audit.innerText(), new RegExp(`cancel\\s+applied\\s+${ACTOR}`));
+  await page.locator('.diagram g.node.current[data-state="CANCELLED"]').waitFor({ timeout: T });
+  await shot(page, '06-cancelled');
+
+  step('a stale action is refused: the saga moved on between dry run and confirm');
+  await page.goto(`${BASE}/ops/ui#/sagas/${STALE}`);
+  await page.getByRole('heading', { name: new RegExp(`^Order ${STALE}`) }).waitFor({ timeout: T });
+  await page.getByRole('button', { name: 'cancel', exact: true }).click();
+  await page.getByLabel('Reason').fill('e2e: stale attempt');
+  await page.getByRole('button', { name: 'Dry run' }).click();
+  await page.getByRole('button', { name: 'Confirm: cancel' }).waitFor({ timeout: T });
+  // Someone else acts on the same saga in another tab.
+  const other = await context.newPage();
+  await other.goto(`${BASE}/ops/ui#/sagas/${STALE}`);
+  await other.getByRole('button', { name: 'cancel', exact: true }).click();
+  await other.getByLabel('Reason').fill('e2e: the other operator was faster');
+  await other.getByRole('button', { name: 'Dry run' }).click();
+  await other.getByRole('button', { name: 'Confirm: cancel' }).click();
+  await other.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
+  await other.close();
+  await page.getByRole('button', { name: 'Confirm: cancel' }).click();
+  const stale = page.getByRole('alert').filter({ hasText: 'The saga moved on — reload.' });
+  await stale.waitFor({ timeout: T });
+  assert.match(await stale.innerText(), /Nothing was applied/);
+  await shot(page, '07-stale');
+  await stale.getByRole('button', { name: 'Reload' }).click();
+  await page.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
+
+  step(`bulk: select region ${BULK_REGION}, preview, run the job to completion`);
+  await page.goto(`${BASE}/ops/ui#/bulk?tenant_region=${encodeURIComponent(BULK_REGION)}`);
+  await page.getByRole('heading', { name: 'Bulk action' }).waitFor({ timeout: T });
+  await page.locator('#bulk-action').selectOption('cancel');
+  await page.getByLabel('Reason').fill('e2e: region closed');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  await page.getByText(`Preview: ${BULK_COUNT} match, the job would act on ${BULK_COUNT}.`).waitFor({ timeout: T });
+  await shot(page, '08-bulk-preview');
+  await axe(page, 'bulk');
+  await page.getByRole('button', { name: `Start: cancel on ${BULK_COUNT} sagas` }).click();
+  await page.getByText(`${BULK_COUNT} of ${BULK_COUNT} done: ${BULK_COUNT} applied, 0 refused — finished.`).waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator('#bulk-progress').getAttribute('max'), String(BULK_COUNT));
+  const results = page.locator('table').last();
+  assert.equal(await results.locator('tbody tr').count(), BULK_COUNT, 'one result per saga');
+  assert.equal(await results.getByText('applied').count(), BULK_COUNT);
+  await shot(page, '09-bulk-done');
+
+  step('the audit page lists the actions under the signed-in name');
+  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor({ timeout: T });
+  assert.match(await page.locator('main').innerText(), /e2e: region closed/);
+  await axe(page, 'audit');
+
+  step('requests without the CSRF token or without the session are refused');
+  const csrf = await page.evaluate(async () => (await (await fetch('/ops/ui/session')).json()).csrf_token);
+  assert.equal((await page.request.get(`${BASE}/ops/overview`, { headers: { 'X-CSRF-Token': csrf } })).status(), 200);
+  assert.equal((await page.request.get(`${BASE}/ops/overview`)).status(), 403, 'session cookie without CSRF token');
+  const forged = await page.request.post(`${BASE}/ops/sagas/${STUCK}/actions`, {
+    headers: { 'X-CSRF-Token': 'f'.repeat(64) },
+    data: { action: 'retry_step', expected_version: 1, reason: 'forged' },
+  });
+  assert.equal(forged.status(), 403, 'a wrong CSRF token');
+  const bare = await fetch(`${BASE}/ops/overview`, { headers: { 'X-CSRF-Token': csrf } });
+  assert.equal(bare.status, 401, 'CSRF token without the session');
+
+  step('sign out: back to sign-in, and the old session is dead on the server');
+  await page.goto(`${BASE}/ops/ui#/`);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('Ops token').waitFor({ timeout: T });
+  const replay = await fetch(`${BASE}/ops/overview`, {
+    headers: { Cookie: `order_saga_ops=${sessionCookie.value}`, 'X-CSRF-Token': csrf },
+  });
+  assert.equal(replay.status, 401, 'the signed-out session id no longer works');
+  await page.goto(`${BASE}/ops/ui#/sagas/${STUCK}`);
+  await page.getByLabel('Ops token').waitFor({ timeout: T });
+  await shot(page, '10-signed-out');
+
+  step('the console used nothing but its own origin');
+  const foreign = requests.filter((u) => !u.startsWith(`${BASE}/`));
+  assert.deepEqual(foreign, [], 'requests beyond the daemon');
+  assert.deepEqual(problems, [], 'script errors or CSP violations in the page');
+  console.log(`[console e2e] passed: ${stepNo} steps, ${requests.length} requests, screenshots in ${ART}`);
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,290 @@
+//! The ops console (`/ops/ui`): its HTTP handlers in-process, and the whole
+//! console end to end in a real browser against the real daemon.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use serde_json::json;
+
+use crate::daemon::SagaEnv;
+use crate::helpers::*;
+
+const BEARER: (&str, &str) = ("authorization", "Bearer test-ops-token-0123456789");
+
+/// Signs in; returns the cookie header value and the CSRF token.
+async fn sign_in(app: &TestApp, actor: &str) -> (String, String) {
+    let r = app.post_json("/ops/ui/session", &[], &json!({"token": OPS_TOKEN, "actor": actor})).await;
+    r.expect(200);
+    let set = r.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/ops"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    (cookie, r.json["csrf_token"].as_str().unwrap().to_owned())
+}
+
+async fn order_in_reserving(app: &TestApp) -> i64 {
+    let r = app.create_order(&key(), &order_body("c", "eu-west", &[("A", 1, "5.00")])).await;
+    r.expect(201);
+    r.json["order_id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_embedded_and_locked_down() {
+    let app = TestApp::new().await;
+    let page = app.get("/ops/ui").await;
+    page.expect(200);
+    let csp = page.headers.get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert_eq!(page.headers.get("x-frame-options").unwrap(), "DENY");
+    let html = String::from_utf8(page.raw.clone()).unwrap();
+    assert!(html.contains("/ops/ui/assets/app.js"));
+    for (asset, ct) in [("app.js", "text/javascript"), ("app.css", "text/css"), ("icon.svg", "image/svg+xml")] {
+        let r = app.get(&format!("/ops/ui/assets/{asset}")).await;
+        r.expect(200);
+        assert!(r.headers.get("content-type").unwrap().to_str().unwrap().starts_with(ct), "{asset}");
+    }
+    app.get("/ops/ui/assets/secrets.txt").await.expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn without_an_ops_token_the_console_does_not_exist() {
+    let mut app = TestApp::new().await;
+    app.state.ops = None;
+    app.router = order_saga::http::router(app.state.clone());
+    app.get("/ops/ui").await.expect_error(404, "not_found");
+    app.get("/ops/ui/assets/app.js").await.expect_error(404, "not_found");
+    app.post_json("/ops/ui/session", &[], &json!({"token": OPS_TOKEN, "actor": "a"}))
+        .await
+        .expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn sign_in_needs_the_token_and_a_name() {
+    let app = TestApp::new().await;
+    app.post_json("/ops/ui/session", &[], &json!({"token": "wrong-token-0123456789", "actor": "alice"}))
+        .await
+        .expect_error(401, "unauthorized");
+    app.post_json("/ops/ui/session", &[], &json!({"token": OPS_TOKEN, "actor": "  "}))
+        .await
+        .expect_error(422, "invalid_parameter");
+    let r = app.call(Method::POST, "/ops/ui/session", &[], Some(b"token=x".to_vec())).await;
+    r.expect_error(415, "unsupported_media_type");
+    app.get("/ops/ui/session").await.expect_error(401, "unauthorized");
+    assert_eq!(app.count("SELECT COUNT(*) FROM ops_sessions").await, 0);
+}
+
+#[tokio::test]
+async fn a_session_needs_its_csrf_token_and_acts_under_the_signed_in_name() {
+    let app = TestApp::new().await;
+    let id = order_in_reserving(&app).await;
+    let (cookie, csrf) = sign_in(&app, "alice").await;
+
+    // The stored row holds a digest, not the id the browser has.
+    let id_in_cookie = cookie.split('=').nth(1).unwrap().to_owned();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT id_hash FROM ops_sessions").fetch_one(&app.db.pool).await.unwrap();
+    assert_ne!(stored, id_in_cookie.as_bytes());
+
+    let who = app.call(Method::GET, "/ops/ui/session", &[("cookie", &cookie)], None).await;
+    who.expect(200);
+    assert_eq!(who.json["actor"], "alice");
+    assert_eq!(who.json["csrf_token"], csrf.as_str());
+
+    app.call(Method::GET, "/ops/overview", &[("cookie", &cookie)], None).await.expect_error(403, "csrf_token_invalid");
+    app.call(Method::GET, "/ops/overview", &[("cookie", &cookie), ("x-csrf-token", &"0".repeat(64))], None)
+        .await
+        .expect_error(403, "csrf_token_invalid");
+    app.call(Method::GET, "/ops/overview", &[("x-csrf-token", &csrf)], None).await.expect_error(401, "unauthorized");
+    let ov = app.call(Method::GET, "/ops/overview", &[("cookie", &cookie), ("x-csrf-token", &csrf)], None).await;
+    ov.expect(200);
+    let reserving = ov.json["states"].as_array().unwrap().iter().find(|s| s["state"] == "RESERVING_INVENTORY").unwrap();
+    assert_eq!(reserving["count"], 1);
+    assert_eq!(reserving["max_dwell_seconds"], 120);
+
+    // The actor is the session's, whatever the body says.
+    let body = json!({"action": "cancel", "expected_version": 1, "reason": "customer called", "actor": "mallory"});
+    let r = app
+        .post_json(&format!("/ops/sagas/{id}/actions"), &[("cookie", &cookie), ("x-csrf-token", &csrf)], &body)
+        .await;
+    r.expect(200);
+    let actor: String = sqlx::query_scalar("SELECT actor FROM ops_audit WHERE order_id = ?")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(actor, "alice");
+
+    // Sign-out needs the CSRF token, then the session is over everywhere.
+    app.call(Method::DELETE, "/ops/ui/session", &[("cookie", &cookie)], None)
+        .await
+        .expect_error(403, "csrf_token_invalid");
+    let out = app.call(Method::DELETE, "/ops/ui/session", &[("cookie", &cookie), ("x-csrf-token", &csrf)], None).await;
+    out.expect(204);
+    assert!(out.headers.get("set-cookie").unwrap().to_str().unwrap().contains("Max-Age=0"));
+    app.call(Method::GET, "/ops/overview", &[("cookie", &cookie), ("x-csrf-token", &csrf)], None)
+        .await
+        .expect_error(401, "unauthorized");
+    assert_eq!(app.count("SELECT COUNT(*) FROM ops_sessions").await, 0);
+}
+
+#[tokio::test]
+async fn an_idle_or_expired_session_is_over() {
+    let app = TestApp::new().await;
+    let (cookie, csrf) = sign_in(&app, "bob").await;
+    let h = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    app.call(Method::GET, "/ops/overview", &h, None).await.expect(200);
+    sqlx::query("UPDATE ops_sessions SET last_seen_at = NOW(6) - INTERVAL 61 MINUTE")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    app.call(Method::GET, "/ops/overview", &h, None).await.expect_error(401, "unauthorized");
+
+    let (cookie, csrf) = sign_in(&app, "bob").await;
+    let h = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    sqlx::query("UPDATE ops_sessions SET expires_at = NOW(6) - INTERVAL 1 SECOND").execute(&app.db.pool).await.unwrap();
+    app.call(Method::GET, "/ops/overview", &h, None).await.expect_error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn one_saga_offers_its_diagram_and_the_actions_its_state_allows() {
+    let app = TestApp::new().await;
+    let id = order_in_reserving(&app).await;
+    let r = app.call(Method::GET, &format!("/ops/sagas/{id}"), &[BEARER], None).await;
+    r.expect(200);
+    let def = &r.json["definition"];
+    let actions: Vec<&str> =
+        def["actions_allowed_now"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"cancel") && actions.contains(&"retry_step"), "{actions:?}");
+    assert!(!actions.contains(&"release"), "{actions:?}");
+    let nodes = def["diagram"]["nodes"].as_array().unwrap();
+    assert!(nodes.iter().any(|n| n["name"] == "RESERVING_INVENTORY" && n["column"] == 1), "{nodes:?}");
+    assert!(r.json["dead_letters"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_overview_numbers_link_to_lists_that_explain_them() {
+    let app = TestApp::new().await;
+    let quiet = order_in_reserving(&app).await;
+    let overdue = order_in_reserving(&app).await;
+    app.deliver(&[order_saga::contracts::Message::from(order_saga::contracts::InventoryReserved {
+        event_id: format!("res-{overdue}"),
+        order_id: overdue,
+        occurred_at: order_saga::contracts::TimestampMicros::from_datetime(chrono::Utc::now()),
+        tenant_region: "eu-west".into(),
+        command_id: None,
+    })])
+    .await;
+    sqlx::query("UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 5 MINUTE WHERE order_id = ?")
+        .bind(overdue)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let ov = app.call(Method::GET, "/ops/overview", &[BEARER], None).await;
+    ov.expect(200);
+    assert_eq!(ov.json["timers_overdue"], 1);
+    assert_eq!(ov.json["outbox_backlog"], app.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await);
+    let app = &app;
+    let list = |q: &'static str| async move {
+        let r = app.call(Method::GET, &format!("/ops/sagas?{q}"), &[BEARER], None).await;
+        r.expect(200);
+        r.json["sagas"].as_array().unwrap().iter().map(|s| s["order_id"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(list("timers_overdue=true&terminal=true").await, vec![overdue]);
+    // Nothing is published in-process: both sagas have outbox rows waiting.
+    assert_eq!(list("unpublished=true&terminal=true").await, vec![quiet, overdue]);
+    assert!(list("dead_lettered_within=1h&terminal=true").await.is_empty());
+    app.call(Method::GET, "/ops/sagas?dead_lettered_within=soon", &[BEARER], None)
+        .await
+        .expect_error(422, "invalid_parameter");
+}
+
+/// The console in Debian's Chromium: sign in, find the stuck saga, see its
+/// diagram and timeline, dry-run and confirm a cancel, a stale action, a bulk
+/// job, CSRF and session refusals, sign-out, axe-core on every page, and no
+/// request beyond the daemon's origin (tests/browser/console.mjs).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_works_end_to_end_in_a_real_browser() {
+    let chromium = std::env::var("ORDER_SAGA_TEST_CHROMIUM").unwrap_or_else(|_| {
+        panic!(
+            "ORDER_SAGA_TEST_CHROMIUM is not set: the console's browser test needs Chromium and tests/browser's \
+             npm packages; `scripts/dev test` installs both and sets it"
+        )
+    });
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` (scripts/dev test does)"
+    );
+    let artifacts = root.join("target/browser-artifacts");
+
+    let env = SagaEnv::new().await;
+    // No participant simulator: every saga waits in RESERVING_INVENTORY.
+    let daemon = env.start_daemon(&[]).await;
+    let body = |region: &str| order_body("c-e2e", region, &[("SKU-1", 2, "19.99")]);
+    let stuck = daemon.create_order(&body("eu-west")).await;
+    let stale = daemon.create_order(&body("eu-west")).await;
+    let mut bulk = Vec::new();
+    for _ in 0..3 {
+        bulk.push(daemon.create_order(&body("ap-closed")).await);
+    }
+    for id in [stuck, stale].iter().chain(&bulk) {
+        env.wait_state(*id, "RESERVING_INVENTORY", Duration::from_secs(30)).await;
+    }
+    // Overstay RESERVING_INVENTORY's max_dwell (2m).
+    sqlx::query("UPDATE saga_instances SET state_entered_at = NOW(6) - INTERVAL 10 MINUTE WHERE order_id = ?")
+        .bind(stuck)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/console.mjs"))
+        .env("CONSOLE_BASE", &daemon.base)
+        .env("CONSOLE_TOKEN", crate::helpers::OPS_TOKEN)
+        .env("CONSOLE_STUCK_ID", stuck.to_string())
+        .env("CONSOLE_STALE_ID", stale.to_string())
+        .env("CONSOLE_BULK_REGION", "ap-closed")
+        .env("CONSOLE_BULK_COUNT", bulk.len().to_string())
+        .env("CONSOLE_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .expect("run node (Node 20 is needed for the browser test)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{}\n(daemon log: {})",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log.display()
+    );
+
+    // What the browser did is what the database holds.
+    for id in [stuck, stale].iter().chain(&bulk) {
+        assert_eq!(env.order_status(*id).await, "CANCELLED", "order {id}");
+    }
+    let audit: Vec<(u64, String, String, String)> =
+        sqlx::query_as("SELECT order_id, actor, result, reason FROM ops_audit ORDER BY id")
+            .fetch_all(&env.db.pool)
+            .await
+            .unwrap();
+    let rows = |id: u64| audit.iter().filter(move |a| a.0 == id).collect::<Vec<_>>();
+    assert_eq!(
+        rows(stuck).iter().map(|a| (a.1.as_str(), a.2.as_str())).collect::<Vec<_>>(),
+        vec![("e2e-operator", "applied")]
+    );
+    let on_stale: Vec<&str> = rows(stale).iter().map(|a| a.2.as_str()).collect();
+    assert_eq!(on_stale, vec!["applied", "refused"], "the other tab's cancel, then the stale confirm refused");
+    for id in &bulk {
+        assert_eq!(rows(*id).len(), 1, "order {id}: one bulk action");
+    }
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ops_sessions").fetch_one(&env.db.pool).await.unwrap(),
+        0,
+        "signing out removed the session"
+    );
+    assert!(
+        std::fs::read_dir(&artifacts).unwrap().filter_map(Result::ok).any(|e| e.file_name() == "04-saga.png"),
+        "screenshots are kept in {}",
+        artifacts.display()
+    );
+}
