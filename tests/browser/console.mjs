@@ -113,8 +113,12 @@ try {
   await axe(page, 'overview-dark');
   await page.emulateMedia({ colorScheme: 'light' });
 
+  step('keyboard: each page puts focus on its heading; links work with Enter');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Overview');
+  await stuckLink.focus();
+  await page.keyboard.press('Enter');
+
   step('the stuck list has the saga, its age against max dwell');
-  await stuckLink.click();
   await page.getByRole('heading', { name: 'Sagas' }).waitFor({ timeout: T });
   const row = page.getByRole('row').filter({ has: page.getByRole('link', { name: STUCK, exact: true }) });
   await row.waitFor({ timeout: T });
