@@ -43,10 +43,23 @@ async fn run() {
     let metrics = Metrics::register(&mut registry);
     let outbox = OutboxWriter { topics: Topics::with_prefix(""), shards: 16 };
     let catalog = Arc::new(Catalog::load(std::path::Path::new("sagas"), &Default::default()).unwrap());
+    let sagas = SagaStore::new(catalog, outbox.clone());
+    let group = std::env::var("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let orders = order_saga::store::group_commit::CreateBatcher::spawn(
+        order_saga::store::group_commit::Shared {
+            db: db.clone(),
+            outbox: outbox.clone(),
+            sagas: Some(sagas.clone()),
+            actor: "api",
+        },
+        group,
+        |_| {},
+    );
     let state = AppState {
+        orders,
         db: db.clone(),
         outbox: outbox.clone(),
-        sagas: Some(SagaStore::new(catalog, outbox)),
+        sagas: Some(sagas),
         metrics,
         registry: Arc::new(registry),
         relay_wakeup: Arc::new(tokio::sync::Notify::new()),

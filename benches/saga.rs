@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod probe;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +116,7 @@ fn order() -> NewOrder {
 }
 
 async fn count(db: &Db, sql: &'static str) -> i64 {
+    probe::OWN_STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     sqlx::query_scalar::<_, i64>(sql).fetch_one(&db.pool).await.unwrap()
 }
 
@@ -333,11 +335,18 @@ async fn end_to_end(dur: Duration) {
     }
     wait_all_confirmed(&e.db, Duration::from_secs(60)).await;
 
+    let procs = vec![
+        probe::Proc { name: "daemon", pid: daemon.id() },
+        probe::Proc { name: "MariaDB", pid: probe::pid_of("mariadbd").unwrap_or(0) },
+        probe::Proc { name: "broker (tansu)", pid: probe::pid_of("tansu").unwrap_or(0) },
+        probe::Proc { name: "simulator", pid: simulator.id() },
+        probe::Proc { name: "load generator", pid: std::process::id() },
+    ];
     println!("\n### End to end: create (HTTP) → CONFIRMED, simulator answering at once\n");
     println!(
-        "| load | created/s | completed sagas/s | p50 ms | p99 ms | max ms | create→reserve published p50/p99 | reserve→reserved applied p50/p99 | applied→authorize published p50/p99 | authorize published→CONFIRMED p50/p99 |"
+        "| load | created/s | completed sagas/s | p50 ms | p95 ms | p99 ms | max ms | create→reserve published p50/p99 | reserve→reserved applied p50/p99 | applied→authorize published p50/p99 | authorize published→CONFIRMED p50/p99 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|---|---|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---|---|---|");
     let rates: Vec<u64> = std::env::var("BENCH_RATES")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
@@ -346,8 +355,11 @@ async fn end_to_end(dur: Duration) {
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![16, 48]);
-    for rate in rates {
+    // (label, CPU ms per saga per process, DB counters per saga)
+    let mut costs: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    for &rate in &rates {
         let since = Utc::now();
+        let window = probe::Window::open(&e.db, &procs).await;
         let started = Instant::now();
         let total = rate * dur.as_secs();
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -362,22 +374,65 @@ async fn end_to_end(dur: Duration) {
             h.await.unwrap();
         }
         let created_secs = started.elapsed().as_secs_f64();
-        let done_secs = wait_all_confirmed(&e.db, Duration::from_secs(120)).await + 0.0;
-        let _ = done_secs;
-        report(&e.db, since, &format!("open loop {rate}/s"), total as f64 / created_secs, started).await;
+        wait_all_confirmed(&e.db, Duration::from_secs(120)).await;
+        let label = format!("open loop {rate}/s");
+        let n = report(&e.db, since, &label, total as f64 / created_secs).await;
+        let (cpu, db) = window.close(&e.db, &procs, n).await;
+        costs.push((label, cpu, db));
     }
     for c in clients {
         let since = Utc::now();
-        let started = Instant::now();
+        let window = probe::Window::open(&e.db, &procs).await;
         let create = create.clone();
         let stats = load(c, dur, move |n| create(format!("c{c}-{n}"))).await;
         wait_all_confirmed(&e.db, Duration::from_secs(180)).await;
-        report(&e.db, since, &format!("closed loop, {c} clients"), stats.rate(), started).await;
+        let label = format!("closed loop, {c} clients");
+        let n = report(&e.db, since, &label, stats.rate()).await;
+        let (cpu, db) = window.close(&e.db, &procs, n).await;
+        costs.push((label, cpu, db));
     }
+    println!(
+        "\n#### CPU ms per completed saga, per process (/proc utime+stime, from the level's start until its last saga is CONFIRMED)\n"
+    );
+    let names: Vec<&str> = procs.iter().map(|p| p.name).collect();
+    println!("| load | {} | all | daemon + MariaDB |", names.join(" | "));
+    println!("|---|{}---:|---:|", "---:|".repeat(names.len()));
+    for (label, cpu, _) in &costs {
+        let all: f64 = cpu.iter().filter(|x| x.is_finite()).sum();
+        let cells: Vec<String> = cpu.iter().map(|x| format!("{x:.2}")).collect();
+        println!("| {label} | {} | {all:.2} | {:.2} |", cells.join(" | "), cpu[0] + cpu[1]);
+    }
+    println!(
+        "\n#### Database work per completed saga (SHOW GLOBAL STATUS deltas; the benchmark's own polls subtracted)\n"
+    );
+    println!(
+        "| load | statements | of which SELECT | explicit transactions (COMMIT) | InnoDB log writes | InnoDB fsyncs |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (label, _, db) in &costs {
+        println!("| {label} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |", db[0], db[4], db[1], db[2], db[3]);
+    }
+    // Messages through the broker per saga: every outbox row plus the participants' answers.
+    let rows = count(&e.db, "SELECT COUNT(*) FROM outbox").await as f64;
+    let orders = count(&e.db, "SELECT COUNT(*) FROM orders").await.max(1) as f64;
+    let per_saga = rows / orders + 2.0;
     let _ = simulator.kill();
     let _ = daemon.kill();
     let _ = simulator.wait();
     let _ = daemon.wait();
+    println!(
+        "\n#### Broker floor: one produce → consume hop, nothing else running ({per_saga:.1} messages per saga; the saga crosses the broker 4 times on its critical path)\n"
+    );
+    println!("| saga rate it stands for | messages/s | hop p50 ms | hop p99 ms | hop max ms | 4 hops at p50 ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for &rate in &rates {
+        let floor_topic = format!("{}floor{rate}", e.prefix);
+        order_saga::kafka::admin::create_topics(&e.client, &[floor_topic.as_str()], PARTITIONS, 1).await.unwrap();
+        let msgs = (rate as f64 * per_saga).round() as u64;
+        let (p50, p99, max, sent) =
+            probe::broker_floor(&e.client, &floor_topic, msgs, dur, Duration::from_millis(10)).await;
+        println!("| {rate} sagas/s | {sent:.0} | {p50:.1} | {p99:.1} | {max:.1} | {:.0} |", 4.0 * p50);
+    }
     drop_db(&e.db, &e.url).await;
 }
 
@@ -392,7 +447,8 @@ async fn wait_all_confirmed(db: &Db, timeout: Duration) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-async fn report(db: &Db, since: DateTime<Utc>, label: &str, created_rate: f64, started: Instant) {
+/// Prints one row of the end-to-end table; returns how many sagas completed.
+async fn report(db: &Db, since: DateTime<Utc>, label: &str, created_rate: f64) -> usize {
     let t = timelines(db, since).await;
     let total: Vec<f64> = t.iter().map(|x| ms(x.created_at, x.confirmed_at)).collect();
     let last = t.iter().map(|x| x.confirmed_at).max();
@@ -401,14 +457,14 @@ async fn report(db: &Db, since: DateTime<Utc>, label: &str, created_rate: f64, s
         (Some(f), Some(l)) => t.len() as f64 / ((l - f).num_microseconds().unwrap_or(1) as f64 / 1e6),
         _ => 0.0,
     };
-    let _ = started;
     let hop = |f: &dyn Fn(&Timeline) -> Option<f64>| {
         let v: Vec<f64> = t.iter().filter_map(f).collect();
         format!("{:.0} / {:.0}", pct(v.clone(), 0.5), pct(v, 0.99))
     };
     println!(
-        "| {label} | {created_rate:.0} | {completed_rate:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        "| {label} | {created_rate:.0} | {completed_rate:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
         pct(total.clone(), 0.5),
+        pct(total.clone(), 0.95),
         pct(total.clone(), 0.99),
         pct(total, 1.0),
         hop(&|x| x.reserve_published.map(|p| ms(x.created_at, p))),
@@ -416,4 +472,5 @@ async fn report(db: &Db, since: DateTime<Utc>, label: &str, created_rate: f64, s
         hop(&|x| Some(ms(x.reserved_applied?, x.authorize_published?))),
         hop(&|x| x.authorize_published.map(|p| ms(p, x.confirmed_at))),
     );
+    t.len()
 }

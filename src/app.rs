@@ -389,7 +389,19 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let writer = outbox_writer(&cfg)?;
     let sagas = SagaStore::new(catalog.clone(), writer.clone());
     let wakeup = Arc::new(Notify::new());
+    let group_metrics = metrics.clone();
+    let orders = crate::store::group_commit::CreateBatcher::spawn(
+        crate::store::group_commit::Shared {
+            db: db.clone(),
+            outbox: writer.clone(),
+            sagas: Some(sagas.clone()),
+            actor: "api",
+        },
+        cfg.order_group_commit_max,
+        move |n| group_metrics.order_group_commit_size.observe(n as f64),
+    );
     let state = AppState {
+        orders,
         db: db.clone(),
         outbox: writer,
         sagas: Some(sagas.clone()),

@@ -152,6 +152,11 @@ pub struct Config {
     #[arg(long, global = true, env = "ORDER_SAGA_HTTP_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub http_request_timeout: Duration,
 
+    /// Most `POST /orders` requests committed together in one transaction when they arrive while
+    /// earlier ones commit (group commit; 1 = every order alone). Each keeps its own outcome.
+    #[arg(long, global = true, env = "ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", default_value_t = 32)]
+    pub order_group_commit_max: usize,
+
     /// How long idempotency keys are kept; a key reused after that creates a new order.
     #[arg(long, global = true, env = "ORDER_SAGA_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = duration)]
     pub idempotency_retention: Duration,
@@ -498,6 +503,9 @@ impl Config {
         }
         if self.database_max_connections < 2 {
             return Err(ConfigError::Invalid("ORDER_SAGA_DATABASE_MAX_CONNECTIONS must be at least 2".into()));
+        }
+        if !(1..=1000).contains(&self.order_group_commit_max) {
+            return Err(ConfigError::Invalid("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX must be 1 to 1000".into()));
         }
         if self.http_max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("ORDER_SAGA_HTTP_MAX_BODY_BYTES must be at least 1024".into()));

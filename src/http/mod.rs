@@ -44,6 +44,8 @@ pub struct AppState {
     pub ops: Option<ops::OpsConfig>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// `POST /orders` goes through the group committer.
+    pub orders: crate::store::group_commit::CreateBatcher,
 }
 
 const OPENAPI: &str = include_str!("openapi.json");

@@ -12,8 +12,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, Trace, order_id, query_params};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
+use crate::store::group_commit::CreateRequest;
 use crate::store::idempotency;
-use crate::store::orders::{self, CreateContext, CreateOutcome, Keyset, SearchFilter};
+use crate::store::orders::{self, CreateOutcome, Keyset, SearchFilter};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
@@ -96,8 +97,15 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     let order = NewOrder::from_json(&body).map_err(ApiError::validation)?;
     let fingerprint = idempotency::fingerprint(&body);
-    let ctx = CreateContext { outbox: &state.outbox, trace: Some(&trace), saga: state.sagas.as_ref(), actor: "api" };
-    match orders::create(&state.db, &order, &key, fingerprint, &ctx).await? {
+    let req = CreateRequest { order: order.clone(), key, fingerprint, trace: Some(trace) };
+    let outcome = state.orders.create(req).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            format!("{e}; retry with the same Idempotency-Key"),
+        )
+    })?;
+    match outcome? {
         CreateOutcome::Created { order_id, body } => {
             // Committed, response not sent: the client retries with its key.
             crate::failpoint::hit("http.create.after_commit");

@@ -11,6 +11,7 @@
 //!   crate is written so that running it again is safe.
 //! * Timestamps are UTC `DATETIME(6)`; the driver sets `time_zone='+00:00'`.
 
+pub mod group_commit;
 pub mod idempotency;
 pub mod inbox;
 pub mod inspect;

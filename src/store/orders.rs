@@ -99,7 +99,8 @@ pub async fn create(
                 None => Err(StoreError::Race("the idempotency key was released while we waited for it")),
             };
         }
-        let view = insert_order(&mut tx, order, now, ctx).await?;
+        let mut views = insert_orders(&mut tx, &[(order, ctx.trace)], now, ctx.outbox, ctx.saga, ctx.actor).await?;
+        let view = views.pop().ok_or_else(|| StoreError::Corrupt("no order was inserted".into()))?;
         let body = serde_json::to_string(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         idempotency::complete(&mut tx, key, view.order_id, 201, &body).await?;
         tx.commit().await.ctx("committing the new order")?;
@@ -108,70 +109,101 @@ pub async fn create(
     .await
 }
 
-async fn insert_order(
+/// Inserts new orders with everything that goes with them: one `orders`
+/// statement per order (its auto-increment id), then one statement per table
+/// for all of them (items, history, sagas, transitions, timers, outbox).
+/// `orders[i].1` is the trace of the request that created order `i`.
+pub(crate) async fn insert_orders(
     tx: &mut Tx,
-    order: &NewOrder,
+    orders: &[(&NewOrder, Option<&TraceParent>)],
     now: DateTime<Utc>,
-    ctx: &CreateContext<'_>,
-) -> Result<OrderView, StoreError> {
-    let total = order.total();
+    outbox_writer: &OutboxWriter,
+    saga: Option<&super::sagas::SagaStore>,
+    actor: &str,
+) -> Result<Vec<OrderView>, StoreError> {
+    let mut ids = Vec::with_capacity(orders.len());
+    for (order, _) in orders {
+        let res = sqlx::query(
+            "INSERT INTO orders (customer_id, tenant_region, currency, total_amount, item_count, status, created_at, updated_at, version) \
+             VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, 1)",
+        )
+        .bind(&order.customer_id)
+        .bind(&order.tenant_region)
+        .bind(order.currency.code())
+        .bind(order.total())
+        .bind(order.items.len() as u32)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .ctx("inserting the order")?;
+        ids.push(res.last_insert_id());
+    }
+    let items: Vec<(u64, u16, &crate::domain::NewOrderItem)> = orders
+        .iter()
+        .zip(&ids)
+        .flat_map(|((o, _), id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
+        .collect();
+    for chunk in items.chunks(super::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ");
+        qb.push_values(chunk, |mut b, (id, line, item)| {
+            b.push_bind(*id).push_bind(*line).push_bind(&item.sku).push_bind(item.qty).push_bind(item.unit_price);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting order items")?;
+    }
+    let history: Vec<HistoryRow> = ids
+        .iter()
+        .map(|id| HistoryRow {
+            order_id: *id,
+            from: None,
+            to: OrderStatus::Pending,
+            reason_code: Some("ORDER_CREATED".into()),
+            comment: None,
+            actor: actor.to_owned(),
+        })
+        .collect();
+    insert_history(tx, &history, now).await?;
+    let mut rows = Vec::with_capacity(orders.len() * 2);
+    for ((order, trace), id) in orders.iter().zip(&ids) {
+        rows.push(outbox_writer.row(&created_message(*id, order, now), *trace)?);
+    }
+    if let Some(saga) = saga {
+        let started: Vec<(u64, &NewOrder, Option<&TraceParent>)> =
+            orders.iter().zip(&ids).map(|((o, t), id)| (*id, *o, *t)).collect();
+        rows.extend(saga.start_many(tx, &started, now).await?);
+    }
+    outbox::insert(tx, &rows, now).await?;
+    Ok(orders.iter().zip(ids).map(|((o, _), id)| new_order_view(id, o, now)).collect())
+}
+
+fn created_message(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> Message {
     let currency = order.currency.code();
-    let res = sqlx::query(
-        "INSERT INTO orders (customer_id, tenant_region, currency, total_amount, item_count, status, created_at, updated_at, version) \
-         VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, 1)",
-    )
-    .bind(&order.customer_id)
-    .bind(&order.tenant_region)
-    .bind(currency)
-    .bind(total)
-    .bind(order.items.len() as u32)
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .ctx("inserting the order")?;
-    let order_id = res.last_insert_id();
-
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ");
-    qb.push_values(order.items.iter().enumerate(), |mut b, (i, item)| {
-        b.push_bind(order_id)
-            .push_bind(i as u16 + 1)
-            .push_bind(&item.sku)
-            .push_bind(item.qty)
-            .push_bind(item.unit_price);
-    });
-    qb.build().execute(&mut **tx).await.ctx("inserting order items")?;
-
-    insert_history(tx, order_id, None, OrderStatus::Pending, Some("ORDER_CREATED"), None, ctx.actor, now).await?;
-
-    let created = Message::from(OrderCreated {
+    Message::from(OrderCreated {
         event_id: event_id(&format!("{order_id}:order.created.v1")),
         order_id: order_id as i64,
         occurred_at: TimestampMicros::from_datetime(now),
         tenant_region: order.tenant_region.clone(),
         customer_id: order.customer_id.clone(),
         currency: currency.to_owned(),
-        total_amount: money(total, currency),
+        total_amount: money(order.total(), currency),
         items: order
             .items
             .iter()
             .map(|i| OrderLine { sku: i.sku.clone(), qty: i.qty as i32, unit_price: money(i.unit_price, currency) })
             .collect(),
-    });
-    let mut rows = vec![ctx.outbox.row(&created, ctx.trace)?];
-    if let Some(saga) = ctx.saga {
-        rows.extend(saga.start(tx, order_id, order, now, ctx.trace).await?);
-    }
-    outbox::insert(tx, &rows, now).await?;
+    })
+}
 
-    Ok(OrderView {
+fn new_order_view(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> OrderView {
+    let currency = order.currency.code();
+    OrderView {
         order_id,
         customer_id: order.customer_id.clone(),
         tenant_region: order.tenant_region.clone(),
         currency: currency.to_owned(),
         status: OrderStatus::Pending,
-        total_amount: money(total, currency),
+        total_amount: money(order.total(), currency),
         item_count: order.items.len() as u32,
         version: 1,
         created_at: now,
@@ -190,34 +222,40 @@ async fn insert_order(
                 })
                 .collect(),
         ),
-    })
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn insert_history(
-    tx: &mut Tx,
-    order_id: u64,
-    from: Option<OrderStatus>,
-    to: OrderStatus,
-    reason_code: Option<&str>,
-    comment: Option<&str>,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(order_id)
-    .bind(from.map(OrderStatus::as_str))
-    .bind(to.as_str())
-    .bind(reason_code)
-    .bind(comment)
-    .bind(now)
-    .bind(actor)
-    .execute(&mut **tx)
-    .await
-    .ctx("inserting status history")?;
+/// One row of `order_status_history`.
+#[derive(Debug, Clone)]
+pub(crate) struct HistoryRow {
+    pub order_id: u64,
+    /// `None` for the creation row.
+    pub from: Option<OrderStatus>,
+    pub to: OrderStatus,
+    pub reason_code: Option<String>,
+    pub comment: Option<String>,
+    pub actor: String,
+}
+
+/// Writes status history rows, one statement per 1,000 rows: the only
+/// writer of `order_status_history` (creation, status requests, sagas).
+pub(crate) async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.order_id)
+                .push_bind(r.from.map(OrderStatus::as_str))
+                .push_bind(r.to.as_str())
+                .push_bind(&r.reason_code)
+                .push_bind(&r.comment)
+                .push_bind(now)
+                .push_bind(r.actor.chars().take(128).collect::<String>());
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
+    }
     Ok(())
 }
 
@@ -437,7 +475,15 @@ pub(crate) async fn apply_status(
         return Ok(Err(ChangeRefusal::Concurrent));
     }
     let new_version = head.version + 1;
-    insert_history(tx, head.order_id, Some(head.status), to, reason_code, comment, actor, now).await?;
+    let row = HistoryRow {
+        order_id: head.order_id,
+        from: Some(head.status),
+        to,
+        reason_code: reason_code.map(str::to_owned),
+        comment: comment.map(str::to_owned),
+        actor: actor.to_owned(),
+    };
+    insert_history(tx, &[row], now).await?;
     let msg = status_changed_message(head, to, reason_code, actor, new_version, now);
     outbox::insert(tx, &[outbox_writer.row(&msg, trace)?], now).await?;
     Ok(Ok(new_version))

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{MySql, QueryBuilder, Row};
 
-use super::orders::{self, ChangeRefusal, OrderHead};
+use super::orders::{self, ChangeRefusal, HistoryRow, OrderHead, insert_history};
 use super::outbox::{self, NewOutboxRow, OutboxWriter};
 use super::{Ctx, Db, StoreError, Tx, inbox, timers};
 use crate::contracts::{Message, MessageKind, headers};
@@ -188,15 +188,6 @@ struct ParkedRow {
 }
 
 /// A status change to record in `order_status_history`.
-struct HistoryRow {
-    order_id: i64,
-    from: OrderStatus,
-    to: OrderStatus,
-    reason_code: Option<String>,
-    comment: Option<String>,
-    actor: String,
-}
-
 /// The final state of a timer after a batch.
 #[derive(Debug, Clone, Copy)]
 enum TimerOp {
@@ -242,45 +233,50 @@ impl SagaStore {
 
     /// Starts the saga of a new order inside the order-creation transaction.
     /// Returns the outbox rows to write with the order's own.
-    pub(crate) async fn start(
+    /// Starts the sagas of new orders in the order-creation transaction:
+    /// one statement per table for all of them. Returns their outbox rows
+    /// (each with the trace of the request that created its order).
+    pub(crate) async fn start_many(
         &self,
         tx: &mut Tx,
-        order_id: u64,
-        order: &NewOrder,
+        orders: &[(u64, &NewOrder, Option<&TraceParent>)],
         now: DateTime<Utc>,
-        trace: Option<&TraceParent>,
     ) -> Result<Vec<NewOutboxRow>, StoreError> {
         let def = self.catalog.latest();
-        let facts = OrderFacts {
-            customer_id: order.customer_id.clone(),
-            tenant_region: order.tenant_region.clone(),
-            currency: order.currency.code().to_owned(),
-            total_amount: orders::money(order.total(), order.currency.code()),
-            items: order.items.iter().map(|i| Item { sku: i.sku.clone(), qty: i.qty }).collect(),
-        };
-        let (inst, effects) = saga::start(def, order_id as i64, facts, now);
-        let mut inst = inst;
-        // The start transition is version 1 of the saga.
-        inst.version = 1;
-        insert_instance(tx, &inst, def.state(&inst.state).is_some_and(|s| s.terminal), now).await?;
         let mut writes = Writes::default();
-        writes.transitions.push(TransitionRow {
-            order_id: inst.order_id,
-            saga_version: inst.version,
-            event_id: format!("{order_id}:start"),
-            event_name: def.start.event.clone(),
-            from: "-".into(),
-            to: inst.state.clone(),
-            actor: "api".into(),
-            reason: None,
-        });
-        // The start transition sets no order status, so there is no head to update.
-        let mut head = None;
-        let mut alerts = Vec::new();
-        match self.execute(&inst, &mut head, &effects, "api", trace, now, &mut alerts)? {
-            Ok(w) => writes.merge(w),
-            Err(r) => return Err(StoreError::Corrupt(format!("the start transition was refused: {r:?}"))),
+        let mut instances = Vec::with_capacity(orders.len());
+        for (order_id, order, trace) in orders {
+            let facts = OrderFacts {
+                customer_id: order.customer_id.clone(),
+                tenant_region: order.tenant_region.clone(),
+                currency: order.currency.code().to_owned(),
+                total_amount: orders::money(order.total(), order.currency.code()),
+                items: order.items.iter().map(|i| Item { sku: i.sku.clone(), qty: i.qty }).collect(),
+            };
+            let (mut inst, effects) = saga::start(def, *order_id as i64, facts, now);
+            // The start transition is version 1 of the saga.
+            inst.version = 1;
+            writes.transitions.push(TransitionRow {
+                order_id: inst.order_id,
+                saga_version: inst.version,
+                event_id: format!("{order_id}:start"),
+                event_name: def.start.event.clone(),
+                from: "-".into(),
+                to: inst.state.clone(),
+                actor: "api".into(),
+                reason: None,
+            });
+            // The start transition sets no order status, so there is no head to update.
+            let mut head = None;
+            let mut alerts = Vec::new();
+            match self.execute(&inst, &mut head, &effects, "api", *trace, now, &mut alerts)? {
+                Ok(w) => writes.merge(w),
+                Err(r) => return Err(StoreError::Corrupt(format!("the start transition was refused: {r:?}"))),
+            }
+            let terminal = def.state(&inst.state).is_some_and(|s| s.terminal);
+            instances.push((inst, terminal));
         }
+        insert_instances(tx, &instances, now).await?;
         insert_transitions(tx, &writes.transitions, now).await?;
         flush_timers(tx, &writes.timers, now).await?;
         Ok(writes.outbox)
@@ -314,8 +310,8 @@ impl SagaStore {
                     }
                     let new_version = h.version + 1;
                     w.history.push(HistoryRow {
-                        order_id: inst.order_id,
-                        from: h.status,
+                        order_id: inst.order_id as u64,
+                        from: Some(h.status),
                         to: *to,
                         reason_code: reason_code.clone(),
                         comment: comment.clone(),
@@ -844,26 +840,31 @@ async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>,
     Ok(out)
 }
 
-async fn insert_instance(tx: &mut Tx, inst: &Instance, terminal: bool, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let data = serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
-         state_entered_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(inst.order_id)
-    .bind(&inst.saga_name)
-    .bind(inst.definition_version)
-    .bind(&inst.state)
-    .bind(inst.version)
-    .bind(terminal)
-    .bind(&inst.data.order.tenant_region)
-    .bind(data)
-    .bind(inst.state_entered_at)
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .ctx("inserting the saga")?;
+async fn insert_instances(tx: &mut Tx, rows: &[(Instance, bool)], now: DateTime<Utc>) -> Result<(), StoreError> {
+    for chunk in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+             state_entered_at, created_at, updated_at) ",
+        );
+        let data: Vec<String> = chunk
+            .iter()
+            .map(|(inst, _)| serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        qb.push_values(chunk.iter().zip(&data), |mut b, ((inst, terminal), data)| {
+            b.push_bind(inst.order_id)
+                .push_bind(&inst.saga_name)
+                .push_bind(inst.definition_version)
+                .push_bind(&inst.state)
+                .push_bind(inst.version)
+                .push_bind(*terminal)
+                .push_bind(&inst.data.order.tenant_region)
+                .push_bind(data)
+                .push_bind(inst.state_entered_at)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting sagas")?;
+    }
     Ok(())
 }
 
@@ -945,26 +946,6 @@ async fn update_orders(
     let n = qb.build().execute(&mut **tx).await.ctx("updating order statuses")?.rows_affected();
     if n != orders.len() as u64 {
         return Err(StoreError::Race("an order changed under its lock"));
-    }
-    Ok(())
-}
-
-async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
-    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.order_id)
-                .push_bind(r.from.as_str())
-                .push_bind(r.to.as_str())
-                .push_bind(&r.reason_code)
-                .push_bind(&r.comment)
-                .push_bind(now)
-                .push_bind(truncate(&r.actor, 128));
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
     }
     Ok(())
 }

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub order_created_total: Family<RegionLabel, Counter>,
     pub order_status_transition_seconds: Family<TransitionLabel, Histogram>,
     pub order_create_requests_inflight: Gauge,
+    /// Orders per group-commit transaction of `POST /orders`.
+    pub order_group_commit_size: Histogram,
     pub saga_events_total: Family<OutcomeLabel, Counter>,
     pub saga_inbox_duplicates_total: Counter,
     pub saga_dead_lettered_total: Family<ReasonLabel, Counter>,
@@ -166,6 +168,7 @@ impl Metrics {
             order_created_total: Family::default(),
             order_status_transition_seconds: Family::new_with_constructor(|| Histogram::new(dwell_buckets())),
             order_create_requests_inflight: Gauge::default(),
+            order_group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             saga_events_total: Family::default(),
             saga_inbox_duplicates_total: Counter::default(),
             saga_dead_lettered_total: Family::default(),
@@ -206,6 +209,11 @@ impl Metrics {
             "order_create_requests_inflight",
             "POST /orders requests being handled",
             m.order_create_requests_inflight.clone(),
+        );
+        r.register(
+            "order_group_commit_size",
+            "Orders committed together by one POST /orders transaction (group commit)",
+            m.order_group_commit_size.clone(),
         );
         r.register(
             "saga_events",

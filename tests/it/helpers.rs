@@ -136,7 +136,18 @@ impl TestApp {
         let metrics = Metrics::register(&mut registry);
         let outbox = OutboxWriter { topics: Topics::with_prefix(""), shards: 4 };
         let sagas = SagaStore::new(catalog(), outbox.clone());
+        let orders = order_saga::store::group_commit::CreateBatcher::spawn(
+            order_saga::store::group_commit::Shared {
+                db: db.clone(),
+                outbox: outbox.clone(),
+                sagas: with_sagas.then(|| sagas.clone()),
+                actor: "api",
+            },
+            32,
+            |_| {},
+        );
         let state = AppState {
+            orders,
             db: db.clone(),
             outbox,
             sagas: with_sagas.then(|| sagas.clone()),

@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod daemon;
 mod docs;
+mod group_commit;
 mod helpers;
 mod input_fuzz;
 mod ops;

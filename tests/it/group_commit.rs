@@ -1,0 +1,121 @@
+//! Group commit of `POST /orders` (`store::group_commit`): a group shares one
+//! transaction, and every request still gets exactly the outcome it would
+//! have had alone.
+
+use order_saga::domain::NewOrder;
+use order_saga::store::group_commit::{CreateRequest, Shared, create_many};
+use order_saga::store::orders::CreateOutcome;
+
+use crate::helpers::*;
+
+fn req(key: &str, customer: &str) -> CreateRequest {
+    let body = order_body(customer, "eu-west", &[("A", 1, "5.00"), ("B", 2, "1.50")]);
+    CreateRequest {
+        order: NewOrder::from_json(&body).unwrap(),
+        key: key.into(),
+        fingerprint: order_saga::store::idempotency::fingerprint(&body),
+        trace: None,
+    }
+}
+
+fn shared(app: &TestApp) -> Shared {
+    Shared { db: app.db.clone(), outbox: app.state.outbox.clone(), sagas: Some(app.sagas.clone()), actor: "api" }
+}
+
+fn created(o: &CreateOutcome) -> u64 {
+    match o {
+        CreateOutcome::Created { order_id, .. } => *order_id,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_group_creates_every_order_with_its_saga_key_and_response_in_one_commit() {
+    let app = TestApp::new().await;
+    let reqs: Vec<CreateRequest> = (0..20).map(|i| req(&format!("g-{i}"), &format!("c{i}"))).collect();
+    let out = create_many(&shared(&app), &reqs).await;
+    let ids: Vec<u64> = out.iter().map(|o| created(o.as_ref().unwrap())).collect();
+    let mut distinct = ids.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 20);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 20);
+    assert_eq!(app.count("SELECT COUNT(*) FROM order_items").await, 40);
+    assert_eq!(app.count("SELECT COUNT(*) FROM order_status_history").await, 20);
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_instances WHERE state = 'RESERVING_INVENTORY'").await, 20);
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_transitions").await, 20);
+    // order.created.v1 and inventory.reserve.v1 per order.
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox").await, 40);
+    // Each request's key holds its own order and response: a retry replays it.
+    for (i, id) in ids.iter().enumerate() {
+        let again = app
+            .create_order(
+                &format!("g-{i}"),
+                &order_body(&format!("c{i}"), "eu-west", &[("A", 1, "5.00"), ("B", 2, "1.50")]),
+            )
+            .await;
+        again.expect(201);
+        assert_eq!(again.json["order_id"].as_u64(), Some(*id), "key g-{i}");
+        assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+        assert_eq!(again.json["customer_id"], format!("c{i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_used_key_in_the_group_gets_its_own_outcome_and_the_others_are_created() {
+    let app = TestApp::new().await;
+    let first = create_many(&shared(&app), &[req("used", "c-used")]).await;
+    let used_id = created(first[0].as_ref().unwrap());
+    let reqs = vec![req("n1", "c1"), req("used", "c-used"), req("n2", "c2"), req("used-differently", "x")];
+    // A key reused with another body.
+    let seed = create_many(&shared(&app), &[req("used-differently", "original")]).await;
+    created(seed[0].as_ref().unwrap());
+    let out = create_many(&shared(&app), &reqs).await;
+    created(out[0].as_ref().unwrap());
+    match out[1].as_ref().unwrap() {
+        CreateOutcome::Replayed { status: 201, body } => {
+            assert!(body.contains(&format!("\"order_id\":{used_id}")), "{body}")
+        }
+        other => panic!("expected the stored response, got {other:?}"),
+    }
+    created(out[2].as_ref().unwrap());
+    assert_eq!(out[3].as_ref().unwrap(), &CreateOutcome::KeyReused);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 4, "used + used-differently + n1 + n2");
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_instances").await, 4);
+}
+
+#[tokio::test]
+async fn twins_in_one_group_create_one_order() {
+    let app = TestApp::new().await;
+    let out = create_many(&shared(&app), &[req("twin", "c"), req("other", "d"), req("twin", "c")]).await;
+    let id = created(out[0].as_ref().unwrap());
+    created(out[1].as_ref().unwrap());
+    match out[2].as_ref().unwrap() {
+        CreateOutcome::Replayed { body, .. } => assert!(body.contains(&format!("\"order_id\":{id}"))),
+        other => panic!("the twin replays the first, got {other:?}"),
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_http_creates_each_get_their_answer() {
+    let app = TestApp::new().await;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let router = app.router.clone();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt;
+            let body = order_body(&format!("c{i}"), "eu-west", &[("A", 1, "5.00")]).to_string();
+            let req = axum::http::Request::post("/orders")
+                .header("content-type", "application/json")
+                .header("idempotency-key", format!("k-{i}"))
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 64);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys WHERE response_status = 201").await, 64);
+}
