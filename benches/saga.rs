@@ -236,8 +236,10 @@ fn daemon_env(e: &Env, port: u16) -> Vec<(String, String)> {
         ("ORDER_SAGA_HTTP_ADDR", format!("127.0.0.1:{port}")),
         ("ORDER_SAGA_DATABASE_MAX_CONNECTIONS", "40".into()),
         ("ORDER_SAGA_OUTBOX_POLL_INTERVAL", "50ms".into()),
-        ("ORDER_SAGA_LOG", "warn".into()),
+        ("ORDER_SAGA_LOG", std::env::var("BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into())),
         ("ORDER_SAGA_MIGRATE_ON_START", "false".into()),
+        // BENCH_GROUP_COMMIT_MAX=1 measures POST /orders without group commit.
+        ("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", std::env::var("BENCH_GROUP_COMMIT_MAX").unwrap_or_else(|_| "32".into())),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

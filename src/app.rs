@@ -177,11 +177,7 @@ pub async fn prepare_schemas(cfg: &Config, codec: &Codec) -> anyhow::Result<()> 
             };
             match r {
                 Ok(()) => break,
-                Err(e)
-                    if tokio::time::Instant::now() < deadline
-                        && e.to_string().contains("HTTP")
-                        && !e.to_string().contains("status 4") =>
-                {
+                Err(e) if tokio::time::Instant::now() < deadline && e.is_retriable() => {
                     tracing::warn!(error = %e, "schema registry not ready; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -24,7 +24,7 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SubjectNameStrategy, SuppliedSchema};
 
 use super::{Message, MessageKind};
 
@@ -63,15 +63,51 @@ pub enum CodecError {
     /// A message could not be encoded with its own schema: a bug, not bad input.
     #[error("cannot encode {kind}: {reason}")]
     Encode { kind: &'static str, reason: String },
-    /// Startup registration or verification failed.
+    /// Startup registration or verification failed; `transient` when the
+    /// registry could not be reached or answered 5xx (worth retrying).
     #[error("schema registration for subject {subject} failed: {reason}")]
-    Registration { subject: String, reason: String },
+    Registration { subject: String, reason: String, transient: bool },
 }
 
 impl CodecError {
     pub fn is_retriable(&self) -> bool {
-        matches!(self, CodecError::Unavailable(_))
+        matches!(self, CodecError::Unavailable(_) | CodecError::Registration { transient: true, .. })
     }
+}
+
+/// What a schema-registry failure was, from the registry's own error code
+/// (Confluent's `error_code`, e.g. 40401) or the transport error, never from
+/// message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RegistryFault {
+    /// 404xx: no such subject, version or schema id.
+    NotFound,
+    /// The registry answered with another HTTP error (401, 403, 422, 5xx, …).
+    Http { server_error: bool },
+    /// The registry could not be reached, or the client said to retry.
+    Transport,
+    /// Nothing to do with the registry: bytes that are not the wire format.
+    Local,
+}
+
+fn fault_of(e: &SRCError) -> RegistryFault {
+    let source = std::error::Error::source(e);
+    if let Some(raw) = source.and_then(|s| s.downcast_ref::<RawError>()) {
+        return match raw.error_code / 100 {
+            404 => RegistryFault::NotFound,
+            code => RegistryFault::Http { server_error: code >= 500 || e.retriable },
+        };
+    }
+    if e.retriable || source.is_some_and(|s| s.downcast_ref::<reqwest::Error>().is_some()) {
+        RegistryFault::Transport
+    } else {
+        RegistryFault::Local
+    }
+}
+
+fn registration_error(subject: String, e: &SRCError) -> CodecError {
+    let transient = matches!(fault_of(e), RegistryFault::Transport | RegistryFault::Http { server_error: true });
+    CodecError::Registration { subject, reason: describe(e), transient }
 }
 
 /// Subject name for the value of `topic` (TopicNameStrategy).
@@ -98,12 +134,13 @@ impl Codec {
         let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
             .set_timeout(timeout)
             .build()
-            .map_err(|e| CodecError::Registration { subject: "-".into(), reason: e.to_string() })?;
+            .map_err(|e| CodecError::Registration { subject: "-".into(), reason: e.to_string(), transient: false })?;
         let mut schemas = HashMap::new();
         for &kind in MessageKind::ALL {
             let schema = Schema::parse_str(avsc(kind)).map_err(|e| CodecError::Registration {
                 subject: kind.schema_file().into(),
                 reason: format!("embedded schema does not parse: {e}"),
+                transient: false,
             })?;
             schemas.insert(kind, schema);
         }
@@ -127,7 +164,7 @@ impl Codec {
         let subject = value_subject(topic);
         let registered = post_schema(&self.inner.settings, subject.clone(), Codec::supplied(kind))
             .await
-            .map_err(|e| CodecError::Registration { subject: subject.clone(), reason: describe(&e) })?;
+            .map_err(|e| registration_error(subject.clone(), &e))?;
         Ok(registered.id)
     }
 
@@ -144,16 +181,18 @@ impl Codec {
         .await
         {
             Ok(s) => s,
-            Err(e) if !e.retriable && describe(&e).contains("404") => return Ok(false),
-            Err(e) => {
-                return Err(CodecError::Registration { subject, reason: describe(&e) });
-            }
+            Err(e) if fault_of(&e) == RegistryFault::NotFound => return Ok(false),
+            Err(e) => return Err(registration_error(subject, &e)),
         };
-        let writer = Schema::parse_str(&latest.schema)
-            .map_err(|e| CodecError::Registration { subject: subject.clone(), reason: e.to_string() })?;
+        let writer = Schema::parse_str(&latest.schema).map_err(|e| CodecError::Registration {
+            subject: subject.clone(),
+            reason: e.to_string(),
+            transient: false,
+        })?;
         SchemaCompatibility::can_read(&writer, &self.inner.schemas[&kind]).map_err(|e| CodecError::Registration {
             subject: subject.clone(),
             reason: format!("registered schema (id {}) is not readable with {}: {e}", latest.id, kind.schema_file()),
+            transient: false,
         })?;
         Ok(true)
     }
@@ -182,14 +221,16 @@ impl Codec {
         let decoded = match self.inner.decoder.decode(Some(bytes)).await {
             Ok(d) => d,
             Err(e) => {
-                let text = describe(&e);
                 // Unknown schema ids (404) and malformed bytes are poison; a
-                // registry that is down, or that answers 5xx, is not.
-                if e.retriable || (text.contains("HTTP request") && !text.contains("404")) {
-                    self.inner.decoder.remove_errors_from_cache();
-                    return Err(CodecError::Unavailable(text));
-                }
-                return Err(invalid(text));
+                // registry that is down, or refuses us (5xx, 401, 403), is
+                // the environment's problem, not the message's.
+                return match fault_of(&e) {
+                    RegistryFault::NotFound | RegistryFault::Local => Err(invalid(describe(&e))),
+                    RegistryFault::Http { .. } | RegistryFault::Transport => {
+                        self.inner.decoder.remove_errors_from_cache();
+                        Err(CodecError::Unavailable(describe(&e)))
+                    }
+                };
             }
         };
         let reader = &self.inner.schemas[&kind];

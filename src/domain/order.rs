@@ -154,9 +154,8 @@ fn parse_item(
         }
         Some(Value::String(s)) => match parse_money(s, currency) {
             Ok(d) => Some(d),
-            Err(msg) => {
-                let code = if msg.contains("between") { "out_of_range" } else { "invalid_format" };
-                r.error("unit_price", code, msg);
+            Err(e) => {
+                r.error("unit_price", e.code(), e.message());
                 None
             }
         },
@@ -183,9 +182,33 @@ fn parse_item(
 
 /// Parses a non-negative decimal amount written as `digits[.digits]`.
 /// The number of decimals must not exceed the currency's minor units.
-fn parse_money(s: &str, currency: Option<Currency>) -> Result<Decimal, String> {
+/// Why a price string is not a price: its field error code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MoneyError {
+    /// Not a non-negative decimal string with the currency's digits.
+    Format(String),
+    /// Well formed, but above the largest price accepted.
+    OutOfRange(String),
+}
+
+impl MoneyError {
+    fn code(&self) -> &'static str {
+        match self {
+            MoneyError::Format(_) => "invalid_format",
+            MoneyError::OutOfRange(_) => "out_of_range",
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            MoneyError::Format(m) | MoneyError::OutOfRange(m) => m,
+        }
+    }
+}
+
+fn parse_money(s: &str, currency: Option<Currency>) -> Result<Decimal, MoneyError> {
     if s.starts_with('-') {
-        return Err(format!("unit_price must not be negative, found {s:?}"));
+        return Err(MoneyError::Format(format!("unit_price must not be negative, found {s:?}")));
     }
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     let well_formed = !int.is_empty()
@@ -195,21 +218,24 @@ fn parse_money(s: &str, currency: Option<Currency>) -> Result<Decimal, String> {
         && frac.len() <= 4
         && frac.bytes().all(|b| b.is_ascii_digit());
     if !well_formed {
-        return Err(format!("unit_price must be a decimal string such as \"19.99\", found {s:?}"));
+        return Err(MoneyError::Format(format!("unit_price must be a decimal string such as \"19.99\", found {s:?}")));
     }
-    let d: Decimal = s.parse().map_err(|_| format!("unit_price {s:?} is not a decimal number"))?;
+    let d: Decimal = s.parse().map_err(|_| MoneyError::Format(format!("unit_price {s:?} is not a decimal number")))?;
     if let Some(c) = currency
         && frac.len() as u32 > c.minor_units()
     {
-        return Err(format!(
+        return Err(MoneyError::Format(format!(
             "unit_price {s:?} has {} decimal places but {} has {} minor unit digit(s)",
             frac.len(),
             c,
             c.minor_units()
-        ));
+        )));
     }
     if d > Decimal::from(limits::MAX_UNIT_PRICE) {
-        return Err(format!("unit_price must be between 0 and {}, found {s}", limits::MAX_UNIT_PRICE));
+        return Err(MoneyError::OutOfRange(format!(
+            "unit_price must be between 0 and {}, found {s}",
+            limits::MAX_UNIT_PRICE
+        )));
     }
     Ok(d.normalize().max(Decimal::ZERO))
 }

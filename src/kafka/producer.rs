@@ -21,10 +21,29 @@ pub struct Producer {
     inner: FutureProducer<super::KafkaLog>,
 }
 
-/// Why a message was not delivered.
+/// Why a message was not delivered, with librdkafka's error code when there is one.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct DeliveryError(pub String);
+#[error("{message}")]
+pub struct DeliveryError {
+    pub message: String,
+    pub code: Option<RDKafkaErrorCode>,
+}
+
+impl DeliveryError {
+    fn of(e: &KafkaError) -> DeliveryError {
+        DeliveryError { message: e.to_string(), code: e.rdkafka_error_code() }
+    }
+
+    fn local(message: impl Into<String>) -> DeliveryError {
+        DeliveryError { message: message.into(), code: None }
+    }
+
+    /// The idempotent producer is dead (librdkafka's `Fatal`): only a new
+    /// producer (a new producer id) can deliver again.
+    pub fn is_fatal(&self) -> bool {
+        self.code == Some(RDKafkaErrorCode::Fatal)
+    }
+}
 
 impl Producer {
     pub fn new(settings: &ClientSettings, delivery_timeout: Duration) -> Result<Producer, super::KafkaError> {
@@ -53,7 +72,7 @@ impl Producer {
                 let md = inner
                     .client()
                     .fetch_metadata(Some(&t), Duration::from_secs(5))
-                    .map_err(|e| DeliveryError(e.to_string()))?;
+                    .map_err(|e| DeliveryError::of(&e))?;
                 if let Some(x) = md.topics().iter().find(|x| x.name() == t)
                     && !x.partitions().is_empty()
                 {
@@ -63,7 +82,7 @@ impl Producer {
             Ok(out)
         })
         .await
-        .map_err(|e| DeliveryError(e.to_string()))?
+        .map_err(|e| DeliveryError::local(e.to_string()))?
     }
 
     /// Enqueues a message in order and returns a future that resolves at the
@@ -105,14 +124,14 @@ impl Producer {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, _)) => return Err(DeliveryError(e.to_string())),
+                Err((e, _)) => return Err(DeliveryError::of(&e)),
             }
         };
         Ok(async move {
             match fut.await {
                 Ok(Ok(d)) => Ok((d.partition, d.offset)),
-                Ok(Err((e, _))) => Err(DeliveryError(e.to_string())),
-                Err(_) => Err(DeliveryError("the producer was dropped before the delivery report".into())),
+                Ok(Err((e, _))) => Err(DeliveryError::of(&e)),
+                Err(_) => Err(DeliveryError::local("the producer was dropped before the delivery report")),
             }
         })
     }
@@ -120,6 +139,11 @@ impl Producer {
     /// Waits until every queued message is acknowledged or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), DeliveryError> {
         use rdkafka::producer::Producer as _;
-        self.inner.flush(timeout).map_err(|e| DeliveryError(e.to_string()))
+        self.inner.flush(timeout).map_err(|e| DeliveryError::of(&e))
+    }
+
+    /// librdkafka's fatal error of this producer, if it has had one.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.inner.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}"))
     }
 }

@@ -115,7 +115,21 @@ struct Ack {
     id: u64,
     created_at: chrono::DateTime<chrono::Utc>,
     transport: Transport,
-    result: Result<(i32, i64), String>,
+    result: Result<(i32, i64), AckError>,
+}
+
+/// Why a row was not delivered: the text stored in `last_error`, and whether
+/// the transport said it cannot deliver anything any more (a fatal producer).
+#[derive(Debug, Clone)]
+struct AckError {
+    message: String,
+    fatal: bool,
+}
+
+impl From<crate::kafka::producer::DeliveryError> for AckError {
+    fn from(e: crate::kafka::producer::DeliveryError) -> AckError {
+        AckError { fatal: e.is_fatal(), message: e.message }
+    }
 }
 
 /// A row ready to send.
@@ -450,14 +464,14 @@ impl Relay {
                 Ok(fut) => {
                     tokio::spawn(
                         async move {
-                            let result = fut.await.map_err(|e| e.0);
+                            let result = fut.await.map_err(AckError::from);
                             let _ = tx.send(Ack { id, created_at, transport: Transport::Kafka, result });
                         }
                         .instrument(span),
                     );
                 }
                 Err(e) => {
-                    let _ = tx.send(Ack { id, created_at, transport: Transport::Kafka, result: Err(e.0) });
+                    let _ = tx.send(Ack { id, created_at, transport: Transport::Kafka, result: Err(e.into()) });
                 }
             }
         }
@@ -469,7 +483,7 @@ impl Relay {
                 let cmd = p.command_id.clone().unwrap_or_default();
                 let result = match rest.deliver(&url, &cmd, &p.json, &p.headers).await {
                     RestOutcome::Delivered => Ok((0, 0)),
-                    RestOutcome::Transient(e) | RestOutcome::Rejected(e) => Err(e),
+                    RestOutcome::Transient(e) | RestOutcome::Rejected(e) => Err(AckError { message: e, fatal: false }),
                 };
                 let _ = acks.send(Ack { id: p.id, created_at: p.created_at, transport: Transport::Rest, result });
             }
@@ -489,6 +503,7 @@ impl Relay {
         let mut report = RoundReport { read: acks.len(), ..Default::default() };
         let mut published = Vec::new();
         let mut failed: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut fatal = false;
         let mut kafka_ok = 0;
         let mut kafka_failed = 0;
         let now = chrono::Utc::now();
@@ -511,7 +526,8 @@ impl Relay {
                     if t == Transport::Kafka {
                         kafka_failed += 1;
                     }
-                    failed.entry(e.clone()).or_default().push(a.id);
+                    fatal |= e.fatal;
+                    failed.entry(e.message.clone()).or_default().push(a.id);
                 }
             }
         }
@@ -541,7 +557,7 @@ impl Relay {
             // after an ack, so starting over with a new producer (a new
             // producer id) loses nothing; it is done after WEDGED_ROUNDS
             // settlements in which nothing at all got through.
-            let fatal = failed.keys().any(|e| e.contains("Fatal"));
+            let fatal = fatal || self.producer.fatal_error().is_some();
             self.wedged_rounds = if kafka_ok == 0 { self.wedged_rounds + 1 } else { 0 };
             if fatal || self.wedged_rounds >= WEDGED_ROUNDS {
                 match (self.new_producer)() {
