@@ -85,6 +85,41 @@ const WEDGED_ROUNDS: u32 = 3;
 /// How long acks wait to be marked published together.
 const SETTLE_DELAY: Duration = Duration::from_millis(3);
 
+/// Settlement writes (mark published / failed) running at once. They run
+/// beside the read-and-send loop, so a slow UPDATE under load does not hold
+/// up the next read; their rows count as in flight until the write is done,
+/// so no read sends them again meanwhile.
+const SETTLE_WRITES: usize = 4;
+
+/// What one settlement writes.
+#[derive(Debug, Default)]
+struct SettleWrites {
+    published: Vec<u64>,
+    failed: HashMap<String, Vec<u64>>,
+}
+
+impl SettleWrites {
+    fn ids(&self) -> Vec<u64> {
+        self.published.iter().chain(self.failed.values().flatten()).copied().collect()
+    }
+
+    async fn write(&self, db: &Db) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        table::mark_published(&db.pool, &self.published).await?;
+        tracing::debug!(acks = self.published.len(), elapsed_us = t0.elapsed().as_micros() as u64, "outbox settle");
+        for (error, ids) in &self.failed {
+            table::mark_failed(&db.pool, ids, error).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A finished settlement write: its rows leave the in-flight set.
+struct Settled {
+    ids: Vec<u64>,
+    result: Result<(), StoreError>,
+}
+
 pub struct Relay {
     pub db: Db,
     /// Chooses each message's partition (ORDER_SAGA_PARTITIONING).
@@ -254,6 +289,8 @@ impl Relay {
         let mut retry_at = Instant::now();
         let max_in_flight = (self.settings.batch as usize) * 4;
         let mut acks: Vec<Ack> = Vec::new();
+        let (settled_tx, mut settled_rx) = mpsc::unbounded_channel::<Settled>();
+        let mut settling = 0usize;
         // Acks are settled in small groups (one UPDATE per group, not per ack).
         let mut settle_at: Option<Instant> = None;
         let mut want_dispatch = true;
@@ -265,27 +302,37 @@ impl Relay {
             while let Ok(a) = ack_rx.try_recv() {
                 acks.push(a);
             }
+            while let Ok(done) = settled_rx.try_recv() {
+                settling -= 1;
+                if self.settled(done, &mut in_flight) {
+                    failures += 1;
+                    retry_at = Instant::now() + backoff(failures);
+                }
+                // Room in the pipeline again.
+                want_dispatch = true;
+            }
             let now = Instant::now();
             if !acks.is_empty() && settle_at.is_none() {
                 settle_at = Some(now + SETTLE_DELAY);
             }
-            if settle_at.is_some_and(|t| t <= now) || acks.len() >= self.settings.batch as usize {
+            if (settle_at.is_some_and(|t| t <= now) || acks.len() >= self.settings.batch as usize)
+                && settling < SETTLE_WRITES
+            {
                 settle_at = None;
                 let batch = std::mem::take(&mut acks);
-                match self.settle(batch, &mut in_flight).await {
-                    Ok(r) if r.failed > 0 && r.published_kafka + r.published_rest == 0 => {
-                        failures += 1;
-                        retry_at = Instant::now() + backoff(failures);
-                    }
-                    Ok(_) => failures = 0,
-                    Err(e) => {
-                        failures += 1;
-                        retry_at = Instant::now() + backoff(failures);
-                        tracing::warn!(error = %e, "cannot record publish results; rows are republished later");
-                    }
+                let (r, writes) = self.settle(batch);
+                if r.failed > 0 && r.published_kafka + r.published_rest == 0 {
+                    failures += 1;
+                    retry_at = Instant::now() + backoff(failures);
+                } else {
+                    failures = 0;
                 }
-                // Room in the pipeline again.
-                want_dispatch = true;
+                settling += 1;
+                let (db, done) = (self.db.clone(), settled_tx.clone());
+                tokio::spawn(async move {
+                    let result = writes.write(&db).await;
+                    let _ = done.send(Settled { ids: writes.ids(), result });
+                });
             }
             if now >= next_poll {
                 want_dispatch = true;
@@ -339,6 +386,16 @@ impl Relay {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = ack_rx.recv() => acks.extend(a),
+                d = settled_rx.recv() => {
+                    if let Some(done) = d {
+                        settling -= 1;
+                        if self.settled(done, &mut in_flight) {
+                            failures += 1;
+                            retry_at = Instant::now() + backoff(failures);
+                        }
+                        want_dispatch = true;
+                    }
+                }
                 _ = self.wakeup.notified(), if failures == 0 => want_dispatch = true,
                 _ = owned_rx.changed() => want_dispatch = true,
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -346,13 +403,24 @@ impl Relay {
         }
         // Let in-flight messages finish (briefly) so their rows are marked.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Settlement writes still running: let them finish (briefly).
+        while settling > 0 {
+            match tokio::time::timeout_at(deadline, settled_rx.recv()).await {
+                Ok(Some(done)) => {
+                    settling -= 1;
+                    self.settled(done, &mut in_flight);
+                }
+                _ => break,
+            }
+        }
         while !in_flight.is_empty() && acks.len() < in_flight.len() {
             match tokio::time::timeout_at(deadline, ack_rx.recv()).await {
                 Ok(Some(a)) => acks.push(a),
                 _ => break,
             }
         }
-        if let Err(e) = self.settle(acks, &mut in_flight).await {
+        let (_, writes) = self.settle(acks);
+        if let Err(e) = writes.write(&self.db).await {
             tracing::warn!(error = %e, "cannot record the last publish results; those rows are republished later");
         }
         if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
@@ -497,21 +565,36 @@ impl Relay {
         Ok(rows.len())
     }
 
-    /// Records delivery results: marks rows published or failed, keeps the
-    /// Kafka-down clock for the REST fallback, and replaces a wedged producer.
-    async fn settle(&mut self, acks: Vec<Ack>, in_flight: &mut InFlight) -> Result<RoundReport, RelayError> {
+    /// A settlement write finished: its rows leave the in-flight set (marked,
+    /// or to be read and sent again when the write failed). Returns whether
+    /// it failed (the caller backs off).
+    fn settled(&self, done: Settled, in_flight: &mut InFlight) -> bool {
+        for id in &done.ids {
+            in_flight.remove(id);
+        }
+        match done.result {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, rows = done.ids.len(), "cannot record publish results; rows are republished later");
+                true
+            }
+        }
+    }
+
+    /// Takes delivery results: decides what to mark published or failed
+    /// (written by the caller, see [`SettleWrites`]), keeps the Kafka-down
+    /// clock for the REST fallback, and replaces a wedged producer.
+    fn settle(&mut self, acks: Vec<Ack>) -> (RoundReport, SettleWrites) {
         let mut report = RoundReport { read: acks.len(), ..Default::default() };
-        let mut published = Vec::new();
-        let mut failed: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut writes = SettleWrites::default();
         let mut fatal = false;
         let mut kafka_ok = 0;
         let mut kafka_failed = 0;
         let now = chrono::Utc::now();
         for a in &acks {
-            in_flight.remove(&a.id);
             match (&a.result, a.transport) {
                 (Ok(_), t) => {
-                    published.push(a.id);
+                    writes.published.push(a.id);
                     let lag = (now - a.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     self.metrics.outbox_publish_lag_seconds.observe(lag);
                     match t {
@@ -527,23 +610,17 @@ impl Relay {
                         kafka_failed += 1;
                     }
                     fatal |= e.fatal;
-                    failed.entry(e.message.clone()).or_default().push(a.id);
+                    report.failed += 1;
+                    writes.failed.entry(e.message.clone()).or_default().push(a.id);
                 }
             }
         }
-        if !published.is_empty() {
+        if !writes.published.is_empty() {
             // Acknowledged by the broker, not yet marked: a crash republishes.
             crate::failpoint::hit("relay.after_ack");
         }
-        let t0 = Instant::now();
-        table::mark_published(&self.db.pool, &published).await?;
-        tracing::debug!(acks = published.len(), elapsed_us = t0.elapsed().as_micros() as u64, "outbox settle");
-        for (error, ids) in &failed {
-            report.failed += ids.len();
-            table::mark_failed(&self.db.pool, ids, error).await?;
-        }
-        if !failed.is_empty() {
-            tracing::warn!(failed = report.failed, errors = ?failed.keys().collect::<Vec<_>>(), "some outbox rows were not delivered; retrying");
+        if !writes.failed.is_empty() {
+            tracing::warn!(failed = report.failed, errors = ?writes.failed.keys().collect::<Vec<_>>(), "some outbox rows were not delivered; retrying");
         }
         if kafka_ok + kafka_failed > 0 {
             if kafka_ok == 0 {
@@ -562,7 +639,7 @@ impl Relay {
             if fatal || self.wedged_rounds >= WEDGED_ROUNDS {
                 match (self.new_producer)() {
                     Ok(p) => {
-                        tracing::warn!(errors = ?failed.keys().collect::<Vec<_>>(), "replacing a wedged Kafka producer");
+                        tracing::warn!(errors = ?writes.failed.keys().collect::<Vec<_>>(), "replacing a wedged Kafka producer");
                         self.producer = p;
                         self.wedged_rounds = 0;
                     }
@@ -580,7 +657,7 @@ impl Relay {
         if report.failed > 0 {
             m.outbox_publish_errors_total.inc();
         }
-        Ok(report)
+        (report, writes)
     }
 
     async fn prepare(&self, row: &PendingRow) -> Result<Prepared, PrepareError> {
