@@ -28,6 +28,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        std::mem::forget(order_saga::telemetry::init(order_saga::config::LogFormat::Text, &filter, None, "bench"));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(run());
 }
@@ -44,7 +47,7 @@ async fn run() {
     let outbox = OutboxWriter { topics: Topics::with_prefix(""), shards: 16 };
     let catalog = Arc::new(Catalog::load(std::path::Path::new("sagas"), &Default::default()).unwrap());
     let sagas = SagaStore::new(catalog, outbox.clone());
-    let group = std::env::var("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let group = std::env::var("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let orders = order_saga::store::group_commit::CreateBatcher::spawn(
         order_saga::store::group_commit::Shared {
             db: db.clone(),

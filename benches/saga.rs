@@ -239,7 +239,7 @@ fn daemon_env(e: &Env, port: u16) -> Vec<(String, String)> {
         ("ORDER_SAGA_LOG", std::env::var("BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into())),
         ("ORDER_SAGA_MIGRATE_ON_START", "false".into()),
         // BENCH_GROUP_COMMIT_MAX=1 measures POST /orders without group commit.
-        ("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", std::env::var("BENCH_GROUP_COMMIT_MAX").unwrap_or_else(|_| "32".into())),
+        ("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", std::env::var("BENCH_GROUP_COMMIT_MAX").unwrap_or_else(|_| "8".into())),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -154,7 +154,7 @@ pub struct Config {
 
     /// Most `POST /orders` requests committed together in one transaction when they arrive while
     /// earlier ones commit (group commit; 1 = every order alone). Each keeps its own outcome.
-    #[arg(long, global = true, env = "ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", default_value_t = 32)]
+    #[arg(long, global = true, env = "ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", default_value_t = 8)]
     pub order_group_commit_max: usize,
 
     /// How long idempotency keys are kept; a key reused after that creates a new order.
