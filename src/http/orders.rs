@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, Trace, order_id, query_params};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
-use crate::store::group_commit::CreateRequest;
+use crate::store::group_commit::{CreateRequest, NotTaken};
 use crate::store::idempotency;
 use crate::store::orders::{self, CreateOutcome, Keyset, SearchFilter};
 
@@ -99,11 +99,11 @@ pub async fn create(
     let fingerprint = idempotency::fingerprint(&body);
     let req = CreateRequest { order: order.clone(), key, fingerprint, trace: Some(trace) };
     let outcome = state.orders.create(req).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            format!("{e}; retry with the same Idempotency-Key"),
-        )
+        let code = match e {
+            NotTaken::Overloaded => "overloaded",
+            NotTaken::Stopped => "shutting_down",
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("{e}; retry with the same Idempotency-Key"))
     })?;
     match outcome? {
         CreateOutcome::Created { order_id, body } => {

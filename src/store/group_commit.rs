@@ -40,6 +40,10 @@ use crate::telemetry::traceparent::TraceParent;
 /// `POST /orders` at 32 clients: 272 ms with 32, 32 ms with 8).
 pub const CONCURRENT_GROUPS: usize = 8;
 
+/// Requests waiting for a group at most; beyond that `POST /orders` answers
+/// 503 at once instead of queueing without bound (overload).
+pub const QUEUE_CAPACITY: usize = 4096;
+
 /// One `POST /orders` request.
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
@@ -118,20 +122,26 @@ struct Job {
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct CreateBatcher {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
 }
 
-/// The group committer stopped (the runtime is shutting down).
+/// Why the group committer did not take a request.
 #[derive(Debug, thiserror::Error)]
-#[error("the order group committer has stopped")]
-pub struct Stopped;
+pub enum NotTaken {
+    /// The runtime is shutting down.
+    #[error("the order group committer has stopped")]
+    Stopped,
+    /// [`QUEUE_CAPACITY`] requests are already waiting.
+    #[error("too many orders are waiting to be committed")]
+    Overloaded,
+}
 
 impl CreateBatcher {
     /// Starts the committer: up to [`CONCURRENT_GROUPS`] groups in flight, each
     /// of at most `max_group` requests (1 turns grouping off). `on_group`
     /// sees each group's size (a metric).
     pub fn spawn(shared: Shared, max_group: usize, on_group: impl Fn(usize) + Send + Sync + 'static) -> CreateBatcher {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_CAPACITY);
         let permits = Arc::new(Semaphore::new(CONCURRENT_GROUPS));
         let on_group = Arc::new(on_group);
         tokio::spawn(async move {
@@ -146,6 +156,12 @@ impl CreateBatcher {
                         Ok(j) => jobs.push(j),
                         Err(_) => break,
                     }
+                }
+                // A caller that gave up (request timeout, 503) was told nothing
+                // was promised: do not create its order behind its back.
+                jobs.retain(|j| !j.reply.is_closed());
+                if jobs.is_empty() {
+                    continue;
                 }
                 on_group(jobs.len());
                 let (shared, _permit) = (shared.clone(), permit);
@@ -171,9 +187,12 @@ impl CreateBatcher {
     }
 
     /// Creates one order (possibly in a group with others).
-    pub async fn create(&self, req: CreateRequest) -> Result<Result<CreateOutcome, StoreError>, Stopped> {
+    pub async fn create(&self, req: CreateRequest) -> Result<Result<CreateOutcome, StoreError>, NotTaken> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { req, reply }).map_err(|_| Stopped)?;
-        answer.await.map_err(|_| Stopped)
+        self.jobs.try_send(Job { req, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NotTaken::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => NotTaken::Stopped,
+        })?;
+        answer.await.map_err(|_| NotTaken::Stopped)
     }
 }

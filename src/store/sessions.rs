@@ -91,7 +91,9 @@ pub async fn create(db: &Db, actor: &str) -> Result<NewSession, StoreError> {
 /// never existed, was signed out, or is over.
 pub async fn touch(db: &Db, id: &str) -> Result<Option<Session>, StoreError> {
     let hash = digest(id);
-    let done = sqlx::query(
+    // Restarting the idle clock of a session that is over changes nothing;
+    // the read below decides whether it is live.
+    sqlx::query(
         "UPDATE ops_sessions SET last_seen_at = NOW(6) \
          WHERE id_hash = ? AND expires_at > NOW(6) AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
     )
@@ -100,27 +102,15 @@ pub async fn touch(db: &Db, id: &str) -> Result<Option<Session>, StoreError> {
     .execute(&db.pool)
     .await
     .ctx("touching the ops session")?;
-    if done.rows_affected() == 0 {
-        // MariaDB counts only changed rows: a second touch within the same
-        // microsecond changes nothing, so look before calling it over.
-        let live: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM ops_sessions WHERE id_hash = ? AND expires_at > NOW(6) \
-             AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
-        )
-        .bind(&hash)
-        .bind(micros(IDLE))
-        .fetch_optional(&db.pool)
-        .await
-        .ctx("reading the ops session")?;
-        if live.is_none() {
-            return Ok(None);
-        }
-    }
-    let row = sqlx::query("SELECT actor, expires_at FROM ops_sessions WHERE id_hash = ?")
-        .bind(&hash)
-        .fetch_optional(&db.pool)
-        .await
-        .ctx("reading the ops session")?;
+    let row = sqlx::query(
+        "SELECT actor, expires_at FROM ops_sessions WHERE id_hash = ? AND expires_at > NOW(6) \
+         AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
+    )
+    .bind(&hash)
+    .bind(micros(IDLE))
+    .fetch_optional(&db.pool)
+    .await
+    .ctx("reading the ops session")?;
     row.map(|r| {
         Ok(Session {
             actor: r.try_get("actor").ctx("decoding actor")?,
