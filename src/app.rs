@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, Command, Config, SagasCommand, TimeoutsCommand, TopicsCommand};
+use crate::cli::{Cli, Command, SagasCommand, TimeoutsCommand, TopicsCommand};
+use crate::config::Config;
 use crate::contracts::codec::Codec;
 use crate::contracts::{Direction, MessageKind};
 use crate::events::EventHandler;
@@ -97,8 +98,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{} topics ready", topics.all().len());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ops(args) => ops::cli::run(&cfg, args).await,
-        Command::Simulate(args) => crate::devtools::simulator::run(&cfg, args).await,
+        Command::Ops(args) => {
+            cfg.validate(false)?;
+            let catalog = load_catalog(&cfg)?;
+            let sagas = crate::store::sagas::SagaStore::new(catalog, outbox_writer(&cfg)?);
+            let ops = ops::Ops::new(connect(&cfg).await?, sagas, None, None);
+            ops::cli::run(ops, cfg.ops_bulk_rate, args).await
+        }
+        Command::Simulate(args) => crate::devtools::simulator::run(&cfg, args, shutdown_signal()).await,
         Command::DevRegistry { addr } => {
             crate::devtools::registry::serve(addr, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

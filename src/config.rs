@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 
 use crate::contracts::MessageKind;
 
@@ -34,87 +34,6 @@ pub const DEFAULT_METRIC_REGIONS: &str = "eu-west,eu-central,us-east,us-west,ap-
 /// The largest consumer batch: the per-event rows of one batch must fit one
 /// multi-row statement (`store::limits::ROWS_PER_STATEMENT`, checked there).
 pub const CONSUMER_BATCH_MAX_LIMIT: usize = 1_000;
-
-/// order-saga: the system of record and saga orchestrator for e-commerce orders.
-///
-/// Orders live in MySQL; one saga per order is driven by Kafka events, with an
-/// inbox for de-duplication, a transactional outbox for publishing and durable
-/// timers for timeouts. Every option can also be set with the environment
-/// variable shown, or in the TOML file given with --config.
-#[derive(Debug, Parser)]
-#[command(name = "order-saga", version, max_term_width = 110)]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
-
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the daemon: HTTP ingress, saga consumer, outbox relay and timeout sweeper.
-    Serve,
-    /// Apply the database migrations and exit.
-    Migrate,
-    /// Saga definitions in --sagas-dir.
-    Sagas {
-        #[command(subcommand)]
-        command: SagasCommand,
-    },
-    /// Durable timers.
-    Timeouts {
-        #[command(subcommand)]
-        command: TimeoutsCommand,
-    },
-    /// Kafka topics.
-    Topics {
-        #[command(subcommand)]
-        command: TopicsCommand,
-    },
-    /// Operator tools: inspect stuck sagas and act on them (see `order-saga ops --help`).
-    Ops(crate::ops::cli::OpsArgs),
-    /// Development tool: play the inventory and payment services over Kafka.
-    Simulate(crate::devtools::simulator::SimulateArgs),
-    /// Development tool: an in-memory Confluent Schema Registry stand-in. Never for production.
-    DevRegistry {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8081", env = "ORDER_SAGA_DEV_REGISTRY_ADDR")]
-        addr: SocketAddr,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SagasCommand {
-    /// Load and validate every definition; print a summary or the errors (with file and line).
-    Check,
-    /// Print the saga as a Mermaid state diagram.
-    Graph {
-        /// Definition version to draw (default: the newest).
-        #[arg(long)]
-        version: Option<u32>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TimeoutsCommand {
-    /// Fire every due timer once (for external schedulers), then exit.
-    Sweep,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TopicsCommand {
-    /// Create every topic the daemon reads or writes (idempotent).
-    Create {
-        /// Partitions per topic. All saga topics need the same count so that an
-        /// order's events land in the same partition number everywhere.
-        #[arg(long, default_value_t = 6)]
-        partitions: i32,
-        /// Replication factor.
-        #[arg(long, default_value_t = 1)]
-        replication: i32,
-    },
-}
 
 /// Every daemon option. Flattened into the CLI; `global` so options may follow the subcommand.
 #[derive(Debug, Clone, Args)]
@@ -393,37 +312,39 @@ pub enum ConfigError {
     Clap(#[from] clap::Error),
 }
 
-impl Cli {
-    /// Parses `args` (including argv\[0\]), merging the TOML file named by
-    /// `--config`/`ORDER_SAGA_CONFIG` under flags and environment.
-    pub fn parse_with_file<I, T>(args: I) -> Result<Cli, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        Cli::parse_with(Cli::command(), args)
-    }
+/// Parses `args` (including argv\[0\]) into the command line `C` (which
+/// flattens [`Config`]), merging the TOML file named by
+/// `--config`/`ORDER_SAGA_CONFIG` under flags and environment.
+pub fn parse_with_file<C, I, T>(args: I) -> Result<C, ConfigError>
+where
+    C: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    parse_with(C::command(), args)
+}
 
-    fn parse_with<I, T>(cmd: clap::Command, args: I) -> Result<Cli, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let matches = cmd.clone().try_get_matches_from(&args)?;
-        let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
-            return Ok(Cli::from_arg_matches(&matches)?);
-        };
-        let extra = file_args(&path, &cmd, &matches)?;
-        // File values go right after argv[0]: they are only added for options
-        // that flags and environment left at their defaults.
-        let mut merged = Vec::with_capacity(args.len() + extra.len());
-        merged.extend(args.first().cloned());
-        merged.extend(extra);
-        merged.extend(args.iter().skip(1).cloned());
-        let matches = cmd.try_get_matches_from(merged)?;
-        Ok(Cli::from_arg_matches(&matches)?)
-    }
+/// [`parse_with_file`] with a prepared `cmd` (tests take the environment out).
+pub fn parse_with<C, I, T>(cmd: clap::Command, args: I) -> Result<C, ConfigError>
+where
+    C: FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let matches = cmd.clone().try_get_matches_from(&args)?;
+    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Ok(C::from_arg_matches(&matches)?);
+    };
+    let extra = file_args(&path, &cmd, &matches)?;
+    // File values go right after argv[0]: they are only added for options
+    // that flags and environment left at their defaults.
+    let mut merged = Vec::with_capacity(args.len() + extra.len());
+    merged.extend(args.first().cloned());
+    merged.extend(extra);
+    merged.extend(args.iter().skip(1).cloned());
+    let matches = cmd.try_get_matches_from(merged)?;
+    Ok(C::from_arg_matches(&matches)?)
 }
 
 fn file_args(path: &Path, cmd: &clap::Command, matches: &clap::ArgMatches) -> Result<Vec<OsString>, ConfigError> {
@@ -668,13 +589,31 @@ impl Topics {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    /// The daemon's options under two subcommands: what these tests need of
+    /// the command line (the real one is `crate::cli::Cli`).
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+        #[command(subcommand)]
+        command: TestCommand,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum TestCommand {
+        Serve,
+        Migrate,
+    }
 
     /// Parses without reading `ORDER_SAGA_*` from the environment, so the
     /// tests do not depend on the shell they run in.
     fn parse(args: &[&str]) -> Result<Cli, ConfigError> {
         let cmd = Cli::command().mut_args(|a| a.env(None::<&str>));
-        Cli::parse_with(cmd, std::iter::once("order-saga").chain(args.iter().copied()))
+        parse_with(cmd, std::iter::once("order-saga").chain(args.iter().copied()))
     }
 
     #[test]

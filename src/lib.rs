@@ -8,6 +8,7 @@
 //! * [`app`] is the single composition root.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod contracts;
 pub mod devtools;

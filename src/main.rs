@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match order_saga::config::Cli::parse_with_file(std::env::args_os()) {
+    let cli = match order_saga::cli::Cli::parse_with_file(std::env::args_os()) {
         Ok(cli) => cli,
         Err(order_saga::config::ConfigError::Clap(e)) => e.exit(),
         Err(e) => {

@@ -88,7 +88,13 @@ pub struct Simulator {
     seen: Mutex<HashSet<String>>,
 }
 
-pub async fn run(cfg: &Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
+/// Runs the simulator until `shutdown` resolves (the composition root passes
+/// the process's SIGTERM / Ctrl-C).
+pub async fn run(
+    cfg: &Config,
+    args: SimulateArgs,
+    shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
     let brokers = cfg.kafka_brokers()?;
     let codec = Codec::new(cfg.schema_registry_url()?, cfg.schema_registry_timeout)?;
     let topics = cfg.topics()?;
@@ -98,7 +104,7 @@ pub async fn run(cfg: &Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        crate::app::shutdown_signal().await;
+        shutdown_signal.await;
         stop.cancel();
     });
     let stats = sim.stats.clone();

@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{Action, BulkRequest, Ops, OpsError, Request};
-use crate::config::Config;
 use crate::store::inspect::{self, SagaFilter, SagaKeyset};
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -190,16 +189,11 @@ fn print(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-pub async fn run(cfg: &Config, args: OpsArgs) -> anyhow::Result<ExitCode> {
-    cfg.validate(false)?;
-    let catalog = crate::app::load_catalog(cfg)?;
-    let db = crate::app::connect(cfg).await?;
-    let ops = Ops::new(
-        db.clone(),
-        crate::store::sagas::SagaStore::new(catalog.clone(), crate::app::outbox_writer(cfg)?),
-        None,
-        None,
-    );
+/// Runs one `order-saga ops` command with the ops surface the composition
+/// root (`app`) built for it; `bulk_rate` is `ORDER_SAGA_OPS_BULK_RATE`.
+pub async fn run(ops: Ops, bulk_rate: u32, args: OpsArgs) -> anyhow::Result<ExitCode> {
+    let db = ops.db.clone();
+    let catalog = ops.sagas.catalog.clone();
     let act = |t: Target, action: Action| Request {
         order_id: t.order_id,
         action,
@@ -260,7 +254,7 @@ pub async fn run(cfg: &Config, args: OpsArgs) -> anyhow::Result<ExitCode> {
                 reason: who.reason,
                 dry_run: true,
                 limit: Some(limit),
-                rate_per_second: cfg.ops_bulk_rate,
+                rate_per_second: bulk_rate,
             };
             let preview = ops.bulk(&b).await?;
             print(&preview);
@@ -272,7 +266,7 @@ pub async fn run(cfg: &Config, args: OpsArgs) -> anyhow::Result<ExitCode> {
             let total = selected.len();
             let mut done = 0;
             let (ok, failed) = ops
-                .run_bulk(&b, selected, &job, cfg.ops_bulk_rate, |order_id, r| {
+                .run_bulk(&b, selected, &job, bulk_rate, |order_id, r| {
                     done += 1;
                     if let Err(e) = r {
                         eprintln!("order {order_id}: {e}");

@@ -2,7 +2,7 @@
 //! and the saga diagram in the READMEs are checked against the real thing.
 
 use clap::CommandFactory;
-use order_saga::config::Cli;
+use order_saga::cli::Cli;
 
 fn readme() -> String {
     std::fs::read_to_string("README.md").unwrap()
@@ -113,4 +113,68 @@ fn the_functional_core_imports_no_io_and_reads_no_clock() {
     }
     assert!(files >= 8, "expected the saga and domain sources, found {files} files");
     assert!(offences.is_empty(), "the functional core must stay free of I/O and clocks: {offences:?}");
+}
+
+/// ARCHITECTURE.md's layering, checked: no import cycle between the crate's
+/// top-level modules (`crate::x` paths and `use crate::{x, y}` outside test
+/// code). A cycle means a lower layer reached back up (config into the tools
+/// its subcommands run, a tool into the composition root, …).
+#[test]
+fn top_level_modules_import_no_cycle() {
+    use std::collections::{BTreeMap, BTreeSet};
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = std::path::Path::new("src");
+    let mut all = Vec::new();
+    files(src, &mut all);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let ident = |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+    for p in &all {
+        let rel = p.strip_prefix(src).unwrap();
+        let top = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned();
+        if top == "main" || top == "lib" || rel.ends_with("tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let deps = graph.entry(top.clone()).or_default();
+        for part in code.split("crate::").skip(1) {
+            if let Some(group) = part.strip_prefix('{') {
+                let inner = group.split('}').next().unwrap_or_default();
+                deps.extend(inner.split(',').map(|x| ident(x.trim())).filter(|x| !x.is_empty()));
+            } else {
+                deps.insert(ident(part));
+            }
+        }
+        deps.remove(&top);
+    }
+    let tops: BTreeSet<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| tops.contains(d));
+    }
+    assert!(tops.len() >= 15, "expected the crate's modules, found {tops:?}");
+    // A cycle exists iff some module reaches itself.
+    let mut cycles = Vec::new();
+    for start in &tops {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        while let Some((m, path)) = stack.pop() {
+            for d in &graph[&m] {
+                if d == start {
+                    cycles.push([path.clone(), vec![d.clone()]].concat().join(" -> "));
+                } else if seen.insert(d.clone()) {
+                    stack.push((d.clone(), [path.clone(), vec![d.clone()]].concat()));
+                }
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "module import cycles: {cycles:#?}");
 }
