@@ -5,12 +5,20 @@
 //! * [`MessageKind`] names each message (the name is also the default topic).
 //! * [`Message`] is a typed value of any kind; it converts to and from the JSON
 //!   stored in the outbox and the Avro value published on Kafka.
-//! * [`codec`] is the Confluent wire-format codec backed by the Schema Registry.
+//! * [`asyncapi`] derives the AsyncAPI document from the vocabulary.
+//!
+//! Pure data: the Confluent wire-format codec that talks to the Schema
+//! Registry is the top-level `codec` module, so the functional core can use these types
+//! without importing anything that does I/O.
 //!
 //! **Invariant:** the message names and Avro record names are part of the public
 //! contract with other services. Never rename one; add a `.v2` instead.
 
-pub mod codec;
+// Message kinds are matched exhaustively here: a new kind must be handled,
+// never swallowed by a `_` arm (ARCHITECTURE.md, "Adding a participant message").
+#![warn(clippy::wildcard_enum_match_arm)]
+
+pub mod asyncapi;
 pub mod types;
 
 use std::fmt;
@@ -22,7 +30,7 @@ use apache_avro::schema::Schema;
 pub use types::*;
 
 macro_rules! contracts {
-    ($( $variant:ident => $name:literal, $file:literal, $dir:ident; )+) => {
+    ($( $variant:ident => $name:literal, $role:expr; )+) => {
         /// Every message kind, with its stable name.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum MessageKind { $( $variant, )+ }
@@ -36,14 +44,15 @@ macro_rules! contracts {
                 match self { $( MessageKind::$variant => $name, )+ }
             }
 
-            /// The `.avsc` file in `schemas/` that defines this message.
-            pub const fn schema_file(self) -> &'static str {
-                match self { $( MessageKind::$variant => $file, )+ }
+            /// What the message is for: see [`Role`].
+            pub const fn role(self) -> Role {
+                match self { $( MessageKind::$variant => $role, )+ }
             }
 
-            /// Whether this daemon publishes (`Out`) or consumes (`In`) the message.
-            pub const fn direction(self) -> Direction {
-                match self { $( MessageKind::$variant => Direction::$dir, )+ }
+            /// The `.avsc` text in `schemas/` that defines this message,
+            /// embedded at compile time (`schemas/{name}.avsc`).
+            pub const fn avsc(self) -> &'static str {
+                match self { $( MessageKind::$variant => include_str!(concat!("../../schemas/", $name, ".avsc")), )+ }
             }
 
             /// The Avro schema derived from the Rust type.
@@ -79,6 +88,9 @@ macro_rules! contracts {
                 match self { $( Message::$variant(m) => serde_json::to_value(m), )+ }
             }
 
+            /// Reads a message of `kind` from JSON. Fields the kind does not
+            /// have are ignored: the saga engine builds every command from one
+            /// set of saga facts this way (see `saga::engine`).
             pub fn from_json(kind: MessageKind, json: &serde_json::Value) -> Result<Message, serde_json::Error> {
                 Ok(match kind { $( MessageKind::$variant => Message::$variant(<$variant as serde::Deserialize>::deserialize(json)?), )+ })
             }
@@ -97,19 +109,74 @@ macro_rules! contracts {
     };
 }
 
+// The message vocabulary: one line per message. Everything else — the schema
+// file, topics and subjects, what the codec registers and verifies, which
+// kinds a saga definition may run, compensate, emit or react to, the action
+// verb in command ids, the REST endpoint, what the simulator subscribes to,
+// and the AsyncAPI document — is derived from this table and the Rust type of
+// the same name in `types.rs`. ARCHITECTURE.md: "Adding a participant message".
 contracts! {
-    OrderCreated => "order.created.v1", "order.created.v1.avsc", Out;
-    OrderStatusChanged => "order.status.changed.v1", "order.status.changed.v1.avsc", Out;
-    InventoryReserve => "inventory.reserve.v1", "inventory.reserve.v1.avsc", Out;
-    InventoryRelease => "inventory.release.v1", "inventory.release.v1.avsc", Out;
-    PaymentAuthorize => "payment.authorize.v1", "payment.authorize.v1.avsc", Out;
-    PaymentVoid => "payment.void.v1", "payment.void.v1.avsc", Out;
-    OrderItemBackordered => "order.item.backordered.v1", "order.item.backordered.v1.avsc", Out;
-    OrderAttentionRequired => "order.attention.required.v1", "order.attention.required.v1.avsc", Out;
-    InventoryReserved => "inventory.reserved.v1", "inventory.reserved.v1.avsc", In;
-    InventoryReservationFailed => "inventory.reservation.failed.v1", "inventory.reservation.failed.v1.avsc", In;
-    PaymentAuthorized => "payment.authorized.v1", "payment.authorized.v1.avsc", In;
-    PaymentFailed => "payment.failed.v1", "payment.failed.v1.avsc", In;
+    OrderCreated => "order.created.v1", Role::Event { emit: Emit::Never };
+    OrderStatusChanged => "order.status.changed.v1", Role::Event { emit: Emit::Never };
+    InventoryReserve => "inventory.reserve.v1",
+        Role::Command(Command { action: "reserve", participant: Participant::Inventory, rest_path: "/inventory/reserve" });
+    InventoryRelease => "inventory.release.v1",
+        Role::Compensation(Command { action: "release", participant: Participant::Inventory, rest_path: "/inventory/release" });
+    PaymentAuthorize => "payment.authorize.v1",
+        Role::Command(Command { action: "authorize", participant: Participant::Payment, rest_path: "/payments/intents" });
+    PaymentVoid => "payment.void.v1",
+        Role::Compensation(Command { action: "void", participant: Participant::Payment, rest_path: "/payments/intents/void" });
+    OrderItemBackordered => "order.item.backordered.v1",
+        Role::Event { emit: Emit::On(MessageKind::InventoryReservationFailed) };
+    OrderAttentionRequired => "order.attention.required.v1", Role::Event { emit: Emit::Any };
+    InventoryReserved => "inventory.reserved.v1", Role::Reply;
+    InventoryReservationFailed => "inventory.reservation.failed.v1", Role::Reply;
+    PaymentAuthorized => "payment.authorized.v1", Role::Reply;
+    PaymentFailed => "payment.failed.v1", Role::Reply;
+}
+
+/// What a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A fact this daemon publishes. `emit` says whether a saga transition may
+    /// publish it (`emit = [...]` in a definition); the others are written by
+    /// the order shell itself.
+    Event { emit: Emit },
+    /// A command a saga step runs (`command = ...` in a definition).
+    Command(Command),
+    /// A command that undoes a step (`compensation = ...` in a definition).
+    Compensation(Command),
+    /// A participant's answer; consumed, it drives the saga (`on = ...`).
+    Reply,
+}
+
+/// When a saga transition may emit an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// Never: the order shell writes it.
+    Never,
+    /// On any transition.
+    Any,
+    /// Only on a transition taken on this message (its payload feeds the event).
+    On(MessageKind),
+}
+
+/// A command (or compensation) sent to a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command {
+    /// The verb in command ids: `{order_id}:{step}:{action}:{n}`.
+    pub action: &'static str,
+    /// Who executes it (decides the REST base URL).
+    pub participant: Participant,
+    /// Path of the REST endpoint under the participant's base URL.
+    pub rest_path: &'static str,
+}
+
+/// The services the saga sends commands to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Participant {
+    Inventory,
+    Payment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +185,34 @@ pub enum Direction {
     Out,
     /// Consumed by this daemon (drives the saga).
     In,
+}
+
+impl MessageKind {
+    /// Whether this daemon publishes (`Out`) or consumes (`In`) the message.
+    pub const fn direction(self) -> Direction {
+        match self.role() {
+            Role::Event { .. } | Role::Command(_) | Role::Compensation(_) => Direction::Out,
+            Role::Reply => Direction::In,
+        }
+    }
+
+    /// The `.avsc` file in `schemas/` that defines this message.
+    pub fn schema_file(self) -> String {
+        format!("{}.avsc", self.name())
+    }
+
+    /// The command this kind is, when it is a command or a compensation.
+    pub const fn command(self) -> Option<Command> {
+        match self.role() {
+            Role::Command(c) | Role::Compensation(c) => Some(c),
+            Role::Event { .. } | Role::Reply => None,
+        }
+    }
+
+    /// Every kind with `role` matching `pred`, in declaration order.
+    pub fn all_where(pred: impl Fn(Role) -> bool) -> impl Iterator<Item = MessageKind> {
+        MessageKind::ALL.iter().copied().filter(move |k| pred(k.role()))
+    }
 }
 
 impl fmt::Display for MessageKind {

@@ -12,6 +12,10 @@
 //!
 //! Commands are de-duplicated by `command_id`, as a real participant must.
 
+// Message kinds are matched exhaustively here: a new kind must be handled,
+// never swallowed by a `_` arm (ARCHITECTURE.md, "Adding a participant message").
+#![warn(clippy::wildcard_enum_match_arm)]
+
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +27,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::Codec;
 use crate::config::{Config, Topics};
-use crate::contracts::codec::Codec;
 use crate::contracts::*;
 use crate::kafka::ClientSettings;
 use crate::kafka::producer::Producer;
@@ -155,12 +159,9 @@ impl Simulator {
         c.set("fetch.wait.max.ms", "20");
         c.set("session.timeout.ms", "10000");
         let consumer: StreamConsumer = c.create().context("creating the simulator consumer")?;
-        let topics = [
-            self.topics.of(MessageKind::InventoryReserve),
-            self.topics.of(MessageKind::InventoryRelease),
-            self.topics.of(MessageKind::PaymentAuthorize),
-            self.topics.of(MessageKind::PaymentVoid),
-        ];
+        // Every command and compensation of the vocabulary.
+        let topics: Vec<&str> =
+            MessageKind::ALL.iter().filter(|k| k.command().is_some()).map(|&k| self.topics.of(k)).collect();
         consumer.subscribe(&topics).context("subscribing the simulator")?;
         tracing::info!(?topics, "simulator playing inventory and payment");
         loop {
@@ -278,13 +279,25 @@ impl Simulator {
                 };
                 self.answer(answer, traceparent.as_deref()).await;
             }
-            Message::InventoryRelease(c) if self.first_time(&c.command_id) => {
-                self.stats.releases.fetch_add(1, Ordering::Relaxed);
+            Message::InventoryRelease(c) => {
+                if self.first_time(&c.command_id) {
+                    self.stats.releases.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            Message::PaymentVoid(c) if self.first_time(&c.command_id) => {
-                self.stats.voids.fetch_add(1, Ordering::Relaxed);
+            Message::PaymentVoid(c) => {
+                if self.first_time(&c.command_id) {
+                    self.stats.voids.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            _ => {}
+            // Not commands: the simulator does not subscribe to them.
+            Message::OrderCreated(_)
+            | Message::OrderStatusChanged(_)
+            | Message::OrderItemBackordered(_)
+            | Message::OrderAttentionRequired(_)
+            | Message::InventoryReserved(_)
+            | Message::InventoryReservationFailed(_)
+            | Message::PaymentAuthorized(_)
+            | Message::PaymentFailed(_) => {}
         }
     }
 

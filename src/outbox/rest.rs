@@ -3,9 +3,13 @@
 //! Still from the outbox, still at-least-once: each request carries the
 //! command id as `Idempotency-Key` so the participant can de-duplicate.
 
+// Message kinds are matched exhaustively here: a new kind must be handled,
+// never swallowed by a `_` arm (ARCHITECTURE.md, "Adding a participant message").
+#![warn(clippy::wildcard_enum_match_arm)]
+
 use std::time::Duration;
 
-use crate::contracts::MessageKind;
+use crate::contracts::{MessageKind, Participant};
 
 /// Where each command goes.
 #[derive(Debug, Clone)]
@@ -35,16 +39,15 @@ impl RestTransport {
         })
     }
 
-    /// The endpoint of a command, or `None` for messages REST does not carry.
+    /// The endpoint of a command (its participant's base URL and the path the
+    /// vocabulary declares), or `None` for messages REST does not carry.
     pub fn endpoint(&self, kind: MessageKind) -> Option<String> {
-        let (base, path) = match kind {
-            MessageKind::InventoryReserve => (&self.inventory_url, "/inventory/reserve"),
-            MessageKind::InventoryRelease => (&self.inventory_url, "/inventory/release"),
-            MessageKind::PaymentAuthorize => (&self.payment_url, "/payments/intents"),
-            MessageKind::PaymentVoid => (&self.payment_url, "/payments/intents/void"),
-            _ => return None,
+        let command = kind.command()?;
+        let base = match command.participant {
+            Participant::Inventory => &self.inventory_url,
+            Participant::Payment => &self.payment_url,
         };
-        Some(format!("{base}{path}"))
+        Some(format!("{base}{}", command.rest_path))
     }
 
     /// POSTs the command's JSON with its headers.

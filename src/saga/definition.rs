@@ -10,6 +10,10 @@
 //! unreachable states, waiting states with no way out, steps without a
 //! compensation, timers that could fire in a state that does not expect them.
 
+// Message kinds are matched exhaustively here: a new kind must be handled,
+// never swallowed by a `_` arm (ARCHITECTURE.md, "Adding a participant message").
+#![warn(clippy::wildcard_enum_match_arm)]
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::contracts::{Direction, MessageKind};
+use crate::contracts::{Emit, MessageKind, Role};
 use crate::domain::OrderStatus;
 
 /// The event that starts every saga: the order was created (over HTTP, in
@@ -138,24 +142,27 @@ impl Definition {
 }
 
 fn inbound_kinds() -> impl Iterator<Item = MessageKind> {
-    MessageKind::ALL.iter().copied().filter(|k| k.direction() == Direction::In)
+    MessageKind::all_where(|r| r == Role::Reply)
 }
 
-/// Commands a step may send, and compensations, with the action verb used in command ids.
-pub fn command_action(kind: MessageKind) -> Option<&'static str> {
-    match kind {
-        MessageKind::InventoryReserve => Some("reserve"),
-        MessageKind::InventoryRelease => Some("release"),
-        MessageKind::PaymentAuthorize => Some("authorize"),
-        MessageKind::PaymentVoid => Some("void"),
-        _ => None,
-    }
+/// Commands a step may run (`command = ...`), from the vocabulary.
+fn run_commands() -> Vec<MessageKind> {
+    MessageKind::all_where(|r| matches!(r, Role::Command(_))).collect()
 }
 
-const RUN_COMMANDS: [MessageKind; 2] = [MessageKind::InventoryReserve, MessageKind::PaymentAuthorize];
-const COMPENSATIONS: [MessageKind; 2] = [MessageKind::InventoryRelease, MessageKind::PaymentVoid];
+/// Compensations a step may send (`compensation = ...`), from the vocabulary.
+fn compensations() -> Vec<MessageKind> {
+    MessageKind::all_where(|r| matches!(r, Role::Compensation(_))).collect()
+}
+
 /// Events a transition may emit (commands are sent by running/compensating steps).
-const EMITTABLE: [MessageKind; 2] = [MessageKind::OrderItemBackordered, MessageKind::OrderAttentionRequired];
+fn emittable() -> Vec<MessageKind> {
+    MessageKind::all_where(|r| matches!(r, Role::Event { emit: Emit::Any | Emit::On(_) })).collect()
+}
+
+fn names(kinds: &[MessageKind]) -> impl Iterator<Item = &'static str> + '_ {
+    kinds.iter().map(|k| k.name())
+}
 
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,17 +351,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
 
     // Steps.
     let mut steps = BTreeMap::new();
+    let (run_commands, compensations) = (run_commands(), compensations());
     for (sname, s) in &raw.steps {
         let rs = s.get_ref();
         let command = match rs.command.get_ref().parse::<MessageKind>() {
-            Ok(k) if RUN_COMMANDS.contains(&k) => Some(k),
+            Ok(k) if run_commands.contains(&k) => Some(k),
             _ => {
                 cx.err(
                     &rs.command,
                     format!(
                         "step {sname}: unknown command {:?} (known: {})",
                         rs.command.get_ref(),
-                        list(RUN_COMMANDS.map(|k| k.name()))
+                        list(names(&run_commands))
                     ),
                 );
                 None
@@ -366,14 +374,14 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
                 None
             }
             Some(c) => match c.get_ref().parse::<MessageKind>() {
-                Ok(k) if COMPENSATIONS.contains(&k) => Some(k),
+                Ok(k) if compensations.contains(&k) => Some(k),
                 _ => {
                     cx.err(
                         c,
                         format!(
                             "step {sname}: unknown compensation {:?} (known: {})",
                             c.get_ref(),
-                            list(COMPENSATIONS.map(|k| k.name()))
+                            list(names(&compensations))
                         ),
                     );
                     None
@@ -586,20 +594,14 @@ fn parse_transition(
         }
     }
     let mut emit = Vec::new();
+    let emittable = emittable();
     for e in &rt.emit {
         match e.get_ref().parse::<MessageKind>() {
-            Ok(k) if EMITTABLE.contains(&k) => {
-                if k == MessageKind::OrderItemBackordered
-                    && rt.event.get_ref() != MessageKind::InventoryReservationFailed.name()
+            Ok(k) if emittable.contains(&k) => {
+                if let Role::Event { emit: Emit::On(on) } = k.role()
+                    && rt.event.get_ref() != on.name()
                 {
-                    cx.err(
-                        e,
-                        format!(
-                            "{here}: {} can only be emitted on {}",
-                            k.name(),
-                            MessageKind::InventoryReservationFailed.name()
-                        ),
-                    );
+                    cx.err(e, format!("{here}: {} can only be emitted on {}", k.name(), on.name()));
                 }
                 emit.push(k);
             }
@@ -608,7 +610,7 @@ fn parse_transition(
                 format!(
                     "{here}: cannot emit {:?} (emittable: {}; commands are sent by run/compensate)",
                     e.get_ref(),
-                    list(EMITTABLE.map(|k| k.name()))
+                    list(names(&emittable))
                 ),
             ),
         }
@@ -734,32 +736,22 @@ fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinition) {
     }
 }
 
-/// Loads every `*.toml` in `dir`. All files must define the same saga name,
-/// each with a distinct version.
-pub fn load_dir(dir: &Path) -> Result<Vec<Definition>, DefinitionErrors> {
-    let one = |line: usize, file: &Path, message: String| {
-        DefinitionErrors(vec![DefinitionError { file: file.into(), line, message }])
-    };
-    let entries = std::fs::read_dir(dir).map_err(|e| one(0, dir, format!("cannot read the sagas directory: {e}")))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
+/// Parses every definition file of a directory (`dir`, for error messages;
+/// `files`: each file's path and text, read by the shell — see
+/// the `saga_files` module). All files must define the same saga name, each with a
+/// distinct version.
+pub fn parse_all(dir: &Path, files: &[(PathBuf, String)]) -> Result<Vec<Definition>, DefinitionErrors> {
     if files.is_empty() {
-        return Err(one(0, dir, "no saga definition (*.toml) found".into()));
+        return Err(DefinitionErrors(vec![DefinitionError {
+            file: dir.into(),
+            line: 0,
+            message: "no saga definition (*.toml) found".into(),
+        }]));
     }
     let mut defs = Vec::new();
     let mut errors = Vec::new();
-    for f in &files {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(DefinitionError { file: f.clone(), line: 0, message: format!("cannot read: {e}") });
-                continue;
-            }
-        };
-        match parse(f, &text) {
+    for (f, text) in files {
+        match parse(f, text) {
             Ok(d) => defs.push(d),
             Err(DefinitionErrors(es)) => errors.extend(es),
         }

@@ -5,15 +5,18 @@
 //! events to the same instance always yields the same effects — the property
 //! that lets the shell retry a transaction, and a participant de-duplicate.
 
+// Message kinds are matched exhaustively here: a new kind must be handled,
+// never swallowed by a `_` arm (ARCHITECTURE.md, "Adding a participant message").
+#![warn(clippy::wildcard_enum_match_arm)]
+
 use chrono::{DateTime, Utc};
 
-use super::definition::{Compensate, Definition, TransitionDef, command_action};
+use super::definition::{Compensate, Definition, TransitionDef};
 use super::model::{
     Effect, Event, EventBody, Instance, InstanceData, OrderFacts, Outcome, Rejection, StepProgress, Transition,
 };
 use crate::contracts::{
-    InventoryRelease, InventoryReserve, Message, MessageKind, OrderAttentionRequired, OrderItemBackordered,
-    PaymentAuthorize, PaymentVoid, SkuQty, TimestampMicros, event_id,
+    Message, MessageKind, OrderAttentionRequired, OrderItemBackordered, Role, SkuQty, TimestampMicros, event_id,
 };
 
 /// Deterministic command id: `{order_id}:{step}:{action}:{n}`. Participants
@@ -28,7 +31,12 @@ pub fn payment_intent_id(order_id: i64, run: u32) -> String {
 }
 
 /// Creates the instance for a new order and returns the start transition's effects.
-pub fn start(def: &Definition, order_id: i64, order: OrderFacts, now: DateTime<Utc>) -> (Instance, Vec<Effect>) {
+pub fn start(
+    def: &Definition,
+    order_id: i64,
+    order: OrderFacts,
+    now: DateTime<Utc>,
+) -> Result<(Instance, Vec<Effect>), Rejection> {
     let inst = Instance {
         order_id,
         saga_name: def.name.clone(),
@@ -48,8 +56,8 @@ pub fn start(def: &Definition, order_id: i64, order: OrderFacts, now: DateTime<U
             comment: None,
         },
     };
-    let t = apply(def, &inst, &def.start, &event, now);
-    (t.instance, t.effects)
+    let t = apply(def, &inst, &def.start, &event, now)?;
+    Ok((t.instance, t.effects))
 }
 
 /// Feeds one event to an instance.
@@ -70,7 +78,7 @@ pub fn transition(
         .ok_or_else(|| Rejection::UnknownState { state: inst.state.clone(), version: def.version })?;
     let name = event.name();
     if let Some(t) = state.on.get(&name) {
-        return Ok(apply(def, inst, t, event, now));
+        return apply(def, inst, t, event, now);
     }
     if state.ignore.contains(&name) {
         return Ok(Transition { instance: inst.clone(), effects: Vec::new(), outcome: Outcome::Ignored });
@@ -96,7 +104,7 @@ pub fn retry_current_step(
     if runs == 0 {
         return Err(Rejection::StepNotRun { step: step_name });
     }
-    let action = command_action(step.command).unwrap_or("run");
+    let action = action_of(step.command)?;
     let cmd_id = command_id(
         inst.order_id,
         &step_name,
@@ -105,21 +113,32 @@ pub fn retry_current_step(
     );
     // A new event id (the outbox and consumers key on it), the same command id.
     let ev_id = event_id(&format!("{cmd_id}:retry:{retry_no}"));
-    Ok(build_command(step.command, inst, &step_name, &cmd_id, ev_id, now, None))
+    build_command(step.command, inst, &step_name, &cmd_id, ev_id, now, None)
 }
 
-fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, now: DateTime<Utc>) -> Transition {
+/// The action verb of a command kind (`reserve`, `void`, …), from the vocabulary.
+fn action_of(kind: MessageKind) -> Result<&'static str, Rejection> {
+    kind.command().map(|c| c.action).ok_or(Rejection::NotACommand { kind: kind.name() })
+}
+
+fn apply(
+    def: &Definition,
+    inst: &Instance,
+    t: &TransitionDef,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Result<Transition, Rejection> {
     let mut next = inst.clone();
     next.version += 1;
     let mut effects = Vec::new();
     let order_id = inst.order_id;
     let reason = match &event.body {
         EventBody::Manual { reason_code: Some(r), .. } => Some(r.clone()),
-        _ => t.reason.clone(),
+        EventBody::Message(_) | EventBody::Timer { .. } | EventBody::Manual { .. } => t.reason.clone(),
     };
     let comment = match &event.body {
         EventBody::Manual { comment, .. } => comment.clone(),
-        _ => None,
+        EventBody::Message(_) | EventBody::Timer { .. } => None,
     };
 
     // The order status first: if the shell refuses it, nothing else matters.
@@ -145,7 +164,7 @@ fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, no
         let Some(step) = def.steps.get(&step_name) else {
             continue;
         };
-        let action = command_action(step.compensation).unwrap_or("compensate");
+        let action = action_of(step.compensation)?;
         let n = bump(&mut next.data, &step_name, action);
         let cmd_id = command_id(order_id, &step_name, action, n);
         let ev_id = event_id(&cmd_id);
@@ -157,7 +176,7 @@ fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, no
             ev_id,
             now,
             Some(&compensation_reason),
-        )));
+        )?));
         next.data.steps.entry(step_name).or_default().active = false;
     }
 
@@ -170,11 +189,11 @@ fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, no
         progress.runs += 1;
         progress.active = true;
         progress.run_seq = seq;
-        let action = command_action(step.command).unwrap_or("run");
+        let action = action_of(step.command)?;
         let n = bump(&mut next.data, step_name, action);
         let cmd_id = command_id(order_id, step_name, action, n);
         let ev_id = event_id(&cmd_id);
-        effects.push(Effect::Publish(build_command(step.command, &next, step_name, &cmd_id, ev_id, now, None)));
+        effects.push(Effect::Publish(build_command(step.command, &next, step_name, &cmd_id, ev_id, now, None)?));
     }
 
     for name in &t.arm {
@@ -224,8 +243,17 @@ fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, no
                     message: attention_message(event),
                 })));
             }
-            // The definition validator only lets emittable kinds through.
-            _ => {}
+            // The definition validator lets only `Emit::Any`/`Emit::On` events through.
+            MessageKind::OrderCreated
+            | MessageKind::OrderStatusChanged
+            | MessageKind::InventoryReserve
+            | MessageKind::InventoryRelease
+            | MessageKind::PaymentAuthorize
+            | MessageKind::PaymentVoid
+            | MessageKind::InventoryReserved
+            | MessageKind::InventoryReservationFailed
+            | MessageKind::PaymentAuthorized
+            | MessageKind::PaymentFailed => return Err(Rejection::NotEmittable { kind: kind.name() }),
         }
     }
     if let Some(code) = &t.alert {
@@ -237,7 +265,7 @@ fn apply(def: &Definition, inst: &Instance, t: &TransitionDef, event: &Event, no
         next.state = t.to.clone();
         next.state_entered_at = now;
     }
-    Transition { outcome: Outcome::Applied { from, to: t.to.clone(), reason }, instance: next, effects }
+    Ok(Transition { outcome: Outcome::Applied { from, to: t.to.clone(), reason }, instance: next, effects })
 }
 
 fn attention_message(event: &Event) -> String {
@@ -251,7 +279,9 @@ fn attention_message(event: &Event) -> String {
                 if skus.is_empty() { "-".into() } else { skus.join(", ") }
             )
         }
-        _ => format!("{} needs attention", event.name()),
+        EventBody::Message(_) | EventBody::Timer { .. } | EventBody::Manual { .. } => {
+            format!("{} needs attention", event.name())
+        }
     }
 }
 
@@ -259,6 +289,36 @@ fn bump(data: &mut InstanceData, step: &str, action: &str) -> u32 {
     let n = data.emitted.entry(format!("{step}:{action}")).or_insert(0);
     *n += 1;
     *n
+}
+
+/// Everything a command may carry, named as in the Avro schemas. Each
+/// command kind reads the fields it declares and ignores the rest, so a new
+/// command needs no code here as long as its fields are saga facts (the test
+/// `saga::tests::every_command_builds_from_saga_facts` checks that for every
+/// command and compensation of the vocabulary).
+#[derive(serde::Serialize)]
+pub(crate) struct CommandFacts<'a> {
+    pub event_id: String,
+    pub order_id: i64,
+    pub occurred_at: TimestampMicros,
+    pub tenant_region: &'a str,
+    pub command_id: &'a str,
+    pub items: Vec<SkuQty>,
+    /// Stable per run of the step, so a void names the authorization it undoes.
+    pub payment_intent_id: String,
+    pub customer_id: &'a str,
+    pub amount: &'a str,
+    pub currency: &'a str,
+    pub reason_code: &'a str,
+}
+
+impl CommandFacts<'_> {
+    /// Builds a message of `kind` from these facts.
+    pub(crate) fn build(&self, kind: MessageKind) -> Result<Message, Rejection> {
+        let unbuildable = |reason: String| Rejection::CommandUnbuildable { kind: kind.name(), reason };
+        let json = serde_json::to_value(self).map_err(|e| unbuildable(e.to_string()))?;
+        Message::from_json(kind, &json).map_err(|e| unbuildable(e.to_string()))
+    }
 }
 
 fn build_command(
@@ -269,51 +329,25 @@ fn build_command(
     ev_id: String,
     now: DateTime<Utc>,
     reason: Option<&str>,
-) -> Message {
-    let f = &inst.data.order;
-    let occurred_at = TimestampMicros::from_datetime(now);
-    let items = || f.items.iter().map(|i| SkuQty { sku: i.sku.clone(), qty: i.qty as i32 }).collect::<Vec<_>>();
-    let runs = inst.data.steps.get(step).map(|p| p.runs).unwrap_or(1).max(1);
-    match kind {
-        MessageKind::InventoryReserve => Message::from(InventoryReserve {
-            event_id: ev_id,
-            order_id: inst.order_id,
-            occurred_at,
-            tenant_region: f.tenant_region.clone(),
-            command_id: cmd_id.to_owned(),
-            items: items(),
-        }),
-        MessageKind::InventoryRelease => Message::from(InventoryRelease {
-            event_id: ev_id,
-            order_id: inst.order_id,
-            occurred_at,
-            tenant_region: f.tenant_region.clone(),
-            command_id: cmd_id.to_owned(),
-            reason_code: reason.unwrap_or("COMPENSATION").to_owned(),
-            items: items(),
-        }),
-        MessageKind::PaymentAuthorize => Message::from(PaymentAuthorize {
-            event_id: ev_id,
-            order_id: inst.order_id,
-            occurred_at,
-            tenant_region: f.tenant_region.clone(),
-            command_id: cmd_id.to_owned(),
-            payment_intent_id: payment_intent_id(inst.order_id, runs),
-            customer_id: f.customer_id.clone(),
-            amount: f.total_amount.clone(),
-            currency: f.currency.clone(),
-        }),
-        // PaymentVoid; the definition validator admits only these four kinds.
-        _ => Message::from(PaymentVoid {
-            event_id: ev_id,
-            order_id: inst.order_id,
-            occurred_at,
-            tenant_region: f.tenant_region.clone(),
-            command_id: cmd_id.to_owned(),
-            payment_intent_id: payment_intent_id(inst.order_id, runs),
-            amount: f.total_amount.clone(),
-            currency: f.currency.clone(),
-            reason_code: reason.unwrap_or("COMPENSATION").to_owned(),
-        }),
+) -> Result<Message, Rejection> {
+    match kind.role() {
+        Role::Command(_) | Role::Compensation(_) => {}
+        Role::Event { .. } | Role::Reply => return Err(Rejection::NotACommand { kind: kind.name() }),
     }
+    let f = &inst.data.order;
+    let runs = inst.data.steps.get(step).map(|p| p.runs).unwrap_or(1).max(1);
+    CommandFacts {
+        event_id: ev_id,
+        order_id: inst.order_id,
+        occurred_at: TimestampMicros::from_datetime(now),
+        tenant_region: &f.tenant_region,
+        command_id: cmd_id,
+        items: f.items.iter().map(|i| SkuQty { sku: i.sku.clone(), qty: i.qty as i32 }).collect(),
+        payment_intent_id: payment_intent_id(inst.order_id, runs),
+        customer_id: &f.customer_id,
+        amount: &f.total_amount,
+        currency: &f.currency,
+        reason_code: reason.unwrap_or("COMPENSATION"),
+    }
+    .build(kind)
 }

@@ -157,4 +157,16 @@ pub enum Rejection {
     NoCurrentStep { state: String },
     #[error("step {step} has not run yet; nothing to retry")]
     StepNotRun { step: String },
+    /// The definition names a message that is not a command where a command
+    /// is needed (the validator refuses such definitions).
+    #[error("{kind} is not a command or compensation")]
+    NotACommand { kind: &'static str },
+    /// The definition emits an event a transition may not emit (the validator
+    /// refuses such definitions).
+    #[error("{kind} cannot be emitted by a transition")]
+    NotEmittable { kind: &'static str },
+    /// The command's Rust type needs a field the saga facts do not have (the
+    /// validator and a unit test refuse such vocabularies).
+    #[error("cannot build {kind} from the saga's facts: {reason}")]
+    CommandUnbuildable { kind: &'static str, reason: String },
 }

@@ -126,7 +126,7 @@ fn all_events() -> Vec<Event> {
 }
 
 fn instance_in(def: &Definition, state: &str) -> Instance {
-    let (mut inst, _) = engine::start(def, OID, facts(), t0());
+    let (mut inst, _) = engine::start(def, OID, facts(), t0()).unwrap();
     // Make the state's typical history true: reservation ran; payment ran in later states.
     if state != "RESERVING_INVENTORY" && state != "PENDING_REVIEW" {
         let t = engine::transition(def, &inst, &reserved(), t0()).unwrap();
@@ -232,7 +232,7 @@ fn every_state_event_pair() {
 #[test]
 fn start_sends_the_reserve_command_with_a_deterministic_id() {
     let d = def();
-    let (inst, effects) = engine::start(&d, OID, facts(), t0());
+    let (inst, effects) = engine::start(&d, OID, facts(), t0()).unwrap();
     assert_eq!(inst.state, "RESERVING_INVENTORY");
     assert_eq!(inst.definition_version, 1);
     assert_eq!(published(&effects), vec![(MessageKind::InventoryReserve, "42:reserve_inventory:reserve:1".into())]);
@@ -244,7 +244,7 @@ fn start_sends_the_reserve_command_with_a_deterministic_id() {
 #[test]
 fn happy_path_confirms_and_disarms_the_timer() {
     let d = def();
-    let (inst, _) = engine::start(&d, OID, facts(), t0());
+    let (inst, _) = engine::start(&d, OID, facts(), t0()).unwrap();
     let t = engine::transition(&d, &inst, &reserved(), t0()).unwrap();
     assert_eq!(published(&t.effects), vec![(MessageKind::PaymentAuthorize, "42:authorize_payment:authorize:1".into())]);
     let due = t.effects.iter().find_map(|e| match e {
@@ -308,7 +308,7 @@ fn payment_timeout_releases_inventory_and_voids_the_intent_newest_first() {
 #[test]
 fn reservation_failure_backorders_each_short_item_releases_and_alerts() {
     let d = def();
-    let (inst, _) = engine::start(&d, OID, facts(), t0());
+    let (inst, _) = engine::start(&d, OID, facts(), t0()).unwrap();
     let t = engine::transition(&d, &inst, &reservation_failed(), t0()).unwrap();
     assert_eq!(t.instance.state, "PENDING_REVIEW");
     let kinds: Vec<MessageKind> = published(&t.effects).into_iter().map(|(k, _)| k).collect();
@@ -566,4 +566,44 @@ fn timer_overrides_apply_and_unknown_names_fail() {
     assert_eq!(d.timers["payment_timeout"], std::time::Duration::from_secs(2));
     o.insert("nope".to_string(), std::time::Duration::from_secs(2));
     assert!(d.override_timers(&o).unwrap_err().contains("nope"));
+}
+
+/// The vocabulary and the engine cannot disagree: every command and
+/// compensation the vocabulary declares is built from the saga's facts, with
+/// the command id, the event id, the order's region and (for compensations)
+/// the reason filled in.
+#[test]
+fn every_command_builds_from_saga_facts() {
+    let facts = engine::CommandFacts {
+        event_id: "e-1".into(),
+        order_id: OID,
+        occurred_at: ts(),
+        tenant_region: "eu-west",
+        command_id: "42:step:act:1",
+        items: vec![SkuQty { sku: "SKU-1".into(), qty: 2 }],
+        payment_intent_id: engine::payment_intent_id(OID, 1),
+        customer_id: "c-1",
+        amount: "10.00",
+        currency: "EUR",
+        reason_code: "TEST_REASON",
+    };
+    let commands: Vec<MessageKind> = MessageKind::ALL.iter().copied().filter(|k| k.command().is_some()).collect();
+    assert!(commands.len() >= 4, "the vocabulary lost its commands: {commands:?}");
+    for kind in commands {
+        let m = facts.build(kind).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(m.kind(), kind);
+        assert_eq!((m.event_id(), m.order_id(), m.tenant_region()), ("e-1", OID, "eu-west"));
+        let json = m.to_json().unwrap();
+        assert_eq!(json["command_id"], "42:step:act:1", "{kind} carries no command id");
+        if matches!(kind.role(), Role::Compensation(_)) {
+            assert_eq!(json["reason_code"], "TEST_REASON", "{kind} carries no reason");
+        }
+    }
+    // Events and replies are not commands.
+    for &kind in MessageKind::ALL.iter().filter(|k| k.command().is_none()) {
+        assert!(
+            matches!(kind.role(), Role::Event { .. } | Role::Reply),
+            "{kind} has neither a command nor an event role"
+        );
+    }
 }
