@@ -18,7 +18,6 @@ use std::time::Duration;
 use common::*;
 use order_saga::config::Topics;
 use order_saga::http::AppState;
-use order_saga::saga::Catalog;
 use order_saga::store::outbox::OutboxWriter;
 use order_saga::store::sagas::SagaStore;
 use order_saga::telemetry::metrics::Metrics;
@@ -45,7 +44,8 @@ async fn run() {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     let outbox = OutboxWriter { topics: Topics::with_prefix(""), shards: 16 };
-    let catalog = Arc::new(Catalog::load(std::path::Path::new("sagas"), &Default::default()).unwrap());
+    let catalog =
+        Arc::new(order_saga::saga_files::load_catalog(std::path::Path::new("sagas"), &Default::default()).unwrap());
     let sagas = SagaStore::new(catalog, outbox.clone());
     let group = std::env::var("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let orders = order_saga::store::group_commit::CreateBatcher::spawn(

@@ -25,15 +25,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::*;
+use order_saga::codec::Codec;
 use order_saga::config::Topics;
-use order_saga::contracts::codec::Codec;
 use order_saga::contracts::{InventoryReserved, Message, MessageKind, TimestampMicros};
 use order_saga::domain::NewOrder;
 use order_saga::kafka::ClientSettings;
 use order_saga::kafka::producer::Producer;
-use order_saga::saga::Catalog;
 use order_saga::store::Db;
-use order_saga::store::orders::CreateContext;
+use order_saga::store::order_api::CreateContext;
 use order_saga::store::outbox::OutboxWriter;
 use order_saga::store::sagas::SagaStore;
 
@@ -124,7 +123,8 @@ async fn count(db: &Db, sql: &'static str) -> i64 {
 async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
     let e = env(&format!("apply{batch}")).await;
     let outbox = OutboxWriter { topics: e.topics.clone(), shards: 16 };
-    let catalog = Arc::new(Catalog::load(std::path::Path::new("sagas"), &Default::default()).unwrap());
+    let catalog =
+        Arc::new(order_saga::saga_files::load_catalog(std::path::Path::new("sagas"), &Default::default()).unwrap());
     let sagas = SagaStore::new(catalog, outbox.clone());
     // N sagas waiting for the inventory.
     let o = order();
@@ -135,8 +135,8 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
         tasks.push(tokio::spawn(async move {
             for i in (w..n).step_by(16) {
                 let ctx = CreateContext { outbox: &outbox, trace: None, saga: Some(&sagas), actor: "bench" };
-                let r = order_saga::store::orders::create(&db, &o, &format!("k{i}"), [0; 32], &ctx).await.unwrap();
-                if let order_saga::store::orders::CreateOutcome::Created { order_id, .. } = r {
+                let r = order_saga::store::order_api::create(&db, &o, &format!("k{i}"), [0; 32], &ctx).await.unwrap();
+                if let order_saga::store::order_api::CreateOutcome::Created { order_id, .. } = r {
                     ids.lock().await.push(order_id);
                 }
             }

@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use order_saga::codec::Codec;
 use order_saga::config::Topics;
-use order_saga::contracts::codec::Codec;
 use order_saga::contracts::*;
 use order_saga::kafka::ClientSettings;
 use order_saga::kafka::producer::Producer;
@@ -74,8 +74,11 @@ fn main() {
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     None,
-    /// Arm a crash point on the first daemon (aborts at its Nth hit).
-    CrashPoint(&'static str, u32),
+    /// Arm a crash point (aborts at its Nth hit) on the first daemon, or on
+    /// every daemon when which one reaches it is a race (due timers are
+    /// claimed by whichever sweeper comes first, so arming one replica can
+    /// leave the point unreached).
+    CrashPoint(&'static str, u32, Arm),
     /// SIGKILL a random daemon this many times at random moments.
     RandomKills(u32),
     /// Cut every database connection for this long.
@@ -88,6 +91,13 @@ enum Fault {
     ReplicaChurn,
 }
 
+/// Which daemons a crash point is armed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arm {
+    First,
+    Every,
+}
+
 struct Scenario {
     name: &'static str,
     fault: Fault,
@@ -97,11 +107,23 @@ fn scenarios() -> Vec<Scenario> {
     use Fault::*;
     vec![
         Scenario { name: "baseline", fault: None },
-        Scenario { name: "kill -9 after commit, before offset store", fault: CrashPoint("consumer.after_commit", 10) },
-        Scenario { name: "kill -9 in the relay between ack and mark", fault: CrashPoint("relay.after_ack", 5) },
-        Scenario { name: "kill -9 in the sweeper mid-fire", fault: CrashPoint("sweeper.after_fire", 1) },
-        Scenario { name: "kill -9 in POST /orders after commit", fault: CrashPoint("http.create.after_commit", 10) },
-        Scenario { name: "kill -9 in an ops action after commit", fault: CrashPoint("ops.after_commit", 1) },
+        Scenario {
+            name: "kill -9 after commit, before offset store",
+            fault: CrashPoint("consumer.after_commit", 10, Arm::First),
+        },
+        Scenario {
+            name: "kill -9 in the relay between ack and mark",
+            fault: CrashPoint("relay.after_ack", 5, Arm::First),
+        },
+        Scenario { name: "kill -9 in the sweeper mid-fire", fault: CrashPoint("sweeper.after_fire", 1, Arm::Every) },
+        Scenario {
+            name: "kill -9 in POST /orders after commit",
+            fault: CrashPoint("http.create.after_commit", 10, Arm::First),
+        },
+        Scenario {
+            name: "kill -9 in an ops action after commit",
+            fault: CrashPoint("ops.after_commit", 1, Arm::First),
+        },
         Scenario { name: "kill -9 at random moments", fault: RandomKills(3) },
         Scenario { name: "database restart (all connections cut 4 s)", fault: DbOutage(Duration::from_secs(4)) },
         Scenario { name: "database unreachable > max.poll.interval", fault: DbOutage(Duration::from_secs(10)) },
@@ -381,7 +403,7 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
     let replicas = if matches!(s.fault, Fault::ReplicaChurn) { 3 } else { 2 };
     for i in 0..replicas {
         match s.fault {
-            Fault::CrashPoint(point, n) if i == 0 => {
+            Fault::CrashPoint(point, n, arm) if i == 0 || arm == Arm::Every => {
                 let fp = format!("{point}={n}");
                 cluster.add(&[("ORDER_SAGA_FAILPOINTS", fp.as_str())]);
             }
@@ -417,7 +439,7 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
     // The load: `sagas` orders at ~`rate`/s over the daemons, in parallel.
     let rate = if profile == Profile::Full { 40.0 } else { 20.0 };
     let ports: Vec<u16> = cluster.daemons.iter().map(|d| d.port).collect();
-    let silent = profile == Profile::Full || matches!(s.fault, Fault::CrashPoint("sweeper.after_fire", _));
+    let silent = profile == Profile::Full || matches!(s.fault, Fault::CrashPoint("sweeper.after_fire", ..));
     let started = Instant::now();
     let load = {
         let http = cluster.http.clone();

@@ -20,8 +20,8 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, SagasCommand, TimeoutsCommand, TopicsCommand};
+use crate::codec::Codec;
 use crate::config::Config;
-use crate::contracts::codec::Codec;
 use crate::contracts::{Direction, MessageKind};
 use crate::events::EventHandler;
 use crate::http::{self, AppState};
@@ -114,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode> {
-    let catalog = match Catalog::load(&cfg.sagas_dir, &cfg.timer_overrides()?) {
+    let catalog = match crate::saga_files::load_catalog(&cfg.sagas_dir, &cfg.timer_overrides()?) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -157,7 +157,7 @@ pub async fn connect(cfg: &Config) -> anyhow::Result<Db> {
 }
 
 pub fn load_catalog(cfg: &Config) -> anyhow::Result<Arc<Catalog>> {
-    let catalog = Catalog::load(&cfg.sagas_dir, &cfg.timer_overrides()?)
+    let catalog = crate::saga_files::load_catalog(&cfg.sagas_dir, &cfg.timer_overrides()?)
         .map_err(|e| anyhow::anyhow!("invalid saga definitions in {}:\n{e}", cfg.sagas_dir.display()))?;
     Ok(Arc::new(catalog))
 }
@@ -178,7 +178,7 @@ pub async fn prepare_schemas(cfg: &Config, codec: &Codec) -> anyhow::Result<()> 
                 Direction::Out if cfg.schema_registry_auto_register => codec.register(kind, topic).await.map(|_| ()),
                 _ => codec.verify_readable(kind, topic).await.map(|found| {
                     if !found {
-                        tracing::info!(subject = %crate::contracts::codec::value_subject(topic), "subject not registered yet; its producer will register it");
+                        tracing::info!(subject = %crate::codec::value_subject(topic), "subject not registered yet; its producer will register it");
                     }
                 }),
             };

@@ -26,29 +26,11 @@ use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_sc
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SubjectNameStrategy, SuppliedSchema};
 
-use super::{Message, MessageKind};
+use crate::contracts::{Message, MessageKind};
 
 /// The `.avsc` text of every message, embedded at compile time from `schemas/`.
 pub fn avsc(kind: MessageKind) -> &'static str {
-    macro_rules! files {
-        ($($k:ident => $f:literal),+ $(,)?) => {
-            match kind { $( MessageKind::$k => include_str!(concat!("../../schemas/", $f)), )+ }
-        };
-    }
-    files! {
-        OrderCreated => "order.created.v1.avsc",
-        OrderStatusChanged => "order.status.changed.v1.avsc",
-        InventoryReserve => "inventory.reserve.v1.avsc",
-        InventoryRelease => "inventory.release.v1.avsc",
-        PaymentAuthorize => "payment.authorize.v1.avsc",
-        PaymentVoid => "payment.void.v1.avsc",
-        OrderItemBackordered => "order.item.backordered.v1.avsc",
-        OrderAttentionRequired => "order.attention.required.v1.avsc",
-        InventoryReserved => "inventory.reserved.v1.avsc",
-        InventoryReservationFailed => "inventory.reservation.failed.v1.avsc",
-        PaymentAuthorized => "payment.authorized.v1.avsc",
-        PaymentFailed => "payment.failed.v1.avsc",
-    }
+    kind.avsc()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +120,7 @@ impl Codec {
         let mut schemas = HashMap::new();
         for &kind in MessageKind::ALL {
             let schema = Schema::parse_str(avsc(kind)).map_err(|e| CodecError::Registration {
-                subject: kind.schema_file().into(),
+                subject: kind.schema_file(),
                 reason: format!("embedded schema does not parse: {e}"),
                 transient: false,
             })?;

@@ -28,8 +28,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::codec::{Codec, CodecError};
 use crate::config::Topics;
-use crate::contracts::codec::{Codec, CodecError};
 use crate::contracts::{Message, headers};
 use crate::kafka::consumer::{BatchHandler, Stopped, panic_message};
 use crate::kafka::header_str;

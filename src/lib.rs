@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod contracts;
 pub mod devtools;
@@ -21,6 +22,7 @@ pub mod ops;
 pub mod outbox;
 pub mod partitioning;
 pub mod saga;
+pub mod saga_files;
 pub mod store;
 pub mod telemetry;
 pub mod timers;

@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::rest::{RestOutcome, RestTransport};
+use crate::codec::Codec;
 use crate::config::RestMode;
-use crate::contracts::codec::Codec;
 use crate::contracts::{Message, MessageKind};
 use crate::kafka::producer::Producer;
 use crate::store::outbox::{self as table, EVENT_TYPE_DEAD_LETTER, PendingRow};

@@ -14,7 +14,7 @@ pub mod model;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,9 +38,15 @@ impl Catalog {
         Some(Catalog { versions, latest })
     }
 
-    /// Loads and validates `dir`, applying timer overrides to every version.
-    pub fn load(dir: &Path, timer_overrides: &BTreeMap<String, Duration>) -> Result<Catalog, DefinitionErrors> {
-        let mut defs = definition::load_dir(dir)?;
+    /// Parses and validates the definition files of `dir` (path and text of
+    /// each, read by the `saga_files` module), applying timer overrides to every
+    /// version.
+    pub fn from_files(
+        dir: &Path,
+        files: &[(PathBuf, String)],
+        timer_overrides: &BTreeMap<String, Duration>,
+    ) -> Result<Catalog, DefinitionErrors> {
+        let mut defs = definition::parse_all(dir, files)?;
         let mut errors = Vec::new();
         for d in &mut defs {
             if let Err(message) = d.override_timers(timer_overrides) {

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use order_saga::codec::Codec;
 use order_saga::config::Topics;
-use order_saga::contracts::codec::Codec;
 use order_saga::contracts::{Message, MessageKind};
 use order_saga::kafka::producer::Producer;
 use order_saga::kafka::{ClientSettings, admin};

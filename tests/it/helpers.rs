@@ -106,7 +106,10 @@ pub async fn fresh_db() -> (Db, String) {
 }
 
 pub fn catalog() -> Arc<Catalog> {
-    Arc::new(Catalog::load(std::path::Path::new("sagas"), &Default::default()).expect("sagas/ is valid"))
+    Arc::new(
+        order_saga::saga_files::load_catalog(std::path::Path::new("sagas"), &Default::default())
+            .expect("sagas/ is valid"),
+    )
 }
 
 /// The HTTP app in-process (no Kafka needed: the outbox is only written).
