@@ -28,7 +28,7 @@ use crate::domain::OrderStatus;
 use crate::saga::{Event, EventBody};
 use crate::store::inspect::{self, SagaFilter};
 use crate::store::sagas::{self as shell, Inbound, InboundOutcome, LockMode, SOURCE_REPLAY, SagaStore};
-use crate::store::{Ctx, Db, StoreError, Tx, orders};
+use crate::store::{Ctx, Db, StoreError, Tx, audit, inbox, orders, outbox, parked, timers};
 use crate::telemetry::metrics::{ActionLabel, Metrics, StateLabel};
 
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +313,7 @@ impl Ops {
             ))));
         };
         let status_before = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
-        let outbox_mark = shell::max_outbox_id(tx).await?;
+        let outbox_mark = outbox::max_outbox_id(tx).await?;
         let now = crate::store::now();
         let mut replayed = Vec::new();
         let manual = |name: String| Inbound {
@@ -357,10 +357,10 @@ impl Ops {
                 if let Err(e) = need_not_quarantined() {
                     return Ok(Err(e));
                 }
-                let Some((_, armed_version)) = shell::lock_timer(tx, order_id, timer).await? else {
+                let Some((_, armed_version)) = timers::lock_timer(tx, order_id, timer).await? else {
                     return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
                 };
-                shell::set_timer_due(tx, order_id, timer, None).await?;
+                timers::set_timer_due(tx, order_id, timer, None).await?;
                 let id = crate::timers::firing_id(&crate::store::timers::DueTimer {
                     order_id,
                     name: timer.clone(),
@@ -386,7 +386,7 @@ impl Ops {
                 }
             }
             Action::RescheduleTimer { timer, at, after } => {
-                if shell::lock_timer(tx, order_id, timer).await?.is_none() {
+                if timers::lock_timer(tx, order_id, timer).await?.is_none() {
                     return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
                 }
                 let latest =
@@ -414,13 +414,13 @@ impl Ops {
                         )));
                     }
                 };
-                shell::set_timer_due(tx, order_id, timer, Some(due)).await?;
+                timers::set_timer_due(tx, order_id, timer, Some(due)).await?;
             }
             Action::CancelTimer { timer } => {
-                if shell::lock_timer(tx, order_id, timer).await?.is_none() {
+                if timers::lock_timer(tx, order_id, timer).await?.is_none() {
                     return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
                 }
-                shell::delete_timer(tx, order_id, timer).await?;
+                timers::delete_timer(tx, order_id, timer).await?;
             }
             Action::Cancel | Action::Force { .. } => {
                 if let Err(e) = need_not_quarantined() {
@@ -466,18 +466,18 @@ impl Ops {
                 if quarantined.is_none() {
                     return Ok(Err(OpsError::NotAllowed("the saga is not quarantined".into())));
                 }
-                let mut parked = shell::unresolved_parked(tx, order_id).await?;
+                let mut parked = parked::unresolved_parked(tx, order_id).await?;
                 if req.action == Action::SkipPoison {
                     let poison: Vec<u64> = parked.iter().filter(|p| p.poison).map(|p| p.id).collect();
                     if poison.is_empty() {
                         return Ok(Err(OpsError::NotAllowed("no unresolved poison event to skip".into())));
                     }
-                    shell::resolve_parked(tx, &poison, "skipped").await?;
+                    parked::resolve_parked(tx, &poison, "skipped").await?;
                     parked.retain(|p| !p.poison);
                 }
                 let mut inbound = Vec::new();
                 for p in &parked {
-                    match shell::parked_to_event(order_id, &p.event_id, &p.event_name, p.payload.as_deref()) {
+                    match parked::parked_to_event(order_id, &p.event_id, &p.event_name, p.payload.as_deref()) {
                         Ok(event) => inbound.push(Inbound {
                             event_id: p.event_id.clone(),
                             order_id: Some(order_id),
@@ -496,8 +496,8 @@ impl Ops {
                     }
                 }
                 shell::clear_quarantine(tx, order_id).await?;
-                shell::forget_inbox(tx, &parked.iter().map(|p| p.event_id.clone()).collect::<Vec<_>>()).await?;
-                shell::resolve_parked(tx, &parked.iter().map(|p| p.id).collect::<Vec<_>>(), "replayed").await?;
+                inbox::forget_inbox(tx, &parked.iter().map(|p| p.event_id.clone()).collect::<Vec<_>>()).await?;
+                parked::resolve_parked(tx, &parked.iter().map(|p| p.id).collect::<Vec<_>>(), "replayed").await?;
                 let r = self.sagas.apply_in_tx(tx, &inbound, LockMode::Wait).await?;
                 if !req.dry_run {
                     // A dry run is rolled back: it records no metric and no alert log.
@@ -509,7 +509,7 @@ impl Ops {
         let Some((after, quarantined_after)) = shell::lock_one(tx, order_id).await? else {
             return Ok(Err(OpsError::NotFound(order_id)));
         };
-        let messages = shell::outbox_since(tx, order_id, outbox_mark)
+        let messages = outbox::outbox_since(tx, order_id, outbox_mark)
             .await?
             .into_iter()
             .map(|(event_type, event_id, payload)| {
@@ -615,7 +615,7 @@ async fn audit(
     result: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    shell::audit(
+    audit::audit(
         tx,
         Some(req.order_id),
         req.action.name(),
@@ -762,7 +762,7 @@ mod tests {
 
     fn order_saga() -> std::sync::Arc<crate::saga::Definition> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas");
-        let catalog = crate::saga::Catalog::load(&dir, &Default::default()).expect("the shipped definition loads");
+        let catalog = crate::saga_files::load_catalog(&dir, &Default::default()).expect("the shipped definition loads");
         catalog.latest().clone()
     }
 

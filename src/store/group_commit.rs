@@ -13,7 +13,7 @@
 //! with their stored responses, in one statement: a key that exists already (a
 //! retry, a reuse, a concurrent twin) makes that statement fail, the shared
 //! transaction rolls back, and every request of the group runs alone through
-//! [`orders::create`] — which replays, refuses or creates exactly as if it had
+//! [`order_api::create`] — which replays, refuses or creates exactly as if it had
 //! never been grouped. The same fallback covers any other error of the shared
 //! transaction, so one bad request cannot fail its neighbours.
 
@@ -23,7 +23,7 @@ use chrono::Utc;
 use sqlx::{MySql, QueryBuilder};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::orders::{self, CreateContext, CreateOutcome};
+use super::order_api::{self, CreateContext, CreateOutcome};
 use super::outbox::OutboxWriter;
 use super::sagas::SagaStore;
 use super::{Ctx, Db, StoreError};
@@ -82,7 +82,7 @@ pub async fn create_many(s: &Shared, reqs: &[CreateRequest]) -> Vec<Result<Creat
     // One after the other: two requests with one key must not race each other.
     for r in reqs {
         let ctx = CreateContext { outbox: &s.outbox, trace: r.trace.as_ref(), saga: s.sagas.as_ref(), actor: s.actor };
-        out.push(orders::create(&s.db, &r.order, &r.key, r.fingerprint, &ctx).await);
+        out.push(order_api::create(&s.db, &r.order, &r.key, r.fingerprint, &ctx).await);
     }
     out
 }
@@ -91,7 +91,7 @@ async fn create_together(s: &Shared, reqs: &[CreateRequest]) -> Result<Vec<Creat
     let mut tx = s.db.begin().await?;
     let now = super::now();
     let orders: Vec<(&NewOrder, Option<&TraceParent>)> = reqs.iter().map(|r| (&r.order, r.trace.as_ref())).collect();
-    let views = orders::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), s.actor).await?;
+    let views = order_api::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), s.actor).await?;
     let bodies: Vec<String> = views
         .iter()
         .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))

@@ -93,3 +93,19 @@ pub async fn purge(pool: &sqlx::MySqlPool, older_than: DateTime<Utc>) -> Result<
         }
     }
 }
+
+/// Forgets inbox rows so that parked events can be applied (they were
+/// recorded as `parked` when they arrived).
+pub async fn forget_inbox(tx: &mut Tx, event_ids: &[String]) -> Result<(), StoreError> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("DELETE FROM saga_inbox WHERE event_id IN (");
+    let mut sep = qb.separated(", ");
+    for id in event_ids {
+        sep.push_bind(id.as_str());
+    }
+    qb.push(")");
+    qb.build().execute(&mut **tx).await.ctx("forgetting inbox rows")?;
+    Ok(())
+}

@@ -11,14 +11,17 @@
 //!   crate is written so that running it again is safe.
 //! * Timestamps are UTC `DATETIME(6)`; the driver sets `time_zone='+00:00'`.
 
+pub mod audit;
 pub mod group_commit;
 pub mod idempotency;
 pub mod inbox;
 pub mod inspect;
 pub mod leases;
 pub mod limits;
+pub mod order_api;
 pub mod orders;
 pub mod outbox;
+pub mod parked;
 pub mod sagas;
 pub mod sessions;
 pub mod timers;
@@ -140,6 +143,11 @@ where
 
 /// Wall-clock time truncated to what `DATETIME(6)` stores, so values read back
 /// compare equal to the ones written.
+/// The first `n` characters of `s` (columns have character limits).
+pub(crate) fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }

@@ -1,5 +1,7 @@
 //! Orders, their items and their status history.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -8,7 +10,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::outbox::{self, OutboxWriter};
 use super::{Ctx, Db, StoreError, Tx, idempotency};
 use crate::contracts::{Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id};
-use crate::domain::{Currency, NewOrder, OrderStatus, StatusChange};
+use crate::domain::{Currency, NewOrder, OrderStatus};
 use crate::telemetry::traceparent::TraceParent;
 
 /// An order as the API returns it.
@@ -48,81 +50,17 @@ pub fn money(amount: Decimal, currency: &str) -> String {
     d.to_string()
 }
 
-/// Result of an idempotent create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateOutcome {
-    /// A new order was created; the body is the stored response.
-    Created { order_id: u64, body: String },
-    /// The key was used before with the same body: the original response.
-    Replayed { status: u16, body: String },
-    /// The key was used before with a different body.
-    KeyReused,
-}
-
-/// What the order-creation transaction needs beyond the order itself.
-pub struct CreateContext<'a> {
-    pub outbox: &'a OutboxWriter,
-    pub trace: Option<&'a TraceParent>,
-    /// Starts the saga in the same transaction (see `store::sagas::start`).
-    pub saga: Option<&'a super::sagas::SagaStore>,
-    pub actor: &'a str,
-}
-
-/// Creates an order idempotently: the key, the order, its items, its first
-/// history row, the `order.created.v1` outbox row (and the saga's first
-/// effects) commit together or not at all.
-///
-/// Concurrent requests with one key serialise on the key's primary key: the
-/// first inserts it, the others wait on its row lock and, once it commits, get
-/// a duplicate-key error and return the stored response.
-pub async fn create(
-    db: &Db,
-    order: &NewOrder,
-    key: &str,
-    fingerprint: [u8; 32],
-    ctx: &CreateContext<'_>,
-) -> Result<CreateOutcome, StoreError> {
-    super::retry(|| async {
-        let mut tx = db.begin().await?;
-        let now = super::now();
-        if !idempotency::claim(&mut tx, key, &fingerprint, now).await? {
-            tx.rollback().await.ctx("rolling back")?;
-            return match idempotency::lookup(&db.pool, key).await? {
-                Some(stored) if stored.fingerprint != fingerprint => Ok(CreateOutcome::KeyReused),
-                Some(stored) => match (stored.status, stored.body) {
-                    (Some(status), Some(body)) => Ok(CreateOutcome::Replayed { status, body }),
-                    // Written in the same transaction as the response; cannot
-                    // be seen half-written under READ COMMITTED.
-                    _ => Err(StoreError::Corrupt(format!("idempotency key {key:?} has no stored response"))),
-                },
-                // The holder rolled back between our insert and our read: run again.
-                None => Err(StoreError::Race("the idempotency key was released while we waited for it")),
-            };
-        }
-        let mut views = insert_orders(&mut tx, &[(order, ctx.trace)], now, ctx.outbox, ctx.saga, ctx.actor).await?;
-        let view = views.pop().ok_or_else(|| StoreError::Corrupt("no order was inserted".into()))?;
-        let body = serde_json::to_string(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        idempotency::complete(&mut tx, key, view.order_id, 201, &body).await?;
-        tx.commit().await.ctx("committing the new order")?;
-        Ok(CreateOutcome::Created { order_id: view.order_id, body })
-    })
-    .await
-}
-
-/// Inserts new orders with everything that goes with them: one `orders`
-/// statement per order (its auto-increment id), then one statement per table
-/// for all of them (items, history, sagas, transitions, timers, outbox).
-/// `orders[i].1` is the trace of the request that created order `i`.
-pub(crate) async fn insert_orders(
+/// Inserts new orders' rows: one `orders` statement per order (its
+/// auto-increment id), then one statement per table for all of them (items,
+/// the first history row). Returns the new ids, in order.
+pub(crate) async fn insert_rows(
     tx: &mut Tx,
-    orders: &[(&NewOrder, Option<&TraceParent>)],
+    orders: &[&NewOrder],
     now: DateTime<Utc>,
-    outbox_writer: &OutboxWriter,
-    saga: Option<&super::sagas::SagaStore>,
     actor: &str,
-) -> Result<Vec<OrderView>, StoreError> {
+) -> Result<Vec<u64>, StoreError> {
     let mut ids = Vec::with_capacity(orders.len());
-    for (order, _) in orders {
+    for order in orders {
         let res = sqlx::query(
             "INSERT INTO orders (customer_id, tenant_region, currency, total_amount, item_count, status, created_at, updated_at, version) \
              VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, 1)",
@@ -142,7 +80,7 @@ pub(crate) async fn insert_orders(
     let items: Vec<(u64, u16, &crate::domain::NewOrderItem)> = orders
         .iter()
         .zip(&ids)
-        .flat_map(|((o, _), id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
+        .flat_map(|(o, id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
         .collect();
     for chunk in items.chunks(super::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> =
@@ -164,20 +102,10 @@ pub(crate) async fn insert_orders(
         })
         .collect();
     insert_history(tx, &history, now).await?;
-    let mut rows = Vec::with_capacity(orders.len() * 2);
-    for ((order, trace), id) in orders.iter().zip(&ids) {
-        rows.push(outbox_writer.row(&created_message(*id, order, now), *trace)?);
-    }
-    if let Some(saga) = saga {
-        let started: Vec<(u64, &NewOrder, Option<&TraceParent>)> =
-            orders.iter().zip(&ids).map(|((o, t), id)| (*id, *o, *t)).collect();
-        rows.extend(saga.start_many(tx, &started, now).await?);
-    }
-    outbox::insert(tx, &rows, now).await?;
-    Ok(orders.iter().zip(ids).map(|((o, _), id)| new_order_view(id, o, now)).collect())
+    Ok(ids)
 }
 
-fn created_message(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> Message {
+pub(crate) fn created_message(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> Message {
     let currency = order.currency.code();
     Message::from(OrderCreated {
         event_id: event_id(&format!("{order_id}:order.created.v1")),
@@ -195,7 +123,7 @@ fn created_message(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> Messa
     })
 }
 
-fn new_order_view(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> OrderView {
+pub(crate) fn new_order_view(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> OrderView {
     let currency = order.currency.code();
     OrderView {
         order_id,
@@ -489,76 +417,6 @@ pub(crate) async fn apply_status(
     Ok(Ok(new_version))
 }
 
-/// `POST /orders/{id}/status`. The read is not locked: two requests that read
-/// the same version race on the version-guarded UPDATE and the loser gets
-/// [`ChangeRefusal::Concurrent`] — a change is only ever applied to the state
-/// its requester could have seen.
-pub async fn change_status(
-    db: &Db,
-    order_id: u64,
-    change: &StatusChange,
-    outbox_writer: &OutboxWriter,
-    saga: Option<&super::sagas::SagaStore>,
-    trace: Option<&TraceParent>,
-) -> Result<Result<StatusChanged, ChangeRefusal>, StoreError> {
-    let outcome = super::retry(|| async {
-        let mut tx = db.begin().await?;
-        let Some(head) = head(&mut tx, order_id, false).await? else {
-            return Ok(Err(ChangeRefusal::NotFound));
-        };
-        if let Some(expected) = change.expected_version
-            && expected != u64::from(head.version)
-        {
-            return Ok(Err(ChangeRefusal::VersionMismatch { expected, actual: head.version }));
-        }
-        let now = super::now();
-        let result = match saga {
-            Some(s) => s.request_status(&mut tx, &head, change, now, trace).await?,
-            None => {
-                apply_status(
-                    &mut tx,
-                    &head,
-                    change.to_status,
-                    change.reason_code.as_deref(),
-                    change.comment.as_deref(),
-                    &change.actor,
-                    now,
-                    outbox_writer,
-                    trace,
-                )
-                .await?
-            }
-        };
-        match result {
-            Ok(_) => {
-                tx.commit().await.ctx("committing the status change")?;
-                Ok(Ok((head.status, head.updated_at)))
-            }
-            Err(refusal) => {
-                tx.rollback().await.ctx("rolling back")?;
-                Ok(Err(refusal))
-            }
-        }
-    })
-    .await?;
-    match outcome {
-        Ok((previous, previous_since)) => {
-            let order = get(db, order_id).await?.ok_or(StoreError::Corrupt("order vanished".into()))?;
-            Ok(Ok(StatusChanged { order, previous, previous_since }))
-        }
-        Err(r) => Ok(Err(r)),
-    }
-}
-
-/// A status change that was applied.
-#[derive(Debug, Clone)]
-pub struct StatusChanged {
-    pub order: OrderView,
-    /// The status before, and since when (for the time-in-status metric).
-    pub previous: OrderStatus,
-    pub previous_since: DateTime<Utc>,
-}
-
 /// Filters of `GET /orders/search`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchFilter {
@@ -624,4 +482,65 @@ pub async fn search(
 /// Deletes expired idempotency keys. Returns how many.
 pub async fn purge_idempotency_keys(db: &Db, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
     idempotency::purge(&db.pool, older_than).await
+}
+
+/// Locks the order rows of `ids` (after the saga rows: the same order everywhere).
+pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>, StoreError> {
+    let mut out = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for id in &sorted {
+        sep.push_bind(*id);
+    }
+    qb.push(") ORDER BY order_id FOR UPDATE");
+    for r in qb.build().fetch_all(&mut **tx).await.ctx("locking order rows")? {
+        let status: String = r.try_get("status").ctx("decoding status")?;
+        let head = OrderHead {
+            order_id: r.try_get("order_id").ctx("decoding order_id")?,
+            status: status.parse::<OrderStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            version: r.try_get("version").ctx("decoding version")?,
+            tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
+            updated_at: r.try_get("updated_at").ctx("decoding updated_at")?,
+        };
+        out.insert(head.order_id as i64, head);
+    }
+    Ok(out)
+}
+
+/// Applies the final status and version of every changed order in one
+/// statement (their rows are locked by this transaction: `lock_heads`).
+pub(crate) async fn update_orders(
+    tx: &mut Tx,
+    orders: &BTreeMap<i64, (OrderStatus, u32)>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE orders SET status = CASE order_id");
+    for (id, (status, _)) in orders {
+        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(status.as_str());
+    }
+    qb.push(" END, version = CASE order_id");
+    for (id, (_, version)) in orders {
+        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*version);
+    }
+    qb.push(" END, updated_at = ").push_bind(now).push(" WHERE order_id IN (");
+    let mut sep = qb.separated(", ");
+    for id in orders.keys() {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    let n = qb.build().execute(&mut **tx).await.ctx("updating order statuses")?.rows_affected();
+    if n != orders.len() as u64 {
+        return Err(StoreError::Race("an order changed under its lock"));
+    }
+    Ok(())
 }

@@ -300,3 +300,37 @@ pub async fn backlog(pool: &sqlx::MySqlPool) -> Result<(i64, Option<DateTime<Utc
         .ctx("measuring the outbox backlog")?;
     Ok((row.try_get("n").ctx("decoding count")?, row.try_get("oldest").ctx("decoding oldest")?))
 }
+
+/// Outbox rows written by this transaction after `after_id` for an order
+/// (what an action did, for its report and its dry run).
+pub async fn outbox_since(
+    tx: &mut Tx,
+    order_id: i64,
+    after_id: u64,
+) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+    let rows =
+        sqlx::query("SELECT event_type, event_id, payload FROM outbox WHERE aggregate_id = ? AND id > ? ORDER BY id")
+            .bind(order_id.to_string())
+            .bind(after_id)
+            .fetch_all(&mut **tx)
+            .await
+            .ctx("reading the action's outbox rows")?;
+    rows.iter()
+        .map(|r| {
+            let payload: String = r.try_get("payload").ctx("decoding")?;
+            Ok((
+                r.try_get("event_type").ctx("decoding")?,
+                r.try_get("event_id").ctx("decoding")?,
+                serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            ))
+        })
+        .collect()
+}
+
+pub async fn max_outbox_id(tx: &mut Tx) -> Result<u64, StoreError> {
+    let row = sqlx::query("SELECT CAST(COALESCE(MAX(id), 0) AS UNSIGNED) AS m FROM outbox")
+        .fetch_one(&mut **tx)
+        .await
+        .ctx("reading the outbox high-water mark")?;
+    row.try_get("m").ctx("decoding")
+}

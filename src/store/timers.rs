@@ -2,8 +2,10 @@
 //! by the sweeper through the same transition function. Due-ness is always
 //! judged with database time (`NOW(6)`), so replicas with skewed clocks agree.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{Ctx, StoreError, Tx};
 
@@ -80,4 +82,95 @@ pub async fn for_order<'e, E: sqlx::MySqlExecutor<'e>>(exec: E, order_id: i64) -
             })
         })
         .collect()
+}
+
+/// A status change to record in `order_status_history`.
+/// The final state of a timer after a batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerOp {
+    Arm { due_at: DateTime<Utc>, armed_version: u32 },
+    Cancel,
+}
+
+/// Arms (upsert) and disarms (delete) timers: one statement each.
+pub(crate) async fn flush_timers(
+    tx: &mut Tx,
+    ops: &BTreeMap<(i64, String), TimerOp>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let arms: Vec<(&(i64, String), DateTime<Utc>, u32)> = ops
+        .iter()
+        .filter_map(|(k, op)| match op {
+            TimerOp::Arm { due_at, armed_version } => Some((k, *due_at, *armed_version)),
+            TimerOp::Cancel => None,
+        })
+        .collect();
+    let cancels: Vec<&(i64, String)> =
+        ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
+    if !arms.is_empty() {
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
+        qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
+            b.push_bind(*order_id).push_bind(name).push_bind(*due_at).push_bind(*v).push_bind(now);
+        });
+        qb.push(
+            " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
+        );
+        qb.build().execute(&mut **tx).await.ctx("arming timers")?;
+    }
+    if !cancels.is_empty() {
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("DELETE FROM saga_timers WHERE (order_id, timer_name) IN (");
+        let mut sep = qb.separated(", ");
+        for (order_id, name) in &cancels {
+            sep.push("(")
+                .push_bind_unseparated(*order_id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(name.as_str())
+                .push_unseparated(")");
+        }
+        qb.push(")");
+        qb.build().execute(&mut **tx).await.ctx("disarming timers")?;
+    }
+    Ok(())
+}
+
+/// An armed timer of one saga, locked.
+pub async fn lock_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<Option<(DateTime<Utc>, u32)>, StoreError> {
+    let row =
+        sqlx::query("SELECT due_at, armed_version FROM saga_timers WHERE order_id = ? AND timer_name = ? FOR UPDATE")
+            .bind(order_id)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .ctx("locking a timer")?;
+    row.map(|r| Ok((r.try_get("due_at").ctx("decoding due_at")?, r.try_get("armed_version").ctx("decoding")?)))
+        .transpose()
+}
+
+/// Moves a timer's due time (`None`: now, in database time).
+pub async fn set_timer_due(
+    tx: &mut Tx,
+    order_id: i64,
+    name: &str,
+    due_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let q = match due_at {
+        Some(t) => sqlx::query("UPDATE saga_timers SET due_at = ? WHERE order_id = ? AND timer_name = ?").bind(t),
+        None => sqlx::query(
+            "UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 1 MICROSECOND WHERE order_id = ? AND timer_name = ?",
+        ),
+    };
+    q.bind(order_id).bind(name).execute(&mut **tx).await.ctx("rescheduling a timer")?;
+    Ok(())
+}
+
+pub async fn delete_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ?")
+        .bind(order_id)
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .ctx("cancelling a timer")?;
+    Ok(())
 }

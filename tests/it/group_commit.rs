@@ -4,7 +4,7 @@
 
 use order_saga::domain::NewOrder;
 use order_saga::store::group_commit::{CreateRequest, Shared, create_many};
-use order_saga::store::orders::CreateOutcome;
+use order_saga::store::order_api::CreateOutcome;
 
 use crate::helpers::*;
 

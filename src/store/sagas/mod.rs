@@ -14,20 +14,25 @@
 //! applied until an operator releases the saga (replaying the parked events)
 //! or skips the poison event. Per-order ordering is therefore never broken.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+mod decide;
+mod instances;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{MySql, QueryBuilder, Row};
 
-use super::orders::{self, ChangeRefusal, HistoryRow, OrderHead, insert_history};
+use self::decide::{Decision, Writes};
+pub use self::instances::{SagaView, clear_quarantine, get, lock_one};
+use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, upsert_instances};
+use super::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
 use super::outbox::{self, NewOutboxRow, OutboxWriter};
-use super::{Ctx, Db, StoreError, Tx, inbox, timers};
-use crate::contracts::{Message, MessageKind, headers};
+use super::parked::insert_parked;
+use super::timers::flush_timers;
+use super::{Ctx, Db, StoreError, Tx, inbox, timers, truncate};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
-use crate::saga::model::{InstanceData, Item, OrderFacts};
-use crate::saga::{self, Catalog, Effect, Event, EventBody, Instance, Outcome};
+use crate::saga::model::{Item, OrderFacts};
+use crate::saga::{self, Catalog, Event, EventBody, Outcome};
 use crate::telemetry::traceparent::TraceParent;
 
 /// `Inbound::source` of events replayed from `saga_parked_events`.
@@ -155,77 +160,6 @@ pub struct SagaStore {
     pub outbox: OutboxWriter,
 }
 
-/// A saga row as loaded.
-#[derive(Debug, Clone)]
-struct Slot {
-    inst: Instance,
-    quarantined: Option<String>,
-    quarantined_at: Option<DateTime<Utc>>,
-    dirty: bool,
-    quarantine_changed: bool,
-}
-
-struct TransitionRow {
-    order_id: i64,
-    saga_version: u32,
-    event_id: String,
-    event_name: String,
-    from: String,
-    to: String,
-    actor: String,
-    reason: Option<String>,
-}
-
-struct ParkedRow {
-    order_id: i64,
-    event_id: String,
-    event_name: String,
-    source: String,
-    payload: Option<String>,
-    traceparent: Option<String>,
-    poison: bool,
-    error: Option<String>,
-}
-
-/// A status change to record in `order_status_history`.
-/// The final state of a timer after a batch.
-#[derive(Debug, Clone, Copy)]
-enum TimerOp {
-    Arm { due_at: DateTime<Utc>, armed_version: u32 },
-    Cancel,
-}
-
-/// Everything a batch writes, collected in memory and flushed with a few
-/// multi-row statements at the end of the transaction: the number of round
-/// trips per batch does not grow with the number of events in it.
-#[derive(Default)]
-struct Writes {
-    inbox: Vec<inbox::InboxRow>,
-    outbox: Vec<NewOutboxRow>,
-    transitions: Vec<TransitionRow>,
-    parked: Vec<ParkedRow>,
-    history: Vec<HistoryRow>,
-    /// Orders whose status changed: final (status, version).
-    orders: BTreeMap<i64, (OrderStatus, u32)>,
-    timers: BTreeMap<(i64, String), TimerOp>,
-}
-
-impl Writes {
-    fn merge(&mut self, other: Writes) {
-        self.inbox.extend(other.inbox);
-        self.outbox.extend(other.outbox);
-        self.transitions.extend(other.transitions);
-        self.parked.extend(other.parked);
-        self.history.extend(other.history);
-        self.orders.extend(other.orders);
-        self.timers.extend(other.timers);
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
-}
-
 impl SagaStore {
     pub fn new(catalog: Arc<Catalog>, outbox: OutboxWriter) -> SagaStore {
         SagaStore { catalog, outbox }
@@ -253,7 +187,8 @@ impl SagaStore {
                 total_amount: orders::money(order.total(), order.currency.code()),
                 items: order.items.iter().map(|i| Item { sku: i.sku.clone(), qty: i.qty }).collect(),
             };
-            let (mut inst, effects) = saga::start(def, *order_id as i64, facts, now);
+            let (mut inst, effects) = saga::start(def, *order_id as i64, facts, now)
+                .map_err(|r| StoreError::Corrupt(format!("the start transition was refused: {r}")))?;
             // The start transition is version 1 of the saga.
             inst.version = 1;
             writes.transitions.push(TransitionRow {
@@ -269,7 +204,8 @@ impl SagaStore {
             // The start transition sets no order status, so there is no head to update.
             let mut head = None;
             let mut alerts = Vec::new();
-            match self.execute(&inst, &mut head, &effects, "api", *trace, now, &mut alerts)? {
+            match decide::effects_to_writes(&self.outbox, &inst, &mut head, &effects, "api", *trace, now, &mut alerts)?
+            {
                 Ok(w) => writes.merge(w),
                 Err(r) => return Err(StoreError::Corrupt(format!("the start transition was refused: {r:?}"))),
             }
@@ -280,68 +216,6 @@ impl SagaStore {
         insert_transitions(tx, &writes.transitions, now).await?;
         flush_timers(tx, &writes.timers, now).await?;
         Ok(writes.outbox)
-    }
-
-    /// Turns effects into writes. The order status goes first: when the
-    /// order's transition table refuses it, nothing of this event is written.
-    #[allow(clippy::too_many_arguments)]
-    fn execute(
-        &self,
-        inst: &Instance,
-        head: &mut Option<OrderHead>,
-        effects: &[Effect],
-        actor: &str,
-        trace: Option<&TraceParent>,
-        now: DateTime<Utc>,
-        alerts: &mut Vec<Alert>,
-    ) -> Result<Result<Writes, ChangeRefusal>, StoreError> {
-        let mut w = Writes::default();
-        for effect in effects {
-            match effect {
-                Effect::SetOrderStatus { to, reason_code, comment } => {
-                    let Some(h) = head.as_mut() else {
-                        return Err(StoreError::Corrupt(format!(
-                            "order {} has a saga but no order row",
-                            inst.order_id
-                        )));
-                    };
-                    if !h.status.can_transition_to(*to) {
-                        return Ok(Err(ChangeRefusal::Illegal { from: h.status, to: *to }));
-                    }
-                    let new_version = h.version + 1;
-                    w.history.push(HistoryRow {
-                        order_id: inst.order_id as u64,
-                        from: Some(h.status),
-                        to: *to,
-                        reason_code: reason_code.clone(),
-                        comment: comment.clone(),
-                        actor: actor.to_owned(),
-                    });
-                    let msg = orders::status_changed_message(h, *to, reason_code.as_deref(), actor, new_version, now);
-                    w.outbox.push(self.outbox.row(&msg, trace)?);
-                    w.orders.insert(inst.order_id, (*to, new_version));
-                    h.version = new_version;
-                    h.status = *to;
-                }
-                Effect::Publish(m) => w.outbox.push(self.outbox.row(m, trace)?),
-                Effect::ArmTimer { name, due_at } => {
-                    w.timers.insert(
-                        (inst.order_id, name.clone()),
-                        TimerOp::Arm { due_at: *due_at, armed_version: inst.version },
-                    );
-                }
-                Effect::CancelTimer { name } => {
-                    w.timers.insert((inst.order_id, name.clone()), TimerOp::Cancel);
-                }
-                Effect::Alert { code, message } => alerts.push(Alert {
-                    order_id: inst.order_id,
-                    code: code.clone(),
-                    message: message.clone(),
-                    tenant_region: inst.data.order.tenant_region.clone(),
-                }),
-            }
-        }
-        Ok(Ok(w))
     }
 
     /// Applies a batch of inbound events in one transaction (retried as a
@@ -441,6 +315,9 @@ impl SagaStore {
         Ok(result)
     }
 
+    /// Applies one event: the reads [`decide`](decide::decide) needs (the
+    /// timer row of a firing), the decision, then its writes into `writes`
+    /// and the batch's saga rows.
     #[allow(clippy::too_many_arguments)]
     async fn apply_one(
         &self,
@@ -454,117 +331,77 @@ impl SagaStore {
         writes: &mut Writes,
         result: &mut BatchResult,
     ) -> Result<InboundOutcome, StoreError> {
-        let manual = matches!(&b.event, Ok(Event { body: EventBody::Manual { .. }, .. }));
-        let slot = b.order_id.and_then(|id| slots.get_mut(&id));
-        let Some(slot) = slot else {
-            if lock == LockMode::SkipLocked {
-                return Ok(InboundOutcome::Stale);
-            }
-            if manual {
-                return Ok(InboundOutcome::Refused(ChangeRefusal::NotFound));
-            }
-            let (kind, reason) = match &b.event {
-                Err(e) => (DeadLetterKind::Undecodable, e.clone()),
-                Ok(_) => (
-                    DeadLetterKind::UnknownOrder,
-                    format!("unknown order {}", b.order_id.map(|o| o.to_string()).unwrap_or_else(|| "-".into())),
-                ),
-            };
-            self.dead_letter(b, &reason, None, writes);
-            return Ok(InboundOutcome::DeadLettered { kind, reason, order_id: b.order_id });
+        let mut slot = b.order_id.and_then(|id| slots.get_mut(&id));
+        let timer_taken = match (decide::timer_to_take(b, slot.as_deref()), b.order_id) {
+            (Some(name), Some(order_id)) => timers::take_due(tx, order_id, name).await?,
+            _ => false,
         };
-
-        // Timer firings: the timer must still be armed and due (database time).
-        // A replayed (parked) firing has already taken its timer.
-        if let Ok(Event { body: EventBody::Timer { name }, .. }) = &b.event
-            && b.source != SOURCE_REPLAY
-            && (slot.quarantined.is_some() || !timers::take_due(tx, slot.inst.order_id, name).await?)
-        {
-            return Ok(InboundOutcome::Stale);
-        }
-
-        if let Some(q) = &slot.quarantined {
-            if manual {
-                return Ok(InboundOutcome::Refused(ChangeRefusal::SagaInProgress {
-                    saga_state: format!("{} (quarantined: {q})", slot.inst.state),
-                }));
+        let decision = decide::decide(&self.catalog, slot.as_deref(), b, lock, unknown, timer_taken, now);
+        let dead_lettered = |kind, reason| InboundOutcome::DeadLettered { kind, reason, order_id: b.order_id };
+        let t = match (decision, slot.as_deref_mut()) {
+            (Decision::Stale, _) => return Ok(InboundOutcome::Stale),
+            (Decision::Refuse(r), _) => return Ok(InboundOutcome::Refused(r)),
+            (Decision::WaitForDefinition { version }, _) => return Err(StoreError::DefinitionNotLoaded { version }),
+            (Decision::DeadLetter { kind, reason }, _) => {
+                writes.outbox.push(decide::dead_letter_row(&self.outbox, b, &reason, None));
+                return Ok(dead_lettered(kind, reason));
             }
-            writes.parked.push(parked_row(b, false, None));
-            return Ok(InboundOutcome::Parked);
-        }
-
-        let event = match &b.event {
-            Ok(e) => e,
-            Err(reason) => {
-                self.quarantine(slot, b, reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered {
-                    kind: DeadLetterKind::Undecodable,
-                    reason: reason.clone(),
-                    order_id: b.order_id,
-                });
+            (Decision::Park, _) => {
+                writes.parked.push(decide::parked_row(b, false, None));
+                return Ok(InboundOutcome::Parked);
             }
-        };
-        let Some(def) = self.catalog.get(slot.inst.definition_version).cloned() else {
-            if unknown == UnknownVersion::Wait {
-                return Err(StoreError::DefinitionNotLoaded { version: slot.inst.definition_version });
-            }
-            let reason = format!("saga definition version {} is not loaded", slot.inst.definition_version);
-            // Not the event's fault: park it (no dead-letter copy) until the version is deployed.
-            slot.quarantined = Some(reason.clone());
-            slot.quarantine_changed = true;
-            writes.parked.push(parked_row(b, true, Some(&reason)));
-            writes.transitions.push(quarantine_transition(slot, b, &reason));
-            return Ok(InboundOutcome::Parked);
-        };
-        let t = match saga::transition(&def, &slot.inst, event, now) {
-            Ok(t) => t,
-            Err(rej) => {
-                if manual {
-                    return Ok(InboundOutcome::Refused(ChangeRefusal::SagaInProgress {
-                        saga_state: slot.inst.state.clone(),
-                    }));
-                }
-                let reason = rej.to_string();
+            (Decision::Ignore, _) => return Ok(InboundOutcome::Ignored),
+            (Decision::Quarantine { kind, reason }, Some(slot)) => {
                 self.quarantine(slot, b, &reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered {
-                    kind: DeadLetterKind::RejectedByDefinition,
-                    reason,
-                    order_id: b.order_id,
-                });
+                return Ok(dead_lettered(kind, reason));
+            }
+            (Decision::QuarantineUnknownVersion { reason }, Some(slot)) => {
+                self.quarantine(slot, b, &reason, writes, false);
+                return Ok(InboundOutcome::Parked);
+            }
+            (Decision::Apply { transition }, Some(_)) => *transition,
+            (
+                d @ (Decision::Quarantine { .. } | Decision::QuarantineUnknownVersion { .. } | Decision::Apply { .. }),
+                None,
+            ) => {
+                return Err(StoreError::Corrupt(format!("decision {d:?} without a saga")));
             }
         };
-        let (from, to, reason) = match &t.outcome {
-            Outcome::Ignored => return Ok(InboundOutcome::Ignored),
-            Outcome::Applied { from, to, reason } => (from.clone(), to.clone(), reason.clone()),
+        let Some(slot) = slot else {
+            return Err(StoreError::Corrupt("a transition without a saga".into()));
         };
+        let Outcome::Applied { from, to, reason } = t.outcome.clone() else {
+            return Ok(InboundOutcome::Ignored);
+        };
+        let actor = b.event.as_ref().map(Event::actor).unwrap_or_default();
         let mut head = heads.get(&slot.inst.order_id).cloned();
-        let actor = event.actor();
-        let mut alerts = Vec::new();
-        let trace = b.trace.as_ref();
-        // Effects write rows directly (status, history, timers) or into
-        // `writes`; a refused status change comes first, before anything.
         let before = head.clone();
-        match self.execute(&t.instance, &mut head, &t.effects, &actor, trace, now, &mut alerts)? {
+        let mut alerts = Vec::new();
+        match decide::effects_to_writes(
+            &self.outbox,
+            &t.instance,
+            &mut head,
+            &t.effects,
+            &actor,
+            b.trace.as_ref(),
+            now,
+            &mut alerts,
+        )? {
             Ok(w) => writes.merge(w),
+            Err(refusal) if matches!(&b.event, Ok(Event { body: EventBody::Manual { .. }, .. })) => {
+                return Ok(InboundOutcome::Refused(refusal));
+            }
             Err(refusal) => {
-                if manual {
-                    return Ok(InboundOutcome::Refused(refusal));
-                }
                 let reason = format!("order status change refused: {refusal:?}");
                 self.quarantine(slot, b, &reason, writes, true);
-                return Ok(InboundOutcome::DeadLettered {
-                    kind: DeadLetterKind::OrderTransitionRefused,
-                    reason,
-                    order_id: b.order_id,
-                });
+                return Ok(dead_lettered(DeadLetterKind::OrderTransitionRefused, reason));
             }
         }
-        if let (Some(b), Some(h)) = (before, head) {
+        if let (Some(b), Some(mut h)) = (before, head) {
             if b.status != h.status {
                 let secs = (now - b.updated_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                 result.status_changes.push((b.status, h.status, secs));
             }
-            let mut h = h;
             h.updated_at = now;
             heads.insert(slot.inst.order_id, h);
         }
@@ -588,41 +425,18 @@ impl SagaStore {
         Ok(InboundOutcome::Applied { from, to })
     }
 
-    /// `region`: the order's, when known (from its saga, or the decoded event).
-    fn dead_letter(&self, b: &Inbound, reason: &str, region: Option<&str>, writes: &mut Writes) {
-        let mut extra = vec![
-            (headers::DLQ_ERROR, truncate(reason, 1000)),
-            (headers::DLQ_ERROR_KIND, if b.event.is_err() { "undecodable".into() } else { "rejected".into() }),
-        ];
-        let (key, payload) = match &b.raw {
-            Some(raw) => {
-                extra.push((headers::DLQ_SOURCE_TOPIC, raw.topic.clone()));
-                extra.push((headers::DLQ_SOURCE_PARTITION, raw.partition.to_string()));
-                extra.push((headers::DLQ_SOURCE_OFFSET, raw.offset.to_string()));
-                (raw.key.as_deref(), raw.payload.as_deref())
-            }
-            None => (None, None),
-        };
-        if let Some(tp) = &b.trace {
-            extra.push((headers::TRACEPARENT, tp.to_string()));
-        }
-        let region = region.or(match &b.event {
-            Ok(Event { body: EventBody::Message(m), .. }) => Some(m.tenant_region()),
-            _ => None,
-        });
-        writes.outbox.push(self.outbox.dead_letter_row(&b.event_id, b.order_id, key, payload, region, &extra));
-    }
-
+    /// Quarantines `slot`: parks `b` as its poison event, logs the quarantine
+    /// and, when `dead_letter`, copies `b` to the DLQ.
     fn quarantine(&self, slot: &mut Slot, b: &Inbound, reason: &str, writes: &mut Writes, dead_letter: bool) {
         let reason = truncate(reason, 1000);
         if dead_letter {
             let region = slot.inst.data.order.tenant_region.clone();
-            self.dead_letter(b, &reason, Some(&region), writes);
+            writes.outbox.push(decide::dead_letter_row(&self.outbox, b, &reason, Some(&region)));
         }
         slot.quarantined = Some(reason.clone());
         slot.quarantine_changed = true;
-        writes.parked.push(parked_row(b, true, Some(&reason)));
-        writes.transitions.push(quarantine_transition(slot, b, &reason));
+        writes.parked.push(decide::parked_row(b, true, Some(&reason)));
+        writes.transitions.push(decide::quarantine_transition(slot, b, &reason));
     }
 
     /// `POST /orders/{id}/status` when sagas are on: a status the definition
@@ -720,568 +534,4 @@ impl SagaStore {
         )
         .await
     }
-}
-
-fn parked_row(b: &Inbound, poison: bool, error: Option<&str>) -> ParkedRow {
-    let payload = match &b.event {
-        Ok(Event { body: EventBody::Message(m), .. }) => m.to_json().ok().map(|v| v.to_string()),
-        _ => None,
-    };
-    ParkedRow {
-        order_id: b.order_id.unwrap_or_default(),
-        event_id: b.event_id.clone(),
-        event_name: b.event_name.clone(),
-        source: b.source.clone(),
-        payload,
-        traceparent: b.trace.map(|t| t.to_string()),
-        poison,
-        error: error.map(|e| truncate(e, 2000)),
-    }
-}
-
-fn quarantine_transition(slot: &Slot, b: &Inbound, reason: &str) -> TransitionRow {
-    TransitionRow {
-        order_id: slot.inst.order_id,
-        saga_version: slot.inst.version,
-        event_id: b.event_id.clone(),
-        event_name: b.event_name.clone(),
-        from: slot.inst.state.clone(),
-        to: slot.inst.state.clone(),
-        actor: "daemon".into(),
-        reason: Some(truncate(&format!("QUARANTINED: {reason}"), 255)),
-    }
-}
-
-const INSTANCE_COLUMNS: &str = "order_id, saga_name, definition_version, state, version, data, state_entered_at, quarantined_at, quarantine_reason";
-
-/// When and why a saga was quarantined.
-type Quarantine = (DateTime<Utc>, String);
-
-fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<Quarantine>), StoreError> {
-    let data: String = r.try_get("data").ctx("decoding saga data")?;
-    let data: InstanceData =
-        serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("saga_instances.data: {e}")))?;
-    let order_id: u64 = r.try_get("order_id").ctx("decoding saga order_id")?;
-    let quarantined_at: Option<DateTime<Utc>> = r.try_get("quarantined_at").ctx("decoding quarantined_at")?;
-    let reason: Option<String> = r.try_get("quarantine_reason").ctx("decoding quarantine_reason")?;
-    Ok((
-        Instance {
-            order_id: order_id as i64,
-            saga_name: r.try_get("saga_name").ctx("decoding saga_name")?,
-            definition_version: r.try_get("definition_version").ctx("decoding definition_version")?,
-            state: r.try_get("state").ctx("decoding state")?,
-            version: r.try_get("version").ctx("decoding version")?,
-            state_entered_at: r.try_get("state_entered_at").ctx("decoding state_entered_at")?,
-            data,
-        },
-        quarantined_at.map(|t| (t, reason.unwrap_or_default())),
-    ))
-}
-
-async fn load_sagas(tx: &mut Tx, ids: &BTreeSet<i64>, lock: LockMode) -> Result<HashMap<i64, Slot>, StoreError> {
-    let mut out = HashMap::new();
-    if ids.is_empty() {
-        return Ok(out);
-    }
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new(format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id IN ("));
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
-    }
-    qb.push(") ORDER BY order_id FOR UPDATE");
-    if lock == LockMode::SkipLocked {
-        qb.push(" SKIP LOCKED");
-    }
-    let rows = qb.build().fetch_all(&mut **tx).await.ctx("locking saga rows")?;
-    for r in &rows {
-        let (inst, quarantined) = instance_from_row(r)?;
-        out.insert(
-            inst.order_id,
-            Slot {
-                inst,
-                quarantined_at: quarantined.as_ref().map(|q| q.0),
-                quarantined: quarantined.map(|q| q.1),
-                dirty: false,
-                quarantine_changed: false,
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// Locks the order rows of `ids` (after the saga rows: the same order everywhere).
-async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>, StoreError> {
-    let mut out = HashMap::new();
-    if ids.is_empty() {
-        return Ok(out);
-    }
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id IN (",
-    );
-    let mut sep = qb.separated(", ");
-    for id in &sorted {
-        sep.push_bind(*id);
-    }
-    qb.push(") ORDER BY order_id FOR UPDATE");
-    for r in qb.build().fetch_all(&mut **tx).await.ctx("locking order rows")? {
-        let status: String = r.try_get("status").ctx("decoding status")?;
-        let head = OrderHead {
-            order_id: r.try_get("order_id").ctx("decoding order_id")?,
-            status: status.parse::<OrderStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            version: r.try_get("version").ctx("decoding version")?,
-            tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
-            updated_at: r.try_get("updated_at").ctx("decoding updated_at")?,
-        };
-        out.insert(head.order_id as i64, head);
-    }
-    Ok(out)
-}
-
-async fn insert_instances(tx: &mut Tx, rows: &[(Instance, bool)], now: DateTime<Utc>) -> Result<(), StoreError> {
-    for chunk in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
-             state_entered_at, created_at, updated_at) ",
-        );
-        let data: Vec<String> = chunk
-            .iter()
-            .map(|(inst, _)| serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect::<Result<_, _>>()?;
-        qb.push_values(chunk.iter().zip(&data), |mut b, ((inst, terminal), data)| {
-            b.push_bind(inst.order_id)
-                .push_bind(&inst.saga_name)
-                .push_bind(inst.definition_version)
-                .push_bind(&inst.state)
-                .push_bind(inst.version)
-                .push_bind(*terminal)
-                .push_bind(&inst.data.order.tenant_region)
-                .push_bind(data)
-                .push_bind(inst.state_entered_at)
-                .push_bind(now)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting sagas")?;
-    }
-    Ok(())
-}
-
-/// Writes the changed saga rows in one statement. The rows are locked by this
-/// transaction (`load_sagas`), so `ON DUPLICATE KEY UPDATE` is a batched UPDATE.
-async fn upsert_instances(
-    tx: &mut Tx,
-    slots: &[&Slot],
-    catalog: &Catalog,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if slots.is_empty() {
-        return Ok(());
-    }
-    let mut rows = Vec::with_capacity(slots.len());
-    for s in slots {
-        let data = serde_json::to_string(&s.inst.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let terminal =
-            catalog.get(s.inst.definition_version).and_then(|d| d.state(&s.inst.state)).is_some_and(|st| st.terminal);
-        let quarantined_at = match (&s.quarantined, s.quarantine_changed) {
-            (None, _) => None,
-            (Some(_), true) => Some(now),
-            (Some(_), false) => s.quarantined_at.or(Some(now)),
-        };
-        rows.push((s, data, terminal, quarantined_at));
-    }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
-         state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) ",
-    );
-    qb.push_values(&rows, |mut b, (s, data, terminal, quarantined_at)| {
-        b.push_bind(s.inst.order_id)
-            .push_bind(&s.inst.saga_name)
-            .push_bind(s.inst.definition_version)
-            .push_bind(&s.inst.state)
-            .push_bind(s.inst.version)
-            .push_bind(*terminal)
-            .push_bind(&s.inst.data.order.tenant_region)
-            .push_bind(data)
-            .push_bind(s.inst.state_entered_at)
-            .push_bind(now)
-            .push_bind(now)
-            .push_bind(*quarantined_at)
-            .push_bind(&s.quarantined);
-    });
-    qb.push(
-        " ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), terminal = VALUES(terminal), \
-         data = VALUES(data), state_entered_at = VALUES(state_entered_at), updated_at = VALUES(updated_at), \
-         quarantined_at = VALUES(quarantined_at), quarantine_reason = VALUES(quarantine_reason)",
-    );
-    qb.build().execute(&mut **tx).await.ctx("updating sagas")?;
-    Ok(())
-}
-
-/// Applies the final status and version of every changed order in one
-/// statement (their rows are locked by this transaction: `lock_heads`).
-async fn update_orders(
-    tx: &mut Tx,
-    orders: &BTreeMap<i64, (OrderStatus, u32)>,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if orders.is_empty() {
-        return Ok(());
-    }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE orders SET status = CASE order_id");
-    for (id, (status, _)) in orders {
-        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(status.as_str());
-    }
-    qb.push(" END, version = CASE order_id");
-    for (id, (_, version)) in orders {
-        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*version);
-    }
-    qb.push(" END, updated_at = ").push_bind(now).push(" WHERE order_id IN (");
-    let mut sep = qb.separated(", ");
-    for id in orders.keys() {
-        sep.push_bind(*id);
-    }
-    qb.push(")");
-    let n = qb.build().execute(&mut **tx).await.ctx("updating order statuses")?.rows_affected();
-    if n != orders.len() as u64 {
-        return Err(StoreError::Race("an order changed under its lock"));
-    }
-    Ok(())
-}
-
-/// Arms (upsert) and disarms (delete) timers: one statement each.
-async fn flush_timers(
-    tx: &mut Tx,
-    ops: &BTreeMap<(i64, String), TimerOp>,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let arms: Vec<(&(i64, String), DateTime<Utc>, u32)> = ops
-        .iter()
-        .filter_map(|(k, op)| match op {
-            TimerOp::Arm { due_at, armed_version } => Some((k, *due_at, *armed_version)),
-            TimerOp::Cancel => None,
-        })
-        .collect();
-    let cancels: Vec<&(i64, String)> =
-        ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
-    if !arms.is_empty() {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
-        qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
-            b.push_bind(*order_id).push_bind(name).push_bind(*due_at).push_bind(*v).push_bind(now);
-        });
-        qb.push(
-            " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
-        );
-        qb.build().execute(&mut **tx).await.ctx("arming timers")?;
-    }
-    if !cancels.is_empty() {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("DELETE FROM saga_timers WHERE (order_id, timer_name) IN (");
-        let mut sep = qb.separated(", ");
-        for (order_id, name) in &cancels {
-            sep.push("(")
-                .push_bind_unseparated(*order_id)
-                .push_unseparated(", ")
-                .push_bind_unseparated(name.as_str())
-                .push_unseparated(")");
-        }
-        qb.push(")");
-        qb.build().execute(&mut **tx).await.ctx("disarming timers")?;
-    }
-    Ok(())
-}
-
-async fn insert_transitions(tx: &mut Tx, rows: &[TransitionRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
-    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.order_id)
-                .push_bind(r.saga_version)
-                .push_bind(truncate(&r.event_id, 191))
-                .push_bind(truncate(&r.event_name, 128))
-                .push_bind(&r.from)
-                .push_bind(&r.to)
-                .push_bind(truncate(&r.actor, 128))
-                .push_bind(r.reason.as_deref().map(|s| truncate(s, 255)))
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting saga transitions")?;
-    }
-    Ok(())
-}
-
-async fn insert_parked(tx: &mut Tx, rows: &[ParkedRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
-    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO saga_parked_events (order_id, event_id, event_name, source, payload, traceparent, poison, error, parked_at) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.order_id)
-                .push_bind(truncate(&r.event_id, 191))
-                .push_bind(truncate(&r.event_name, 128))
-                .push_bind(truncate(&r.source, 300))
-                .push_bind(&r.payload)
-                .push_bind(&r.traceparent)
-                .push_bind(r.poison)
-                .push_bind(&r.error)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("parking events")?;
-    }
-    Ok(())
-}
-
-/// A saga as the ops surfaces show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SagaView {
-    pub order_id: i64,
-    pub saga_name: String,
-    pub definition_version: u32,
-    pub state: String,
-    pub version: u32,
-    pub state_entered_at: DateTime<Utc>,
-    pub quarantined: Option<String>,
-    #[serde(skip)]
-    pub instance: Instance,
-}
-
-/// Reads one saga (no lock).
-pub async fn get(db: &Db, order_id: i64) -> Result<Option<SagaView>, StoreError> {
-    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id = ?");
-    let row =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&db.pool).await.ctx("reading the saga")?;
-    row.map(|r| {
-        let (inst, quarantined) = instance_from_row(&r)?;
-        Ok(SagaView {
-            order_id: inst.order_id,
-            saga_name: inst.saga_name.clone(),
-            definition_version: inst.definition_version,
-            state: inst.state.clone(),
-            version: inst.version,
-            state_entered_at: inst.state_entered_at,
-            quarantined: quarantined.map(|q| q.1),
-            instance: inst,
-        })
-    })
-    .transpose()
-}
-
-/// Decodes a parked event back into an inbound event (for replay).
-pub fn parked_to_event(
-    order_id: i64,
-    event_id: &str,
-    event_name: &str,
-    payload: Option<&str>,
-) -> Result<Event, String> {
-    if let Some(timer) = event_name.strip_prefix(crate::saga::definition::TIMER_PREFIX) {
-        return Ok(Event { id: event_id.to_owned(), order_id, body: EventBody::Timer { name: timer.to_owned() } });
-    }
-    let kind: MessageKind =
-        event_name.parse().map_err(|_| format!("{event_name} is not a message; it cannot be replayed"))?;
-    let payload = payload.ok_or("the event could not be decoded when it arrived; it can only be skipped")?;
-    let json: serde_json::Value = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-    let msg = Message::from_json(kind, &json).map_err(|e| e.to_string())?;
-    Ok(Event { id: event_id.to_owned(), order_id, body: EventBody::Message(msg) })
-}
-
-// ------------------------------------------------------------ operator support
-
-/// Locks one saga row; `None` when the order has no saga.
-pub async fn lock_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Option<String>)>, StoreError> {
-    let slots = load_sagas(tx, &BTreeSet::from([order_id]), LockMode::Wait).await?;
-    Ok(slots.into_values().next().map(|s| (s.inst, s.quarantined)))
-}
-
-/// Clears a saga's quarantine (the caller replays or skips its parked events).
-pub async fn clear_quarantine(tx: &mut Tx, order_id: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE saga_instances SET quarantined_at = NULL, quarantine_reason = NULL, updated_at = ? WHERE order_id = ?",
-    )
-    .bind(super::now())
-    .bind(order_id)
-    .execute(&mut **tx)
-    .await
-    .ctx("clearing the quarantine")?;
-    Ok(())
-}
-
-/// An unresolved parked event, ready to replay.
-pub struct ParkedEvent {
-    pub id: u64,
-    pub event_id: String,
-    pub event_name: String,
-    pub payload: Option<String>,
-    pub traceparent: Option<String>,
-    pub poison: bool,
-}
-
-pub async fn unresolved_parked(tx: &mut Tx, order_id: i64) -> Result<Vec<ParkedEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, event_id, event_name, payload, traceparent, poison FROM saga_parked_events \
-         WHERE order_id = ? AND resolved_at IS NULL ORDER BY id FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await
-    .ctx("reading parked events")?;
-    rows.iter()
-        .map(|r| {
-            Ok(ParkedEvent {
-                id: r.try_get("id").ctx("decoding")?,
-                event_id: r.try_get("event_id").ctx("decoding")?,
-                event_name: r.try_get("event_name").ctx("decoding")?,
-                payload: r.try_get("payload").ctx("decoding")?,
-                traceparent: r.try_get("traceparent").ctx("decoding")?,
-                poison: r.try_get("poison").ctx("decoding")?,
-            })
-        })
-        .collect()
-}
-
-/// Marks parked events resolved (`replayed` or `skipped`).
-pub async fn resolve_parked(tx: &mut Tx, ids: &[u64], resolution: &str) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE saga_parked_events SET resolved_at = ");
-    qb.push_bind(super::now()).push(", resolution = ").push_bind(resolution.to_owned()).push(" WHERE id IN (");
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
-    }
-    qb.push(")");
-    qb.build().execute(&mut **tx).await.ctx("resolving parked events")?;
-    Ok(())
-}
-
-/// Forgets inbox rows so that parked events can be applied (they were
-/// recorded as `parked` when they arrived).
-pub async fn forget_inbox(tx: &mut Tx, event_ids: &[String]) -> Result<(), StoreError> {
-    if event_ids.is_empty() {
-        return Ok(());
-    }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("DELETE FROM saga_inbox WHERE event_id IN (");
-    let mut sep = qb.separated(", ");
-    for id in event_ids {
-        sep.push_bind(id.as_str());
-    }
-    qb.push(")");
-    qb.build().execute(&mut **tx).await.ctx("forgetting inbox rows")?;
-    Ok(())
-}
-
-/// An armed timer of one saga, locked.
-pub async fn lock_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<Option<(DateTime<Utc>, u32)>, StoreError> {
-    let row =
-        sqlx::query("SELECT due_at, armed_version FROM saga_timers WHERE order_id = ? AND timer_name = ? FOR UPDATE")
-            .bind(order_id)
-            .bind(name)
-            .fetch_optional(&mut **tx)
-            .await
-            .ctx("locking a timer")?;
-    row.map(|r| Ok((r.try_get("due_at").ctx("decoding due_at")?, r.try_get("armed_version").ctx("decoding")?)))
-        .transpose()
-}
-
-/// Moves a timer's due time (`None`: now, in database time).
-pub async fn set_timer_due(
-    tx: &mut Tx,
-    order_id: i64,
-    name: &str,
-    due_at: Option<DateTime<Utc>>,
-) -> Result<(), StoreError> {
-    let q = match due_at {
-        Some(t) => sqlx::query("UPDATE saga_timers SET due_at = ? WHERE order_id = ? AND timer_name = ?").bind(t),
-        None => sqlx::query(
-            "UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 1 MICROSECOND WHERE order_id = ? AND timer_name = ?",
-        ),
-    };
-    q.bind(order_id).bind(name).execute(&mut **tx).await.ctx("rescheduling a timer")?;
-    Ok(())
-}
-
-pub async fn delete_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ?")
-        .bind(order_id)
-        .bind(name)
-        .execute(&mut **tx)
-        .await
-        .ctx("cancelling a timer")?;
-    Ok(())
-}
-
-/// Outbox rows written by this transaction after `after_id` for an order
-/// (what an action did, for its report and its dry run).
-pub async fn outbox_since(
-    tx: &mut Tx,
-    order_id: i64,
-    after_id: u64,
-) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
-    let rows =
-        sqlx::query("SELECT event_type, event_id, payload FROM outbox WHERE aggregate_id = ? AND id > ? ORDER BY id")
-            .bind(order_id.to_string())
-            .bind(after_id)
-            .fetch_all(&mut **tx)
-            .await
-            .ctx("reading the action's outbox rows")?;
-    rows.iter()
-        .map(|r| {
-            let payload: String = r.try_get("payload").ctx("decoding")?;
-            Ok((
-                r.try_get("event_type").ctx("decoding")?,
-                r.try_get("event_id").ctx("decoding")?,
-                serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-            ))
-        })
-        .collect()
-}
-
-pub async fn max_outbox_id(tx: &mut Tx) -> Result<u64, StoreError> {
-    let row = sqlx::query("SELECT CAST(COALESCE(MAX(id), 0) AS UNSIGNED) AS m FROM outbox")
-        .fetch_one(&mut **tx)
-        .await
-        .ctx("reading the outbox high-water mark")?;
-    row.try_get("m").ctx("decoding")
-}
-
-/// One audit row.
-#[allow(clippy::too_many_arguments)]
-pub async fn audit(
-    tx: &mut Tx,
-    order_id: Option<i64>,
-    action: &str,
-    params: &serde_json::Value,
-    actor: &str,
-    reason: &str,
-    version_before: Option<u32>,
-    version_after: Option<u32>,
-    result: &str,
-    detail: Option<&str>,
-    job_id: Option<&str>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO ops_audit (order_id, action, params, actor, reason, version_before, version_after, result, detail, job_id, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(order_id)
-    .bind(action)
-    .bind(params.to_string())
-    .bind(truncate(actor, 128))
-    .bind(truncate(reason, 1000))
-    .bind(version_before)
-    .bind(version_after)
-    .bind(result)
-    .bind(detail.map(|d| truncate(d, 4000)))
-    .bind(job_id)
-    .bind(super::now())
-    .execute(&mut **tx)
-    .await
-    .ctx("writing the audit row")?;
-    Ok(())
 }

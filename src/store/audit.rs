@@ -1,0 +1,39 @@
+//! The operator audit trail (`ops_audit`): one row per action, applied or refused.
+
+use super::{Ctx, StoreError, Tx, truncate};
+
+/// One audit row.
+#[allow(clippy::too_many_arguments)]
+pub async fn audit(
+    tx: &mut Tx,
+    order_id: Option<i64>,
+    action: &str,
+    params: &serde_json::Value,
+    actor: &str,
+    reason: &str,
+    version_before: Option<u32>,
+    version_after: Option<u32>,
+    result: &str,
+    detail: Option<&str>,
+    job_id: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ops_audit (order_id, action, params, actor, reason, version_before, version_after, result, detail, job_id, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(order_id)
+    .bind(action)
+    .bind(params.to_string())
+    .bind(truncate(actor, 128))
+    .bind(truncate(reason, 1000))
+    .bind(version_before)
+    .bind(version_after)
+    .bind(result)
+    .bind(detail.map(|d| truncate(d, 4000)))
+    .bind(job_id)
+    .bind(crate::store::now())
+    .execute(&mut **tx)
+    .await
+    .ctx("writing the audit row")?;
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Saga rows (`saga_instances`) and their transition log (`saga_transitions`):
+//! loading and locking instances for a batch, writing them back, and the reads
+//! and quarantine updates of operator actions.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{MySql, QueryBuilder, Row};
+
+use super::LockMode;
+use crate::saga::model::InstanceData;
+use crate::saga::{Catalog, Instance};
+use crate::store::{Ctx, Db, StoreError, Tx, truncate};
+
+/// A saga row as loaded.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) inst: Instance,
+    pub(crate) quarantined: Option<String>,
+    pub(crate) quarantined_at: Option<DateTime<Utc>>,
+    pub(crate) dirty: bool,
+    pub(crate) quarantine_changed: bool,
+}
+
+pub(crate) struct TransitionRow {
+    pub(crate) order_id: i64,
+    pub(crate) saga_version: u32,
+    pub(crate) event_id: String,
+    pub(crate) event_name: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) actor: String,
+    pub(crate) reason: Option<String>,
+}
+
+pub(crate) const INSTANCE_COLUMNS: &str = "order_id, saga_name, definition_version, state, version, data, state_entered_at, quarantined_at, quarantine_reason";
+
+/// When and why a saga was quarantined.
+pub(crate) type Quarantine = (DateTime<Utc>, String);
+
+pub(crate) fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, Option<Quarantine>), StoreError> {
+    let data: String = r.try_get("data").ctx("decoding saga data")?;
+    let data: InstanceData =
+        serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("saga_instances.data: {e}")))?;
+    let order_id: u64 = r.try_get("order_id").ctx("decoding saga order_id")?;
+    let quarantined_at: Option<DateTime<Utc>> = r.try_get("quarantined_at").ctx("decoding quarantined_at")?;
+    let reason: Option<String> = r.try_get("quarantine_reason").ctx("decoding quarantine_reason")?;
+    Ok((
+        Instance {
+            order_id: order_id as i64,
+            saga_name: r.try_get("saga_name").ctx("decoding saga_name")?,
+            definition_version: r.try_get("definition_version").ctx("decoding definition_version")?,
+            state: r.try_get("state").ctx("decoding state")?,
+            version: r.try_get("version").ctx("decoding version")?,
+            state_entered_at: r.try_get("state_entered_at").ctx("decoding state_entered_at")?,
+            data,
+        },
+        quarantined_at.map(|t| (t, reason.unwrap_or_default())),
+    ))
+}
+
+pub(crate) async fn load_sagas(
+    tx: &mut Tx,
+    ids: &BTreeSet<i64>,
+    lock: LockMode,
+) -> Result<HashMap<i64, Slot>, StoreError> {
+    let mut out = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new(format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id IN ("));
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(") ORDER BY order_id FOR UPDATE");
+    if lock == LockMode::SkipLocked {
+        qb.push(" SKIP LOCKED");
+    }
+    let rows = qb.build().fetch_all(&mut **tx).await.ctx("locking saga rows")?;
+    for r in &rows {
+        let (inst, quarantined) = instance_from_row(r)?;
+        out.insert(
+            inst.order_id,
+            Slot {
+                inst,
+                quarantined_at: quarantined.as_ref().map(|q| q.0),
+                quarantined: quarantined.map(|q| q.1),
+                dirty: false,
+                quarantine_changed: false,
+            },
+        );
+    }
+    Ok(out)
+}
+
+pub(crate) async fn insert_instances(
+    tx: &mut Tx,
+    rows: &[(Instance, bool)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+             state_entered_at, created_at, updated_at) ",
+        );
+        let data: Vec<String> = chunk
+            .iter()
+            .map(|(inst, _)| serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        qb.push_values(chunk.iter().zip(&data), |mut b, ((inst, terminal), data)| {
+            b.push_bind(inst.order_id)
+                .push_bind(&inst.saga_name)
+                .push_bind(inst.definition_version)
+                .push_bind(&inst.state)
+                .push_bind(inst.version)
+                .push_bind(*terminal)
+                .push_bind(&inst.data.order.tenant_region)
+                .push_bind(data)
+                .push_bind(inst.state_entered_at)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting sagas")?;
+    }
+    Ok(())
+}
+
+/// Writes the changed saga rows in one statement. The rows are locked by this
+/// transaction (`load_sagas`), so `ON DUPLICATE KEY UPDATE` is a batched UPDATE.
+pub(crate) async fn upsert_instances(
+    tx: &mut Tx,
+    slots: &[&Slot],
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(slots.len());
+    for s in slots {
+        let data = serde_json::to_string(&s.inst.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let terminal =
+            catalog.get(s.inst.definition_version).and_then(|d| d.state(&s.inst.state)).is_some_and(|st| st.terminal);
+        let quarantined_at = match (&s.quarantined, s.quarantine_changed) {
+            (None, _) => None,
+            (Some(_), true) => Some(now),
+            (Some(_), false) => s.quarantined_at.or(Some(now)),
+        };
+        rows.push((s, data, terminal, quarantined_at));
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+         state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) ",
+    );
+    qb.push_values(&rows, |mut b, (s, data, terminal, quarantined_at)| {
+        b.push_bind(s.inst.order_id)
+            .push_bind(&s.inst.saga_name)
+            .push_bind(s.inst.definition_version)
+            .push_bind(&s.inst.state)
+            .push_bind(s.inst.version)
+            .push_bind(*terminal)
+            .push_bind(&s.inst.data.order.tenant_region)
+            .push_bind(data)
+            .push_bind(s.inst.state_entered_at)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(*quarantined_at)
+            .push_bind(&s.quarantined);
+    });
+    qb.push(
+        " ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), terminal = VALUES(terminal), \
+         data = VALUES(data), state_entered_at = VALUES(state_entered_at), updated_at = VALUES(updated_at), \
+         quarantined_at = VALUES(quarantined_at), quarantine_reason = VALUES(quarantine_reason)",
+    );
+    qb.build().execute(&mut **tx).await.ctx("updating sagas")?;
+    Ok(())
+}
+
+pub(crate) async fn insert_transitions(
+    tx: &mut Tx,
+    rows: &[TransitionRow],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.order_id)
+                .push_bind(r.saga_version)
+                .push_bind(truncate(&r.event_id, 191))
+                .push_bind(truncate(&r.event_name, 128))
+                .push_bind(&r.from)
+                .push_bind(&r.to)
+                .push_bind(truncate(&r.actor, 128))
+                .push_bind(r.reason.as_deref().map(|s| truncate(s, 255)))
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting saga transitions")?;
+    }
+    Ok(())
+}
+
+/// A saga as the ops surfaces show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SagaView {
+    pub order_id: i64,
+    pub saga_name: String,
+    pub definition_version: u32,
+    pub state: String,
+    pub version: u32,
+    pub state_entered_at: DateTime<Utc>,
+    pub quarantined: Option<String>,
+    #[serde(skip)]
+    pub instance: Instance,
+}
+
+/// Reads one saga (no lock).
+pub async fn get(db: &Db, order_id: i64) -> Result<Option<SagaView>, StoreError> {
+    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id = ?");
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&db.pool).await.ctx("reading the saga")?;
+    row.map(|r| {
+        let (inst, quarantined) = instance_from_row(&r)?;
+        Ok(SagaView {
+            order_id: inst.order_id,
+            saga_name: inst.saga_name.clone(),
+            definition_version: inst.definition_version,
+            state: inst.state.clone(),
+            version: inst.version,
+            state_entered_at: inst.state_entered_at,
+            quarantined: quarantined.map(|q| q.1),
+            instance: inst,
+        })
+    })
+    .transpose()
+}
+
+// ------------------------------------------------------------ operator support
+
+/// Locks one saga row; `None` when the order has no saga.
+pub async fn lock_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Option<String>)>, StoreError> {
+    let slots = load_sagas(tx, &BTreeSet::from([order_id]), LockMode::Wait).await?;
+    Ok(slots.into_values().next().map(|s| (s.inst, s.quarantined)))
+}
+
+/// Clears a saga's quarantine (the caller replays or skips its parked events).
+pub async fn clear_quarantine(tx: &mut Tx, order_id: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE saga_instances SET quarantined_at = NULL, quarantine_reason = NULL, updated_at = ? WHERE order_id = ?",
+    )
+    .bind(crate::store::now())
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await
+    .ctx("clearing the quarantine")?;
+    Ok(())
+}
