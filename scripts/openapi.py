@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Writes src/http/openapi.json (the OpenAPI document the daemon serves).
 
-Kept as a generator so the document stays valid JSON and consistent; the test
-`health_readiness_and_openapi` checks that every route is described.
+Kept as a generator so the document stays valid JSON and consistent; the tests
+`every_openapi_path_is_routed_and_every_route_documented` and
+`openapi_documents_every_error_code` check it against the routes and the
+error codes. The daemon serves it with `error.code` completed from the
+`ErrorCode` enum (`src/http/error.rs`).
 """
 import json, pathlib
 
 err = {"$ref": "#/components/responses/Error"}
 def op(summary, responses, body=None, params=None, tags=None, security=None, desc=None):
+    # Every operation can meet these: another method on its path (405), a
+    # bug (500), the server's request timeout (503 timeout).
+    responses = {**responses, "405": err, "500": err}
+    responses.setdefault("503", err)
     o = {"summary": summary, "responses": responses}
     if desc: o["description"] = desc
     if body: o["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}

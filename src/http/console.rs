@@ -21,7 +21,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::JsonBody;
 use crate::store::sessions;
 
@@ -140,12 +140,10 @@ async fn sign_in(
     let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let (token, actor) = (field("token"), field("actor"));
     if !super::ops::secret_matches(&token, &cfg.token) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "that is not the ops token"));
+        return Err(ApiError::new(ErrorCode::Unauthorized, "that is not the ops token"));
     }
-    let actor = valid_actor(&actor).map_err(|m| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter", m)
-            .with_details(json!({"parameter": "actor"}))
-    })?;
+    let actor = valid_actor(&actor)
+        .map_err(|m| ApiError::new(ErrorCode::InvalidParameter, m).with_details(json!({"parameter": "actor"})))?;
     let s = sessions::create(&state.db, actor).await?;
     tracing::info!(actor, "ops console sign-in");
     let body = json!({
@@ -167,7 +165,7 @@ async fn sign_in(
 /// keeps the cookie off its requests).
 async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let no_session = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "not signed in");
+    let no_session = || ApiError::new(ErrorCode::Unauthorized, "not signed in");
     let id = session_cookie(&headers).ok_or_else(no_session)?;
     let s = sessions::touch(&state.db, &id).await?.ok_or_else(no_session)?;
     Ok(hardened(
@@ -189,8 +187,7 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !sessions::csrf_matches(&id, csrf) {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "csrf_token_invalid",
+                ErrorCode::CsrfTokenInvalid,
                 "signing out needs the session's X-CSRF-Token header",
             ));
         }

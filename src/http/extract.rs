@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use serde_json::{Value, json};
 
 use super::RequestTrace;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::telemetry::traceparent::TraceParent;
 
 /// A JSON body: requires a JSON content type (415), respects the body limit
@@ -24,8 +24,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let is_json = mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
         if !is_json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 format!(
                     "expected Content-Type: application/json, found {:?}",
                     if ct.is_empty() { "nothing" } else { ct }
@@ -34,21 +33,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the server accepts",
-                )
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the server accepts")
             } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable_body",
-                    format!("cannot read the request body: {rej}"),
-                )
+                ApiError::new(ErrorCode::UnreadableBody, format!("cannot read the request body: {rej}"))
             }
         })?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
+            ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {e}"))
                 .with_details(json!({ "line": e.line(), "column": e.column() }))
         })?;
         Ok(JsonBody(value))
@@ -69,11 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Trace {
 /// Parses a positive integer order id from a path segment.
 pub fn order_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "order_not_found",
-            format!("{raw:?} is not an order id (order ids are positive integers)"),
-        )
+        ApiError::new(ErrorCode::OrderNotFound, format!("{raw:?} is not an order id (order ids are positive integers)"))
     })
 }
 
@@ -87,17 +74,12 @@ pub fn query_params(raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, 
     for (k, _) in &pairs {
         if !allowed.contains(&k.as_str()) {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_parameter",
+                ErrorCode::UnknownParameter,
                 format!("unknown query parameter {k:?}; allowed: {}", allowed.join(", ")),
             ));
         }
         if !seen.insert(k.clone()) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "repeated_parameter",
-                format!("query parameter {k:?} given twice"),
-            ));
+            return Err(ApiError::new(ErrorCode::RepeatedParameter, format!("query parameter {k:?} given twice")));
         }
     }
     Ok(pairs)

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use self::error::ApiError;
+use self::error::{ApiError, ErrorCode};
 use crate::store::Db;
 use crate::store::outbox::OutboxWriter;
 use crate::store::sagas::SagaStore;
@@ -70,7 +70,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
         .layer(middleware::from_fn(trace_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+            ApiError::new(ErrorCode::Internal, "internal error").into_response()
         }))
         .with_state(state)
 }
@@ -117,12 +117,8 @@ async fn trace_request(mut req: Request, next: Next) -> Response {
 async fn with_timeout(timeout: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long; retry (with the same Idempotency-Key)",
-        )
-        .into_response(),
+        Err(_) => ApiError::new(ErrorCode::Timeout, "the request took too long; retry (with the same Idempotency-Key)")
+            .into_response(),
     }
 }
 
@@ -131,11 +127,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this endpoint; see /openapi.json",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint; see /openapi.json")
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -145,21 +137,35 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Ok(Err(e)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("database unreachable: {e}"))
-            .into_response(),
-        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "database did not answer within 2s")
-            .into_response(),
+        Ok(Err(e)) => ApiError::new(ErrorCode::NotReady, format!("database unreachable: {e}")).into_response(),
+        Err(_) => ApiError::new(ErrorCode::NotReady, "database did not answer within 2s").into_response(),
     }
 }
 
+/// The OpenAPI document served: the generated file plus the error codes
+/// (`error::document_error_codes`), built once.
+pub fn openapi_document() -> &'static str {
+    static DOC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        // The embedded file parses (tests/it/docs.rs); if it did not, serve it as is.
+        match serde_json::from_str::<serde_json::Value>(OPENAPI) {
+            Ok(mut doc) => {
+                error::document_error_codes(&mut doc);
+                doc.to_string()
+            }
+            Err(_) => OPENAPI.to_owned(),
+        }
+    });
+    &DOC
+}
+
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi_document()).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot encode metrics").into_response();
+        return ApiError::new(ErrorCode::Internal, "cannot encode metrics").into_response();
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{JsonBody, query_params};
 use crate::ops::{Action, BulkRequest, Jobs, Ops, OpsError, Request};
 use crate::store::inspect::{self, SagaFilter, SagaKeyset};
@@ -87,8 +87,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConf
             let csrf = headers.get(super::console::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
             if !crate::store::sessions::csrf_matches(&id, csrf) {
                 return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf_token_invalid",
+                    ErrorCode::CsrfTokenInvalid,
                     "a console request must carry the session's X-CSRF-Token header",
                 ));
             }
@@ -110,7 +109,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConf
 }
 
 fn unauthorized() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid ops bearer token or console session is required")
+    ApiError::new(ErrorCode::Unauthorized, "a valid ops bearer token or console session is required")
 }
 
 /// The actor of an action: the session's operator, or the request's `actor` field.
@@ -127,24 +126,21 @@ fn actor_of(principal: &Principal, obj: &mut serde_json::Map<String, Value>) -> 
 impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> ApiError {
         match e {
-            OpsError::NotFound(id) => {
-                ApiError::new(StatusCode::NOT_FOUND, "saga_not_found", format!("order {id} has no saga"))
-            }
+            OpsError::NotFound(id) => ApiError::new(ErrorCode::SagaNotFound, format!("order {id} has no saga")),
             OpsError::StaleVersion { expected, actual } => ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_version",
+                ErrorCode::StaleVersion,
                 format!("the saga is at version {actual}, not {expected}; look at it again"),
             )
             .with_details(json!({"expected_version": expected, "current_version": actual})),
-            OpsError::NotAllowed(m) => ApiError::new(StatusCode::CONFLICT, "not_allowed", m),
-            OpsError::BadRequest(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m),
+            OpsError::NotAllowed(m) => ApiError::new(ErrorCode::NotAllowed, m),
+            OpsError::BadRequest(m) => ApiError::new(ErrorCode::InvalidRequest, m),
             OpsError::Store(s) => ApiError::from(s),
         }
     }
 }
 
 fn bad(param: &str, msg: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter", msg).with_details(json!({"parameter": param}))
+    ApiError::new(ErrorCode::InvalidParameter, msg).with_details(json!({"parameter": param}))
 }
 
 fn parse_bool(k: &str, v: &str) -> Result<bool, ApiError> {
@@ -253,7 +249,7 @@ fn order_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|i| *i > 0)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "saga_not_found", format!("{raw:?} is not an order id")))
+        .ok_or_else(|| ApiError::new(ErrorCode::SagaNotFound, format!("{raw:?} is not an order id")))
 }
 
 async fn show(
@@ -284,7 +280,7 @@ fn take_bool(obj: &mut serde_json::Map<String, Value>, key: &str) -> Result<bool
 
 fn parse_action(v: Value) -> Result<Action, ApiError> {
     serde_json::from_value(v).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_action", format!("{e}")).with_details(json!({
+        ApiError::new(ErrorCode::InvalidAction, format!("{e}")).with_details(json!({
             "actions": ["retry_step", "fire_timer {timer}", "reschedule_timer {timer, at|after}", "cancel_timer {timer}", "cancel", "force {event}", "release", "skip_poison"]
         }))
     })

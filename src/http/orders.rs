@@ -9,12 +9,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{JsonBody, Trace, order_id, query_params};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
 use crate::store::group_commit::{CreateRequest, NotTaken};
 use crate::store::idempotency;
-use crate::store::orders::{self, CreateOutcome, Keyset, SearchFilter};
+use crate::store::order_api::{self, CreateOutcome};
+use crate::store::orders::{self, Keyset, SearchFilter};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
@@ -28,42 +29,31 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
             return Ok(None);
         };
         if values.next().is_some() {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_invalid",
-                format!("{name} given more than once"),
-            ));
+            return Err(ApiError::new(ErrorCode::IdempotencyKeyInvalid, format!("{name} given more than once")));
         }
         let s = v.to_str().map_err(|_| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_invalid",
-                "the idempotency key must be visible ASCII",
-            )
+            ApiError::new(ErrorCode::IdempotencyKeyInvalid, "the idempotency key must be visible ASCII")
         })?;
         Ok(Some(s.trim().to_owned()))
     };
     let key = match (read(IDEMPOTENCY_KEY)?, read(X_IDEMPOTENCY_KEY)?) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_conflict",
+                ErrorCode::IdempotencyKeyConflict,
                 "Idempotency-Key and X-Idempotency-Key differ; send one",
             ));
         }
         (Some(a), _) | (None, Some(a)) => a,
         (None, None) => {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_missing",
+                ErrorCode::IdempotencyKeyMissing,
                 "POST /orders requires an Idempotency-Key header (a unique value per order, e.g. a UUID)",
             ));
         }
     };
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_invalid",
+            ErrorCode::IdempotencyKeyInvalid,
             format!("the idempotency key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
         ));
     }
@@ -100,10 +90,10 @@ pub async fn create(
     let req = CreateRequest { order: order.clone(), key, fingerprint, trace: Some(trace) };
     let outcome = state.orders.create(req).await.map_err(|e| {
         let code = match e {
-            NotTaken::Overloaded => "overloaded",
-            NotTaken::Stopped => "shutting_down",
+            NotTaken::Overloaded => ErrorCode::Overloaded,
+            NotTaken::Stopped => ErrorCode::ShuttingDown,
         };
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("{e}; retry with the same Idempotency-Key"))
+        ApiError::new(code, format!("{e}; retry with the same Idempotency-Key"))
     })?;
     match outcome? {
         CreateOutcome::Created { order_id, body } => {
@@ -119,8 +109,7 @@ pub async fn create(
             Ok(json_response(status, body, &[("idempotent-replayed", "true".into())]))
         }
         CreateOutcome::KeyReused => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was already used with a different request body; use a new key for a new order",
         )),
     }
@@ -162,9 +151,9 @@ pub async fn change_status(
     let JsonBody(body) = body?;
     let change = StatusChange::from_json(&body).map_err(ApiError::validation)?;
     let result =
-        orders::change_status(&state.db, id, &change, &state.outbox, state.sagas.as_ref(), Some(&trace)).await?;
+        order_api::change_status(&state.db, id, &change, &state.outbox, state.sagas.as_ref(), Some(&trace)).await?;
     match result {
-        Ok(orders::StatusChanged { order: view, previous, previous_since }) => {
+        Ok(order_api::StatusChanged { order: view, previous, previous_since }) => {
             state.relay_wakeup.notify_one();
             let secs = (view.updated_at - previous_since).num_microseconds().unwrap_or(0) as f64 / 1e6;
             state
@@ -188,8 +177,7 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 fn invalid(param: &str, message: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter", message)
-        .with_details(json!({ "parameter": param }))
+    ApiError::new(ErrorCode::InvalidParameter, message).with_details(json!({ "parameter": param }))
 }
 
 fn parse_time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
