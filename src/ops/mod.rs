@@ -13,23 +13,36 @@
 //! * goes through the same transition function and shell as a normal event,
 //!   so it emits the same domain events and commands.
 
+mod actions;
 pub mod cli;
+mod gauges;
+mod jobs;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+pub use self::actions::{Action, allowed_actions};
+pub use self::gauges::refresh_gauges;
+pub use self::jobs::{BulkRequest, JOB_RESULTS_KEPT, JobStatus, Jobs};
+
+use std::sync::Arc;
+
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
 use serde_json::{Value, json};
+
 use tokio::sync::Notify;
 
 use crate::domain::OrderStatus;
+
 use crate::saga::{Event, EventBody};
-use crate::store::inspect::{self, SagaFilter};
+
+use crate::store::inspect;
+
 use crate::store::sagas::{self as shell, Inbound, InboundOutcome, LockMode, SOURCE_REPLAY, SagaStore};
+
 use crate::store::{Ctx, Db, StoreError, Tx, audit, inbox, orders, outbox, parked, timers};
-use crate::telemetry::metrics::{ActionLabel, Metrics, StateLabel};
+
+use crate::telemetry::metrics::{ActionLabel, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -43,92 +56,6 @@ pub enum OpsError {
     BadRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What an operator can do to one saga.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
-    /// Re-send the current step's command with the same command id.
-    RetryStep,
-    /// Fire a pending timer now.
-    FireTimer { timer: String },
-    /// Move a pending timer (`at` an RFC 3339 time, or `after` a duration from now).
-    RescheduleTimer {
-        timer: String,
-        #[serde(default)]
-        at: Option<DateTime<Utc>>,
-        #[serde(default)]
-        after: Option<String>,
-    },
-    /// Disarm a pending timer.
-    CancelTimer { timer: String },
-    /// Cancel the order, compensating what the saga did (the definition's
-    /// manual event for CANCELLED).
-    Cancel,
-    /// Deliver a manual event the definition declares and the current state accepts.
-    Force { event: String },
-    /// Lift the quarantine and replay the parked events in order.
-    Release,
-    /// Skip the poison event(s), then release.
-    SkipPoison,
-}
-
-impl Action {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::RetryStep => "retry_step",
-            Action::FireTimer { .. } => "fire_timer",
-            Action::RescheduleTimer { .. } => "reschedule_timer",
-            Action::CancelTimer { .. } => "cancel_timer",
-            Action::Cancel => "cancel",
-            Action::Force { .. } => "force",
-            Action::Release => "release",
-            Action::SkipPoison => "skip_poison",
-        }
-    }
-}
-
-/// The actions [`Ops::act`] would accept for a saga of `def` in `state`
-/// (quarantined or not, with these timers armed) — what the console offers.
-/// Each is the request body's `action` part, e.g. `{"action": "fire_timer", "timer": "t"}`.
-pub fn allowed_actions(
-    def: &crate::saga::Definition,
-    state: &str,
-    quarantined: bool,
-    unresolved_poison: bool,
-    armed_timers: &[&str],
-) -> Vec<Action> {
-    let Some(st) = def.state(state) else { return Vec::new() };
-    let mut out = Vec::new();
-    if quarantined {
-        // Everything else that moves the saga waits for the quarantine to be lifted.
-        out.push(Action::Release);
-        if unresolved_poison {
-            out.push(Action::SkipPoison);
-        }
-    } else {
-        if st.step.is_some() {
-            out.push(Action::RetryStep);
-        }
-        let cancel = def.manual_event_for_status(OrderStatus::Cancelled).map(|m| m.name.clone());
-        if cancel.as_ref().is_some_and(|c| st.on.contains_key(c)) {
-            out.push(Action::Cancel);
-        }
-        for m in def.manual_events.keys() {
-            if st.on.contains_key(m) && Some(m) != cancel.as_ref() {
-                out.push(Action::Force { event: m.clone() });
-            }
-        }
-        for t in armed_timers {
-            out.push(Action::FireTimer { timer: (*t).to_owned() });
-        }
-    }
-    for t in armed_timers {
-        out.push(Action::RescheduleTimer { timer: (*t).to_owned(), at: None, after: None });
-        out.push(Action::CancelTimer { timer: (*t).to_owned() });
-    }
-    out
 }
 
 /// Who acts, why, on what they saw.
@@ -640,154 +567,4 @@ async fn count_audit(tx: &mut Tx, order_id: i64, action: &str) -> Result<u32, St
             .await
             .ctx("counting earlier retries")?;
     Ok(n as u32)
-}
-
-/// A bulk action over the sagas a filter selects.
-#[derive(Debug, Clone)]
-pub struct BulkRequest {
-    pub filter: SagaFilter,
-    pub action: Action,
-    pub actor: String,
-    pub reason: String,
-    pub dry_run: bool,
-    pub limit: Option<u32>,
-    pub rate_per_second: u32,
-}
-
-/// Progress of bulk jobs (per process).
-#[derive(Clone, Default)]
-pub struct Jobs {
-    inner: Arc<Mutex<HashMap<String, JobStatus>>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct JobStatus {
-    pub job_id: String,
-    pub action: String,
-    pub total: usize,
-    pub done: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub finished: bool,
-    /// The first errors, by order id.
-    pub errors: Vec<Value>,
-    /// Every item's result in order (`applied` or `refused` with the error),
-    /// the first [`JOB_RESULTS_KEPT`] of them.
-    pub results: Vec<Value>,
-}
-
-/// Per-item results kept per bulk job (the counts cover every item).
-pub const JOB_RESULTS_KEPT: usize = 1000;
-
-impl Jobs {
-    fn start(&self, action: &str, total: usize) -> String {
-        let id = uuid::Uuid::new_v4().to_string();
-        let status = JobStatus {
-            job_id: id.clone(),
-            action: action.into(),
-            total,
-            done: 0,
-            succeeded: 0,
-            failed: 0,
-            finished: total == 0,
-            errors: Vec::new(),
-            results: Vec::new(),
-        };
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), status);
-        id
-    }
-
-    fn progress(&self, job: &str, order_id: i64, r: Result<(), String>) {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get_mut(job) {
-            s.done += 1;
-            let item = match &r {
-                Ok(()) => json!({"order_id": order_id, "result": "applied"}),
-                Err(e) => json!({"order_id": order_id, "result": "refused", "error": e}),
-            };
-            if s.results.len() < JOB_RESULTS_KEPT {
-                s.results.push(item);
-            }
-            match r {
-                Ok(()) => s.succeeded += 1,
-                Err(e) => {
-                    s.failed += 1;
-                    if s.errors.len() < 50 {
-                        s.errors.push(json!({"order_id": order_id, "error": e}));
-                    }
-                }
-            }
-        }
-    }
-
-    fn finish(&self, job: &str) {
-        if let Some(s) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).get_mut(job) {
-            s.finished = true;
-        }
-    }
-
-    pub fn get(&self, job: &str) -> Option<JobStatus> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(job).cloned()
-    }
-}
-
-/// Refreshes the gauges that come from the database. Called periodically.
-pub async fn refresh_gauges(db: &Db, sagas: &SagaStore, m: &Metrics) -> Result<(), StoreError> {
-    let (backlog, oldest) = crate::store::outbox::backlog(&db.pool).await?;
-    m.outbox_backlog.set(backlog);
-    m.outbox_oldest_age_seconds.set(oldest.map(|t| (Utc::now() - t).num_seconds().max(0)).unwrap_or(0));
-    let g = inspect::gauges(db, &sagas.catalog).await?;
-    // Every state of every loaded definition gets a series, zero included.
-    let mut states: Vec<String> = sagas.catalog.versions().flat_map(|d| d.states.keys().cloned()).collect();
-    states.sort();
-    states.dedup();
-    let lookup = |v: &[(String, i64)], s: &str| v.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
-    for s in &states {
-        let label = StateLabel { state: s.clone() };
-        m.saga_instances.get_or_create(&label).set(lookup(&g.per_state, s));
-        let terminal = sagas.catalog.versions().any(|d| d.state(s).is_some_and(|x| x.terminal));
-        if !terminal {
-            m.saga_oldest_age_seconds.get_or_create(&label).set(lookup(&g.oldest_age, s));
-            m.saga_stuck.get_or_create(&label).set(lookup(&g.stuck, s));
-        }
-    }
-    m.saga_quarantined.set(g.quarantined);
-    m.saga_timers_overdue.set(g.timers_overdue);
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn order_saga() -> std::sync::Arc<crate::saga::Definition> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas");
-        let catalog = crate::saga_files::load_catalog(&dir, &Default::default()).expect("the shipped definition loads");
-        catalog.latest().clone()
-    }
-
-    #[test]
-    fn the_console_offers_what_the_definition_allows_in_the_current_state() {
-        let def = order_saga();
-        let waiting = allowed_actions(&def, "AWAITING_PAYMENT", false, false, &["payment_timeout"]);
-        assert!(waiting.contains(&Action::RetryStep));
-        assert!(waiting.contains(&Action::Cancel));
-        assert!(waiting.contains(&Action::FireTimer { timer: "payment_timeout".into() }));
-        assert!(waiting.contains(&Action::CancelTimer { timer: "payment_timeout".into() }));
-        assert!(!waiting.contains(&Action::Release), "not quarantined: nothing to release");
-
-        let done = allowed_actions(&def, "COMPLETED", false, false, &[]);
-        assert_eq!(done, vec![Action::Cancel], "a confirmed order can still be cancelled (compensating), nothing else");
-        let cancelled = allowed_actions(&def, "CANCELLED", false, false, &[]);
-        assert!(!cancelled.contains(&Action::Cancel), "{cancelled:?}");
-        assert!(!cancelled.contains(&Action::RetryStep), "no step to retry when done");
-
-        let held = allowed_actions(&def, "AWAITING_PAYMENT", true, false, &["payment_timeout"]);
-        assert!(held.contains(&Action::Release));
-        assert!(!held.contains(&Action::SkipPoison), "no poison event parked");
-        assert!(!held.contains(&Action::Cancel) && !held.contains(&Action::RetryStep), "quarantine first: {held:?}");
-        assert!(!held.iter().any(|a| matches!(a, Action::FireTimer { .. })));
-        assert!(allowed_actions(&def, "AWAITING_PAYMENT", true, true, &[]).contains(&Action::SkipPoison));
-        assert!(allowed_actions(&def, "NO_SUCH_STATE", false, false, &[]).is_empty());
-    }
 }

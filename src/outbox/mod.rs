@@ -25,25 +25,42 @@
 //!   relay backs off and retries; with `ORDER_SAGA_REST_MODE=fallback`
 //!   commands go over REST after `ORDER_SAGA_REST_FALLBACK_AFTER`.
 
+mod lease;
+mod prepare;
 pub mod rest;
+mod settle;
 
 use std::collections::HashMap;
+
 use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use tokio::sync::{Notify, mpsc, watch};
+
 use tokio_util::sync::CancellationToken;
+
 use tracing::Instrument;
 
+use self::lease::{backoff, lease_loop};
+use self::prepare::{PrepareError, Prepared};
 use self::rest::{RestOutcome, RestTransport};
+use self::settle::{Ack, AckError, SETTLE_DELAY, SETTLE_WRITES, Settled};
+
 use crate::codec::Codec;
+
 use crate::config::RestMode;
+
 use crate::contracts::{Message, MessageKind};
+
 use crate::kafka::producer::Producer;
+
 use crate::store::outbox::{self as table, EVENT_TYPE_DEAD_LETTER, PendingRow};
+
 use crate::store::{Db, StoreError, leases};
+
 use crate::telemetry::metrics::{Metrics, TransportLabel};
+
 use crate::telemetry::traceparent::TraceParent;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,44 +99,6 @@ pub type ProducerFactory = Arc<dyn Fn() -> Result<Producer, crate::kafka::KafkaE
 /// producer is replaced. A fatal idempotence error replaces it at once.
 const WEDGED_ROUNDS: u32 = 3;
 
-/// How long acks wait to be marked published together.
-const SETTLE_DELAY: Duration = Duration::from_millis(3);
-
-/// Settlement writes (mark published / failed) running at once. They run
-/// beside the read-and-send loop, so a slow UPDATE under load does not hold
-/// up the next read; their rows count as in flight until the write is done,
-/// so no read sends them again meanwhile.
-const SETTLE_WRITES: usize = 4;
-
-/// What one settlement writes.
-#[derive(Debug, Default)]
-struct SettleWrites {
-    published: Vec<u64>,
-    failed: HashMap<String, Vec<u64>>,
-}
-
-impl SettleWrites {
-    fn ids(&self) -> Vec<u64> {
-        self.published.iter().chain(self.failed.values().flatten()).copied().collect()
-    }
-
-    async fn write(&self, db: &Db) -> Result<(), StoreError> {
-        let t0 = Instant::now();
-        table::mark_published(&db.pool, &self.published).await?;
-        tracing::debug!(acks = self.published.len(), elapsed_us = t0.elapsed().as_micros() as u64, "outbox settle");
-        for (error, ids) in &self.failed {
-            table::mark_failed(&db.pool, ids, error).await?;
-        }
-        Ok(())
-    }
-}
-
-/// A finished settlement write: its rows leave the in-flight set.
-struct Settled {
-    ids: Vec<u64>,
-    result: Result<(), StoreError>,
-}
-
 pub struct Relay {
     pub db: Db,
     /// Chooses each message's partition (ORDER_SAGA_PARTITIONING).
@@ -145,93 +124,8 @@ enum Transport {
     Rest,
 }
 
-/// The delivery result of one row.
-struct Ack {
-    id: u64,
-    created_at: chrono::DateTime<chrono::Utc>,
-    transport: Transport,
-    result: Result<(i32, i64), AckError>,
-}
-
-/// Why a row was not delivered: the text stored in `last_error`, and whether
-/// the transport said it cannot deliver anything any more (a fatal producer).
-#[derive(Debug, Clone)]
-struct AckError {
-    message: String,
-    fatal: bool,
-}
-
-impl From<crate::kafka::producer::DeliveryError> for AckError {
-    fn from(e: crate::kafka::producer::DeliveryError) -> AckError {
-        AckError { fatal: e.is_fatal(), message: e.message }
-    }
-}
-
-/// A row ready to send.
-struct Prepared {
-    id: u64,
-    kind: Option<MessageKind>,
-    topic: String,
-    key: Vec<u8>,
-    value: Vec<u8>,
-    headers: Vec<(String, String)>,
-    json: String,
-    command_id: Option<String>,
-    shard: u16,
-    /// Explicit partition (regional placement), or the key's hash.
-    partition: Option<i32>,
-    /// The metric label of the order's region.
-    region: String,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
 /// Rows sent and not yet settled: id → (created_at, shard).
 type InFlight = HashMap<u64, (chrono::DateTime<chrono::Utc>, u16)>;
-
-impl Relay {
-    /// Regional placement (see `partitioning`): the row's region and order.
-    fn place(
-        &self,
-        row: &PendingRow,
-        audience: crate::partitioning::Audience,
-    ) -> Result<(Option<i32>, String), PrepareError> {
-        let region = row.tenant_region.as_deref();
-        let order_id = row.aggregate_id.parse::<i64>().ok();
-        let partition = self
-            .partitioner
-            .partition(audience, &row.topic, region, order_id)
-            .map_err(|crate::partitioning::NotReady| PrepareError::NotReady)?;
-        Ok((partition, self.metrics.region(region.unwrap_or("")).tenant_region))
-    }
-
-    /// Learns the partition counts of `topics` (the broker was unreachable
-    /// when the daemon started), at most every few seconds, in the background:
-    /// a metadata request to a broker that is down must not hold up the
-    /// relay's other work (acks, REST).
-    fn learn_partitions(&mut self, topics: Vec<String>) {
-        if self.metadata_tried.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
-            return;
-        }
-        self.metadata_tried = Some(Instant::now());
-        let (producer, partitioner, wakeup) = (self.producer.clone(), self.partitioner.clone(), self.wakeup.clone());
-        tokio::spawn(async move {
-            match producer.partition_counts(topics).await {
-                Ok(counts) if !counts.is_empty() => match partitioner.learn(counts) {
-                    Ok(()) => wakeup.notify_one(),
-                    // The map does not fit a topic: its rows wait (never
-                    // published to a wrong partition).
-                    Err(e) => {
-                        tracing::error!(error = %e, "ORDER_SAGA_REGION_PARTITIONS does not fit the topics; their messages wait")
-                    }
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read topic metadata; regionally partitioned messages wait")
-                }
-            }
-        });
-    }
-}
 
 impl Relay {
     #[allow(clippy::too_many_arguments)]
@@ -563,212 +457,5 @@ impl Relay {
             "outbox dispatch"
         );
         Ok(rows.len())
-    }
-
-    /// A settlement write finished: its rows leave the in-flight set (marked,
-    /// or to be read and sent again when the write failed). Returns whether
-    /// it failed (the caller backs off).
-    fn settled(&self, done: Settled, in_flight: &mut InFlight) -> bool {
-        for id in &done.ids {
-            in_flight.remove(id);
-        }
-        match done.result {
-            Ok(()) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, rows = done.ids.len(), "cannot record publish results; rows are republished later");
-                true
-            }
-        }
-    }
-
-    /// Takes delivery results: decides what to mark published or failed
-    /// (written by the caller, see [`SettleWrites`]), keeps the Kafka-down
-    /// clock for the REST fallback, and replaces a wedged producer.
-    fn settle(&mut self, acks: Vec<Ack>) -> (RoundReport, SettleWrites) {
-        let mut report = RoundReport { read: acks.len(), ..Default::default() };
-        let mut writes = SettleWrites::default();
-        let mut fatal = false;
-        let mut kafka_ok = 0;
-        let mut kafka_failed = 0;
-        let now = chrono::Utc::now();
-        for a in &acks {
-            match (&a.result, a.transport) {
-                (Ok(_), t) => {
-                    writes.published.push(a.id);
-                    let lag = (now - a.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                    self.metrics.outbox_publish_lag_seconds.observe(lag);
-                    match t {
-                        Transport::Kafka => {
-                            kafka_ok += 1;
-                            report.published_kafka += 1;
-                        }
-                        Transport::Rest => report.published_rest += 1,
-                    }
-                }
-                (Err(e), t) => {
-                    if t == Transport::Kafka {
-                        kafka_failed += 1;
-                    }
-                    fatal |= e.fatal;
-                    report.failed += 1;
-                    writes.failed.entry(e.message.clone()).or_default().push(a.id);
-                }
-            }
-        }
-        if !writes.published.is_empty() {
-            // Acknowledged by the broker, not yet marked: a crash republishes.
-            crate::failpoint::hit("relay.after_ack");
-        }
-        if !writes.failed.is_empty() {
-            tracing::warn!(failed = report.failed, errors = ?writes.failed.keys().collect::<Vec<_>>(), "some outbox rows were not delivered; retrying");
-        }
-        if kafka_ok + kafka_failed > 0 {
-            if kafka_ok == 0 {
-                self.kafka_down_since.get_or_insert_with(Instant::now);
-            } else {
-                self.kafka_down_since = None;
-            }
-            // An idempotent producer can wedge: a fatal error, a broker that
-            // keeps refusing its sequence numbers, or producer state the
-            // broker lost in an outage. Messages are only marked published
-            // after an ack, so starting over with a new producer (a new
-            // producer id) loses nothing; it is done after WEDGED_ROUNDS
-            // settlements in which nothing at all got through.
-            let fatal = fatal || self.producer.fatal_error().is_some();
-            self.wedged_rounds = if kafka_ok == 0 { self.wedged_rounds + 1 } else { 0 };
-            if fatal || self.wedged_rounds >= WEDGED_ROUNDS {
-                match (self.new_producer)() {
-                    Ok(p) => {
-                        tracing::warn!(errors = ?writes.failed.keys().collect::<Vec<_>>(), "replacing a wedged Kafka producer");
-                        self.producer = p;
-                        self.wedged_rounds = 0;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot create a new Kafka producer"),
-                }
-            }
-        }
-        let m = &self.metrics;
-        m.outbox_published_total
-            .get_or_create(&TransportLabel { transport: "kafka".into() })
-            .inc_by(report.published_kafka as u64);
-        m.outbox_published_total
-            .get_or_create(&TransportLabel { transport: "rest".into() })
-            .inc_by(report.published_rest as u64);
-        if report.failed > 0 {
-            m.outbox_publish_errors_total.inc();
-        }
-        (report, writes)
-    }
-
-    async fn prepare(&self, row: &PendingRow) -> Result<Prepared, PrepareError> {
-        let headers: Vec<(String, String)> =
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&row.headers)
-                .map_err(|e| PrepareError::Bad(format!("headers are not a JSON object: {e}")))?
-                .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
-                .collect();
-        if row.event_type == EVENT_TYPE_DEAD_LETTER {
-            let v: serde_json::Value =
-                serde_json::from_str(&row.payload).map_err(|e| PrepareError::Bad(e.to_string()))?;
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let decode = |field: &str| -> Result<Vec<u8>, PrepareError> {
-                match v[field].as_str() {
-                    Some(s) => b64.decode(s).map_err(|e| PrepareError::Bad(e.to_string())),
-                    None => Ok(Vec::new()),
-                }
-            };
-            let key = decode("key_base64")?;
-            let (partition, region) = self.place(row, crate::partitioning::Audience::Events)?;
-            return Ok(Prepared {
-                partition,
-                region,
-                id: row.id,
-                kind: None,
-                topic: row.topic.clone(),
-                key: if key.is_empty() { row.aggregate_id.clone().into_bytes() } else { key },
-                value: decode("value_base64")?,
-                headers,
-                json: String::new(),
-                command_id: None,
-                shard: row.shard,
-                created_at: row.created_at,
-            });
-        }
-        let kind: MessageKind = row.event_type.parse().map_err(|e| PrepareError::Bad(format!("{e}")))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&row.payload).map_err(|e| PrepareError::Bad(e.to_string()))?;
-        let msg = Message::from_json(kind, &json)
-            .map_err(|e| PrepareError::Bad(format!("payload does not match {kind}: {e}")))?;
-        let value = self.codec.encode(&msg, &row.topic).await.map_err(|e| {
-            if e.is_retriable() { PrepareError::Registry(e.to_string()) } else { PrepareError::Bad(e.to_string()) }
-        })?;
-        let command_id = json.get("command_id").and_then(|v| v.as_str()).map(str::to_owned);
-        let (partition, region) = self.place(row, crate::partitioning::audience(kind))?;
-        Ok(Prepared {
-            partition,
-            region,
-            id: row.id,
-            kind: Some(kind),
-            topic: row.topic.clone(),
-            key: row.aggregate_id.clone().into_bytes(),
-            value,
-            headers,
-            json: row.payload.clone(),
-            command_id,
-            shard: row.shard,
-            created_at: row.created_at,
-        })
-    }
-}
-
-enum PrepareError {
-    Registry(String),
-    Bad(String),
-    /// The partition cannot be chosen yet (partition count unknown): the row waits.
-    NotReady,
-}
-
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis((100u64 << failures.min(6)).min(5_000))
-}
-
-/// Heartbeats and renews/acquires leases every `ttl / 3`, independent of
-/// publish rounds (a round may wait on a broker for longer than the TTL).
-async fn lease_loop(db: Db, s: RelaySettings, owned_tx: watch::Sender<(Vec<u16>, u32)>, shutdown: CancellationToken) {
-    let period = s.lease_ttl / 3;
-    loop {
-        let step = async {
-            leases::ensure_shards(&db, s.shards).await?;
-            let live = leases::heartbeat(&db, &s.owner, s.lease_ttl).await?;
-            let fair = (u32::from(s.shards)).div_ceil(live);
-            let owned = leases::renew_and_acquire(&db, &s.owner, s.lease_ttl, fair).await?;
-            Ok::<_, StoreError>((owned, fair))
-        };
-        match step.await {
-            Ok(v) => {
-                owned_tx.send_if_modified(|cur| {
-                    if *cur != v {
-                        *cur = v;
-                        true
-                    } else {
-                        false
-                    }
-                });
-            }
-            Err(e) => {
-                // Cannot tell what we still hold: publish nothing until a
-                // renewal succeeds (reads are fenced in the database anyway).
-                tracing::warn!(error = %e, "outbox lease renewal failed; not publishing until it succeeds");
-                owned_tx.send_if_modified(|cur| {
-                    let changed = !cur.0.is_empty();
-                    cur.0.clear();
-                    changed
-                });
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
     }
 }

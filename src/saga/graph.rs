@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn the_order_saga_reads_left_to_right_and_every_state_is_placed_once() {
-        let def = &crate::saga::definition::parse(
+        let def = &crate::saga::parse::parse(
             std::path::Path::new("sagas/order.toml"),
             include_str!("../../sagas/order.toml"),
         )

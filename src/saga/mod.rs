@@ -9,6 +9,7 @@ pub mod definition;
 pub mod engine;
 pub mod graph;
 pub mod model;
+pub mod parse;
 
 #[cfg(test)]
 mod tests;
@@ -46,7 +47,7 @@ impl Catalog {
         files: &[(PathBuf, String)],
         timer_overrides: &BTreeMap<String, Duration>,
     ) -> Result<Catalog, DefinitionErrors> {
-        let mut defs = definition::parse_all(dir, files)?;
+        let mut defs = parse::parse_all(dir, files)?;
         let mut errors = Vec::new();
         for d in &mut defs {
             if let Err(message) = d.override_timers(timer_overrides) {

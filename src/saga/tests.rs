@@ -5,16 +5,16 @@ use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::definition::{self, Definition};
+use super::definition::Definition;
 use super::model::{Effect, Event, EventBody, Instance, Item, OrderFacts, Outcome, Rejection};
-use super::{engine, graph};
+use super::{engine, graph, parse};
 use crate::contracts::*;
 use crate::domain::OrderStatus;
 
 const ORDER_TOML: &str = include_str!("../../sagas/order.toml");
 
 fn def() -> Definition {
-    definition::parse(Path::new("sagas/order.toml"), ORDER_TOML).unwrap_or_else(|e| panic!("{e}"))
+    parse::parse(Path::new("sagas/order.toml"), ORDER_TOML).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn t0() -> DateTime<Utc> {
@@ -438,7 +438,7 @@ fn mermaid_shows_every_transition() {
 // ------------------------------------------------------------ validation
 
 fn errors(text: &str) -> Vec<String> {
-    match definition::parse(Path::new("t.toml"), text) {
+    match parse::parse(Path::new("t.toml"), text) {
         Ok(_) => panic!("expected errors"),
         Err(e) => e.0.into_iter().map(|e| e.to_string()).collect(),
     }

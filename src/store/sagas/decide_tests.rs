@@ -8,7 +8,7 @@ use super::*;
 use crate::config::Topics;
 use crate::contracts::{Message, PaymentAuthorized, TimestampMicros};
 use crate::saga::model::{InstanceData, Item, OrderFacts};
-use crate::saga::{Catalog, definition};
+use crate::saga::{Catalog, parse};
 use crate::store::sagas::RawMessage;
 
 const OID: i64 = 42;
@@ -18,7 +18,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn catalog() -> Catalog {
-    let def = definition::parse(Path::new("sagas/order.toml"), include_str!("../../../sagas/order.toml"))
+    let def = parse::parse(Path::new("sagas/order.toml"), include_str!("../../../sagas/order.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     Catalog::new(vec![def]).unwrap()
 }
