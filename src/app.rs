@@ -41,10 +41,10 @@ use crate::{ops, telemetry, timers};
 pub fn main(cli: Cli) -> ExitCode {
     // Declared first so it is dropped last: dropping it flushes the span exporter.
     let _telemetry = telemetry::init(
-        cli.config.log_format,
-        &cli.config.log,
-        cli.config.otlp_endpoint.as_deref(),
-        &cli.config.service_name,
+        cli.config.telemetry.log_format,
+        &cli.config.telemetry.log,
+        cli.config.telemetry.otlp_endpoint.as_deref(),
+        &cli.config.telemetry.service_name,
     );
     if std::env::var_os(crate::failpoint::ENV).is_some() {
         tracing::warn!("crash-test failpoints are armed ({}); never do this in production", crate::failpoint::ENV);
@@ -86,7 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let catalog = load_catalog(&cfg)?;
             let db = connect(&cfg).await?;
             let sagas = SagaStore::new(catalog, outbox_writer(&cfg)?);
-            let report = timers::sweep(&db, &sagas, cfg.sweep_batch, None).await?;
+            let report = timers::sweep(&db, &sagas, cfg.sagas.sweep_batch, None).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -103,7 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let catalog = load_catalog(&cfg)?;
             let sagas = crate::store::sagas::SagaStore::new(catalog, outbox_writer(&cfg)?);
             let ops = ops::Ops::new(connect(&cfg).await?, sagas, None, None);
-            ops::cli::run(ops, cfg.ops_bulk_rate, args).await
+            ops::cli::run(ops, cfg.ops.ops_bulk_rate, args).await
         }
         Command::Simulate(args) => crate::devtools::simulator::run(&cfg, args, shutdown_signal()).await,
         Command::DevRegistry { addr } => {
@@ -114,11 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode> {
-    let catalog = match crate::saga_files::load_catalog(&cfg.sagas_dir, &cfg.timer_overrides()?) {
+    let catalog = match crate::saga_files::load_catalog(&cfg.sagas.sagas_dir, &cfg.timer_overrides()?) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("{} problem(s) in {}", errors.0.len(), cfg.sagas_dir.display());
+            eprintln!("{} problem(s) in {}", errors.0.len(), cfg.sagas.sagas_dir.display());
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -141,7 +141,7 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
             let def = match version {
                 Some(v) => catalog
                     .get(v)
-                    .with_context(|| format!("no definition version {v} in {}", cfg.sagas_dir.display()))?,
+                    .with_context(|| format!("no definition version {v} in {}", cfg.sagas.sagas_dir.display()))?,
                 None => catalog.latest(),
             };
             print!("{}", crate::saga::graph::mermaid(def));
@@ -151,19 +151,19 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
 }
 
 pub async fn connect(cfg: &Config) -> anyhow::Result<Db> {
-    Db::connect(cfg.database_url()?, cfg.database_max_connections, cfg.database_acquire_timeout)
+    Db::connect(cfg.database_url()?, cfg.database.database_max_connections, cfg.database.database_acquire_timeout)
         .await
         .context("cannot connect to the database (check ORDER_SAGA_DATABASE_URL)")
 }
 
 pub fn load_catalog(cfg: &Config) -> anyhow::Result<Arc<Catalog>> {
-    let catalog = crate::saga_files::load_catalog(&cfg.sagas_dir, &cfg.timer_overrides()?)
-        .map_err(|e| anyhow::anyhow!("invalid saga definitions in {}:\n{e}", cfg.sagas_dir.display()))?;
+    let catalog = crate::saga_files::load_catalog(&cfg.sagas.sagas_dir, &cfg.timer_overrides()?)
+        .map_err(|e| anyhow::anyhow!("invalid saga definitions in {}:\n{e}", cfg.sagas.sagas_dir.display()))?;
     Ok(Arc::new(catalog))
 }
 
 pub fn outbox_writer(cfg: &Config) -> anyhow::Result<OutboxWriter> {
-    Ok(OutboxWriter { topics: cfg.topics()?, shards: cfg.outbox_shards })
+    Ok(OutboxWriter { topics: cfg.topics()?, shards: cfg.outbox.outbox_shards })
 }
 
 /// Registers the schemas of published messages and verifies consumed ones,
@@ -175,7 +175,7 @@ pub async fn prepare_schemas(cfg: &Config, codec: &Codec) -> anyhow::Result<()> 
         let topic = topics.of(kind);
         loop {
             let r = match kind.direction() {
-                Direction::Out if cfg.schema_registry_auto_register => codec.register(kind, topic).await.map(|_| ()),
+                Direction::Out if cfg.registry.schema_registry_auto_register => codec.register(kind, topic).await.map(|_| ()),
                 _ => codec.verify_readable(kind, topic).await.map(|found| {
                     if !found {
                         tracing::info!(subject = %crate::codec::value_subject(topic), "subject not registered yet; its producer will register it");
@@ -310,14 +310,14 @@ pub async fn partitioner(cfg: &Config) -> anyhow::Result<crate::partitioning::Pa
     let mut regional: Vec<&str> = Vec::new();
     for &kind in MessageKind::ALL.iter().filter(|k| k.direction() == crate::contracts::Direction::Out) {
         let strategy = match audience(kind) {
-            Audience::Events => cfg.partitioning,
-            Audience::Commands => cfg.command_partitioning,
+            Audience::Events => cfg.partitioning.partitioning,
+            Audience::Commands => cfg.partitioning.command_partitioning,
         };
         if strategy == Strategy::TenantRegion {
             regional.push(topics.of(kind));
         }
     }
-    if cfg.partitioning == Strategy::TenantRegion {
+    if cfg.partitioning.partitioning == Strategy::TenantRegion {
         regional.push(&topics.dlq);
     }
     let counts = if regional.is_empty() {
@@ -334,8 +334,13 @@ pub async fn partitioner(cfg: &Config) -> anyhow::Result<crate::partitioning::Pa
             }
         }
     };
-    let p = Partitioner::new(cfg.partitioning, cfg.command_partitioning, cfg.region_map()?, counts)
-        .map_err(|e| anyhow::anyhow!("ORDER_SAGA_REGION_PARTITIONS: {e}"))?;
+    let p = Partitioner::new(
+        cfg.partitioning.partitioning,
+        cfg.partitioning.command_partitioning,
+        cfg.region_map()?,
+        counts,
+    )
+    .map_err(|e| anyhow::anyhow!("ORDER_SAGA_REGION_PARTITIONS: {e}"))?;
     let shared = p.fully_owned_topics();
     if !shared.is_empty() {
         tracing::warn!(topics = ?shared, "every partition of these topics belongs to a mapped region: unmapped regions share them, and a regional consumer reads their events too");
@@ -355,13 +360,13 @@ async fn check_inbox_retention(cfg: &Config) -> anyhow::Result<()> {
             if !unknown.is_empty() {
                 tracing::warn!(topics = ?unknown, "the broker does not report retention.ms for these topics; the inbox retention is not verified against them");
             }
-            let bad = crate::kafka::admin::unsafe_for_inbox(&retention, cfg.inbox_retention);
+            let bad = crate::kafka::admin::unsafe_for_inbox(&retention, cfg.consumer.inbox_retention);
             if !bad.is_empty() {
                 anyhow::bail!(
                     "ORDER_SAGA_INBOX_RETENTION ({}) does not outlive the retention of {}: an event redelivered after \
                      the inbox forgot it would be applied twice. Raise ORDER_SAGA_INBOX_RETENTION above the topics' \
                      retention.ms, or lower that.",
-                    humantime::format_duration(cfg.inbox_retention),
+                    humantime::format_duration(cfg.consumer.inbox_retention),
                     bad.join(", ")
                 );
             }
@@ -378,17 +383,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     cfg.validate(true)?;
     let catalog = load_catalog(&cfg)?;
     let db = connect(&cfg).await?;
-    if cfg.migrate_on_start {
+    if cfg.database.migrate_on_start {
         db.migrate().await.context("applying migrations")?;
     }
-    let codec = Codec::new(cfg.schema_registry_url()?, cfg.schema_registry_timeout)?;
+    let codec = Codec::new(cfg.schema_registry_url()?, cfg.registry.schema_registry_timeout)?;
     prepare_schemas(&cfg, &codec).await?;
     check_inbox_retention(&cfg).await?;
     // Validated even when a CDC pipeline publishes: the map is a contract.
     let partitioner = Arc::new(partitioner(&cfg).await?);
 
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry).with_regions(&cfg.metric_regions);
+    let metrics = Metrics::register(&mut registry).with_regions(&cfg.telemetry.metric_regions);
     let writer = outbox_writer(&cfg)?;
     let sagas = SagaStore::new(catalog.clone(), writer.clone());
     let wakeup = Arc::new(Notify::new());
@@ -400,7 +405,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             sagas: Some(sagas.clone()),
             actor: "api",
         },
-        cfg.order_group_commit_max,
+        cfg.http.order_group_commit_max,
         move |n| group_metrics.order_group_commit_size.observe(n as f64),
     );
     let state = AppState {
@@ -411,14 +416,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         registry: Arc::new(registry),
         relay_wakeup: wakeup.clone(),
-        ops: cfg.ops_token.clone().map(|token| http::ops::OpsConfig {
+        ops: cfg.ops.ops_token.clone().map(|token| http::ops::OpsConfig {
             token,
-            bulk_rate: cfg.ops_bulk_rate,
-            sweep_batch: cfg.sweep_batch,
+            bulk_rate: cfg.ops.ops_bulk_rate,
+            sweep_batch: cfg.sagas.sweep_batch,
             jobs: crate::ops::Jobs::default(),
         }),
-        max_body_bytes: cfg.http_max_body_bytes,
-        request_timeout: cfg.http_request_timeout,
+        max_body_bytes: cfg.http.http_max_body_bytes,
+        request_timeout: cfg.http.http_request_timeout,
     };
 
     let stop_intake = CancellationToken::new();
@@ -428,11 +433,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let topics = cfg.topics()?;
 
     // Outbox relay.
-    let relay_task = if cfg.outbox_relay {
-        let (pc, delivery) = (client.clone(), cfg.kafka_delivery_timeout);
+    let relay_task = if cfg.outbox.outbox_relay {
+        let (pc, delivery) = (client.clone(), cfg.kafka.kafka_delivery_timeout);
         let new_producer: crate::outbox::ProducerFactory = Arc::new(move || Producer::new(&pc, delivery));
-        let rest = match (&cfg.rest_inventory_url, &cfg.rest_payment_url) {
-            (Some(i), Some(p)) => Some(RestTransport::new(i, p, cfg.rest_timeout).map_err(anyhow::Error::msg)?),
+        let rest = match (&cfg.rest.rest_inventory_url, &cfg.rest.rest_payment_url) {
+            (Some(i), Some(p)) => Some(RestTransport::new(i, p, cfg.rest.rest_timeout).map_err(anyhow::Error::msg)?),
             _ => None,
         };
         let relay = Relay::new(
@@ -442,12 +447,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             rest,
             RelaySettings {
                 owner: relay_owner(),
-                shards: cfg.outbox_shards,
-                batch: cfg.outbox_batch,
-                poll_interval: cfg.outbox_poll_interval,
-                lease_ttl: cfg.outbox_lease_ttl,
-                rest_mode: cfg.rest_mode,
-                rest_fallback_after: cfg.rest_fallback_after,
+                shards: cfg.outbox.outbox_shards,
+                batch: cfg.outbox.outbox_batch,
+                poll_interval: cfg.outbox.outbox_poll_interval,
+                lease_ttl: cfg.outbox.outbox_lease_ttl,
+                rest_mode: cfg.rest.rest_mode,
+                rest_fallback_after: cfg.rest.rest_fallback_after,
             },
             wakeup.clone(),
             metrics.clone(),
@@ -467,17 +472,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         topics: topics.clone(),
         metrics: metrics.clone(),
         relay_wakeup: wakeup.clone(),
-        version_patience: cfg.unknown_version_patience,
+        version_patience: cfg.consumer.unknown_version_patience,
     });
     let consumer = SagaConsumer::start(
         ConsumerSettings {
             client: client.clone(),
-            group_id: cfg.kafka_group_id.clone(),
+            group_id: cfg.kafka.kafka_group_id.clone(),
             topics: topics.inbound().into_iter().map(str::to_owned).collect(),
-            session_timeout: cfg.kafka_session_timeout,
-            fetch_wait_max: cfg.kafka_fetch_wait_max,
-            batch_max: cfg.consumer_batch_max,
-            queue_capacity: cfg.consumer_batch_max * 4,
+            session_timeout: cfg.kafka.kafka_session_timeout,
+            fetch_wait_max: cfg.kafka.kafka_fetch_wait_max,
+            batch_max: cfg.consumer.consumer_batch_max,
+            queue_capacity: cfg.consumer.consumer_batch_max * 4,
             drain_timeout: cfg.shutdown_grace.mul_f64(0.5),
         },
         handler,
@@ -489,9 +494,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let scheduler = start_scheduler(&cfg, &db, &sagas, &metrics, &wakeup).await?;
 
     // HTTP.
-    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+    let listener = tokio::net::TcpListener::bind(cfg.http.http_addr)
         .await
-        .with_context(|| format!("cannot listen on {} (ORDER_SAGA_HTTP_ADDR)", cfg.http_addr))?;
+        .with_context(|| format!("cannot listen on {} (ORDER_SAGA_HTTP_ADDR)", cfg.http.http_addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "order-saga serving");
     let http_stop = stop_intake.clone();
@@ -522,10 +527,11 @@ async fn start_scheduler(
 ) -> anyhow::Result<JobScheduler> {
     let sched = JobScheduler::new().await.context("creating the scheduler")?;
 
-    let (db1, sagas1, m1, w1, batch) = (db.clone(), sagas.clone(), metrics.clone(), wakeup.clone(), cfg.sweep_batch);
+    let (db1, sagas1, m1, w1, batch) =
+        (db.clone(), sagas.clone(), metrics.clone(), wakeup.clone(), cfg.sagas.sweep_batch);
     // Overlapping runs are pointless; a slow sweep makes the next tick skip.
     let running = Arc::new(tokio::sync::Mutex::new(()));
-    let sweep = Job::new_async(cfg.sweep_schedule.as_str(), move |_, _| {
+    let sweep = Job::new_async(cfg.sagas.sweep_schedule.as_str(), move |_, _| {
         let (db, sagas, m, w, running) = (db1.clone(), sagas1.clone(), m1.clone(), w1.clone(), running.clone());
         Box::pin(async move {
             let Ok(_guard) = running.try_lock() else {
@@ -542,7 +548,7 @@ async fn start_scheduler(
     sched.add(sweep).await.context("scheduling the sweeper")?;
 
     let (db2, idem, outbox_ret, inbox_ret) =
-        (db.clone(), cfg.idempotency_retention, cfg.outbox_retention, cfg.inbox_retention);
+        (db.clone(), cfg.http.idempotency_retention, cfg.outbox.outbox_retention, cfg.consumer.inbox_retention);
     let housekeeping = Job::new_async("0 */5 * * * *", move |_, _| {
         let db = db2.clone();
         Box::pin(async move {

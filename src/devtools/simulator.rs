@@ -100,7 +100,7 @@ pub async fn run(
     shutdown_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
     let brokers = cfg.kafka_brokers()?;
-    let codec = Codec::new(cfg.schema_registry_url()?, cfg.schema_registry_timeout)?;
+    let codec = Codec::new(cfg.schema_registry_url()?, cfg.registry.schema_registry_timeout)?;
     let topics = cfg.topics()?;
     let client = ClientSettings::from_config(cfg, brokers);
     let sim = Arc::new(Simulator::new(args, codec, topics, &client)?);

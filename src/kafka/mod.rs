@@ -50,13 +50,13 @@ impl ClientSettings {
     pub fn from_config(c: &Config, brokers: &str) -> ClientSettings {
         ClientSettings {
             brokers: brokers.to_owned(),
-            security_protocol: c.kafka_security_protocol.to_ascii_lowercase(),
-            sasl_mechanism: c.kafka_sasl_mechanism.clone(),
-            sasl_username: c.kafka_sasl_username.clone(),
-            sasl_password: c.kafka_sasl_password.clone(),
-            ssl_ca_location: c.kafka_ssl_ca_location.as_ref().map(|p| p.display().to_string()),
-            extra: c.kafka_properties.clone(),
-            client_id: c.service_name.clone(),
+            security_protocol: c.kafka.kafka_security_protocol.as_str().to_owned(),
+            sasl_mechanism: c.kafka.kafka_sasl_mechanism.map(|m| m.as_str().to_owned()),
+            sasl_username: c.kafka.kafka_sasl_username.clone(),
+            sasl_password: c.kafka.kafka_sasl_password.clone(),
+            ssl_ca_location: c.kafka.kafka_ssl_ca_location.as_ref().map(|p| p.display().to_string()),
+            extra: c.kafka.kafka_properties.clone(),
+            client_id: c.telemetry.service_name.clone(),
         }
     }
 

@@ -1,0 +1,354 @@
+//! The configuration blocks, one per component, and the enums of their
+//! options. Flattened into [`super::Config`]: option names and environment
+//! variables stay flat (`--outbox-batch`, `ORDER_SAGA_OUTBOX_BATCH`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{DEFAULT_METRIC_REGIONS, duration, key_value};
+
+/// The database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// MySQL/MariaDB URL, e.g. mysql://user:pass@db:3306/orders.
+    #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Maximum open database connections per process.
+    #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_MAX_CONNECTIONS", default_value_t = 24)]
+    pub database_max_connections: u32,
+
+    /// How long to wait for a database connection before failing a request.
+    #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub database_acquire_timeout: Duration,
+
+    /// Apply pending migrations when `serve` starts (replicas serialise on a
+    /// database lock). Turn off when a deployment job runs `order-saga migrate`.
+    #[arg(long, global = true, env = "ORDER_SAGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+}
+
+/// The HTTP ingress and the orders API.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Address of the HTTP ingress (orders API, health, metrics, ops).
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Largest accepted request body; larger bodies get 413.
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub http_max_body_bytes: usize,
+
+    /// Requests running longer than this are answered 503.
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http_request_timeout: Duration,
+
+    /// Most `POST /orders` requests committed together in one transaction when they arrive while
+    /// earlier ones commit (group commit; 1 = every order alone). Each keeps its own outcome.
+    #[arg(long, global = true, env = "ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", default_value_t = 8)]
+    pub order_group_commit_max: usize,
+
+    /// How long idempotency keys are kept; a key reused after that creates a new order.
+    #[arg(long, global = true, env = "ORDER_SAGA_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = duration)]
+    pub idempotency_retention: Duration,
+}
+
+/// Kafka clients and topic names.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers, comma separated (host:port,…).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Consumer group of the saga consumer. All replicas share it.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_GROUP_ID", default_value = "order-service-events")]
+    pub kafka_group_id: String,
+
+    /// Prefix added to every topic name (e.g. "prod." → prod.order.created.v1).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+
+    /// Topic for a message, overriding prefix + message name: MESSAGE=TOPIC (repeatable;
+    /// comma separated in the environment), e.g. payment.failed.v1=payments.failed.
+    #[arg(long = "kafka-topic", global = true, env = "ORDER_SAGA_KAFKA_TOPICS", value_delimiter = ',', value_parser = key_value)]
+    pub kafka_topics: Vec<(String, String)>,
+
+    /// Dead-letter topic for poison messages (prefix applies).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_DLQ_TOPIC", default_value = "order-saga.dlq")]
+    pub kafka_dlq_topic: String,
+
+    /// security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true, default_value_t = SecurityProtocol::Plaintext)]
+    pub kafka_security_protocol: SecurityProtocol,
+
+    /// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) when a sasl_* protocol is used.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SASL_MECHANISM", value_enum, ignore_case = true)]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+
+    /// SASL username.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// SASL password.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+
+    /// CA certificate file for TLS to the brokers.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<PathBuf>,
+
+    /// Extra librdkafka properties KEY=VALUE (repeatable; comma separated in the environment).
+    /// Properties the daemon's correctness depends on cannot be overridden.
+    #[arg(long = "kafka-property", global = true, env = "ORDER_SAGA_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+
+    /// How long the producer keeps retrying a message before the relay
+    /// counts it as failed (and retries the row later).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_DELIVERY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub kafka_delivery_timeout: Duration,
+
+    /// Consumer session timeout (failure detection of a replica).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SESSION_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub kafka_session_timeout: Duration,
+
+    /// Longest a fetch waits for data on the broker (latency vs. request rate).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_FETCH_WAIT_MAX", default_value = "50ms", value_parser = duration)]
+    pub kafka_fetch_wait_max: Duration,
+}
+
+/// The saga consumer: batching, de-duplication window, rolling deploys.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerConfig {
+    /// How long handled event ids are kept for de-duplication. Must be longer than the inbound
+    /// topics' retention.ms (Kafka's default is 7 days): `serve` refuses to start otherwise, since an
+    /// event redelivered after the inbox forgot it would be applied twice.
+    #[arg(long, global = true, env = "ORDER_SAGA_INBOX_RETENTION", default_value = "8d", value_parser = duration)]
+    pub inbox_retention: Duration,
+
+    /// How long the consumer waits (retrying) on an event for a saga of a definition version this
+    /// replica has not loaded — a newer replica of a rolling deploy takes it — before quarantining it.
+    #[arg(long, global = true, env = "ORDER_SAGA_UNKNOWN_VERSION_PATIENCE", default_value = "15m", value_parser = duration)]
+    pub unknown_version_patience: Duration,
+
+    /// Most events of one partition applied in one database transaction (1 to 1000; 1 = no batching).
+    #[arg(long, global = true, env = "ORDER_SAGA_CONSUMER_BATCH_MAX", default_value_t = 200)]
+    pub consumer_batch_max: usize,
+}
+
+/// Where published messages go (partition strategy, regional ranges).
+#[derive(Debug, Clone, Args)]
+pub struct PartitioningConfig {
+    /// How the partition of published domain events (order.created, order.status.changed,
+    /// order.item.backordered, order.attention.required) and dead letters is chosen:
+    /// `tenant_region` (from the order's region, see ORDER_SAGA_REGION_PARTITIONS) or `key`
+    /// (the producer hashes the order id). The Kafka key is the order id either way.
+    #[arg(long, global = true, env = "ORDER_SAGA_PARTITIONING", value_enum, default_value_t = crate::partitioning::Strategy::TenantRegion)]
+    pub partitioning: crate::partitioning::Strategy,
+
+    /// The same choice for commands to participants (inventory.*, payment.*): `key` by default,
+    /// since participants de-duplicate by command id and gain nothing from regional placement.
+    #[arg(long, global = true, env = "ORDER_SAGA_COMMAND_PARTITIONING", value_enum, default_value_t = crate::partitioning::Strategy::Key)]
+    pub command_partitioning: crate::partitioning::Strategy,
+
+    /// Partitions each region owns with the `tenant_region` strategy: REGION=FIRST-LAST,… e.g.
+    /// "eu-west=0-3,us-east=4-7,ap-south=8". A region not listed gets one partition by a stable
+    /// hash of its name over the partitions no region owns. Checked against every topic's real
+    /// partition count at startup.
+    #[arg(long, global = true, env = "ORDER_SAGA_REGION_PARTITIONS", default_value = "")]
+    pub region_partitions: String,
+}
+
+/// The Schema Registry.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryConfig {
+    /// Confluent-compatible Schema Registry URL.
+    #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+
+    /// Timeout of one Schema Registry request.
+    #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub schema_registry_timeout: Duration,
+
+    /// Register the schemas of published messages at startup. Turn off where a CI
+    /// pipeline owns registration; the daemon then only verifies.
+    #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_AUTO_REGISTER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub schema_registry_auto_register: bool,
+}
+
+/// Saga definitions, timer overrides and the timeout sweeper.
+#[derive(Debug, Clone, Args)]
+pub struct SagasConfig {
+    /// Directory with the saga definitions (*.toml).
+    #[arg(long, global = true, env = "ORDER_SAGA_SAGAS_DIR", default_value = "sagas")]
+    pub sagas_dir: PathBuf,
+
+    /// Timer duration override TIMER=DURATION (repeatable), e.g. payment_timeout=15m.
+    #[arg(long = "timer-override", global = true, env = "ORDER_SAGA_TIMERS", value_delimiter = ',', value_parser = key_value)]
+    pub timers: Vec<(String, String)>,
+
+    /// When the timeout sweeper runs (cron with seconds, UTC).
+    #[arg(long, global = true, env = "ORDER_SAGA_SWEEP_SCHEDULE", default_value = "*/1 * * * * *")]
+    pub sweep_schedule: String,
+
+    /// Most timers fired per sweep transaction.
+    #[arg(long, global = true, env = "ORDER_SAGA_SWEEP_BATCH", default_value_t = 100)]
+    pub sweep_batch: u32,
+}
+
+/// The outbox relay.
+#[derive(Debug, Clone, Args)]
+pub struct OutboxConfig {
+    /// Publish the outbox to Kafka. Turn off when a CDC pipeline (Debezium) publishes the table.
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub outbox_relay: bool,
+
+    /// Outbox shards. Each shard has one active publisher across all replicas.
+    /// Change only while the outbox is drained.
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_SHARDS", default_value_t = 16)]
+    pub outbox_shards: u16,
+
+    /// Most outbox rows published per round.
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_BATCH", default_value_t = 500)]
+    pub outbox_batch: u32,
+
+    /// How often the relay looks for rows written by other replicas when idle.
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_POLL_INTERVAL", default_value = "100ms", value_parser = duration)]
+    pub outbox_poll_interval: Duration,
+
+    /// Shard lease duration; a crashed replica's shards move after this long.
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_LEASE_TTL", default_value = "15s", value_parser = duration)]
+    pub outbox_lease_ttl: Duration,
+
+    /// How long published outbox rows are kept before deletion.
+    #[arg(long, global = true, env = "ORDER_SAGA_OUTBOX_RETENTION", default_value = "1h", value_parser = duration)]
+    pub outbox_retention: Duration,
+}
+
+/// REST delivery of commands.
+#[derive(Debug, Clone, Args)]
+pub struct RestConfig {
+    /// REST delivery of commands: off, fallback (when Kafka is unavailable) or always.
+    #[arg(long, global = true, env = "ORDER_SAGA_REST_MODE", value_enum, default_value_t = RestMode::Off)]
+    pub rest_mode: RestMode,
+
+    /// Base URL of the inventory service (POST {url}/inventory/reserve and /inventory/release).
+    #[arg(long, global = true, env = "ORDER_SAGA_REST_INVENTORY_URL")]
+    pub rest_inventory_url: Option<String>,
+
+    /// Base URL of the payment service (POST {url}/payments/intents and /payments/intents/void).
+    #[arg(long, global = true, env = "ORDER_SAGA_REST_PAYMENT_URL")]
+    pub rest_payment_url: Option<String>,
+
+    /// In fallback mode: how long Kafka must fail before commands go over REST.
+    #[arg(long, global = true, env = "ORDER_SAGA_REST_FALLBACK_AFTER", default_value = "10s", value_parser = duration)]
+    pub rest_fallback_after: Duration,
+
+    /// Timeout of one REST delivery.
+    #[arg(long, global = true, env = "ORDER_SAGA_REST_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub rest_timeout: Duration,
+}
+
+/// The ops surface (`/ops`, the console, bulk actions).
+#[derive(Debug, Clone, Args)]
+pub struct OpsConfig {
+    /// Bearer token for /ops endpoints. Without it the ops endpoints are disabled (404), not open.
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_TOKEN", hide_env_values = true)]
+    pub ops_token: Option<String>,
+
+    /// Most ops actions per second in a bulk action.
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_BULK_RATE", default_value_t = 50)]
+    pub ops_bulk_rate: u32,
+}
+
+/// Logs, traces and metric labels.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// Tenant regions reported as metric label values; orders of any other region are counted
+    /// as `other`, so clients cannot create unbounded series.
+    #[arg(long = "metric-region", global = true, env = "ORDER_SAGA_METRIC_REGIONS", value_delimiter = ',',
+          default_value = DEFAULT_METRIC_REGIONS)]
+    pub metric_regions: Vec<String>,
+
+    /// Log format: json (production) or text (local runs).
+    #[arg(long, global = true, env = "ORDER_SAGA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. info or order_saga=debug,info.
+    #[arg(long, global = true, env = "ORDER_SAGA_LOG", default_value = "info")]
+    pub log: String,
+
+    /// OTLP/HTTP endpoint for traces (e.g. http://otel-collector:4318). No export when unset.
+    #[arg(long, global = true, env = "ORDER_SAGA_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Service name reported in traces.
+    #[arg(long, global = true, env = "ORDER_SAGA_SERVICE_NAME", default_value = "order-saga")]
+    pub service_name: String,
+}
+
+/// Kafka `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SecurityProtocol {
+    #[value(name = "plaintext")]
+    Plaintext,
+    #[value(name = "ssl")]
+    Ssl,
+    #[value(name = "sasl_plaintext")]
+    SaslPlaintext,
+    #[value(name = "sasl_ssl")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The librdkafka value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn is_sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// Kafka `sasl.mechanism`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The librdkafka value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestMode {
+    Off,
+    Fallback,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}

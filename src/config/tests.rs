@@ -1,0 +1,93 @@
+//! Parsing, the TOML file, validation and topic names.
+
+use clap::CommandFactory;
+
+use super::*;
+
+/// The daemon's options under two subcommands: what these tests need of
+/// the command line (the real one is `crate::cli::Cli`).
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: TestCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TestCommand {
+    Serve,
+    Migrate,
+}
+
+/// Parses without reading `ORDER_SAGA_*` from the environment, so the
+/// tests do not depend on the shell they run in.
+fn parse(args: &[&str]) -> Result<Cli, ConfigError> {
+    let cmd = Cli::command().mut_args(|a| a.env(None::<&str>));
+    parse_with(cmd, std::iter::once("order-saga").chain(args.iter().copied()))
+}
+
+#[test]
+fn cli_is_well_formed() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn file_values_apply_under_flags() {
+    let dir = std::env::temp_dir().join(format!("os-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(
+        &file,
+        "database_url = \"mysql://file/db\"\nhttp-addr = \"127.0.0.1:9999\"\nkafka_topic = [\"payment.failed.v1=pf\"]\noutbox_relay = false\n",
+    )
+    .unwrap();
+    let cli = parse(&["--config", file.to_str().unwrap(), "--http-addr", "127.0.0.1:1234", "migrate"]).unwrap();
+    assert_eq!(cli.config.database.database_url.as_deref(), Some("mysql://file/db"));
+    assert_eq!(cli.config.http.http_addr.port(), 1234, "flag beats file");
+    assert!(!cli.config.outbox.outbox_relay);
+    assert_eq!(cli.config.topics().unwrap().of(MessageKind::PaymentFailed), "pf");
+
+    std::fs::write(&file, "databse_url = \"x\"\n").unwrap();
+    let err = parse(&["--config", file.to_str().unwrap(), "migrate"]).unwrap_err();
+    assert!(err.to_string().contains("unknown key \"databse_url\""), "{err}");
+}
+
+#[test]
+fn validation_messages_name_the_variable() {
+    let cli = parse(&["migrate"]).unwrap();
+    let err = cli.config.validate(false).unwrap_err().to_string();
+    assert!(err.contains("ORDER_SAGA_DATABASE_URL"), "{err}");
+
+    let cli = parse(&["--database-url", "postgres://x", "migrate"]).unwrap();
+    assert!(cli.config.validate(false).unwrap_err().to_string().contains("mysql://"));
+
+    let cli = parse(&["--database-url", "mysql://x/y", "serve"]).unwrap();
+    assert!(cli.config.validate(true).unwrap_err().to_string().contains("ORDER_SAGA_KAFKA_BROKERS"));
+
+    let cli = parse(&["--database-url", "mysql://x/y", "--sweep-schedule", "every second", "migrate"]).unwrap();
+    assert!(cli.config.validate(false).unwrap_err().to_string().contains("cron"));
+
+    let cli = parse(&["--database-url", "mysql://x/y", "--kafka-topic", "nope.v1=x", "migrate"]).unwrap();
+    assert!(cli.config.validate(false).unwrap_err().to_string().contains("not a message name"));
+
+    let cli = parse(&["--database-url", "mysql://x/y", "--ops-token", "short", "migrate"]).unwrap();
+    assert!(cli.config.validate(false).unwrap_err().to_string().contains("ORDER_SAGA_OPS_TOKEN"));
+}
+
+#[test]
+fn bad_durations_are_refused_by_the_parser() {
+    let err = parse(&["--shutdown-grace", "soon", "migrate"]).unwrap_err().to_string();
+    assert!(err.contains("15s"), "{err}");
+}
+
+#[test]
+fn topics_apply_prefix_and_overrides() {
+    let cli = parse(&["--kafka-topic-prefix", "prod.", "--kafka-topic", "order.created.v1=orders", "migrate"]).unwrap();
+    let t = cli.config.topics().unwrap();
+    assert_eq!(t.of(MessageKind::OrderCreated), "orders");
+    assert_eq!(t.of(MessageKind::PaymentFailed), "prod.payment.failed.v1");
+    assert_eq!(t.dlq, "prod.order-saga.dlq");
+    assert_eq!(t.kind_of("prod.payment.failed.v1"), Some(MessageKind::PaymentFailed));
+    assert_eq!(t.inbound().len(), 4);
+}
