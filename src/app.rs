@@ -106,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ops::cli::run(ops, cfg.ops.ops_bulk_rate, args).await
         }
         Command::Simulate(args) => crate::devtools::simulator::run(&cfg, args, shutdown_signal()).await,
+        #[cfg(feature = "dev-registry")]
         Command::DevRegistry { addr } => {
             crate::devtools::registry::serve(addr, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -4,7 +4,6 @@
 //! reads, imports none of the tools the subcommands run (ops, dev tools).
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 
@@ -51,11 +50,13 @@ pub enum Command {
     Ops(crate::ops::cli::OpsArgs),
     /// Development tool: play the inventory and payment services over Kafka.
     Simulate(crate::devtools::simulator::SimulateArgs),
-    /// Development tool: an in-memory Confluent Schema Registry stand-in. Never for production.
+    /// Development tool: an in-memory Confluent Schema Registry stand-in. Never for production
+    /// (only in builds with the `dev-registry` feature).
+    #[cfg(feature = "dev-registry")]
     DevRegistry {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081", env = "ORDER_SAGA_DEV_REGISTRY_ADDR")]
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
     },
 }
 

@@ -1,5 +1,8 @@
 //! Development and test tooling. **Never for production**: the schema registry
-//! stand-in keeps everything in memory, the simulator plays fake participants.
+//! stand-in keeps everything in memory (compiled only with the `dev-registry`
+//! feature: `scripts/dev`, tests, benches and examples), the simulator plays
+//! fake participants.
 
+#[cfg(feature = "dev-registry")]
 pub mod registry;
 pub mod simulator;
