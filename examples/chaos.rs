@@ -487,7 +487,7 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
         }
         Fault::BadEvents => {
             for (i, m) in bad_messages(&tag).into_iter().enumerate() {
-                order_saga::devtools::simulator::publish(&producer, &codec, &topics, &m, None).await.unwrap();
+                order_saga::devtools::simulator::publish(&producer, &codec, &topics, &m, &[]).await.unwrap();
                 bad_events = i + 1;
             }
             // Undecodable bytes too.

@@ -37,7 +37,7 @@ use crate::saga::{Event, EventBody};
 use crate::store::sagas::{BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore, UnknownVersion};
 use crate::store::{Db, StoreError, limits};
 use crate::telemetry::metrics::{CodeLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel};
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 pub struct EventHandler {
     pub db: Db,
@@ -62,7 +62,9 @@ impl EventHandler {
         let topic = m.topic();
         let source = format!("kafka:{topic}/{}@{}", m.partition(), m.offset());
         let header_id = header_str(m.headers(), headers::EVENT_ID);
-        let trace = header_str(m.headers(), headers::TRACEPARENT).as_deref().and_then(TraceParent::parse);
+        let tracestate = header_str(m.headers(), headers::TRACESTATE);
+        let trace = header_str(m.headers(), headers::TRACEPARENT)
+            .and_then(|tp| TraceContext::extract(&tp, tracestate.as_deref()));
         let key_order = key_order(m);
         let raw = raw_of(m);
         // Deterministic, so that a redelivery de-duplicates; hashed when it would not fit.
@@ -181,7 +183,7 @@ fn poison(
     event_name: String,
     reason: String,
     source: String,
-    trace: Option<TraceParent>,
+    trace: Option<TraceContext>,
     raw: RawMessage,
 ) -> Inbound {
     Inbound { event_id, order_id, event_name, event: Err(reason), source, trace, raw: Some(raw) }
@@ -325,7 +327,7 @@ fn as_poison(b: &Inbound, reason: String) -> Inbound {
         event_name: b.event_name.clone(),
         event: Err(reason),
         source: b.source.clone(),
-        trace: b.trace,
+        trace: b.trace.clone(),
         raw: b.raw.clone(),
     }
 }

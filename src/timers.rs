@@ -57,7 +57,7 @@ pub async fn sweep(
                     event_name: format!("{}{}", crate::saga::definition::TIMER_PREFIX, t.name),
                     event: Ok(Event { id, order_id: t.order_id, body: EventBody::Timer { name: t.name.clone() } }),
                     source: "timer".into(),
-                    trace: Some(crate::telemetry::traceparent::TraceParent::new_root()),
+                    trace: Some(crate::telemetry::trace_context::TraceContext::new_root()),
                     raw: None,
                 }
             })

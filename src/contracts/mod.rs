@@ -248,6 +248,8 @@ pub mod headers {
     pub const EVENT_ID: &str = "event_id";
     pub const EVENT_TYPE: &str = "event_type";
     pub const TRACEPARENT: &str = "traceparent";
+    /// W3C `tracestate`, sent with `traceparent` when the caller had one.
+    pub const TRACESTATE: &str = "tracestate";
     /// Set on dead-lettered messages.
     pub const DLQ_ERROR: &str = "dlq_error";
     pub const DLQ_ERROR_KIND: &str = "dlq_error_kind";

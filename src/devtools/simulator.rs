@@ -187,9 +187,13 @@ impl Simulator {
                 }
             };
             // A participant continues the caller's trace.
-            let traceparent = crate::kafka::header_str(msg.headers(), headers::TRACEPARENT);
+            // W3C context as received: `traceparent` and, when present, `tracestate`.
+            let trace: Vec<(String, String)> = [headers::TRACEPARENT, headers::TRACESTATE]
+                .into_iter()
+                .filter_map(|h| crate::kafka::header_str(msg.headers(), h).map(|v| (h.to_owned(), v)))
+                .collect();
             let me = self.clone();
-            tokio::spawn(async move { me.handle(decoded, traceparent).await });
+            tokio::spawn(async move { me.handle(decoded, trace).await });
         }
     }
 
@@ -201,7 +205,7 @@ impl Simulator {
         fresh
     }
 
-    async fn handle(&self, cmd: Message, traceparent: Option<String>) {
+    async fn handle(&self, cmd: Message, trace: Vec<(String, String)>) {
         let now = TimestampMicros::from_datetime(chrono::Utc::now());
         let new_id = || uuid::Uuid::new_v4().to_string();
         match cmd {
@@ -243,7 +247,7 @@ impl Simulator {
                         command_id: Some(c.command_id.clone()),
                     })
                 };
-                self.answer(answer, traceparent.as_deref()).await;
+                self.answer(answer, &trace).await;
             }
             Message::PaymentAuthorize(c) => {
                 if !self.first_time(&c.command_id) {
@@ -277,7 +281,7 @@ impl Simulator {
                         currency: c.currency.clone(),
                     })
                 };
-                self.answer(answer, traceparent.as_deref()).await;
+                self.answer(answer, &trace).await;
             }
             Message::InventoryRelease(c) => {
                 if self.first_time(&c.command_id) {
@@ -301,13 +305,13 @@ impl Simulator {
         }
     }
 
-    async fn answer(&self, msg: Message, traceparent: Option<&str>) {
+    async fn answer(&self, msg: Message, trace: &[(String, String)]) {
         let copies = if rand::random::<f64>() < self.args.duplicate_rate { 2 } else { 1 };
         for copy in 0..copies {
             if copy > 0 && !self.args.duplicate_delay.is_zero() {
                 tokio::time::sleep(self.args.duplicate_delay).await;
             }
-            if let Err(e) = publish(&self.producer, &self.codec, &self.topics, &msg, traceparent).await {
+            if let Err(e) = publish(&self.producer, &self.codec, &self.topics, &msg, trace).await {
                 tracing::warn!(error = %e, "simulator could not publish an answer");
                 return;
             }
@@ -317,13 +321,14 @@ impl Simulator {
 }
 
 /// Encodes and publishes one message (key = order id, standard headers).
-/// Used by the simulator and by tests that play participants.
+/// Used by the simulator and by tests that play participants. `trace`: the
+/// W3C context headers to continue (`traceparent`, `tracestate`), if any.
 pub async fn publish(
     producer: &Producer,
     codec: &Codec,
     topics: &Topics,
     msg: &Message,
-    traceparent: Option<&str>,
+    trace: &[(String, String)],
 ) -> anyhow::Result<()> {
     let topic = topics.of(msg.kind());
     let bytes = codec.encode(msg, topic).await?;
@@ -331,9 +336,7 @@ pub async fn publish(
         (headers::EVENT_ID.to_owned(), msg.event_id().to_owned()),
         (headers::EVENT_TYPE.to_owned(), msg.kind().name().to_owned()),
     ];
-    if let Some(tp) = traceparent {
-        headers.push((headers::TRACEPARENT.to_owned(), tp.to_owned()));
-    }
+    headers.extend(trace.iter().cloned());
     let key = msg.order_id().to_string();
     producer
         .enqueue(topic, key.as_bytes(), &bytes, &headers)

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::RequestTrace;
 use super::error::{ApiError, ErrorCode};
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// A JSON body: requires a JSON content type (415), respects the body limit
 /// (413), must parse (400).
@@ -47,13 +47,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 /// The request's trace context (set by the tracing middleware).
-pub struct Trace(pub TraceParent);
+pub struct Trace(pub TraceContext);
 
 impl<S: Send + Sync> FromRequestParts<S> for Trace {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Trace(parts.extensions.get::<RequestTrace>().map(|t| t.0).unwrap_or_else(TraceParent::new_root)))
+        Ok(Trace(parts.extensions.get::<RequestTrace>().map(|t| t.0.clone()).unwrap_or_else(TraceContext::new_root)))
     }
 }
 

@@ -28,7 +28,7 @@ use crate::store::Db;
 use crate::store::outbox::OutboxWriter;
 use crate::store::sagas::SagaStore;
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// Shared state of the handlers. Cheap to clone.
 #[derive(Clone)]
@@ -76,11 +76,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The trace context of a request: the caller's `traceparent` or a new root.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestTrace(pub TraceParent);
+#[derive(Debug, Clone)]
+pub struct RequestTrace(pub TraceContext);
 
 async fn trace_request(mut req: Request, next: Next) -> Response {
-    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let incoming = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        header(crate::contracts::headers::TRACEPARENT)
+            .and_then(|tp| TraceContext::extract(tp, header(crate::contracts::headers::TRACESTATE)))
+    };
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "-".into());
     let span = tracing::info_span!(
         "http.request",
@@ -96,7 +100,7 @@ async fn trace_request(mut req: Request, next: Next) -> Response {
     // Outbox rows written by this request carry this span's context.
     let trace = crate::telemetry::otel::propagate(&span, incoming.as_ref());
     span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
-    req.extensions_mut().insert(RequestTrace(trace));
+    req.extensions_mut().insert(RequestTrace(trace.clone()));
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.record("http.status", resp.status().as_u16());
@@ -108,8 +112,10 @@ async fn trace_request(mut req: Request, next: Next) -> Response {
             tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "request served");
         }
     });
-    if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
-        resp.headers_mut().insert("traceparent", v);
+    for (name, value) in trace.headers() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
     }
     resp
 }

@@ -258,7 +258,7 @@ impl Ops {
                 },
             }),
             source: "ops".into(),
-            trace: Some(crate::telemetry::traceparent::TraceParent::new_root()),
+            trace: Some(crate::telemetry::trace_context::TraceContext::new_root()),
             raw: None,
         };
         let need_not_quarantined = || match &quarantined {
@@ -299,7 +299,7 @@ impl Ops {
                     event_name: format!("{}{timer}", crate::saga::definition::TIMER_PREFIX),
                     event: Ok(Event { id, order_id, body: EventBody::Timer { name: timer.clone() } }),
                     source: "ops".into(),
-                    trace: Some(crate::telemetry::traceparent::TraceParent::new_root()),
+                    trace: Some(crate::telemetry::trace_context::TraceContext::new_root()),
                     raw: None,
                 };
                 let r = self.sagas.apply_in_tx(tx, std::slice::from_ref(&inbound), LockMode::Wait).await?;
@@ -411,7 +411,10 @@ impl Ops {
                             event_name: p.event_name.clone(),
                             event: Ok(event),
                             source: SOURCE_REPLAY.into(),
-                            trace: p.traceparent.as_deref().and_then(crate::telemetry::traceparent::TraceParent::parse),
+                            trace: p
+                                .traceparent
+                                .as_deref()
+                                .and_then(|tp| crate::telemetry::trace_context::TraceContext::extract(tp, None)),
                             raw: None,
                         }),
                         Err(e) => {

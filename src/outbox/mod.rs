@@ -61,7 +61,7 @@ use crate::store::{Db, StoreError, leases};
 
 use crate::telemetry::metrics::{Metrics, TransportLabel};
 
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -404,9 +404,11 @@ impl Relay {
                 messaging.destination.name = %p.topic,
                 outbox.id = p.id,
             );
+            let tracestate =
+                p.headers.iter().find(|(k, _)| k == crate::contracts::headers::TRACESTATE).map(|(_, v)| v.clone());
             if let Some((_, v)) = p.headers.iter_mut().find(|(k, _)| k == crate::contracts::headers::TRACEPARENT) {
-                if let Some(tp) = TraceParent::parse(v) {
-                    crate::telemetry::otel::set_remote_parent(&span, &tp);
+                if let Some(tc) = TraceContext::extract(v, tracestate.as_deref()) {
+                    crate::telemetry::otel::set_remote_parent(&span, &tc);
                 }
                 if let Some(own) = crate::telemetry::otel::traceparent_of(&span) {
                     *v = own.to_string();

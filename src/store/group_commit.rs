@@ -28,7 +28,7 @@ use super::outbox::OutboxWriter;
 use super::sagas::SagaStore;
 use super::{Ctx, Db, StoreError};
 use crate::domain::NewOrder;
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// Group transactions in flight at once: enough to keep the database busy
 /// while the next group gathers, few enough that groups form under load
@@ -50,7 +50,7 @@ pub struct CreateRequest {
     pub order: NewOrder,
     pub key: String,
     pub fingerprint: [u8; 32],
-    pub trace: Option<TraceParent>,
+    pub trace: Option<TraceContext>,
 }
 
 /// What a group transaction needs besides the requests.
@@ -90,7 +90,7 @@ pub async fn create_many(s: &Shared, reqs: &[CreateRequest]) -> Vec<Result<Creat
 async fn create_together(s: &Shared, reqs: &[CreateRequest]) -> Result<Vec<CreateOutcome>, StoreError> {
     let mut tx = s.db.begin().await?;
     let now = super::now();
-    let orders: Vec<(&NewOrder, Option<&TraceParent>)> = reqs.iter().map(|r| (&r.order, r.trace.as_ref())).collect();
+    let orders: Vec<(&NewOrder, Option<&TraceContext>)> = reqs.iter().map(|r| (&r.order, r.trace.as_ref())).collect();
     let views = order_api::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), s.actor).await?;
     let bodies: Vec<String> = views
         .iter()

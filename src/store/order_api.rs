@@ -11,7 +11,7 @@ use super::outbox::{self, OutboxWriter};
 use super::sagas::SagaStore;
 use super::{Ctx, Db, StoreError, Tx, idempotency};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// Result of an idempotent create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum CreateOutcome {
 /// What the order-creation transaction needs beyond the order itself.
 pub struct CreateContext<'a> {
     pub outbox: &'a OutboxWriter,
-    pub trace: Option<&'a TraceParent>,
+    pub trace: Option<&'a TraceContext>,
     /// Starts the saga in the same transaction (`SagaStore::start_many`).
     pub saga: Option<&'a SagaStore>,
     pub actor: &'a str,
@@ -80,7 +80,7 @@ pub async fn create(
 /// `orders[i].1` is the trace of the request that created order `i`.
 pub(crate) async fn insert_orders(
     tx: &mut Tx,
-    orders: &[(&NewOrder, Option<&TraceParent>)],
+    orders: &[(&NewOrder, Option<&TraceContext>)],
     now: DateTime<Utc>,
     outbox_writer: &OutboxWriter,
     saga: Option<&SagaStore>,
@@ -93,7 +93,7 @@ pub(crate) async fn insert_orders(
         rows.push(outbox_writer.row(&created_message(*id, order, now), *trace)?);
     }
     if let Some(saga) = saga {
-        let started: Vec<(u64, &NewOrder, Option<&TraceParent>)> =
+        let started: Vec<(u64, &NewOrder, Option<&TraceContext>)> =
             orders.iter().zip(&ids).map(|((o, t), id)| (*id, *o, *t)).collect();
         rows.extend(saga.start_many(tx, &started, now).await?);
     }
@@ -111,7 +111,7 @@ pub async fn change_status(
     change: &StatusChange,
     outbox_writer: &OutboxWriter,
     saga: Option<&SagaStore>,
-    trace: Option<&TraceParent>,
+    trace: Option<&TraceContext>,
 ) -> Result<Result<StatusChanged, ChangeRefusal>, StoreError> {
     let outcome = super::retry(|| async {
         let mut tx = db.begin().await?;

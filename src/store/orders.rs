@@ -11,7 +11,7 @@ use super::outbox::{self, OutboxWriter};
 use super::{Ctx, Db, StoreError, Tx, idempotency};
 use crate::contracts::{Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id};
 use crate::domain::{Currency, NewOrder, OrderStatus};
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// An order as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,7 +383,7 @@ pub(crate) async fn apply_status(
     actor: &str,
     now: DateTime<Utc>,
     outbox_writer: &OutboxWriter,
-    trace: Option<&TraceParent>,
+    trace: Option<&TraceContext>,
 ) -> Result<Result<u32, ChangeRefusal>, StoreError> {
     if !head.status.can_transition_to(to) {
         return Ok(Err(ChangeRefusal::Illegal { from: head.status, to }));

@@ -7,7 +7,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::{Ctx, StoreError, Tx};
 use crate::config::Topics;
 use crate::contracts::{Message, headers};
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// `aggregate_type` of every row this daemon writes.
 pub const AGGREGATE_ORDER: &str = "order";
@@ -46,7 +46,7 @@ impl OutboxWriter {
         (order_id.unsigned_abs() % u64::from(self.shards.max(1))) as u16
     }
 
-    pub fn row(&self, msg: &Message, trace: Option<&TraceParent>) -> Result<NewOutboxRow, StoreError> {
+    pub fn row(&self, msg: &Message, trace: Option<&TraceContext>) -> Result<NewOutboxRow, StoreError> {
         let kind = msg.kind();
         let payload = msg
             .to_json()
@@ -56,9 +56,12 @@ impl OutboxWriter {
             headers::EVENT_ID: msg.event_id(),
             headers::EVENT_TYPE: kind.name(),
         });
-        if let Some(tp) = trace {
-            // The span that wrote the row: its publish span becomes a child of it.
-            hdrs[headers::TRACEPARENT] = json!(tp.to_string());
+        if let Some(tc) = trace {
+            // The span that wrote the row: its publish span becomes a child of
+            // it (`traceparent`, and the caller's `tracestate` when it had one).
+            for (name, value) in tc.headers() {
+                hdrs[name] = json!(value);
+            }
         }
         Ok(NewOutboxRow {
             event_id: msg.event_id().to_owned(),

@@ -7,7 +7,7 @@
 
 pub mod metrics;
 pub mod otel;
-pub mod traceparent;
+pub mod trace_context;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;

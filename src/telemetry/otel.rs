@@ -4,19 +4,17 @@
 //!
 //! The W3C context travels HTTP request → outbox row → Kafka headers →
 //! consumer span → the outbox rows that span writes → …, so one trace id
-//! follows an order through every hop. [`TraceParent`] is the carrier the
-//! rest of the crate stores and sends; this module converts it to and from
-//! OpenTelemetry span contexts.
+//! follows an order through every hop. [`TraceContext`] is the carrier the
+//! rest of the crate stores and sends (parsed and written by OpenTelemetry's
+//! propagator); this module attaches it to spans and reads it back.
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::traceparent::TraceParent;
+use super::trace_context::TraceContext;
 
 /// Flushes and stops the exporter when dropped (end of `main`).
 pub struct TelemetryGuard {
@@ -74,36 +72,20 @@ where
     (tracing_opentelemetry::layer().with_tracer(tracer), TelemetryGuard { provider: Some(provider) })
 }
 
-/// Makes `span` a child of the remote context `tp`.
-pub fn set_remote_parent(span: &tracing::Span, tp: &TraceParent) {
-    let sc = SpanContext::new(
-        TraceId::from_bytes(tp.trace_id),
-        SpanId::from_bytes(tp.span_id),
-        TraceFlags::new(tp.flags),
-        true,
-        TraceState::default(),
-    );
-    let _ = span.set_parent(Context::new().with_remote_span_context(sc));
+/// Makes `span` a child of the remote context `tc` (its `tracestate` too).
+pub fn set_remote_parent(span: &tracing::Span, tc: &TraceContext) {
+    let _ = span.set_parent(Context::new().with_remote_span_context(tc.span_context().clone()));
 }
 
 /// The `traceparent` of `span`, when the OpenTelemetry layer is installed.
-pub fn traceparent_of(span: &tracing::Span) -> Option<TraceParent> {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    if !sc.is_valid() {
-        return None;
-    }
-    Some(TraceParent {
-        trace_id: sc.trace_id().to_bytes(),
-        span_id: sc.span_id().to_bytes(),
-        flags: sc.trace_flags().to_u8(),
-    })
+pub fn traceparent_of(span: &tracing::Span) -> Option<TraceContext> {
+    TraceContext::from_span_context(span.context().span().span_context().clone())
 }
 
 /// A span's `traceparent`, or — without the OpenTelemetry layer (unit tests,
 /// embedded use) — a child of `parent`, or a new root.
-pub fn propagate(span: &tracing::Span, parent: Option<&TraceParent>) -> TraceParent {
-    traceparent_of(span).unwrap_or_else(|| parent.map(TraceParent::child).unwrap_or_else(TraceParent::new_root))
+pub fn propagate(span: &tracing::Span, parent: Option<&TraceContext>) -> TraceContext {
+    traceparent_of(span).unwrap_or_else(|| parent.map(TraceContext::child).unwrap_or_else(TraceContext::new_root))
 }
 
 #[cfg(test)]

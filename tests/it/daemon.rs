@@ -124,7 +124,7 @@ impl SagaEnv {
 
     /// Publishes a participant event (key = order id, standard headers).
     pub async fn publish(&self, msg: &Message) {
-        order_saga::devtools::simulator::publish(&self.producer, &self.codec, &self.topics, msg, None).await.unwrap();
+        order_saga::devtools::simulator::publish(&self.producer, &self.codec, &self.topics, msg, &[]).await.unwrap();
     }
 
     /// Publishes raw bytes (for poison tests).

@@ -47,7 +47,7 @@ async fn happy_path_confirms_the_order_and_publishes_every_message_once() {
     assert_eq!((m.order_id, m.total_amount.as_str(), m.tenant_region.as_str()), (id as i64, "39.98", "eu-west"));
     assert_eq!(rec.headers["event_id"], m.event_id);
     assert_eq!(rec.headers["event_type"], "order.created.v1");
-    assert!(order_saga::telemetry::traceparent::TraceParent::parse(&rec.headers["traceparent"]).is_some());
+    assert!(order_saga::telemetry::trace_context::TraceContext::extract(&rec.headers["traceparent"], None).is_some());
 
     let reserve = env.read_topic(Some(MessageKind::InventoryReserve)).await;
     assert_eq!(command_ids(&reserve), vec![format!("{id}:reserve_inventory:reserve:1")]);
@@ -416,6 +416,7 @@ async fn a_trace_id_sent_in_on_http_comes_out_in_the_kafka_headers() {
         .post(format!("{}/orders", d.base))
         .header("idempotency-key", key())
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("tracestate", "congo=t61rcWkgMzE")
         .json(&order_body("c", "eu", &[("A", 1, "1.00")]))
         .send()
         .await
@@ -432,9 +433,20 @@ async fn a_trace_id_sent_in_on_http_comes_out_in_the_kafka_headers() {
         MessageKind::OrderStatusChanged,
     ] {
         let recs = env.read_topic(Some(kind)).await;
-        let tp = order_saga::telemetry::traceparent::TraceParent::parse(&recs[0].headers["traceparent"]).unwrap();
-        assert_eq!(tp.trace_id_hex(), trace_id, "{kind} left the trace");
-        assert_ne!(hex::encode(tp.span_id), "00f067aa0ba902b7", "{kind}: a span of ours, not the caller's");
+        let h = &recs[0].headers;
+        let tc = order_saga::telemetry::trace_context::TraceContext::extract(
+            &h["traceparent"],
+            h.get("tracestate").map(String::as_str),
+        )
+        .unwrap();
+        assert_eq!(tc.trace_id_hex(), trace_id, "{kind} left the trace");
+        assert_ne!(
+            tc.span_context().span_id().to_string(),
+            "00f067aa0ba902b7",
+            "{kind}: a span of ours, not the caller's"
+        );
+        // The caller's tracestate travels with the trace, through the participant's answers too.
+        assert_eq!(h.get("tracestate").map(String::as_str), Some("congo=t61rcWkgMzE"), "{kind} lost the tracestate");
     }
 }
 

@@ -18,7 +18,7 @@ use crate::store::outbox::{NewOutboxRow, OutboxWriter};
 use crate::store::parked::ParkedRow;
 use crate::store::timers::TimerOp;
 use crate::store::{StoreError, inbox, truncate};
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// Everything a batch writes, collected in memory and flushed with a few
 /// multi-row statements at the end of the transaction: the number of round
@@ -158,7 +158,7 @@ pub(crate) fn effects_to_writes(
     head: &mut Option<OrderHead>,
     effects: &[Effect],
     actor: &str,
-    trace: Option<&TraceParent>,
+    trace: Option<&TraceContext>,
     now: DateTime<Utc>,
     alerts: &mut Vec<Alert>,
 ) -> Result<Result<Writes, ChangeRefusal>, StoreError> {
@@ -226,7 +226,7 @@ pub(crate) fn dead_letter_row(outbox: &OutboxWriter, b: &Inbound, reason: &str, 
         None => (None, None),
     };
     if let Some(tp) = &b.trace {
-        extra.push((headers::TRACEPARENT, tp.to_string()));
+        extra.extend(tp.headers());
     }
     let region = region.or(match &b.event {
         Ok(Event { body: EventBody::Message(m), .. }) => Some(m.tenant_region()),
@@ -247,7 +247,7 @@ pub(crate) fn parked_row(b: &Inbound, poison: bool, error: Option<&str>) -> Park
         event_name: b.event_name.clone(),
         source: b.source.clone(),
         payload,
-        traceparent: b.trace.map(|t| t.to_string()),
+        traceparent: b.trace.as_ref().map(|t| t.to_string()),
         poison,
         error: error.map(|e| truncate(e, 2000)),
     }

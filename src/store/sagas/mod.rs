@@ -33,7 +33,7 @@ use super::{Ctx, Db, StoreError, Tx, inbox, timers, truncate};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
 use crate::saga::model::{Item, OrderFacts};
 use crate::saga::{self, Catalog, Event, EventBody, Outcome};
-use crate::telemetry::traceparent::TraceParent;
+use crate::telemetry::trace_context::TraceContext;
 
 /// `Inbound::source` of events replayed from `saga_parked_events`.
 pub const SOURCE_REPLAY: &str = "replay";
@@ -50,7 +50,7 @@ pub struct Inbound {
     pub event: Result<Event, String>,
     /// Where it came from: `kafka:topic/partition@offset`, `timer`, `http`, `ops`, `replay`.
     pub source: String,
-    pub trace: Option<TraceParent>,
+    pub trace: Option<TraceContext>,
     /// Original bytes and coordinates, for the dead-letter copy.
     pub raw: Option<RawMessage>,
 }
@@ -173,7 +173,7 @@ impl SagaStore {
     pub(crate) async fn start_many(
         &self,
         tx: &mut Tx,
-        orders: &[(u64, &NewOrder, Option<&TraceParent>)],
+        orders: &[(u64, &NewOrder, Option<&TraceContext>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<NewOutboxRow>, StoreError> {
         let def = self.catalog.latest();
@@ -449,7 +449,7 @@ impl SagaStore {
         head: &OrderHead,
         change: &StatusChange,
         now: DateTime<Utc>,
-        trace: Option<&TraceParent>,
+        trace: Option<&TraceContext>,
     ) -> Result<Result<u32, ChangeRefusal>, StoreError> {
         let order_id = head.order_id as i64;
         let slots = load_sagas(tx, &BTreeSet::from([order_id]), LockMode::Wait).await?;
@@ -490,7 +490,7 @@ impl SagaStore {
                         },
                     }),
                     source: "http".into(),
-                    trace: trace.copied(),
+                    trace: trace.cloned(),
                     raw: None,
                 };
                 let r = self.apply_in_tx(tx, std::slice::from_ref(&inbound), LockMode::Wait).await?;
@@ -519,7 +519,7 @@ impl SagaStore {
         head: &OrderHead,
         change: &StatusChange,
         now: DateTime<Utc>,
-        trace: Option<&TraceParent>,
+        trace: Option<&TraceContext>,
     ) -> Result<Result<u32, ChangeRefusal>, StoreError> {
         orders::apply_status(
             tx,
