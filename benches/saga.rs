@@ -206,7 +206,7 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
-    let batches = metrics.consumer_batch_size.clone();
+    let batches = metrics.consumer.consumer_batch_size.clone();
     let _ = batches;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

@@ -149,30 +149,31 @@ pub fn record_batch(m: &Metrics, result: &BatchResult) {
             InboundOutcome::Applied { .. } => "applied",
             InboundOutcome::Ignored => "ignored",
             InboundOutcome::Duplicate => {
-                m.saga_inbox_duplicates_total.inc();
+                m.sagas.saga_inbox_duplicates_total.inc();
                 "duplicate"
             }
             InboundOutcome::Parked => "parked",
             InboundOutcome::DeadLettered { kind, reason, order_id } => {
-                m.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: kind.as_str().into() }).inc();
+                m.sagas.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: kind.as_str().into() }).inc();
                 tracing::warn!(order_id = order_id.unwrap_or_default(), reason = %reason, kind = kind.as_str(), "event dead-lettered; the saga is quarantined when the order is known");
                 "dead_lettered"
             }
             InboundOutcome::Stale => "stale",
             InboundOutcome::Refused(_) => "refused",
         };
-        m.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
+        m.sagas.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
     }
     for (from, to, secs) in &result.status_changes {
-        m.order_status_transition_seconds
+        m.orders
+            .order_status_transition_seconds
             .get_or_create(&TransitionLabel { from_status: from.as_str().into(), to_status: to.as_str().into() })
             .observe(*secs);
     }
     for (state, secs) in &result.dwell {
-        m.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
+        m.sagas.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
     }
     for a in &result.alerts {
-        m.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
+        m.sagas.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
         tracing::warn!(order_id = a.order_id, tenant_region = %a.tenant_region, alert = %a.code, "{}", a.message);
     }
 }
@@ -351,7 +352,7 @@ impl EventHandler {
         if result.outbox_rows > 0 {
             self.relay_wakeup.notify_one();
         }
-        self.metrics.consumer_batch_size.observe(run as f64);
+        self.metrics.consumer.consumer_batch_size.observe(run as f64);
         record_batch(&self.metrics, result);
     }
 
@@ -400,7 +401,7 @@ impl EventHandler {
                 }
                 SplitStep::Split(first, second) => {
                     tracing::warn!(events = run.len(), error = ?failure, "the database refused an event batch; splitting it to find the event");
-                    self.metrics.consumer_batch_splits_total.inc();
+                    self.metrics.consumer.consumer_batch_splits_total.inc();
                     runs.push_front(second);
                     runs.push_front(first);
                 }
@@ -431,7 +432,7 @@ impl EventHandler {
     }
 
     fn retrying(&self, cause: &'static str, failure: &dyn std::fmt::Debug, attempt: u32) {
-        self.metrics.consumer_retries_total.get_or_create(&ReasonLabel { reason: cause.into() }).inc();
+        self.metrics.consumer.consumer_retries_total.get_or_create(&ReasonLabel { reason: cause.into() }).inc();
         if attempt >= 3 {
             tracing::error!(error = ?failure, attempt, cause, "cannot apply events; the partition is paused until it recovers");
         } else {

@@ -72,7 +72,7 @@ pub async fn sweep(
             .count() as u32;
         report.skipped += result.outcomes.len() as u32 - fired_now;
         if let Some(m) = metrics {
-            m.saga_timers_fired_total.inc_by(u64::from(fired_now));
+            m.sagas.saga_timers_fired_total.inc_by(u64::from(fired_now));
             crate::events::record_batch(m, &result);
         }
         if fired_now > 0 {

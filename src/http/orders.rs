@@ -77,9 +77,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    state.metrics.order_create_requests_inflight.inc();
+    state.metrics.orders.order_create_requests_inflight.inc();
     let _inflight = scopeguard(|| {
-        state.metrics.order_create_requests_inflight.dec();
+        state.metrics.orders.order_create_requests_inflight.dec();
     });
     // 415/413/400 for the body come first: they say the request is not an
     // order at all. Then the key, then the content.
@@ -100,7 +100,7 @@ pub async fn create(
             // Committed, response not sent: the client retries with its key.
             crate::failpoint::hit("http.create.after_commit");
             state.relay_wakeup.notify_one();
-            state.metrics.order_created_total.get_or_create(&state.metrics.region(&order.tenant_region)).inc();
+            state.metrics.orders.order_created_total.get_or_create(&state.metrics.region(&order.tenant_region)).inc();
             tracing::info!(order_id, customer_id = %order.customer_id, status = "PENDING", "order created");
             Ok(json_response(StatusCode::CREATED, body, &[("location", format!("/orders/{order_id}"))]))
         }
@@ -158,6 +158,7 @@ pub async fn change_status(
             let secs = (view.updated_at - previous_since).num_microseconds().unwrap_or(0) as f64 / 1e6;
             state
                 .metrics
+                .orders
                 .order_status_transition_seconds
                 .get_or_create(&crate::telemetry::metrics::TransitionLabel {
                     from_status: previous.as_str().into(),

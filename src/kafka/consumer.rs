@@ -235,8 +235,8 @@ impl ConsumerContext for SagaContext {
             Rebalance::Error(_) => {}
         }
         if let Some(m) = &self.metrics {
-            m.consumer_partitions_assigned.set(assigned.len() as i64);
-            m.consumer_partitions_paused.set(self.held.lock().unwrap_or_else(|p| p.into_inner()).len() as i64);
+            m.consumer.consumer_partitions_assigned.set(assigned.len() as i64);
+            m.consumer.consumer_partitions_paused.set(self.held.lock().unwrap_or_else(|p| p.into_inner()).len() as i64);
         }
     }
 }
@@ -360,7 +360,7 @@ fn dispatch(
         held.insert(tp.clone(), VecDeque::from([m]));
         pause(consumer, &tp, true);
         if let Some(metrics) = &ctx.metrics {
-            metrics.consumer_partitions_paused.set(held.len() as i64);
+            metrics.consumer.consumer_partitions_paused.set(held.len() as i64);
         }
     }
 }
@@ -411,7 +411,7 @@ fn flush_held(consumer: &BaseConsumer<SagaContext>, spawn: &impl Fn(&Tp) -> mpsc
         pause(consumer, &tp, false);
     }
     if let Some(metrics) = &ctx.metrics {
-        metrics.consumer_partitions_paused.set(held.len() as i64);
+        metrics.consumer.consumer_partitions_paused.set(held.len() as i64);
     }
 }
 
@@ -492,7 +492,7 @@ async fn worker<H: BatchHandler>(
                 tracing::error!(topic = %tp.0, partition = tp.1, first_offset = batch[0].offset(), panic = %why,
                     "the event handler panicked; replaying the batch one message at a time");
                 if let Some(m) = &consumer.context().metrics {
-                    m.consumer_handler_panics_total.inc();
+                    m.consumer.consumer_handler_panics_total.inc();
                 }
                 if isolate(&tp, &batch, handler.as_ref(), &consumer, &stop).await.is_err() {
                     break;

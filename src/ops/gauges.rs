@@ -10,8 +10,8 @@ use crate::telemetry::metrics::{Metrics, StateLabel};
 /// Refreshes the gauges that come from the database. Called periodically.
 pub async fn refresh_gauges(db: &Db, sagas: &SagaStore, m: &Metrics) -> Result<(), StoreError> {
     let (backlog, oldest) = crate::store::outbox::backlog(&db.pool).await?;
-    m.outbox_backlog.set(backlog);
-    m.outbox_oldest_age_seconds.set(oldest.map(|t| (Utc::now() - t).num_seconds().max(0)).unwrap_or(0));
+    m.outbox.outbox_backlog.set(backlog);
+    m.outbox.outbox_oldest_age_seconds.set(oldest.map(|t| (Utc::now() - t).num_seconds().max(0)).unwrap_or(0));
     let g = inspect::gauges(db, &sagas.catalog).await?;
     // Every state of every loaded definition gets a series, zero included.
     let mut states: Vec<String> = sagas.catalog.versions().flat_map(|d| d.states.keys().cloned()).collect();
@@ -20,14 +20,14 @@ pub async fn refresh_gauges(db: &Db, sagas: &SagaStore, m: &Metrics) -> Result<(
     let lookup = |v: &[(String, i64)], s: &str| v.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
     for s in &states {
         let label = StateLabel { state: s.clone() };
-        m.saga_instances.get_or_create(&label).set(lookup(&g.per_state, s));
+        m.sagas.saga_instances.get_or_create(&label).set(lookup(&g.per_state, s));
         let terminal = sagas.catalog.versions().any(|d| d.state(s).is_some_and(|x| x.terminal));
         if !terminal {
-            m.saga_oldest_age_seconds.get_or_create(&label).set(lookup(&g.oldest_age, s));
-            m.saga_stuck.get_or_create(&label).set(lookup(&g.stuck, s));
+            m.sagas.saga_oldest_age_seconds.get_or_create(&label).set(lookup(&g.oldest_age, s));
+            m.sagas.saga_stuck.get_or_create(&label).set(lookup(&g.stuck, s));
         }
     }
-    m.saga_quarantined.set(g.quarantined);
-    m.saga_timers_overdue.set(g.timers_overdue);
+    m.sagas.saga_quarantined.set(g.quarantined);
+    m.sagas.saga_timers_overdue.set(g.timers_overdue);
     Ok(())
 }

@@ -196,7 +196,8 @@ impl Ops {
         if let Some(m) = &self.metrics
             && !req.dry_run
         {
-            m.ops_actions_total
+            m.ops
+                .ops_actions_total
                 .get_or_create(&ActionLabel { action: req.action.name().into(), result: outcome.into() })
                 .inc();
         }

@@ -250,7 +250,7 @@ impl Relay {
                     }
                 }
             }
-            self.metrics.outbox_shards_owned.set(owned.len() as i64);
+            self.metrics.outbox.outbox_shards_owned.set(owned.len() as i64);
             let can_dispatch = |in_flight: usize, retry_at: Instant| {
                 !owned.is_empty() && in_flight < max_in_flight && Instant::now() >= retry_at
             };
@@ -262,7 +262,7 @@ impl Relay {
                     Err(e) => {
                         failures += 1;
                         retry_at = Instant::now() + backoff(failures);
-                        self.metrics.outbox_publish_errors_total.inc();
+                        self.metrics.outbox.outbox_publish_errors_total.inc();
                         tracing::warn!(error = %e, failures, "outbox read or encode failed; backing off");
                     }
                 }
@@ -373,7 +373,7 @@ impl Relay {
                 Err(PrepareError::Bad(e)) => {
                     tracing::error!(outbox_id = row.id, order_id = %row.aggregate_id, error = %e,
                         "outbox row cannot be encoded; held with its order's later rows, retried with backoff");
-                    self.metrics.outbox_publish_errors_total.inc();
+                    self.metrics.outbox.outbox_publish_errors_total.inc();
                     table::hold(&self.db.pool, &[row.id], &e).await?;
                     held_orders.insert(row.aggregate_id.as_str());
                 }
@@ -416,6 +416,7 @@ impl Relay {
             }
             let sent = self.producer.enqueue_to(&p.topic, p.partition, &p.key, &p.value, &p.headers).await;
             self.metrics
+                .outbox
                 .outbox_published_messages_total
                 .get_or_create(&crate::telemetry::metrics::TopicRegionLabel {
                     topic: p.topic.clone(),

@@ -99,7 +99,7 @@ impl Relay {
                 (Ok(_), t) => {
                     writes.published.push(a.id);
                     let lag = (now - a.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                    self.metrics.outbox_publish_lag_seconds.observe(lag);
+                    self.metrics.outbox.outbox_publish_lag_seconds.observe(lag);
                     match t {
                         Transport::Kafka => {
                             kafka_ok += 1;
@@ -151,14 +151,16 @@ impl Relay {
             }
         }
         let m = &self.metrics;
-        m.outbox_published_total
+        m.outbox
+            .outbox_published_total
             .get_or_create(&TransportLabel { transport: "kafka".into() })
             .inc_by(report.published_kafka as u64);
-        m.outbox_published_total
+        m.outbox
+            .outbox_published_total
             .get_or_create(&TransportLabel { transport: "rest".into() })
             .inc_by(report.published_rest as u64);
         if report.failed > 0 {
-            m.outbox_publish_errors_total.inc();
+            m.outbox.outbox_publish_errors_total.inc();
         }
         (report, writes)
     }

@@ -69,136 +69,37 @@ pub struct ActionLabel {
     pub result: String,
 }
 
-/// Every metric of the daemon. Cheap to clone (all handles are `Arc`s inside).
+/// Every metric of the daemon, one block per component, all in one
+/// registry. Cheap to clone (all handles are `Arc`s inside).
 #[derive(Clone, Debug)]
 pub struct Metrics {
+    pub orders: OrderMetrics,
+    pub sagas: SagaMetrics,
+    pub consumer: ConsumerMetrics,
+    pub outbox: OutboxMetrics,
+    pub ops: OpsMetrics,
+    /// Regions that are label values; others are reported as [`OTHER_REGION`].
+    regions: std::sync::Arc<std::collections::BTreeSet<String>>,
+}
+
+/// The orders API.
+#[derive(Clone, Debug)]
+pub struct OrderMetrics {
     pub order_created_total: Family<RegionLabel, Counter>,
     pub order_status_transition_seconds: Family<TransitionLabel, Histogram>,
     pub order_create_requests_inflight: Gauge,
     /// Orders per group-commit transaction of `POST /orders`.
     pub order_group_commit_size: Histogram,
-    pub saga_events_total: Family<OutcomeLabel, Counter>,
-    pub saga_inbox_duplicates_total: Counter,
-    pub saga_dead_lettered_total: Family<ReasonLabel, Counter>,
-    pub saga_alerts_total: Family<CodeLabel, Counter>,
-    pub saga_state_dwell_seconds: Family<StateLabel, Histogram>,
-    pub saga_instances: Family<StateLabel, Gauge>,
-    pub saga_oldest_age_seconds: Family<StateLabel, Gauge>,
-    pub saga_stuck: Family<StateLabel, Gauge>,
-    pub saga_quarantined: Gauge,
-    pub saga_timers_overdue: Gauge,
-    pub saga_timers_fired_total: Counter,
-    pub consumer_batch_size: Histogram,
-    /// Set through [`Metrics::set_consumer_lag`], which also keeps the sum
-    /// the ops console shows.
-    pub consumer_lag: Family<PartitionLabel, Gauge>,
-    lag_by_partition: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), i64>>>,
-    pub consumer_partitions_assigned: Gauge,
-    /// Partitions paused because their worker's queue is full (backpressure).
-    pub consumer_partitions_paused: Gauge,
-    /// Batch applications retried after a transient failure, by cause.
-    pub consumer_retries_total: Family<ReasonLabel, Counter>,
-    /// Batches split to find the event the database refused.
-    pub consumer_batch_splits_total: Counter,
-    /// Batches whose handler panicked; replayed one by one, the culprit dead-lettered.
-    pub consumer_handler_panics_total: Counter,
-    pub outbox_backlog: Gauge,
-    pub outbox_oldest_age_seconds: Gauge,
-    pub outbox_published_total: Family<TransportLabel, Counter>,
-    pub outbox_publish_lag_seconds: Histogram,
-    pub outbox_publish_errors_total: Counter,
-    /// Messages handed to the producer, by topic and region (bounded: the
-    /// configured regions and `other`).
-    pub outbox_published_messages_total: Family<TopicRegionLabel, Counter>,
-    pub outbox_shards_owned: Gauge,
-    pub ops_actions_total: Family<ActionLabel, Counter>,
-    /// Regions that are label values; others are reported as [`OTHER_REGION`].
-    regions: std::sync::Arc<std::collections::BTreeSet<String>>,
 }
 
-fn latency_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.001, 2.0, 16)
-}
-
-fn dwell_buckets() -> impl Iterator<Item = f64> {
-    // 10 ms .. ~3 days
-    exponential_buckets(0.01, 3.0, 17)
-}
-
-impl Metrics {
-    /// Sets the regions that are label values (the rest are `other`).
-    pub fn with_regions(mut self, regions: &[String]) -> Metrics {
-        self.regions = std::sync::Arc::new(regions.iter().cloned().collect());
-        self
-    }
-
-    /// The label of a client-supplied region: itself when configured, else `other`.
-    pub fn region(&self, region: &str) -> RegionLabel {
-        let r = if self.regions.contains(region) { region } else { OTHER_REGION };
-        RegionLabel { tenant_region: r.to_owned() }
-    }
-
-    /// Records the lag of a partition this replica owns.
-    pub fn set_consumer_lag(&self, label: &PartitionLabel, lag: i64) {
-        self.consumer_lag.get_or_create(label).set(lag);
-        self.lag_by_partition
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((label.topic.clone(), label.partition.clone()), lag);
-    }
-
-    /// Forgets the lag of a partition this replica no longer owns.
-    pub fn remove_consumer_lag(&self, label: &PartitionLabel) {
-        self.consumer_lag.remove(label);
-        self.lag_by_partition
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(label.topic.clone(), label.partition.clone()));
-    }
-
-    /// The lag of each partition this replica owns: (topic, partition, messages).
-    pub fn consumer_lag_by_partition(&self) -> Vec<(String, String, i64)> {
-        let map = self.lag_by_partition.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|((t, p), lag)| (t.clone(), p.clone(), *lag)).collect()
-    }
-
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Metrics {
-        let m = Metrics {
+impl OrderMetrics {
+    fn register(r: &mut Registry) -> OrderMetrics {
+        let m = OrderMetrics {
             order_created_total: Family::default(),
             order_status_transition_seconds: Family::new_with_constructor(|| Histogram::new(dwell_buckets())),
             order_create_requests_inflight: Gauge::default(),
             order_group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
-            saga_events_total: Family::default(),
-            saga_inbox_duplicates_total: Counter::default(),
-            saga_dead_lettered_total: Family::default(),
-            saga_alerts_total: Family::default(),
-            saga_state_dwell_seconds: Family::new_with_constructor(|| Histogram::new(dwell_buckets())),
-            saga_instances: Family::default(),
-            saga_oldest_age_seconds: Family::default(),
-            saga_stuck: Family::default(),
-            saga_quarantined: Gauge::default(),
-            saga_timers_overdue: Gauge::default(),
-            saga_timers_fired_total: Counter::default(),
-            consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
-            consumer_lag: Family::default(),
-            lag_by_partition: Default::default(),
-            consumer_partitions_assigned: Gauge::default(),
-            consumer_partitions_paused: Gauge::default(),
-            consumer_retries_total: Family::default(),
-            consumer_batch_splits_total: Counter::default(),
-            consumer_handler_panics_total: Counter::default(),
-            outbox_backlog: Gauge::default(),
-            outbox_oldest_age_seconds: Gauge::default(),
-            outbox_published_total: Family::default(),
-            outbox_publish_lag_seconds: Histogram::new(latency_buckets()),
-            outbox_publish_errors_total: Counter::default(),
-            outbox_published_messages_total: Family::default(),
-            outbox_shards_owned: Gauge::default(),
-            ops_actions_total: Family::default(),
-            regions: std::sync::Arc::new(DEFAULT_REGIONS.split(',').map(str::to_owned).collect()),
         };
-        let r = registry;
         r.register("order_created", "Orders created, by tenant region", m.order_created_total.clone());
         r.register(
             "order_status_transition_seconds",
@@ -215,6 +116,41 @@ impl Metrics {
             "Orders committed together by one POST /orders transaction (group commit)",
             m.order_group_commit_size.clone(),
         );
+        m
+    }
+}
+
+/// Saga outcomes, states, timers and alerts.
+#[derive(Clone, Debug)]
+pub struct SagaMetrics {
+    pub saga_events_total: Family<OutcomeLabel, Counter>,
+    pub saga_inbox_duplicates_total: Counter,
+    pub saga_dead_lettered_total: Family<ReasonLabel, Counter>,
+    pub saga_alerts_total: Family<CodeLabel, Counter>,
+    pub saga_state_dwell_seconds: Family<StateLabel, Histogram>,
+    pub saga_instances: Family<StateLabel, Gauge>,
+    pub saga_oldest_age_seconds: Family<StateLabel, Gauge>,
+    pub saga_stuck: Family<StateLabel, Gauge>,
+    pub saga_quarantined: Gauge,
+    pub saga_timers_overdue: Gauge,
+    pub saga_timers_fired_total: Counter,
+}
+
+impl SagaMetrics {
+    fn register(r: &mut Registry) -> SagaMetrics {
+        let m = SagaMetrics {
+            saga_events_total: Family::default(),
+            saga_inbox_duplicates_total: Counter::default(),
+            saga_dead_lettered_total: Family::default(),
+            saga_alerts_total: Family::default(),
+            saga_state_dwell_seconds: Family::new_with_constructor(|| Histogram::new(dwell_buckets())),
+            saga_instances: Family::default(),
+            saga_oldest_age_seconds: Family::default(),
+            saga_stuck: Family::default(),
+            saga_quarantined: Gauge::default(),
+            saga_timers_overdue: Gauge::default(),
+            saga_timers_fired_total: Counter::default(),
+        };
         r.register(
             "saga_events",
             "Events offered to sagas, by outcome (applied, ignored, duplicate, parked, dead_lettered, stale)",
@@ -250,6 +186,41 @@ impl Metrics {
             m.saga_timers_overdue.clone(),
         );
         r.register("saga_timers_fired", "Timers fired", m.saga_timers_fired_total.clone());
+        m
+    }
+}
+
+/// The saga consumer (batches, lag, partitions, retries).
+#[derive(Clone, Debug)]
+pub struct ConsumerMetrics {
+    pub consumer_batch_size: Histogram,
+    /// Set through [`Metrics::set_consumer_lag`], which also keeps the sum
+    /// the ops console shows.
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub(crate) lag_by_partition: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), i64>>>,
+    pub consumer_partitions_assigned: Gauge,
+    /// Partitions paused because their worker's queue is full (backpressure).
+    pub consumer_partitions_paused: Gauge,
+    /// Batch applications retried after a transient failure, by cause.
+    pub consumer_retries_total: Family<ReasonLabel, Counter>,
+    /// Batches split to find the event the database refused.
+    pub consumer_batch_splits_total: Counter,
+    /// Batches whose handler panicked; replayed one by one, the culprit dead-lettered.
+    pub consumer_handler_panics_total: Counter,
+}
+
+impl ConsumerMetrics {
+    fn register(r: &mut Registry) -> ConsumerMetrics {
+        let m = ConsumerMetrics {
+            consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            consumer_lag: Family::default(),
+            lag_by_partition: Default::default(),
+            consumer_partitions_assigned: Gauge::default(),
+            consumer_partitions_paused: Gauge::default(),
+            consumer_retries_total: Family::default(),
+            consumer_batch_splits_total: Counter::default(),
+            consumer_handler_panics_total: Counter::default(),
+        };
         r.register(
             "saga_consumer_batch_size",
             "Events applied per database transaction",
@@ -285,12 +256,36 @@ impl Metrics {
             "Event batches whose handler panicked (replayed one message at a time; the culprit is dead-lettered)",
             m.consumer_handler_panics_total.clone(),
         );
+        m
+    }
+}
+
+/// The outbox relay.
+#[derive(Clone, Debug)]
+pub struct OutboxMetrics {
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_age_seconds: Gauge,
+    pub outbox_published_total: Family<TransportLabel, Counter>,
+    pub outbox_publish_lag_seconds: Histogram,
+    pub outbox_publish_errors_total: Counter,
+    /// Messages handed to the producer, by topic and region (bounded: the
+    /// configured regions and `other`).
+    pub outbox_published_messages_total: Family<TopicRegionLabel, Counter>,
+    pub outbox_shards_owned: Gauge,
+}
+
+impl OutboxMetrics {
+    fn register(r: &mut Registry) -> OutboxMetrics {
+        let m = OutboxMetrics {
+            outbox_backlog: Gauge::default(),
+            outbox_oldest_age_seconds: Gauge::default(),
+            outbox_published_total: Family::default(),
+            outbox_publish_lag_seconds: Histogram::new(latency_buckets()),
+            outbox_publish_errors_total: Counter::default(),
+            outbox_published_messages_total: Family::default(),
+            outbox_shards_owned: Gauge::default(),
+        };
         r.register("outbox_backlog", "Outbox rows not yet published", m.outbox_backlog.clone());
-        r.register(
-            "outbox_published_messages",
-            "Messages sent to Kafka, by topic and tenant region (configured regions, others as `other`)",
-            m.outbox_published_messages_total.clone(),
-        );
         r.register(
             "outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row",
@@ -307,8 +302,87 @@ impl Metrics {
             m.outbox_publish_lag_seconds.clone(),
         );
         r.register("outbox_publish_errors", "Failed publish rounds", m.outbox_publish_errors_total.clone());
+        r.register(
+            "outbox_published_messages",
+            "Messages sent to Kafka, by topic and tenant region (configured regions, others as `other`)",
+            m.outbox_published_messages_total.clone(),
+        );
         r.register("outbox_shards_owned", "Outbox shards this replica publishes", m.outbox_shards_owned.clone());
+        m
+    }
+}
+
+/// Operator actions.
+#[derive(Clone, Debug)]
+pub struct OpsMetrics {
+    pub ops_actions_total: Family<ActionLabel, Counter>,
+}
+
+impl OpsMetrics {
+    fn register(r: &mut Registry) -> OpsMetrics {
+        let m = OpsMetrics { ops_actions_total: Family::default() };
         r.register("ops_actions", "Operator actions, by action and result", m.ops_actions_total.clone());
         m
+    }
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 16)
+}
+
+fn dwell_buckets() -> impl Iterator<Item = f64> {
+    // 10 ms .. ~3 days
+    exponential_buckets(0.01, 3.0, 17)
+}
+
+impl Metrics {
+    /// Sets the regions that are label values (the rest are `other`).
+    pub fn with_regions(mut self, regions: &[String]) -> Metrics {
+        self.regions = std::sync::Arc::new(regions.iter().cloned().collect());
+        self
+    }
+
+    /// The label of a client-supplied region: itself when configured, else `other`.
+    pub fn region(&self, region: &str) -> RegionLabel {
+        let r = if self.regions.contains(region) { region } else { OTHER_REGION };
+        RegionLabel { tenant_region: r.to_owned() }
+    }
+
+    /// Records the lag of a partition this replica owns.
+    pub fn set_consumer_lag(&self, label: &PartitionLabel, lag: i64) {
+        self.consumer.consumer_lag.get_or_create(label).set(lag);
+        self.consumer
+            .lag_by_partition
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((label.topic.clone(), label.partition.clone()), lag);
+    }
+
+    /// Forgets the lag of a partition this replica no longer owns.
+    pub fn remove_consumer_lag(&self, label: &PartitionLabel) {
+        self.consumer.consumer_lag.remove(label);
+        self.consumer
+            .lag_by_partition
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(label.topic.clone(), label.partition.clone()));
+    }
+
+    /// The lag of each partition this replica owns: (topic, partition, messages).
+    pub fn consumer_lag_by_partition(&self) -> Vec<(String, String, i64)> {
+        let map = self.consumer.lag_by_partition.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|((t, p), lag)| (t.clone(), p.clone(), *lag)).collect()
+    }
+
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        Metrics {
+            orders: OrderMetrics::register(registry),
+            sagas: SagaMetrics::register(registry),
+            consumer: ConsumerMetrics::register(registry),
+            outbox: OutboxMetrics::register(registry),
+            ops: OpsMetrics::register(registry),
+            regions: std::sync::Arc::new(DEFAULT_REGIONS.split(',').map(str::to_owned).collect()),
+        }
     }
 }
