@@ -20,7 +20,7 @@ use crate::store::{Db, StoreError, timers};
 use crate::telemetry::metrics::Metrics;
 
 /// Result of a sweep.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SweepReport {
     /// Timers that fired (their transition committed).
     pub fired: u32,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Do not rename variants: their string forms are stored in MySQL, published in
 /// `order.status.changed.v1` and used by clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,

@@ -40,10 +40,15 @@ const APP_JS: &str = include_str!("console/app.js");
 const APP_CSS: &str = include_str!("console/app.css");
 const ICON_SVG: &str = include_str!("console/icon.svg");
 
+/// The console part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(index, index_slash, asset, current, sign_in, sign_out))]
+pub(super) struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ops/ui", get(index))
-        .route("/ops/ui/", get(index))
+        .route("/ops/ui/", get(index_slash))
         .route("/ops/ui/assets/{file}", get(asset))
         .route("/ops/ui/session", get(current).post(sign_in).delete(sign_out))
 }
@@ -67,6 +72,16 @@ fn hardened(mut resp: Response) -> Response {
     resp
 }
 
+#[utoipa::path(
+    get,
+    path = "/ops/ui",
+    tag = "ops console",
+    summary = "The ops console (sign-in, overview, sagas, one saga, actions, bulk)",
+    responses(
+        (status = 200, description = "The console page", body = String, content_type = "text/html"),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn index(State(state): State<AppState>) -> Result<Response, ApiError> {
     enabled(&state)?;
     Ok(hardened(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()))
@@ -82,6 +97,33 @@ pub fn asset_of(file: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/ops/ui/",
+    tag = "ops console",
+    summary = "The ops console (same page)",
+    responses(
+        (status = 200, description = "The console page", body = String, content_type = "text/html"),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
+async fn index_slash(state: State<AppState>) -> Result<Response, ApiError> {
+    index(state).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/ops/ui/assets/{file}",
+    tag = "ops console",
+    summary = "A console asset embedded in the binary (app.js, app.css, icon.svg)",
+    params(
+        ("file" = String, Path, description = "Asset name"),
+    ),
+    responses(
+        (status = 200, description = "The asset", body = String),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn asset(State(state): State<AppState>, Path(file): Path<String>) -> Result<Response, ApiError> {
     enabled(&state)?;
     let (ct, body) = asset_of(&file).ok_or_else(|| ApiError::not_found(format!("no console asset {file:?}")))?;
@@ -130,6 +172,20 @@ pub fn valid_actor(actor: &str) -> Result<&str, String> {
     Ok(actor)
 }
 
+#[utoipa::path(
+    post,
+    path = "/ops/ui/session",
+    tag = "ops console",
+    summary = "Sign in: trades the ops token and the operator's name for a session cookie (HttpOnly, SameSite=Strict)",
+    request_body = crate::http::openapi::OpsSignIn,
+    responses(
+        (status = 200, description = "The signed-in operator and the session's CSRF token", body = crate::http::openapi::OpsSession),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -163,6 +219,17 @@ async fn sign_in(
 /// The signed-in operator and the session's CSRF token (same origin only:
 /// another site's script cannot read this answer, and `SameSite=Strict`
 /// keeps the cookie off its requests).
+#[utoipa::path(
+    get,
+    path = "/ops/ui/session",
+    tag = "ops console",
+    summary = "The current console session (from its cookie)",
+    responses(
+        (status = 200, description = "The signed-in operator and the session's CSRF token", body = crate::http::openapi::OpsSession),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     enabled(&state)?;
     let no_session = || ApiError::new(ErrorCode::Unauthorized, "not signed in");
@@ -181,6 +248,17 @@ async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
 
 /// Sign-out: ends the session on every replica and clears the cookie. Needs
 /// the CSRF token, so another site cannot sign the operator out.
+#[utoipa::path(
+    delete,
+    path = "/ops/ui/session",
+    tag = "ops console",
+    summary = "Sign out: ends the session on every replica (needs X-CSRF-Token)",
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     enabled(&state)?;
     if let Some(id) = session_cookie(&headers) {

@@ -31,6 +31,11 @@ impl std::fmt::Debug for OpsConfig {
     }
 }
 
+/// The `/ops` part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, show, act, overview, drain, bulk, job, audit, sweep))]
+pub(super) struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ops/sagas", get(list))
@@ -202,6 +207,34 @@ pub const FILTER_KEYS: [&str; 10] = [
     "dead_lettered_within",
 ];
 
+#[utoipa::path(
+    get,
+    path = "/ops/sagas",
+    tag = "ops",
+    summary = "List sagas, oldest in their state first",
+    params(
+        ("state" = Option<String>, Query, description = "Only this saga state"),
+        ("older_than" = Option<String>, Query, description = "At least this long in the current state, e.g. 15m"),
+        ("tenant_region" = Option<String>, Query, description = "Only this tenant region"),
+        ("definition_version" = Option<u32>, Query, description = "Only sagas started on this definition version"),
+        ("quarantined" = Option<bool>, Query, description = "Only quarantined (true) or not (false)"),
+        ("stuck" = Option<bool>, Query, description = "Only sagas over their state's max_dwell"),
+        ("terminal" = Option<bool>, Query, description = "Include terminal states"),
+        ("timers_overdue" = Option<bool>, Query, description = "Only sagas with a timer more than 30s past due"),
+        ("unpublished" = Option<bool>, Query, description = "Only sagas with outbox rows not yet published"),
+        ("dead_lettered_within" = Option<String>, Query, description = "Only sagas with an event dead-lettered within this long, e.g. 1h"),
+        ("limit" = Option<u32>, Query, description = "1-500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "JSON", body = Object),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn list(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers).await?;
     let mut allowed: Vec<&str> = FILTER_KEYS.to_vec();
@@ -252,6 +285,22 @@ fn order_id(raw: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::SagaNotFound, format!("{raw:?} is not an order id")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/ops/sagas/{order_id}",
+    tag = "ops",
+    summary = "One saga: order, state, transitions, history, timers, unpublished outbox, inbox, parked events",
+    params(
+        ("order_id" = u64, Path, description = "Order id of the saga", minimum = 1),
+    ),
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "JSON", body = Object),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -286,6 +335,26 @@ fn parse_action(v: Value) -> Result<Action, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/ops/sagas/{order_id}/actions",
+    tag = "ops",
+    summary = "Act on one saga (validated, version-guarded, audited; dry_run shows the effects)",
+    description = "409 codes: stale_version (expected_version differs), not_allowed (not in the definition, not armed, quarantined, ...).",
+    request_body = crate::http::openapi::OpsActionBody,
+    params(
+        ("order_id" = u64, Path, description = "Order id of the saga", minimum = 1),
+    ),
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "What the action did, or would do (dry run)", body = crate::ops::Report),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn act(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -317,6 +386,19 @@ async fn act(
 /// `GET /ops/overview` — the console's first page: sagas per state (stuck,
 /// oldest), quarantined, overdue timers, outbox backlog, recent dead letters,
 /// and this replica's consumer lag.
+#[utoipa::path(
+    get,
+    path = "/ops/overview",
+    tag = "ops",
+    summary = "The console's overview: sagas per state (stuck, oldest, max_dwell), quarantined, overdue timers, outbox backlog, dead letters of the last hour, this replica's consumer lag",
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "JSON", body = Object),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers).await?;
     let o = inspect::overview(&ops.db, &ops.sagas.catalog).await?;
@@ -335,11 +417,40 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     Ok(axum::Json(v).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/ops/drain",
+    tag = "ops",
+    summary = "In-flight sagas per definition version and state",
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "JSON", body = Object),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers).await?;
     Ok(axum::Json(inspect::drain(&ops.db, &ops.sagas.catalog).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/ops/bulk",
+    tag = "ops",
+    summary = "Bulk action over a filter: dry_run previews the count; otherwise 202 with a job id",
+    request_body = crate::http::openapi::OpsBulkBody,
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "JSON", body = Object),
+        (status = 202, description = "The job started", body = crate::ops::JobStatus),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn bulk(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -398,12 +509,46 @@ async fn bulk(
     Ok((status, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/ops/jobs/{job_id}",
+    tag = "ops",
+    summary = "Progress of a bulk job (on the replica that runs it)",
+    params(
+        ("job_id" = String, Path, description = "Job id"),
+    ),
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "The job", body = crate::ops::JobStatus),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers).await?;
     let status = ops.jobs.get(&id).ok_or_else(|| ApiError::not_found(format!("no job {id} on this replica")))?;
     Ok(axum::Json(status).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/ops/audit",
+    tag = "ops",
+    summary = "Audit trail of ops actions, newest first",
+    params(
+        ("order_id" = Option<u64>, Query, description = "Only this order"),
+        ("limit" = Option<u32>, Query, description = "1-1000 (default 100)"),
+    ),
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "JSON", body = Object),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers).await?;
     let params = query_params(q.as_deref(), &["order_id", "limit"])?;
@@ -425,6 +570,19 @@ async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
 }
 
 /// `POST /ops/timeouts/sweep` — fire every due timer now (for external schedulers).
+#[utoipa::path(
+    post,
+    path = "/ops/timeouts/sweep",
+    tag = "ops",
+    summary = "Fire every due timer now (for external schedulers)",
+    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "What fired", body = crate::timers::SweepReport),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (cfg, ops, _) = authorize(&state, &headers).await?;
     let report = crate::timers::sweep(&ops.db, &ops.sagas, cfg.sweep_batch, Some(&state.metrics)).await?;

@@ -17,6 +17,11 @@ use crate::store::idempotency;
 use crate::store::order_api::{self, CreateOutcome};
 use crate::store::orders::{self, Keyset, SearchFilter};
 
+/// The `/orders` part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, search, get, change_status))]
+pub(super) struct Api;
+
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
 pub const MAX_KEY_LEN: usize = 255;
@@ -71,6 +76,26 @@ fn json_response(status: StatusCode, body: String, extra: &[(&'static str, Strin
 }
 
 /// `POST /orders`
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    summary = "Create an order (idempotent)",
+    description = "Creates the order, its items, its first history row and the order.created.v1 outbox row in one \
+                   transaction, and starts its saga.",
+    request_body = crate::http::openapi::OrderCreate,
+    params(("Idempotency-Key" = String, Header, description = "Unique per order (X-Idempotency-Key is accepted too). \
+        Reusing it with another body is a 422.")),
+    responses(
+        (status = 201, description = "Created; the same key and body later return this response again (header \
+            Idempotent-Replayed: true)", body = crate::store::orders::OrderView),
+        (status = 400, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 415, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Trace(trace): Trace,
@@ -129,6 +154,18 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 }
 
 /// `GET /orders/{order_id}`
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}",
+    tag = "orders",
+    summary = "Read an order with its items",
+    description = "updated_at lets readers in other regions judge staleness; ETag carries the version.",
+    params(("order_id" = u64, Path, description = "Order id (positive integer)", minimum = 1)),
+    responses(
+        (status = 200, description = "The order", body = crate::store::orders::OrderView),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 pub async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = order_id(&raw)?;
     let view = orders::get(&state.db, id).await?.ok_or_else(|| ApiError::order_not_found(id))?;
@@ -141,6 +178,23 @@ pub async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Resu
 }
 
 /// `POST /orders/{order_id}/status`
+#[utoipa::path(
+    post,
+    path = "/orders/{order_id}/status",
+    tag = "orders",
+    summary = "Change the status of an order",
+    description = "409 codes: illegal_transition (not in the table), version_conflict (expected_version differs), \
+                   concurrent_modification (another change won), saga_in_progress (the saga drives the order now). \
+                   CANCELLED (and PENDING from PENDING_REVIEW) go through the saga and compensate.",
+    request_body = crate::http::openapi::StatusChangeBody,
+    params(("order_id" = u64, Path, description = "Order id (positive integer)", minimum = 1)),
+    responses(
+        (status = 200, description = "The order after the change", body = crate::store::orders::OrderView),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 pub async fn change_status(
     State(state): State<AppState>,
     Trace(trace): Trace,
@@ -228,6 +282,25 @@ fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
 }
 
 /// `GET /orders/search`
+#[utoipa::path(
+    get,
+    path = "/orders/search",
+    tag = "orders",
+    summary = "Search orders (newest first, keyset pagination)",
+    params(
+        ("status" = Option<OrderStatus>, Query, description = "Filter by status"),
+        ("tenant_region" = Option<String>, Query, description = "Filter by tenant region"),
+        ("customer_id" = Option<String>, Query, description = "Filter by customer"),
+        ("created_from" = Option<DateTime<Utc>>, Query, description = "Created at or after (RFC 3339)"),
+        ("created_to" = Option<DateTime<Utc>>, Query, description = "Created before (RFC 3339)"),
+        ("limit" = Option<u32>, Query, description = "Page size (1-100, default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (opaque; keep the same filters)"),
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = crate::http::openapi::OrderPage),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
 pub async fn search(State(state): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = query_params(q.as_deref(), SEARCH_PARAMS)?;
     let mut f = SearchFilter::default();

@@ -28,7 +28,7 @@ pub struct Jobs {
     inner: Arc<Mutex<HashMap<String, JobStatus>>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub job_id: String,
     pub action: String,
@@ -38,9 +38,11 @@ pub struct JobStatus {
     pub failed: usize,
     pub finished: bool,
     /// The first errors, by order id.
+    #[schema(value_type = Vec<Object>)]
     pub errors: Vec<Value>,
     /// Every item's result in order (`applied` or `refused` with the error),
     /// the first [`JOB_RESULTS_KEPT`] of them.
+    #[schema(value_type = Vec<Object>)]
     pub results: Vec<Value>,
 }
 

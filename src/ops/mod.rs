@@ -71,9 +71,11 @@ pub struct Request {
 }
 
 /// What an action did (or, for a dry run, would do).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = OpsReport)]
 pub struct Report {
     pub order_id: i64,
+    #[schema(value_type = String)]
     pub action: &'static str,
     pub dry_run: bool,
     pub state_before: String,
@@ -83,6 +85,7 @@ pub struct Report {
     pub order_status_before: Option<OrderStatus>,
     pub order_status_after: Option<OrderStatus>,
     /// Messages written to the outbox: type, event id and the command id when there is one.
+    #[schema(value_type = Vec<Object>)]
     pub messages: Vec<Value>,
     pub timers_after: Vec<crate::store::timers::TimerView>,
     pub quarantined_after: Option<String>,

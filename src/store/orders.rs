@@ -14,7 +14,8 @@ use crate::domain::{Currency, NewOrder, OrderStatus};
 use crate::telemetry::trace_context::TraceContext;
 
 /// An order as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Order)]
 pub struct OrderView {
     pub order_id: u64,
     pub customer_id: String,
@@ -33,7 +34,9 @@ pub struct OrderView {
     pub items: Option<Vec<ItemView>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line of an order; money as decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = OrderItem)]
 pub struct ItemView {
     pub line_no: u16,
     pub sku: String,

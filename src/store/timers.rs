@@ -55,7 +55,7 @@ pub async fn due(pool: &sqlx::MySqlPool, limit: u32) -> Result<Vec<DueTimer>, St
 }
 
 /// A pending timer as ops shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TimerView {
     pub name: String,
     pub due_at: DateTime<Utc>,
