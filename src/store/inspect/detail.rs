@@ -1,0 +1,204 @@
+//! One saga in detail, for operators: its transitions, unpublished outbox
+//! rows, dead letters, inbox, parked events and audit trail.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{MySql, QueryBuilder, Row};
+
+use crate::store::{Ctx, Db, StoreError};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TransitionView {
+    pub saga_version: u32,
+    pub event_id: String,
+    #[sqlx(rename = "event_name")]
+    pub event: String,
+    #[sqlx(rename = "from_state")]
+    pub from: String,
+    #[sqlx(rename = "to_state")]
+    pub to: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    #[sqlx(rename = "occurred_at")]
+    pub at: DateTime<Utc>,
+}
+
+pub async fn transitions(db: &Db, order_id: i64) -> Result<Vec<TransitionView>, StoreError> {
+    sqlx::query_as(
+        "SELECT saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at FROM saga_transitions \
+         WHERE order_id = ? ORDER BY id",
+    )
+    .bind(order_id)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading transitions")
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OutboxView {
+    pub id: u64,
+    pub event_id: String,
+    pub event_type: String,
+    pub topic: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Outbox rows of an order not yet published.
+pub async fn unpublished(db: &Db, order_id: i64) -> Result<Vec<OutboxView>, StoreError> {
+    sqlx::query_as(
+        "SELECT id, event_id, event_type, topic, created_at, attempts, last_error FROM outbox \
+         WHERE aggregate_id = ? AND published_at IS NULL ORDER BY id",
+    )
+    .bind(order_id.to_string())
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading unpublished outbox rows")
+}
+
+/// A dead-letter copy of one of the order's events, with the headers that
+/// say why (as published to the DLQ topic, or about to be).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterView {
+    pub event_id: String,
+    pub topic: String,
+    pub headers: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+pub async fn dead_letters(db: &Db, order_id: i64) -> Result<Vec<DeadLetterView>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event_id, topic, headers, created_at, published_at FROM outbox \
+         WHERE aggregate_id = ? AND event_type = ? ORDER BY id LIMIT 100",
+    )
+    .bind(order_id.to_string())
+    .bind(crate::store::outbox::EVENT_TYPE_DEAD_LETTER)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading dead letters")?;
+    rows.iter()
+        .map(|r| {
+            let headers: String = r.try_get("headers").ctx("decoding headers")?;
+            Ok(DeadLetterView {
+                event_id: r.try_get("event_id").ctx("decoding event_id")?,
+                topic: r.try_get("topic").ctx("decoding topic")?,
+                // Written by us as a JSON object; shown as text if it ever is not.
+                headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::String(headers)),
+                created_at: r.try_get("created_at").ctx("decoding created_at")?,
+                published_at: r.try_get("published_at").ctx("decoding published_at")?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct InboxView {
+    pub event_id: String,
+    #[sqlx(rename = "event_name")]
+    pub event: String,
+    pub source: String,
+    pub outcome: String,
+    pub received_at: DateTime<Utc>,
+}
+
+pub async fn inbox(db: &Db, order_id: i64) -> Result<Vec<InboxView>, StoreError> {
+    sqlx::query_as(
+        "SELECT event_id, event_name, source, CAST(outcome AS CHAR) AS outcome, received_at FROM saga_inbox \
+         WHERE order_id = ? ORDER BY received_at, event_id",
+    )
+    .bind(order_id)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading the inbox")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedView {
+    pub id: u64,
+    pub event_id: String,
+    pub event: String,
+    pub source: String,
+    pub poison: bool,
+    pub error: Option<String>,
+    pub replayable: bool,
+    pub parked_at: DateTime<Utc>,
+    pub resolution: Option<String>,
+}
+
+/// Parked events of an order; `unresolved_only` hides replayed/skipped ones.
+pub async fn parked(db: &Db, order_id: i64, unresolved_only: bool) -> Result<Vec<ParkedView>, StoreError> {
+    let sql = if unresolved_only {
+        "SELECT id, event_id, event_name, source, poison, error, payload IS NOT NULL AS has_payload, parked_at, \
+         CAST(resolution AS CHAR) AS resolution FROM saga_parked_events WHERE order_id = ? AND resolved_at IS NULL ORDER BY id"
+    } else {
+        "SELECT id, event_id, event_name, source, poison, error, payload IS NOT NULL AS has_payload, parked_at, \
+         CAST(resolution AS CHAR) AS resolution FROM saga_parked_events WHERE order_id = ? ORDER BY id"
+    };
+    let rows = sqlx::query(sql).bind(order_id).fetch_all(&db.pool).await.ctx("reading parked events")?;
+    rows.iter()
+        .map(|r| {
+            let event: String = r.try_get("event_name").ctx("decoding")?;
+            let has_payload: bool = r.try_get::<i64, _>("has_payload").ctx("decoding")? != 0;
+            Ok(ParkedView {
+                id: r.try_get("id").ctx("decoding")?,
+                event_id: r.try_get("event_id").ctx("decoding")?,
+                replayable: has_payload || event.starts_with(crate::saga::definition::TIMER_PREFIX),
+                event,
+                source: r.try_get("source").ctx("decoding")?,
+                poison: r.try_get("poison").ctx("decoding")?,
+                error: r.try_get("error").ctx("decoding")?,
+                parked_at: r.try_get("parked_at").ctx("decoding")?,
+                resolution: r.try_get("resolution").ctx("decoding")?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditView {
+    pub id: u64,
+    pub order_id: Option<u64>,
+    pub action: String,
+    pub params: serde_json::Value,
+    pub actor: String,
+    pub reason: String,
+    pub version_before: Option<u32>,
+    pub version_after: Option<u32>,
+    pub result: String,
+    pub detail: Option<String>,
+    pub job_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn audit(db: &Db, order_id: Option<i64>, limit: u32) -> Result<Vec<AuditView>, StoreError> {
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT id, order_id, action, params, actor, reason, version_before, version_after, result, detail, job_id, created_at \
+         FROM ops_audit WHERE 1 = 1",
+    );
+    if let Some(o) = order_id {
+        qb.push(" AND order_id = ").push_bind(o);
+    }
+    qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+    let rows = qb.build().fetch_all(&db.pool).await.ctx("reading the audit trail")?;
+    rows.iter()
+        .map(|r| {
+            let params: String = r.try_get("params").ctx("decoding")?;
+            Ok(AuditView {
+                id: r.try_get("id").ctx("decoding")?,
+                order_id: r.try_get("order_id").ctx("decoding")?,
+                action: r.try_get("action").ctx("decoding")?,
+                params: serde_json::from_str(&params).unwrap_or(serde_json::Value::String(params)),
+                actor: r.try_get("actor").ctx("decoding")?,
+                reason: r.try_get("reason").ctx("decoding")?,
+                version_before: r.try_get("version_before").ctx("decoding")?,
+                version_after: r.try_get("version_after").ctx("decoding")?,
+                result: r.try_get("result").ctx("decoding")?,
+                detail: r.try_get("detail").ctx("decoding")?,
+                job_id: r.try_get("job_id").ctx("decoding")?,
+                created_at: r.try_get("created_at").ctx("decoding")?,
+            })
+        })
+        .collect()
+}
