@@ -154,17 +154,14 @@ fn fnv1a(s: &str) -> u64 {
 /// analytics per region); commands are read by the participants, which
 /// de-duplicate by command id and gain nothing from regional placement, so
 /// they keep key hashing by default (`ORDER_SAGA_COMMAND_PARTITIONING`).
+/// Derived from the message vocabulary (`contracts::Role`).
 pub fn audience(kind: crate::contracts::MessageKind) -> Audience {
-    use crate::contracts::MessageKind as K;
-    match kind {
-        K::OrderCreated | K::OrderStatusChanged | K::OrderItemBackordered | K::OrderAttentionRequired => {
-            Audience::Events
-        }
-        K::InventoryReserve | K::InventoryRelease | K::PaymentAuthorize | K::PaymentVoid => Audience::Commands,
+    use crate::contracts::Role;
+    match kind.role() {
+        Role::Event { .. } => Audience::Events,
+        Role::Command(_) | Role::Compensation(_) => Audience::Commands,
         // Consumed, never published by this daemon.
-        K::InventoryReserved | K::InventoryReservationFailed | K::PaymentAuthorized | K::PaymentFailed => {
-            Audience::Events
-        }
+        Role::Reply => Audience::Events,
     }
 }
 
