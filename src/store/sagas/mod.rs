@@ -331,14 +331,14 @@ impl SagaStore {
         writes: &mut Writes,
         result: &mut BatchResult,
     ) -> Result<InboundOutcome, StoreError> {
-        let mut slot = b.order_id.and_then(|id| slots.get_mut(&id));
+        let slot = b.order_id.and_then(|id| slots.get_mut(&id));
         let timer_taken = match (decide::timer_to_take(b, slot.as_deref()), b.order_id) {
             (Some(name), Some(order_id)) => timers::take_due(tx, order_id, name).await?,
             _ => false,
         };
         let decision = decide::decide(&self.catalog, slot.as_deref(), b, lock, unknown, timer_taken, now);
         let dead_lettered = |kind, reason| InboundOutcome::DeadLettered { kind, reason, order_id: b.order_id };
-        let t = match (decision, slot.as_deref_mut()) {
+        let (t, slot) = match (decision, slot) {
             (Decision::Stale, _) => return Ok(InboundOutcome::Stale),
             (Decision::Refuse(r), _) => return Ok(InboundOutcome::Refused(r)),
             (Decision::WaitForDefinition { version }, _) => return Err(StoreError::DefinitionNotLoaded { version }),
@@ -359,16 +359,13 @@ impl SagaStore {
                 self.quarantine(slot, b, &reason, writes, false);
                 return Ok(InboundOutcome::Parked);
             }
-            (Decision::Apply { transition }, Some(_)) => *transition,
+            (Decision::Apply { transition }, Some(slot)) => (*transition, slot),
             (
                 d @ (Decision::Quarantine { .. } | Decision::QuarantineUnknownVersion { .. } | Decision::Apply { .. }),
                 None,
             ) => {
                 return Err(StoreError::Corrupt(format!("decision {d:?} without a saga")));
             }
-        };
-        let Some(slot) = slot else {
-            return Err(StoreError::Corrupt("a transition without a saga".into()));
         };
         let Outcome::Applied { from, to, reason } = t.outcome.clone() else {
             return Ok(InboundOutcome::Ignored);
