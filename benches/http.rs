@@ -56,6 +56,7 @@ async fn run() {
             actor: "api",
         },
         group,
+        std::env::var("ORDER_SAGA_ORDER_GROUP_COMMIT_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(8),
         |_| {},
     );
     let state = AppState {

@@ -407,6 +407,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             actor: "api",
         },
         cfg.http.order_group_commit_max,
+        cfg.http.order_group_commit_in_flight,
         move |n| group_metrics.orders.order_group_commit_size.observe(n as f64),
     );
     let state = AppState {

@@ -51,6 +51,11 @@ pub struct HttpConfig {
     #[arg(long, global = true, env = "ORDER_SAGA_ORDER_GROUP_COMMIT_MAX", default_value_t = 8)]
     pub order_group_commit_max: usize,
 
+    /// Group-commit transactions of `POST /orders` in flight at once. Fewer make larger groups
+    /// under load (fewer statements and fsyncs per order); more overlap more round trips.
+    #[arg(long, global = true, env = "ORDER_SAGA_ORDER_GROUP_COMMIT_IN_FLIGHT", default_value_t = 8)]
+    pub order_group_commit_in_flight: usize,
+
     /// How long idempotency keys are kept; a key reused after that creates a new order.
     #[arg(long, global = true, env = "ORDER_SAGA_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = duration)]
     pub idempotency_retention: Duration,

@@ -347,7 +347,10 @@ impl Relay {
         if ids.is_empty() {
             return Ok(0);
         }
+        // Where a dispatch spends its time (debug log; BENCHMARKS.md "Profile").
+        let t_ids = t0.elapsed();
         let rows = table::rows(&self.db.pool, &ids).await?;
+        let t_rows = t0.elapsed();
         let mut prepared = Vec::with_capacity(rows.len());
         // Orders with a held row in this read: their later rows wait too.
         let mut held_orders: std::collections::HashSet<&str> = std::collections::HashSet::new();
@@ -389,6 +392,7 @@ impl Relay {
             }
             _ => false,
         };
+        let t_prepared = t0.elapsed();
         let (via_rest, via_kafka): (Vec<Prepared>, Vec<Prepared>) = prepared
             .into_iter()
             .partition(|p| rest_now && p.kind.and_then(|k| self.rest.as_ref().and_then(|r| r.endpoint(k))).is_some());
@@ -456,6 +460,9 @@ impl Relay {
         tracing::debug!(
             rows = rows.len(),
             in_flight = in_flight.len(),
+            read_ids_us = t_ids.as_micros() as u64,
+            read_rows_us = (t_rows - t_ids).as_micros() as u64,
+            encode_us = (t_prepared - t_rows).as_micros() as u64,
             elapsed_us = t0.elapsed().as_micros() as u64,
             "outbox dispatch"
         );

@@ -1,13 +1,11 @@
 //! Group commit of `POST /orders`: concurrent creates share one transaction.
 //!
-//! Each create costs ~10 statements and a durable commit when it runs alone.
-//! Under load, requests that arrive while earlier ones are committing are
-//! coalesced: one transaction inserts all of them (one `orders` statement
-//! each for its auto-increment id — consecutive ids from a multi-row insert
-//! are not guaranteed under `innodb_autoinc_lock_mode = 2` — then one
-//! statement per table for all of them) and one fsync covers them all.
-//! Nothing waits on a timer: when the database keeps up, every request runs
-//! alone at once.
+//! Each create costs ~9 statements and a durable commit. Under load, requests
+//! that arrive while earlier ones are committing are coalesced: one
+//! transaction inserts all of them — one statement per table (the `orders`
+//! rows too, where the server hands out consecutive ids; else one each, see
+//! [`super::OrderIds`]) — and one fsync covers them all. Nothing waits on a
+//! timer: when the database keeps up, every request runs alone at once.
 //!
 //! Every request keeps its own outcome. The idempotency keys are inserted last,
 //! with their stored responses, in one statement: a key that exists already (a
@@ -15,7 +13,10 @@
 //! transaction rolls back, and every request of the group runs alone through
 //! [`order_api::create`] — which replays, refuses or creates exactly as if it had
 //! never been grouped. The same fallback covers any other error of the shared
-//! transaction, so one bad request cannot fail its neighbours.
+//! transaction, so one bad request cannot fail its neighbours. A request alone
+//! takes the same path (a group of one): a new key — the common case — costs
+//! one statement less than claiming it first and storing the response after;
+//! a replayed key costs a rolled-back transaction more.
 
 use std::sync::Arc;
 
@@ -29,16 +30,6 @@ use super::sagas::SagaStore;
 use super::{Ctx, Db, StoreError};
 use crate::domain::NewOrder;
 use crate::telemetry::trace_context::TraceContext;
-
-/// Group transactions in flight at once: enough to keep the database busy
-/// while the next group gathers, few enough that groups form under load
-/// (measured: 4 cut closed-loop throughput with 16 clients by a third, 8 did not).
-///
-/// The group size is bounded too (`ORDER_SAGA_ORDER_GROUP_COMMIT_MAX`, 8):
-/// each order's `INSERT INTO orders` is its own round trip, and a group of
-/// 32 waited up to ~280 ms for the runtime between them under load (p99 of
-/// `POST /orders` at 32 clients: 272 ms with 32, 32 ms with 8).
-pub const CONCURRENT_GROUPS: usize = 8;
 
 /// Requests waiting for a group at most; beyond that `POST /orders` answers
 /// 503 at once instead of queueing without bound (overload).
@@ -70,7 +61,7 @@ pub async fn create_many(s: &Shared, reqs: &[CreateRequest]) -> Vec<Result<Creat
         keys.sort_unstable();
         keys.windows(2).all(|w| w[0] != w[1])
     };
-    if reqs.len() > 1 && distinct_keys {
+    if distinct_keys {
         match super::retry(|| create_together(s, reqs)).await {
             Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
@@ -91,7 +82,8 @@ async fn create_together(s: &Shared, reqs: &[CreateRequest]) -> Result<Vec<Creat
     let mut tx = s.db.begin().await?;
     let now = super::now();
     let orders: Vec<(&NewOrder, Option<&TraceContext>)> = reqs.iter().map(|r| (&r.order, r.trace.as_ref())).collect();
-    let views = order_api::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), s.actor).await?;
+    let views =
+        order_api::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), s.actor, s.db.order_ids).await?;
     let bodies: Vec<String> = views
         .iter()
         .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))
@@ -137,12 +129,18 @@ pub enum NotTaken {
 }
 
 impl CreateBatcher {
-    /// Starts the committer: up to [`CONCURRENT_GROUPS`] groups in flight, each
-    /// of at most `max_group` requests (1 turns grouping off). `on_group`
-    /// sees each group's size (a metric).
-    pub fn spawn(shared: Shared, max_group: usize, on_group: impl Fn(usize) + Send + Sync + 'static) -> CreateBatcher {
+    /// Starts the committer: up to `in_flight` groups in flight
+    /// (`ORDER_SAGA_ORDER_GROUP_COMMIT_IN_FLIGHT`), each of at most
+    /// `max_group` requests (1 turns grouping off). `on_group` sees each
+    /// group's size (a metric).
+    pub fn spawn(
+        shared: Shared,
+        max_group: usize,
+        in_flight: usize,
+        on_group: impl Fn(usize) + Send + Sync + 'static,
+    ) -> CreateBatcher {
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_CAPACITY);
-        let permits = Arc::new(Semaphore::new(CONCURRENT_GROUPS));
+        let permits = Arc::new(Semaphore::new(in_flight.max(1)));
         let on_group = Arc::new(on_group);
         tokio::spawn(async move {
             loop {

@@ -35,23 +35,37 @@ pub struct InboxRow {
     pub outcome: Outcome,
 }
 
-/// Which of `ids` were handled before.
-pub async fn existing(tx: &mut Tx, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+/// The database's clock ([`super::db_now`]) and which of `ids` were handled
+/// before — the two reads every batch starts with, in one round trip: a
+/// one-row table left-joined to the inbox gives one row with the clock even
+/// when no id is known (one row per known id otherwise; `NOW(6)` is the same
+/// for every row of a statement).
+pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<Utc>, HashSet<String>), StoreError> {
     if ids.is_empty() {
-        return Ok(HashSet::new());
+        return Ok((super::db_now(tx).await?, HashSet::new()));
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("SELECT event_id FROM saga_inbox WHERE event_id IN (");
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT NOW(6) AS db_now, i.event_id FROM (SELECT 1 AS one) d LEFT JOIN saga_inbox i ON i.event_id IN (",
+    );
     let mut sep = qb.separated(", ");
     for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
-    let rows = qb.build().fetch_all(&mut **tx).await.ctx("reading the inbox")?;
-    rows.iter().map(|r| r.try_get::<String, _>("event_id").ctx("decoding inbox event_id")).collect()
+    let rows = qb.build().fetch_all(&mut **tx).await.ctx("reading the inbox and the database clock")?;
+    let first = rows.first().ok_or_else(|| StoreError::Corrupt("the inbox read returned no row".into()))?;
+    let now: chrono::NaiveDateTime = first.try_get("db_now").ctx("decoding the database clock")?;
+    let mut seen = HashSet::new();
+    for r in &rows {
+        if let Some(id) = r.try_get::<Option<String>, _>("event_id").ctx("decoding inbox event_id")? {
+            seen.insert(id);
+        }
+    }
+    Ok((chrono::SubsecRound::trunc_subsecs(now.and_utc(), 6), seen))
 }
 
 /// Plain INSERT: if a concurrent transaction inserted one of these ids after
-/// our `existing` check, the duplicate-key error rolls the batch back and the
+/// our `db_now_and_existing` check, the duplicate-key error rolls the batch back and the
 /// retry sees the id as handled.
 pub async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     // Chunked: a statement binds at most 65,535 values.

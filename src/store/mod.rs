@@ -166,6 +166,37 @@ pub async fn db_now(tx: &mut Tx) -> Result<DateTime<Utc>, StoreError> {
 #[derive(Clone, Debug)]
 pub struct Db {
     pub pool: MySqlPool,
+    /// How a group of new orders gets its auto-increment ids (read from the
+    /// server at connect).
+    pub order_ids: OrderIds,
+}
+
+/// How a multi-row `INSERT INTO orders` may be used for a group of new orders.
+///
+/// The ids come back as one number (`LAST_INSERT_ID()`, the first id of the
+/// statement); the others are only derivable when the server promises that
+/// one statement's ids are consecutive: `innodb_autoinc_lock_mode` 0 or 1
+/// ("traditional", "consecutive": MariaDB's and MySQL 5.7's default) and an
+/// `auto_increment_increment` of 1. MySQL 8's default mode 2 ("interleaved",
+/// also required by Galera) may interleave two statements' ids, so there each
+/// order is inserted by its own statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderIds {
+    /// One statement for a whole group; ids are `first..first + n`.
+    Consecutive,
+    /// One statement per order.
+    PerRow,
+}
+
+impl OrderIds {
+    /// What the server's settings allow (see the type).
+    pub fn from_server(autoinc_lock_mode: i64, auto_increment_increment: i64) -> OrderIds {
+        if (0..=1).contains(&autoinc_lock_mode) && auto_increment_increment == 1 {
+            OrderIds::Consecutive
+        } else {
+            OrderIds::PerRow
+        }
+    }
 }
 
 pub type Tx = Transaction<'static, MySql>;
@@ -190,7 +221,20 @@ impl Db {
             .connect_with(options)
             .await
             .ctx("connecting to the database")?;
-        Ok(Db { pool })
+        let (mode, increment): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED), CAST(@@auto_increment_increment AS SIGNED)",
+        )
+        .fetch_one(&pool)
+        .await
+        .ctx("reading the server's auto-increment settings")?;
+        let order_ids = OrderIds::from_server(mode, increment);
+        tracing::debug!(
+            innodb_autoinc_lock_mode = mode,
+            auto_increment_increment = increment,
+            ?order_ids,
+            "order id allocation"
+        );
+        Ok(Db { pool, order_ids })
     }
 
     /// Applies pending migrations (serialised across replicas by sqlx's
@@ -208,5 +252,21 @@ impl Db {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.ctx("pinging the database")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderIds;
+
+    #[test]
+    fn a_group_of_orders_shares_one_insert_only_where_its_ids_are_consecutive() {
+        // MariaDB and MySQL 5.7 defaults ("consecutive"), and "traditional".
+        assert_eq!(OrderIds::from_server(1, 1), OrderIds::Consecutive);
+        assert_eq!(OrderIds::from_server(0, 1), OrderIds::Consecutive);
+        // MySQL 8's default ("interleaved"), Galera's requirement.
+        assert_eq!(OrderIds::from_server(2, 1), OrderIds::PerRow);
+        // Ids that step by more than one (multi-primary setups).
+        assert_eq!(OrderIds::from_server(1, 2), OrderIds::PerRow);
     }
 }

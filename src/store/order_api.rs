@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::orders::{ChangeRefusal, OrderView, apply_status, created_message, get, head, insert_rows, new_order_view};
 use super::outbox::{self, OutboxWriter};
 use super::sagas::SagaStore;
-use super::{Ctx, Db, StoreError, Tx, idempotency};
+use super::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
 use crate::telemetry::trace_context::TraceContext;
 
@@ -64,7 +64,8 @@ pub async fn create(
                 None => Err(StoreError::Race("the idempotency key was released while we waited for it")),
             };
         }
-        let mut views = insert_orders(&mut tx, &[(order, ctx.trace)], now, ctx.outbox, ctx.saga, ctx.actor).await?;
+        let mut views =
+            insert_orders(&mut tx, &[(order, ctx.trace)], now, ctx.outbox, ctx.saga, ctx.actor, db.order_ids).await?;
         let view = views.pop().ok_or_else(|| StoreError::Corrupt("no order was inserted".into()))?;
         let body = serde_json::to_string(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         idempotency::complete(&mut tx, key, view.order_id, 201, &body).await?;
@@ -85,9 +86,10 @@ pub(crate) async fn insert_orders(
     outbox_writer: &OutboxWriter,
     saga: Option<&SagaStore>,
     actor: &str,
+    order_ids: OrderIds,
 ) -> Result<Vec<OrderView>, StoreError> {
     let new: Vec<&NewOrder> = orders.iter().map(|(o, _)| *o).collect();
-    let ids = insert_rows(tx, &new, now, actor).await?;
+    let ids = insert_rows(tx, &new, now, actor, order_ids).await?;
     let mut rows = Vec::with_capacity(orders.len() * 2);
     for ((order, trace), id) in orders.iter().zip(&ids) {
         rows.push(outbox_writer.row(&created_message(*id, order, now), *trace)?);

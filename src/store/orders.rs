@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::outbox::{self, OutboxWriter};
-use super::{Ctx, Db, StoreError, Tx, idempotency};
+use super::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
 use crate::contracts::{Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id};
 use crate::domain::{Currency, NewOrder, OrderStatus};
 use crate::telemetry::trace_context::TraceContext;
@@ -53,32 +53,48 @@ pub fn money(amount: Decimal, currency: &str) -> String {
     d.to_string()
 }
 
-/// Inserts new orders' rows: one `orders` statement per order (its
-/// auto-increment id), then one statement per table for all of them (items,
-/// the first history row). Returns the new ids, in order.
+/// Inserts new orders' rows: the `orders` rows (one statement for all of them
+/// when the server hands out consecutive ids, else one per order — see
+/// [`OrderIds`]), then one statement per table for all of them (items, the
+/// first history row). Returns the new ids, in order.
 pub(crate) async fn insert_rows(
     tx: &mut Tx,
     orders: &[&NewOrder],
     now: DateTime<Utc>,
     actor: &str,
+    order_ids: OrderIds,
 ) -> Result<Vec<u64>, StoreError> {
     let mut ids = Vec::with_capacity(orders.len());
-    for order in orders {
-        let res = sqlx::query(
-            "INSERT INTO orders (customer_id, tenant_region, currency, total_amount, item_count, status, created_at, updated_at, version) \
-             VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, 1)",
-        )
-        .bind(&order.customer_id)
-        .bind(&order.tenant_region)
-        .bind(order.currency.code())
-        .bind(order.total())
-        .bind(order.items.len() as u32)
-        .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting the order")?;
-        ids.push(res.last_insert_id());
+    let per_statement = match order_ids {
+        OrderIds::Consecutive => super::limits::ROWS_PER_STATEMENT,
+        OrderIds::PerRow => 1,
+    };
+    for chunk in orders.chunks(per_statement) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO orders (customer_id, tenant_region, currency, total_amount, item_count, status, created_at, updated_at, version) ",
+        );
+        qb.push_values(chunk, |mut b, order| {
+            b.push_bind(&order.customer_id)
+                .push_bind(&order.tenant_region)
+                .push_bind(order.currency.code())
+                .push_bind(order.total())
+                .push_bind(order.items.len() as u32)
+                .push_bind("PENDING")
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(1u32);
+        });
+        let res = qb.build().execute(&mut **tx).await.ctx("inserting orders")?;
+        // The first id of the statement; the others follow it (OrderIds::Consecutive).
+        let first = res.last_insert_id();
+        if res.rows_affected() != chunk.len() as u64 || first == 0 {
+            return Err(StoreError::Corrupt(format!(
+                "inserting {} orders affected {} rows, first id {first}",
+                chunk.len(),
+                res.rows_affected()
+            )));
+        }
+        ids.extend((0..chunk.len() as u64).map(|i| first + i));
     }
     let items: Vec<(u64, u16, &crate::domain::NewOrderItem)> = orders
         .iter()

@@ -3,6 +3,7 @@
 //! have had alone.
 
 use order_saga::domain::NewOrder;
+use order_saga::store::OrderIds;
 use order_saga::store::group_commit::{CreateRequest, Shared, create_many};
 use order_saga::store::order_api::CreateOutcome;
 
@@ -29,15 +30,47 @@ fn created(o: &CreateOutcome) -> u64 {
     }
 }
 
+/// Every order row, item, saga and outbox row of `ids[i]` belongs to request `i`
+/// (customer `c{i}`): the ids handed back match the rows written.
+async fn assert_rows_belong_to_their_requests(app: &TestApp, ids: &[u64]) {
+    for (i, id) in ids.iter().enumerate() {
+        let customer: String = sqlx::query_scalar("SELECT customer_id FROM orders WHERE order_id = ?")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(customer, format!("c{i}"), "order {id}");
+        for sql in [
+            "SELECT COUNT(*) FROM order_items WHERE order_id = ?",
+            "SELECT COUNT(*) FROM saga_instances WHERE order_id = ?",
+            "SELECT COUNT(*) FROM outbox WHERE aggregate_id = CAST(? AS CHAR)",
+        ] {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(&app.db.pool).await.unwrap();
+            assert!(n >= 1, "{sql} for order {id}");
+        }
+        let payload: String = sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE aggregate_id = CAST(? AS CHAR) AND event_type = 'order.created.v1'",
+        )
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        assert!(payload.contains(&format!("\"customer_id\":\"c{i}\"")), "{payload}");
+    }
+}
+
 #[tokio::test]
 async fn a_group_creates_every_order_with_its_saga_key_and_response_in_one_commit() {
     let app = TestApp::new().await;
+    // MariaDB's default `innodb_autoinc_lock_mode = 1`: the orders of a group in one statement.
+    assert_eq!(app.db.order_ids, OrderIds::Consecutive);
     let reqs: Vec<CreateRequest> = (0..20).map(|i| req(&format!("g-{i}"), &format!("c{i}"))).collect();
     let out = create_many(&shared(&app), &reqs).await;
     let ids: Vec<u64> = out.iter().map(|o| created(o.as_ref().unwrap())).collect();
     let mut distinct = ids.clone();
     distinct.dedup();
     assert_eq!(distinct.len(), 20);
+    assert_rows_belong_to_their_requests(&app, &ids).await;
     assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 20);
     assert_eq!(app.count("SELECT COUNT(*) FROM order_items").await, 40);
     assert_eq!(app.count("SELECT COUNT(*) FROM order_status_history").await, 20);
@@ -58,6 +91,45 @@ async fn a_group_creates_every_order_with_its_saga_key_and_response_in_one_commi
         assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
         assert_eq!(again.json["customer_id"], format!("c{i}"));
     }
+}
+
+#[tokio::test]
+async fn where_ids_may_interleave_each_order_is_inserted_alone_with_the_same_result() {
+    let app = TestApp::new().await;
+    // As on MySQL 8 (`innodb_autoinc_lock_mode = 2`) or Galera.
+    let mut s = shared(&app);
+    s.db.order_ids = OrderIds::PerRow;
+    let reqs: Vec<CreateRequest> = (0..5).map(|i| req(&format!("p-{i}"), &format!("c{i}"))).collect();
+    let out = create_many(&s, &reqs).await;
+    let ids: Vec<u64> = out.iter().map(|o| created(o.as_ref().unwrap())).collect();
+    assert_rows_belong_to_their_requests(&app, &ids).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 5);
+}
+
+#[tokio::test]
+async fn groups_committing_at_once_each_get_their_own_ids() {
+    let app = TestApp::new().await;
+    let s = shared(&app);
+    // Eight groups of eight racing for auto-increment ids.
+    let mut tasks = Vec::new();
+    for g in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let reqs: Vec<CreateRequest> = (0..8).map(|i| req(&format!("r{g}-{i}"), &format!("c{i}"))).collect();
+            let out = create_many(&s, &reqs).await;
+            out.iter().map(|o| created(o.as_ref().unwrap())).collect::<Vec<u64>>()
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let ids = t.await.unwrap();
+        assert_rows_belong_to_their_requests(&app, &ids).await;
+        all.extend(ids);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 64);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 64);
 }
 
 #[tokio::test]

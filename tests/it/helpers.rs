@@ -147,6 +147,7 @@ impl TestApp {
                 actor: "api",
             },
             32,
+            8,
             |_| {},
         );
         let state = AppState {

@@ -262,9 +262,8 @@ impl SagaStore {
         unknown: UnknownVersion,
     ) -> Result<BatchResult, StoreError> {
         // Database time: timers armed here are fired by comparing with NOW(6).
-        let now = super::db_now(tx).await?;
         let ids: Vec<&str> = batch.iter().map(|b| b.event_id.as_str()).collect();
-        let seen_before = inbox::existing(tx, &ids).await?;
+        let (now, seen_before) = inbox::db_now_and_existing(tx, &ids).await?;
         let order_ids: BTreeSet<i64> =
             batch.iter().filter(|b| !seen_before.contains(&b.event_id)).filter_map(|b| b.order_id).collect();
         let mut slots = load_sagas(tx, &order_ids, lock).await?;
