@@ -73,6 +73,9 @@ async fn run() {
         return;
     }
     end_to_end(Duration::from_secs(secs)).await;
+    if std::env::var("BENCH_SKIP_CEILING").is_ok() {
+        return;
+    }
     header("MariaDB durable-commit ceiling (same run)");
     for c in [1usize, 8, 32] {
         row(c, &commit_ceiling(c, Duration::from_secs(5)).await);
@@ -243,6 +246,11 @@ fn daemon_env(e: &Env, port: u16) -> Vec<(String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    // BENCH_DAEMON_ENV="ORDER_SAGA_X=1 ORDER_SAGA_Y=2": settings to try (BENCHMARKS.md).
+    .chain(std::env::var("BENCH_DAEMON_ENV").unwrap_or_default().split_whitespace().filter_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        Some((k.to_owned(), v.to_owned()))
+    }))
     .collect()
 }
 
