@@ -255,8 +255,11 @@ fn daemon_env(e: &Env, port: u16) -> Vec<(String, String)> {
 }
 
 /// Runs the release binary as its own process, as in production.
+/// `BENCH_BIN=/path/to/order-saga` runs another build instead (an A/B on a
+/// machine whose speed drifts: alternate runs of two binaries, BENCHMARKS.md).
 fn spawn(args: &[&str], env: &[(String, String)]) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_order-saga"))
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_order-saga").to_owned());
+    std::process::Command::new(bin)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
