@@ -61,7 +61,7 @@ pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<
             seen.insert(id);
         }
     }
-    Ok((chrono::SubsecRound::trunc_subsecs(now.and_utc(), 6), seen))
+    Ok((super::from_db_clock(now), seen))
 }
 
 /// Plain INSERT: if a concurrent transaction inserted one of these ids after

@@ -159,7 +159,12 @@ pub fn now() -> DateTime<Utc> {
 pub async fn db_now(tx: &mut Tx) -> Result<DateTime<Utc>, StoreError> {
     let t: chrono::NaiveDateTime =
         sqlx::query_scalar("SELECT NOW(6)").fetch_one(&mut **tx).await.ctx("reading the database clock")?;
-    Ok(t.and_utc().trunc_subsecs(6))
+    Ok(from_db_clock(t))
+}
+
+/// A `NOW(6)` read from the server, as [`db_now`] returns it.
+pub(crate) fn from_db_clock(t: chrono::NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc().trunc_subsecs(6)
 }
 
 /// Database handle. Cheap to clone.
