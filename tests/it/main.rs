@@ -6,6 +6,7 @@
 mod cli;
 mod console;
 mod daemon;
+mod db_client;
 mod docs;
 mod group_commit;
 mod helpers;
