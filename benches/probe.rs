@@ -51,6 +51,38 @@ pub fn cpu_snapshot(procs: &[Proc]) -> Vec<f64> {
     procs.iter().map(|p| cpu_seconds(p.pid).unwrap_or(f64::NAN)).collect()
 }
 
+/// The whole box's CPU time so far, from the first line of `/proc/stat`:
+/// (busy, iowait, steal, total) in ticks; busy counts user, nice, system, irq
+/// and softirq. Steal is time the hypervisor gave to someone else: a VM that
+/// "runs slower today" shows it here.
+pub fn box_ticks() -> Option<[u64; 4]> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = *f.get(..8)? else { return None };
+    let busy = user + nice + system + irq + softirq;
+    Some([busy, iowait, steal, busy + idle + iowait + steal])
+}
+
+/// The box over one window: busy, iowait and steal as % of all its CPU time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoxUse {
+    pub busy: f64,
+    pub iowait: f64,
+    pub steal: f64,
+}
+
+impl BoxUse {
+    fn between(a: Option<[u64; 4]>, b: Option<[u64; 4]>) -> BoxUse {
+        let (Some(a), Some(b)) = (a, b) else {
+            return BoxUse { busy: f64::NAN, iowait: f64::NAN, steal: f64::NAN };
+        };
+        let total = (b[3] - a[3]).max(1) as f64;
+        let pct = |i: usize| (b[i] - a[i]) as f64 * 100.0 / total;
+        BoxUse { busy: pct(0), iowait: pct(1), steal: pct(2) }
+    }
+}
+
 /// The server counters that say how much database work was done.
 pub const DB_COUNTERS: [&str; 5] = ["Questions", "Com_commit", "Innodb_log_writes", "Innodb_data_fsyncs", "Com_select"];
 
@@ -77,6 +109,7 @@ pub struct Window {
     cpu: Vec<f64>,
     db: Vec<f64>,
     own: u64,
+    box_at: Option<[u64; 4]>,
     pub started: Instant,
 }
 
@@ -86,13 +119,15 @@ impl Window {
             cpu: cpu_snapshot(procs),
             db: db_counters(db).await,
             own: OWN_STATEMENTS.load(Ordering::Relaxed),
+            box_at: box_ticks(),
             started: Instant::now(),
         }
     }
 
-    /// (CPU ms per saga per process, DB counters per saga).
-    pub async fn close(&self, db: &Db, procs: &[Proc], sagas: usize) -> (Vec<f64>, Vec<f64>) {
+    /// (CPU ms per saga per process, DB counters per saga, the box's CPU use).
+    pub async fn close(&self, db: &Db, procs: &[Proc], sagas: usize) -> (Vec<f64>, Vec<f64>, BoxUse) {
         let cpu = cpu_snapshot(procs);
+        let box_use = BoxUse::between(self.box_at, box_ticks());
         let counters = db_counters(db).await;
         let own = (OWN_STATEMENTS.load(Ordering::Relaxed) - self.own) as f64 + 2.0; // + the two SHOW STATUS
         let n = sagas.max(1) as f64;
@@ -100,7 +135,7 @@ impl Window {
         let mut per = counters.iter().zip(&self.db).map(|(b, a)| (b - a) / n).collect::<Vec<f64>>();
         per[0] -= own / n; // Questions
         per[4] -= own / n; // Com_select
-        (cpu_ms, per)
+        (cpu_ms, per, box_use)
     }
 }
 

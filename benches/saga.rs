@@ -368,8 +368,8 @@ async fn end_to_end(dur: Duration) {
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![16, 48]);
-    // (label, CPU ms per saga per process, DB counters per saga)
-    let mut costs: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
+    // (label, CPU ms per saga per process, DB counters per saga, the box's CPU)
+    let mut costs: Vec<(String, Vec<f64>, Vec<f64>, probe::BoxUse)> = Vec::new();
     for &rate in &rates {
         let since = Utc::now();
         let window = probe::Window::open(&e.db, &procs).await;
@@ -390,8 +390,8 @@ async fn end_to_end(dur: Duration) {
         wait_all_confirmed(&e.db, Duration::from_secs(120)).await;
         let label = format!("open loop {rate}/s");
         let n = report(&e.db, since, &label, total as f64 / created_secs).await;
-        let (cpu, db) = window.close(&e.db, &procs, n).await;
-        costs.push((label, cpu, db));
+        let (cpu, db, box_use) = window.close(&e.db, &procs, n).await;
+        costs.push((label, cpu, db, box_use));
     }
     for c in clients {
         let since = Utc::now();
@@ -401,19 +401,26 @@ async fn end_to_end(dur: Duration) {
         wait_all_confirmed(&e.db, Duration::from_secs(180)).await;
         let label = format!("closed loop, {c} clients");
         let n = report(&e.db, since, &label, stats.rate()).await;
-        let (cpu, db) = window.close(&e.db, &procs, n).await;
-        costs.push((label, cpu, db));
+        let (cpu, db, box_use) = window.close(&e.db, &procs, n).await;
+        costs.push((label, cpu, db, box_use));
     }
     println!(
         "\n#### CPU ms per completed saga, per process (/proc utime+stime, from the level's start until its last saga is CONFIRMED)\n"
     );
     let names: Vec<&str> = procs.iter().map(|p| p.name).collect();
-    println!("| load | {} | all | daemon + MariaDB |", names.join(" | "));
-    println!("|---|{}---:|---:|", "---:|".repeat(names.len()));
-    for (label, cpu, _) in &costs {
+    println!("| load | {} | all | daemon + MariaDB | box busy % | box iowait % | box steal % |", names.join(" | "));
+    println!("|---|{}---:|---:|---:|---:|---:|", "---:|".repeat(names.len()));
+    for (label, cpu, _, b) in &costs {
         let all: f64 = cpu.iter().filter(|x| x.is_finite()).sum();
         let cells: Vec<String> = cpu.iter().map(|x| format!("{x:.2}")).collect();
-        println!("| {label} | {} | {all:.2} | {:.2} |", cells.join(" | "), cpu[0] + cpu[1]);
+        println!(
+            "| {label} | {} | {all:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            cells.join(" | "),
+            cpu[0] + cpu[1],
+            b.busy,
+            b.iowait,
+            b.steal
+        );
     }
     println!(
         "\n#### Database work per completed saga (SHOW GLOBAL STATUS deltas; the benchmark's own polls subtracted)\n"
@@ -422,7 +429,7 @@ async fn end_to_end(dur: Duration) {
         "| load | statements | of which SELECT | explicit transactions (COMMIT) | InnoDB log writes | InnoDB fsyncs |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for (label, _, db) in &costs {
+    for (label, _, db, _) in &costs {
         println!("| {label} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |", db[0], db[4], db[1], db[2], db[3]);
     }
     // Messages through the broker per saga: every outbox row plus the participants' answers.
