@@ -714,13 +714,13 @@ async fn missing_on_wire(
     on_wire: &HashSet<&str>,
 ) {
     let rows = sqlx::query_as::<_, (u64, String, String, u16, i32, String)>(
-        "SELECT id, event_id, aggregate_id, shard, attempts, CAST(published_at AS CHAR) FROM outbox \
+        "SELECT id, event_id, aggregate_id, shard, attempts, DATE_FORMAT(published_at, '%H:%i:%s.%f') FROM outbox \
          WHERE topic = ? AND published_at IS NOT NULL ORDER BY id",
     )
     .bind(topic)
     .fetch_all(&db.pool)
     .await
-    .unwrap_or_default();
+    .expect("reading the published outbox rows");
     let missing: Vec<_> = rows.iter().filter(|r| !on_wire.contains(r.1.as_str())).collect();
     for r in missing.iter().take(10) {
         fig.notes.push(format!(
@@ -729,7 +729,6 @@ async fn missing_on_wire(
         ));
     }
     let (client, t) = (client.clone(), topic.to_owned());
-    // From offset 0 explicitly: no ListOffsets round trip this time.
     let again = tokio::task::spawn_blocking(move || read_all(&client, &t, published, Offset::Offset(0))).await.unwrap();
     let found: HashSet<&str> = again.iter().filter_map(|(_, _, h)| h.get("event_id").map(String::as_str)).collect();
     let still: usize = missing.iter().filter(|r| !found.contains(r.1.as_str())).count();
@@ -845,7 +844,7 @@ async fn check_wire(
         let reader = client.clone();
         let t = topic.clone();
         let raw =
-            tokio::task::spawn_blocking(move || read_all(&reader, &t, published, Offset::Beginning)).await.unwrap();
+            tokio::task::spawn_blocking(move || read_all(&reader, &t, published, Offset::Offset(0))).await.unwrap();
         let on_wire: HashSet<&str> = raw.iter().filter_map(|(_, _, h)| h.get("event_id").map(String::as_str)).collect();
         if on_wire.len() < published {
             fig.lost += published - on_wire.len();

@@ -23,8 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::Codec;
@@ -32,6 +35,46 @@ use crate::config::{Config, Topics};
 use crate::contracts::*;
 use crate::kafka::ClientSettings;
 use crate::kafka::producer::Producer;
+
+/// The simulator's consumer context: a partition assigned without a
+/// committed offset starts at offset 0, not at what the broker calls its
+/// earliest offset. tansu 0.6.0 (the development broker) sometimes reports a
+/// partition's earliest offset past records it still serves (seen: 2 for a
+/// partition holding offsets 0–5), and `auto.offset.reset=earliest` would then
+/// skip those commands for good (RELIABILITY.md). Development tooling only:
+/// the daemon's own consumer is left as it must be for Apache Kafka.
+struct FromOffsetZero;
+
+impl ClientContext for FromOffsetZero {}
+
+impl ConsumerContext for FromOffsetZero {
+    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            match base.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(committed) => {
+                    for e in committed.elements() {
+                        if e.offset() == Offset::Invalid {
+                            let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset(0));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "simulator: committed offsets unknown; the broker's reset applies")
+                }
+            }
+            if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) }
+        } else if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+            if cooperative { base.incremental_unassign(tpl) } else { base.unassign() }
+        } else {
+            tracing::warn!(error = ?err, "simulator: rebalance error");
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "simulator: applying the assignment failed");
+        }
+    }
+}
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
@@ -158,7 +201,8 @@ impl Simulator {
         c.set("enable.auto.commit", "true");
         c.set("fetch.wait.max.ms", "20");
         c.set("session.timeout.ms", "10000");
-        let consumer: StreamConsumer = c.create().context("creating the simulator consumer")?;
+        let consumer: StreamConsumer<FromOffsetZero> =
+            c.create_with_context(FromOffsetZero).context("creating the simulator consumer")?;
         // Every command and compensation of the vocabulary.
         let topics: Vec<&str> =
             MessageKind::ALL.iter().filter(|k| k.command().is_some()).map(|&k| self.topics.of(k)).collect();
