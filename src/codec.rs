@@ -1,30 +1,35 @@
 //! Confluent wire-format Avro codec backed by a Schema Registry.
 //!
-//! Encoding: subjects follow the *TopicNameStrategy* (`{topic}-value`). At
-//! startup [`Codec::register`] registers the `.avsc` of every message this daemon
-//! publishes (idempotent on a real registry: an identical schema returns its
-//! existing id) and verifies that the subjects of the messages it consumes, when
-//! they exist, are readable with our schemas. After that, encoding never calls
-//! the registry again (schemas and ids are cached by `schema_registry_converter`).
+//! Encoding: subjects follow the *TopicNameStrategy* (`{topic}-value`). The id
+//! a message is encoded with is the registry's id of *our* `.avsc` under that
+//! subject: registered (idempotently) when auto-registration is on, only looked
+//! up (`POST /subjects/{subject}`, which never registers) when it is off. At
+//! startup [`Codec::register`] registers the `.avsc` of every message this
+//! daemon publishes and [`Codec::verify_readable`] checks the subjects of the
+//! messages it consumes.
 //!
-//! Decoding: the writer's schema is fetched by the id in the payload (cached),
-//! and the value is *resolved* to our reader schema, so a participant may add
-//! fields with defaults without breaking us (BACKWARD compatibility).
+//! Decoding: the writer's schema is fetched by the id in the payload, its
+//! record name must be the reader's (a `payment.void` record on the authorized
+//! topic is poison, even though its fields would resolve), and the value is
+//! *resolved* to our reader schema, so a participant may add fields with
+//! defaults without breaking us (BACKWARD compatibility).
 //!
-//! Errors are classified: a registry that cannot be reached is [`CodecError::Unavailable`]
-//! (retry, never dead-letter), anything about the bytes or the schema is
+//! **Only successes are cached** (subject → id, id → schema): a registry that
+//! failed once is asked again on the next call, so a 504, a 429, a 401 during a
+//! credential rotation or a 404 from a lagging follower costs one retry, never
+//! a restart. Errors are classified by HTTP status and transport, never by
+//! text: [`CodecError::Unavailable`] (retry, never dead-letter) or
 //! [`CodecError::Invalid`] (a poison message).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::Schema;
 use apache_avro::schema_compatibility::SchemaCompatibility;
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
-use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
-use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{RawError, SchemaType, SubjectNameStrategy, SuppliedSchema};
+use apache_avro::writer::datum::GenericDatumWriter;
+use reqwest::StatusCode;
 
 use crate::contracts::{Message, MessageKind};
 
@@ -35,18 +40,20 @@ pub fn avsc(kind: MessageKind) -> &'static str {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// The registry could not be reached or answered 5xx. Retry later.
+    /// The registry could not be reached, timed out, or answered an error that
+    /// may pass (5xx, 429, 401/403, or 404 where the schema should exist).
+    /// Retry later.
     #[error("schema registry unavailable: {0}")]
     Unavailable(String),
     /// The payload cannot be decoded as this message kind (bad bytes, unknown
-    /// schema id, incompatible schema). Retrying will not help.
+    /// schema id, another record, incompatible schema). Retrying will not help.
     #[error("invalid {kind} payload: {reason}")]
     Invalid { kind: &'static str, reason: String },
     /// A message could not be encoded with its own schema: a bug, not bad input.
     #[error("cannot encode {kind}: {reason}")]
     Encode { kind: &'static str, reason: String },
     /// Startup registration or verification failed; `transient` when the
-    /// registry could not be reached or answered 5xx (worth retrying).
+    /// registry could not be reached or answered an error that may pass.
     #[error("schema registration for subject {subject} failed: {reason}")]
     Registration { subject: String, reason: String, transient: bool },
 }
@@ -57,44 +64,113 @@ impl CodecError {
     }
 }
 
-/// What a schema-registry failure was, from the registry's own error code
-/// (Confluent's `error_code`, e.g. 40401) or the transport error, never from
-/// message text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a schema-registry call's failure was, from the HTTP status or the
+/// transport, never from message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum RegistryFault {
-    /// 404xx: no such subject, version or schema id.
-    NotFound,
-    /// The registry answered with another HTTP error (401, 403, 422, 5xx, …).
-    Http { server_error: bool },
-    /// The registry could not be reached, or the client said to retry.
-    Transport,
-    /// Nothing to do with the registry: bytes that are not the wire format.
-    Local,
+    /// 404: no such subject, version, schema or id.
+    NotFound(String),
+    /// An answer that says the request itself is wrong (400, 409, 415, 422):
+    /// asking again will get the same answer.
+    Refused(String),
+    /// Not reachable, timed out, 5xx, 429, 401/403 (credentials rotating),
+    /// 408, or an answer that is not the registry's JSON: may pass.
+    Transient(String),
 }
 
-fn fault_of(e: &SRCError) -> RegistryFault {
-    let source = std::error::Error::source(e);
-    if let Some(raw) = source.and_then(|s| s.downcast_ref::<RawError>()) {
-        return match raw.error_code / 100 {
-            404 => RegistryFault::NotFound,
-            code => RegistryFault::Http { server_error: code >= 500 || e.retriable },
-        };
+impl RegistryFault {
+    fn from_status(status: StatusCode, body: &str) -> RegistryFault {
+        let what = format!("HTTP {status}: {}", body.chars().take(300).collect::<String>());
+        match status.as_u16() {
+            404 => RegistryFault::NotFound(what),
+            400 | 409 | 415 | 422 => RegistryFault::Refused(what),
+            _ => RegistryFault::Transient(what),
+        }
     }
-    if e.retriable || source.is_some_and(|s| s.downcast_ref::<reqwest::Error>().is_some()) {
-        RegistryFault::Transport
-    } else {
-        RegistryFault::Local
+
+    fn is_transient(&self) -> bool {
+        matches!(self, RegistryFault::Transient(_))
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            RegistryFault::NotFound(t) | RegistryFault::Refused(t) | RegistryFault::Transient(t) => t,
+        }
     }
 }
 
-fn registration_error(subject: String, e: &SRCError) -> CodecError {
-    let transient = matches!(fault_of(e), RegistryFault::Transport | RegistryFault::Http { server_error: true });
-    CodecError::Registration { subject, reason: describe(e), transient }
+fn registration_error(subject: &str, e: &RegistryFault) -> CodecError {
+    CodecError::Registration { subject: subject.to_owned(), reason: e.text().to_owned(), transient: e.is_transient() }
 }
 
 /// Subject name for the value of `topic` (TopicNameStrategy).
 pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
+}
+
+/// The few Schema Registry calls the codec makes.
+struct Registry {
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(serde::Deserialize)]
+struct IdAnswer {
+    id: u32,
+}
+
+#[derive(serde::Deserialize)]
+struct SchemaAnswer {
+    schema: String,
+    #[serde(default)]
+    id: u32,
+    #[serde(rename = "schemaType", default)]
+    schema_type: Option<String>,
+}
+
+impl Registry {
+    async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, RegistryFault> {
+        let resp = req
+            .header(reqwest::header::ACCEPT, "application/vnd.schemaregistry.v1+json, application/json")
+            .send()
+            .await
+            .map_err(|e| RegistryFault::Transient(format!("registry request failed: {e}")))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| RegistryFault::Transient(format!("registry answer cut: {e}")))?;
+        if !status.is_success() {
+            return Err(RegistryFault::from_status(status, &body));
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| RegistryFault::Transient(format!("registry answer is not the expected JSON: {e}")))
+    }
+
+    fn schema_body(avsc: &str) -> serde_json::Value {
+        serde_json::json!({ "schema": avsc })
+    }
+
+    /// Registers `avsc` under `subject` (idempotent: an identical schema gets its existing id).
+    async fn register(&self, subject: &str, avsc: &str) -> Result<u32, RegistryFault> {
+        let url = format!("{}/subjects/{}/versions", self.base, subject);
+        let a: IdAnswer = self.call(self.http.post(url).json(&Self::schema_body(avsc))).await?;
+        Ok(a.id)
+    }
+
+    /// The id `avsc` has under `subject`, without registering it.
+    async fn lookup(&self, subject: &str, avsc: &str) -> Result<u32, RegistryFault> {
+        let url = format!("{}/subjects/{}", self.base, subject);
+        let a: IdAnswer = self.call(self.http.post(url).json(&Self::schema_body(avsc))).await?;
+        Ok(a.id)
+    }
+
+    async fn latest(&self, subject: &str) -> Result<SchemaAnswer, RegistryFault> {
+        let url = format!("{}/subjects/{}/versions/latest", self.base, subject);
+        self.call(self.http.get(url)).await
+    }
+
+    async fn by_id(&self, id: u32) -> Result<SchemaAnswer, RegistryFault> {
+        let url = format!("{}/schemas/ids/{id}", self.base);
+        self.call(self.http.get(url)).await
+    }
 }
 
 /// Shared, cheap to clone.
@@ -104,19 +180,41 @@ pub struct Codec {
 }
 
 struct Inner {
-    settings: SrSettings,
-    encoder: AvroEncoder,
-    decoder: AvroDecoder,
+    registry: Registry,
+    /// Register our schema on first encode (true), or only look its id up.
+    auto_register: bool,
     /// Reader schemas, parsed from the embedded `.avsc` files.
     schemas: HashMap<MessageKind, Schema>,
+    /// Successes only: (subject, kind) → id of our schema under it.
+    ids: RwLock<HashMap<(String, MessageKind), u32>>,
+    /// Successes only: writer schemas by id. Bounded by the registry's own
+    /// schemas: an unknown id is never inserted.
+    writers: RwLock<HashMap<u32, Arc<Schema>>>,
 }
 
+/// Magic byte of the Confluent wire format.
+const MAGIC: u8 = 0;
+
 impl Codec {
+    /// A codec that registers our schemas on first use (the registry's default
+    /// for producers). See [`Codec::with_auto_register`].
     pub fn new(registry_url: &str, timeout: Duration) -> Result<Codec, CodecError> {
-        let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
-            .set_timeout(timeout)
+        Codec::with_auto_register(registry_url, timeout, true)
+    }
+
+    /// `auto_register = false`: encoding looks up the id of our schema under
+    /// the subject and never registers (a read-only registry, or subjects
+    /// registered by CI); an unregistered schema is a transient error that
+    /// holds the rows until it is registered.
+    pub fn with_auto_register(registry_url: &str, timeout: Duration, auto_register: bool) -> Result<Codec, CodecError> {
+        let config_error = |reason: String| CodecError::Registration { subject: "-".into(), reason, transient: false };
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .build()
-            .map_err(|e| CodecError::Registration { subject: "-".into(), reason: e.to_string(), transient: false })?;
+            .map_err(|e| config_error(e.to_string()))?;
+        let base = registry_url.trim_end_matches('/').to_owned();
+        reqwest::Url::parse(&base).map_err(|e| config_error(format!("registry URL: {e}")))?;
         let mut schemas = HashMap::new();
         for &kind in MessageKind::ALL {
             let schema = Schema::parse_str(avsc(kind)).map_err(|e| CodecError::Registration {
@@ -128,26 +226,23 @@ impl Codec {
         }
         Ok(Codec {
             inner: Arc::new(Inner {
-                encoder: AvroEncoder::new(settings.clone()),
-                decoder: AvroDecoder::new(settings.clone()),
-                settings,
+                registry: Registry { base, http },
+                auto_register,
                 schemas,
+                ids: RwLock::default(),
+                writers: RwLock::default(),
             }),
         })
-    }
-
-    fn supplied(kind: MessageKind) -> SuppliedSchema {
-        SuppliedSchema::new(None, SchemaType::Avro, avsc(kind).to_owned())
     }
 
     /// Registers the schema of `kind` under `{topic}-value`, returning the
     /// registry's id. Idempotent.
     pub async fn register(&self, kind: MessageKind, topic: &str) -> Result<u32, CodecError> {
         let subject = value_subject(topic);
-        let registered = post_schema(&self.inner.settings, subject.clone(), Codec::supplied(kind))
-            .await
-            .map_err(|e| registration_error(subject.clone(), &e))?;
-        Ok(registered.id)
+        let id =
+            self.inner.registry.register(&subject, avsc(kind)).await.map_err(|e| registration_error(&subject, &e))?;
+        self.remember_id(subject, kind, id);
+        Ok(id)
     }
 
     /// Checks that the latest schema registered under `{topic}-value` (if any)
@@ -155,16 +250,10 @@ impl Codec {
     /// subject does not exist yet (the producing service has not registered it).
     pub async fn verify_readable(&self, kind: MessageKind, topic: &str) -> Result<bool, CodecError> {
         let subject = value_subject(topic);
-        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_owned(), false);
-        let latest = match schema_registry_converter::async_impl::schema_registry::get_schema_by_subject(
-            &self.inner.settings,
-            &strategy,
-        )
-        .await
-        {
+        let latest = match self.inner.registry.latest(&subject).await {
             Ok(s) => s,
-            Err(e) if fault_of(&e) == RegistryFault::NotFound => return Ok(false),
-            Err(e) => return Err(registration_error(subject, &e)),
+            Err(RegistryFault::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(registration_error(&subject, &e)),
         };
         let writer = Schema::parse_str(&latest.schema).map_err(|e| CodecError::Registration {
             subject: subject.clone(),
@@ -179,19 +268,83 @@ impl Codec {
         Ok(true)
     }
 
+    fn remember_id(&self, subject: String, kind: MessageKind, id: u32) {
+        if let Ok(mut ids) = self.inner.ids.write() {
+            ids.insert((subject, kind), id);
+        }
+    }
+
+    /// The id to encode `kind` with on `topic`: cached, else registered or
+    /// looked up. Every failure is transient for the row being encoded (its
+    /// fix is in the registry, not in the row) and nothing of it is cached.
+    async fn schema_id(&self, kind: MessageKind, topic: &str) -> Result<u32, CodecError> {
+        let subject = value_subject(topic);
+        let cached = self.inner.ids.read().ok().and_then(|ids| ids.get(&(subject.clone(), kind)).copied());
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        let registry = &self.inner.registry;
+        let found = if self.inner.auto_register {
+            registry.register(&subject, avsc(kind)).await
+        } else {
+            registry.lookup(&subject, avsc(kind)).await
+        };
+        match found {
+            Ok(id) => {
+                self.remember_id(subject, kind, id);
+                Ok(id)
+            }
+            Err(RegistryFault::NotFound(t)) => Err(CodecError::Unavailable(format!(
+                "{} is not registered under {subject} (auto-registration is off): {t}",
+                kind.schema_file()
+            ))),
+            Err(e) => Err(CodecError::Unavailable(format!("{subject}: {}", e.text()))),
+        }
+    }
+
     /// Encodes `msg` for `topic` in the Confluent wire format.
     pub async fn encode(&self, msg: &Message, topic: &str) -> Result<Vec<u8>, CodecError> {
         let kind = msg.kind();
-        let value = msg.to_avro().map_err(|e| CodecError::Encode { kind: kind.name(), reason: e.to_string() })?;
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_owned(), false, Codec::supplied(kind));
-        self.inner.encoder.encode_value(value, &strategy).await.map_err(|e| {
-            if e.retriable {
-                self.inner.encoder.remove_errors_from_cache();
-                CodecError::Unavailable(describe(&e))
-            } else {
-                CodecError::Encode { kind: kind.name(), reason: describe(&e) }
-            }
-        })
+        let encode_error = |reason: String| CodecError::Encode { kind: kind.name(), reason };
+        let value = msg.to_avro().map_err(|e| encode_error(e.to_string()))?;
+        let schema = &self.inner.schemas[&kind];
+        let datum = GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .map_err(|e| encode_error(e.to_string()))?;
+        let id = self.schema_id(kind, topic).await?;
+        let mut out = Vec::with_capacity(5 + datum.len());
+        out.push(MAGIC);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&datum);
+        Ok(out)
+    }
+
+    /// The writer schema of `id`: cached, else fetched. A 404 is poison for
+    /// this message and is not cached (a lagging registry follower may know
+    /// the id a moment later).
+    async fn writer(&self, kind: MessageKind, id: u32) -> Result<Arc<Schema>, CodecError> {
+        let cached = self.inner.writers.read().ok().and_then(|w| w.get(&id).cloned());
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let invalid = |reason: String| CodecError::Invalid { kind: kind.name(), reason };
+        let answer = match self.inner.registry.by_id(id).await {
+            Ok(a) => a,
+            Err(RegistryFault::NotFound(t)) => return Err(invalid(format!("unknown schema id {id}: {t}"))),
+            Err(RegistryFault::Refused(t)) => return Err(invalid(format!("schema id {id}: {t}"))),
+            Err(e @ RegistryFault::Transient(_)) => return Err(CodecError::Unavailable(e.text().to_owned())),
+        };
+        if let Some(t) = answer.schema_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("AVRO")) {
+            return Err(invalid(format!("schema id {id} is a {t} schema, not Avro")));
+        }
+        let schema = Arc::new(
+            Schema::parse_str(&answer.schema).map_err(|e| invalid(format!("schema id {id} does not parse: {e}")))?,
+        );
+        if let Ok(mut w) = self.inner.writers.write() {
+            w.insert(id, schema.clone());
+        }
+        Ok(schema)
     }
 
     /// Decodes a Confluent wire-format payload as `kind`.
@@ -200,33 +353,46 @@ impl Codec {
         let Some(bytes) = payload else {
             return Err(invalid("empty payload (tombstone)".into()));
         };
-        let decoded = match self.inner.decoder.decode(Some(bytes)).await {
-            Ok(d) => d,
-            Err(e) => {
-                // Unknown schema ids (404) and malformed bytes are poison; a
-                // registry that is down, or refuses us (5xx, 401, 403), is
-                // the environment's problem, not the message's.
-                return match fault_of(&e) {
-                    RegistryFault::NotFound | RegistryFault::Local => Err(invalid(describe(&e))),
-                    RegistryFault::Http { .. } | RegistryFault::Transport => {
-                        self.inner.decoder.remove_errors_from_cache();
-                        Err(CodecError::Unavailable(describe(&e)))
-                    }
-                };
-            }
+        let (id, mut datum) = match bytes {
+            [MAGIC, a, b, c, d, rest @ ..] => (u32::from_be_bytes([*a, *b, *c, *d]), rest),
+            _ => return Err(invalid("not the Confluent wire format (magic byte 0 and a 4-byte schema id)".into())),
         };
+        let writer = self.writer(kind, id).await?;
         let reader = &self.inner.schemas[&kind];
-        let resolved = decoded
-            .value
-            .resolve(reader)
-            .map_err(|e| invalid(format!("writer schema cannot be resolved to {}: {e}", kind.schema_file())))?;
-        Message::from_avro(kind, &resolved).map_err(|e| invalid(e.to_string()))
+        check_record_name(&writer, reader).map_err(invalid)?;
+        let value = GenericDatumReader::builder(&writer)
+            .reader_schema(reader)
+            .build()
+            .and_then(|r| r.read_value(&mut datum))
+            .map_err(|e| invalid(format!("writer schema id {id} cannot be resolved to {}: {e}", kind.schema_file())))?;
+        if !datum.is_empty() {
+            return Err(invalid(format!("{} bytes after the record", datum.len())));
+        }
+        Message::from_avro(kind, &value).map_err(|e| invalid(e.to_string()))
     }
 }
 
-fn describe(e: &SRCError) -> String {
-    match &e.cause {
-        Some(c) => format!("{}: {c}", e.error),
-        None => e.error.clone(),
+/// Avro resolution matches fields by name and ignores the record's own name,
+/// so any record with a superset of our fields would resolve. The record names
+/// are part of the contract: the writer's must be the reader's, or one of the
+/// reader's aliases.
+fn check_record_name(writer: &Schema, reader: &Schema) -> Result<(), String> {
+    let (Some(w), Some(r)) = (writer.name(), reader.name()) else {
+        return Err("the writer schema is not a named record".into());
+    };
+    let aliased = match reader {
+        Schema::Record(rec) => {
+            rec.aliases.iter().flatten().any(|a| a.fully_qualified_name(r.namespace()).as_ref() == w)
+        }
+        _ => false,
+    };
+    if w == r || aliased {
+        Ok(())
+    } else {
+        Err(format!("the writer's record is {}, not {}", w.fullname(None), r.fullname(None)))
     }
 }
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

@@ -43,6 +43,18 @@ struct Inner {
     schemas: Vec<(String, String)>,
     /// subject → versions (schema ids, version = index + 1)
     subjects: BTreeMap<String, Vec<u32>>,
+    /// Injected faults (tests, chaos): the next matching requests get this status.
+    faults: Vec<Fault>,
+    /// Requests served, as `METHOD path`, in order (tests count them).
+    log: Vec<String>,
+}
+
+/// An injected fault: the next `remaining` requests whose `METHOD path` starts
+/// with `prefix` are answered `status` without being served.
+struct Fault {
+    prefix: String,
+    status: StatusCode,
+    remaining: u32,
 }
 
 /// The in-memory registry. Cheap to clone.
@@ -91,7 +103,27 @@ impl DevRegistry {
             .route("/schemas/ids/{id}", get(get_by_id))
             .route("/compatibility/subjects/{subject}/versions/{version}", post(check_compat))
             .route("/config", get(|| async { ok(json!({"compatibilityLevel": "BACKWARD"})) }))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), inject_faults))
             .with_state(self.clone())
+    }
+
+    /// Answers the next `count` requests whose `METHOD path` starts with
+    /// `prefix` (e.g. `"POST /subjects/"`, `"GET /schemas/ids/7"`, `""` for
+    /// all) with `status`, as a failing registry or the proxy in front of it
+    /// would. Faults are consumed in the order they were added.
+    pub fn fail_next(&self, prefix: &str, status: u16, count: u32) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.lock().faults.push(Fault { prefix: prefix.to_owned(), status, remaining: count });
+    }
+
+    /// How many requests whose `METHOD path` starts with `prefix` reached the
+    /// registry (failed by an injected fault or served).
+    pub fn requests(&self, prefix: &str) -> usize {
+        self.lock().log.iter().filter(|r| r.starts_with(prefix)).count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn version_entry(inner: &Inner, subject: &str, version: &str) -> Result<Value, Response> {
@@ -224,6 +256,27 @@ async fn check_compat(
     };
     let old = entry["schema"].as_str().unwrap_or_default();
     ok(json!({"is_compatible": backward_compatible(&schema, old).is_ok()}))
+}
+
+async fn inject_faults(
+    State(r): State<DevRegistry>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let line = format!("{} {}", req.method(), req.uri().path());
+    let status = {
+        let mut inner = r.lock();
+        inner.log.push(line.clone());
+        let fault = inner.faults.iter_mut().find(|f| f.remaining > 0 && line.starts_with(&f.prefix));
+        fault.map(|f| {
+            f.remaining -= 1;
+            f.status
+        })
+    };
+    match status {
+        Some(s) => error(s, u32::from(s.as_u16()) * 100, "injected fault"),
+        None => next.run(req).await,
+    }
 }
 
 /// Serves the registry on `addr` until `shutdown` resolves.
