@@ -51,6 +51,62 @@ pub struct StepDef {
     pub command: MessageKind,
     /// Command that undoes the step.
     pub compensation: MessageKind,
+    /// The replies that answer this step's command, and how each is matched
+    /// with the command the saga is waiting for (`replies`/`correlate`).
+    pub replies: Vec<MessageKind>,
+    pub correlate: Option<Correlation>,
+}
+
+/// How a reply names the command it answers. A reply whose key is not the
+/// step's latest command is *stale*: recorded, and it moves nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Correlation {
+    /// The reply's `command_id` is the step's latest command id
+    /// (`{order}:{step}:{action}:{n}`). A reply without one is taken only while
+    /// the step has run once (nothing else it could answer).
+    CommandId,
+    /// The reply's `payment_intent_id` is the step's latest intent (`pi-{order}-{run}`).
+    PaymentIntentId,
+}
+
+impl Correlation {
+    /// The reply field that carries the key.
+    pub const fn field(self) -> &'static str {
+        match self {
+            Correlation::CommandId => "command_id",
+            Correlation::PaymentIntentId => "payment_intent_id",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Correlation> {
+        [Correlation::CommandId, Correlation::PaymentIntentId].into_iter().find(|c| c.field() == s)
+    }
+}
+
+/// A saga fact a guard compares a reply field with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// `order.total_amount`, compared as a decimal amount (`22.5` = `22.50`).
+    TotalAmount,
+    /// `order.currency`, compared exactly.
+    Currency,
+    /// `order.tenant_region`, compared exactly.
+    TenantRegion,
+    /// `order.customer_id`, compared exactly.
+    CustomerId,
+}
+
+impl Fact {
+    pub const ALL: [Fact; 4] = [Fact::TotalAmount, Fact::Currency, Fact::TenantRegion, Fact::CustomerId];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Fact::TotalAmount => "order.total_amount",
+            Fact::Currency => "order.currency",
+            Fact::TenantRegion => "order.tenant_region",
+            Fact::CustomerId => "order.customer_id",
+        }
+    }
 }
 
 /// An event that people send (HTTP status requests, operators), not services.
@@ -99,8 +155,22 @@ pub struct TransitionDef {
     pub disarm: Vec<String>,
     pub emit: Vec<MessageKind>,
     pub alert: Option<String>,
+    /// Guard (`require = { field = "fact" }`): the reply's fields must equal the
+    /// saga's facts for this transition to be taken; otherwise `otherwise` is.
+    pub require: Vec<(String, Fact)>,
+    /// The transition taken when `require` does not hold (required with it).
+    pub otherwise: Option<Box<TransitionDef>>,
+    /// This is the `otherwise` of a guarded transition.
+    pub is_otherwise: bool,
     /// Line in the source file (1-based), for messages.
     pub line: usize,
+}
+
+impl StateDef {
+    /// Every transition out of this state: each `on` and its `otherwise`.
+    pub fn transitions(&self) -> impl Iterator<Item = &TransitionDef> {
+        self.on.values().flat_map(|t| std::iter::once(t).chain(t.otherwise.as_deref()))
+    }
 }
 
 impl Definition {
@@ -114,6 +184,11 @@ impl Definition {
 
     pub fn state(&self, name: &str) -> Option<&StateDef> {
         self.states.get(name)
+    }
+
+    /// The step whose command `kind` answers, with how it is correlated.
+    pub fn step_answered_by(&self, kind: MessageKind) -> Option<(&StepDef, Correlation)> {
+        self.steps.values().find(|s| s.replies.contains(&kind)).and_then(|s| s.correlate.map(|c| (s, c)))
     }
 
     /// The manual event a status request maps to, if any.

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::definition::{Compensate, Definition, TransitionDef};
+use super::definition::{Compensate, Correlation, Definition, Fact, TransitionDef};
 use super::model::{
     Effect, Event, EventBody, Instance, InstanceData, OrderFacts, Outcome, Rejection, StepProgress, Transition,
 };
@@ -78,12 +78,84 @@ pub fn transition(
         .ok_or_else(|| Rejection::UnknownState { state: inst.state.clone(), version: def.version })?;
     let name = event.name();
     if let Some(t) = state.on.get(&name) {
-        return apply(def, inst, t, event, now);
+        // A reply moves the saga only when it answers the command its step
+        // waits for; anything else is recorded as stale and changes nothing.
+        if let EventBody::Message(m) = &event.body
+            && let Some(stale) = uncorrelated(def, inst, m)
+        {
+            return Ok(Transition { instance: inst.clone(), effects: Vec::new(), outcome: stale });
+        }
+        let chosen = match (&t.otherwise, &event.body) {
+            (Some(otherwise), EventBody::Message(m)) if !guard_holds(&t.require, &inst.data.order, m) => otherwise,
+            _ => t,
+        };
+        return apply(def, inst, chosen, event, now);
     }
     if state.ignore.contains(&name) {
         return Ok(Transition { instance: inst.clone(), effects: Vec::new(), outcome: Outcome::Ignored });
     }
     Err(Rejection::NotAccepted { state: inst.state.clone(), event: name })
+}
+
+/// `Some(Outcome::Stale)` when `reply` answers a step of `def` but not the
+/// command that step is waiting for (its latest): an older command, a command
+/// never sent, or no key while the step has run more than once.
+fn uncorrelated(def: &Definition, inst: &Instance, reply: &Message) -> Option<Outcome> {
+    let (step, correlation) = def.step_answered_by(reply.kind())?;
+    let runs = inst.data.steps.get(&step.name).map_or(0, |p| p.runs);
+    let expected = match correlation {
+        Correlation::CommandId => {
+            let action = action_of(step.command).ok()?;
+            let n = inst.data.emitted.get(&format!("{}:{action}", step.name)).copied().unwrap_or(0);
+            (n > 0).then(|| command_id(inst.order_id, &step.name, action, n))
+        }
+        Correlation::PaymentIntentId => (runs > 0).then(|| payment_intent_id(inst.order_id, runs)),
+    };
+    let got = reply_field(reply, correlation.field());
+    let matches = match (&expected, &got) {
+        (Some(e), Some(g)) => e == g,
+        // Only `command_id` is optional on the wire: without it, the reply can
+        // only be attributed while there is one command it could answer.
+        (Some(_), None) => runs == 1,
+        (None, _) => false,
+    };
+    (!matches).then(|| Outcome::Stale {
+        field: correlation.field(),
+        expected: expected.unwrap_or_else(|| format!("none (step {} has not run)", step.name)),
+        got,
+    })
+}
+
+/// A reply's field as text (`None` when absent or null).
+fn reply_field(reply: &Message, field: &str) -> Option<String> {
+    let json = reply.to_json().ok()?;
+    let v = json.get(field)?;
+    if let Some(s) = v.as_str() {
+        Some(s.to_owned())
+    } else if v.is_null() {
+        None
+    } else {
+        Some(v.to_string())
+    }
+}
+
+/// Whether every `require`d field of `reply` equals the saga's fact: amounts
+/// as decimals (`22.5` = `22.50`), everything else exactly.
+pub fn guard_holds(require: &[(String, Fact)], facts: &OrderFacts, reply: &Message) -> bool {
+    require.iter().all(|(field, fact)| {
+        let Some(got) = reply_field(reply, field) else {
+            return false;
+        };
+        match fact {
+            Fact::TotalAmount => {
+                let amount = |s: &str| s.trim().parse::<rust_decimal::Decimal>().ok();
+                amount(&got).is_some_and(|g| amount(&facts.total_amount) == Some(g))
+            }
+            Fact::Currency => got == facts.currency,
+            Fact::TenantRegion => got == facts.tenant_region,
+            Fact::CustomerId => got == facts.customer_id,
+        }
+    })
 }
 
 /// Re-sends the command of the state's current step with the *same* command id

@@ -12,7 +12,7 @@ pub fn mermaid(def: &Definition) -> String {
     let _ = writeln!(out, "    %% {} saga, definition version {}", def.name, def.version);
     let _ = writeln!(out, "    [*] --> {}: {}", def.start.to, label(def, &def.start));
     for (name, st) in &def.states {
-        for t in st.on.values() {
+        for t in st.transitions() {
             let _ = writeln!(out, "    {name} --> {}: {}", t.to, label(def, t));
         }
     }
@@ -55,8 +55,16 @@ fn label(def: &Definition, t: &TransitionDef) -> String {
     for e in &t.emit {
         parts.push(format!("emit {}", e.name()));
     }
+    let event = if !t.require.is_empty() {
+        let fields: Vec<&str> = t.require.iter().map(|(f, _)| f.as_str()).collect();
+        format!("{} [{} as ordered]", t.event, fields.join(", "))
+    } else if t.is_otherwise {
+        format!("{} [otherwise]", t.event)
+    } else {
+        t.event.clone()
+    };
     // Mermaid ends a label at ';' and chokes on ':' inside it.
-    let text = if parts.is_empty() { t.event.clone() } else { format!("{} / {}", t.event, parts.join(", ")) };
+    let text = if parts.is_empty() { event } else { format!("{event} / {}", parts.join(", ")) };
     text.replace([';', ':'], " ")
 }
 
@@ -101,7 +109,7 @@ pub fn layout(def: &Definition) -> Diagram {
         label: label(def, &def.start),
     }];
     for (name, st) in &def.states {
-        for t in st.on.values() {
+        for t in st.transitions() {
             edges.push(DiagramEdge {
                 from: name.clone(),
                 to: t.to.clone(),

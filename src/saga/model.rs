@@ -140,6 +140,16 @@ pub enum Outcome {
     },
     /// Declared as ignored in this state: recorded, nothing changes.
     Ignored,
+    /// A reply that does not answer the command its step is waiting for (an
+    /// older command, or one never sent): recorded, nothing changes.
+    Stale {
+        /// The correlation field (`command_id`, `payment_intent_id`).
+        field: &'static str,
+        /// What the saga waits for.
+        expected: String,
+        /// What the reply carried.
+        got: Option<String>,
+    },
 }
 
 /// The event cannot be applied to this instance.

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::definition::{
-    Compensate, Definition, DefinitionError, DefinitionErrors, ManualEventDef, START_EVENT, StateDef, StepDef,
-    TIMER_PREFIX, TransitionDef, check_timer, inbound_kinds,
+    Compensate, Correlation, Definition, DefinitionError, DefinitionErrors, Fact, ManualEventDef, START_EVENT,
+    StateDef, StepDef, TIMER_PREFIX, TransitionDef, check_timer, inbound_kinds,
 };
 use crate::contracts::{Emit, MessageKind, Role};
 use crate::domain::OrderStatus;
@@ -71,6 +71,9 @@ struct RawDefinition {
 struct RawStep {
     command: Spanned<String>,
     compensation: Option<Spanned<String>>,
+    #[serde(default)]
+    replies: Vec<Spanned<String>>,
+    correlate: Option<Spanned<String>>,
     #[allow(dead_code)]
     description: Option<String>,
 }
@@ -114,7 +117,8 @@ enum RawCompensate {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTransition {
-    event: Spanned<String>,
+    /// Required, except in an `otherwise`, which takes its parent's.
+    event: Option<Spanned<String>>,
     to: Spanned<String>,
     order_status: Option<Spanned<String>>,
     reason: Option<String>,
@@ -127,6 +131,9 @@ struct RawTransition {
     #[serde(default)]
     emit: Vec<Spanned<String>>,
     alert: Option<String>,
+    #[serde(default)]
+    require: BTreeMap<String, Spanned<String>>,
+    otherwise: Option<Box<Spanned<RawTransition>>>,
     #[allow(dead_code)]
     description: Option<String>,
 }
@@ -225,8 +232,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
                 }
             },
         };
+        let (replies, correlate) = parse_replies(&mut cx, sname, s);
         if let (Some(command), Some(compensation)) = (command, compensation) {
-            steps.insert(sname.clone(), StepDef { name: sname.clone(), command, compensation });
+            steps.insert(sname.clone(), StepDef { name: sname.clone(), command, compensation, replies, correlate });
+        }
+    }
+    let mut answered: BTreeMap<MessageKind, &str> = BTreeMap::new();
+    for st in steps.values() {
+        for k in &st.replies {
+            if let Some(other) = answered.insert(*k, &st.name) {
+                let span = &raw.steps[&st.name];
+                cx.err(span, format!("{} answers both step {other} and step {}", k.name(), st.name));
+            }
         }
     }
 
@@ -281,9 +298,11 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
     // Also names the raw timers declare, so a bad duration does not cascade.
     known_events.extend(raw.timers.keys().map(|t| format!("{TIMER_PREFIX}{t}")));
 
-    let start = parse_transition(&mut cx, &raw.start, None, &state_names, &raw.steps, &raw.timers);
-    if raw.start.get_ref().event.get_ref() != START_EVENT {
-        cx.err(&raw.start.get_ref().event, format!("the start event must be {START_EVENT:?}"));
+    let start = parse_transition(&mut cx, &raw.start, None, None, &state_names, &raw.steps, &raw.timers);
+    match &raw.start.get_ref().event {
+        Some(ev) if ev.get_ref() == START_EVENT => {}
+        Some(ev) => cx.err(ev, format!("the start event must be {START_EVENT:?}")),
+        None => cx.err(&raw.start, format!("the start transition needs event = {START_EVENT:?}")),
     }
 
     // States.
@@ -313,16 +332,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
         });
         let mut on = BTreeMap::new();
         for t in &rs.on {
-            let ev = t.get_ref().event.get_ref();
+            let Some(ev_span) = &t.get_ref().event else {
+                cx.err(t, format!("state {sname}: a transition needs an event"));
+                continue;
+            };
+            let ev = ev_span.get_ref();
             if !known_events.contains(ev) {
-                cx.err(
-                    &t.get_ref().event,
-                    format!("state {sname}: unknown event {ev:?} (known: {})", list(&known_events)),
-                );
+                cx.err(ev_span, format!("state {sname}: unknown event {ev:?} (known: {})", list(&known_events)));
             }
-            if let Some(td) = parse_transition(&mut cx, t, Some(sname), &state_names, &raw.steps, &raw.timers) {
+            if let Some(td) = parse_transition(&mut cx, t, Some(sname), None, &state_names, &raw.steps, &raw.timers) {
                 if on.contains_key(&td.event) {
-                    cx.err(&t.get_ref().event, format!("state {sname}: event {ev:?} has two transitions"));
+                    cx.err(ev_span, format!("state {sname}: event {ev:?} has two transitions"));
                 }
                 on.insert(td.event.clone(), td);
             }
@@ -378,16 +398,83 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
     if cx.errors.is_empty() { Ok(def) } else { Err(DefinitionErrors(cx.errors)) }
 }
 
+/// A step's `replies` and `correlate`: each reply an inbound message that
+/// carries the correlation field; both or neither.
+fn parse_replies(cx: &mut Ctx<'_>, sname: &str, s: &Spanned<RawStep>) -> (Vec<MessageKind>, Option<Correlation>) {
+    let rs = s.get_ref();
+    let correlate = rs.correlate.as_ref().and_then(|c| {
+        let parsed = Correlation::parse(c.get_ref());
+        if parsed.is_none() {
+            cx.err(
+                c,
+                format!(
+                    "step {sname}: correlate must be \"command_id\" or \"payment_intent_id\", found {:?}",
+                    c.get_ref()
+                ),
+            );
+        }
+        parsed
+    });
+    let mut replies = Vec::new();
+    for r in &rs.replies {
+        match r.get_ref().parse::<MessageKind>() {
+            Ok(k) if k.role() == Role::Reply => {
+                if let Some(c) = correlate
+                    && !message_fields(k).iter().any(|f| f == c.field())
+                {
+                    cx.err(r, format!("step {sname}: {} has no field {} to correlate on", k.name(), c.field()));
+                }
+                replies.push(k);
+            }
+            _ => cx.err(
+                r,
+                format!(
+                    "step {sname}: {:?} is not a reply (known: {})",
+                    r.get_ref(),
+                    list(inbound_kinds().map(|k| k.name()))
+                ),
+            ),
+        }
+    }
+    if replies.is_empty() != rs.correlate.is_none() {
+        cx.err(s, format!("step {sname}: replies and correlate go together (which replies answer the step, and how)"));
+    }
+    (replies, correlate)
+}
+
+/// The field names of a message's Avro record.
+fn message_fields(kind: MessageKind) -> Vec<String> {
+    if let apache_avro::schema::Schema::Record(r) = kind.schema() {
+        r.fields.iter().map(|f| f.name.clone()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
 fn parse_transition(
     cx: &mut Ctx<'_>,
     t: &Spanned<RawTransition>,
     state: Option<&str>,
+    parent_event: Option<&str>,
     states: &BTreeSet<String>,
     steps: &BTreeMap<String, Spanned<RawStep>>,
     timers: &BTreeMap<String, Spanned<RawTimer>>,
 ) -> Option<TransitionDef> {
     let rt = t.get_ref();
-    let here = state.map(|s| format!("state {s}, on {}", rt.event.get_ref())).unwrap_or_else(|| "start".into());
+    let event = match (parent_event, &rt.event) {
+        (None, Some(e)) => e.get_ref().clone(),
+        (Some(p), None) => p.to_owned(),
+        (Some(p), Some(e)) => {
+            cx.err(e, format!("an otherwise takes its transition's event ({p}); do not name one"));
+            p.to_owned()
+        }
+        (None, None) => String::new(),
+    };
+    let here = match (state, parent_event) {
+        (Some(s), None) => format!("state {s}, on {event}"),
+        (Some(s), Some(_)) => format!("state {s}, on {event}, otherwise"),
+        (None, _) => "start".into(),
+    };
     let before = cx.errors.len();
     if !states.contains(rt.to.get_ref()) {
         cx.err(&rt.to, format!("{here}: unknown state {:?} (known: {})", rt.to.get_ref(), list(states)));
@@ -436,7 +523,7 @@ fn parse_transition(
         match e.get_ref().parse::<MessageKind>() {
             Ok(k) if emittable.contains(&k) => {
                 if let Role::Event { emit: Emit::On(on) } = k.role()
-                    && rt.event.get_ref() != on.name()
+                    && event != on.name()
                 {
                     cx.err(e, format!("{here}: {} can only be emitted on {}", k.name(), on.name()));
                 }
@@ -457,11 +544,30 @@ fn parse_transition(
     {
         cx.err(t, format!("{here}: reason {reason:?} must be UPPER_SNAKE_CASE"));
     }
+    let require = parse_require(cx, &here, &event, rt);
+    let otherwise = match (&rt.otherwise, require.is_empty()) {
+        (Some(o), false) => parse_transition(cx, o, state, Some(&event), states, steps, timers).map(Box::new),
+        (Some(o), true) => {
+            cx.err(o.as_ref(), format!("{here}: otherwise needs a require on its transition"));
+            None
+        }
+        (None, false) => {
+            cx.err(t, format!("{here}: a require needs an otherwise (what happens when the reply does not match)"));
+            None
+        }
+        (None, true) => None,
+    };
+    if parent_event.is_some() && rt.otherwise.is_some() {
+        cx.err(t, format!("{here}: an otherwise cannot have its own otherwise"));
+    }
     if cx.errors.len() > before {
         return None;
     }
     Some(TransitionDef {
-        event: rt.event.get_ref().clone(),
+        event,
+        require,
+        otherwise,
+        is_otherwise: parent_event.is_some(),
         to: rt.to.get_ref().clone(),
         order_status,
         reason: rt.reason.clone(),
@@ -473,6 +579,34 @@ fn parse_transition(
         alert: rt.alert.clone(),
         line: cx.line_of(t.span().start),
     })
+}
+
+/// A transition's guard: `require = { reply_field = "order.fact" }`, only on
+/// transitions taken on a reply, naming fields the reply has and known facts.
+fn parse_require(cx: &mut Ctx<'_>, here: &str, event: &str, rt: &RawTransition) -> Vec<(String, Fact)> {
+    if rt.require.is_empty() {
+        return Vec::new();
+    }
+    let kind = event.parse::<MessageKind>().ok().filter(|k| k.role() == Role::Reply);
+    let fields = kind.map(message_fields).unwrap_or_default();
+    let mut out = Vec::new();
+    for (field, fact) in &rt.require {
+        if kind.is_none() {
+            cx.err(fact, format!("{here}: require is only for transitions taken on a reply"));
+            continue;
+        }
+        if !fields.contains(field) {
+            cx.err(fact, format!("{here}: {event} has no field {field:?} (fields: {})", list(&fields)));
+        }
+        match Fact::ALL.into_iter().find(|f| f.name() == fact.get_ref()) {
+            Some(f) => out.push((field.clone(), f)),
+            None => cx.err(
+                fact,
+                format!("{here}: unknown fact {:?} (known: {})", fact.get_ref(), list(Fact::ALL.map(Fact::name))),
+            ),
+        }
+    }
+    out
 }
 
 /// Parses every definition file of a directory (`dir`, for error messages;

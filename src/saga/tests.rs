@@ -432,7 +432,7 @@ fn mermaid_shows_every_transition() {
     assert!(g.contains("[*] --> RESERVING_INVENTORY: order.created.v1 / send inventory.reserve.v1"));
     assert!(g.contains("AWAITING_PAYMENT --> CANCELLED: timer.payment_timeout / compensate all, order CANCELLED"));
     let edges = g.lines().filter(|l| l.contains("-->") && !l.contains("[*]")).count();
-    assert_eq!(edges, d.states.values().map(|s| s.on.len()).sum::<usize>());
+    assert_eq!(edges, d.states.values().map(|s| s.transitions().count()).sum::<usize>());
 }
 
 // ------------------------------------------------------------ validation
@@ -605,5 +605,148 @@ fn every_command_builds_from_saga_facts() {
             matches!(kind.role(), Role::Event { .. } | Role::Reply),
             "{kind} has neither a command nor an event role"
         );
+    }
+}
+
+// ------------------------------------------------ correlation and guards
+
+fn reserved_for(cmd: Option<&str>) -> Event {
+    msg_event(
+        &format!("e-res-{}", cmd.unwrap_or("none")),
+        Message::from(InventoryReserved {
+            event_id: "x".into(),
+            order_id: OID,
+            occurred_at: ts(),
+            tenant_region: "eu".into(),
+            command_id: cmd.map(str::to_owned),
+        }),
+    )
+}
+
+fn failed_for(cmd: Option<&str>) -> Event {
+    let Event { body: EventBody::Message(Message::InventoryReservationFailed(mut f)), .. } = reservation_failed()
+    else {
+        unreachable!()
+    };
+    f.command_id = cmd.map(str::to_owned);
+    msg_event(&format!("e-rf-{}", cmd.unwrap_or("none")), Message::from(f))
+}
+
+fn authorized_with(intent: &str, amount: &str, currency: &str) -> Event {
+    msg_event(
+        "e-auth-x",
+        Message::from(PaymentAuthorized {
+            event_id: "e-auth-x".into(),
+            order_id: OID,
+            occurred_at: ts(),
+            tenant_region: "eu".into(),
+            payment_intent_id: intent.into(),
+            amount: amount.into(),
+            currency: currency.into(),
+        }),
+    )
+}
+
+/// Start → reserve #1 fails → PENDING_REVIEW → operator retry → reserve #2 out.
+fn waiting_on_second_reservation(d: &Definition) -> Instance {
+    let (inst, _) = engine::start(d, OID, facts(), t0()).unwrap();
+    let inst =
+        engine::transition(d, &inst, &failed_for(Some("42:reserve_inventory:reserve:1")), t0()).unwrap().instance;
+    assert_eq!(inst.state, "PENDING_REVIEW");
+    let t = engine::transition(d, &inst, &manual("reservation.retry.requested"), t0()).unwrap();
+    assert_eq!(published(&t.effects), vec![(MessageKind::InventoryReserve, "42:reserve_inventory:reserve:2".into())]);
+    t.instance
+}
+
+#[test]
+fn a_reply_to_an_earlier_command_moves_nothing() {
+    let d = def();
+    let inst = waiting_on_second_reservation(&d);
+    for stale in [
+        reserved_for(Some("42:reserve_inventory:reserve:1")),
+        failed_for(Some("42:reserve_inventory:reserve:1")),
+        // Never sent.
+        reserved_for(Some("42:reserve_inventory:reserve:3")),
+        // Without a command id, a reply cannot say which of two commands it answers.
+        reserved_for(None),
+    ] {
+        let t = engine::transition(&d, &inst, &stale, t0()).unwrap();
+        assert!(
+            matches!(&t.outcome, Outcome::Stale { field: "command_id", expected, .. } if expected == "42:reserve_inventory:reserve:2"),
+            "{:?}",
+            t.outcome
+        );
+        assert_eq!(t.instance, inst, "a stale reply changes nothing");
+        assert!(t.effects.is_empty(), "and sends nothing");
+    }
+    // The answer to the command the saga waits for moves it.
+    let t = engine::transition(&d, &inst, &reserved_for(Some("42:reserve_inventory:reserve:2")), t0()).unwrap();
+    assert_eq!(t.instance.state, "AWAITING_PAYMENT");
+}
+
+#[test]
+fn a_reply_without_a_command_id_is_taken_while_the_step_ran_once() {
+    let d = def();
+    let (inst, _) = engine::start(&d, OID, facts(), t0()).unwrap();
+    let t = engine::transition(&d, &inst, &reserved_for(None), t0()).unwrap();
+    assert_eq!(t.instance.state, "AWAITING_PAYMENT");
+}
+
+#[test]
+fn a_payment_reply_for_another_intent_moves_nothing() {
+    let d = def();
+    let inst = instance_in(&d, "AWAITING_PAYMENT");
+    let t = engine::transition(&d, &inst, &authorized_with("pi-42-2", "39.98", "EUR"), t0()).unwrap();
+    assert!(matches!(&t.outcome, Outcome::Stale { field: "payment_intent_id", .. }), "{:?}", t.outcome);
+    assert!(t.effects.is_empty());
+    // In a state that has not sent the command at all.
+    let inst = instance_in(&d, "RESERVING_INVENTORY");
+    let inst = Instance { state: "AWAITING_PAYMENT".into(), ..inst };
+    let t = engine::transition(&d, &inst, &authorized_with("pi-42-1", "39.98", "EUR"), t0()).unwrap();
+    assert!(matches!(&t.outcome, Outcome::Stale { .. }), "{:?}", t.outcome);
+}
+
+#[test]
+fn an_authorization_that_does_not_match_the_order_cancels_and_voids_it() {
+    let d = def();
+    let inst = instance_in(&d, "AWAITING_PAYMENT");
+    for (amount, currency) in [("0.01", "USD"), ("39.98", "USD"), ("39.97", "EUR"), ("39.99", "EUR"), ("abc", "EUR")] {
+        let t = engine::transition(&d, &inst, &authorized_with("pi-42-1", amount, currency), t0()).unwrap();
+        assert_eq!(t.instance.state, "CANCELLED", "{amount} {currency}");
+        assert!(matches!(&t.outcome, Outcome::Applied { reason: Some(r), .. } if r == "PAYMENT_MISMATCH"));
+        assert!(t.effects.contains(&Effect::SetOrderStatus {
+            to: OrderStatus::Cancelled,
+            reason_code: Some("PAYMENT_MISMATCH".into()),
+            comment: None
+        }));
+        let sent: Vec<MessageKind> = published(&t.effects).into_iter().map(|(k, _)| k).collect();
+        assert!(sent.contains(&MessageKind::PaymentVoid), "the authorization is voided: {sent:?}");
+        assert!(sent.contains(&MessageKind::InventoryRelease), "the stock is released: {sent:?}");
+        assert!(t.effects.iter().any(|e| matches!(e, Effect::Alert { code, .. } if code == "PAYMENT_MISMATCH")));
+        assert!(t.effects.contains(&Effect::CancelTimer { name: "payment_timeout".into() }));
+    }
+    // The same amount written differently is the same amount.
+    let t = engine::transition(&d, &inst, &authorized_with("pi-42-1", "39.980", "EUR"), t0()).unwrap();
+    assert_eq!(t.instance.state, "COMPLETED");
+}
+
+#[test]
+fn guards_and_correlation_are_checked_at_load_time() {
+    let with = |from: &str, to: &str| ORDER_TOML.replacen(from, to, 1);
+    let cases = [
+        (with("correlate = \"command_id\"", "correlate = \"order_id\""), "correlate must be"),
+        (with("correlate = \"payment_intent_id\"", "correlate = \"command_id\""), "has no field command_id"),
+        (with("replies = [\"payment.authorized.v1\", \"payment.failed.v1\"]\n", ""), "go together"),
+        (with("amount = \"order.total_amount\"", "amount = \"order.price\""), "unknown fact"),
+        (with("amount = \"order.total_amount\"", "amonut = \"order.total_amount\""), "has no field \"amonut\""),
+        (with("[states.AWAITING_PAYMENT.on.otherwise]", "[states.AWAITING_PAYMENT.on.otherwize]"), "unknown field"),
+        (
+            with("require = { amount = \"order.total_amount\", currency = \"order.currency\" }\n", ""),
+            "otherwise needs a require",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = parse::parse(Path::new("x.toml"), &text).expect_err(expected).to_string();
+        assert!(e.contains(expected), "expected {expected:?} in: {e}");
     }
 }

@@ -13,6 +13,8 @@ pub enum Outcome {
     Ignored,
     Parked,
     DeadLettered,
+    /// A reply to an older command than the one its step waits for.
+    StaleReply,
 }
 
 impl Outcome {
@@ -22,6 +24,7 @@ impl Outcome {
             Outcome::Ignored => "ignored",
             Outcome::Parked => "parked",
             Outcome::DeadLettered => "dead_lettered",
+            Outcome::StaleReply => "stale_reply",
         }
     }
 }

@@ -43,6 +43,11 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: String,
 }
@@ -134,6 +139,16 @@ pub struct SagaMetrics {
     pub saga_quarantined: Gauge,
     pub saga_timers_overdue: Gauge,
     pub saga_timers_fired_total: Counter,
+    /// Replies that did not answer the command their step waits for.
+    pub saga_stale_replies_total: Family<EventLabel, Counter>,
+    /// Due timers held back until every partition that could still answer
+    /// has been consumed past their due time (event time).
+    pub saga_timers_deferred: Gauge,
+    /// How far behind the due time of the oldest deferred timer the slowest
+    /// partition holding it is consumed, in seconds.
+    pub saga_timer_watermark_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Timers fired at the deferral bound although a partition still lagged.
+    pub saga_timers_fired_past_bound_total: Counter,
 }
 
 impl SagaMetrics {
@@ -150,10 +165,14 @@ impl SagaMetrics {
             saga_quarantined: Gauge::default(),
             saga_timers_overdue: Gauge::default(),
             saga_timers_fired_total: Counter::default(),
+            saga_stale_replies_total: Family::default(),
+            saga_timers_deferred: Gauge::default(),
+            saga_timer_watermark_lag_seconds: Gauge::default(),
+            saga_timers_fired_past_bound_total: Counter::default(),
         };
         r.register(
             "saga_events",
-            "Events offered to sagas, by outcome (applied, ignored, duplicate, parked, dead_lettered, stale)",
+            "Events offered to sagas, by outcome (applied, ignored, duplicate, parked, dead_lettered, stale, stale_reply)",
             m.saga_events_total.clone(),
         );
         r.register(
@@ -186,6 +205,26 @@ impl SagaMetrics {
             m.saga_timers_overdue.clone(),
         );
         r.register("saga_timers_fired", "Timers fired", m.saga_timers_fired_total.clone());
+        r.register(
+            "saga_stale_replies",
+            "Replies recorded without effect: they answer an older command than the one their step waits for",
+            m.saga_stale_replies_total.clone(),
+        );
+        r.register(
+            "saga_timers_deferred",
+            "Due timers held back because a partition that could still answer them is not consumed past their due time",
+            m.saga_timers_deferred.clone(),
+        );
+        r.register(
+            "saga_timer_watermark_lag_seconds",
+            "Due time of the oldest deferred timer minus the consumed watermark of the partition holding it",
+            m.saga_timer_watermark_lag_seconds.clone(),
+        );
+        r.register(
+            "saga_timers_fired_past_bound",
+            "Timers fired at ORDER_SAGA_TIMER_MAX_DEFER although a partition had not been consumed past their due time",
+            m.saga_timers_fired_past_bound_total.clone(),
+        );
         m
     }
 }

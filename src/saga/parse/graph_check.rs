@@ -23,7 +23,7 @@ pub(super) fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinitio
             continue;
         }
         if let Some(st) = def.states.get(&s) {
-            queue.extend(st.on.values().map(|t| t.to.clone()));
+            queue.extend(st.transitions().map(|t| t.to.clone()));
         }
     }
     for s in def.states.keys() {
@@ -50,13 +50,13 @@ pub(super) fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinitio
                     found = true;
                     break;
                 }
-                Some(x) => queue.extend(x.on.values().map(|t| t.to.clone())),
+                Some(x) => queue.extend(x.transitions().map(|t| t.to.clone())),
                 None => {}
             }
         }
         if !found {
             let line = line_of_state(cx, name);
-            let why = if st.on.values().all(|t| t.to == *name) {
+            let why = if st.transitions().all(|t| t.to == *name) {
                 "a waiting state with no way out (no transition leaves it)"
             } else {
                 "no path from it reaches a terminal state"
@@ -98,7 +98,7 @@ pub(super) fn check_graph(cx: &mut Ctx<'_>, def: &Definition, raw: &RawDefinitio
                 );
             }
         }
-        for t in st.on.values() {
+        for t in st.transitions() {
             let fired = t.event.strip_prefix(TIMER_PREFIX);
             queue.push_back((t.to.clone(), apply(&armed, t, fired)));
         }

@@ -68,6 +68,9 @@ pub(crate) enum Decision {
     Park,
     /// Declared as ignored in the saga's state: record it in the inbox only.
     Ignore,
+    /// A reply to another command than the one its step waits for: record it
+    /// (inbox, transition log with the reason), change nothing.
+    StaleReply { reason: String },
     /// Apply the transition.
     Apply { transition: Box<Transition> },
 }
@@ -141,6 +144,12 @@ pub(crate) fn decide(
     match saga::transition(&def, &slot.inst, event, now) {
         Ok(t) => match t.outcome {
             Outcome::Ignored => Decision::Ignore,
+            Outcome::Stale { field, expected, got } => Decision::StaleReply {
+                reason: format!(
+                    "STALE_REPLY: {field} {} is not the awaited {expected}",
+                    got.as_deref().unwrap_or("(none)")
+                ),
+            },
             Outcome::Applied { .. } => Decision::Apply { transition: Box::new(t) },
         },
         Err(_) if manual => Decision::Refuse(ChangeRefusal::SagaInProgress { saga_state: slot.inst.state.clone() }),

@@ -7,7 +7,7 @@ use chrono::TimeZone;
 use super::*;
 use crate::config::Topics;
 use crate::contracts::{Message, PaymentAuthorized, TimestampMicros};
-use crate::saga::model::{InstanceData, Item, OrderFacts};
+use crate::saga::model::{InstanceData, Item, OrderFacts, StepProgress};
 use crate::saga::{Catalog, parse};
 use crate::store::sagas::RawMessage;
 
@@ -41,9 +41,15 @@ fn slot(catalog: &Catalog, state: &str) -> Slot {
                     total_amount: "10.00".into(),
                     items: vec![Item { sku: "A".into(), qty: 1 }],
                 },
-                steps: Default::default(),
-                emitted: Default::default(),
-                seq: 0,
+                // Both steps ran once: every reply to their commands answers the latest.
+                steps: [("reserve_inventory", 1), ("authorize_payment", 2)]
+                    .into_iter()
+                    .map(|(n, seq)| (n.to_owned(), StepProgress { runs: 1, active: true, run_seq: seq }))
+                    .collect(),
+                emitted: [("reserve_inventory:reserve".to_owned(), 1), ("authorize_payment:authorize".to_owned(), 1)]
+                    .into_iter()
+                    .collect(),
+                seq: 2,
             },
         },
         quarantined: None,
@@ -276,4 +282,24 @@ fn the_dead_letter_copy_keeps_the_bytes_and_says_why() {
     let q = quarantine_transition(&slot(&c, "AWAITING_PAYMENT"), &bad, "bad magic byte");
     assert_eq!((q.from.as_str(), q.to.as_str()), ("AWAITING_PAYMENT", "AWAITING_PAYMENT"));
     assert_eq!(q.reason.as_deref(), Some("QUARANTINED: bad magic byte"));
+}
+
+#[test]
+fn a_reply_to_another_command_is_recorded_as_stale_and_moves_nothing() {
+    let c = catalog();
+    let s = slot(&c, "AWAITING_PAYMENT");
+    let mut b = authorized();
+    if let Ok(Event { body: EventBody::Message(Message::PaymentAuthorized(p)), .. }) = &mut b.event {
+        p.payment_intent_id = "pi-42-7".into();
+    }
+    match decide_with(Some(&s), &b, LockMode::Wait, false) {
+        Decision::StaleReply { reason } => {
+            assert!(reason.starts_with("STALE_REPLY"), "{reason}");
+            assert!(
+                reason.contains("pi-42-7") && reason.contains("pi-42-1"),
+                "says what came and what was awaited: {reason}"
+            );
+        }
+        d => panic!("{d:?}"),
+    }
 }
