@@ -86,7 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let catalog = load_catalog(&cfg)?;
             let db = connect(&cfg).await?;
             let sagas = SagaStore::new(catalog, outbox_writer(&cfg)?);
-            let report = timers::sweep(&db, &sagas, cfg.sagas.sweep_batch, None).await?;
+            let report = timers::sweep(&db, &sagas, cfg.sagas.sweep_batch, &timer_policy(&cfg)?, None).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -134,7 +134,7 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
                     d.states.len(),
                     d.steps.len(),
                     d.timers.len(),
-                    d.states.values().map(|s| s.on.len()).sum::<usize>() + 1
+                    d.states.values().map(|s| s.transitions().count()).sum::<usize>() + 1
                 );
             }
         }
@@ -194,6 +194,19 @@ pub async fn prepare_schemas(cfg: &Config, codec: &Codec) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// How due timers are judged, from `ORDER_SAGA_TIMER_*` and the topic map.
+pub fn timer_policy(cfg: &Config) -> anyhow::Result<timers::TimerPolicy> {
+    let topics = cfg.topics()?;
+    Ok(timers::TimerPolicy {
+        event_time: cfg.sagas.timer_event_time,
+        allowed_lateness: cfg.sagas.timer_allowed_lateness,
+        max_defer: cfg.sagas.timer_max_defer,
+        topics: MessageKind::all_where(|r| r == crate::contracts::Role::Reply)
+            .map(|k| (k, topics.of(k).to_owned()))
+            .collect(),
+    })
 }
 
 fn relay_owner() -> String {
@@ -387,7 +400,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if cfg.database.migrate_on_start {
         db.migrate().await.context("applying migrations")?;
     }
-    let codec = Codec::new(cfg.schema_registry_url()?, cfg.registry.schema_registry_timeout)?;
+    let codec = Codec::with_auto_register(
+        cfg.schema_registry_url()?,
+        cfg.registry.schema_registry_timeout,
+        cfg.registry.schema_registry_auto_register,
+    )?;
     prepare_schemas(&cfg, &codec).await?;
     check_inbox_retention(&cfg).await?;
     // Validated even when a CDC pipeline publishes: the map is a contract.
@@ -398,6 +415,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let writer = outbox_writer(&cfg)?;
     let sagas = SagaStore::new(catalog.clone(), writer.clone());
     let wakeup = Arc::new(Notify::new());
+    let policy = timer_policy(&cfg)?;
     let group_metrics = metrics.clone();
     let orders = crate::store::group_commit::CreateBatcher::spawn(
         crate::store::group_commit::Shared {
@@ -422,6 +440,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             token,
             bulk_rate: cfg.ops.ops_bulk_rate,
             sweep_batch: cfg.sagas.sweep_batch,
+            timer_policy: Arc::new(policy.clone()),
             jobs: crate::ops::Jobs::default(),
         }),
         max_body_bytes: cfg.http.http_max_body_bytes,
@@ -491,6 +510,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         Some(metrics.clone()),
         stop_intake.clone(),
     )?;
+    // Event-time watermarks of what the consumer has applied, for every sweeper.
+    if policy.event_time {
+        tokio::spawn(crate::event_time::report(consumer.watermark_probe(), db.clone(), stop_intake.clone()));
+    }
 
     // Scheduled jobs.
     let scheduler = start_scheduler(&cfg, &db, &sagas, &metrics, &wakeup).await?;
@@ -531,15 +554,17 @@ async fn start_scheduler(
 
     let (db1, sagas1, m1, w1, batch) =
         (db.clone(), sagas.clone(), metrics.clone(), wakeup.clone(), cfg.sagas.sweep_batch);
+    let policy = Arc::new(timer_policy(cfg)?);
     // Overlapping runs are pointless; a slow sweep makes the next tick skip.
     let running = Arc::new(tokio::sync::Mutex::new(()));
     let sweep = Job::new_async(cfg.sagas.sweep_schedule.as_str(), move |_, _| {
-        let (db, sagas, m, w, running) = (db1.clone(), sagas1.clone(), m1.clone(), w1.clone(), running.clone());
+        let (db, sagas, m, w, running, policy) =
+            (db1.clone(), sagas1.clone(), m1.clone(), w1.clone(), running.clone(), policy.clone());
         Box::pin(async move {
             let Ok(_guard) = running.try_lock() else {
                 return;
             };
-            match timers::sweep(&db, &sagas, batch, Some(&m)).await {
+            match timers::sweep(&db, &sagas, batch, &policy, Some(&m)).await {
                 Ok(r) if r.fired > 0 => w.notify_one(),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "timeout sweep failed; the next tick retries"),

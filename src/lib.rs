@@ -14,6 +14,7 @@ pub mod config;
 pub mod contracts;
 pub mod devtools;
 pub mod domain;
+pub mod event_time;
 pub mod events;
 pub mod failpoint;
 pub mod http;

@@ -201,6 +201,23 @@ pub struct SagasConfig {
     /// Most timers fired per sweep transaction.
     #[arg(long, global = true, env = "ORDER_SAGA_SWEEP_BATCH", default_value_t = 100)]
     pub sweep_batch: u32,
+
+    /// Judge timers by event time: a due timer fires only once every partition
+    /// of the topics that could still move its saga has been consumed past its
+    /// due time (plus the allowed lateness). `false` fires at the due time
+    /// whatever the consumer has read (processing time).
+    #[arg(long, global = true, env = "ORDER_SAGA_TIMER_EVENT_TIME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub timer_event_time: bool,
+
+    /// How far a producer's clock (Kafka message timestamps) may be behind the
+    /// database's: a timer waits until the partitions are consumed this far past its due time.
+    #[arg(long, global = true, env = "ORDER_SAGA_TIMER_ALLOWED_LATENESS", default_value = "2s", value_parser = duration)]
+    pub timer_allowed_lateness: Duration,
+
+    /// The longest a due timer waits for a lagging or unassigned partition;
+    /// after that it fires anyway (counted in saga_timers_fired_past_bound_total).
+    #[arg(long, global = true, env = "ORDER_SAGA_TIMER_MAX_DEFER", default_value = "1h", value_parser = duration)]
+    pub timer_max_defer: Duration,
 }
 
 /// The outbox relay.

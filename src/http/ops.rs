@@ -22,6 +22,8 @@ pub struct OpsConfig {
     pub token: String,
     pub bulk_rate: u32,
     pub sweep_batch: u32,
+    /// How the sweeper judges due timers (event time).
+    pub timer_policy: std::sync::Arc<crate::timers::TimerPolicy>,
     pub jobs: Jobs,
 }
 
@@ -86,7 +88,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConf
             Principal::Token
         }
         (None, Some(id)) => {
-            let Some(session) = crate::store::sessions::touch(&state.db, &id).await? else {
+            let Some(session) = crate::store::sessions::touch(&state.db, &id, &cfg.token).await? else {
                 return Err(unauthorized());
             };
             let csrf = headers.get(super::console::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -585,7 +587,8 @@ async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
 )]
 async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (cfg, ops, _) = authorize(&state, &headers).await?;
-    let report = crate::timers::sweep(&ops.db, &ops.sagas, cfg.sweep_batch, Some(&state.metrics)).await?;
+    let report =
+        crate::timers::sweep(&ops.db, &ops.sagas, cfg.sweep_batch, &cfg.timer_policy, Some(&state.metrics)).await?;
     if report.fired > 0 {
         state.relay_wakeup.notify_one();
     }

@@ -120,6 +120,16 @@ pub struct SagaContext {
     drain_timeout: Duration,
     metrics: Option<Metrics>,
     assigned: Mutex<HashSet<Tp>>,
+    /// How far each partition has been applied here (after the commit).
+    applied: Mutex<HashMap<Tp, Applied>>,
+}
+
+/// How far a partition has been applied: the next offset to apply and the
+/// newest Kafka timestamp (ms) among the applied messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub next_offset: i64,
+    pub through_ms: Option<i64>,
 }
 
 impl SagaContext {
@@ -228,8 +238,10 @@ impl ConsumerContext for SagaContext {
                 assigned.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())))
             }
             Rebalance::Revoke(tpl) => {
+                let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
                 for e in tpl.elements() {
                     assigned.remove(&(e.topic().to_owned(), e.partition()));
+                    applied.remove(&(e.topic().to_owned(), e.partition()));
                 }
             }
             Rebalance::Error(_) => {}
@@ -254,6 +266,8 @@ fn commit_stored<C: ConsumerContext>(c: &BaseConsumer<C>) {
 /// The running consumer.
 pub struct SagaConsumer {
     thread: std::thread::JoinHandle<Result<(), KafkaError>>,
+    consumer: Arc<BaseConsumer<SagaContext>>,
+    topics: Vec<String>,
 }
 
 impl SagaConsumer {
@@ -284,6 +298,7 @@ impl SagaConsumer {
             drain_timeout: settings.drain_timeout,
             metrics,
             assigned: Mutex::new(HashSet::new()),
+            applied: Mutex::new(HashMap::new()),
         };
         let consumer: BaseConsumer<SagaContext> =
             c.create_with_context(ctx).map_err(|source| KafkaError::Create { what: "consumer", source })?;
@@ -292,14 +307,21 @@ impl SagaConsumer {
             .subscribe(&topics)
             .map_err(|source| KafkaError::Subscribe { topics: settings.topics.clone(), source })?;
         let consumer = Arc::new(consumer);
+        let polled = consumer.clone();
+        let topics = settings.topics.clone();
         let thread = std::thread::Builder::new()
             .name("saga-consumer".into())
             .spawn(move || {
-                poll_loop(&consumer, &settings, handler, &rt, &shutdown);
+                poll_loop(&polled, &settings, handler, &rt, &shutdown);
                 Ok(())
             })
             .map_err(|e| KafkaError::Thread(e.to_string()))?;
-        Ok(SagaConsumer { thread })
+        Ok(SagaConsumer { thread, consumer, topics })
+    }
+
+    /// A probe of how far this replica has applied its partitions (event time).
+    pub fn watermark_probe(&self) -> WatermarkProbe {
+        WatermarkProbe { consumer: self.consumer.clone(), topics: self.topics.clone() }
     }
 
     /// Waits for the poll thread to finish (after the shutdown token fired).
@@ -484,8 +506,9 @@ async fn worker<H: BatchHandler>(
             }
         }
         let last = batch.last().map(|m| m.offset()).unwrap_or_default();
+        let newest = batch.iter().filter_map(timestamp_ms).max();
         match AssertUnwindSafe(handler.handle(&batch, stop.clone())).catch_unwind().await {
-            Ok(Ok(())) => store(&consumer, &tp, last),
+            Ok(Ok(())) => store(&consumer, &tp, last, newest),
             Ok(Err(Stopped)) => break,
             Err(panic) => {
                 let why = panic_message(panic.as_ref());
@@ -535,14 +558,27 @@ async fn isolate<H: BatchHandler>(
                 }
             }
         }
-        store(consumer, tp, m.offset());
+        store(consumer, tp, m.offset(), timestamp_ms(m));
     }
     Ok(())
 }
 
-/// Stores `offset` (librdkafka commits `offset + 1`). `ERR__STATE` means the
-/// partition was revoked meanwhile: benign, the inbox absorbs the redelivery.
-fn store(consumer: &BaseConsumer<SagaContext>, tp: &Tp, offset: i64) {
+/// A message's Kafka timestamp (create or log-append time), in ms.
+fn timestamp_ms(m: &OwnedMessage) -> Option<i64> {
+    m.timestamp().to_millis().filter(|&t| t >= 0)
+}
+
+/// Stores `offset` (librdkafka commits `offset + 1`) and notes how far the
+/// partition is applied (`newest_ms`: the newest timestamp applied with it).
+/// `ERR__STATE` means the partition was revoked meanwhile: benign, the inbox
+/// absorbs the redelivery.
+fn store(consumer: &BaseConsumer<SagaContext>, tp: &Tp, offset: i64, newest_ms: Option<i64>) {
+    {
+        let mut applied = consumer.context().applied.lock().unwrap_or_else(|p| p.into_inner());
+        let a = applied.entry(tp.clone()).or_insert(Applied { next_offset: 0, through_ms: None });
+        a.next_offset = a.next_offset.max(offset + 1);
+        a.through_ms = a.through_ms.max(newest_ms);
+    }
     let r: KafkaResult<()> = {
         let mut tpl = TopicPartitionList::new();
         match tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset + 1)) {
@@ -552,5 +588,139 @@ fn store(consumer: &BaseConsumer<SagaContext>, tp: &Tp, offset: i64) {
     };
     if let Err(e) = r {
         tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, offset, "offset not stored (partition revoked?)");
+    }
+}
+
+/// Reads how far this replica has applied each partition it owns, for the
+/// event-time watermarks (the `event_time` module). Blocking: call it from a
+/// blocking thread.
+pub struct WatermarkProbe {
+    consumer: Arc<BaseConsumer<SagaContext>>,
+    topics: Vec<String>,
+}
+
+/// One partition's event-time watermark as this replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionWatermark {
+    pub topic: String,
+    pub partition: i32,
+    /// Every message produced at or before this (ms since the epoch) is applied.
+    pub through_ms: i64,
+    pub next_offset: i64,
+}
+
+impl WatermarkProbe {
+    /// The watermarks of the assigned partitions. `now_ms` is read *before*
+    /// the end offsets are asked for, so a partition applied up to its end is
+    /// current as of `now_ms`: whatever was produced before then is below the
+    /// end offset. Broker calls that fail leave the timestamp rule alone.
+    pub fn probe(&self, timeout: Duration) -> Vec<PartitionWatermark> {
+        let ctx = self.consumer.context();
+        let assigned: Vec<Tp> = ctx.assigned.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        if assigned.is_empty() {
+            return Vec::new();
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &assigned {
+            // Offset::End asks for the end (latest) offset.
+            if let Err(e) = tpl.add_partition_offset(t, *p, Offset::End) {
+                tracing::debug!(error = %e, "watermark probe: bad partition");
+            }
+        }
+        let ends = offsets_of(self.consumer.offsets_for_times(tpl.clone(), timeout), "end offsets");
+        let committed = offsets_of(self.consumer.committed_offsets(tpl, timeout), "committed offsets");
+        let applied = ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assigned
+            .into_iter()
+            .filter_map(|tp| {
+                let (through_ms, next_offset) = partition_watermark(
+                    now_ms,
+                    applied.get(&tp).copied(),
+                    committed.get(&tp).copied(),
+                    ends.get(&tp).copied(),
+                )?;
+                Some(PartitionWatermark { topic: tp.0, partition: tp.1, through_ms, next_offset })
+            })
+            .collect()
+    }
+
+    /// Every partition of the subscribed topics (metadata), owned or not.
+    pub fn partitions(&self, timeout: Duration) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for topic in &self.topics {
+            match self.consumer.fetch_metadata(Some(topic), timeout) {
+                Ok(md) => {
+                    for t in md.topics().iter().filter(|t| t.name() == topic && t.error().is_none()) {
+                        out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, %topic, "watermark probe: no metadata"),
+            }
+        }
+        out
+    }
+}
+
+fn offsets_of(r: KafkaResult<TopicPartitionList>, what: &str) -> HashMap<Tp, i64> {
+    match r {
+        Ok(tpl) => tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if e.error().is_ok() => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "watermark probe: {what} unavailable");
+            HashMap::new()
+        }
+    }
+}
+
+/// A partition's watermark (pure): through the newest applied timestamp, and
+/// through `now_ms` when everything up to the end offset is applied (by this
+/// process, or committed by whoever owned it before). `None` when nothing is
+/// known yet.
+pub fn partition_watermark(
+    now_ms: i64,
+    applied: Option<Applied>,
+    committed: Option<i64>,
+    end: Option<i64>,
+) -> Option<(i64, i64)> {
+    let next = applied.map(|a| a.next_offset).max(committed);
+    let caught_up = match (next, end) {
+        (Some(n), Some(e)) => n >= e,
+        // An empty partition (end 0) with nothing committed yet.
+        (None, Some(0)) => true,
+        _ => false,
+    };
+    let through = applied.and_then(|a| a.through_ms).max(caught_up.then_some(now_ms))?;
+    Some((through, next.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod watermark_tests {
+    use super::{Applied, partition_watermark};
+
+    #[test]
+    fn a_caught_up_partition_is_current_as_of_the_probe() {
+        let a = Some(Applied { next_offset: 10, through_ms: Some(500) });
+        assert_eq!(partition_watermark(9_000, a, Some(7), Some(10)), Some((9_000, 10)));
+        // Caught up through what the previous owner committed, nothing applied here.
+        assert_eq!(partition_watermark(9_000, None, Some(10), Some(10)), Some((9_000, 10)));
+        assert_eq!(partition_watermark(9_000, None, None, Some(0)), Some((9_000, 0)), "an empty partition");
+    }
+
+    #[test]
+    fn a_lagging_partition_is_current_only_through_its_newest_applied_message() {
+        let a = Some(Applied { next_offset: 10, through_ms: Some(500) });
+        assert_eq!(partition_watermark(9_000, a, Some(10), Some(11)), Some((500, 10)));
+        // The end offset could not be read: no claim beyond what was applied.
+        assert_eq!(partition_watermark(9_000, a, None, None), Some((500, 10)));
+        // Nothing applied here and behind the end: nothing is known.
+        assert_eq!(partition_watermark(9_000, None, Some(3), Some(10)), None);
+        assert_eq!(partition_watermark(9_000, None, None, None), None);
     }
 }

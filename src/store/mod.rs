@@ -25,6 +25,7 @@ pub mod parked;
 pub mod sagas;
 pub mod sessions;
 pub mod timers;
+pub mod watermarks;
 
 use std::future::Future;
 use std::time::Duration;
@@ -100,6 +101,12 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
                 | Some(1290 | 1836)
                 // client-side connection errors reported as server errors
                 | Some(2002 | 2003 | 2006 | 2013)
+                // statement deadline (MariaDB max_statement_time, MySQL max_execution_time)
+                | Some(1969 | 3024)
+                // group replication / Galera: certification rollback, node not ready, deadlock on commit
+                | Some(3101 | 1047 | 1180)
+                // MySQL 8's idle disconnect; prepared-statement limit reached
+                | Some(4031 | 1461)
             ) || db.code().as_deref() == Some("40001")
         }
         sqlx::Error::Io(_)

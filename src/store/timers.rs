@@ -22,26 +22,54 @@ pub async fn take_due(tx: &mut Tx, order_id: i64, name: &str) -> Result<bool, St
     Ok(n == 1)
 }
 
-/// A timer that is due.
+/// A timer that is due, with what the sweeper needs to judge it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueTimer {
     pub order_id: i64,
     pub name: String,
     pub armed_version: u32,
+    pub due_at: DateTime<Utc>,
+    /// The saga's state and definition version (which events could still move it).
+    pub state: String,
+    pub definition_version: u32,
 }
 
-/// Due timers of sagas that are not quarantined, oldest first. A plain read:
-/// the firing transaction locks the saga (SKIP LOCKED) and re-checks.
-pub async fn due(pool: &sqlx::MySqlPool, limit: u32) -> Result<Vec<DueTimer>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT t.order_id, t.timer_name, t.armed_version FROM saga_timers t \
-         JOIN saga_instances s ON s.order_id = t.order_id \
-         WHERE t.due_at <= NOW(6) AND s.quarantined_at IS NULL ORDER BY t.due_at LIMIT ?",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-    .ctx("finding due timers")?;
+/// Due timers of sagas that are not quarantined and run on one of `versions`
+/// (a replica never touches a saga of a definition it has not loaded: during a
+/// rolling deploy the newer replicas fire those), oldest first, from `after`
+/// on (exclusive; `(due_at, order_id, name)`) so that timers held back do not
+/// hide the ones behind them. A plain read: the firing transaction locks the
+/// saga (SKIP LOCKED) and re-checks.
+pub async fn due(
+    pool: &sqlx::MySqlPool,
+    versions: &[u32],
+    after: Option<&DueTimer>,
+    limit: u32,
+) -> Result<Vec<DueTimer>, StoreError> {
+    if versions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT t.order_id, t.timer_name, t.armed_version, t.due_at, s.state, s.definition_version \
+         FROM saga_timers t JOIN saga_instances s ON s.order_id = t.order_id \
+         WHERE t.due_at <= NOW(6) AND s.quarantined_at IS NULL AND s.definition_version IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for v in versions {
+        sep.push_bind(*v);
+    }
+    qb.push(")");
+    if let Some(a) = after {
+        qb.push(" AND (t.due_at, t.order_id, t.timer_name) > (")
+            .push_bind(a.due_at)
+            .push(", ")
+            .push_bind(a.order_id)
+            .push(", ")
+            .push_bind(a.name.as_str())
+            .push(")");
+    }
+    qb.push(" ORDER BY t.due_at, t.order_id, t.timer_name LIMIT ").push_bind(limit);
+    let rows = qb.build().fetch_all(pool).await.ctx("finding due timers")?;
     rows.iter()
         .map(|r| {
             let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
@@ -49,6 +77,9 @@ pub async fn due(pool: &sqlx::MySqlPool, limit: u32) -> Result<Vec<DueTimer>, St
                 order_id: order_id as i64,
                 name: r.try_get("timer_name").ctx("decoding timer_name")?,
                 armed_version: r.try_get("armed_version").ctx("decoding armed_version")?,
+                due_at: r.try_get("due_at").ctx("decoding due_at")?,
+                state: r.try_get("state").ctx("decoding state")?,
+                definition_version: r.try_get("definition_version").ctx("decoding definition_version")?,
             })
         })
         .collect()
@@ -92,11 +123,23 @@ pub(crate) enum TimerOp {
     Cancel,
 }
 
+/// Which clock `now` (and so each armed `due_at`) was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// The database's (`NOW(6)` read in this transaction): stored as is.
+    Database,
+    /// This host's (order creation, which reads no clock from the server):
+    /// each timer is stored as `NOW(6)` plus its delay, so that the host's
+    /// clock plays no part in when it fires.
+    Host,
+}
+
 /// Arms (upsert) and disarms (delete) timers: one statement each.
 pub(crate) async fn flush_timers(
     tx: &mut Tx,
     ops: &BTreeMap<(i64, String), TimerOp>,
     now: DateTime<Utc>,
+    clock: Clock,
 ) -> Result<(), StoreError> {
     let arms: Vec<(&(i64, String), DateTime<Utc>, u32)> = ops
         .iter()
@@ -111,7 +154,20 @@ pub(crate) async fn flush_timers(
         let mut qb: QueryBuilder<MySql> =
             QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
         qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
-            b.push_bind(*order_id).push_bind(name).push_bind(*due_at).push_bind(*v).push_bind(now);
+            b.push_bind(*order_id).push_bind(name);
+            match clock {
+                Clock::Database => {
+                    b.push_bind(*due_at).push_bind(*v).push_bind(now);
+                }
+                Clock::Host => {
+                    let delay = (*due_at - now).num_microseconds().unwrap_or(i64::MAX).max(0);
+                    b.push("NOW(6) + INTERVAL ")
+                        .push_bind_unseparated(delay)
+                        .push_unseparated(" MICROSECOND")
+                        .push_bind(*v)
+                        .push("NOW(6)");
+                }
+            }
         });
         qb.push(
             " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",

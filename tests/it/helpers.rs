@@ -162,6 +162,7 @@ impl TestApp {
                 token: OPS_TOKEN.into(),
                 bulk_rate: 1000,
                 sweep_batch: 100,
+                timer_policy: Arc::new(order_saga::timers::TimerPolicy::processing_time()),
                 jobs: Default::default(),
             }),
             max_body_bytes: 64 * 1024,

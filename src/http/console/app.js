@@ -238,6 +238,15 @@ function card(label, value, href, sub, alert) {
     sub ? h('div', { class: 'sub' }, sub) : null);
 }
 
+// Due timers wait until the partitions that could answer them are consumed
+// past their due time (event time): say which partition is furthest behind.
+function slowest(p) {
+  if (!p) return null;
+  return p.behind_seconds > 5
+    ? `timers wait for ${p.topic}/${p.partition}, consumed ${duration(p.behind_seconds)} behind`
+    : 'consumer caught up';
+}
+
 function renderOverview(o) {
   const inflight = o.states.filter((s) => !s.terminal).reduce((n, s) => n + s.count, 0);
   const stuck = o.states.reduce((n, s) => n + s.stuck, 0);
@@ -246,7 +255,8 @@ function renderOverview(o) {
     card('In flight', inflight, hashFor('/sagas')),
     card('Stuck (over max dwell)', stuck, hashFor('/sagas', { stuck: 'true' }), null, stuck > 0),
     card('Quarantined', o.quarantined, hashFor('/sagas', { quarantined: 'true', terminal: 'true' }), null, o.quarantined > 0),
-    card('Timers overdue', o.timers_overdue, hashFor('/sagas', { timers_overdue: 'true', terminal: 'true' }), null, o.timers_overdue > 0),
+    card('Timers overdue', o.timers_overdue, hashFor('/sagas', { timers_overdue: 'true', terminal: 'true' }),
+      slowest(o.slowest_partition), o.timers_overdue > 0),
     card('Outbox backlog', o.outbox_backlog, hashFor('/sagas', { unpublished: 'true', terminal: 'true' }),
       o.outbox_oldest_age_seconds !== null ? `oldest ${duration(o.outbox_oldest_age_seconds)}` : 'nothing waiting'),
     card('Dead-lettered, last hour', o.dead_lettered_last_hour,

@@ -135,7 +135,23 @@ pub struct Overview {
     pub dead_lettered_last_hour: i64,
     /// Dead-lettered events that name no saga (undecodable, unknown order).
     pub dead_lettered_last_hour_without_saga: i64,
+    /// The inbound partition consumed least far (event time): due timers that
+    /// it could still answer wait until it passes their due time.
+    pub slowest_partition: Option<SlowestPartition>,
     pub at: DateTime<Utc>,
+}
+
+/// The partition with the oldest event-time watermark.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowestPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// Every message produced up to here has been applied.
+    pub consumed_through: DateTime<Utc>,
+    /// How far that is behind the database's clock.
+    pub behind_seconds: i64,
+    /// When a replica last reported it.
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,7 +200,16 @@ pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError
             }
         })
         .collect();
+    let (_, marks) = crate::store::watermarks::read(&db.pool).await?;
+    let slowest_partition = marks.into_iter().min_by_key(|w| w.consumed_through).map(|w| SlowestPartition {
+        behind_seconds: (now - w.consumed_through).num_seconds().max(0),
+        topic: w.topic,
+        partition: w.partition,
+        consumed_through: w.consumed_through,
+        updated_at: w.updated_at,
+    });
     Ok(Overview {
+        slowest_partition,
         states,
         quarantined: g.quarantined,
         timers_overdue: g.timers_overdue,

@@ -28,7 +28,7 @@ use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions,
 use super::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
 use super::outbox::{self, NewOutboxRow, OutboxWriter};
 use super::parked::insert_parked;
-use super::timers::flush_timers;
+use super::timers::{Clock, flush_timers};
 use super::{Ctx, Db, StoreError, Tx, inbox, timers, truncate};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
 use crate::saga::model::{Item, OrderFacts};
@@ -72,6 +72,12 @@ pub enum InboundOutcome {
         to: String,
     },
     Ignored,
+    /// A reply that answers an older command than the one its step waits for:
+    /// recorded (inbox, transition log), nothing changed.
+    StaleReply {
+        event: String,
+        reason: String,
+    },
     /// Seen before (inbox hit, or twice in this batch).
     Duplicate,
     /// The saga is quarantined; the event waits for an operator.
@@ -214,7 +220,8 @@ impl SagaStore {
         }
         insert_instances(tx, &instances, now).await?;
         insert_transitions(tx, &writes.transitions, now).await?;
-        flush_timers(tx, &writes.timers, now).await?;
+        // `now` is the host's here (order creation reads no server clock).
+        flush_timers(tx, &writes.timers, now, Clock::Host).await?;
         Ok(writes.outbox)
     }
 
@@ -288,6 +295,7 @@ impl SagaStore {
                     InboundOutcome::Applied { .. } => inbox::Outcome::Applied,
                     InboundOutcome::Ignored => inbox::Outcome::Ignored,
                     InboundOutcome::Parked => inbox::Outcome::Parked,
+                    InboundOutcome::StaleReply { .. } => inbox::Outcome::StaleReply,
                     _ => inbox::Outcome::DeadLettered,
                 };
                 writes.inbox.push(inbox::InboxRow {
@@ -306,7 +314,7 @@ impl SagaStore {
         upsert_instances(tx, &changed, &self.catalog, now).await?;
         update_orders(tx, &writes.orders, now).await?;
         insert_history(tx, &writes.history, now).await?;
-        flush_timers(tx, &writes.timers, now).await?;
+        flush_timers(tx, &writes.timers, now, Clock::Database).await?;
         insert_parked(tx, &writes.parked, now).await?;
         insert_transitions(tx, &writes.transitions, now).await?;
         result.outbox_rows = writes.outbox.len();
@@ -350,17 +358,33 @@ impl SagaStore {
                 return Ok(InboundOutcome::Parked);
             }
             (Decision::Ignore, _) => return Ok(InboundOutcome::Ignored),
+            (Decision::StaleReply { reason }, Some(slot)) => {
+                writes.transitions.push(TransitionRow {
+                    order_id: slot.inst.order_id,
+                    saga_version: slot.inst.version,
+                    event_id: b.event_id.clone(),
+                    event_name: b.event_name.clone(),
+                    from: slot.inst.state.clone(),
+                    to: slot.inst.state.clone(),
+                    actor: b.event.as_ref().map(Event::actor).unwrap_or_default(),
+                    reason: Some(truncate(&reason, 255)),
+                });
+                return Ok(InboundOutcome::StaleReply { event: b.event_name.clone(), reason });
+            }
             (Decision::Quarantine { kind, reason }, Some(slot)) => {
-                self.quarantine(slot, b, &reason, writes, true);
+                self.quarantine(slot, b, &reason, writes, true, now);
                 return Ok(dead_lettered(kind, reason));
             }
             (Decision::QuarantineUnknownVersion { reason }, Some(slot)) => {
-                self.quarantine(slot, b, &reason, writes, false);
+                self.quarantine(slot, b, &reason, writes, false, now);
                 return Ok(InboundOutcome::Parked);
             }
             (Decision::Apply { transition }, Some(slot)) => (*transition, slot),
             (
-                d @ (Decision::Quarantine { .. } | Decision::QuarantineUnknownVersion { .. } | Decision::Apply { .. }),
+                d @ (Decision::Quarantine { .. }
+                | Decision::QuarantineUnknownVersion { .. }
+                | Decision::Apply { .. }
+                | Decision::StaleReply { .. }),
                 None,
             ) => {
                 return Err(StoreError::Corrupt(format!("decision {d:?} without a saga")));
@@ -389,7 +413,7 @@ impl SagaStore {
             }
             Err(refusal) => {
                 let reason = format!("order status change refused: {refusal:?}");
-                self.quarantine(slot, b, &reason, writes, true);
+                self.quarantine(slot, b, &reason, writes, true, now);
                 return Ok(dead_lettered(DeadLetterKind::OrderTransitionRefused, reason));
             }
         }
@@ -423,11 +447,26 @@ impl SagaStore {
 
     /// Quarantines `slot`: parks `b` as its poison event, logs the quarantine
     /// and, when `dead_letter`, copies `b` to the DLQ.
-    fn quarantine(&self, slot: &mut Slot, b: &Inbound, reason: &str, writes: &mut Writes, dead_letter: bool) {
+    fn quarantine(
+        &self,
+        slot: &mut Slot,
+        b: &Inbound,
+        reason: &str,
+        writes: &mut Writes,
+        dead_letter: bool,
+        now: DateTime<Utc>,
+    ) {
         let reason = truncate(reason, 1000);
         if dead_letter {
             let region = slot.inst.data.order.tenant_region.clone();
-            writes.outbox.push(decide::dead_letter_row(&self.outbox, b, &reason, Some(&region)));
+            let mut row = decide::dead_letter_row(&self.outbox, b, &reason, Some(&region));
+            if b.source == SOURCE_REPLAY {
+                // Released and refused again: its first copy keeps `dlq:{id}`,
+                // this one is another copy of the same event.
+                row.event_id =
+                    super::limits::dead_letter_event_id(&format!("{}@replay:{}", b.event_id, now.timestamp_micros()));
+            }
+            writes.outbox.push(row);
         }
         slot.quarantined = Some(reason.clone());
         slot.quarantine_changed = true;

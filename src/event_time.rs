@@ -1,0 +1,75 @@
+//! Event time: how far the consumer has applied each inbound partition,
+//! reported into the database for every replica's sweeper (`crate::timers`).
+//!
+//! Every [`REPORT_EVERY`], the probe reads (off the async runtime) which
+//! partitions this replica owns, how far each is applied, and the partitions'
+//! end offsets; the result moves `consumer_watermarks` forward in one
+//! statement. Once a minute the full partition list of the inbound topics is
+//! written too (new rows start at the epoch), so that a partition no replica
+//! consumes holds the timers it could answer rather than being invisible.
+
+use std::time::Duration;
+
+use chrono::DateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::consumer::WatermarkProbe;
+use crate::store::Db;
+use crate::store::watermarks::{self, Advance};
+
+/// How often watermarks are reported: a due timer fires at most about this
+/// much (plus the allowed lateness) after its answers were all consumed.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long one probe's broker calls may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the partition list is refreshed (in reports).
+const LIST_EVERY: u32 = 60;
+
+/// Reports watermarks until `stop` fires. Failures are logged and retried at
+/// the next tick: a missed report only delays timers, it never fires one early.
+pub async fn report(probe: WatermarkProbe, db: Db, stop: CancellationToken) {
+    let mut probe = probe;
+    let mut tick = 0u32;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+        }
+        let list = tick.is_multiple_of(LIST_EVERY);
+        tick = tick.wrapping_add(1);
+        let probed = tokio::task::spawn_blocking(move || {
+            let partitions = if list { probe.partitions(PROBE_TIMEOUT) } else { Vec::new() };
+            let marks = probe.probe(PROBE_TIMEOUT);
+            (probe, partitions, marks)
+        })
+        .await;
+        let (back, partitions, marks) = match probed {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the watermark probe panicked; event-time timers wait until it is back");
+                return;
+            }
+        };
+        probe = back;
+        if let Err(e) = watermarks::ensure(&db.pool, &partitions).await {
+            tracing::warn!(error = %e, "listing partitions for the watermarks failed; retried at the next tick");
+            tick = 0;
+        }
+        let rows: Vec<Advance> = marks
+            .into_iter()
+            .filter_map(|m| {
+                Some(Advance {
+                    through: DateTime::from_timestamp_millis(m.through_ms)?,
+                    topic: m.topic,
+                    partition: m.partition,
+                    next_offset: m.next_offset,
+                })
+            })
+            .collect();
+        if let Err(e) = watermarks::advance(&db.pool, &rows).await {
+            tracing::warn!(error = %e, "reporting consumer watermarks failed; retried at the next tick");
+        }
+    }
+}
