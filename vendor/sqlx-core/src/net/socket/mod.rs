@@ -193,6 +193,12 @@ pub async fn connect_tcp<Ws: WithSocket>(
         // without TCP_NODELAY a packet that gets no reply (COM_STMT_CLOSE)
         // holds the next command back until the server's delayed ACK, ~40 ms.
         stream.set_nodelay(true)?;
+        // order-saga patch: a connection whose peer vanished without a FIN or
+        // RST (host frozen, path black-holed after the request was acked) must
+        // fail within a bound instead of waiting for a reply for ever. Keepalive
+        // probes after 15 s idle, every 5 s, 3 tries; TCP_USER_TIMEOUT bounds
+        // unacknowledged data (and failed probes) to 30 s.
+        keep_alive(&stream)?;
         return Ok(with_socket.with_socket(stream).await);
     }
 
@@ -203,6 +209,21 @@ pub async fn connect_tcp<Ws: WithSocket>(
             crate::rt::missing_rt((host, port, with_socket))
         }
     }
+}
+
+/// order-saga patch: see `connect_tcp`.
+#[cfg(feature = "_rt-tokio")]
+fn keep_alive(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    use std::time::Duration;
+    let sock = socket2::SockRef::from(stream);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    sock.set_tcp_keepalive(&probes)?;
+    #[cfg(target_os = "linux")]
+    sock.set_tcp_user_timeout(Some(Duration::from_secs(30)))?;
+    Ok(())
 }
 
 /// Open a TCP socket to `host` and `port`.
