@@ -43,6 +43,21 @@ impl DeliveryError {
     pub fn is_fatal(&self) -> bool {
         self.code == Some(RDKafkaErrorCode::Fatal)
     }
+
+    /// This message can never be delivered as it is (too large, or refused as
+    /// invalid by the broker): sending it again will fail again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.code,
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::MessageBatchTooLarge
+                    | RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::InvalidMessage
+            )
+        )
+    }
 }
 
 impl Producer {
@@ -56,6 +71,10 @@ impl Producer {
         // Correctness: not overridable.
         c.set("enable.idempotence", "true");
         c.set("acks", "all");
+        // A message that fails while later ones of its partition succeed
+        // would break per-order order on the wire: make that a fatal error
+        // instead (the relay then starts a new producer and re-sends in order).
+        c.set("enable.gapless.guarantee", "true");
         let inner: FutureProducer<super::KafkaLog> = c
             .create_with_context(super::KafkaLog)
             .map_err(|source| super::KafkaError::Create { what: "producer", source })?;

@@ -174,7 +174,9 @@ impl Relay {
             tracing::warn!(error = %e, "cannot create outbox lease rows; retrying in the lease loop");
         }
         let (owned_tx, mut owned_rx) = watch::channel::<(Vec<u16>, u32)>((Vec::new(), self.settings.shards as u32));
-        let lease_task = tokio::spawn(lease_loop(self.db.clone(), self.settings.clone(), owned_tx, shutdown.clone()));
+        let alive = lease::Liveness::new();
+        let lease_task =
+            tokio::spawn(lease_loop(self.db.clone(), self.settings.clone(), owned_tx, alive.clone(), shutdown.clone()));
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
         let mut in_flight: InFlight = HashMap::new();
         // Surplus shards released, until the lease loop stops listing them.
@@ -190,6 +192,7 @@ impl Relay {
         let mut want_dispatch = true;
         let mut next_poll = Instant::now() + self.settings.poll_interval;
         loop {
+            alive.round();
             if shutdown.is_cancelled() {
                 break;
             }
@@ -355,6 +358,7 @@ impl Relay {
         // Orders with a held row in this read: their later rows wait too.
         let mut held_orders: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut unknown_topics: Vec<String> = Vec::new();
+        let mut not_ready: Vec<u64> = Vec::new();
         // (order, topic) waiting for a partition count: order is per topic.
         let mut waiting: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
         for row in &rows {
@@ -372,6 +376,7 @@ impl Relay {
                     if !unknown_topics.contains(&row.topic) {
                         unknown_topics.push(row.topic.clone());
                     }
+                    not_ready.push(row.id);
                 }
                 Err(PrepareError::Bad(e)) => {
                     tracing::error!(outbox_id = row.id, order_id = %row.aggregate_id, error = %e,
@@ -383,6 +388,10 @@ impl Relay {
             }
         }
         if !unknown_topics.is_empty() {
+            // Set aside for a second, so that they leave the pending window:
+            // a shard full of them must not starve its other rows.
+            let why = format!("the partition count of {} is not known yet", unknown_topics.join(", "));
+            table::defer(&self.db.pool, &not_ready, &why).await?;
             self.learn_partitions(unknown_topics);
         }
         let rest_now = match (self.settings.rest_mode, &self.rest) {
@@ -452,7 +461,8 @@ impl Relay {
                 let cmd = p.command_id.clone().unwrap_or_default();
                 let result = match rest.deliver(&url, &cmd, &p.json, &p.headers).await {
                     RestOutcome::Delivered => Ok((0, 0)),
-                    RestOutcome::Transient(e) | RestOutcome::Rejected(e) => Err(AckError { message: e, fatal: false }),
+                    RestOutcome::Transient(e) => Err(AckError { message: e, fatal: false, permanent: false }),
+                    RestOutcome::Rejected(e) => Err(AckError { message: e, fatal: false, permanent: true }),
                 };
                 let _ = acks.send(Ack { id: p.id, created_at: p.created_at, transport: Transport::Rest, result });
             }

@@ -21,11 +21,18 @@ pub(super) const SETTLE_WRITES: usize = 4;
 pub(super) struct SettleWrites {
     pub(super) published: Vec<u64>,
     pub(super) failed: HashMap<String, Vec<u64>>,
+    /// Rows that cannot be delivered as they are, by error.
+    pub(super) held: HashMap<String, Vec<u64>>,
 }
 
 impl SettleWrites {
     pub(super) fn ids(&self) -> Vec<u64> {
-        self.published.iter().chain(self.failed.values().flatten()).copied().collect()
+        self.published
+            .iter()
+            .chain(self.failed.values().flatten())
+            .chain(self.held.values().flatten())
+            .copied()
+            .collect()
     }
 
     pub(super) async fn write(&self, db: &Db) -> Result<(), StoreError> {
@@ -34,6 +41,11 @@ impl SettleWrites {
         tracing::debug!(acks = self.published.len(), elapsed_us = t0.elapsed().as_micros() as u64, "outbox settle");
         for (error, ids) in &self.failed {
             table::mark_failed(&db.pool, ids, error).await?;
+        }
+        for (error, ids) in &self.held {
+            tracing::error!(rows = ?ids, error = %error,
+                "outbox rows cannot be delivered as they are; held with their orders' later rows, retried with backoff");
+            table::hold(&db.pool, ids, error).await?;
         }
         Ok(())
     }
@@ -59,11 +71,14 @@ pub(super) struct Ack {
 pub(super) struct AckError {
     pub(super) message: String,
     pub(super) fatal: bool,
+    /// This row can never be delivered as it is: hold it (with backoff, and
+    /// its order's later rows behind it) instead of sending it every round.
+    pub(super) permanent: bool,
 }
 
 impl From<crate::kafka::producer::DeliveryError> for AckError {
     fn from(e: crate::kafka::producer::DeliveryError) -> AckError {
-        AckError { fatal: e.is_fatal(), message: e.message }
+        AckError { fatal: e.is_fatal(), permanent: e.is_permanent(), message: e.message }
     }
 }
 
@@ -114,7 +129,8 @@ impl Relay {
                     }
                     fatal |= e.fatal;
                     report.failed += 1;
-                    writes.failed.entry(e.message.clone()).or_default().push(a.id);
+                    let into = if e.permanent { &mut writes.held } else { &mut writes.failed };
+                    into.entry(e.message.clone()).or_default().push(a.id);
                 }
             }
         }

@@ -210,6 +210,26 @@ pub async fn hold(pool: &sqlx::MySqlPool, ids: &[u64], error: &str) -> Result<()
     Ok(())
 }
 
+/// Sets rows aside for a second without counting an attempt: they wait for
+/// something the relay is learning (a topic's partition count), and must
+/// leave the pending window meanwhile so that a shard's other rows go on.
+pub async fn defer(pool: &sqlx::MySqlPool, ids: &[u64], why: &str) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let why: String = why.chars().take(1000).collect();
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("UPDATE outbox SET held_until = NOW(6) + INTERVAL 1 SECOND, last_error = ");
+    qb.push_bind(why).push(" WHERE id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    qb.build().execute(pool).await.ctx("deferring outbox rows")?;
+    Ok(())
+}
+
 /// The rows with these ids, in id order.
 pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>, StoreError> {
     if ids.is_empty() {
