@@ -36,7 +36,9 @@ use crate::kafka::header_str;
 use crate::saga::{Event, EventBody};
 use crate::store::sagas::{BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore, UnknownVersion};
 use crate::store::{Db, StoreError, limits};
-use crate::telemetry::metrics::{CodeLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel};
+use crate::telemetry::metrics::{
+    CodeLabel, EventLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel,
+};
 use crate::telemetry::trace_context::TraceContext;
 
 pub struct EventHandler {
@@ -159,6 +161,11 @@ pub fn record_batch(m: &Metrics, result: &BatchResult) {
                 "dead_lettered"
             }
             InboundOutcome::Stale => "stale",
+            InboundOutcome::StaleReply { event, reason } => {
+                m.sagas.saga_stale_replies_total.get_or_create(&EventLabel { event: event.clone() }).inc();
+                tracing::info!(event = %event, reason = %reason, "stale reply recorded; the saga did not move");
+                "stale_reply"
+            }
             InboundOutcome::Refused(_) => "refused",
         };
         m.sagas.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
@@ -235,6 +242,12 @@ pub fn validate(msg: &Message) -> Result<(), String> {
             id.chars().take(40).collect::<String>()
         ));
     }
+    if limits::is_reserved_event_id(id) {
+        return Err(format!(
+            "event_id {id:?} starts with a prefix this daemon reserves for its own events ({})",
+            limits::RESERVED_EVENT_ID_PREFIXES.join(", ")
+        ));
+    }
     if !limits::is_order_id(msg.order_id()) {
         return Err(format!("order_id must be a positive integer (got {})", msg.order_id()));
     }
@@ -308,6 +321,11 @@ pub enum SplitStep {
     Split(Range<usize>, Range<usize>),
 }
 
+/// How many times one event alone must be refused by the database (with
+/// backoff between) before it is dead-lettered: an error code the allow-list
+/// does not know as transient must not cost a valid event its saga.
+pub const REFUSALS_BEFORE_DEAD_LETTER: u32 = 3;
+
 pub fn next_step(run: Range<usize>, transient: bool) -> SplitStep {
     if transient {
         SplitStep::RetryLater
@@ -369,6 +387,8 @@ impl EventHandler {
         let mut runs: VecDeque<Range<usize>> = VecDeque::new();
         runs.push_back(0..inbound.len());
         let mut attempt = 0u32;
+        // Refusals of the single event at the front, before it is dead-lettered.
+        let mut refusals_alone = 0u32;
         // Since when a saga's definition version is missing here (rolling deploy).
         let mut version_missing_since: Option<std::time::Instant> = None;
         while let Some(run) = runs.pop_front() {
@@ -380,6 +400,7 @@ impl EventHandler {
                 Ok(result) => {
                     self.committed(run.len(), &result);
                     attempt = 0;
+                    refusals_alone = 0;
                     continue;
                 }
                 Err(f) => f,
@@ -405,7 +426,18 @@ impl EventHandler {
                     runs.push_front(second);
                     runs.push_front(first);
                 }
+                SplitStep::DeadLetter(_) if refusals_alone < REFUSALS_BEFORE_DEAD_LETTER => {
+                    // A refusal of one event alone may still be the server's
+                    // passing trouble (an error code not known as transient):
+                    // confirm it, with backoff, before blaming the event.
+                    refusals_alone += 1;
+                    self.retrying("refused", &failure, attempt);
+                    runs.push_front(run);
+                    self.wait(stop, attempt).await?;
+                    attempt += 1;
+                }
                 SplitStep::DeadLetter(i) => {
+                    refusals_alone = 0;
                     let reason = match &failure {
                         ApplyFailure::Refused(r) => r.clone(),
                         ApplyFailure::Transient(e) => e.to_string(),
@@ -559,6 +591,8 @@ mod tests {
             (reserved("trailing ", 1), "event_id"),
             (reserved(&"x".repeat(129), 1), "event_id"),
             (reserved("", 1), "event_id"),
+            (reserved("timer:1:payment_timeout:2", 1), "event_id"),
+            (reserved("ops:1:2:cancel", 1), "event_id"),
         ];
         for (m, field) in cases {
             let e = validate(&m).expect_err(field);

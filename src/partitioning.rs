@@ -11,9 +11,14 @@
 //!   (over all of them when every partition is owned — startup warns). The
 //!   Kafka key stays the order id.
 //!
-//! The partition is decided when the outbox row is written and stored in it
-//! (`outbox.kafka_partition`), so a restart, a replica or a CDC pipeline
-//! publishes it to the same partition.
+//! The partition is computed when the outbox row is published, from the
+//! order's region (which never changes) and, for a region not in the map, the
+//! topic's partition count as this process learned it at its first publish to
+//! the topic. It is not stored in the row. So after partitions are added to a
+//! topic, a replica started before and one started after can place an unmapped
+//! region's orders on different partitions until every replica has restarted:
+//! treat adding partitions as a re-partitioning (README, "Regional
+//! partitioning"), and map every region that needs per-order order across it.
 //!
 //! **Per-order order holds**: an order's region never changes, so every
 //! message of one order on one topic gets the same partition.

@@ -200,7 +200,7 @@ async fn sign_in(
     }
     let actor = valid_actor(&actor)
         .map_err(|m| ApiError::new(ErrorCode::InvalidParameter, m).with_details(json!({"parameter": "actor"})))?;
-    let s = sessions::create(&state.db, actor).await?;
+    let s = sessions::create(&state.db, actor, &cfg.token).await?;
     tracing::info!(actor, "ops console sign-in");
     let body = json!({
         "actor": actor,
@@ -231,10 +231,10 @@ async fn sign_in(
     )
 )]
 async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    enabled(&state)?;
+    let cfg = enabled(&state)?;
     let no_session = || ApiError::new(ErrorCode::Unauthorized, "not signed in");
     let id = session_cookie(&headers).ok_or_else(no_session)?;
-    let s = sessions::touch(&state.db, &id).await?.ok_or_else(no_session)?;
+    let s = sessions::touch(&state.db, &id, &cfg.token).await?.ok_or_else(no_session)?;
     Ok(hardened(
         axum::Json(json!({
             "actor": s.actor,

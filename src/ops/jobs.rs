@@ -22,11 +22,22 @@ pub struct BulkRequest {
     pub rate_per_second: u32,
 }
 
-/// Progress of bulk jobs (per process).
+/// Progress of bulk jobs (per process). At most `JOBS_KEPT` (100) finished jobs
+/// are remembered; older finished ones are forgotten first.
 #[derive(Clone, Default)]
 pub struct Jobs {
-    inner: Arc<Mutex<HashMap<String, JobStatus>>>,
+    inner: Arc<Mutex<JobMap>>,
 }
+
+#[derive(Default)]
+struct JobMap {
+    by_id: HashMap<String, JobStatus>,
+    /// Job ids, oldest first.
+    order: std::collections::VecDeque<String>,
+}
+
+/// Finished bulk jobs remembered per process.
+pub const JOBS_KEPT: usize = 100;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
@@ -63,13 +74,25 @@ impl Jobs {
             errors: Vec::new(),
             results: Vec::new(),
         };
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), status);
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.by_id.insert(id.clone(), status);
+        map.order.push_back(id.clone());
+        let JobMap { by_id, order } = &mut *map;
+        let mut finished = by_id.values().filter(|s| s.finished).count();
+        order.retain(|j| {
+            let evict = finished > JOBS_KEPT && by_id.get(j).is_some_and(|s| s.finished);
+            if evict {
+                by_id.remove(j);
+                finished -= 1;
+            }
+            !evict
+        });
         id
     }
 
     pub(super) fn progress(&self, job: &str, order_id: i64, r: Result<(), String>) {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get_mut(job) {
+        if let Some(s) = map.by_id.get_mut(job) {
             s.done += 1;
             let item = match &r {
                 Ok(()) => json!({"order_id": order_id, "result": "applied"}),
@@ -91,12 +114,39 @@ impl Jobs {
     }
 
     pub(super) fn finish(&self, job: &str) {
-        if let Some(s) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).get_mut(job) {
+        if let Some(s) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.get_mut(job) {
             s.finished = true;
         }
     }
 
     pub fn get(&self, job: &str) -> Option<JobStatus> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(job).cloned()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.get(job).cloned()
+    }
+
+    /// How many jobs are remembered.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_jobs_are_forgotten_oldest_first_running_ones_never() {
+        let jobs = Jobs::default();
+        let running = jobs.start("cancel", 5);
+        let first_done = jobs.start("cancel", 0);
+        for _ in 0..10_000 {
+            jobs.start("cancel", 0);
+        }
+        assert_eq!(jobs.len(), JOBS_KEPT + 1, "the finished ones kept, and the running one");
+        assert!(jobs.get(&running).is_some(), "a running job is never forgotten");
+        assert!(jobs.get(&first_done).is_none(), "the oldest finished job went first");
     }
 }

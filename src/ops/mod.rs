@@ -245,7 +245,8 @@ impl Ops {
         };
         let status_before = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
         let outbox_mark = outbox::max_outbox_id(tx).await?;
-        let now = crate::store::now();
+        // Database time, like every transition (`reschedule_timer after=…` included).
+        let now = crate::store::db_now(tx).await?;
         let mut replayed = Vec::new();
         let manual = |name: String| Inbound {
             event_id: format!("ops:{order_id}:{}:{name}", inst.version),
@@ -292,11 +293,7 @@ impl Ops {
                     return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
                 };
                 timers::set_timer_due(tx, order_id, timer, None).await?;
-                let id = crate::timers::firing_id(&crate::store::timers::DueTimer {
-                    order_id,
-                    name: timer.clone(),
-                    armed_version,
-                });
+                let id = crate::timers::firing_id(order_id, timer, armed_version);
                 let inbound = Inbound {
                     event_id: id.clone(),
                     order_id: Some(order_id),

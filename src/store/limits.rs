@@ -41,13 +41,29 @@ pub fn is_storable_event_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= EVENT_ID_MAX && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Prefixes of the inbox ids this daemon gives its own events (timer
+/// firings, HTTP status requests, operator actions, dead-letter copies). A
+/// participant's `event_id` must not start with one: it would make a timer
+/// un-fireable or an action look done.
+pub const RESERVED_EVENT_ID_PREFIXES: [&str; 4] = ["timer:", "http:", "ops:", "dlq:"];
+
+/// Whether an external event id uses an internal namespace.
+pub fn is_reserved_event_id(id: &str) -> bool {
+    RESERVED_EVENT_ID_PREFIXES.iter().any(|p| id.starts_with(p))
+}
+
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// `id` itself when storable, else `sha256:<hex of id>` (71 characters).
+/// `id` itself when storable and not in an internal namespace, else
+/// `sha256:<hex of id>` (71 characters).
 pub fn storable_event_id(id: &str) -> String {
-    if is_storable_event_id(id) { id.to_owned() } else { format!("sha256:{}", sha256_hex(id)) }
+    if is_storable_event_id(id) && !is_reserved_event_id(id) {
+        id.to_owned()
+    } else {
+        format!("sha256:{}", sha256_hex(id))
+    }
 }
 
 /// The id of the dead-letter copy of event `id`: `dlq:<id>` when that fits
@@ -90,6 +106,7 @@ mod tests {
             assert_eq!(id, storable_event_id(bad), "deterministic");
         }
         assert_ne!(storable_event_id("a "), storable_event_id("a  "), "trailing spaces do not collide");
+        assert!(storable_event_id("timer:1:t:1").starts_with("sha256:"), "never an internal id");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! in a header on every request, which a cross-site form or script cannot do.
 //! Only the SHA-256 digest of the id is stored. A session ends when the
 //! operator signs out, after [`IDLE`] without a request, or [`ABSOLUTE`] after
-//! sign-in, whichever comes first; the database clock decides.
+//! sign-in, or when the ops token it was signed in with is rotated (the
+//! session keeps a digest of that credential), whichever comes first; the
+//! database clock decides.
 
 use std::time::Duration;
 
@@ -57,12 +59,18 @@ fn digest(s: &str) -> Vec<u8> {
     Sha256::digest(s.as_bytes()).to_vec()
 }
 
+/// The digest of the credential a session was signed in with.
+fn credential_digest(credential: &str) -> Vec<u8> {
+    digest(&format!("order-saga ops credential\0{credential}"))
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Starts a session for `actor` (also forgets sessions that are over).
-pub async fn create(db: &Db, actor: &str) -> Result<NewSession, StoreError> {
+/// Starts a session for `actor`, signed in with `credential` (also forgets
+/// sessions that are over).
+pub async fn create(db: &Db, actor: &str, credential: &str) -> Result<NewSession, StoreError> {
     sqlx::query("DELETE FROM ops_sessions WHERE expires_at < NOW(6) OR last_seen_at < NOW(6) - INTERVAL ? MICROSECOND")
         .bind(micros(IDLE))
         .execute(&db.pool)
@@ -70,11 +78,12 @@ pub async fn create(db: &Db, actor: &str) -> Result<NewSession, StoreError> {
         .ctx("forgetting ended ops sessions")?;
     let id = random_token();
     sqlx::query(
-        "INSERT INTO ops_sessions (id_hash, actor, created_at, last_seen_at, expires_at) \
-         VALUES (?, ?, NOW(6), NOW(6), NOW(6) + INTERVAL ? MICROSECOND)",
+        "INSERT INTO ops_sessions (id_hash, actor, credential_hash, created_at, last_seen_at, expires_at) \
+         VALUES (?, ?, ?, NOW(6), NOW(6), NOW(6) + INTERVAL ? MICROSECOND)",
     )
     .bind(digest(&id))
     .bind(actor)
+    .bind(credential_digest(credential))
     .bind(micros(ABSOLUTE))
     .execute(&db.pool)
     .await
@@ -88,25 +97,29 @@ pub async fn create(db: &Db, actor: &str) -> Result<NewSession, StoreError> {
 }
 
 /// The live session with this id, its idle clock restarted; `None` when it
-/// never existed, was signed out, or is over.
-pub async fn touch(db: &Db, id: &str) -> Result<Option<Session>, StoreError> {
+/// never existed, was signed out, is over, or was signed in with another
+/// credential than `credential` (the token was rotated since).
+pub async fn touch(db: &Db, id: &str, credential: &str) -> Result<Option<Session>, StoreError> {
     let hash = digest(id);
+    let cred = credential_digest(credential);
     // Restarting the idle clock of a session that is over changes nothing;
     // the read below decides whether it is live.
     sqlx::query(
         "UPDATE ops_sessions SET last_seen_at = NOW(6) \
-         WHERE id_hash = ? AND expires_at > NOW(6) AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
+         WHERE id_hash = ? AND credential_hash = ? AND expires_at > NOW(6) AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
     )
     .bind(&hash)
+    .bind(&cred)
     .bind(micros(IDLE))
     .execute(&db.pool)
     .await
     .ctx("touching the ops session")?;
     let row = sqlx::query(
-        "SELECT actor, expires_at FROM ops_sessions WHERE id_hash = ? AND expires_at > NOW(6) \
-         AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
+        "SELECT actor, expires_at FROM ops_sessions WHERE id_hash = ? AND credential_hash = ? \
+         AND expires_at > NOW(6) AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
     )
     .bind(&hash)
+    .bind(&cred)
     .bind(micros(IDLE))
     .fetch_optional(&db.pool)
     .await

@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod daemon;
 mod db_client;
+mod decisions;
 mod docs;
 mod group_commit;
 mod helpers;
