@@ -11,7 +11,7 @@ use clap::parser::ValueSource;
 use super::ConfigError;
 
 /// Parses `args` (including argv\[0\]) into the command line `C` (which
-/// flattens [`Config`]), merging the TOML file named by
+/// flattens [`Config`](super::Config)), merging the TOML file named by
 /// `--config`/`ORDER_SAGA_CONFIG` under flags and environment.
 pub fn parse_with_file<C, I, T>(args: I) -> Result<C, ConfigError>
 where

@@ -8,7 +8,7 @@
 //! schema types below; responses use the types the handlers return
 //! (`OrderView`, `SweepReport`, `Report`, …). After generation,
 //! [`document`] adds what every operation can answer (405, 500, 503), the
-//! security schemes, and the error codes of [`ErrorCode`].
+//! security schemes, and the error codes of [`ErrorCode`](crate::http::error::ErrorCode).
 //!
 //! Tests: `tests/it/docs.rs` checks that every documented path is routed and
 //! every route documented, and that every error code is returned by some

@@ -50,7 +50,7 @@ impl Action {
     }
 }
 
-/// The actions [`Ops::act`] would accept for a saga of `def` in `state`
+/// The actions [`Ops::act`](super::Ops::act) would accept for a saga of `def` in `state`
 /// (quarantined or not, with these timers armed) — what the console offers.
 /// Each is the request body's `action` part, e.g. `{"action": "fire_timer", "timer": "t"}`.
 pub fn allowed_actions(

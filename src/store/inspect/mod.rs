@@ -29,7 +29,7 @@ pub struct SagaFilter {
     pub stuck: bool,
     /// Include sagas in terminal states (excluded by default).
     pub include_terminal: bool,
-    /// Only sagas with a timer more than [`OVERDUE_GRACE`] past due.
+    /// Only sagas with a timer more than [`OVERDUE_GRACE_SECONDS`] past due.
     pub timers_overdue: bool,
     /// Only sagas with outbox rows not yet published.
     pub unpublished: bool,
