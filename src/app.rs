@@ -152,6 +152,7 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
 }
 
 pub async fn connect(cfg: &Config) -> anyhow::Result<Db> {
+    crate::store::set_deadline(cfg.database.database_deadline);
     Db::connect(cfg.database_url()?, cfg.database.database_max_connections, cfg.database.database_acquire_timeout)
         .await
         .context("cannot connect to the database (check ORDER_SAGA_DATABASE_URL)")

@@ -14,8 +14,8 @@ use chrono::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::consumer::WatermarkProbe;
-use crate::store::Db;
 use crate::store::watermarks::{self, Advance};
+use crate::store::{Db, deadline};
 
 /// How often watermarks are reported: a due timer fires at most about this
 /// much (plus the allowed lateness) after its answers were all consumed.
@@ -53,7 +53,7 @@ pub async fn report(probe: WatermarkProbe, db: Db, stop: CancellationToken) {
             }
         };
         probe = back;
-        if let Err(e) = watermarks::ensure(&db.pool, &partitions).await {
+        if let Err(e) = deadline("listing partitions", watermarks::ensure(&db.pool, &partitions)).await {
             tracing::warn!(error = %e, "listing partitions for the watermarks failed; retried at the next tick");
             tick = 0;
         }
@@ -68,7 +68,7 @@ pub async fn report(probe: WatermarkProbe, db: Db, stop: CancellationToken) {
                 })
             })
             .collect();
-        if let Err(e) = watermarks::advance(&db.pool, &rows).await {
+        if let Err(e) = deadline("advancing watermarks", watermarks::advance(&db.pool, &rows)).await {
             tracing::warn!(error = %e, "reporting consumer watermarks failed; retried at the next tick");
         }
     }

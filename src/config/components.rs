@@ -25,6 +25,13 @@ pub struct DatabaseConfig {
     #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub database_acquire_timeout: Duration,
 
+    /// The longest a transaction (or a statement outside one) may take before
+    /// it is abandoned as transient and its connection dropped: a connection
+    /// that went silent mid-statement must not hold a partition, the relay or
+    /// the sweeper.
+    #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_DEADLINE", default_value = "30s", value_parser = duration)]
+    pub database_deadline: Duration,
+
     /// Apply pending migrations when `serve` starts (replicas serialise on a
     /// database lock). Turn off when a deployment job runs `order-saga migrate`.
     #[arg(long, global = true, env = "ORDER_SAGA_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]

@@ -72,7 +72,7 @@ pub(super) async fn lease_loop(
             let owned = leases::renew_and_acquire(&db, &s.owner, s.lease_ttl, fair).await?;
             Ok::<_, StoreError>((owned, fair))
         };
-        match step.await {
+        match crate::store::deadline("renewing outbox leases", step).await {
             Ok(v) => {
                 owned_tx.send_if_modified(|cur| {
                     if *cur != v {

@@ -227,7 +227,7 @@ impl Relay {
                 settling += 1;
                 let (db, done) = (self.db.clone(), settled_tx.clone());
                 tokio::spawn(async move {
-                    let result = writes.write(&db).await;
+                    let result = crate::store::deadline("settling published rows", writes.write(&db)).await;
                     let _ = done.send(Settled { ids: writes.ids(), result });
                 });
             }
@@ -259,7 +259,13 @@ impl Relay {
             };
             if want_dispatch && can_dispatch(in_flight.len(), retry_at) {
                 want_dispatch = false;
-                match self.dispatch(&owned, &mut in_flight, &ack_tx).await {
+                let read = tokio::time::timeout(
+                    crate::store::deadline_duration(),
+                    self.dispatch(&owned, &mut in_flight, &ack_tx),
+                );
+                let read =
+                    read.await.unwrap_or(Err(RelayError::Store(StoreError::Timeout { action: "reading the outbox" })));
+                match read {
                     // A full read: there is probably more.
                     Ok(n) => want_dispatch = n >= self.settings.batch as usize,
                     Err(e) => {

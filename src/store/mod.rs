@@ -54,6 +54,39 @@ pub enum StoreError {
     /// replica (rolling deploy) can apply it; this one waits.
     #[error("saga definition version {version} is not loaded by this replica")]
     DefinitionNotLoaded { version: u32 },
+    /// The database did not answer within the deadline ([`set_deadline`]): a
+    /// connection that went silent mid-statement (a stuck server or proxy, a
+    /// path that drops packets). Transient: the next try takes another connection.
+    #[error("the database did not answer within {}s while {action}", deadline_duration().as_secs_f64())]
+    Timeout { action: &'static str },
+}
+
+/// The deadline when none is configured.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+static DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets the process's database deadline (`ORDER_SAGA_DATABASE_DEADLINE`),
+/// once, at connect; later calls change nothing.
+pub fn set_deadline(d: Duration) {
+    let _ = DEADLINE.set(d);
+}
+
+/// The longest any transaction, or any statement outside one, may take: far
+/// beyond what a healthy one needs, short enough that a silent connection
+/// cannot hold a consumer partition, the relay or the sweeper for long. The
+/// connection that went silent is dropped (the vendored sqlx closes it when its
+/// release ping does not answer in 5 s; TCP keepalive ends it if the peer is gone).
+pub fn deadline_duration() -> Duration {
+    DEADLINE.get().copied().unwrap_or(DEFAULT_DEADLINE)
+}
+
+/// Runs `op` with the deadline.
+pub async fn deadline<T>(
+    action: &'static str,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(deadline_duration(), op).await.unwrap_or(Err(StoreError::Timeout { action }))
 }
 
 impl StoreError {
@@ -61,7 +94,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Database { source, .. } => is_transient(source),
-            StoreError::Race(_) | StoreError::DefinitionNotLoaded { .. } => true,
+            StoreError::Race(_) | StoreError::DefinitionNotLoaded { .. } | StoreError::Timeout { .. } => true,
             _ => false,
         }
     }
@@ -130,7 +163,7 @@ where
 {
     let mut attempt = 0;
     loop {
-        match op().await {
+        match deadline("running a transaction", op()).await {
             // A missing definition version is waited out by the caller, not here.
             Err(e)
                 if e.is_transient()

@@ -311,7 +311,14 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // returned to the pool; also of course, if it was dropped due to an error
         // this is simply a band-aid as SQLx-next connections should be able
         // to recover from cancellations
-        if let Err(error) = self.raw.ping().await {
+        // order-saga patch: a connection that went silent mid-query (its
+        // future was dropped by a caller's deadline) does not answer the ping
+        // either; without a bound this task, and the pool slot it holds,
+        // would wait for ever.
+        let pinged = crate::rt::timeout(std::time::Duration::from_secs(5), self.raw.ping())
+            .await
+            .unwrap_or_else(|_| Err(crate::Error::PoolTimedOut));
+        if let Err(error) = pinged {
             tracing::warn!(
                 %error,
                 "error occurred while testing the connection on-release",
