@@ -150,7 +150,14 @@ pub fn judge(
     if waited >= policy.max_defer {
         return Verdict::FirePastBound { topic: w.topic.clone(), partition: w.partition };
     }
-    let lag = (needed - w.consumed_through).to_std().unwrap_or(Duration::ZERO);
+    // A partition no replica has reported yet has no position to be behind:
+    // say how long the timer has been waiting instead.
+    let behind = if w.next_offset == 0 && w.consumed_through.timestamp() <= 0 {
+        now.checked_add_signed(lateness).unwrap_or(now) - due_at
+    } else {
+        needed - w.consumed_through
+    };
+    let lag = behind.to_std().unwrap_or(Duration::ZERO);
     Verdict::Defer { topic: w.topic.clone(), partition: w.partition, lag }
 }
 
@@ -178,7 +185,8 @@ pub async fn sweep(
         if policy.event_time { watermarks::read(&db.pool).await? } else { (crate::store::now(), Vec::new()) };
     let mut after: Option<timers::DueTimer> = None;
     for _ in 0..SCAN_BATCHES {
-        let due = timers::due(&db.pool, &versions, after.as_ref(), batch).await?;
+        let due = timers::due(&db.pool, &versions, after.as_ref(), batch);
+        let due = crate::store::deadline("finding due timers", due).await?;
         let Some(last) = due.last().cloned() else {
             break;
         };

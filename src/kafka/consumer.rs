@@ -122,6 +122,12 @@ pub struct SagaContext {
     assigned: Mutex<HashSet<Tp>>,
     /// How far each partition has been applied here (after the commit).
     applied: Mutex<HashMap<Tp, Applied>>,
+    /// The offset after the last message polled for each partition (handed
+    /// to its worker or held): messages below it and at or above the applied
+    /// offset are in flight.
+    polled: Mutex<HashMap<Tp, i64>>,
+    /// When each partition was assigned here.
+    assigned_at: Mutex<HashMap<Tp, std::time::Instant>>,
 }
 
 /// How far a partition has been applied: the next offset to apply and the
@@ -235,13 +241,21 @@ impl ConsumerContext for SagaContext {
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         match rebalance {
             Rebalance::Assign(tpl) => {
-                assigned.extend(tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())))
+                let mut at = self.assigned_at.lock().unwrap_or_else(|p| p.into_inner());
+                for e in tpl.elements() {
+                    let tp = (e.topic().to_owned(), e.partition());
+                    at.insert(tp.clone(), std::time::Instant::now());
+                    assigned.insert(tp);
+                }
             }
             Rebalance::Revoke(tpl) => {
                 let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+                let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
                 for e in tpl.elements() {
-                    assigned.remove(&(e.topic().to_owned(), e.partition()));
-                    applied.remove(&(e.topic().to_owned(), e.partition()));
+                    let tp = (e.topic().to_owned(), e.partition());
+                    assigned.remove(&tp);
+                    applied.remove(&tp);
+                    polled.remove(&tp);
                 }
             }
             Rebalance::Error(_) => {}
@@ -299,6 +313,8 @@ impl SagaConsumer {
             metrics,
             assigned: Mutex::new(HashSet::new()),
             applied: Mutex::new(HashMap::new()),
+            polled: Mutex::new(HashMap::new()),
+            assigned_at: Mutex::new(HashMap::new()),
         };
         let consumer: BaseConsumer<SagaContext> =
             c.create_with_context(ctx).map_err(|source| KafkaError::Create { what: "consumer", source })?;
@@ -341,6 +357,8 @@ fn poll_loop<H: BatchHandler>(
     shutdown: &CancellationToken,
 ) {
     let spawn = |tp: &Tp| spawn_worker(consumer, settings, &handler, rt, tp);
+    // Chaos tests: a consumer that joins its group late (slow rebalance).
+    crate::failpoint::pause("consumer.before_poll");
     while !shutdown.is_cancelled() {
         flush_held(consumer, &spawn);
         let msg = match consumer.poll(Duration::from_millis(100)) {
@@ -372,6 +390,7 @@ fn dispatch(
 ) {
     let ctx = consumer.context();
     let tp: Tp = (msg.topic().to_owned(), msg.partition());
+    ctx.polled.lock().unwrap_or_else(|p| p.into_inner()).insert(tp.clone(), msg.offset() + 1);
     let mut held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(q) = held.get_mut(&tp) {
         // Paused meanwhile: keep the order, behind what is held already.
@@ -631,14 +650,21 @@ impl WatermarkProbe {
         let ends = offsets_of(self.consumer.offsets_for_times(tpl.clone(), timeout), "end offsets");
         let committed = offsets_of(self.consumer.committed_offsets(tpl, timeout), "committed offsets");
         let applied = ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let polled = ctx.polled.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let assigned_at = ctx.assigned_at.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assigned
             .into_iter()
             .filter_map(|tp| {
+                let fetched = Fetched {
+                    polled_next: polled.get(&tp).copied(),
+                    settled: assigned_at.get(&tp).is_some_and(|t| t.elapsed() >= SETTLE_AFTER_ASSIGN),
+                };
                 let (through_ms, next_offset) = partition_watermark(
                     now_ms,
                     applied.get(&tp).copied(),
                     committed.get(&tp).copied(),
                     ends.get(&tp).copied(),
+                    fetched,
                 )?;
                 Some(PartitionWatermark { topic: tp.0, partition: tp.1, through_ms, next_offset })
             })
@@ -679,48 +705,83 @@ fn offsets_of(r: KafkaResult<TopicPartitionList>, what: &str) -> HashMap<Tp, i64
     }
 }
 
+/// How long after an assignment a partition must have been fetched before it
+/// may be called caught up: its first fetch has returned by then, and what it
+/// returned is in flight. On Apache Kafka the end offset alone decides; a
+/// broker that under-reports end offsets (tansu 0.6.0 does, by a batch)
+/// would otherwise make a fresh assignment look caught up.
+pub const SETTLE_AFTER_ASSIGN: Duration = Duration::from_secs(2);
+
+/// What the poll loop has fetched of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
+    /// The offset after the last message polled, if any.
+    pub polled_next: Option<i64>,
+    /// Assigned for at least [`SETTLE_AFTER_ASSIGN`].
+    pub settled: bool,
+}
+
 /// A partition's watermark (pure): through the newest applied timestamp, and
 /// through `now_ms` when everything up to the end offset is applied (by this
-/// process, or committed by whoever owned it before). `None` when nothing is
-/// known yet.
+/// process, or committed by whoever owned it before), nothing polled is still
+/// in flight, and the partition has been fetched since its assignment.
+/// `None` when nothing is known yet.
 pub fn partition_watermark(
     now_ms: i64,
     applied: Option<Applied>,
     committed: Option<i64>,
     end: Option<i64>,
+    fetched: Fetched,
 ) -> Option<(i64, i64)> {
     let next = applied.map(|a| a.next_offset).max(committed);
-    let caught_up = match (next, end) {
-        (Some(n), Some(e)) => n >= e,
-        // An empty partition (end 0) with nothing committed yet.
-        (None, Some(0)) => true,
-        _ => false,
-    };
+    let in_flight = fetched.polled_next.is_some_and(|p| next.is_none_or(|n| p > n));
+    let caught_up = fetched.settled
+        && !in_flight
+        && match (next, end) {
+            (Some(n), Some(e)) => n >= e,
+            // An empty partition (end 0) with nothing committed yet.
+            (None, Some(0)) => true,
+            _ => false,
+        };
     let through = applied.and_then(|a| a.through_ms).max(caught_up.then_some(now_ms))?;
     Some((through, next.unwrap_or(0)))
 }
 
 #[cfg(test)]
 mod watermark_tests {
-    use super::{Applied, partition_watermark};
+    use super::{Applied, Fetched, partition_watermark};
+
+    const IDLE: Fetched = Fetched { polled_next: Some(10), settled: true };
+    const NEVER_POLLED: Fetched = Fetched { polled_next: None, settled: true };
 
     #[test]
     fn a_caught_up_partition_is_current_as_of_the_probe() {
         let a = Some(Applied { next_offset: 10, through_ms: Some(500) });
-        assert_eq!(partition_watermark(9_000, a, Some(7), Some(10)), Some((9_000, 10)));
+        assert_eq!(partition_watermark(9_000, a, Some(7), Some(10), IDLE), Some((9_000, 10)));
         // Caught up through what the previous owner committed, nothing applied here.
-        assert_eq!(partition_watermark(9_000, None, Some(10), Some(10)), Some((9_000, 10)));
-        assert_eq!(partition_watermark(9_000, None, None, Some(0)), Some((9_000, 0)), "an empty partition");
+        assert_eq!(partition_watermark(9_000, None, Some(10), Some(10), NEVER_POLLED), Some((9_000, 10)));
+        assert_eq!(partition_watermark(9_000, None, None, Some(0), NEVER_POLLED), Some((9_000, 0)), "empty");
     }
 
     #[test]
     fn a_lagging_partition_is_current_only_through_its_newest_applied_message() {
         let a = Some(Applied { next_offset: 10, through_ms: Some(500) });
-        assert_eq!(partition_watermark(9_000, a, Some(10), Some(11)), Some((500, 10)));
+        assert_eq!(partition_watermark(9_000, a, Some(10), Some(11), IDLE), Some((500, 10)));
         // The end offset could not be read: no claim beyond what was applied.
-        assert_eq!(partition_watermark(9_000, a, None, None), Some((500, 10)));
+        assert_eq!(partition_watermark(9_000, a, None, None, IDLE), Some((500, 10)));
         // Nothing applied here and behind the end: nothing is known.
-        assert_eq!(partition_watermark(9_000, None, Some(3), Some(10)), None);
-        assert_eq!(partition_watermark(9_000, None, None, None), None);
+        assert_eq!(partition_watermark(9_000, None, Some(3), Some(10), NEVER_POLLED), None);
+        assert_eq!(partition_watermark(9_000, None, None, None, NEVER_POLLED), None);
+    }
+
+    #[test]
+    fn messages_in_flight_or_a_fresh_assignment_are_never_caught_up() {
+        let a = Some(Applied { next_offset: 10, through_ms: Some(500) });
+        // The broker says the end is 10, but 10..16 were polled and are being applied.
+        let busy = Fetched { polled_next: Some(16), settled: true };
+        assert_eq!(partition_watermark(9_000, a, None, Some(10), busy), Some((500, 10)));
+        // Just assigned: its first fetch may not have come back yet.
+        let fresh = Fetched { polled_next: None, settled: false };
+        assert_eq!(partition_watermark(9_000, None, Some(10), Some(10), fresh), None);
     }
 }
