@@ -38,6 +38,16 @@ pub fn hit(name: &str) {
     }
 }
 
+/// Blocks the calling thread for `ms` milliseconds when `name` is armed with
+/// `ms` (`ORDER_SAGA_FAILPOINTS="consumer.before_poll=8000"`): a consumer that
+/// joins its group late, as after a slow rebalance.
+pub fn pause(name: &str) {
+    if let Some((ms, _)) = points().get(name) {
+        eprintln!("failpoint {name}: pausing {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(*ms)));
+    }
+}
+
 /// Panics when `name` is armed with exactly `value`
 /// (`ORDER_SAGA_FAILPOINTS="saga.apply.panic=evt-9"`): proves that a panic
 /// while handling one event loses nothing and stalls nothing.

@@ -50,11 +50,13 @@ struct Inner {
 }
 
 /// An injected fault: the next `remaining` requests whose `METHOD path` starts
-/// with `prefix` are answered `status` without being served.
+/// with `prefix` are answered `status` without being served (until `until`,
+/// when set).
 struct Fault {
     prefix: String,
     status: StatusCode,
     remaining: u32,
+    until: Option<std::time::Instant>,
 }
 
 /// The in-memory registry. Cheap to clone.
@@ -113,7 +115,16 @@ impl DevRegistry {
     /// would. Faults are consumed in the order they were added.
     pub fn fail_next(&self, prefix: &str, status: u16, count: u32) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        self.lock().faults.push(Fault { prefix: prefix.to_owned(), status, remaining: count });
+        self.lock().faults.push(Fault { prefix: prefix.to_owned(), status, remaining: count, until: None });
+    }
+
+    /// Answers every request whose `METHOD path` starts with `prefix` with
+    /// `status` for the next `how_long` (a registry outage, or a gateway in
+    /// front of it answering 5xx).
+    pub fn fail_for(&self, prefix: &str, status: u16, how_long: std::time::Duration) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let until = Some(std::time::Instant::now() + how_long);
+        self.lock().faults.push(Fault { prefix: prefix.to_owned(), status, remaining: u32::MAX, until });
     }
 
     /// How many requests whose `METHOD path` starts with `prefix` reached the
@@ -267,7 +278,11 @@ async fn inject_faults(
     let status = {
         let mut inner = r.lock();
         inner.log.push(line.clone());
-        let fault = inner.faults.iter_mut().find(|f| f.remaining > 0 && line.starts_with(&f.prefix));
+        let now = std::time::Instant::now();
+        let fault = inner
+            .faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && f.until.is_none_or(|u| now < u) && line.starts_with(&f.prefix));
         fault.map(|f| {
             f.remaining -= 1;
             f.status

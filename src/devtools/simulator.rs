@@ -223,13 +223,24 @@ impl Simulator {
             let Some(kind) = self.topics.kind_of(msg.topic()) else {
                 continue;
             };
-            let decoded = match self.codec.decode(kind, msg.payload()).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "simulator cannot decode a command");
-                    continue;
+            // A registry that cannot be reached is waited out (bounded), as a
+            // real participant would; a command that cannot be decoded is skipped.
+            let mut attempt = 0u32;
+            let decoded = loop {
+                match self.codec.decode(kind, msg.payload()).await {
+                    Ok(m) => break Some(m),
+                    Err(e) if e.is_retriable() && attempt < 60 => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "simulator cannot reach the registry; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "simulator cannot decode a command");
+                        break None;
+                    }
                 }
             };
+            let Some(decoded) = decoded else { continue };
             // A participant continues the caller's trace.
             // W3C context as received: `traceparent` and, when present, `tracestate`.
             let trace: Vec<(String, String)> = [headers::TRACEPARENT, headers::TRACESTATE]

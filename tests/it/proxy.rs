@@ -1,6 +1,8 @@
 //! A TCP proxy the test owns, in front of MariaDB or the broker (in the spirit
 //! of Toxiproxy): `cut()` drops every established connection and refuses new
-//! ones until `restore()`, without touching the server itself.
+//! ones until `restore()`, without touching the server itself; `silence()`
+//! makes every established connection stop forwarding without closing (a
+//! stuck server or middlebox), while new connections go through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +15,7 @@ pub struct Proxy {
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     counter: Arc<AtomicU64>,
+    silenced: watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -22,6 +25,8 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
         let gen_tx = generation.clone();
+        let (silenced, _) = watch::channel(0u64);
+        let silence_tx = silenced.clone();
         let up2 = up.clone();
         tokio::spawn(async move {
             loop {
@@ -32,17 +37,24 @@ impl Proxy {
                 }
                 let upstream = upstream.clone();
                 let mut cut = gen_tx.subscribe();
+                let mut silence = silence_tx.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else { return };
                     let (mut c, mut s) = (client, server);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
-                        _ = cut.changed() => {} // dropping both ends cuts the connection
+                    let silenced = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => false,
+                        _ = cut.changed() => false, // dropping both ends cuts the connection
+                        _ = silence.changed() => true,
+                    };
+                    if silenced {
+                        // Both ends stay open, nothing is forwarded, until a cut.
+                        let _ = cut.changed().await;
+                        drop((c, s));
                     }
                 });
             }
         });
-        Proxy { port, up, generation, counter: Arc::new(AtomicU64::new(0)) }
+        Proxy { port, up, generation, counter: Arc::new(AtomicU64::new(0)), silenced }
     }
 
     /// Drops every connection and refuses new ones.
@@ -50,6 +62,13 @@ impl Proxy {
         self.up.store(false, Ordering::SeqCst);
         let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
         self.generation.send_replace(n);
+    }
+
+    /// Every established connection stops forwarding, without closing; new
+    /// connections go through.
+    #[allow(dead_code)]
+    pub fn silence(&self) {
+        self.silenced.send_modify(|n| *n += 1);
     }
 
     pub fn restore(&self) {
