@@ -304,3 +304,61 @@ async fn a_console_session_ends_when_the_ops_token_is_rotated() {
         .await
         .expect_error(401, "unauthorized");
 }
+
+/// An error code the server means as passing, but that the transient list does
+/// not know: the single event is refused, confirmed with backoff, and applied
+/// on the retry — not dead-lettered with its saga quarantined.
+#[tokio::test]
+async fn a_refusal_the_server_did_not_mean_does_not_dead_letter_a_valid_event() {
+    use order_saga::kafka::consumer::BatchHandler;
+    let app = TestApp::new().await;
+    let id = order(&app).await;
+    // The next inbox insert fails once (SQLSTATE 45000, error 1644: not a known
+    // transient code). The counter is a MEMORY table: the failed statement's
+    // rollback does not undo its decrement.
+    sqlx::raw_sql("CREATE TABLE fail_once (n INT NOT NULL) ENGINE = MEMORY; INSERT INTO fail_once VALUES (1)")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER inbox_fails_once BEFORE INSERT ON saga_inbox FOR EACH ROW BEGIN \
+           IF (SELECT n FROM fail_once) > 0 THEN \
+             UPDATE fail_once SET n = n - 1; \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'passing trouble'; \
+           END IF; \
+         END",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let (url, _registry) = order_saga::devtools::registry::spawn_local().await.unwrap();
+    let codec = order_saga::codec::Codec::new(&url, Duration::from_secs(5)).unwrap();
+    let topics = order_saga::config::Topics::with_prefix("");
+    let reply = reserved(id, "r-refused-once", cmd(id, 1));
+    let topic = topics.of(MessageKind::InventoryReserved).to_owned();
+    let payload = codec.encode(&reply, &topic).await.unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let handler = order_saga::events::EventHandler {
+        db: app.db.clone(),
+        sagas: app.sagas.clone(),
+        codec,
+        topics,
+        metrics: order_saga::telemetry::metrics::Metrics::register(&mut registry),
+        relay_wakeup: std::sync::Arc::new(tokio::sync::Notify::new()),
+        version_patience: Duration::from_secs(60),
+    };
+    let msg = rdkafka::message::OwnedMessage::new(
+        Some(payload),
+        Some(id.to_string().into_bytes()),
+        topic,
+        rdkafka::Timestamp::now(),
+        0,
+        0,
+        None,
+    );
+    handler.handle(&[msg], tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!(app.count("SELECT n FROM fail_once").await, 0, "the refusal happened");
+    assert_eq!(state_of(&app, id).await, "AWAITING_PAYMENT", "applied on the retry");
+    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'dead_letter'").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM saga_instances WHERE quarantined_at IS NOT NULL").await, 0);
+}
