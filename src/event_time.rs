@@ -40,19 +40,24 @@ pub async fn report(probe: WatermarkProbe, db: Db, stop: CancellationToken) {
         let list = tick.is_multiple_of(LIST_EVERY);
         tick = tick.wrapping_add(1);
         let probed = tokio::task::spawn_blocking(move || {
-            let partitions = if list { probe.partitions(PROBE_TIMEOUT) } else { Vec::new() };
-            let marks = probe.probe(PROBE_TIMEOUT);
-            (probe, partitions, marks)
+            // A panic in one probe must not end the reports (timers would
+            // then wait for the deferral bound): keep the probe, skip the tick.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let partitions = if list { probe.partitions(PROBE_TIMEOUT) } else { Vec::new() };
+                (partitions, probe.probe(PROBE_TIMEOUT))
+            }));
+            (probe, r)
         })
         .await;
-        let (back, partitions, marks) = match probed {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "the watermark probe panicked; event-time timers wait until it is back");
-                return;
-            }
+        let Ok((back, r)) = probed else {
+            tracing::error!("the watermark probe's thread was lost; event-time timers wait for the deferral bound");
+            return;
         };
         probe = back;
+        let Ok((partitions, marks)) = r else {
+            tracing::error!("the watermark probe panicked; retrying at the next tick");
+            continue;
+        };
         if let Err(e) = deadline("listing partitions", watermarks::ensure(&db.pool, &partitions)).await {
             tracing::warn!(error = %e, "listing partitions for the watermarks failed; retried at the next tick");
             tick = 0;

@@ -51,49 +51,36 @@ pub(super) async fn lease_loop(
 ) {
     let period = s.lease_ttl / 3;
     loop {
-        if !may_renew(alive.since_last_round(), s.lease_ttl) {
-            tracing::error!(stuck_for = ?alive.since_last_round(),
-                "the outbox publish loop has not gone round within the lease TTL; not renewing its shards, so other replicas take them");
-            owned_tx.send_if_modified(|cur| {
-                let changed = !cur.0.is_empty();
-                cur.0.clear();
-                changed
-            });
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-            continue;
-        }
-        let step = async {
-            leases::ensure_shards(&db, s.shards).await?;
-            let live = leases::heartbeat(&db, &s.owner, s.lease_ttl).await?;
-            let fair = (u32::from(s.shards)).div_ceil(live);
-            let owned = leases::renew_and_acquire(&db, &s.owner, s.lease_ttl, fair).await?;
-            Ok::<_, StoreError>((owned, fair))
-        };
-        match crate::store::deadline("renewing outbox leases", step).await {
-            Ok(v) => {
-                owned_tx.send_if_modified(|cur| {
-                    if *cur != v {
-                        *cur = v;
-                        true
-                    } else {
-                        false
-                    }
-                });
-            }
-            Err(e) => {
+        let renewed = if may_renew(alive.since_last_round(), s.lease_ttl) {
+            let step = async {
+                leases::ensure_shards(&db, s.shards).await?;
+                let live = leases::heartbeat(&db, &s.owner, s.lease_ttl).await?;
+                let fair = (u32::from(s.shards)).div_ceil(live);
+                let owned = leases::renew_and_acquire(&db, &s.owner, s.lease_ttl, fair).await?;
+                Ok::<_, StoreError>((owned, fair))
+            };
+            crate::store::deadline("renewing outbox leases", step).await.map_err(|e| {
                 // Cannot tell what we still hold: publish nothing until a
                 // renewal succeeds (reads are fenced in the database anyway).
                 tracing::warn!(error = %e, "outbox lease renewal failed; not publishing until it succeeds");
-                owned_tx.send_if_modified(|cur| {
-                    let changed = !cur.0.is_empty();
-                    cur.0.clear();
-                    changed
-                });
+            })
+        } else {
+            tracing::error!(stuck_for = ?alive.since_last_round(),
+                "the outbox publish loop has not gone round within the lease TTL; not renewing its shards, so other replicas take them");
+            Err(())
+        };
+        owned_tx.send_if_modified(|cur| match renewed {
+            Ok(ref v) if cur != v => {
+                *cur = v.clone();
+                true
             }
-        }
+            Ok(_) => false,
+            Err(()) => {
+                let changed = !cur.0.is_empty();
+                cur.0.clear();
+                changed
+            }
+        });
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}

@@ -264,6 +264,12 @@ pub(crate) fn parked_row(b: &Inbound, poison: bool, error: Option<&str>) -> Park
 
 /// The transition-log row that records a quarantine (state unchanged).
 pub(crate) fn quarantine_transition(slot: &Slot, b: &Inbound, reason: &str) -> TransitionRow {
+    unchanged_transition(slot, b, "daemon".into(), &format!("QUARANTINED: {reason}"))
+}
+
+/// A transition-log row for an event recorded without moving the saga
+/// (quarantined, stale reply), with why.
+pub(crate) fn unchanged_transition(slot: &Slot, b: &Inbound, actor: String, reason: &str) -> TransitionRow {
     TransitionRow {
         order_id: slot.inst.order_id,
         saga_version: slot.inst.version,
@@ -271,8 +277,8 @@ pub(crate) fn quarantine_transition(slot: &Slot, b: &Inbound, reason: &str) -> T
         event_name: b.event_name.clone(),
         from: slot.inst.state.clone(),
         to: slot.inst.state.clone(),
-        actor: "daemon".into(),
-        reason: Some(truncate(&format!("QUARANTINED: {reason}"), 255)),
+        actor,
+        reason: Some(truncate(reason, 255)),
     }
 }
 

@@ -359,16 +359,8 @@ impl SagaStore {
             }
             (Decision::Ignore, _) => return Ok(InboundOutcome::Ignored),
             (Decision::StaleReply { reason }, Some(slot)) => {
-                writes.transitions.push(TransitionRow {
-                    order_id: slot.inst.order_id,
-                    saga_version: slot.inst.version,
-                    event_id: b.event_id.clone(),
-                    event_name: b.event_name.clone(),
-                    from: slot.inst.state.clone(),
-                    to: slot.inst.state.clone(),
-                    actor: b.event.as_ref().map(Event::actor).unwrap_or_default(),
-                    reason: Some(truncate(&reason, 255)),
-                });
+                let actor = b.event.as_ref().map(Event::actor).unwrap_or_default();
+                writes.transitions.push(decide::unchanged_transition(slot, b, actor, &reason));
                 return Ok(InboundOutcome::StaleReply { event: b.event_name.clone(), reason });
             }
             (Decision::Quarantine { kind, reason }, Some(slot)) => {
