@@ -134,9 +134,13 @@ impl Registry {
             .header(reqwest::header::ACCEPT, "application/vnd.schemaregistry.v1+json, application/json")
             .send()
             .await
-            .map_err(|e| RegistryFault::Transient(format!("registry request failed: {e}")))?;
+            // Without the URL: it may carry credentials (user:password@host).
+            .map_err(|e| RegistryFault::Transient(format!("registry request failed: {}", e.without_url())))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| RegistryFault::Transient(format!("registry answer cut: {e}")))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| RegistryFault::Transient(format!("registry answer cut: {}", e.without_url())))?;
         if !status.is_success() {
             return Err(RegistryFault::from_status(status, &body));
         }

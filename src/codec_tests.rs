@@ -115,3 +115,11 @@ async fn another_record_with_a_superset_of_the_fields_is_poison() {
     let bytes = codec.encode(&ok, "authorized-elsewhere").await.unwrap();
     assert_eq!(codec.decode(MessageKind::PaymentAuthorized, Some(&bytes)).await.unwrap(), ok);
 }
+
+#[tokio::test]
+async fn registry_errors_never_carry_the_url_and_its_credentials() {
+    let codec = Codec::new("http://svc:s3cret@127.0.0.1:9", Duration::from_secs(1)).unwrap();
+    let e = codec.encode(&void(), "v").await.unwrap_err();
+    assert!(e.is_retriable(), "{e}");
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+}
