@@ -390,7 +390,16 @@ fn dispatch(
 ) {
     let ctx = consumer.context();
     let tp: Tp = (msg.topic().to_owned(), msg.partition());
-    ctx.polled.lock().unwrap_or_else(|p| p.into_inner()).insert(tp.clone(), msg.offset() + 1);
+    {
+        // In flight from here until its offset is stored (the watermarks' rule).
+        let mut polled = ctx.polled.lock().unwrap_or_else(|p| p.into_inner());
+        match polled.get_mut(&tp) {
+            Some(next) => *next = msg.offset() + 1,
+            None => {
+                polled.insert(tp.clone(), msg.offset() + 1);
+            }
+        }
+    }
     let mut held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(q) = held.get_mut(&tp) {
         // Paused meanwhile: keep the order, behind what is held already.

@@ -187,46 +187,48 @@ pub async fn pending_ids(
     rows.iter().map(|r| r.try_get::<u64, _>("id").ctx("decoding outbox.id")).collect()
 }
 
-/// Holds rows that cannot be encoded: not retried before `held_until`
-/// (5 s doubling per attempt, at most 5 minutes), and the later rows of their
-/// order wait with them. Fixing the cause (a schema registered, a row
-/// repaired) lets them go at the next try.
+/// Holds rows that cannot be encoded or delivered as they are: not retried
+/// before `held_until` (5 s doubling per attempt, at most 5 minutes), and the
+/// later rows of their order wait with them. Fixing the cause (a schema
+/// registered, a row repaired, a broker limit raised) lets them go at the next try.
 pub async fn hold(pool: &sqlx::MySqlPool, ids: &[u64], error: &str) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let error: String = error.chars().take(1000).collect();
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "UPDATE outbox SET held_until = NOW(6) + INTERVAL LEAST(5 * POW(2, LEAST(attempts, 6)), 300) SECOND, \
-         attempts = attempts + 1, last_error = ",
-    );
-    qb.push_bind(error).push(" WHERE id IN (");
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
-    }
-    qb.push(")");
-    qb.build().execute(pool).await.ctx("holding an outbox row")?;
-    Ok(())
+    set_aside(
+        pool,
+        ids,
+        error,
+        "held_until = NOW(6) + INTERVAL LEAST(5 * POW(2, LEAST(attempts, 6)), 300) SECOND, attempts = attempts + 1",
+        "holding an outbox row",
+    )
+    .await
 }
 
 /// Sets rows aside for a second without counting an attempt: they wait for
 /// something the relay is learning (a topic's partition count), and must
 /// leave the pending window meanwhile so that a shard's other rows go on.
 pub async fn defer(pool: &sqlx::MySqlPool, ids: &[u64], why: &str) -> Result<(), StoreError> {
+    set_aside(pool, ids, why, "held_until = NOW(6) + INTERVAL 1 SECOND", "deferring outbox rows").await
+}
+
+/// `UPDATE outbox SET {assignments}, last_error = {error}` for `ids`.
+async fn set_aside(
+    pool: &sqlx::MySqlPool,
+    ids: &[u64],
+    error: &str,
+    assignments: &'static str,
+    action: &'static str,
+) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let why: String = why.chars().take(1000).collect();
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("UPDATE outbox SET held_until = NOW(6) + INTERVAL 1 SECOND, last_error = ");
-    qb.push_bind(why).push(" WHERE id IN (");
+    let error: String = error.chars().take(1000).collect();
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE outbox SET ");
+    qb.push(assignments).push(", last_error = ").push_bind(error).push(" WHERE id IN (");
     let mut sep = qb.separated(", ");
     for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
-    qb.build().execute(pool).await.ctx("deferring outbox rows")?;
+    qb.build().execute(pool).await.ctx(action)?;
     Ok(())
 }
 
