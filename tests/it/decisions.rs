@@ -27,6 +27,13 @@ async fn order(app: &TestApp) -> i64 {
     r.json["order_id"].as_i64().unwrap()
 }
 
+/// An order whose saga waits for its payment (its timer armed).
+async fn awaiting_payment(app: &TestApp) -> i64 {
+    let id = order(app).await;
+    app.deliver(&[reserved(id, &format!("r-{id}"), None)]).await;
+    id
+}
+
 fn reserved(id: i64, event: &str, command: Option<String>) -> Message {
     Message::from(InventoryReserved {
         event_id: event.into(),
@@ -135,8 +142,7 @@ async fn an_authorization_for_another_amount_or_currency_never_confirms() {
         assert_eq!(outbox_of(&app.db, id, MessageKind::OrderAttentionRequired).await.len(), 1, "a person is told");
     }
     // The order's own amount, written differently, confirms.
-    let id = order(&app).await;
-    app.deliver(&[reserved(id, &format!("r-{id}"), None)]).await;
+    let id = awaiting_payment(&app).await;
     app.deliver(&[authorized(id, &format!("a-{id}"), "22.5", "EUR")]).await;
     assert_eq!(state_of(&app, id).await, "COMPLETED");
 }
@@ -177,8 +183,7 @@ async fn watermark(app: &TestApp, topic: &str, partition: i32, through: chrono::
 #[tokio::test]
 async fn a_due_timer_waits_until_the_partitions_that_could_answer_it_are_consumed_past_it() {
     let app = TestApp::new().await;
-    let id = order(&app).await;
-    app.deliver(&[reserved(id, &format!("r-{id}"), None)]).await;
+    let id = awaiting_payment(&app).await;
     let due = due_seconds_ago(&app, id, 10).await;
     let secs = chrono::Duration::seconds;
     // The authorized topic is read past the due time; one payment.failed partition is not.
@@ -204,8 +209,7 @@ async fn a_due_timer_waits_until_the_partitions_that_could_answer_it_are_consume
 #[tokio::test]
 async fn a_payment_consumed_before_the_deferred_timer_fires_confirms_the_order() {
     let app = TestApp::new().await;
-    let id = order(&app).await;
-    app.deliver(&[reserved(id, &format!("r-{id}"), None)]).await;
+    let id = awaiting_payment(&app).await;
     let due = due_seconds_ago(&app, id, 30).await;
     // The daemon was down: the payment topic is consumed only up to before the deadline.
     watermark(&app, "t.pay.ok", 0, due - chrono::Duration::seconds(20)).await;
@@ -221,8 +225,7 @@ async fn a_payment_consumed_before_the_deferred_timer_fires_confirms_the_order()
 #[tokio::test]
 async fn a_partition_nobody_consumes_holds_a_timer_only_up_to_the_bound() {
     let app = TestApp::new().await;
-    let id = order(&app).await;
-    app.deliver(&[reserved(id, &format!("r-{id}"), None)]).await;
+    let id = awaiting_payment(&app).await;
     due_seconds_ago(&app, id, 7200).await;
     watermarks::ensure(&app.db.pool, &[("t.pay.ok".into(), 0)]).await.unwrap();
     let r = timers::sweep(&app.db, &app.sagas, 100, &policy(), None).await.unwrap();
@@ -233,8 +236,7 @@ async fn a_partition_nobody_consumes_holds_a_timer_only_up_to_the_bound() {
 #[tokio::test]
 async fn an_old_replica_never_sweeps_a_saga_of_a_version_it_has_not_loaded() {
     let app = TestApp::new().await;
-    let id = order(&app).await;
-    app.deliver(&[reserved(id, &format!("r-{id}"), None)]).await;
+    let id = awaiting_payment(&app).await;
     sqlx::query("UPDATE saga_instances SET definition_version = 99 WHERE order_id = ?")
         .bind(id)
         .execute(&app.db.pool)
@@ -251,8 +253,7 @@ async fn an_old_replica_never_sweeps_a_saga_of_a_version_it_has_not_loaded() {
 #[tokio::test]
 async fn releasing_an_event_that_is_still_poison_quarantines_again_instead_of_failing() {
     let app = TestApp::new().await;
-    let id = order(&app).await;
-    app.deliver(&[reserved(id, &format!("r-{id}"), None)]).await;
+    let id = awaiting_payment(&app).await;
     // The order moved under the saga's feet: the confirmation is refused by the order table.
     sqlx::query("UPDATE orders SET status = 'RETURNED' WHERE order_id = ?")
         .bind(id)
