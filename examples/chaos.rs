@@ -257,6 +257,8 @@ impl Daemon {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // CHAOS_LOG: the daemons' log filter (commas allowed, unlike CHAOS_DAEMON_ENV).
+            .envs(std::env::var("CHAOS_LOG").ok().map(|v| ("ORDER_SAGA_LOG", v)))
             .env("ORDER_SAGA_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
@@ -1001,6 +1003,7 @@ async fn missing_on_wire(fig: &mut Figures, db: &Db, topic: &str, on_wire: &Hash
 
 struct WireMsg {
     partition: i32,
+    offset: i64,
     event_id: String,
     msg: Option<Message>,
 }
@@ -1009,8 +1012,8 @@ struct WireMsg {
 /// ids arrived (what the outbox says was published there) and the topic has
 /// been quiet for a moment — tansu 0.6.0 under-reports high watermarks, so
 /// they cannot tell the end. Gives up after a minute.
-/// (partition, payload, headers) of every record.
-type RawRecord = (i32, Option<Vec<u8>>, HashMap<String, String>);
+/// (partition, offset, payload, headers) of every record.
+type RawRecord = (i32, i64, Option<Vec<u8>>, HashMap<String, String>);
 
 fn read_all(client: &ClientSettings, topic: &str, expect: usize) -> Vec<RawRecord> {
     let mut c = client.client_config();
@@ -1065,7 +1068,7 @@ fn read_all(client: &ClientSettings, topic: &str, expect: usize) -> Vec<RawRecor
         if let Some(id) = headers.get("event_id") {
             ids.insert(id.clone());
         }
-        out.push((m.partition(), m.payload().map(<[u8]>::to_vec), headers));
+        out.push((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec), headers));
     }
     out
 }
@@ -1103,17 +1106,18 @@ async fn check_wire(
         let client = client.clone();
         let t = topic.clone();
         let raw = tokio::task::spawn_blocking(move || read_all(&client, &t, published)).await.unwrap();
-        let on_wire: HashSet<&str> = raw.iter().filter_map(|(_, _, h)| h.get("event_id").map(String::as_str)).collect();
+        let on_wire: HashSet<&str> =
+            raw.iter().filter_map(|(_, _, _, h)| h.get("event_id").map(String::as_str)).collect();
         if on_wire.len() < published {
             fig.lost += published - on_wire.len();
             fig.notes.push(format!("{topic}: {} of {published} published messages on the wire", on_wire.len()));
             missing_on_wire(fig, db, &topic, &on_wire).await;
         }
         let mut msgs = Vec::new();
-        for (partition, payload, headers) in raw {
+        for (partition, offset, payload, headers) in raw {
             let msg = codec.decode(kind, payload.as_deref()).await.ok();
             let event_id = headers.get("event_id").cloned().unwrap_or_default();
-            msgs.push(WireMsg { partition, event_id, msg });
+            msgs.push(WireMsg { partition, offset, event_id, msg });
         }
         wire.insert(kind, msgs);
     }
@@ -1212,17 +1216,41 @@ async fn check_wire(
             }
         }
     }
-    // No stalled partition: every decodable inbound message reached the inbox.
-    for (kind, msgs) in &wire {
-        if kind.direction() != Direction::In {
-            continue;
+    // No stalled partition: every decodable inbound message reaches the inbox.
+    // The participants may still be answering (a late authorization of an
+    // order the timeout cancelled comes after "settled"), and the inbox was
+    // read before the wire: each message gets a deadline to be applied.
+    let mut inbox = inbox;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing: Vec<(MessageKind, &WireMsg)> = wire
+            .iter()
+            .filter(|(kind, _)| kind.direction() == Direction::In)
+            .flat_map(|(kind, msgs)| msgs.iter().map(move |m| (*kind, m)))
+            .filter(|(_, m)| {
+                m.msg.is_some() && !inbox.contains(&order_saga::store::limits::storable_event_id(&m.event_id))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
         }
-        for m in msgs {
-            if m.msg.is_some() && !inbox.contains(&order_saga::store::limits::storable_event_id(&m.event_id)) {
+        if Instant::now() >= deadline {
+            for (kind, m) in missing {
                 fig.stalled_partitions += 1;
-                fig.notes.push(format!("{kind} {} (partition {}) never applied", m.event_id, m.partition));
+                fig.notes.push(format!(
+                    "{kind} {} (partition {}, offset {}) not applied within 30 s",
+                    m.event_id, m.partition, m.offset
+                ));
             }
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        inbox = sqlx::query_scalar::<_, String>("SELECT event_id FROM saga_inbox")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
     }
     authorized_at
 }

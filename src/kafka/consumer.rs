@@ -469,6 +469,7 @@ fn pause(consumer: &BaseConsumer<SagaContext>, tp: &Tp, paused: bool) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&tp.0, tp.1);
     let r = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    tracing::debug!(topic = %tp.0, partition = tp.1, paused, "backpressure: partition paused or resumed");
     if let Err(e) = r {
         // Only fails for a partition no longer assigned: nothing to pause.
         tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, paused, "pause/resume failed");
