@@ -349,12 +349,7 @@ async fn timers_are_armed_with_the_database_clock() {
     let app = TestApp::new().await;
     let created = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
     let id = created.json["order_id"].as_u64().unwrap();
-    let url: String = {
-        let name: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&app.db.pool).await.unwrap();
-        format!("{}/{name}", env().db_base)
-    };
-    let skewed = order_saga::store::Db::connect(&url, 1, Duration::from_secs(10)).await.unwrap();
-    sqlx::query("SET timestamp = UNIX_TIMESTAMP() + 3600").execute(&skewed.pool).await.unwrap();
+    let skewed = skewed_db(&app).await;
     let event = [inbound_of(&reserved(&format!("res-{id}"), id as i64))];
     app.sagas.apply_batch(&skewed, &event, order_saga::store::sagas::LockMode::Wait).await.unwrap();
     let (from_db_now, from_app_now): (i64, i64) = sqlx::query_as(
@@ -369,6 +364,114 @@ async fn timers_are_armed_with_the_database_clock() {
     let timeout = 15 * 60;
     assert!((timeout - 5..=timeout).contains(&from_db_now), "due {from_db_now} s after the database's now");
     assert!(from_app_now > timeout + 3000, "not armed with the application's clock: {from_app_now} s");
+}
+
+/// A connection whose session clock runs an hour ahead of this host's, to
+/// tell the two clocks apart.
+async fn skewed_db(app: &TestApp) -> order_saga::store::Db {
+    let name: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&app.db.pool).await.unwrap();
+    let url = format!("{}/{name}", env().db_base);
+    let skewed = order_saga::store::Db::connect(&url, 1, Duration::from_secs(10)).await.unwrap();
+    sqlx::query("SET timestamp = UNIX_TIMESTAMP() + 3600").execute(&skewed.pool).await.unwrap();
+    skewed
+}
+
+/// Seconds from the (skewed) database's now to a timer's due time.
+async fn due_in(db: &order_saga::store::Db, order_id: u64, timer: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT CAST(TIMESTAMPDIFF(SECOND, NOW(6), due_at) AS SIGNED) FROM saga_timers \
+         WHERE order_id = ? AND timer_name = ?",
+    )
+    .bind(order_id)
+    .bind(timer)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A timer armed by the start transition (order creation reads no clock from
+/// the database) is due by the database's clock: the host's plays no part.
+#[tokio::test]
+async fn timers_armed_at_start_are_due_by_the_database_clock() {
+    let app = TestApp::new().await;
+    // order.toml, with the payment timeout armed when the saga starts.
+    let dir = std::env::temp_dir().join(format!("sagas-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string("sagas/order.toml").unwrap();
+    let start = "to = \"RESERVING_INVENTORY\"\nrun = \"reserve_inventory\"\n";
+    assert!(text.contains(start), "order.toml's [start] changed; update this test");
+    // The states it can be entered in with the timer armed must accept its firing.
+    let armed = text
+        .replacen(start, &format!("{start}arm = [\"payment_timeout\"]\n"), 1)
+        .replace(
+            "ignore = [\"payment.authorized.v1\", \"payment.failed.v1\"]",
+            "ignore = [\"payment.authorized.v1\", \"payment.failed.v1\", \"timer.payment_timeout\"]",
+        )
+        .replace(
+            "ignore = [\"inventory.reserved.v1\", \"inventory.reservation.failed.v1\", \"payment.authorized.v1\", \"payment.failed.v1\"]\n",
+            "ignore = [\"inventory.reserved.v1\", \"inventory.reservation.failed.v1\", \"payment.authorized.v1\", \"payment.failed.v1\", \"timer.payment_timeout\"]\n",
+        );
+    std::fs::write(dir.join("order.toml"), armed).unwrap();
+    let catalog = order_saga::saga_files::load_catalog(&dir, &Default::default()).expect("valid definition");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let sagas = order_saga::store::sagas::SagaStore::new(std::sync::Arc::new(catalog), app.state.outbox.clone());
+
+    let skewed = skewed_db(&app).await;
+    let body = order_body("c", "eu", &[("A", 1, "1.00")]);
+    let shared = order_saga::store::group_commit::Shared {
+        db: skewed.clone(),
+        outbox: app.state.outbox.clone(),
+        sagas: Some(sagas),
+        actor: "api",
+    };
+    let req = order_saga::store::group_commit::CreateRequest {
+        order: order_saga::domain::NewOrder::from_json(&body).unwrap(),
+        key: key(),
+        fingerprint: order_saga::store::idempotency::fingerprint(&body),
+        trace: None,
+    };
+    let outcome = order_saga::store::group_commit::create_many(&shared, &[req]).await.remove(0).unwrap();
+    let order_saga::store::order_api::CreateOutcome::Created { order_id, .. } = outcome else {
+        panic!("expected Created, got {outcome:?}")
+    };
+    let due = due_in(&skewed, order_id, "payment_timeout").await;
+    let timeout = 15 * 60;
+    assert!((timeout - 5..=timeout).contains(&due), "due {due} s after the database's now, not {timeout}");
+}
+
+/// `reschedule_timer after=30m` counts from the database's now: with this
+/// host's clock an hour behind, it must not fire at once.
+#[tokio::test]
+async fn a_rescheduled_timer_is_due_by_the_database_clock() {
+    let app = TestApp::new().await;
+    let created = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let id = created.json["order_id"].as_u64().unwrap();
+    let event = [inbound_of(&reserved(&format!("res-{id}"), id as i64))];
+    app.sagas.apply_batch(&app.db, &event, order_saga::store::sagas::LockMode::Wait).await.unwrap();
+    let version: u32 = sqlx::query_scalar("SELECT version FROM saga_instances WHERE order_id = ?")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+
+    let skewed = skewed_db(&app).await;
+    let ops = order_saga::ops::Ops::new(skewed.clone(), app.sagas.clone(), None, None);
+    let req = order_saga::ops::Request {
+        order_id: id as i64,
+        action: order_saga::ops::Action::RescheduleTimer {
+            timer: "payment_timeout".into(),
+            at: None,
+            after: Some("30m".into()),
+        },
+        expected_version: version,
+        actor: "ops:test".into(),
+        reason: "clock test".into(),
+        dry_run: false,
+        job_id: None,
+    };
+    ops.act(&req).await.unwrap();
+    let due = due_in(&skewed, id, "payment_timeout").await;
+    assert!((1795..=1800).contains(&due), "due {due} s after the database's now, not 1800");
 }
 
 /// Lag gauges of partitions a replica no longer owns are removed at revoke:
