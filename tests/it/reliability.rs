@@ -509,3 +509,53 @@ async fn lag_gauges_of_revoked_partitions_go_away() {
     drop(d2);
     drop(d1);
 }
+
+/// Rows whose topic's partition count cannot be learned (here: a topic that
+/// does not exist) leave the relay's pending window while they wait, so the
+/// rest of their shard is still published (review #15).
+#[tokio::test]
+async fn rows_waiting_for_a_partition_count_do_not_starve_their_shard() {
+    let env = SagaEnv::new().await;
+    // One shard, a window of five rows: twenty waiting rows would fill it.
+    let d = env.start_daemon(&[("ORDER_SAGA_OUTBOX_SHARDS", "1"), ("ORDER_SAGA_OUTBOX_BATCH", "5")]).await;
+    let first = d.create_order(&order_body("c", "eu-west", &[("A", 1, "1.00")])).await;
+    env.wait_outbox_drained(T).await;
+    // Twenty copies of its order.created.v1, regionally placed, on a topic
+    // whose partition count can never be learned: its name is not a legal
+    // topic name (a missing topic would be created by the producer's
+    // metadata request on this broker).
+    let nowhere = format!("{}.no such topic!", env.prefix);
+    for i in 0..20 {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, \
+             created_at, tenant_region) \
+             SELECT CONCAT('nowhere-', ?), aggregate_type, aggregate_id, event_type, ?, payload, headers, 0, NOW(6), \
+             'eu-west' FROM outbox WHERE aggregate_id = CAST(? AS CHAR) AND event_type = 'order.created.v1' LIMIT 1",
+        )
+        .bind(i)
+        .bind(&nowhere)
+        .bind(first)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    }
+    let second = d.create_order(&order_body("c", "eu-west", &[("A", 1, "1.00")])).await;
+    eventually(T, "the later order's rows published past the waiting ones", || async {
+        env.count_for(
+            "SELECT COUNT(*) FROM outbox WHERE aggregate_id = CAST(? AS CHAR) AND published_at IS NULL",
+            second,
+        )
+        .await
+            == 0
+    })
+    .await;
+    // The waiting rows are neither lost nor counted as failed attempts.
+    let waiting: (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(attempts), 0) AS SIGNED) FROM outbox \
+         WHERE event_id LIKE 'nowhere-%' AND published_at IS NULL",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, (20, 0), "(rows still waiting, attempts counted)");
+}
