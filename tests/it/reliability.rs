@@ -559,3 +559,41 @@ async fn rows_waiting_for_a_partition_count_do_not_starve_their_shard() {
     .unwrap();
     assert_eq!(waiting, (20, 0), "(rows still waiting, attempts counted)");
 }
+
+/// A row the producer can never deliver as it is (larger than the producer's
+/// `message.max.bytes`) is held with backoff instead of being sent every
+/// round, and its order's later rows wait behind it; other orders go on
+/// (review #8).
+#[tokio::test]
+async fn an_undeliverable_row_is_held_and_its_orders_later_rows_wait() {
+    let env = SagaEnv::new().await;
+    let d = env.start_daemon(&[("ORDER_SAGA_KAFKA_PROPERTIES", "message.max.bytes=4000")]).await;
+    // 100 items with 64-character SKUs: about 8 kB of order.created.v1.
+    let skus: Vec<String> = (0..100).map(|i| format!("{i:0>64}")).collect();
+    let items: Vec<(&str, u32, &str)> = skus.iter().map(|s| (s.as_str(), 1, "1.00")).collect();
+    let big = d.create_order(&order_body("c", "eu-west", &items)).await;
+    let small = d.create_order(&order_body("c", "eu-west", &[("A", 1, "1.00")])).await;
+    eventually(T, "the small order's rows published", || async {
+        env.count_for(
+            "SELECT COUNT(*) FROM outbox WHERE aggregate_id = CAST(? AS CHAR) AND published_at IS NULL",
+            small,
+        )
+        .await
+            == 0
+    })
+    .await;
+    eventually(T, "the big order's first row held, with its reason", || async {
+        env.count_for(
+            "SELECT COUNT(*) FROM outbox WHERE aggregate_id = CAST(? AS CHAR) AND held_until > NOW(6) \
+             AND attempts >= 1 AND LOWER(last_error) LIKE '%too large%'",
+            big,
+        )
+        .await
+            >= 1
+    })
+    .await;
+    let sent = env
+        .count_for("SELECT COUNT(*) FROM outbox WHERE aggregate_id = CAST(? AS CHAR) AND published_at IS NOT NULL", big)
+        .await;
+    assert_eq!(sent, 0, "nothing of the big order went out ahead of its held row");
+}
