@@ -15,11 +15,13 @@
 //!   quarantined, and the rest of the batch is applied. Per-order order holds:
 //!   halves are applied in order, and a quarantined saga parks its later events.
 
-use std::collections::VecDeque;
-use std::ops::Range;
+mod retry;
+
+pub use self::retry::REFUSALS_BEFORE_DEAD_LETTER;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 
@@ -41,6 +43,8 @@ use crate::telemetry::metrics::{
 };
 use crate::telemetry::trace_context::TraceContext;
 
+use self::retry::{BatchRetry, Failure, Reaction, Step};
+
 pub struct EventHandler {
     pub db: Db,
     pub sagas: SagaStore,
@@ -52,11 +56,6 @@ pub struct EventHandler {
     /// loaded are retried (a newer replica of a rolling deploy takes them)
     /// before the saga is quarantined.
     pub version_patience: Duration,
-}
-
-/// Backoff for retrying the same batch: 50 ms doubling to 5 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((50u64 << attempt.min(7)).min(5_000))
 }
 
 impl EventHandler {
@@ -309,31 +308,21 @@ enum ApplyFailure {
     Refused(String),
 }
 
-/// The next step of the batch split, decided from the failure alone (pure:
-/// tested without a database). `run` is the slice of the batch that failed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SplitStep {
-    /// Wait, then try the same run again.
-    RetryLater,
-    /// The run is one event: dead-letter it.
-    DeadLetter(usize),
-    /// Try each half on its own, first half first.
-    Split(Range<usize>, Range<usize>),
-}
+impl ApplyFailure {
+    /// The policy's view of it.
+    fn kind(&self) -> Failure {
+        match self {
+            ApplyFailure::Transient(StoreError::DefinitionNotLoaded { .. }) => Failure::DefinitionNotLoaded,
+            ApplyFailure::Transient(_) => Failure::Transient,
+            ApplyFailure::Refused(_) => Failure::Refused,
+        }
+    }
 
-/// How many times one event alone must be refused by the database (with
-/// backoff between) before it is dead-lettered: an error code the allow-list
-/// does not know as transient must not cost a valid event its saga.
-pub const REFUSALS_BEFORE_DEAD_LETTER: u32 = 3;
-
-pub fn next_step(run: Range<usize>, transient: bool) -> SplitStep {
-    if transient {
-        SplitStep::RetryLater
-    } else if run.len() <= 1 {
-        SplitStep::DeadLetter(run.start)
-    } else {
-        let mid = run.start + run.len() / 2;
-        SplitStep::Split(run.start..mid, mid..run.end)
+    fn reason(&self) -> String {
+        match self {
+            ApplyFailure::Refused(r) => r.clone(),
+            ApplyFailure::Transient(e) => e.to_string(),
+        }
     }
 }
 
@@ -374,93 +363,53 @@ impl EventHandler {
         record_batch(&self.metrics, result);
     }
 
-    async fn wait(&self, stop: &CancellationToken, attempt: u32) -> Result<(), Stopped> {
+    async fn wait(&self, stop: &CancellationToken, delay: Duration) -> Result<(), Stopped> {
         tokio::select! {
             _ = stop.cancelled() => Err(Stopped),
-            _ = tokio::time::sleep(backoff(attempt)) => Ok(()),
+            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 
     /// Applies `inbound` in order: every event ends applied (or parked,
-    /// ignored, duplicate) or dead-lettered, or `Stopped` is returned.
+    /// ignored, duplicate) or dead-lettered, or `Stopped` is returned. The
+    /// policy (split, retry, dead-letter, patience) is [`BatchRetry`]'s; this
+    /// driver runs its transactions and sleeps its waits.
     async fn apply_all(&self, inbound: &[Inbound], stop: &CancellationToken) -> Result<(), Stopped> {
-        let mut runs: VecDeque<Range<usize>> = VecDeque::new();
-        runs.push_back(0..inbound.len());
-        let mut attempt = 0u32;
-        // Refusals of the single event at the front, before it is dead-lettered.
-        let mut refusals_alone = 0u32;
-        // Since when a saga's definition version is missing here (rolling deploy).
-        let mut version_missing_since: Option<std::time::Instant> = None;
-        while let Some(run) = runs.pop_front() {
-            let unknown = match version_missing_since {
-                Some(t) if t.elapsed() >= self.version_patience => UnknownVersion::Quarantine,
-                _ => UnknownVersion::Wait,
-            };
-            let failure = match self.try_apply(&inbound[run.clone()], unknown).await {
-                Ok(result) => {
-                    self.committed(run.len(), &result);
-                    attempt = 0;
-                    refusals_alone = 0;
+        let mut policy = BatchRetry::new(inbound.len(), self.version_patience);
+        // The last failure, for the log line of the wait it causes.
+        let mut last: Option<ApplyFailure> = None;
+        loop {
+            let (events, result) = match policy.poll(Instant::now()) {
+                Step::Done => return Ok(()),
+                Step::Wait(delay) => {
+                    self.wait(stop, delay).await?;
                     continue;
                 }
-                Err(f) => f,
+                Step::Apply { run, unknown } => (run.len(), self.try_apply(&inbound[run], unknown).await),
+                Step::DeadLetter { index } => {
+                    let reason = last.as_ref().map(ApplyFailure::reason).unwrap_or_default();
+                    let poison = as_poison(&inbound[index], format!("refused by the store: {reason}"));
+                    (1, self.try_apply(std::slice::from_ref(&poison), UnknownVersion::Quarantine).await)
+                }
             };
-            let transient = matches!(failure, ApplyFailure::Transient(_));
-            match next_step(run.clone(), transient) {
-                SplitStep::RetryLater => {
-                    let cause = match &failure {
-                        ApplyFailure::Transient(StoreError::DefinitionNotLoaded { .. }) => {
-                            version_missing_since.get_or_insert_with(std::time::Instant::now);
-                            "definition_version"
-                        }
-                        _ => "database",
-                    };
-                    self.retrying(cause, &failure, attempt);
-                    runs.push_front(run);
-                    self.wait(stop, attempt).await?;
-                    attempt += 1;
+            match result {
+                Ok(r) => {
+                    self.committed(events, &r);
+                    policy.applied();
                 }
-                SplitStep::Split(first, second) => {
-                    tracing::warn!(events = run.len(), error = ?failure, "the database refused an event batch; splitting it to find the event");
-                    self.metrics.consumer.consumer_batch_splits_total.inc();
-                    runs.push_front(second);
-                    runs.push_front(first);
-                }
-                SplitStep::DeadLetter(_) if refusals_alone < REFUSALS_BEFORE_DEAD_LETTER => {
-                    // A refusal of one event alone may still be the server's
-                    // passing trouble (an error code not known as transient):
-                    // confirm it, with backoff, before blaming the event.
-                    refusals_alone += 1;
-                    self.retrying("refused", &failure, attempt);
-                    runs.push_front(run);
-                    self.wait(stop, attempt).await?;
-                    attempt += 1;
-                }
-                SplitStep::DeadLetter(i) => {
-                    refusals_alone = 0;
-                    let reason = match &failure {
-                        ApplyFailure::Refused(r) => r.clone(),
-                        ApplyFailure::Transient(e) => e.to_string(),
-                    };
-                    let poison = as_poison(&inbound[i], format!("refused by the store: {reason}"));
-                    match self.try_apply(std::slice::from_ref(&poison), UnknownVersion::Quarantine).await {
-                        Ok(result) => {
-                            self.committed(1, &result);
-                            attempt = 0;
+                Err(f) => {
+                    match policy.failed(Instant::now(), f.kind()) {
+                        Some(Reaction::Retry { cause, attempt }) => self.retrying(cause.label(), &f, attempt),
+                        Some(Reaction::Split { events }) => {
+                            tracing::warn!(events, error = ?f, "the database refused an event batch; splitting it to find the event");
+                            self.metrics.consumer.consumer_batch_splits_total.inc();
                         }
-                        Err(f) => {
-                            // Even the dead-letter copy is refused: not this
-                            // event's fault (schema, privileges…). Wait it out.
-                            self.retrying("database", &f, attempt);
-                            runs.push_front(run);
-                            self.wait(stop, attempt).await?;
-                            attempt += 1;
-                        }
+                        Some(Reaction::DeadLetter { .. }) | None => {}
                     }
+                    last = Some(f);
                 }
             }
         }
-        Ok(())
     }
 
     fn retrying(&self, cause: &'static str, failure: &dyn std::fmt::Debug, attempt: u32) {
@@ -495,7 +444,7 @@ impl EventHandler {
                     }
                     Err(e) => {
                         self.retrying("registry", &e, attempt);
-                        self.wait(stop, attempt).await?;
+                        self.wait(stop, retry::backoff(attempt)).await?;
                         attempt += 1;
                     }
                 }
@@ -526,50 +475,6 @@ impl BatchHandler for EventHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_refused_batch_is_split_in_order_down_to_one_event() {
-        assert_eq!(next_step(0..8, false), SplitStep::Split(0..4, 4..8));
-        assert_eq!(next_step(4..7, false), SplitStep::Split(4..5, 5..7));
-        assert_eq!(next_step(5..6, false), SplitStep::DeadLetter(5));
-    }
-
-    #[test]
-    fn a_transient_failure_is_retried_whatever_the_size() {
-        assert_eq!(next_step(0..8, true), SplitStep::RetryLater);
-        assert_eq!(next_step(3..4, true), SplitStep::RetryLater);
-    }
-
-    #[test]
-    fn splitting_isolates_any_single_culprit_in_few_transactions() {
-        // Simulate: a run fails iff it contains the culprit; count transactions.
-        for n in 1..=64usize {
-            for culprit in 0..n {
-                let mut runs = VecDeque::new();
-                runs.push_back(0..n);
-                let (mut applied, mut dead, mut txs) = (Vec::new(), None, 0);
-                while let Some(run) = runs.pop_front() {
-                    txs += 1;
-                    if !run.contains(&culprit) {
-                        applied.extend(run);
-                        continue;
-                    }
-                    match next_step(run, false) {
-                        SplitStep::Split(a, b) => {
-                            runs.push_front(b);
-                            runs.push_front(a);
-                        }
-                        SplitStep::DeadLetter(i) => dead = Some(i),
-                        SplitStep::RetryLater => unreachable!(),
-                    }
-                }
-                assert_eq!(dead, Some(culprit));
-                let expected: Vec<usize> = (0..n).filter(|&i| i != culprit).collect();
-                assert_eq!(applied, expected, "everything else applied, in order");
-                assert!(txs <= 2 * (usize::BITS - n.leading_zeros()) as usize + 1, "n={n}: {txs} transactions");
-            }
-        }
-    }
 
     fn reserved(event_id: &str, order_id: i64) -> Message {
         Message::InventoryReserved(crate::contracts::InventoryReserved {
