@@ -10,17 +10,22 @@
 //! * can be a dry run: the action runs in a transaction that is rolled back,
 //!   and the report shows exactly what it would have written;
 //! * is recorded in `ops_audit` with actor and reason;
-//! * goes through the same transition function and shell as a normal event,
-//!   so it emits the same domain events and commands.
+//! * is decided by a pure plan (`plan/`) over one snapshot of the saga, and
+//!   whatever moves the saga goes through the same transition function and
+//!   shell as a normal event, so it emits the same domain events and commands.
 
 mod actions;
 pub mod cli;
 mod gauges;
 mod jobs;
+pub mod plan;
 
-pub use self::actions::{Action, allowed_actions};
+pub use self::actions::Action;
+pub use self::plan::allowed_actions;
+
 pub use self::gauges::refresh_gauges;
 pub use self::jobs::{BulkRequest, JOB_RESULTS_KEPT, JobStatus, Jobs};
+use self::plan::{Actor, ArmedTimer, Expect, Plan, Snapshot, Write};
 
 use std::sync::Arc;
 
@@ -34,11 +39,9 @@ use tokio::sync::Notify;
 
 use crate::domain::OrderStatus;
 
-use crate::saga::{Event, EventBody};
-
 use crate::store::inspect;
 
-use crate::store::sagas::{self as shell, Inbound, InboundOutcome, LockMode, SOURCE_REPLAY, SagaStore};
+use crate::store::sagas::{self as shell, InboundOutcome, LockMode, SagaStore};
 
 use crate::store::{Ctx, Db, StoreError, Tx, audit, inbox, orders, outbox, parked, timers};
 
@@ -56,6 +59,37 @@ pub enum OpsError {
     BadRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<plan::Refusal> for OpsError {
+    fn from(r: plan::Refusal) -> OpsError {
+        match r {
+            plan::Refusal::NotAllowed(m) => OpsError::NotAllowed(m),
+            plan::Refusal::BadRequest(m) => OpsError::BadRequest(m),
+        }
+    }
+}
+
+/// How an action's transaction ended: written (commit, or roll back a dry
+/// run), or refused (roll back, audit the refusal).
+enum Attempt {
+    Done(Report),
+    Refused(OpsError),
+}
+
+/// What reading a saga's snapshot found.
+enum SnapshotRead {
+    Saga(Box<Snapshot>),
+    NoSaga,
+    DefinitionNotLoaded(u32),
+}
+
+/// How a plan's writes ended.
+enum Flushed {
+    /// Every write done; `replayed` describes each applied event's outcome.
+    Written { replayed: Vec<String> },
+    /// An event did not come to what the plan expected.
+    Refused(OpsError),
 }
 
 /// Who acts, why, on what they saw.
@@ -131,14 +165,7 @@ impl Ops {
             .unwrap_or_default();
         let timers = crate::store::timers::for_order(&self.db.pool, order_id).await?;
         let parked = inspect::parked(&self.db, order_id, false).await?;
-        let poison = parked.iter().any(|p| p.poison && p.resolution.is_none());
-        let actions = match def {
-            Some(d) => {
-                let names: Vec<&str> = timers.iter().map(|t| t.name.as_str()).collect();
-                allowed_actions(d, &saga.state, saga.quarantined.is_some(), poison, &names)
-            }
-            None => Vec::new(),
-        };
+        let actions = self.allowed_now(order_id).await?;
         Ok(json!({
             "saga": saga,
             "definition": {
@@ -160,14 +187,25 @@ impl Ops {
         }))
     }
 
+    /// The actions an operator may take on the saga now: those whose plan
+    /// succeeds on a snapshot read as an action would read it, without locks.
+    pub async fn allowed_now(&self, order_id: i64) -> Result<Vec<Action>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let read = self.snapshot(&mut tx, order_id, false).await;
+        tx.rollback().await.ctx("ending the read")?;
+        Ok(match read? {
+            SnapshotRead::Saga(snap) => allowed_actions(&snap),
+            SnapshotRead::NoSaga | SnapshotRead::DefinitionNotLoaded(_) => Vec::new(),
+        })
+    }
+
     /// Runs one action (or its dry run).
     pub async fn act(&self, req: &Request) -> Result<Report, OpsError> {
         validate_actor(&req.actor, &req.reason)?;
         let result = crate::store::retry(|| async {
             let mut tx = self.db.begin().await?;
-            let r = self.act_in_tx(&mut tx, req).await;
-            match r {
-                Ok(Ok(report)) => {
+            match self.act_in_tx(&mut tx, req).await {
+                Ok(Attempt::Done(report)) => {
                     if req.dry_run {
                         tx.rollback().await.ctx("rolling back the dry run")?;
                     } else {
@@ -187,7 +225,7 @@ impl Ops {
                     }
                     Ok(Ok(report))
                 }
-                Ok(Err(e)) => {
+                Ok(Attempt::Refused(e)) => {
                     tx.rollback().await.ctx("rolling back")?;
                     Ok(Err(e))
                 }
@@ -229,216 +267,61 @@ impl Ops {
         result
     }
 
-    async fn act_in_tx(&self, tx: &mut Tx, req: &Request) -> Result<Result<Report, OpsError>, StoreError> {
-        let order_id = req.order_id;
-        let Some((inst, quarantined)) = shell::lock_one(tx, order_id).await? else {
-            return Ok(Err(OpsError::NotFound(order_id)));
+    /// Reads what every action is decided on, in a fixed number of
+    /// statements: the saga row, its timers and parked events (locked when
+    /// `lock`, for an action), the count of earlier retries, the database clock.
+    async fn snapshot(&self, tx: &mut Tx, order_id: i64, lock: bool) -> Result<SnapshotRead, StoreError> {
+        let found = if lock { shell::lock_one(tx, order_id).await? } else { shell::read_one(tx, order_id).await? };
+        let Some((saga, quarantined)) = found else { return Ok(SnapshotRead::NoSaga) };
+        let Some(def) = self.sagas.catalog.get(saga.definition_version).cloned() else {
+            return Ok(SnapshotRead::DefinitionNotLoaded(saga.definition_version));
         };
-        if inst.version != req.expected_version {
-            return Ok(Err(OpsError::StaleVersion { expected: req.expected_version, actual: inst.version }));
+        let timers = if lock {
+            timers::lock_for_order(tx, order_id).await?
+        } else {
+            timers::for_order(&mut **tx, order_id).await?
+        };
+        let timers = timers.into_iter().map(|t| ArmedTimer { name: t.name, armed_version: t.armed_version }).collect();
+        let parked = parked::unresolved_parked(tx, order_id, lock).await?;
+        let retries = audit::count_applied(tx, order_id, Action::RetryStep.name()).await?;
+        // Database time, like every transition (`reschedule_timer after=…` included).
+        let now = crate::store::db_now(tx).await?;
+        let trace = crate::telemetry::trace_context::TraceContext::new_root();
+        Ok(SnapshotRead::Saga(Box::new(Snapshot { def, saga, quarantined, timers, parked, retries, now, trace })))
+    }
+
+    /// One action inside `tx`: snapshot, pure plan, writes, report. A refusal
+    /// leaves the caller to roll back; only a store error is retried.
+    async fn act_in_tx(&self, tx: &mut Tx, req: &Request) -> Result<Attempt, StoreError> {
+        let order_id = req.order_id;
+        let snap = match self.snapshot(tx, order_id, true).await? {
+            SnapshotRead::Saga(s) => s,
+            SnapshotRead::NoSaga => return Ok(Attempt::Refused(OpsError::NotFound(order_id))),
+            SnapshotRead::DefinitionNotLoaded(v) => {
+                return Ok(Attempt::Refused(OpsError::NotAllowed(format!(
+                    "definition version {v} is not loaded; deploy it first"
+                ))));
+            }
+        };
+        if snap.saga.version != req.expected_version {
+            return Ok(Attempt::Refused(OpsError::StaleVersion {
+                expected: req.expected_version,
+                actual: snap.saga.version,
+            }));
         }
-        let Some(def) = self.sagas.catalog.get(inst.definition_version).cloned() else {
-            return Ok(Err(OpsError::NotAllowed(format!(
-                "definition version {} is not loaded; deploy it first",
-                inst.definition_version
-            ))));
+        let who = Actor { actor: &req.actor, reason: &req.reason };
+        let plan = match plan::plan(&req.action, &snap, who) {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Attempt::Refused(refusal.into())),
         };
         let status_before = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
         let outbox_mark = outbox::max_outbox_id(tx).await?;
-        // Database time, like every transition (`reschedule_timer after=…` included).
-        let now = crate::store::db_now(tx).await?;
-        let mut replayed = Vec::new();
-        let manual = |name: String| Inbound {
-            event_id: format!("ops:{order_id}:{}:{name}", inst.version),
-            order_id: Some(order_id),
-            event_name: name.clone(),
-            event: Ok(Event {
-                id: format!("ops:{order_id}:{}:{name}", inst.version),
-                order_id,
-                body: EventBody::Manual {
-                    name,
-                    actor: req.actor.clone(),
-                    reason_code: None,
-                    comment: Some(req.reason.clone()),
-                },
-            }),
-            source: "ops".into(),
-            trace: Some(crate::telemetry::trace_context::TraceContext::new_root()),
-            raw: None,
+        let replayed = match self.flush(tx, &snap, plan, req.dry_run).await? {
+            Flushed::Written { replayed } => replayed,
+            Flushed::Refused(e) => return Ok(Attempt::Refused(e)),
         };
-        let need_not_quarantined = || match &quarantined {
-            Some(q) => Err(OpsError::NotAllowed(format!(
-                "the saga is quarantined ({q}); release it or skip the poison event first"
-            ))),
-            None => Ok(()),
-        };
-        match &req.action {
-            Action::RetryStep => {
-                if let Err(e) = need_not_quarantined() {
-                    return Ok(Err(e));
-                }
-                let retry_no = count_audit(tx, order_id, "retry_step").await? + 1;
-                let msg = match crate::saga::retry_current_step(&def, &inst, now, retry_no) {
-                    Ok(m) => m,
-                    Err(e) => return Ok(Err(OpsError::NotAllowed(e.to_string()))),
-                };
-                let row = self.sagas.outbox.row(&msg, None)?;
-                crate::store::outbox::insert(tx, &[row], now).await?;
-            }
-            Action::FireTimer { timer } => {
-                if let Err(e) = need_not_quarantined() {
-                    return Ok(Err(e));
-                }
-                let Some((_, armed_version)) = timers::lock_timer(tx, order_id, timer).await? else {
-                    return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
-                };
-                timers::set_timer_due(tx, order_id, timer, None).await?;
-                let id = crate::timers::firing_id(order_id, timer, armed_version);
-                let inbound = Inbound {
-                    event_id: id.clone(),
-                    order_id: Some(order_id),
-                    event_name: format!("{}{timer}", crate::saga::definition::TIMER_PREFIX),
-                    event: Ok(Event { id, order_id, body: EventBody::Timer { name: timer.clone() } }),
-                    source: "ops".into(),
-                    trace: Some(crate::telemetry::trace_context::TraceContext::new_root()),
-                    raw: None,
-                };
-                let r = self.sagas.apply_in_tx(tx, std::slice::from_ref(&inbound), LockMode::Wait).await?;
-                if !req.dry_run {
-                    // A dry run is rolled back: it records no metric and no alert log.
-                    self.record(&r);
-                }
-                match r.outcomes.first() {
-                    Some(InboundOutcome::Applied { .. } | InboundOutcome::Ignored) => {}
-                    other => return Ok(Err(OpsError::NotAllowed(format!("the timer could not fire: {other:?}")))),
-                }
-            }
-            Action::RescheduleTimer { timer, at, after } => {
-                if timers::lock_timer(tx, order_id, timer).await?.is_none() {
-                    return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
-                }
-                let latest =
-                    chrono::Duration::from_std(crate::saga::MAX_TIMER).ok().and_then(|d| now.checked_add_signed(d));
-                let due = match (at, after) {
-                    (Some(t), None) if latest.is_some_and(|l| *t <= l) && t.timestamp() >= 0 => *t,
-                    (Some(t), None) => {
-                        return Ok(Err(OpsError::BadRequest(format!(
-                            "at: {t} is before 1970 or more than 366 days away; a timer may last at most that"
-                        ))));
-                    }
-                    (None, Some(d)) => {
-                        let parsed = humantime::parse_duration(d).map_err(|e| format!("after: {e} (e.g. 30m)"));
-                        match parsed.and_then(|d| crate::saga::check_timer(d).map_err(|e| format!("after: {e}"))) {
-                            Ok(d) => match chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d)) {
-                                Some(due) => due,
-                                None => return Ok(Err(OpsError::BadRequest("after: out of range".into()))),
-                            },
-                            Err(e) => return Ok(Err(OpsError::BadRequest(e))),
-                        }
-                    }
-                    _ => {
-                        return Ok(Err(OpsError::BadRequest(
-                            "give exactly one of `at` (RFC 3339) or `after` (e.g. 30m)".into(),
-                        )));
-                    }
-                };
-                timers::set_timer_due(tx, order_id, timer, Some(due)).await?;
-            }
-            Action::CancelTimer { timer } => {
-                if timers::lock_timer(tx, order_id, timer).await?.is_none() {
-                    return Ok(Err(OpsError::NotAllowed(format!("timer {timer} is not armed"))));
-                }
-                timers::delete_timer(tx, order_id, timer).await?;
-            }
-            Action::Cancel | Action::Force { .. } => {
-                if let Err(e) = need_not_quarantined() {
-                    return Ok(Err(e));
-                }
-                let event = match &req.action {
-                    Action::Force { event } => event.clone(),
-                    _ => match def.manual_event_for_status(OrderStatus::Cancelled) {
-                        Some(m) => m.name.clone(),
-                        None => {
-                            return Ok(Err(OpsError::NotAllowed(
-                                "the definition has no manual event for CANCELLED".into(),
-                            )));
-                        }
-                    },
-                };
-                if !def.manual_events.contains_key(&event) {
-                    return Ok(Err(OpsError::NotAllowed(format!(
-                        "{event:?} is not a manual event of the definition (declared: {})",
-                        def.manual_events.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ))));
-                }
-                if !def.state(&inst.state).is_some_and(|s| s.on.contains_key(&event)) {
-                    return Ok(Err(OpsError::NotAllowed(format!(
-                        "transition not in the definition: state {} does not accept {event}",
-                        inst.state
-                    ))));
-                }
-                let r = self.sagas.apply_in_tx(tx, &[manual(event)], LockMode::Wait).await?;
-                if !req.dry_run {
-                    // A dry run is rolled back: it records no metric and no alert log.
-                    self.record(&r);
-                }
-                match r.outcomes.first() {
-                    Some(InboundOutcome::Applied { .. }) => {}
-                    Some(InboundOutcome::Refused(refusal)) => {
-                        return Ok(Err(OpsError::NotAllowed(format!("refused: {refusal:?}"))));
-                    }
-                    other => return Ok(Err(OpsError::NotAllowed(format!("not applied: {other:?}")))),
-                }
-            }
-            Action::Release | Action::SkipPoison => {
-                if quarantined.is_none() {
-                    return Ok(Err(OpsError::NotAllowed("the saga is not quarantined".into())));
-                }
-                let mut parked = parked::unresolved_parked(tx, order_id).await?;
-                if req.action == Action::SkipPoison {
-                    let poison: Vec<u64> = parked.iter().filter(|p| p.poison).map(|p| p.id).collect();
-                    if poison.is_empty() {
-                        return Ok(Err(OpsError::NotAllowed("no unresolved poison event to skip".into())));
-                    }
-                    parked::resolve_parked(tx, &poison, "skipped").await?;
-                    parked.retain(|p| !p.poison);
-                }
-                let mut inbound = Vec::new();
-                for p in &parked {
-                    match parked::parked_to_event(order_id, &p.event_id, &p.event_name, p.payload.as_deref()) {
-                        Ok(event) => inbound.push(Inbound {
-                            event_id: p.event_id.clone(),
-                            order_id: Some(order_id),
-                            event_name: p.event_name.clone(),
-                            event: Ok(event),
-                            source: SOURCE_REPLAY.into(),
-                            trace: p
-                                .traceparent
-                                .as_deref()
-                                .and_then(|tp| crate::telemetry::trace_context::TraceContext::extract(tp, None)),
-                            raw: None,
-                        }),
-                        Err(e) => {
-                            return Ok(Err(OpsError::NotAllowed(format!(
-                                "parked event {} cannot be replayed ({e}); skip it with skip_poison",
-                                p.event_id
-                            ))));
-                        }
-                    }
-                }
-                shell::clear_quarantine(tx, order_id).await?;
-                inbox::forget_inbox(tx, &parked.iter().map(|p| p.event_id.clone()).collect::<Vec<_>>()).await?;
-                parked::resolve_parked(tx, &parked.iter().map(|p| p.id).collect::<Vec<_>>(), "replayed").await?;
-                let r = self.sagas.apply_in_tx(tx, &inbound, LockMode::Wait).await?;
-                if !req.dry_run {
-                    // A dry run is rolled back: it records no metric and no alert log.
-                    self.record(&r);
-                }
-                replayed = r.outcomes.iter().map(|o| format!("{o:?}")).collect();
-            }
-        }
         let Some((after, quarantined_after)) = shell::lock_one(tx, order_id).await? else {
-            return Ok(Err(OpsError::NotFound(order_id)));
+            return Ok(Attempt::Refused(OpsError::NotFound(order_id)));
         };
         let messages = outbox::outbox_since(tx, order_id, outbox_mark)
             .await?
@@ -449,13 +332,13 @@ impl Ops {
             .collect();
         let timers_after = crate::store::timers::for_order(&mut **tx, order_id).await?;
         let status_after = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
-        Ok(Ok(Report {
+        Ok(Attempt::Done(Report {
             order_id,
             action: req.action.name(),
             dry_run: req.dry_run,
-            state_before: inst.state,
+            state_before: snap.saga.state,
             state_after: after.state,
-            version_before: inst.version,
+            version_before: snap.saga.version,
             version_after: after.version,
             order_status_before: status_before,
             order_status_after: status_after,
@@ -464,6 +347,49 @@ impl Ops {
             quarantined_after,
             replayed,
         }))
+    }
+
+    /// Performs a plan's writes in order. Events go through the saga shell;
+    /// one that does not come to what the plan expects refuses the action.
+    async fn flush(&self, tx: &mut Tx, snap: &Snapshot, plan: Plan, dry_run: bool) -> Result<Flushed, StoreError> {
+        let order_id = snap.saga.order_id;
+        let mut replayed = Vec::new();
+        for write in plan.writes {
+            match write {
+                Write::Outbox(msg) => {
+                    let row = self.sagas.outbox.row(&msg, None)?;
+                    outbox::insert(tx, &[row], snap.now).await?;
+                }
+                Write::TimerDue { timer, due } => timers::set_timer_due(tx, order_id, &timer, due).await?,
+                Write::DeleteTimer { timer } => timers::delete_timer(tx, order_id, &timer).await?,
+                Write::ResolveParked { ids, resolution } => {
+                    parked::resolve_parked(tx, &ids, resolution.as_str()).await?
+                }
+                Write::ClearQuarantine => shell::clear_quarantine(tx, order_id, snap.now).await?,
+                Write::ForgetInbox(ids) => inbox::forget_inbox(tx, &ids).await?,
+                Write::Apply { events, expect } => {
+                    let r = self.sagas.apply_in_tx(tx, &events, LockMode::Wait).await?;
+                    let first = r.outcomes.first();
+                    let stands = match expect {
+                        Expect::Applied => matches!(first, Some(InboundOutcome::Applied { .. })),
+                        Expect::AppliedOrIgnored => {
+                            matches!(first, Some(InboundOutcome::Applied { .. } | InboundOutcome::Ignored))
+                        }
+                        Expect::Any => true,
+                    };
+                    if !stands {
+                        let what = first.map_or_else(|| "nothing happened".to_owned(), ToString::to_string);
+                        return Ok(Flushed::Refused(OpsError::NotAllowed(format!("not applied: {what}"))));
+                    }
+                    if !dry_run {
+                        // A dry run is rolled back: it records no metric and no alert log.
+                        self.record(&r);
+                    }
+                    replayed = r.outcomes.iter().map(ToString::to_string).collect();
+                }
+            }
+        }
+        Ok(Flushed::Written { replayed })
     }
 
     fn record(&self, r: &shell::BatchResult) {
@@ -560,15 +486,4 @@ async fn audit(
         req.job_id.as_deref(),
     )
     .await
-}
-
-async fn count_audit(tx: &mut Tx, order_id: i64, action: &str) -> Result<u32, StoreError> {
-    let n: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM ops_audit WHERE order_id = ? AND action = ? AND result = 'applied'")
-            .bind(order_id)
-            .bind(action)
-            .fetch_one(&mut **tx)
-            .await
-            .ctx("counting earlier retries")?;
-    Ok(n as u32)
 }

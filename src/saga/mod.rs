@@ -12,6 +12,8 @@ pub mod model;
 pub mod parse;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

@@ -37,3 +37,16 @@ pub async fn audit(
     .ctx("writing the audit row")?;
     Ok(())
 }
+
+/// How many times `action` was applied to the saga of `order_id` (the next
+/// `retry_step` is numbered one more: its outbox event id stays unique).
+pub async fn count_applied(tx: &mut Tx, order_id: i64, action: &str) -> Result<u32, StoreError> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM ops_audit WHERE order_id = ? AND action = ? AND result = 'applied'")
+            .bind(order_id)
+            .bind(action)
+            .fetch_one(&mut **tx)
+            .await
+            .ctx("counting earlier retries")?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}

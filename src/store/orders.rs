@@ -390,6 +390,24 @@ pub enum ChangeRefusal {
     },
 }
 
+impl std::fmt::Display for ChangeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeRefusal::NotFound => f.write_str("the order does not exist"),
+            ChangeRefusal::Illegal { from, to } => {
+                write!(f, "an order cannot go from {} to {}", from.as_str(), to.as_str())
+            }
+            ChangeRefusal::VersionMismatch { expected, actual } => {
+                write!(f, "the order is at version {actual}, not {expected}")
+            }
+            ChangeRefusal::Concurrent => f.write_str("another change to the order committed meanwhile"),
+            ChangeRefusal::SagaInProgress { saga_state } => {
+                write!(f, "the saga drives the order now (state {saga_state}) and does not accept this")
+            }
+        }
+    }
+}
+
 /// Applies a status change to the order row (version-guarded), writes history and the
 /// `order.status.changed.v1` outbox row. Does not commit. Returns the new version.
 #[allow(clippy::too_many_arguments)]

@@ -42,6 +42,7 @@ pub(crate) async fn insert_parked(tx: &mut Tx, rows: &[ParkedRow], now: DateTime
 }
 
 /// An unresolved parked event, ready to replay.
+#[derive(Debug, Clone)]
 pub struct ParkedEvent {
     pub id: u64,
     pub event_id: String,
@@ -51,15 +52,17 @@ pub struct ParkedEvent {
     pub poison: bool,
 }
 
-pub async fn unresolved_parked(tx: &mut Tx, order_id: i64) -> Result<Vec<ParkedEvent>, StoreError> {
-    let rows = sqlx::query(
+/// The unresolved parked events of a saga, oldest first; `lock` takes their
+/// row locks (an action), without it they are only read (the console).
+pub async fn unresolved_parked(tx: &mut Tx, order_id: i64, lock: bool) -> Result<Vec<ParkedEvent>, StoreError> {
+    let sql = if lock {
         "SELECT id, event_id, event_name, payload, traceparent, poison FROM saga_parked_events \
-         WHERE order_id = ? AND resolved_at IS NULL ORDER BY id FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_all(&mut **tx)
-    .await
-    .ctx("reading parked events")?;
+         WHERE order_id = ? AND resolved_at IS NULL ORDER BY id FOR UPDATE"
+    } else {
+        "SELECT id, event_id, event_name, payload, traceparent, poison FROM saga_parked_events \
+         WHERE order_id = ? AND resolved_at IS NULL ORDER BY id"
+    };
+    let rows = sqlx::query(sql).bind(order_id).fetch_all(&mut **tx).await.ctx("reading parked events")?;
     rows.iter()
         .map(|r| {
             Ok(ParkedEvent {

@@ -103,16 +103,16 @@ pub async fn for_order<'e, E: sqlx::MySqlExecutor<'e>>(exec: E, order_id: i64) -
     .fetch_all(exec)
     .await
     .ctx("reading timers")?;
-    rows.iter()
-        .map(|r| {
-            Ok(TimerView {
-                name: r.try_get("timer_name").ctx("decoding timer_name")?,
-                due_at: r.try_get("due_at").ctx("decoding due_at")?,
-                armed_at: r.try_get("armed_at").ctx("decoding armed_at")?,
-                armed_version: r.try_get("armed_version").ctx("decoding armed_version")?,
-            })
-        })
-        .collect()
+    rows.iter().map(timer_view).collect()
+}
+
+fn timer_view(r: &sqlx::mysql::MySqlRow) -> Result<TimerView, StoreError> {
+    Ok(TimerView {
+        name: r.try_get("timer_name").ctx("decoding timer_name")?,
+        due_at: r.try_get("due_at").ctx("decoding due_at")?,
+        armed_at: r.try_get("armed_at").ctx("decoding armed_at")?,
+        armed_version: r.try_get("armed_version").ctx("decoding armed_version")?,
+    })
 }
 
 /// A status change to record in `order_status_history`.
@@ -191,33 +191,28 @@ pub(crate) async fn flush_timers(
     Ok(())
 }
 
-/// An armed timer of one saga, locked.
-pub async fn lock_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<Option<(DateTime<Utc>, u32)>, StoreError> {
-    let row =
-        sqlx::query("SELECT due_at, armed_version FROM saga_timers WHERE order_id = ? AND timer_name = ? FOR UPDATE")
-            .bind(order_id)
-            .bind(name)
-            .fetch_optional(&mut **tx)
-            .await
-            .ctx("locking a timer")?;
-    row.map(|r| Ok((r.try_get("due_at").ctx("decoding due_at")?, r.try_get("armed_version").ctx("decoding")?)))
-        .transpose()
+/// The armed timers of one saga with their row locks (an operator acts on them).
+pub async fn lock_for_order(tx: &mut Tx, order_id: i64) -> Result<Vec<TimerView>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? \
+         ORDER BY due_at FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await
+    .ctx("locking timers")?;
+    rows.iter().map(timer_view).collect()
 }
 
-/// Moves a timer's due time (`None`: now, in database time).
-pub async fn set_timer_due(
-    tx: &mut Tx,
-    order_id: i64,
-    name: &str,
-    due_at: Option<DateTime<Utc>>,
-) -> Result<(), StoreError> {
-    let q = match due_at {
-        Some(t) => sqlx::query("UPDATE saga_timers SET due_at = ? WHERE order_id = ? AND timer_name = ?").bind(t),
-        None => sqlx::query(
-            "UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 1 MICROSECOND WHERE order_id = ? AND timer_name = ?",
-        ),
-    };
-    q.bind(order_id).bind(name).execute(&mut **tx).await.ctx("rescheduling a timer")?;
+/// Moves a timer's due time.
+pub async fn set_timer_due(tx: &mut Tx, order_id: i64, name: &str, due_at: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE saga_timers SET due_at = ? WHERE order_id = ? AND timer_name = ?")
+        .bind(due_at)
+        .bind(order_id)
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .ctx("rescheduling a timer")?;
     Ok(())
 }
 

@@ -7,7 +7,6 @@ use chrono::TimeZone;
 use super::*;
 use crate::config::Topics;
 use crate::contracts::{Message, PaymentAuthorized, TimestampMicros};
-use crate::saga::model::{InstanceData, Item, OrderFacts, StepProgress};
 use crate::saga::{Catalog, parse};
 use crate::store::sagas::RawMessage;
 
@@ -26,32 +25,7 @@ fn catalog() -> Catalog {
 fn slot(catalog: &Catalog, state: &str) -> Slot {
     let def = catalog.latest();
     Slot {
-        inst: Instance {
-            order_id: OID,
-            saga_name: def.name.clone(),
-            definition_version: def.version,
-            state: state.into(),
-            version: 3,
-            state_entered_at: now(),
-            data: InstanceData {
-                order: OrderFacts {
-                    customer_id: "c-1".into(),
-                    tenant_region: "eu-west".into(),
-                    currency: "EUR".into(),
-                    total_amount: "10.00".into(),
-                    items: vec![Item { sku: "A".into(), qty: 1 }],
-                },
-                // Both steps ran once: every reply to their commands answers the latest.
-                steps: [("reserve_inventory", 1), ("authorize_payment", 2)]
-                    .into_iter()
-                    .map(|(n, seq)| (n.to_owned(), StepProgress { runs: 1, active: true, run_seq: seq }))
-                    .collect(),
-                emitted: [("reserve_inventory:reserve".to_owned(), 1), ("authorize_payment:authorize".to_owned(), 1)]
-                    .into_iter()
-                    .collect(),
-                seq: 2,
-            },
-        },
+        inst: crate::saga::fixtures::instance(def, OID, state, now()),
         quarantined: None,
         quarantined_at: None,
         dirty: false,

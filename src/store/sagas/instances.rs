@@ -248,12 +248,24 @@ pub async fn lock_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Op
     Ok(slots.into_values().next().map(|s| (s.inst, s.quarantined)))
 }
 
+/// Reads one saga row without locking it (the console); `None` when the order has no saga.
+pub async fn read_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Option<String>)>, StoreError> {
+    // Constant text: the column list is a constant.
+    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .ctx("reading a saga row")?;
+    row.map(|r| instance_from_row(&r).map(|(inst, q)| (inst, q.map(|q| q.1)))).transpose()
+}
+
 /// Clears a saga's quarantine (the caller replays or skips its parked events).
-pub async fn clear_quarantine(tx: &mut Tx, order_id: i64) -> Result<(), StoreError> {
+pub async fn clear_quarantine(tx: &mut Tx, order_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE saga_instances SET quarantined_at = NULL, quarantine_reason = NULL, updated_at = ? WHERE order_id = ?",
     )
-    .bind(crate::store::now())
+    .bind(now)
     .bind(order_id)
     .execute(&mut **tx)
     .await

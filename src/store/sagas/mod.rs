@@ -23,7 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use self::decide::{Decision, Writes};
-pub use self::instances::{SagaView, clear_quarantine, get, lock_one};
+pub use self::instances::{SagaView, clear_quarantine, get, lock_one, read_one};
 use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, upsert_instances};
 use super::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
 use super::outbox::{self, NewOutboxRow, OutboxWriter};
@@ -37,6 +37,9 @@ use crate::telemetry::trace_context::TraceContext;
 
 /// `Inbound::source` of events replayed from `saga_parked_events`.
 pub const SOURCE_REPLAY: &str = "replay";
+
+/// `Inbound::source` of events an operator action originates.
+pub const SOURCE_OPS: &str = "ops";
 
 /// One event offered to the saga shell.
 #[derive(Debug, Clone)]
@@ -93,6 +96,24 @@ pub enum InboundOutcome {
     Stale,
     /// A manual event the saga refused (HTTP/ops answer 409); nothing recorded.
     Refused(ChangeRefusal),
+}
+
+/// For people (an operator's report, a refusal): what happened, in words.
+impl std::fmt::Display for InboundOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InboundOutcome::Applied { from, to } => write!(f, "applied: {from} → {to}"),
+            InboundOutcome::Ignored => f.write_str("ignored: the current state does not react to it"),
+            InboundOutcome::StaleReply { event, reason } => write!(f, "stale reply {event}: {reason}"),
+            InboundOutcome::Duplicate => f.write_str("a duplicate: applied before"),
+            InboundOutcome::Parked => f.write_str("parked: the saga is quarantined"),
+            InboundOutcome::DeadLettered { kind, reason, .. } => {
+                write!(f, "dead-lettered ({}): {reason}", kind.as_str())
+            }
+            InboundOutcome::Stale => f.write_str("stale: the timer was re-armed or disarmed meanwhile"),
+            InboundOutcome::Refused(r) => write!(f, "refused: {r}"),
+        }
+    }
 }
 
 /// Why a message was dead-lettered (a metric label: keep the set small).

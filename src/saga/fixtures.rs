@@ -1,0 +1,36 @@
+//! Test fixtures shared by the unit tests of the shell's pure parts.
+
+use chrono::{DateTime, Utc};
+
+use super::model::{InstanceData, Item, OrderFacts, StepProgress};
+use super::{Definition, Instance};
+
+/// A saga of `def` in `state` at version 3, for an order of 10.00 EUR, whose
+/// two steps ran once each: every reply to their commands answers the latest.
+pub(crate) fn instance(def: &Definition, order_id: i64, state: &str, now: DateTime<Utc>) -> Instance {
+    Instance {
+        order_id,
+        saga_name: def.name.clone(),
+        definition_version: def.version,
+        state: state.into(),
+        version: 3,
+        state_entered_at: now,
+        data: InstanceData {
+            order: OrderFacts {
+                customer_id: "c-1".into(),
+                tenant_region: "eu-west".into(),
+                currency: "EUR".into(),
+                total_amount: "10.00".into(),
+                items: vec![Item { sku: "A".into(), qty: 1 }],
+            },
+            steps: [("reserve_inventory", 1), ("authorize_payment", 2)]
+                .into_iter()
+                .map(|(n, seq)| (n.to_owned(), StepProgress { runs: 1, active: true, run_seq: seq }))
+                .collect(),
+            emitted: [("reserve_inventory:reserve".to_owned(), 1), ("authorize_payment:authorize".to_owned(), 1)]
+                .into_iter()
+                .collect(),
+            seq: 2,
+        },
+    }
+}
