@@ -16,11 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use order_saga::config::Topics;
-use order_saga::http::AppState;
-use order_saga::store::outbox::OutboxWriter;
-use order_saga::store::sagas::SagaStore;
-use order_saga::telemetry::metrics::Metrics;
 
 fn main() {
     // `cargo test`/nextest list and run bench targets too; only `cargo bench` (which passes --bench) measures.
@@ -41,36 +36,15 @@ async fn run() {
     let (db, url) = fresh_db("http", 40).await;
     println!("## POST /orders (each level {secs} s)\n\nMariaDB: {}", server_settings(&db).await);
 
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let outbox = OutboxWriter { topics: Topics::with_prefix(""), shards: 16 };
+    // The daemon's own wiring and option parsing: ORDER_SAGA_* variables
+    // (group commit size and groups in flight, …) apply as they do to `serve`.
+    let cfg = {
+        use clap::Parser as _;
+        order_saga::cli::Cli::try_parse_from(["order-saga", "serve"]).unwrap().config
+    };
     let catalog =
         Arc::new(order_saga::saga_files::load_catalog(std::path::Path::new("sagas"), &Default::default()).unwrap());
-    let sagas = SagaStore::new(catalog, outbox.clone());
-    let group = std::env::var("ORDER_SAGA_ORDER_GROUP_COMMIT_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let orders = order_saga::store::group_commit::CreateBatcher::spawn(
-        order_saga::store::group_commit::Shared {
-            db: db.clone(),
-            outbox: outbox.clone(),
-            sagas: Some(sagas.clone()),
-            actor: "api",
-        },
-        group,
-        std::env::var("ORDER_SAGA_ORDER_GROUP_COMMIT_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(8),
-        |_| {},
-    );
-    let state = AppState {
-        orders,
-        db: db.clone(),
-        outbox: outbox.clone(),
-        sagas: Some(sagas),
-        metrics,
-        registry: Arc::new(registry),
-        relay_wakeup: Arc::new(tokio::sync::Notify::new()),
-        ops: None,
-        max_body_bytes: 64 * 1024,
-        request_timeout: Duration::from_secs(10),
-    };
+    let state = order_saga::app::services(&cfg, db.clone(), catalog).unwrap().state;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, order_saga::http::router(state)).await });

@@ -168,29 +168,35 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
         a.await.unwrap();
     }
     // The consumer, alone.
+    // Wired as `serve` wires it, with this bench's topics, group and batch size.
+    let (group, batch_max) = (format!("bench-{}", uuid::Uuid::new_v4().simple()), batch.to_string());
+    let cfg = {
+        use clap::Parser as _;
+        let args = [
+            "order-saga",
+            "--kafka-topic-prefix",
+            &e.prefix,
+            "--kafka-group-id",
+            &group,
+            "--consumer-batch-max",
+            &batch_max,
+            "--kafka-session-timeout",
+            "10s",
+            "--kafka-fetch-wait-max",
+            "20ms",
+            "--shutdown-grace",
+            "10s",
+            "serve",
+        ];
+        order_saga::cli::Cli::try_parse_from(args).unwrap().config
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = order_saga::telemetry::metrics::Metrics::register(&mut registry);
-    let handler = Arc::new(order_saga::events::EventHandler {
-        db: e.db.clone(),
-        sagas,
-        codec: e.codec.clone(),
-        topics: e.topics.clone(),
-        metrics: metrics.clone(),
-        relay_wakeup: Arc::new(tokio::sync::Notify::new()),
-        version_patience: Duration::from_secs(900),
-    });
+    let wakeup = Arc::new(tokio::sync::Notify::new());
+    let handler = Arc::new(order_saga::app::event_handler(&cfg, &e.db, &sagas, &e.codec, &metrics, &wakeup).unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let consumer = order_saga::kafka::consumer::SagaConsumer::start(
-        order_saga::kafka::consumer::ConsumerSettings {
-            client: e.client.clone(),
-            group_id: format!("bench-{}", uuid::Uuid::new_v4().simple()),
-            topics: e.topics.inbound().into_iter().map(str::to_owned).collect(),
-            session_timeout: Duration::from_secs(10),
-            fetch_wait_max: Duration::from_millis(20),
-            batch_max: batch,
-            queue_capacity: (batch * 4).max(64),
-            drain_timeout: Duration::from_secs(5),
-        },
+        order_saga::app::consumer_settings(&cfg, &e.client).unwrap(),
         handler,
         Some(metrics.clone()),
         stop.clone(),

@@ -242,13 +242,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Every long-running component of `serve`.
-pub struct Daemon {
-    pub state: AppState,
-    pub sagas: SagaStore,
-    pub codec: Codec,
-}
-
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let grace = cfg.shutdown_grace;
     let running = start(cfg).await?;
@@ -257,8 +250,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     Ok(if running.shutdown().await { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// A running daemon (everything `serve` runs), for `serve` itself and for
-/// benchmarks that drive it in-process.
+/// A running daemon: everything `serve` runs, and what its orderly shutdown stops.
 pub struct Running {
     pub state: AppState,
     pub addr: std::net::SocketAddr,
@@ -394,6 +386,95 @@ async fn check_inbox_retention(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Builds and starts every component of `serve`.
+/// What every face of the daemon shares, wired from one [`Config`] over a
+/// connected database and a loaded catalog: the HTTP state (group commit of
+/// `POST /orders`, the ops surface) and the saga shell. [`start`] adds the
+/// broker-facing parts; the in-process test harness and the HTTP benchmark
+/// use it as it is, so they exercise the wiring users run.
+pub struct Services {
+    pub state: AppState,
+    pub sagas: SagaStore,
+    pub metrics: Metrics,
+    /// Wakes the outbox relay when a commit wrote rows.
+    pub wakeup: Arc<Notify>,
+    pub policy: timers::TimerPolicy,
+}
+
+/// Builds the [`Services`] (spawns the group-commit task: call inside a runtime).
+pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<Services> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry).with_regions(&cfg.telemetry.metric_regions);
+    let writer = outbox_writer(cfg)?;
+    let sagas = SagaStore::new(catalog, writer.clone());
+    let wakeup = Arc::new(Notify::new());
+    let policy = timer_policy(cfg)?;
+    let group_metrics = metrics.clone();
+    let orders = crate::store::group_commit::CreateBatcher::spawn(
+        crate::store::group_commit::Shared {
+            db: db.clone(),
+            outbox: writer.clone(),
+            sagas: Some(sagas.clone()),
+            actor: "api",
+        },
+        cfg.http.order_group_commit_max,
+        cfg.http.order_group_commit_in_flight,
+        move |n| group_metrics.orders.order_group_commit_size.observe(n as f64),
+    );
+    let state = AppState {
+        orders,
+        db,
+        outbox: writer,
+        sagas: Some(sagas.clone()),
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        relay_wakeup: wakeup.clone(),
+        ops: cfg.ops.ops_token.clone().map(|token| http::ops::OpsConfig {
+            token,
+            bulk_rate: cfg.ops.ops_bulk_rate,
+            sweep_batch: cfg.sagas.sweep_batch,
+            timer_policy: Arc::new(policy.clone()),
+            jobs: crate::ops::Jobs::default(),
+        }),
+        max_body_bytes: cfg.http.http_max_body_bytes,
+        request_timeout: cfg.http.http_request_timeout,
+    };
+    Ok(Services { state, sagas, metrics, wakeup, policy })
+}
+
+/// The consumer's batch handler, as `serve` runs it.
+pub fn event_handler(
+    cfg: &Config,
+    db: &Db,
+    sagas: &SagaStore,
+    codec: &Codec,
+    metrics: &Metrics,
+    wakeup: &Arc<Notify>,
+) -> anyhow::Result<EventHandler> {
+    Ok(EventHandler {
+        db: db.clone(),
+        sagas: sagas.clone(),
+        codec: codec.clone(),
+        topics: cfg.topics()?,
+        metrics: metrics.clone(),
+        relay_wakeup: wakeup.clone(),
+        version_patience: cfg.consumer.unknown_version_patience,
+    })
+}
+
+/// The saga consumer's settings, as `serve` runs it.
+pub fn consumer_settings(cfg: &Config, client: &ClientSettings) -> anyhow::Result<ConsumerSettings> {
+    Ok(ConsumerSettings {
+        client: client.clone(),
+        group_id: cfg.kafka.kafka_group_id.clone(),
+        topics: cfg.topics()?.inbound().into_iter().map(str::to_owned).collect(),
+        session_timeout: cfg.kafka.kafka_session_timeout,
+        fetch_wait_max: cfg.kafka.kafka_fetch_wait_max,
+        batch_max: cfg.consumer.consumer_batch_max,
+        queue_capacity: cfg.consumer.consumer_batch_max * 4,
+        drain_timeout: cfg.shutdown_grace.mul_f64(0.5),
+    })
+}
+
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     cfg.validate(true)?;
     let catalog = load_catalog(&cfg)?;
@@ -411,48 +492,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     // Validated even when a CDC pipeline publishes: the map is a contract.
     let partitioner = Arc::new(partitioner(&cfg).await?);
 
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry).with_regions(&cfg.telemetry.metric_regions);
-    let writer = outbox_writer(&cfg)?;
-    let sagas = SagaStore::new(catalog.clone(), writer.clone());
-    let wakeup = Arc::new(Notify::new());
-    let policy = timer_policy(&cfg)?;
-    let group_metrics = metrics.clone();
-    let orders = crate::store::group_commit::CreateBatcher::spawn(
-        crate::store::group_commit::Shared {
-            db: db.clone(),
-            outbox: writer.clone(),
-            sagas: Some(sagas.clone()),
-            actor: "api",
-        },
-        cfg.http.order_group_commit_max,
-        cfg.http.order_group_commit_in_flight,
-        move |n| group_metrics.orders.order_group_commit_size.observe(n as f64),
-    );
-    let state = AppState {
-        orders,
-        db: db.clone(),
-        outbox: writer,
-        sagas: Some(sagas.clone()),
-        metrics: metrics.clone(),
-        registry: Arc::new(registry),
-        relay_wakeup: wakeup.clone(),
-        ops: cfg.ops.ops_token.clone().map(|token| http::ops::OpsConfig {
-            token,
-            bulk_rate: cfg.ops.ops_bulk_rate,
-            sweep_batch: cfg.sagas.sweep_batch,
-            timer_policy: Arc::new(policy.clone()),
-            jobs: crate::ops::Jobs::default(),
-        }),
-        max_body_bytes: cfg.http.http_max_body_bytes,
-        request_timeout: cfg.http.http_request_timeout,
-    };
+    let Services { state, sagas, metrics, wakeup, policy } = services(&cfg, db.clone(), catalog.clone())?;
 
     let stop_intake = CancellationToken::new();
     let stop_relay = CancellationToken::new();
     let brokers = cfg.kafka_brokers()?;
     let client = ClientSettings::from_config(&cfg, brokers);
-    let topics = cfg.topics()?;
 
     // Outbox relay.
     let relay_task = if cfg.outbox.outbox_relay {
@@ -487,30 +532,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     };
 
     // Saga consumer.
-    let handler = Arc::new(EventHandler {
-        db: db.clone(),
-        sagas: sagas.clone(),
-        codec: codec.clone(),
-        topics: topics.clone(),
-        metrics: metrics.clone(),
-        relay_wakeup: wakeup.clone(),
-        version_patience: cfg.consumer.unknown_version_patience,
-    });
-    let consumer = SagaConsumer::start(
-        ConsumerSettings {
-            client: client.clone(),
-            group_id: cfg.kafka.kafka_group_id.clone(),
-            topics: topics.inbound().into_iter().map(str::to_owned).collect(),
-            session_timeout: cfg.kafka.kafka_session_timeout,
-            fetch_wait_max: cfg.kafka.kafka_fetch_wait_max,
-            batch_max: cfg.consumer.consumer_batch_max,
-            queue_capacity: cfg.consumer.consumer_batch_max * 4,
-            drain_timeout: cfg.shutdown_grace.mul_f64(0.5),
-        },
-        handler,
-        Some(metrics.clone()),
-        stop_intake.clone(),
-    )?;
+    let handler = Arc::new(event_handler(&cfg, &db, &sagas, &codec, &metrics, &wakeup)?);
+    let consumer =
+        SagaConsumer::start(consumer_settings(&cfg, &client)?, handler, Some(metrics.clone()), stop_intake.clone())?;
     // Event-time watermarks of what the consumer has applied, for every sweeper.
     if policy.event_time {
         tokio::spawn(crate::event_time::report(consumer.watermark_probe(), db.clone(), stop_intake.clone()));

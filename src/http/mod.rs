@@ -36,7 +36,8 @@ use crate::telemetry::trace_context::TraceContext;
 pub struct AppState {
     pub db: Db,
     pub outbox: OutboxWriter,
-    /// `None` only in deployments without sagas (not the daemon's default).
+    /// Always `Some` in the daemon (`app::services`); `None` only in the tests
+    /// of the order table on its own (`TestApp::without_sagas`).
     pub sagas: Option<SagaStore>,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,

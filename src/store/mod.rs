@@ -181,20 +181,21 @@ where
     }
 }
 
-/// Wall-clock time truncated to what `DATETIME(6)` stores, so values read back
-/// compare equal to the ones written.
 /// The first `n` characters of `s` (columns have character limits).
 pub(crate) fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
+/// Wall-clock time truncated to what `DATETIME(6)` stores, so values read back
+/// compare equal to the ones written. Bookkeeping only (`created_at`-like
+/// columns); saga transitions and timers use [`db_now`].
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
 /// The database's clock, truncated like [`now`]. Saga transitions read time
 /// here, so that timers are armed with the same clock that fires them
-/// (`take_due` compares with `NOW(6)`): a replica whose host clock is skewed
+/// (`timers::lock_due` compares with `NOW(6)`): a replica whose host clock is skewed
 /// can neither fire a timeout early nor late.
 pub async fn db_now(tx: &mut Tx) -> Result<DateTime<Utc>, StoreError> {
     let t: chrono::NaiveDateTime =

@@ -19,15 +19,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use order_saga::config::Topics;
 use order_saga::contracts::{Message, MessageKind};
 use order_saga::http::AppState;
 use order_saga::saga::{Catalog, Event, EventBody};
 use order_saga::store::Db;
-use order_saga::store::outbox::OutboxWriter;
 use order_saga::store::sagas::{Inbound, LockMode, SagaStore};
-use order_saga::telemetry::metrics::Metrics;
-use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -122,6 +118,30 @@ pub struct TestApp {
 
 pub const OPS_TOKEN: &str = "test-ops-token-0123456789";
 
+/// The daemon's configuration as it parses its flags (and the environment),
+/// for an app in-process: the test ops token, timers judged by processing
+/// time (no consumer reports watermarks here), 4 outbox shards, groups of up
+/// to 32 creates; `extra` flags on top.
+pub fn test_config(extra: &[&str]) -> order_saga::config::Config {
+    use clap::Parser as _;
+    let mut args = vec![
+        "order-saga",
+        "--ops-token",
+        OPS_TOKEN,
+        "--ops-bulk-rate",
+        "1000",
+        "--timer-event-time",
+        "false",
+        "--outbox-shards",
+        "4",
+        "--order-group-commit-max",
+        "32",
+    ];
+    args.extend_from_slice(extra);
+    args.push("serve");
+    order_saga::cli::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("test flags: {e}")).config
+}
+
 impl TestApp {
     /// With sagas (as the daemon runs).
     pub async fn new() -> TestApp {
@@ -133,41 +153,27 @@ impl TestApp {
         TestApp::build(false).await
     }
 
+    /// Through the daemon's own wiring (`app::services`) over a fresh database.
     async fn build(with_sagas: bool) -> TestApp {
         let (db, _) = fresh_db().await;
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry);
-        let outbox = OutboxWriter { topics: Topics::with_prefix(""), shards: 4 };
-        let sagas = SagaStore::new(catalog(), outbox.clone());
-        let orders = order_saga::store::group_commit::CreateBatcher::spawn(
-            order_saga::store::group_commit::Shared {
-                db: db.clone(),
-                outbox: outbox.clone(),
-                sagas: with_sagas.then(|| sagas.clone()),
-                actor: "api",
-            },
-            32,
-            8,
-            |_| {},
-        );
-        let state = AppState {
-            orders,
-            db: db.clone(),
-            outbox,
-            sagas: with_sagas.then(|| sagas.clone()),
-            metrics,
-            registry: Arc::new(registry),
-            relay_wakeup: Arc::new(tokio::sync::Notify::new()),
-            ops: Some(order_saga::http::ops::OpsConfig {
-                token: OPS_TOKEN.into(),
-                bulk_rate: 1000,
-                sweep_batch: 100,
-                timer_policy: Arc::new(order_saga::timers::TimerPolicy::processing_time()),
-                jobs: Default::default(),
-            }),
-            max_body_bytes: 64 * 1024,
-            request_timeout: Duration::from_secs(10),
-        };
+        let cfg = test_config(&[]);
+        let services = order_saga::app::services(&cfg, db.clone(), catalog()).expect("the test configuration wires");
+        let (mut state, sagas) = (services.state, services.sagas);
+        if !with_sagas {
+            // The order table on its own: no saga starts with an order.
+            state.sagas = None;
+            state.orders = order_saga::store::group_commit::CreateBatcher::spawn(
+                order_saga::store::group_commit::Shared {
+                    db: db.clone(),
+                    outbox: state.outbox.clone(),
+                    sagas: None,
+                    actor: "api",
+                },
+                cfg.http.order_group_commit_max,
+                cfg.http.order_group_commit_in_flight,
+                |_| {},
+            );
+        }
         TestApp { router: order_saga::http::router(state.clone()), db, state, sagas }
     }
 
