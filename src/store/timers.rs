@@ -9,17 +9,29 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{Ctx, StoreError, Tx};
 
-/// Deletes the timer if it is still armed and due. `true` when it was: the
-/// caller fires it in this transaction; a concurrent firing finds nothing.
-pub async fn take_due(tx: &mut Tx, order_id: i64, name: &str) -> Result<bool, StoreError> {
-    let n = sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ? AND due_at <= NOW(6)")
-        .bind(order_id)
-        .bind(name)
-        .execute(&mut **tx)
-        .await
-        .ctx("taking a due timer")?
-        .rows_affected();
-    Ok(n == 1)
+/// The armed timers of `orders` that are due in database time, locked: what a
+/// batch's firings may take (one statement for the whole batch).
+pub(crate) async fn lock_due(
+    tx: &mut Tx,
+    orders: &std::collections::BTreeSet<i64>,
+) -> Result<std::collections::HashSet<(i64, String)>, StoreError> {
+    if orders.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut qb: QueryBuilder<MySql> =
+        QueryBuilder::new("SELECT order_id, timer_name FROM saga_timers WHERE order_id IN (");
+    let mut sep = qb.separated(", ");
+    for id in orders {
+        sep.push_bind(*id);
+    }
+    qb.push(") AND due_at <= NOW(6) ORDER BY order_id, timer_name FOR UPDATE");
+    let rows = qb.build().fetch_all(&mut **tx).await.ctx("locking due timers")?;
+    rows.iter()
+        .map(|r| {
+            let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
+            Ok((order_id as i64, r.try_get("timer_name").ctx("decoding timer_name")?))
+        })
+        .collect()
 }
 
 /// A timer that is due, with what the sweeper needs to judge it.

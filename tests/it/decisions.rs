@@ -363,3 +363,44 @@ async fn a_refusal_the_server_did_not_mean_does_not_dead_letter_a_valid_event() 
     assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'dead_letter'").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM saga_instances WHERE quarantined_at IS NOT NULL").await, 0);
 }
+
+/// Prepared-statement executions on the one connection of `db` so far.
+async fn executions(db: &order_saga::store::Db) -> i64 {
+    let (_, n): (String, String) =
+        sqlx::query_as("SHOW SESSION STATUS LIKE 'Com_stmt_execute'").fetch_one(&db.pool).await.unwrap();
+    n.parse().unwrap()
+}
+
+/// Sweeps `ids`' due timers on a one-connection pool: (fired, statements executed).
+async fn sweep_counting(app: &TestApp, ids: &[i64]) -> (u32, i64) {
+    for &id in ids {
+        due_seconds_ago(app, id, 10).await;
+    }
+    let name: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&app.db.pool).await.unwrap();
+    let one =
+        order_saga::store::Db::connect(&format!("{}/{name}", env().db_base), 1, Duration::from_secs(10)).await.unwrap();
+    let processing_time = TimerPolicy { event_time: false, ..policy() };
+    let before = executions(&one).await;
+    let r = timers::sweep(&one, &app.sagas, 100, &processing_time, None).await.unwrap();
+    // Less the `SHOW` itself, which the server counts as it runs.
+    let statements = executions(&one).await - before - 1;
+    (r.fired, statements)
+}
+
+#[tokio::test]
+async fn the_sweeper_fires_a_batch_of_timers_in_as_many_statements_as_one() {
+    let app = TestApp::new().await;
+    let first = awaiting_payment(&app).await;
+    let (fired, one) = sweep_counting(&app, &[first]).await;
+    assert_eq!(fired, 1);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(awaiting_payment(&app).await);
+    }
+    let (fired, twelve) = sweep_counting(&app, &ids).await;
+    assert_eq!(fired, 12);
+    assert_eq!(twelve, one, "the due timers of a batch are read in one statement, not one per firing");
+    for id in [first].iter().chain(&ids) {
+        assert_eq!(state_of(&app, *id).await, "CANCELLED");
+    }
+}

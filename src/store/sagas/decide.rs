@@ -4,7 +4,7 @@
 //! shell (`super`) does the reads these need beforehand and the writes they
 //! return afterwards, so every branch is unit-tested below without MariaDB.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -88,6 +88,24 @@ pub(crate) fn timer_to_take<'a>(b: &'a Inbound, slot: Option<&Slot>) -> Option<&
         }
         _ => None,
     }
+}
+
+/// Takes a firing's timer: `true` when it was armed and due at the batch's
+/// read (and not taken by an earlier firing of this batch). A taken timer is
+/// deleted with the batch's timer writes unless an event of the batch arms
+/// it again (an arm earlier in the batch is kept, a later one replaces this).
+pub(crate) fn take_timer(
+    due: &mut HashSet<(i64, String)>,
+    timers: &mut BTreeMap<(i64, String), TimerOp>,
+    order_id: i64,
+    name: &str,
+) -> bool {
+    let key = (order_id, name.to_owned());
+    if !due.remove(&key) {
+        return false;
+    }
+    timers.entry(key).or_insert(TimerOp::Cancel);
+    true
 }
 
 /// Decides what to do with `b`. `slot` is its saga row (locked), when it has

@@ -277,3 +277,22 @@ fn a_reply_to_another_command_is_recorded_as_stale_and_moves_nothing() {
         d => panic!("{d:?}"),
     }
 }
+
+#[test]
+fn a_firing_takes_its_timer_once_from_the_batchs_read_and_keeps_an_earlier_arm() {
+    use std::collections::{BTreeMap, HashSet};
+    let mut due: HashSet<(i64, String)> = [(OID, "payment_timeout".to_owned())].into();
+    let mut timers = BTreeMap::new();
+    assert!(!take_timer(&mut due, &mut timers, OID, "other"), "not due at the batch's read: stale");
+    assert!(timers.is_empty());
+    assert!(take_timer(&mut due, &mut timers, OID, "payment_timeout"));
+    assert!(matches!(timers[&(OID, "payment_timeout".to_owned())], TimerOp::Cancel), "deleted with the batch");
+    assert!(!take_timer(&mut due, &mut timers, OID, "payment_timeout"), "a second firing in the batch finds nothing");
+
+    // An event earlier in the batch armed it again: the new arming stands.
+    let mut due: HashSet<(i64, String)> = [(OID, "payment_timeout".to_owned())].into();
+    let armed = TimerOp::Arm { due_at: now(), armed_version: 4 };
+    let mut timers = BTreeMap::from([((OID, "payment_timeout".to_owned()), armed)]);
+    assert!(take_timer(&mut due, &mut timers, OID, "payment_timeout"));
+    assert!(matches!(timers[&(OID, "payment_timeout".to_owned())], TimerOp::Arm { armed_version: 4, .. }));
+}

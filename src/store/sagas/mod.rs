@@ -192,8 +192,6 @@ impl SagaStore {
         SagaStore { catalog, outbox }
     }
 
-    /// Starts the saga of a new order inside the order-creation transaction.
-    /// Returns the outbox rows to write with the order's own.
     /// Starts the sagas of new orders in the order-creation transaction:
     /// one statement per table for all of them. Returns their outbox rows
     /// (each with the trace of the request that created its order).
@@ -297,6 +295,15 @@ impl SagaStore {
         let mut slots = load_sagas(tx, &order_ids, lock).await?;
         let owned: Vec<i64> = slots.keys().copied().collect();
         let mut heads = lock_heads(tx, &owned).await?;
+        // The due timers the batch's live firings may take, read and locked in
+        // one statement (not one round trip per firing).
+        let firing: BTreeSet<i64> = batch
+            .iter()
+            .filter(|b| !seen_before.contains(&b.event_id))
+            .filter(|b| decide::timer_to_take(b, b.order_id.and_then(|id| slots.get(&id))).is_some())
+            .filter_map(|b| b.order_id)
+            .collect();
+        let mut due = timers::lock_due(tx, &firing).await?;
 
         let mut writes = Writes::default();
         let mut result = BatchResult::default();
@@ -310,7 +317,7 @@ impl SagaStore {
                 continue;
             }
             let outcome =
-                self.apply_one(tx, b, &mut slots, &mut heads, lock, unknown, now, &mut writes, &mut result).await?;
+                self.apply_one(b, &mut slots, &mut heads, &mut due, lock, unknown, now, &mut writes, &mut result)?;
             if !matches!(outcome, InboundOutcome::Stale | InboundOutcome::Refused(_) | InboundOutcome::Duplicate) {
                 let label = match &outcome {
                     InboundOutcome::Applied { .. } => inbox::Outcome::Applied,
@@ -343,16 +350,16 @@ impl SagaStore {
         Ok(result)
     }
 
-    /// Applies one event: the reads [`decide`](decide::decide) needs (the
-    /// timer row of a firing), the decision, then its writes into `writes`
-    /// and the batch's saga rows.
+    /// Applies one event to what the batch read (no I/O): a firing takes its
+    /// timer from `due`, the decision, then its writes into `writes` and the
+    /// batch's saga rows.
     #[allow(clippy::too_many_arguments)]
-    async fn apply_one(
+    fn apply_one(
         &self,
-        tx: &mut Tx,
         b: &Inbound,
         slots: &mut HashMap<i64, Slot>,
         heads: &mut HashMap<i64, OrderHead>,
+        due: &mut HashSet<(i64, String)>,
         lock: LockMode,
         unknown: UnknownVersion,
         now: DateTime<Utc>,
@@ -361,7 +368,7 @@ impl SagaStore {
     ) -> Result<InboundOutcome, StoreError> {
         let slot = b.order_id.and_then(|id| slots.get_mut(&id));
         let timer_taken = match (decide::timer_to_take(b, slot.as_deref()), b.order_id) {
-            (Some(name), Some(order_id)) => timers::take_due(tx, order_id, name).await?,
+            (Some(name), Some(order_id)) => decide::take_timer(due, &mut writes.timers, order_id, name),
             _ => false,
         };
         let decision = decide::decide(&self.catalog, slot.as_deref(), b, lock, unknown, timer_taken, now);
