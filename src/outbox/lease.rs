@@ -3,10 +3,6 @@
 
 use super::*;
 
-pub(super) fn backoff(failures: u32) -> Duration {
-    Duration::from_millis((100u64 << failures.min(6)).min(5_000))
-}
-
 /// When the publish loop last went round, shared with the lease loop.
 #[derive(Clone)]
 pub(super) struct Liveness {

@@ -28,6 +28,7 @@
 mod lease;
 mod prepare;
 pub mod rest;
+mod schedule;
 mod settle;
 
 use std::collections::HashMap;
@@ -42,10 +43,11 @@ use tokio_util::sync::CancellationToken;
 
 use tracing::Instrument;
 
-use self::lease::{backoff, lease_loop};
+use self::lease::lease_loop;
 use self::prepare::{PrepareError, Prepared};
 use self::rest::{RestOutcome, RestTransport};
-use self::settle::{Ack, AckError, SETTLE_DELAY, SETTLE_WRITES, Settled};
+use self::schedule::{Action, Schedule};
+use self::settle::{Ack, AckError, Settled};
 
 use crate::codec::Codec;
 
@@ -124,9 +126,6 @@ enum Transport {
     Rest,
 }
 
-/// Rows sent and not yet settled: id → (created_at, shard).
-type InFlight = HashMap<u64, (chrono::DateTime<chrono::Utc>, u16)>;
-
 impl Relay {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -178,151 +177,86 @@ impl Relay {
         let lease_task =
             tokio::spawn(lease_loop(self.db.clone(), self.settings.clone(), owned_tx, alive.clone(), shutdown.clone()));
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
-        let mut in_flight: InFlight = HashMap::new();
-        // Surplus shards released, until the lease loop stops listing them.
-        let mut released: std::collections::HashSet<u16> = std::collections::HashSet::new();
-        let mut failures = 0u32;
-        let mut retry_at = Instant::now();
-        let max_in_flight = (self.settings.batch as usize) * 4;
-        let mut acks: Vec<Ack> = Vec::new();
         let (settled_tx, mut settled_rx) = mpsc::unbounded_channel::<Settled>();
-        let mut settling = 0usize;
-        // Acks are settled in small groups (one UPDATE per group, not per ack).
-        let mut settle_at: Option<Instant> = None;
-        let mut want_dispatch = true;
-        let mut next_poll = Instant::now() + self.settings.poll_interval;
-        loop {
+        let mut schedule: Schedule<Ack> =
+            Schedule::new(self.settings.batch as usize, self.settings.poll_interval, Instant::now());
+        'rounds: loop {
             alive.round();
             if shutdown.is_cancelled() {
                 break;
             }
             while let Ok(a) = ack_rx.try_recv() {
-                acks.push(a);
+                schedule.handle_ack(Instant::now(), a);
             }
             while let Ok(done) = settled_rx.try_recv() {
-                settling -= 1;
-                if self.settled(done, &mut in_flight) {
-                    failures += 1;
-                    retry_at = Instant::now() + backoff(failures);
-                }
-                // Room in the pipeline again.
-                want_dispatch = true;
+                self.settled(&mut schedule, done);
             }
-            let now = Instant::now();
-            if !acks.is_empty() && settle_at.is_none() {
-                settle_at = Some(now + SETTLE_DELAY);
-            }
-            if (settle_at.is_some_and(|t| t <= now) || acks.len() >= self.settings.batch as usize)
-                && settling < SETTLE_WRITES
             {
-                settle_at = None;
-                let batch = std::mem::take(&mut acks);
-                let (r, writes) = self.settle(batch);
-                if r.failed > 0 && r.published_kafka + r.published_rest == 0 {
-                    failures += 1;
-                    retry_at = Instant::now() + backoff(failures);
-                } else {
-                    failures = 0;
-                }
-                settling += 1;
-                let (db, done) = (self.db.clone(), settled_tx.clone());
-                tokio::spawn(async move {
-                    let result = crate::store::deadline("settling published rows", writes.write(&db)).await;
-                    let _ = done.send(Settled { ids: writes.ids(), result });
-                });
+                let owned = owned_rx.borrow_and_update();
+                schedule.handle_owned(&owned.0, owned.1);
             }
-            if now >= next_poll {
-                want_dispatch = true;
-                next_poll = now + self.settings.poll_interval;
-            }
-            let (mut owned, fair) = owned_rx.borrow_and_update().clone();
-            released.retain(|s| owned.contains(s));
-            if owned.len() as u32 > fair {
-                // Another replica appeared: stop reading the surplus at once,
-                // and release each surplus shard once nothing of it is in flight.
-                let surplus = owned.split_off(fair as usize);
-                let idle: Vec<u16> = surplus
-                    .iter()
-                    .copied()
-                    .filter(|s| !released.contains(s) && !in_flight.values().any(|(_, shard)| shard == s))
-                    .collect();
-                if !idle.is_empty() {
-                    match leases::release(&self.db, &self.settings.owner, &idle).await {
-                        Ok(()) => released.extend(idle),
-                        Err(e) => tracing::warn!(error = %e, "cannot release surplus outbox shards"),
+            while let Some(action) = schedule.poll(Instant::now()) {
+                match action {
+                    Action::Settle(acks) => {
+                        let (r, writes) = self.settle(acks);
+                        schedule.handle_settle_decided(Instant::now(), r.published_kafka + r.published_rest, r.failed);
+                        let (db, done) = (self.db.clone(), settled_tx.clone());
+                        tokio::spawn(async move {
+                            let result = crate::store::deadline("settling published rows", writes.write(&db)).await;
+                            let _ = done.send(Settled { ids: writes.ids(), result });
+                        });
+                    }
+                    Action::Release(shards) => {
+                        let released = leases::release(&self.db, &self.settings.owner, &shards).await;
+                        if let Err(e) = &released {
+                            tracing::warn!(error = %e, "cannot release surplus outbox shards");
+                        }
+                        schedule.handle_released(Instant::now(), &shards, released.is_ok());
+                    }
+                    Action::Dispatch(shards) => {
+                        let read = tokio::time::timeout(
+                            crate::store::deadline_duration(),
+                            self.dispatch(&shards, &mut schedule, &ack_tx),
+                        );
+                        let read = read
+                            .await
+                            .unwrap_or(Err(RelayError::Store(StoreError::Timeout { action: "reading the outbox" })));
+                        if let Err(e) = &read {
+                            self.metrics.outbox.outbox_publish_errors_total.inc();
+                            tracing::warn!(error = %e, "outbox read or encode failed; backing off");
+                        }
+                        schedule.handle_dispatched(Instant::now(), read.map_err(|_| ()));
+                        // Take in what arrived meanwhile before the next read.
+                        continue 'rounds;
                     }
                 }
             }
-            self.metrics.outbox.outbox_shards_owned.set(owned.len() as i64);
-            let can_dispatch = |in_flight: usize, retry_at: Instant| {
-                !owned.is_empty() && in_flight < max_in_flight && Instant::now() >= retry_at
-            };
-            if want_dispatch && can_dispatch(in_flight.len(), retry_at) {
-                want_dispatch = false;
-                let read = tokio::time::timeout(
-                    crate::store::deadline_duration(),
-                    self.dispatch(&owned, &mut in_flight, &ack_tx),
-                );
-                let read =
-                    read.await.unwrap_or(Err(RelayError::Store(StoreError::Timeout { action: "reading the outbox" })));
-                match read {
-                    // A full read: there is probably more.
-                    Ok(n) => want_dispatch = n >= self.settings.batch as usize,
-                    Err(e) => {
-                        failures += 1;
-                        retry_at = Instant::now() + backoff(failures);
-                        self.metrics.outbox.outbox_publish_errors_total.inc();
-                        tracing::warn!(error = %e, failures, "outbox read or encode failed; backing off");
-                    }
-                }
-            }
-            if want_dispatch && can_dispatch(in_flight.len(), retry_at) {
-                continue;
-            }
-            let mut wake = next_poll;
-            if let Some(t) = settle_at {
-                wake = wake.min(t);
-            }
-            if failures > 0 {
-                wake = wake.max(retry_at);
-            }
+            self.metrics.outbox.outbox_shards_owned.set(schedule.readable().len() as i64);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                a = ack_rx.recv() => acks.extend(a),
-                d = settled_rx.recv() => {
-                    if let Some(done) = d {
-                        settling -= 1;
-                        if self.settled(done, &mut in_flight) {
-                            failures += 1;
-                            retry_at = Instant::now() + backoff(failures);
-                        }
-                        want_dispatch = true;
-                    }
-                }
-                _ = self.wakeup.notified(), if failures == 0 => want_dispatch = true,
-                _ = owned_rx.changed() => want_dispatch = true,
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                a = ack_rx.recv() => if let Some(a) = a { schedule.handle_ack(Instant::now(), a) },
+                d = settled_rx.recv() => if let Some(done) = d { self.settled(&mut schedule, done) },
+                _ = self.wakeup.notified(), if schedule.listens_to_wakeups() => schedule.handle_wakeup(),
+                _ = owned_rx.changed() => {}
+                _ = tokio::time::sleep_until(schedule.poll_timeout().into()) => {}
             }
         }
         // Let in-flight messages finish (briefly) so their rows are marked.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         // Settlement writes still running: let them finish (briefly).
-        while settling > 0 {
+        while schedule.settling() > 0 {
             match tokio::time::timeout_at(deadline, settled_rx.recv()).await {
-                Ok(Some(done)) => {
-                    settling -= 1;
-                    self.settled(done, &mut in_flight);
-                }
+                Ok(Some(done)) => self.settled(&mut schedule, done),
                 _ => break,
             }
         }
-        while !in_flight.is_empty() && acks.len() < in_flight.len() {
+        while schedule.awaiting_acks() {
             match tokio::time::timeout_at(deadline, ack_rx.recv()).await {
-                Ok(Some(a)) => acks.push(a),
+                Ok(Some(a)) => schedule.handle_ack(Instant::now(), a),
                 _ => break,
             }
         }
-        let (_, writes) = self.settle(acks);
+        let (_, writes) = self.settle(schedule.take_acks());
         if let Err(e) = writes.write(&self.db).await {
             tracing::warn!(error = %e, "cannot record the last publish results; those rows are republished later");
         }
@@ -342,15 +276,15 @@ impl Relay {
     async fn dispatch(
         &mut self,
         shards: &[u16],
-        in_flight: &mut InFlight,
+        schedule: &mut Schedule<Ack>,
         acks: &mpsc::UnboundedSender<Ack>,
     ) -> Result<usize, RelayError> {
         let t0 = Instant::now();
-        let limit = self.settings.batch + in_flight.len() as u32;
+        let limit = self.settings.batch + schedule.in_flight() as u32;
         let ids: Vec<u64> = table::pending_ids(&self.db.pool, &self.settings.owner, shards, limit)
             .await?
             .into_iter()
-            .filter(|id| !in_flight.contains_key(id))
+            .filter(|id| !schedule.is_in_flight(*id))
             .take(self.settings.batch as usize)
             .collect();
         if ids.is_empty() {
@@ -413,7 +347,7 @@ impl Relay {
             .partition(|p| rest_now && p.kind.and_then(|k| self.rest.as_ref().and_then(|r| r.endpoint(k))).is_some());
 
         for mut p in via_kafka {
-            in_flight.insert(p.id, (p.created_at, p.shard));
+            schedule.sent(p.id, p.shard);
             // A producer span, child of the span that wrote the row; the
             // message carries the producer span's context to the consumer.
             let span = tracing::info_span!(
@@ -463,7 +397,7 @@ impl Relay {
         if let Some(rest) = &self.rest {
             for p in &via_rest {
                 let Some(url) = p.kind.and_then(|k| rest.endpoint(k)) else { continue };
-                in_flight.insert(p.id, (p.created_at, p.shard));
+                schedule.sent(p.id, p.shard);
                 let cmd = p.command_id.clone().unwrap_or_default();
                 let result = match rest.deliver(&url, &cmd, &p.json, &p.headers).await {
                     RestOutcome::Delivered => Ok((0, 0)),
@@ -475,7 +409,7 @@ impl Relay {
         }
         tracing::debug!(
             rows = rows.len(),
-            in_flight = in_flight.len(),
+            in_flight = schedule.in_flight(),
             read_ids_us = t_ids.as_micros() as u64,
             read_rows_us = (t_rows - t_ids).as_micros() as u64,
             encode_us = (t_prepared - t_rows).as_micros() as u64,

@@ -84,19 +84,12 @@ impl From<crate::kafka::producer::DeliveryError> for AckError {
 
 impl Relay {
     /// A settlement write finished: its rows leave the in-flight set (marked,
-    /// or to be read and sent again when the write failed). Returns whether
-    /// it failed (the caller backs off).
-    pub(super) fn settled(&self, done: Settled, in_flight: &mut InFlight) -> bool {
-        for id in &done.ids {
-            in_flight.remove(id);
+    /// or to be read and sent again when the write failed, after a back-off).
+    pub(super) fn settled<A>(&self, schedule: &mut super::schedule::Schedule<A>, done: Settled) {
+        if let Err(e) = &done.result {
+            tracing::warn!(error = %e, rows = done.ids.len(), "cannot record publish results; rows are republished later");
         }
-        match done.result {
-            Ok(()) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, rows = done.ids.len(), "cannot record publish results; rows are republished later");
-                true
-            }
-        }
+        schedule.handle_settled(Instant::now(), &done.ids, done.result.is_ok());
     }
 
     /// Takes delivery results: decides what to mark published or failed

@@ -1,0 +1,272 @@
+//! The relay's scheduling as a sans-IO state machine (quinn-proto's shape):
+//! the driver in [`Relay::run`](super::Relay::run) reports what happened with
+//! the `handle_*` methods, asks [`Schedule::poll`] what to do next, does it,
+//! and sleeps until [`Schedule::poll_timeout`] or the next event. No
+//! database, no broker, no runtime: time comes in as an argument, so every
+//! rule below is unit-tested on a simulated clock.
+//!
+//! The rules:
+//!
+//! * **Dispatch** (read the owned shards' pending rows and send them) when
+//!   there is reason to think rows are waiting — a business transaction woke
+//!   the relay, the last read was full, a settlement freed room, the shards
+//!   changed, or the poll interval passed — and the pipeline has room
+//!   (`max_in_flight` rows sent and not settled) and no back-off is running.
+//! * **Settle** delivery results in groups: once [`SETTLE_DELAY`] has passed
+//!   since the first waiting ack, or a batch's worth is waiting, with at most
+//!   [`SETTLE_WRITES`] settlement writes running. A row stays in flight until
+//!   its settlement is written, so no read sends it again meanwhile.
+//! * **Back off** (100 ms doubling to 5 s) after a failed read, a failed
+//!   settlement write, or a settlement in which nothing was delivered; any
+//!   delivery resets it. Wake-ups from business transactions are ignored
+//!   while backing off (the database or broker is the problem, not latency).
+//! * **Hand shards off**: when the lease loop reports more shards than this
+//!   replica's fair share, the surplus is no longer read at once, and each
+//!   surplus shard is released once none of its rows is in flight. A failed
+//!   release is tried again after the poll interval.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::settle::{SETTLE_DELAY, SETTLE_WRITES};
+
+/// Back-off before the next read after `failures` consecutive failures:
+/// 100 ms doubling to 5 s.
+pub(super) fn backoff(failures: u32) -> Duration {
+    Duration::from_millis((100u64 << failures.min(6)).min(5_000))
+}
+
+/// What the driver does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Action<A> {
+    /// Decide these delivery results and write them (off the loop); report
+    /// with [`Schedule::handle_settle_decided`] and, once written,
+    /// [`Schedule::handle_settled`].
+    Settle(Vec<A>),
+    /// Give these surplus shards back; report with [`Schedule::handle_released`].
+    Release(Vec<u16>),
+    /// Read pending rows of these shards and send them, recording each sent
+    /// row with [`Schedule::sent`]; report with [`Schedule::handle_dispatched`].
+    Dispatch(Vec<u16>),
+}
+
+/// The relay's scheduling state. `A` is a delivery result (the driver's
+/// `Ack`); the schedule only queues them.
+#[derive(Debug)]
+pub(super) struct Schedule<A> {
+    batch: usize,
+    max_in_flight: usize,
+    poll_interval: Duration,
+    /// Rows sent and not yet settled: id → shard.
+    in_flight: HashMap<u64, u16>,
+    /// Shards this relay holds, and its fair share of them (from the lease loop).
+    owned: Vec<u16>,
+    fair: usize,
+    /// Surplus shards released, until the lease loop stops listing them.
+    released: HashSet<u16>,
+    /// No release is tried before this (after a failed one).
+    release_at: Option<Instant>,
+    /// Delivery results waiting to be settled.
+    acks: Vec<A>,
+    /// When the waiting acks are settled at the latest.
+    settle_at: Option<Instant>,
+    /// Settlement writes running.
+    settling: usize,
+    failures: u32,
+    retry_at: Instant,
+    want_dispatch: bool,
+    next_poll: Instant,
+}
+
+impl<A> Schedule<A> {
+    /// A schedule that dispatches at once (rows may be waiting from before).
+    pub(super) fn new(batch: usize, poll_interval: Duration, now: Instant) -> Schedule<A> {
+        Schedule {
+            batch,
+            max_in_flight: batch * 4,
+            poll_interval,
+            in_flight: HashMap::new(),
+            owned: Vec::new(),
+            fair: 0,
+            released: HashSet::new(),
+            release_at: None,
+            acks: Vec::new(),
+            settle_at: None,
+            settling: 0,
+            failures: 0,
+            retry_at: now,
+            want_dispatch: true,
+            next_poll: now + poll_interval,
+        }
+    }
+
+    /// The lease loop's latest word: the shards held and the fair share.
+    pub(super) fn handle_owned(&mut self, owned: &[u16], fair: u32) {
+        if owned != self.owned.as_slice() || fair as usize != self.fair {
+            self.want_dispatch = true;
+        }
+        self.owned = owned.to_vec();
+        self.fair = fair as usize;
+        self.released.retain(|s| owned.contains(s));
+    }
+
+    /// A business transaction committed outbox rows.
+    pub(super) fn handle_wakeup(&mut self) {
+        self.want_dispatch = true;
+    }
+
+    /// Whether wake-ups are worth listening to (not while backing off).
+    pub(super) fn listens_to_wakeups(&self) -> bool {
+        self.failures == 0
+    }
+
+    /// A delivery result arrived.
+    pub(super) fn handle_ack(&mut self, now: Instant, ack: A) {
+        self.acks.push(ack);
+        self.settle_at.get_or_insert(now + SETTLE_DELAY);
+    }
+
+    /// A row was sent (it is in flight until its settlement is written).
+    pub(super) fn sent(&mut self, id: u64, shard: u16) {
+        self.in_flight.insert(id, shard);
+    }
+
+    /// Whether a row is sent and not yet settled.
+    pub(super) fn is_in_flight(&self, id: u64) -> bool {
+        self.in_flight.contains_key(&id)
+    }
+
+    /// Rows sent and not yet settled.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// A [`Action::Dispatch`] finished: `Ok(rows read)`, or it failed.
+    pub(super) fn handle_dispatched(&mut self, now: Instant, read: Result<usize, ()>) {
+        match read {
+            // A full read: there is probably more.
+            Ok(n) => self.want_dispatch = n >= self.batch,
+            Err(()) => self.fail(now),
+        }
+    }
+
+    /// An [`Action::Settle`] was decided: whether anything was delivered
+    /// and whether anything failed.
+    pub(super) fn handle_settle_decided(&mut self, now: Instant, delivered: usize, failed: usize) {
+        if failed > 0 && delivered == 0 {
+            self.fail(now);
+        } else {
+            self.failures = 0;
+        }
+    }
+
+    /// A settlement write finished: its rows leave the in-flight set (marked,
+    /// or to be read and sent again if the write failed, after a back-off).
+    pub(super) fn handle_settled(&mut self, now: Instant, ids: &[u64], written: bool) {
+        self.settling = self.settling.saturating_sub(1);
+        for id in ids {
+            self.in_flight.remove(id);
+        }
+        if !written {
+            self.fail(now);
+        }
+        // Room in the pipeline again.
+        self.want_dispatch = true;
+    }
+
+    /// A [`Action::Release`] finished.
+    pub(super) fn handle_released(&mut self, now: Instant, shards: &[u16], ok: bool) {
+        if !ok {
+            for s in shards {
+                self.released.remove(s);
+            }
+            self.release_at = Some(now + self.poll_interval);
+        }
+    }
+
+    /// The next thing to do now, if any. Call until it returns `None`.
+    pub(super) fn poll(&mut self, now: Instant) -> Option<Action<A>> {
+        let settle_due = self.settle_at.is_some_and(|t| t <= now) || self.acks.len() >= self.batch;
+        if settle_due && !self.acks.is_empty() && self.settling < SETTLE_WRITES {
+            self.settle_at = None;
+            self.settling += 1;
+            return Some(Action::Settle(std::mem::take(&mut self.acks)));
+        }
+        if now >= self.next_poll {
+            self.want_dispatch = true;
+            self.next_poll = now + self.poll_interval;
+        }
+        if self.release_at.is_none_or(|t| t <= now) {
+            let idle: Vec<u16> = self
+                .surplus()
+                .iter()
+                .copied()
+                .filter(|s| !self.released.contains(s) && !self.in_flight.values().any(|shard| shard == s))
+                .collect();
+            if !idle.is_empty() {
+                self.release_at = None;
+                // Not offered again until the driver reports.
+                self.released.extend(&idle);
+                return Some(Action::Release(idle));
+            }
+        }
+        if self.want_dispatch && self.may_dispatch(now) {
+            self.want_dispatch = false;
+            return Some(Action::Dispatch(self.readable().to_vec()));
+        }
+        None
+    }
+
+    /// When to poll again at the latest if nothing happens.
+    pub(super) fn poll_timeout(&self) -> Instant {
+        let mut wake = self.next_poll;
+        if let Some(t) = self.settle_at {
+            wake = wake.min(t);
+        }
+        if let Some(t) = self.release_at {
+            wake = wake.min(t);
+        }
+        if self.failures > 0 {
+            wake = wake.max(self.retry_at);
+        }
+        wake
+    }
+
+    /// Shards whose rows this relay reads: its fair share of those it holds.
+    pub(super) fn readable(&self) -> &[u16] {
+        &self.owned[..self.owned.len().min(self.fair)]
+    }
+
+    /// At shutdown: settlement writes still running.
+    pub(super) fn settling(&self) -> usize {
+        self.settling
+    }
+
+    /// At shutdown: every delivery result not yet settled.
+    pub(super) fn take_acks(&mut self) -> Vec<A> {
+        self.settle_at = None;
+        std::mem::take(&mut self.acks)
+    }
+
+    /// At shutdown: results still expected (rows in flight without an ack).
+    pub(super) fn awaiting_acks(&self) -> bool {
+        self.acks.len() < self.in_flight.len()
+    }
+
+    fn surplus(&self) -> &[u16] {
+        &self.owned[self.owned.len().min(self.fair)..]
+    }
+
+    fn may_dispatch(&self, now: Instant) -> bool {
+        !self.readable().is_empty() && self.in_flight.len() < self.max_in_flight && now >= self.retry_at
+    }
+
+    fn fail(&mut self, now: Instant) {
+        self.failures += 1;
+        self.retry_at = now + backoff(self.failures);
+    }
+}
+
+#[cfg(test)]
+#[path = "schedule_tests.rs"]
+mod tests;

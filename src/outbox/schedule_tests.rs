@@ -1,0 +1,225 @@
+//! The relay's scheduling rules on a simulated clock: no database, no broker.
+
+use std::time::{Duration, Instant};
+
+use super::{Action, Schedule, backoff};
+use crate::outbox::settle::{SETTLE_DELAY, SETTLE_WRITES};
+
+const BATCH: usize = 10;
+const POLL: Duration = Duration::from_millis(500);
+
+/// A schedule holding shards 0..4 (all its fair share); acks are row ids.
+fn holding_four(t0: Instant) -> Schedule<u64> {
+    let mut s = Schedule::new(BATCH, POLL, t0);
+    s.handle_owned(&[0, 1, 2, 3], 4);
+    s
+}
+
+/// Everything `poll` asks for now.
+fn drain(s: &mut Schedule<u64>, now: Instant) -> Vec<Action<u64>> {
+    std::iter::from_fn(|| s.poll(now)).take(10).collect()
+}
+
+#[test]
+fn nothing_is_read_without_a_shard() {
+    let t0 = Instant::now();
+    let mut s: Schedule<u64> = Schedule::new(BATCH, POLL, t0);
+    assert_eq!(s.poll(t0), None);
+    s.handle_owned(&[2], 1);
+    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![2])));
+}
+
+#[test]
+fn a_full_read_reads_again_a_short_one_waits_for_a_wakeup_or_the_poll_interval() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0, 1, 2, 3])));
+    s.handle_dispatched(t0, Ok(BATCH));
+    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0, 1, 2, 3])), "a full read: more is waiting");
+    s.handle_dispatched(t0, Ok(3));
+    assert_eq!(s.poll(t0), None, "a short read: nothing more until told");
+    assert_eq!(s.poll_timeout(), t0 + POLL);
+    s.handle_wakeup();
+    assert!(matches!(s.poll(t0), Some(Action::Dispatch(_))), "a commit woke the relay");
+    s.handle_dispatched(t0, Ok(0));
+    assert_eq!(s.poll(t0 + POLL - Duration::from_millis(1)), None);
+    assert!(matches!(s.poll(t0 + POLL), Some(Action::Dispatch(_))), "the poll interval finds other replicas' rows");
+}
+
+#[test]
+fn acks_are_settled_together_after_the_settle_delay_or_a_batchs_worth() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.poll(t0);
+    s.handle_dispatched(t0, Ok(0));
+    s.handle_ack(t0, 1);
+    s.handle_ack(t0 + Duration::from_millis(1), 2);
+    assert_eq!(s.poll(t0), None, "the first ack waits for company");
+    assert_eq!(s.poll_timeout(), t0 + SETTLE_DELAY);
+    assert_eq!(s.poll(t0 + SETTLE_DELAY), Some(Action::Settle(vec![1, 2])));
+    for id in 0..BATCH as u64 {
+        s.handle_ack(t0 + SETTLE_DELAY, 100 + id);
+    }
+    let acks = match s.poll(t0 + SETTLE_DELAY) {
+        Some(Action::Settle(acks)) => acks,
+        other => panic!("a batch's worth is settled at once, got {other:?}"),
+    };
+    assert_eq!(acks.len(), BATCH);
+}
+
+#[test]
+fn at_most_settle_writes_settlements_run_at_once() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.poll(t0);
+    s.handle_dispatched(t0, Ok(0));
+    for n in 0..SETTLE_WRITES as u64 {
+        s.handle_ack(t0, n);
+        assert_eq!(s.poll(t0 + SETTLE_DELAY), Some(Action::Settle(vec![n])));
+    }
+    s.handle_ack(t0, 99);
+    assert_eq!(s.poll(t0 + SETTLE_DELAY), None, "{SETTLE_WRITES} writes running");
+    s.handle_settled(t0 + SETTLE_DELAY, &[0], true);
+    assert_eq!(s.poll(t0 + SETTLE_DELAY), Some(Action::Settle(vec![99])));
+}
+
+#[test]
+fn a_row_stays_in_flight_until_its_settlement_is_written() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.poll(t0);
+    s.sent(7, 3);
+    s.handle_dispatched(t0, Ok(1));
+    s.handle_ack(t0, 7);
+    assert!(matches!(s.poll(t0 + SETTLE_DELAY), Some(Action::Settle(_))));
+    assert!(s.is_in_flight(7), "acknowledged but not yet marked: must not be sent again");
+    s.handle_settled(t0 + SETTLE_DELAY, &[7], true);
+    assert!(!s.is_in_flight(7));
+    assert!(matches!(s.poll(t0 + SETTLE_DELAY), Some(Action::Dispatch(_))), "room again: read at once");
+}
+
+#[test]
+fn a_full_pipeline_is_not_read_until_a_settlement_frees_room() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.poll(t0);
+    for id in 0..(BATCH * 4) as u64 {
+        s.sent(id, 0);
+    }
+    s.handle_dispatched(t0, Ok(BATCH));
+    assert_eq!(s.poll(t0), None, "{} rows in flight", BATCH * 4);
+    s.handle_settled(t0, &[0], true);
+    assert!(matches!(s.poll(t0), Some(Action::Dispatch(_))));
+}
+
+#[test]
+fn a_failed_read_backs_off_doubling_and_stops_listening_to_wakeups() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    let mut now = t0;
+    for failures in 1..=5 {
+        assert!(matches!(s.poll(now), Some(Action::Dispatch(_))), "try {failures}");
+        s.handle_dispatched(now, Err(()));
+        assert!(!s.listens_to_wakeups(), "commits do not cut the back-off short");
+        assert_eq!(s.poll(now), None);
+        // The next read: at the poll interval, or later once the back-off is longer.
+        let next = s.poll_timeout();
+        assert_eq!(next, (now + POLL).max(now + backoff(failures)));
+        now = next;
+    }
+    assert!(backoff(5) > POLL, "the back-off outgrows the poll interval");
+    assert_eq!(backoff(30), Duration::from_secs(5), "bounded");
+    assert!(matches!(s.poll(now), Some(Action::Dispatch(_))));
+    s.handle_dispatched(now, Ok(0));
+    s.handle_settle_decided(now, 1, 0);
+    assert!(s.listens_to_wakeups(), "a delivery ends the back-off");
+}
+
+#[test]
+fn a_settlement_with_nothing_delivered_backs_off_and_a_delivery_ends_the_backoff() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.poll(t0);
+    s.handle_dispatched(t0, Ok(0));
+    s.handle_settle_decided(t0, 0, 5);
+    assert!(!s.listens_to_wakeups(), "the broker refuses everything");
+    s.handle_settle_decided(t0, 1, 4);
+    assert!(s.listens_to_wakeups(), "something got through");
+}
+
+#[test]
+fn a_failed_settlement_write_backs_off_and_its_rows_are_read_again() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.poll(t0);
+    s.sent(1, 0);
+    s.handle_dispatched(t0, Ok(1));
+    s.handle_ack(t0, 1);
+    s.poll(t0 + SETTLE_DELAY);
+    s.handle_settled(t0 + SETTLE_DELAY, &[1], false);
+    assert!(!s.is_in_flight(1), "the next read may send it again");
+    assert_eq!(s.poll(t0 + SETTLE_DELAY), None, "after a back-off");
+    assert!(matches!(s.poll(t0 + SETTLE_DELAY + backoff(1)), Some(Action::Dispatch(_))));
+}
+
+#[test]
+fn surplus_shards_are_not_read_and_are_released_once_idle() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.poll(t0);
+    s.sent(1, 2);
+    s.sent(2, 3);
+    s.handle_dispatched(t0, Ok(2));
+    // A second replica appeared: the fair share is two.
+    s.handle_owned(&[0, 1, 2, 3], 2);
+    assert_eq!(s.readable(), &[0, 1]);
+    assert_eq!(drain(&mut s, t0), vec![Action::Dispatch(vec![0, 1])], "shards 2 and 3 have rows in flight");
+    s.handle_dispatched(t0, Ok(0));
+    s.handle_settled(t0, &[1], true);
+    assert_eq!(drain(&mut s, t0), vec![Action::Release(vec![2]), Action::Dispatch(vec![0, 1])]);
+    s.handle_released(t0, &[2], true);
+    s.handle_dispatched(t0, Ok(0));
+    assert_eq!(drain(&mut s, t0), vec![], "shard 2 is not released twice");
+    s.handle_settled(t0, &[2], true);
+    assert_eq!(drain(&mut s, t0)[0], Action::Release(vec![3]));
+}
+
+#[test]
+fn a_failed_release_is_tried_again_after_the_poll_interval() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.handle_owned(&[0, 1, 2, 3], 3);
+    assert_eq!(s.poll(t0), Some(Action::Release(vec![3])));
+    s.handle_released(t0, &[3], false);
+    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0, 1, 2])));
+    s.handle_dispatched(t0, Ok(0));
+    assert_eq!(s.poll(t0), None, "not retried in a tight loop");
+    assert_eq!(s.poll_timeout(), t0 + POLL);
+    assert_eq!(s.poll(t0 + POLL), Some(Action::Release(vec![3])));
+}
+
+#[test]
+fn a_shard_the_lease_loop_stops_listing_can_be_released_again_later() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.handle_owned(&[0, 1, 2, 3], 3);
+    assert_eq!(s.poll(t0), Some(Action::Release(vec![3])));
+    s.handle_released(t0, &[3], true);
+    s.handle_owned(&[0, 1, 2], 3);
+    // Later it is ours again, and again surplus.
+    s.handle_owned(&[0, 1, 2, 3], 3);
+    assert_eq!(s.poll(t0), Some(Action::Release(vec![3])));
+}
+
+#[test]
+fn shutdown_waits_for_the_acks_of_rows_in_flight() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.sent(1, 0);
+    s.sent(2, 0);
+    s.handle_ack(t0, 1);
+    assert!(s.awaiting_acks());
+    s.handle_ack(t0, 2);
+    assert!(!s.awaiting_acks());
+    assert_eq!(s.take_acks(), vec![1, 2]);
+}
