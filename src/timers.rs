@@ -252,7 +252,7 @@ async fn fire_batch(
                 order_id: Some(t.order_id),
                 event_name: format!("{}{}", crate::saga::definition::TIMER_PREFIX, t.name),
                 event: Ok(Event { id, order_id: t.order_id, body: EventBody::Timer { name: t.name.clone() } }),
-                source: "timer".into(),
+                source: crate::store::sagas::Source::Timer,
                 trace: Some(crate::telemetry::trace_context::TraceContext::new_root()),
                 raw: None,
             }

@@ -36,7 +36,9 @@ use crate::contracts::{Message, headers};
 use crate::kafka::consumer::{BatchHandler, Stopped, panic_message};
 use crate::kafka::header_str;
 use crate::saga::{Event, EventBody};
-use crate::store::sagas::{BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore, UnknownVersion};
+use crate::store::sagas::{
+    BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore, Source, UnknownVersion,
+};
 use crate::store::{Db, StoreError, limits};
 use crate::telemetry::metrics::{
     CodeLabel, EventLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel,
@@ -61,7 +63,7 @@ pub struct EventHandler {
 impl EventHandler {
     async fn decode(&self, m: &OwnedMessage) -> Result<Inbound, CodecError> {
         let topic = m.topic();
-        let source = format!("kafka:{topic}/{}@{}", m.partition(), m.offset());
+        let source = source_of(m);
         let header_id = header_str(m.headers(), headers::EVENT_ID);
         let tracestate = header_str(m.headers(), headers::TRACESTATE);
         let trace = header_str(m.headers(), headers::TRACEPARENT)
@@ -184,12 +186,17 @@ pub fn record_batch(m: &Metrics, result: &BatchResult) {
     }
 }
 
+/// Where a consumed message came from.
+fn source_of(m: &OwnedMessage) -> Source {
+    Source::Kafka { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() }
+}
+
 fn poison(
     event_id: String,
     order_id: Option<i64>,
     event_name: String,
     reason: String,
-    source: String,
+    source: Source,
     trace: Option<TraceContext>,
     raw: RawMessage,
 ) -> Inbound {
@@ -465,7 +472,7 @@ impl BatchHandler for EventHandler {
         let id = header_id.unwrap_or_else(|| format!("kafka:{}:{}:{}", m.topic(), m.partition(), m.offset()));
         let order_id = key_order(m);
         let raw = raw_of(m);
-        let source = format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset());
+        let source = source_of(m);
         let name = self.topics.kind_of(m.topic()).map(|k| k.name()).unwrap_or("unknown").to_owned();
         let p = poison(limits::storable_event_id(&id), order_id, name, reason, source, None, raw);
         self.apply_all(std::slice::from_ref(&p), &stop).await

@@ -222,7 +222,7 @@ pub fn inbound_of(m: &Message) -> Inbound {
         order_id: Some(m.order_id()),
         event_name: m.kind().name().to_owned(),
         event: Ok(Event { id: m.event_id().to_owned(), order_id: m.order_id(), body: EventBody::Message(m.clone()) }),
-        source: "test".into(),
+        source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
         trace: None,
         raw: None,
     }

@@ -289,7 +289,7 @@ async fn a_quarantined_saga_is_released_or_its_poison_skipped() {
         order_id: Some(id),
         event_name: "inventory.reserved.v1".into(),
         event: Err("bad bytes".into()),
-        source: "test".into(),
+        source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
         trace: None,
         raw: None,
     };

@@ -208,7 +208,7 @@ fn originated(snap: &Snapshot, event: Event, event_name: String) -> Inbound {
         order_id: Some(snap.saga.order_id),
         event_name,
         event: Ok(event),
-        source: crate::store::sagas::SOURCE_OPS.into(),
+        source: crate::store::sagas::Source::Ops,
         trace: Some(snap.trace.clone()),
         raw: None,
     }

@@ -4,7 +4,7 @@
 //! to do instead.
 
 use crate::store::parked::parked_to_event;
-use crate::store::sagas::{Inbound, SOURCE_REPLAY};
+use crate::store::sagas::{Inbound, Source};
 use crate::telemetry::trace_context::TraceContext;
 
 use super::{Expect, Plan, Refusal, Resolution, Snapshot, Write};
@@ -38,7 +38,7 @@ pub(super) fn plan(snap: &Snapshot, skip_poison: bool) -> Result<Plan, Refusal> 
                 order_id: Some(order_id),
                 event_name: p.event_name.clone(),
                 event: Ok(event),
-                source: SOURCE_REPLAY.into(),
+                source: Source::Replay,
                 trace: p.traceparent.as_deref().and_then(|tp| TraceContext::extract(tp, None)),
                 raw: None,
             })

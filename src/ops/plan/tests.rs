@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
 use crate::saga::{Catalog, EventBody, parse};
+use crate::store::sagas::Source;
 
 const OID: i64 = 42;
 
@@ -161,7 +162,7 @@ fn fire_timer_makes_it_due_now_and_applies_the_sweepers_event() {
     let [e] = &events[..] else { panic!("{events:?}") };
     assert_eq!(e.event_id, "timer:42:payment_timeout:2", "the sweeper's id for this arming: one firing, whoever fires");
     assert_eq!(e.event_name, "timer.payment_timeout");
-    assert_eq!(e.source, crate::store::sagas::SOURCE_OPS);
+    assert_eq!(e.source, crate::store::sagas::Source::Ops);
     assert_eq!(e.trace.as_ref(), Some(&s.trace));
     assert_eq!(
         refusal(Action::FireTimer { timer: timer("nope") }, &s),
@@ -274,8 +275,8 @@ fn release_replays_the_parked_events_in_order_after_lifting_the_quarantine() {
     };
     assert_eq!(forget, &["ev-5", "ev-6"]);
     assert_eq!(ids, &[5, 6]);
-    let replayed: Vec<_> = events.iter().map(|e| (e.event_id.as_str(), e.source.as_str())).collect();
-    assert_eq!(replayed, [("ev-5", "replay"), ("ev-6", "replay")]);
+    let replayed: Vec<_> = events.iter().map(|e| (e.event_id.as_str(), &e.source)).collect();
+    assert_eq!(replayed, [("ev-5", &Source::Replay), ("ev-6", &Source::Replay)]);
     assert_eq!(
         refusal(Action::Release, &snap("AWAITING_PAYMENT")),
         Refusal::NotAllowed("the saga is not quarantined".into())

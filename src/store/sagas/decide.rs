@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::instances::{Slot, TransitionRow};
-use super::{Alert, DeadLetterKind, Inbound, LockMode, SOURCE_REPLAY, UnknownVersion};
+use super::{Alert, DeadLetterKind, Inbound, LockMode, Source, UnknownVersion};
 use crate::contracts::headers;
 use crate::domain::OrderStatus;
 use crate::saga::{self, Catalog, Effect, Event, EventBody, Instance, Outcome, Transition};
@@ -82,7 +82,7 @@ pub(crate) enum Decision {
 pub(crate) fn timer_to_take<'a>(b: &'a Inbound, slot: Option<&Slot>) -> Option<&'a str> {
     match (&b.event, slot) {
         (Ok(Event { body: EventBody::Timer { name }, .. }), Some(s))
-            if b.source != SOURCE_REPLAY && s.quarantined.is_none() =>
+            if b.source != Source::Replay && s.quarantined.is_none() =>
         {
             Some(name)
         }
@@ -135,7 +135,7 @@ pub(crate) fn decide(
             },
         };
     };
-    let live_timer = matches!(&b.event, Ok(Event { body: EventBody::Timer { .. }, .. })) && b.source != SOURCE_REPLAY;
+    let live_timer = matches!(&b.event, Ok(Event { body: EventBody::Timer { .. }, .. })) && b.source != Source::Replay;
     if live_timer && (slot.quarantined.is_some() || !timer_taken) {
         return Decision::Stale;
     }
@@ -272,7 +272,7 @@ pub(crate) fn parked_row(b: &Inbound, poison: bool, error: Option<&str>) -> Park
         order_id: b.order_id.unwrap_or_default(),
         event_id: b.event_id.clone(),
         event_name: b.event_name.clone(),
-        source: b.source.clone(),
+        source: b.source.to_string(),
         payload,
         traceparent: b.trace.as_ref().map(|t| t.to_string()),
         poison,

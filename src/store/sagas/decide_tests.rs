@@ -8,7 +8,7 @@ use super::*;
 use crate::config::Topics;
 use crate::contracts::{Message, PaymentAuthorized, TimestampMicros};
 use crate::saga::{Catalog, parse};
-use crate::store::sagas::RawMessage;
+use crate::store::sagas::{RawMessage, Source};
 
 const OID: i64 = 42;
 
@@ -33,7 +33,11 @@ fn slot(catalog: &Catalog, state: &str) -> Slot {
     }
 }
 
-fn inbound(event: Result<Event, String>, source: &str) -> Inbound {
+fn kafka() -> Source {
+    Source::Kafka { topic: "payment.authorized.v1".into(), partition: 3, offset: 77 }
+}
+
+fn inbound(event: Result<Event, String>, source: Source) -> Inbound {
     let (event_id, event_name) = match &event {
         Ok(e) => (e.id.clone(), e.name()),
         Err(_) => ("bad-1".to_owned(), "payment.authorized.v1".to_owned()),
@@ -43,7 +47,7 @@ fn inbound(event: Result<Event, String>, source: &str) -> Inbound {
         order_id: Some(OID),
         event_name,
         event,
-        source: source.into(),
+        source,
         trace: None,
         raw: Some(RawMessage {
             topic: "payment.authorized.v1".into(),
@@ -65,17 +69,17 @@ fn authorized() -> Inbound {
         amount: "10.00".into(),
         currency: "EUR".into(),
     });
-    inbound(Ok(Event { id: "pa-1".into(), order_id: OID, body: EventBody::Message(m) }), "kafka:t/0@1")
+    inbound(Ok(Event { id: "pa-1".into(), order_id: OID, body: EventBody::Message(m) }), kafka())
 }
 
-fn timer(source: &str) -> Inbound {
+fn timer(source: Source) -> Inbound {
     let body = EventBody::Timer { name: "payment_timeout".into() };
     inbound(Ok(Event { id: "timer:42:payment_timeout:2".into(), order_id: OID, body }), source)
 }
 
 fn manual(name: &str) -> Inbound {
     let body = EventBody::Manual { name: name.into(), actor: "ops:alice".into(), reason_code: None, comment: None };
-    inbound(Ok(Event { id: format!("ops:{name}"), order_id: OID, body }), "ops")
+    inbound(Ok(Event { id: format!("ops:{name}"), order_id: OID, body }), Source::Ops)
 }
 
 fn decide_with(slot: Option<&Slot>, b: &Inbound, lock: LockMode, timer_taken: bool) -> Decision {
@@ -88,7 +92,7 @@ fn an_event_without_a_saga_is_dead_lettered_refused_or_stale() {
         Decision::DeadLetter { kind: DeadLetterKind::UnknownOrder, reason } => assert_eq!(reason, "unknown order 42"),
         d => panic!("{d:?}"),
     }
-    let bad = inbound(Err("bad magic byte".into()), "kafka:t/0@2");
+    let bad = inbound(Err("bad magic byte".into()), kafka());
     assert!(matches!(
         decide_with(None, &bad, LockMode::Wait, false),
         Decision::DeadLetter { kind: DeadLetterKind::Undecodable, .. }
@@ -98,24 +102,24 @@ fn an_event_without_a_saga_is_dead_lettered_refused_or_stale() {
         Decision::Refuse(ChangeRefusal::NotFound)
     ));
     // A sweeper skipped a locked saga: someone else is on it.
-    assert!(matches!(decide_with(None, &timer("timer"), LockMode::SkipLocked, false), Decision::Stale));
+    assert!(matches!(decide_with(None, &timer(Source::Timer), LockMode::SkipLocked, false), Decision::Stale));
 }
 
 #[test]
 fn a_timer_fires_only_when_its_row_was_taken() {
     let c = catalog();
     let s = slot(&c, "AWAITING_PAYMENT");
-    assert_eq!(timer_to_take(&timer("timer"), Some(&s)), Some("payment_timeout"));
-    assert!(matches!(decide_with(Some(&s), &timer("timer"), LockMode::SkipLocked, false), Decision::Stale));
-    assert!(matches!(decide_with(Some(&s), &timer("timer"), LockMode::SkipLocked, true), Decision::Apply { .. }));
+    assert_eq!(timer_to_take(&timer(Source::Timer), Some(&s)), Some("payment_timeout"));
+    assert!(matches!(decide_with(Some(&s), &timer(Source::Timer), LockMode::SkipLocked, false), Decision::Stale));
+    assert!(matches!(decide_with(Some(&s), &timer(Source::Timer), LockMode::SkipLocked, true), Decision::Apply { .. }));
     // A replayed firing already took its timer.
-    assert_eq!(timer_to_take(&timer(SOURCE_REPLAY), Some(&s)), None);
-    assert!(matches!(decide_with(Some(&s), &timer(SOURCE_REPLAY), LockMode::Wait, false), Decision::Apply { .. }));
+    assert_eq!(timer_to_take(&timer(Source::Replay), Some(&s)), None);
+    assert!(matches!(decide_with(Some(&s), &timer(Source::Replay), LockMode::Wait, false), Decision::Apply { .. }));
     // A quarantined saga's timers wait (no row is taken).
     let mut q = s;
     q.quarantined = Some("poison".into());
-    assert_eq!(timer_to_take(&timer("timer"), Some(&q)), None);
-    assert!(matches!(decide_with(Some(&q), &timer("timer"), LockMode::Wait, false), Decision::Stale));
+    assert_eq!(timer_to_take(&timer(Source::Timer), Some(&q)), None);
+    assert!(matches!(decide_with(Some(&q), &timer(Source::Timer), LockMode::Wait, false), Decision::Stale));
 }
 
 #[test]
@@ -136,7 +140,7 @@ fn a_quarantined_saga_parks_events_and_refuses_manual_ones() {
 fn poison_quarantines_the_saga() {
     let c = catalog();
     let s = slot(&c, "AWAITING_PAYMENT");
-    let bad = inbound(Err("bad magic byte".into()), "kafka:t/0@2");
+    let bad = inbound(Err("bad magic byte".into()), kafka());
     match decide_with(Some(&s), &bad, LockMode::Wait, false) {
         Decision::Quarantine { kind: DeadLetterKind::Undecodable, reason } => assert_eq!(reason, "bad magic byte"),
         d => panic!("{d:?}"),
@@ -243,7 +247,7 @@ fn an_accepted_event_is_applied_and_its_effects_become_rows() {
 #[test]
 fn the_dead_letter_copy_keeps_the_bytes_and_says_why() {
     let writer = OutboxWriter { topics: Topics::with_prefix(""), shards: 4 };
-    let bad = inbound(Err("bad magic byte".into()), "kafka:t/0@2");
+    let bad = inbound(Err("bad magic byte".into()), kafka());
     let row = dead_letter_row(&writer, &bad, "bad magic byte", Some("eu-west"));
     let headers: serde_json::Value = serde_json::from_str(&row.headers).unwrap();
     assert_eq!(headers[headers::DLQ_ERROR], "bad magic byte");

@@ -35,11 +35,34 @@ use crate::saga::model::{Item, OrderFacts};
 use crate::saga::{self, Catalog, Event, EventBody, Outcome};
 use crate::telemetry::trace_context::TraceContext;
 
-/// `Inbound::source` of events replayed from `saga_parked_events`.
-pub const SOURCE_REPLAY: &str = "replay";
+/// Where an inbound event came from. Recorded (as its [`Display`](std::fmt::Display)
+/// text) in the inbox, the parked events and the transition log; replays are
+/// treated differently by the decisions (a replayed timer takes no timer row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A Kafka message: `kafka:{topic}/{partition}@{offset}`.
+    Kafka { topic: String, partition: i32, offset: i64 },
+    /// A due timer fired by the sweeper: `timer`.
+    Timer,
+    /// A status change requested over the orders API: `http`.
+    Http,
+    /// An event an operator action originates: `ops`.
+    Ops,
+    /// An event replayed from `saga_parked_events`: `replay`.
+    Replay,
+}
 
-/// `Inbound::source` of events an operator action originates.
-pub const SOURCE_OPS: &str = "ops";
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Kafka { topic, partition, offset } => write!(f, "kafka:{topic}/{partition}@{offset}"),
+            Source::Timer => f.write_str("timer"),
+            Source::Http => f.write_str("http"),
+            Source::Ops => f.write_str("ops"),
+            Source::Replay => f.write_str("replay"),
+        }
+    }
+}
 
 /// One event offered to the saga shell.
 #[derive(Debug, Clone)]
@@ -51,8 +74,8 @@ pub struct Inbound {
     pub event_name: String,
     /// The decoded event, or why it could not be decoded.
     pub event: Result<Event, String>,
-    /// Where it came from: `kafka:topic/partition@offset`, `timer`, `http`, `ops`, `replay`.
-    pub source: String,
+    /// Where it came from.
+    pub source: Source,
     pub trace: Option<TraceContext>,
     /// Original bytes and coordinates, for the dead-letter copy.
     pub raw: Option<RawMessage>,
@@ -330,7 +353,7 @@ impl SagaStore {
                     event_id: b.event_id.clone(),
                     order_id: b.order_id,
                     event_name: b.event_name.clone(),
-                    source: b.source.clone(),
+                    source: b.source.to_string(),
                     outcome: label,
                 });
             }
@@ -480,7 +503,7 @@ impl SagaStore {
         if dead_letter {
             let region = slot.inst.data.order.tenant_region.clone();
             let mut row = decide::dead_letter_row(&self.outbox, b, &reason, Some(&region));
-            if b.source == SOURCE_REPLAY {
+            if b.source == Source::Replay {
                 // Released and refused again: its first copy keeps `dlq:{id}`,
                 // this one is another copy of the same event.
                 row.event_id =
@@ -544,7 +567,7 @@ impl SagaStore {
                             comment: change.comment.clone(),
                         },
                     }),
-                    source: "http".into(),
+                    source: Source::Http,
                     trace: trace.cloned(),
                     raw: None,
                 };
