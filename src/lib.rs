@@ -8,6 +8,7 @@
 //! * [`app`] is the single composition root.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod config;

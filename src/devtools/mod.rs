@@ -4,5 +4,7 @@
 //! fake participants.
 
 #[cfg(feature = "dev-registry")]
+pub mod idp;
+#[cfg(feature = "dev-registry")]
 pub mod registry;
 pub mod simulator;
