@@ -428,6 +428,7 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         metrics: metrics.clone(),
         registry: Arc::new(registry),
         relay_wakeup: wakeup.clone(),
+        auth: cfg.auth_settings()?.map(crate::auth::JwtVerifier::new).transpose()?.map(Arc::new),
         ops: cfg.ops.ops_token.clone().map(|token| http::ops::OpsConfig {
             token,
             bulk_rate: cfg.ops.ops_bulk_rate,
@@ -439,6 +440,23 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         request_timeout: cfg.http.http_request_timeout,
     };
     Ok(Services { state, sagas, metrics, wakeup, policy })
+}
+
+/// Says at start who may call the orders API, and fetches the issuer's keys
+/// (a wrong JWKS URL shows now; requests fetch again if this fails).
+async fn announce_auth(state: &AppState) {
+    match &state.auth {
+        None => tracing::warn!(
+            "the orders API accepts every caller and records the actor they claim: set ORDER_SAGA_AUTH_JWKS_URL, \
+             ORDER_SAGA_AUTH_ISSUER and ORDER_SAGA_AUTH_AUDIENCE to require bearer tokens (or keep it behind an \
+             authenticating gateway, knowingly)"
+        ),
+        Some(v) => match v.refresh().await {
+            Ok(keys) => tracing::info!(issuer = %v.settings().issuer, keys, "the orders API requires bearer tokens"),
+            Err(e) => tracing::warn!(error = %e, issuer = %v.settings().issuer,
+                "the orders API requires bearer tokens, but the issuer's keys cannot be fetched yet; requests answer 503 until they can"),
+        },
+    }
 }
 
 /// The consumer's batch handler, as `serve` runs it.
@@ -493,6 +511,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let partitioner = Arc::new(partitioner(&cfg).await?);
 
     let Services { state, sagas, metrics, wakeup, policy } = services(&cfg, db.clone(), catalog.clone())?;
+    announce_auth(&state).await;
 
     let stop_intake = CancellationToken::new();
     let stop_relay = CancellationToken::new();

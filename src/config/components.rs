@@ -68,6 +68,29 @@ pub struct HttpConfig {
     pub idempotency_retention: Duration,
 }
 
+/// Who may call the orders API: bearer JWTs from an OAuth 2.0 / OIDC issuer.
+/// Without a JWKS URL the API is open to every caller (a startup WARN says so).
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// The issuer's JWKS URL (its public signing keys). Set it, with the issuer and the audience,
+    /// to require a bearer token on every orders endpoint.
+    #[arg(long, global = true, env = "ORDER_SAGA_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+
+    /// The `iss` every token must carry (the issuer's identifier, e.g. `https://idp.example.com/`).
+    #[arg(long, global = true, env = "ORDER_SAGA_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// The `aud` every token must carry (this API's identifier at the issuer).
+    #[arg(long, global = true, env = "ORDER_SAGA_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// The claim listing the tenant regions a caller may see (a list or a space-separated string);
+    /// a token without it sees every region.
+    #[arg(long, global = true, env = "ORDER_SAGA_AUTH_REGION_CLAIM", default_value = "tenant_regions")]
+    pub auth_region_claim: String,
+}
+
 /// Kafka clients and topic names.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {

@@ -60,6 +60,9 @@ pub struct Config {
     pub http: HttpConfig,
 
     #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
     pub kafka: KafkaConfig,
 
     #[command(flatten)]
@@ -187,6 +190,7 @@ impl Config {
         {
             return Err(ConfigError::Invalid("ORDER_SAGA_OPS_TOKEN must be at least 16 characters".into()));
         }
+        self.auth_settings()?;
         if self.ops.ops_bulk_rate == 0 {
             return Err(ConfigError::Invalid("ORDER_SAGA_OPS_BULK_RATE must be at least 1".into()));
         }
@@ -317,3 +321,31 @@ impl Topics {
 
 #[cfg(test)]
 mod tests;
+
+impl Config {
+    /// The orders API's token verification, when configured: the JWKS URL,
+    /// issuer and audience go together.
+    pub fn auth_settings(&self) -> Result<Option<crate::auth::AuthSettings>, ConfigError> {
+        let a = &self.auth;
+        match (&a.auth_jwks_url, &a.auth_issuer, &a.auth_audience) {
+            (None, None, None) => Ok(None),
+            (Some(jwks_url), Some(issuer), Some(audience)) => {
+                let url = reqwest::Url::parse(jwks_url)
+                    .map_err(|_| ConfigError::Invalid(format!("ORDER_SAGA_AUTH_JWKS_URL {jwks_url:?} is not a URL")))?;
+                if !matches!(url.scheme(), "https" | "http") {
+                    return Err(ConfigError::Invalid("ORDER_SAGA_AUTH_JWKS_URL must be an http(s) URL".into()));
+                }
+                Ok(Some(crate::auth::AuthSettings {
+                    jwks_url: jwks_url.clone(),
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    region_claim: a.auth_region_claim.clone(),
+                }))
+            }
+            _ => Err(ConfigError::Invalid(
+                "set all three of ORDER_SAGA_AUTH_JWKS_URL, ORDER_SAGA_AUTH_ISSUER and ORDER_SAGA_AUTH_AUDIENCE, or none"
+                    .into(),
+            )),
+        }
+    }
+}

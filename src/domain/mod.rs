@@ -9,6 +9,6 @@ pub mod status;
 mod validate;
 
 pub use currency::Currency;
-pub use order::{NewOrder, NewOrderItem, StatusChange, limits};
+pub use order::{NewOrder, NewOrderItem, StatusChange, StatusChangeRequest, limits};
 pub use status::OrderStatus;
 pub use validate::FieldError;

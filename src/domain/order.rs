@@ -240,20 +240,41 @@ fn parse_money(s: &str, currency: Option<Currency>) -> Result<Decimal, MoneyErro
     Ok(d.normalize().max(Decimal::ZERO))
 }
 
-/// A validated `POST /orders/{id}/status` body.
+/// A status change to apply, by whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
     pub to_status: OrderStatus,
     pub reason_code: Option<String>,
     pub comment: Option<String>,
+    /// Who made it: the verified principal, or (an open API) the body's `actor`.
     pub actor: String,
     /// Optimistic concurrency: when given, the change applies only if the
     /// order is still at this version.
     pub expected_version: Option<u64>,
 }
 
-impl StatusChange {
-    pub fn from_json(body: &Value) -> Result<StatusChange, Vec<FieldError>> {
+/// A validated `POST /orders/{id}/status` body: a [`StatusChange`] whose
+/// actor the handler decides ([`StatusChangeRequest::by`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChangeRequest {
+    pub to_status: OrderStatus,
+    pub reason_code: Option<String>,
+    pub comment: Option<String>,
+    /// The actor the body names, if any.
+    pub actor: Option<String>,
+    pub expected_version: Option<u64>,
+}
+
+impl StatusChangeRequest {
+    /// The change, made by `actor`.
+    pub fn by(self, actor: String) -> StatusChange {
+        let StatusChangeRequest { to_status, reason_code, comment, expected_version, .. } = self;
+        StatusChange { to_status, reason_code, comment, actor, expected_version }
+    }
+}
+
+impl StatusChangeRequest {
+    pub fn from_json(body: &Value) -> Result<StatusChangeRequest, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut r = ObjectReader::new(
             "",
@@ -281,11 +302,11 @@ impl StatusChange {
             r.error("reason_code", "invalid_format", "reason_code must be UPPER_SNAKE_CASE, e.g. CUSTOMER_REQUEST");
         }
         let comment = r.string("comment", false, 0, limits::MAX_COMMENT_LEN);
-        let actor = r.string("actor", true, 1, limits::MAX_ACTOR_LEN);
+        let actor = r.string("actor", false, 1, limits::MAX_ACTOR_LEN);
         let expected_version = r.integer("expected_version", false, 1, i64::MAX).map(|v| v as u64);
-        match (to_status, actor) {
-            (Some(to_status), Some(actor)) if errors.is_empty() => {
-                Ok(StatusChange { to_status, reason_code, comment, actor, expected_version })
+        match to_status {
+            Some(to_status) if errors.is_empty() => {
+                Ok(StatusChangeRequest { to_status, reason_code, comment, actor, expected_version })
             }
             _ => Err(errors),
         }
@@ -485,15 +506,17 @@ mod tests {
 
     #[test]
     fn status_change_parses_and_validates() {
-        let ok = StatusChange::from_json(&json!({"to_status":"CONFIRMED","actor":"support:alice","reason_code":"MANUAL_CHECK","comment":"ok","expected_version":3})).unwrap();
+        let ok = StatusChangeRequest::from_json(&json!({"to_status":"CONFIRMED","actor":"support:alice","reason_code":"MANUAL_CHECK","comment":"ok","expected_version":3})).unwrap();
         assert_eq!(ok.to_status, OrderStatus::Confirmed);
         assert_eq!(ok.expected_version, Some(3));
 
         let errs = |v: Value| {
-            StatusChange::from_json(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect::<Vec<_>>()
+            StatusChangeRequest::from_json(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect::<Vec<_>>()
         };
         assert_eq!(errs(json!({"to_status":"DONE","actor":"a"})), vec![("/to_status".into(), "invalid_value")]);
-        assert_eq!(errs(json!({"to_status":"CANCELLED"})), vec![("/actor".into(), "required")]);
+        // The actor is the caller's principal; an open API requires it (the handler).
+        assert_eq!(StatusChangeRequest::from_json(&json!({"to_status":"CANCELLED"})).map(|r| r.actor), Ok(None));
+        assert_eq!(errs(json!({"to_status":"CANCELLED","actor":""})), vec![("/actor".into(), "too_short")]);
         assert_eq!(
             errs(json!({"to_status":"CANCELLED","actor":"a","reason_code":"bad code"})),
             vec![("/reason_code".into(), "invalid_format")]

@@ -89,8 +89,16 @@ error_codes! {
     NotReady => "not_ready", SERVICE_UNAVAILABLE;
     /// A bug or corrupt data; logged with the details.
     Internal => "internal", INTERNAL_SERVER_ERROR;
-    /// `/ops`: no valid bearer token or console session.
+    /// No valid credential: on `/orders` (when ORDER_SAGA_AUTH_* is set) a missing, malformed,
+    /// expired or foreign bearer token (`WWW-Authenticate: Bearer` says which); on `/ops` no valid
+    /// ops token or console session.
     Unauthorized => "unauthorized", UNAUTHORIZED;
+    /// The bearer token lacks the scope the endpoint needs (`details.required_scope`).
+    InsufficientScope => "insufficient_scope", FORBIDDEN;
+    /// The bearer token's region claim does not include the order's tenant region.
+    RegionNotAllowed => "region_not_allowed", FORBIDDEN;
+    /// The identity provider's keys cannot be fetched to check the token; retry.
+    IdentityProviderUnavailable => "identity_provider_unavailable", SERVICE_UNAVAILABLE;
     /// `/ops` from the console: the session's `X-CSRF-Token` is missing or wrong.
     CsrfTokenInvalid => "csrf_token_invalid", FORBIDDEN;
     /// `/ops`: the order has no saga.
@@ -131,15 +139,22 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Value,
+    /// `WWW-Authenticate` of a 401 or 403 (RFC 6750).
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status: code.status(), code, message: message.into(), details: Value::Null }
+        ApiError { status: code.status(), code, message: message.into(), details: Value::Null, challenge: None }
     }
 
     pub fn with_details(mut self, details: Value) -> ApiError {
         self.details = details;
+        self
+    }
+
+    pub fn with_challenge(mut self, challenge: String) -> ApiError {
+        self.challenge = Some(challenge);
         self
     }
 
@@ -204,6 +219,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(v) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         resp
     }

@@ -4,6 +4,7 @@
 //! bad input never produces a 500 and never panics (a panic would still be
 //! caught and answered with the same shape).
 
+pub mod auth;
 pub mod console;
 pub mod error;
 pub mod extract;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub sagas: Option<SagaStore>,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
+    /// Verifies bearer tokens on the orders API; `None`: the API is open.
+    pub auth: Option<Arc<crate::auth::JwtVerifier>>,
     /// Wakes the outbox relay after a commit that wrote outbox rows.
     pub relay_wakeup: Arc<Notify>,
     pub ops: Option<ops::OpsConfig>,

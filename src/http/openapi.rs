@@ -62,8 +62,10 @@ pub struct StatusChangeBody {
     reason_code: Option<String>,
     #[schema(max_length = 1000)]
     comment: Option<String>,
+    /// Who asks. With bearer tokens (ORDER_SAGA_AUTH_*) the actor recorded is the token's subject
+    /// and this is kept only as "on behalf of"; on an open API it is required.
     #[schema(min_length = 1, max_length = 128)]
-    actor: String,
+    actor: Option<String>,
     /// Apply only if the order is still at this version.
     #[schema(minimum = 1)]
     expected_version: Option<u64>,
@@ -214,6 +216,10 @@ pub fn document() -> Value {
         }
     });
     doc["components"]["securitySchemes"] = json!({
+        "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "description": "An OAuth 2.0 / OIDC access token of the issuer in ORDER_SAGA_AUTH_ISSUER for the audience \
+                ORDER_SAGA_AUTH_AUDIENCE, with the operation's scope (scope or scp claim). Without ORDER_SAGA_AUTH_* the \
+                orders API is open (the empty requirement)." },
         "opsToken": { "type": "http", "scheme": "bearer",
             "description": "ORDER_SAGA_OPS_TOKEN; without it the ops endpoints do not exist" },
         "opsSession": { "type": "apiKey", "in": "cookie", "name": "order_saga_ops",

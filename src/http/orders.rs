@@ -9,9 +9,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{JsonBody, Trace, order_id, query_params};
-use crate::domain::{NewOrder, OrderStatus, StatusChange};
+use crate::auth::scopes;
+use crate::domain::{NewOrder, OrderStatus, StatusChangeRequest};
 use crate::store::group_commit::{CreateRequest, NotTaken};
 use crate::store::idempotency;
 use crate::store::order_api::{self, CreateOutcome};
@@ -79,6 +81,7 @@ fn json_response(status: StatusCode, body: String, extra: &[(&'static str, Strin
 #[utoipa::path(
     post,
     path = "/orders",
+    security(("bearerAuth" = ["orders:write"]), ()),
     tag = "orders",
     summary = "Create an order (idempotent)",
     description = "Creates the order, its items, its first history row and the order.created.v1 outbox row in one \
@@ -87,6 +90,8 @@ fn json_response(status: StatusCode, body: String, extra: &[(&'static str, Strin
     params(("Idempotency-Key" = String, Header, description = "Unique per order (X-Idempotency-Key is accepted too). \
         Reusing it with another body is a 422.")),
     responses(
+        (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
         (status = 201, description = "Created; the same key and body later return this response again (header \
             Idempotent-Replayed: true)", body = crate::store::orders::OrderView),
         (status = 400, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -98,10 +103,12 @@ fn json_response(status: StatusCode, body: String, extra: &[(&'static str, Strin
 )]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Trace(trace): Trace,
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
+    caller.require(scopes::ORDERS_WRITE)?;
     state.metrics.orders.order_create_requests_inflight.inc();
     let _inflight = scopeguard(|| {
         state.metrics.orders.order_create_requests_inflight.dec();
@@ -111,8 +118,14 @@ pub async fn create(
     let JsonBody(body) = body?;
     let key = idempotency_key(&headers)?;
     let order = NewOrder::from_json(&body).map_err(ApiError::validation)?;
+    if !caller.may_see_region(&order.tenant_region) {
+        return Err(ApiError::new(
+            ErrorCode::RegionNotAllowed,
+            format!("the token does not allow orders of tenant region {:?}", order.tenant_region),
+        ));
+    }
     let fingerprint = idempotency::fingerprint(&body);
-    let req = CreateRequest { order: order.clone(), key, fingerprint, trace: Some(trace) };
+    let req = CreateRequest { order: order.clone(), key, fingerprint, trace: Some(trace), actor: caller.actor(None) };
     let outcome = state.orders.create(req).await.map_err(|e| {
         let code = match e {
             NotTaken::Overloaded => ErrorCode::Overloaded,
@@ -157,18 +170,26 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 #[utoipa::path(
     get,
     path = "/orders/{order_id}",
+    security(("bearerAuth" = ["orders:read"]), ()),
     tag = "orders",
     summary = "Read an order with its items",
     description = "updated_at lets readers in other regions judge staleness; ETag carries the version.",
     params(("order_id" = u64, Path, description = "Order id (positive integer)", minimum = 1)),
     responses(
+        (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
         (status = 200, description = "The order", body = crate::store::orders::OrderView),
         (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
     )
 )]
-pub async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    caller.require(scopes::ORDERS_READ)?;
     let id = order_id(&raw)?;
-    let view = orders::get(&state.db, id).await?.ok_or_else(|| ApiError::order_not_found(id))?;
+    // Another region's order does not exist for this caller.
+    let view = orders::get(&state.db, id)
+        .await?
+        .filter(|v| caller.may_see_region(&v.tenant_region))
+        .ok_or_else(|| ApiError::order_not_found(id))?;
     let etag = format!("\"v{}\"", view.version);
     let mut resp = axum::Json(view).into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -181,6 +202,7 @@ pub async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Resu
 #[utoipa::path(
     post,
     path = "/orders/{order_id}/status",
+    security(("bearerAuth" = ["orders:status"]), ()),
     tag = "orders",
     summary = "Change the status of an order",
     description = "409 codes: illegal_transition (not in the table), version_conflict (expected_version differs), \
@@ -189,6 +211,8 @@ pub async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Resu
     request_body = crate::http::openapi::StatusChangeBody,
     params(("order_id" = u64, Path, description = "Order id (positive integer)", minimum = 1)),
     responses(
+        (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
         (status = 200, description = "The order after the change", body = crate::store::orders::OrderView),
         (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
         (status = 409, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -197,13 +221,31 @@ pub async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Resu
 )]
 pub async fn change_status(
     State(state): State<AppState>,
+    caller: Caller,
     Trace(trace): Trace,
     Path(raw): Path<String>,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
+    caller.require(scopes::ORDERS_STATUS)?;
     let id = order_id(&raw)?;
     let JsonBody(body) = body?;
-    let change = StatusChange::from_json(&body).map_err(ApiError::validation)?;
+    let request = StatusChangeRequest::from_json(&body).map_err(ApiError::validation)?;
+    // The actor is the principal (a body `actor` only "on behalf of"); an
+    // open API requires the body's.
+    let actor = caller.actor(request.actor.as_deref()).ok_or_else(|| {
+        ApiError::validation(vec![crate::domain::FieldError {
+            field: "/actor".into(),
+            code: "required",
+            message: "actor is required".into(),
+        }])
+    })?;
+    let change = request.by(actor);
+    if let Some(regions) = caller.regions() {
+        let head = orders::get(&state.db, id).await?;
+        if head.is_none_or(|o| !regions.contains(&o.tenant_region)) {
+            return Err(ApiError::order_not_found(id));
+        }
+    }
     let result =
         order_api::change_status(&state.db, id, &change, &state.outbox, state.sagas.as_ref(), Some(&trace)).await?;
     match result {
@@ -285,6 +327,7 @@ fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
 #[utoipa::path(
     get,
     path = "/orders/search",
+    security(("bearerAuth" = ["orders:read"]), ()),
     tag = "orders",
     summary = "Search orders (newest first, keyset pagination)",
     params(
@@ -297,13 +340,20 @@ fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (opaque; keep the same filters)"),
     ),
     responses(
+        (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
         (status = 200, description = "A page of orders", body = crate::http::openapi::OrderPage),
         (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
     )
 )]
-pub async fn search(State(state): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    caller.require(scopes::ORDERS_READ)?;
     let params = query_params(q.as_deref(), SEARCH_PARAMS)?;
-    let mut f = SearchFilter::default();
+    let mut f = SearchFilter { regions: caller.regions().map(|r| r.iter().cloned().collect()), ..Default::default() };
     let mut limit = DEFAULT_LIMIT;
     let mut cursor = None;
     for (k, v) in &params {

@@ -42,6 +42,8 @@ pub struct CreateRequest {
     pub key: String,
     pub fingerprint: [u8; 32],
     pub trace: Option<TraceContext>,
+    /// Who creates it (the verified principal); `None`: [`Shared::actor`].
+    pub actor: Option<String>,
 }
 
 /// What a group transaction needs besides the requests.
@@ -50,6 +52,7 @@ pub struct Shared {
     pub db: Db,
     pub outbox: OutboxWriter,
     pub sagas: Option<SagaStore>,
+    /// The history's actor of orders created without a verified principal.
     pub actor: &'static str,
 }
 
@@ -72,7 +75,8 @@ pub async fn create_many(s: &Shared, reqs: &[CreateRequest]) -> Vec<Result<Creat
     let mut out = Vec::with_capacity(reqs.len());
     // One after the other: two requests with one key must not race each other.
     for r in reqs {
-        let ctx = CreateContext { outbox: &s.outbox, trace: r.trace.as_ref(), saga: s.sagas.as_ref(), actor: s.actor };
+        let actor = r.actor.as_deref().unwrap_or(s.actor);
+        let ctx = CreateContext { outbox: &s.outbox, trace: r.trace.as_ref(), saga: s.sagas.as_ref(), actor };
         out.push(order_api::create(&s.db, &r.order, &r.key, r.fingerprint, &ctx).await);
     }
     out
@@ -82,8 +86,9 @@ async fn create_together(s: &Shared, reqs: &[CreateRequest]) -> Result<Vec<Creat
     let mut tx = s.db.begin().await?;
     let now = super::now();
     let orders: Vec<(&NewOrder, Option<&TraceContext>)> = reqs.iter().map(|r| (&r.order, r.trace.as_ref())).collect();
+    let actors: Vec<&str> = reqs.iter().map(|r| r.actor.as_deref().unwrap_or(s.actor)).collect();
     let views =
-        order_api::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), s.actor, s.db.order_ids).await?;
+        order_api::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), &actors, s.db.order_ids).await?;
     let bodies: Vec<String> = views
         .iter()
         .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))

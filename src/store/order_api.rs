@@ -65,7 +65,8 @@ pub async fn create(
             };
         }
         let mut views =
-            insert_orders(&mut tx, &[(order, ctx.trace)], now, ctx.outbox, ctx.saga, ctx.actor, db.order_ids).await?;
+            insert_orders(&mut tx, &[(order, ctx.trace)], now, ctx.outbox, ctx.saga, &[ctx.actor], db.order_ids)
+                .await?;
         let view = views.pop().ok_or_else(|| StoreError::Corrupt("no order was inserted".into()))?;
         let body = serde_json::to_string(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         idempotency::complete(&mut tx, key, view.order_id, 201, &body).await?;
@@ -78,18 +79,18 @@ pub async fn create(
 /// Inserts new orders with everything that goes with them: their rows
 /// (`orders::insert_rows`), their `order.created.v1` outbox rows, their sagas'
 /// first transitions and effects — one statement per table for all of them.
-/// `orders[i].1` is the trace of the request that created order `i`.
+/// `orders[i].1` is the trace of the request that created order `i`, `actors[i]` who created it.
 pub(crate) async fn insert_orders(
     tx: &mut Tx,
     orders: &[(&NewOrder, Option<&TraceContext>)],
     now: DateTime<Utc>,
     outbox_writer: &OutboxWriter,
     saga: Option<&SagaStore>,
-    actor: &str,
+    actors: &[&str],
     order_ids: OrderIds,
 ) -> Result<Vec<OrderView>, StoreError> {
     let new: Vec<&NewOrder> = orders.iter().map(|(o, _)| *o).collect();
-    let ids = insert_rows(tx, &new, now, actor, order_ids).await?;
+    let ids = insert_rows(tx, &new, now, actors, order_ids).await?;
     let mut rows = Vec::with_capacity(orders.len() * 2);
     for ((order, trace), id) in orders.iter().zip(&ids) {
         rows.push(outbox_writer.row(&created_message(*id, order, now), *trace)?);

@@ -56,12 +56,12 @@ pub fn money(amount: Decimal, currency: &str) -> String {
 /// Inserts new orders' rows: the `orders` rows (one statement for all of them
 /// when the server hands out consecutive ids, else one per order — see
 /// [`OrderIds`]), then one statement per table for all of them (items, the
-/// first history row). Returns the new ids, in order.
+/// first history row, by `actors[i]`). Returns the new ids, in order.
 pub(crate) async fn insert_rows(
     tx: &mut Tx,
     orders: &[&NewOrder],
     now: DateTime<Utc>,
-    actor: &str,
+    actors: &[&str],
     order_ids: OrderIds,
 ) -> Result<Vec<u64>, StoreError> {
     let mut ids = Vec::with_capacity(orders.len());
@@ -111,13 +111,14 @@ pub(crate) async fn insert_rows(
     }
     let history: Vec<HistoryRow> = ids
         .iter()
-        .map(|id| HistoryRow {
+        .zip(actors)
+        .map(|(id, actor)| HistoryRow {
             order_id: *id,
             from: None,
             to: OrderStatus::Pending,
             reason_code: Some("ORDER_CREATED".into()),
             comment: None,
-            actor: actor.to_owned(),
+            actor: (*actor).to_owned(),
         })
         .collect();
     insert_history(tx, &history, now).await?;
@@ -462,6 +463,9 @@ pub struct SearchFilter {
     pub customer_id: Option<String>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
+    /// Only these tenant regions (the caller's region claim); `None`: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
 }
 
 /// Position after the last row of a page: newest first, ties by id.
@@ -488,6 +492,20 @@ pub async fn search(
     }
     if let Some(c) = &f.customer_id {
         qb.push(" AND customer_id = ").push_bind(c.clone());
+    }
+    match f.regions.as_deref() {
+        None => {}
+        Some([]) => {
+            qb.push(" AND 1 = 0");
+        }
+        Some(regions) => {
+            qb.push(" AND tenant_region IN (");
+            let mut list = qb.separated(", ");
+            for r in regions {
+                list.push_bind(r.clone());
+            }
+            qb.push(")");
+        }
     }
     if let Some(t) = f.created_from {
         qb.push(" AND created_at >= ").push_bind(t);

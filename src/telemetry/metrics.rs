@@ -95,6 +95,8 @@ pub struct OrderMetrics {
     pub order_create_requests_inflight: Gauge,
     /// Orders per group-commit transaction of `POST /orders`.
     pub order_group_commit_size: Histogram,
+    /// Bearer tokens refused on the orders API, by reason.
+    pub auth_failures_total: Family<ReasonLabel, Counter>,
 }
 
 impl OrderMetrics {
@@ -104,7 +106,13 @@ impl OrderMetrics {
             order_status_transition_seconds: Family::new_with_constructor(|| Histogram::new(dwell_buckets())),
             order_create_requests_inflight: Gauge::default(),
             order_group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            auth_failures_total: Family::default(),
         };
+        r.register(
+            "auth_failures",
+            "Bearer tokens refused on the orders API, by reason (missing, malformed, algorithm, unknown_key, invalid, no_subject)",
+            m.auth_failures_total.clone(),
+        );
         r.register("order_created", "Orders created, by tenant region", m.order_created_total.clone());
         r.register(
             "order_status_transition_seconds",

@@ -88,7 +88,7 @@ fn openapi_documents_every_error_code() {
     let listed: Vec<&str> = code["enum"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let all: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     assert_eq!(listed, all);
-    let handlers = ["mod.rs", "ops.rs", "console.rs", "orders.rs", "extract.rs", "error.rs"]
+    let handlers = ["mod.rs", "auth.rs", "ops.rs", "console.rs", "orders.rs", "extract.rs", "error.rs"]
         .map(|f| std::fs::read_to_string(format!("src/http/{f}")).unwrap())
         .concat();
     let mut documented_statuses = std::collections::BTreeSet::new();
@@ -118,7 +118,7 @@ fn openapi_documents_every_error_code() {
 /// required, and a property the schema does not list is refused.
 #[test]
 fn documented_request_bodies_match_the_validators() {
-    use order_saga::domain::{NewOrder, StatusChange};
+    use order_saga::domain::{NewOrder, StatusChangeRequest};
     use serde_json::{Value, json};
     let doc: Value = serde_json::from_str(order_saga::http::openapi_document()).unwrap();
     let schema = |name: &str| doc["components"]["schemas"][name].clone();
@@ -135,7 +135,7 @@ fn documented_request_bodies_match_the_validators() {
             "StatusChange",
             json!({"to_status": "CANCELLED", "reason_code": "CUSTOMER_REQUEST", "comment": "asked by phone",
                    "actor": "agent-7", "expected_version": 1}),
-            |b| StatusChange::from_json(b).is_ok(),
+            |b| StatusChangeRequest::from_json(b).is_ok(),
         ),
     ];
     for (name, full, valid) in cases {

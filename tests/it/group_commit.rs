@@ -16,6 +16,7 @@ fn req(key: &str, customer: &str) -> CreateRequest {
         key: key.into(),
         fingerprint: order_saga::store::idempotency::fingerprint(&body),
         trace: None,
+        actor: None,
     }
 }
 

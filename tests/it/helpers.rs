@@ -145,18 +145,23 @@ pub fn test_config(extra: &[&str]) -> order_saga::config::Config {
 impl TestApp {
     /// With sagas (as the daemon runs).
     pub async fn new() -> TestApp {
-        TestApp::build(true).await
+        TestApp::build(true, &[]).await
+    }
+
+    /// With sagas, and these flags on top of [`test_config`]'s.
+    pub async fn with_flags(extra: &[&str]) -> TestApp {
+        TestApp::build(true, extra).await
     }
 
     /// Without sagas: the order system of record alone.
     pub async fn without_sagas() -> TestApp {
-        TestApp::build(false).await
+        TestApp::build(false, &[]).await
     }
 
     /// Through the daemon's own wiring (`app::services`) over a fresh database.
-    async fn build(with_sagas: bool) -> TestApp {
+    async fn build(with_sagas: bool, extra: &[&str]) -> TestApp {
         let (db, _) = fresh_db().await;
-        let cfg = test_config(&[]);
+        let cfg = test_config(extra);
         let services = order_saga::app::services(&cfg, db.clone(), catalog()).expect("the test configuration wires");
         let (mut state, sagas) = (services.state, services.sagas);
         if !with_sagas {

@@ -3,6 +3,7 @@
 // Test code: a panic with a backtrace is the right failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod cli;
 mod console;
 mod daemon;

@@ -429,6 +429,7 @@ async fn timers_armed_at_start_are_due_by_the_database_clock() {
         key: key(),
         fingerprint: order_saga::store::idempotency::fingerprint(&body),
         trace: None,
+        actor: None,
     };
     let outcome = order_saga::store::group_commit::create_many(&shared, &[req]).await.remove(0).unwrap();
     let order_saga::store::order_api::CreateOutcome::Created { order_id, .. } = outcome else {

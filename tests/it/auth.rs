@@ -1,0 +1,198 @@
+//! Bearer JWTs on the orders API, end to end through the daemon's router,
+//! against a test identity provider serving its JWKS over HTTP.
+
+use axum::http::Method;
+use order_saga::devtools::idp::TestIdp;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// An app requiring tokens from `idp`.
+async fn guarded(idp: &TestIdp) -> TestApp {
+    TestApp::with_flags(&[
+        "--auth-jwks-url",
+        &idp.jwks_url,
+        "--auth-issuer",
+        &idp.issuer,
+        "--auth-audience",
+        &idp.audience,
+    ])
+    .await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn create_as(app: &TestApp, token: &str, region: &str) -> Resp {
+    let auth = bearer(token);
+    let body = order_body("c-1", region, &[("A", 1, "5.00")]);
+    let k = key();
+    app.post_json("/orders", &[("idempotency-key", &k), ("authorization", &auth)], &body).await
+}
+
+async fn get_as(app: &TestApp, token: &str, path: &str) -> Resp {
+    app.call(Method::GET, path, &[("authorization", &bearer(token))], None).await
+}
+
+async fn status_as(app: &TestApp, token: &str, id: u64, body: &Value) -> Resp {
+    app.post_json(&format!("/orders/{id}/status"), &[("authorization", &bearer(token))], body).await
+}
+
+fn challenge(r: &Resp) -> String {
+    r.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn every_orders_endpoint_answers_401_without_a_valid_token() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = guarded(&idp).await;
+    let admin = idp.token_for("alice", "orders:read orders:write orders:status");
+    let id = create_as(&app, &admin, "eu-west").await.expect(201).json["order_id"].as_u64().unwrap();
+    let expired = {
+        let mut c = idp.claims("alice", "orders:read orders:write orders:status");
+        c["exp"] = json!(chrono::Utc::now().timestamp() - 3600);
+        idp.token("k-es", &c)
+    };
+    let all = "orders:read orders:write orders:status";
+    let foreign_audience = {
+        let mut c = idp.claims("alice", all);
+        c["aud"] = json!("another-api");
+        idp.token("k-es", &c)
+    };
+    let forged = idp.hmac_forgery("k-es", &idp.claims("mallory", all));
+    let unsigned = TestIdp::unsigned(&idp.claims("mallory", all));
+    let body = order_body("c-1", "eu-west", &[("A", 1, "5.00")]).to_string().into_bytes();
+    let change = json!({"to_status": "CANCELLED"}).to_string().into_bytes();
+    let requests: [(Method, String, Option<Vec<u8>>); 4] = [
+        (Method::POST, "/orders".into(), Some(body)),
+        (Method::GET, format!("/orders/{id}"), None),
+        (Method::GET, "/orders/search".into(), None),
+        (Method::POST, format!("/orders/{id}/status"), Some(change)),
+    ];
+    for (method, path, body) in requests {
+        let k = key();
+        let base = [("content-type", "application/json"), ("idempotency-key", k.as_str())];
+        let r = app.call(method.clone(), &path, &base, body.clone()).await;
+        r.expect_error(401, "unauthorized");
+        assert_eq!(challenge(&r), "Bearer realm=\"order-saga\"", "{method} {path}");
+        for (what, token) in
+            [("expired", &expired), ("audience", &foreign_audience), ("hmac", &forged), ("none", &unsigned)]
+        {
+            let auth = bearer(token);
+            let mut h = base.to_vec();
+            h.push(("authorization", &auth));
+            let r = app.call(method.clone(), &path, &h, body.clone()).await;
+            r.expect_error(401, "unauthorized");
+            assert!(challenge(&r).contains("error=\"invalid_token\""), "{what}: {method} {path}: {}", challenge(&r));
+        }
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1, "nothing was created without a valid token");
+    let metrics = app.get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.raw);
+    assert!(text.contains("auth_failures_total{reason=\"invalid\"} 8"), "{text}");
+}
+
+#[tokio::test]
+async fn each_endpoint_needs_its_scope() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = guarded(&idp).await;
+    let reader = idp.token_for("dashboard", "orders:read");
+    let writer = idp.token_for("checkout", "orders:write");
+    let r = create_as(&app, &reader, "eu-west").await;
+    r.expect_error(403, "insufficient_scope");
+    assert_eq!(r.json["error"]["details"]["required_scope"], "orders:write");
+    assert!(challenge(&r).contains("error=\"insufficient_scope\", scope=\"orders:write\""));
+    let id = create_as(&app, &writer, "eu-west").await.expect(201).json["order_id"].as_u64().unwrap();
+    get_as(&app, &writer, &format!("/orders/{id}")).await.expect_error(403, "insufficient_scope");
+    get_as(&app, &reader, &format!("/orders/{id}")).await.expect(200);
+    get_as(&app, &reader, "/orders/search").await.expect(200);
+    let cancel = json!({"to_status": "CANCELLED", "reason_code": "CUSTOMER_REQUEST"});
+    status_as(&app, &reader, id, &cancel).await.expect_error(403, "insufficient_scope");
+    status_as(&app, &writer, id, &cancel).await.expect_error(403, "insufficient_scope");
+    status_as(&app, &idp.token_for("support", "orders:status"), id, &cancel).await.expect(200);
+}
+
+#[tokio::test]
+async fn the_actor_is_the_tokens_subject_whatever_the_body_says() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = guarded(&idp).await;
+    let checkout = idp.token_for("checkout-service", "orders:write");
+    let id = create_as(&app, &checkout, "eu-west").await.expect(201).json["order_id"].as_u64().unwrap();
+    let support = idp.token_for("alice", "orders:status");
+    let cancel = json!({"to_status": "CANCELLED", "reason_code": "CUSTOMER_REQUEST", "actor": "ops:bob"});
+    status_as(&app, &support, id, &cancel).await.expect(200);
+    let actors: Vec<(String, String)> =
+        sqlx::query_as("SELECT to_status, actor FROM order_status_history WHERE order_id = ? ORDER BY history_id")
+            .bind(id)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        actors,
+        [
+            ("PENDING".to_owned(), "checkout-service".to_owned()),
+            ("CANCELLED".to_owned(), "alice (on behalf of ops:bob)".to_owned())
+        ]
+    );
+    // The published event says the same.
+    let published = outbox_of(&app.db, id as i64, order_saga::contracts::MessageKind::OrderStatusChanged).await;
+    let last = published.last().cloned().unwrap_or_default();
+    assert_eq!(last["actor"], "alice (on behalf of ops:bob)", "{published:?}");
+}
+
+#[tokio::test]
+async fn a_region_limited_caller_sees_and_changes_only_its_regions() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = guarded(&idp).await;
+    let all = "orders:read orders:write orders:status";
+    let global = idp.token_for("ops-bot", all);
+    let eu_claims = {
+        let mut c = idp.claims("eu-agent", all);
+        c["tenant_regions"] = json!(["eu-west"]);
+        c
+    };
+    let eu = idp.token("k-es", &eu_claims);
+    let ours = create_as(&app, &global, "eu-west").await.expect(201).json["order_id"].as_u64().unwrap();
+    let theirs = create_as(&app, &global, "us-east").await.expect(201).json["order_id"].as_u64().unwrap();
+    create_as(&app, &eu, "us-east").await.expect_error(403, "region_not_allowed");
+    create_as(&app, &eu, "eu-west").await.expect(201);
+    get_as(&app, &eu, &format!("/orders/{ours}")).await.expect(200);
+    get_as(&app, &eu, &format!("/orders/{theirs}")).await.expect_error(404, "order_not_found");
+    let page = get_as(&app, &eu, "/orders/search").await;
+    let regions: Vec<&str> = page.expect(200).json["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["tenant_region"].as_str())
+        .collect();
+    assert_eq!(regions, ["eu-west", "eu-west"]);
+    let asked = get_as(&app, &eu, "/orders/search?tenant_region=us-east").await;
+    assert_eq!(asked.expect(200).json["orders"], json!([]), "asking for another region finds nothing");
+    let all_page = get_as(&app, &global, "/orders/search").await;
+    assert_eq!(all_page.expect(200).json["orders"].as_array().map(Vec::len), Some(3));
+    let cancel = json!({"to_status": "CANCELLED", "reason_code": "CUSTOMER_REQUEST"});
+    status_as(&app, &eu, theirs, &cancel).await.expect_error(404, "order_not_found");
+    status_as(&app, &eu, ours, &cancel).await.expect(200);
+}
+
+#[tokio::test]
+async fn an_unreachable_identity_provider_is_a_503_to_retry_not_a_bad_token() {
+    let idp = TestIdp::spawn().await.unwrap();
+    idp.set_down(true);
+    let app = guarded(&idp).await;
+    let token = idp.token_for("alice", "orders:read");
+    get_as(&app, &token, "/orders/search").await.expect_error(503, "identity_provider_unavailable");
+    idp.set_down(false);
+    get_as(&app, &token, "/orders/search").await.expect(200);
+}
+
+#[tokio::test]
+async fn an_open_api_needs_the_actor_in_the_body() {
+    let app = TestApp::new().await;
+    let id = app.create_order(&key(), &order_body("c-1", "eu-west", &[("A", 1, "5.00")])).await;
+    let id = id.expect(201).json["order_id"].as_u64().unwrap();
+    let r = app.post_json(&format!("/orders/{id}/status"), &[], &json!({"to_status": "CANCELLED"})).await;
+    r.expect_error(422, "validation_failed");
+    assert_eq!(r.json["error"]["details"]["fields"][0]["field"], "/actor");
+}
