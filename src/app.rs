@@ -259,7 +259,7 @@ pub struct Running {
     stop_relay: CancellationToken,
     consumer: SagaConsumer,
     scheduler: JobScheduler,
-    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    http_task: tokio::task::JoinHandle<()>,
     relay_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -428,6 +428,7 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         metrics: metrics.clone(),
         registry: Arc::new(registry),
         relay_wakeup: wakeup.clone(),
+        hsts: cfg.http.http_tls_cert.is_some(),
         auth: cfg.auth_settings()?.map(crate::auth::JwtVerifier::new).transpose()?.map(Arc::new),
         ops: cfg.ops.ops_token.clone().map(|token| http::ops::OpsConfig {
             token,
@@ -440,6 +441,24 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         request_timeout: cfg.http.http_request_timeout,
     };
     Ok(Services { state, sagas, metrics, wakeup, policy })
+}
+
+/// How the HTTP listener serves (TLS, limits), from the configuration.
+pub fn serve_settings(cfg: &Config) -> http::server::ServeSettings {
+    let h = &cfg.http;
+    http::server::ServeSettings {
+        header_read_timeout: h.http_header_read_timeout,
+        max_connections: h.http_max_connections.max(1),
+        tls: match (&h.http_tls_cert, &h.http_tls_key) {
+            (Some(cert), Some(key)) => Some(http::server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: h.http_tls_client_ca.clone(),
+            }),
+            _ => None,
+        },
+        grace: cfg.shutdown_grace.mul_f64(0.5),
+    }
 }
 
 /// Says at start who may call the orders API, and fetches the issuer's keys
@@ -567,13 +586,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {} (ORDER_SAGA_HTTP_ADDR)", cfg.http.http_addr))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "order-saga serving");
-    let http_stop = stop_intake.clone();
-    let http_task = tokio::spawn(
-        axum::serve(listener, http::router(state.clone()).into_make_service())
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .into_future(),
-    );
+    let tls = serve_settings(&cfg);
+    tracing::info!(%addr, tls = tls.tls.is_some(), mtls = tls.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "order-saga serving");
+    let http_task =
+        http::server::serve(listener, http::router(state.clone()), tls, metrics.orders.clone(), stop_intake.clone())
+            .await?;
     Ok(Running {
         state,
         addr,

@@ -45,6 +45,28 @@ pub struct HttpConfig {
     #[arg(long, global = true, env = "ORDER_SAGA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
+    /// PEM certificate chain of the HTTP listener: with ORDER_SAGA_HTTP_TLS_KEY, the listener
+    /// speaks TLS (rustls) only. Both files are read again when they change (rotation).
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the HTTP listener's certificate.
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: with TLS on, every client must present a certificate they signed (mTLS).
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_TLS_CLIENT_CA", requires = "http_tls_cert")]
+    pub http_tls_client_ca: Option<PathBuf>,
+
+    /// A connection whose request header (or TLS handshake) is not complete within this is
+    /// closed: slow or idle clients cannot hold connections.
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub http_header_read_timeout: Duration,
+
+    /// Most HTTP connections open at once; more are closed as they arrive.
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+
     /// Largest accepted request body; larger bodies get 413.
     #[arg(long, global = true, env = "ORDER_SAGA_HTTP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub http_max_body_bytes: usize,

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub sagas: Option<SagaStore>,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
+    /// The listener speaks TLS: answers carry `Strict-Transport-Security`.
+    pub hsts: bool,
     /// Verifies bearer tokens on the orders API; `None`: the API is open.
     pub auth: Option<Arc<crate::auth::JwtVerifier>>,
     /// Wakes the outbox relay after a commit that wrote outbox rows.
@@ -61,6 +64,7 @@ struct Api;
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body_bytes;
     let timeout = state.request_timeout;
+    let hsts = state.hsts;
     Router::new()
         .route("/orders", post(orders::create))
         .route("/orders/search", get(orders::search))
@@ -77,6 +81,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
         .layer(middleware::from_fn(trace_request))
+        .layer(middleware::map_response(move |req_path: axum::extract::OriginalUri, resp: Response| async move {
+            security_headers(&req_path.0, hsts, resp)
+        }))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::new(ErrorCode::Internal, "internal error").into_response()
         }))
@@ -124,6 +131,21 @@ async fn trace_request(mut req: Request, next: Next) -> Response {
         if let Ok(v) = HeaderValue::from_str(&value) {
             resp.headers_mut().insert(name, v);
         }
+    }
+    resp
+}
+
+/// Headers every answer carries: no MIME sniffing; no caching of order and
+/// ops data (customer ids, audit); HSTS when the listener speaks TLS.
+fn security_headers(uri: &axum::http::Uri, hsts: bool, mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let path = uri.path();
+    if (path.starts_with("/orders") || path.starts_with("/ops")) && !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     }
     resp
 }

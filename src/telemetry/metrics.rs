@@ -97,6 +97,10 @@ pub struct OrderMetrics {
     pub order_group_commit_size: Histogram,
     /// Bearer tokens refused on the orders API, by reason.
     pub auth_failures_total: Family<ReasonLabel, Counter>,
+    /// HTTP connections closed on arrival: ORDER_SAGA_HTTP_MAX_CONNECTIONS were open.
+    pub http_connections_refused_total: Counter,
+    /// TLS handshakes that failed or did not finish within the header-read timeout.
+    pub http_tls_handshake_failures_total: Counter,
 }
 
 impl OrderMetrics {
@@ -107,7 +111,19 @@ impl OrderMetrics {
             order_create_requests_inflight: Gauge::default(),
             order_group_commit_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             auth_failures_total: Family::default(),
+            http_connections_refused_total: Counter::default(),
+            http_tls_handshake_failures_total: Counter::default(),
         };
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed on arrival because ORDER_SAGA_HTTP_MAX_CONNECTIONS were open",
+            m.http_connections_refused_total.clone(),
+        );
+        r.register(
+            "http_tls_handshake_failures",
+            "TLS handshakes on the HTTP listener that failed or did not finish within the header-read timeout",
+            m.http_tls_handshake_failures_total.clone(),
+        );
         r.register(
             "auth_failures",
             "Bearer tokens refused on the orders API, by reason (missing, malformed, algorithm, unknown_key, invalid, no_subject)",

@@ -13,6 +13,7 @@ mod docs;
 mod group_commit;
 mod helpers;
 mod input_fuzz;
+mod listener;
 mod ops;
 mod orders_api;
 mod partitioning;
