@@ -430,8 +430,8 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         relay_wakeup: wakeup.clone(),
         hsts: cfg.http.http_tls_cert.is_some(),
         auth: cfg.auth_settings()?.map(crate::auth::JwtVerifier::new).transpose()?.map(Arc::new),
-        ops: cfg.ops.ops_token.clone().map(|token| http::ops::OpsConfig {
-            token,
+        ops: (cfg.ops.ops_token.is_some() || cfg.auth.auth_jwks_url.is_some()).then(|| http::ops::OpsConfig {
+            token: cfg.ops.ops_token.clone(),
             bulk_rate: cfg.ops.ops_bulk_rate,
             sweep_batch: cfg.sagas.sweep_batch,
             timer_policy: Arc::new(policy.clone()),

@@ -125,19 +125,28 @@ impl Caller {
     pub fn actor(&self, claimed: Option<&str>) -> Option<String> {
         match (self, claimed) {
             (Caller::Open, claimed) => claimed.map(str::to_owned),
-            (Caller::Verified(p), Some(c)) if c != p.subject => {
-                let mut a = format!("{} (on behalf of {c})", p.subject);
-                if a.len() > MAX_ACTOR_LEN {
-                    let mut end = MAX_ACTOR_LEN;
-                    while !a.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    a.truncate(end);
-                }
-                Some(a)
-            }
-            (Caller::Verified(p), _) => Some(p.subject.clone()),
+            (Caller::Verified(p), claimed) => Some(on_behalf_of(&p.subject, claimed)),
         }
+    }
+}
+
+/// The actor recorded for a verified `subject`: itself, or "`subject` (on
+/// behalf of `claimed`)" when the request names someone else (cut to the
+/// actor column's length; the subject always stays whole).
+pub(crate) fn on_behalf_of(subject: &str, claimed: Option<&str>) -> String {
+    match claimed {
+        Some(c) if c != subject => {
+            let mut a = format!("{subject} (on behalf of {c})");
+            if a.len() > MAX_ACTOR_LEN {
+                let mut end = MAX_ACTOR_LEN;
+                while !a.is_char_boundary(end) {
+                    end -= 1;
+                }
+                a.truncate(end);
+            }
+            a
+        }
+        _ => subject.to_owned(),
     }
 }
 

@@ -53,12 +53,19 @@ pub fn routes() -> Router<AppState> {
         .route("/ops/ui/session", get(current).post(sign_in).delete(sign_out))
 }
 
-fn enabled(state: &AppState) -> Result<&super::ops::OpsConfig, ApiError> {
+/// The ops token console sessions are signed in with (the console is
+/// disabled without it).
+fn enabled(state: &AppState) -> Result<&str, ApiError> {
     state
         .ops
         .as_ref()
+        .and_then(|o| o.token.as_deref())
         .ok_or_else(|| ApiError::not_found("the ops console is disabled (set ORDER_SAGA_OPS_TOKEN to enable it)"))
 }
+
+/// How long a refused sign-in waits before it is answered: online guessing
+/// gets one try per second per connection, and shows in logs and metrics.
+const FAILED_SIGN_IN_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The headers every console response carries.
 fn hardened(mut resp: Response) -> Response {
@@ -191,16 +198,19 @@ async fn sign_in(
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let cfg = enabled(&state)?;
+    let ops_token = enabled(&state)?;
     let JsonBody(body) = body?;
     let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let (token, actor) = (field("token"), field("actor"));
-    if !super::ops::secret_matches(&token, &cfg.token) {
+    if !super::ops::secret_matches(&token, ops_token) {
+        state.metrics.ops.ops_auth_failures_total.inc();
+        tracing::warn!(actor = %actor.chars().take(64).collect::<String>(), "ops console sign-in refused: not the ops token");
+        tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
         return Err(ApiError::new(ErrorCode::Unauthorized, "that is not the ops token"));
     }
     let actor = valid_actor(&actor)
         .map_err(|m| ApiError::new(ErrorCode::InvalidParameter, m).with_details(json!({"parameter": "actor"})))?;
-    let s = sessions::create(&state.db, actor, &cfg.token).await?;
+    let s = sessions::create(&state.db, actor, ops_token).await?;
     tracing::info!(actor, "ops console sign-in");
     let body = json!({
         "actor": actor,
@@ -231,10 +241,10 @@ async fn sign_in(
     )
 )]
 async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let cfg = enabled(&state)?;
+    let ops_token = enabled(&state)?;
     let no_session = || ApiError::new(ErrorCode::Unauthorized, "not signed in");
     let id = session_cookie(&headers).ok_or_else(no_session)?;
-    let s = sessions::touch(&state.db, &id, &cfg.token).await?.ok_or_else(no_session)?;
+    let s = sessions::touch(&state.db, &id, ops_token).await?.ok_or_else(no_session)?;
     Ok(hardened(
         axum::Json(json!({
             "actor": s.actor,

@@ -219,9 +219,10 @@ pub fn document() -> Value {
         "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
             "description": "An OAuth 2.0 / OIDC access token of the issuer in ORDER_SAGA_AUTH_ISSUER for the audience \
                 ORDER_SAGA_AUTH_AUDIENCE, with the operation's scope (scope or scp claim). Without ORDER_SAGA_AUTH_* the \
-                orders API is open (the empty requirement)." },
+                orders API is open (the empty requirement). On /ops the scopes are roles: ops:read, ops:act (also actions on \
+                one saga and the sweep), ops:admin (also bulk actions, release and skip_poison)." },
         "opsToken": { "type": "http", "scheme": "bearer",
-            "description": "ORDER_SAGA_OPS_TOKEN; without it the ops endpoints do not exist" },
+            "description": "ORDER_SAGA_OPS_TOKEN (role admin); without it, and without ORDER_SAGA_AUTH_*, the ops endpoints do not exist" },
         "opsSession": { "type": "apiKey", "in": "cookie", "name": "order_saga_ops",
             "description": "Ops console session (POST /ops/ui/session); the actor of every action is the name given at sign-in" },
         "opsCsrf": { "type": "apiKey", "in": "header", "name": "X-CSRF-Token",

@@ -1,7 +1,13 @@
-//! `/ops` endpoints. Disabled (404) unless `ORDER_SAGA_OPS_TOKEN` is set.
-//! Every request needs either `Authorization: Bearer <token>` (scripts, the
-//! CLI) or a console session: its cookie plus its CSRF token in the
-//! `X-CSRF-Token` header (see [`super::console`]).
+//! `/ops` endpoints. Disabled (404) unless `ORDER_SAGA_OPS_TOKEN` or the
+//! bearer-JWT settings (`ORDER_SAGA_AUTH_*`) are set. Every request needs one
+//! of: `Authorization: Bearer <ops token>` (scripts, the CLI; role admin),
+//! `Authorization: Bearer <JWT>` with an `ops:*` scope (each person or tool
+//! its own identity and [`Role`]), or a console session: its cookie plus its
+//! CSRF token in the `X-CSRF-Token` header (see [`super::console`]).
+//!
+//! Roles: `ops:read` sees everything; `ops:act` also acts on one saga and
+//! sweeps timeouts; `ops:admin` also runs bulk actions and releases or skips
+//! poison events.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -19,7 +25,9 @@ use crate::store::inspect::{self, SagaFilter, SagaKeyset};
 /// Ops settings; `None` in `AppState` disables the endpoints.
 #[derive(Clone)]
 pub struct OpsConfig {
-    pub token: String,
+    /// The shared ops token (role admin, and console sign-in); `None` when
+    /// only bearer JWTs are accepted.
+    pub token: Option<String>,
     pub bulk_rate: u32,
     pub sweep_batch: u32,
     /// How the sweeper judges due timers (event time).
@@ -54,10 +62,61 @@ pub fn routes() -> Router<AppState> {
 /// Who is calling `/ops`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// The bearer token: the caller names the actor in each request.
+    /// The shared bearer token: the caller names the actor in each request.
     Token,
     /// A console session: every action is recorded under the name given at sign-in.
     Session { actor: String },
+    /// A bearer JWT: every action is recorded under its subject.
+    Jwt { subject: String, role: Role },
+}
+
+/// What a principal may do on `/ops`; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// `ops:read`: lists, one saga, overview, drain, jobs, audit.
+    Read,
+    /// `ops:act`: actions on one saga (not release / skip_poison), the timeout sweep.
+    Act,
+    /// `ops:admin`: bulk actions, release and skip_poison.
+    Admin,
+}
+
+impl Role {
+    pub fn scope(self) -> &'static str {
+        match self {
+            Role::Read => "ops:read",
+            Role::Act => "ops:act",
+            Role::Admin => "ops:admin",
+        }
+    }
+
+    /// The highest role the scopes grant.
+    fn of(p: &crate::auth::Principal) -> Option<Role> {
+        [Role::Admin, Role::Act, Role::Read].into_iter().find(|r| p.has_scope(r.scope()))
+    }
+}
+
+impl Principal {
+    pub fn role(&self) -> Role {
+        match self {
+            // The shared secret and the sessions signed in with it.
+            Principal::Token | Principal::Session { .. } => Role::Admin,
+            Principal::Jwt { role, .. } => *role,
+        }
+    }
+
+    /// 403 unless the principal has `need`.
+    pub fn require(&self, need: Role) -> Result<(), ApiError> {
+        if self.role() >= need {
+            return Ok(());
+        }
+        Err(ApiError::new(ErrorCode::InsufficientScope, format!("this needs the {} scope", need.scope()))
+            .with_details(json!({ "required_scope": need.scope() }))
+            .with_challenge(format!(
+                "Bearer realm=\"order-saga\", error=\"insufficient_scope\", scope=\"{}\"",
+                need.scope()
+            )))
+    }
 }
 
 /// Compares a secret in constant time.
@@ -74,21 +133,47 @@ pub(crate) fn secret_matches(given: &str, want: &str) -> bool {
 /// exist); a bearer token is checked in constant time; otherwise the console
 /// session cookie must name a live session and `X-CSRF-Token` must be its
 /// token (403 without it); neither → 401.
-pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConfig, Ops, Principal), ApiError> {
+pub async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<(OpsConfig, Ops, Principal), ApiError> {
     let Some(cfg) = &state.ops else {
-        return Err(ApiError::not_found("ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN to enable them)"));
+        return Err(ApiError::not_found(
+            "ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN or ORDER_SAGA_AUTH_* to enable them)",
+        ));
     };
     let bearer =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let principal = match (bearer, super::console::session_cookie(headers)) {
         (Some(given), _) => {
-            if !secret_matches(given, &cfg.token) {
-                return Err(unauthorized());
+            if cfg.token.as_deref().is_some_and(|t| secret_matches(given, t)) {
+                Principal::Token
+            } else if let Some(verifier) = &state.auth {
+                let p = match verifier.verify(given).await {
+                    Ok(p) => p,
+                    Err(e) if e.is_transient() => {
+                        return Err(ApiError::new(
+                            ErrorCode::IdentityProviderUnavailable,
+                            "the identity provider cannot be reached to check the token; retry",
+                        ));
+                    }
+                    Err(e) => return Err(refused(state, &e.to_string())),
+                };
+                let role = Role::of(&p).ok_or_else(|| {
+                    ApiError::new(ErrorCode::InsufficientScope, "the token has no ops:read, ops:act or ops:admin scope")
+                        .with_details(json!({ "required_scope": need.scope() }))
+                })?;
+                Principal::Jwt { subject: p.subject, role }
+            } else {
+                return Err(refused(state, "not the ops token"));
             }
-            Principal::Token
         }
         (None, Some(id)) => {
-            let Some(session) = crate::store::sessions::touch(&state.db, &id, &cfg.token).await? else {
+            let Some(token) = &cfg.token else {
+                return Err(unauthorized());
+            };
+            let Some(session) = crate::store::sessions::touch(&state.db, &id, token).await? else {
                 return Err(unauthorized());
             };
             let csrf = headers.get(super::console::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -102,6 +187,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConf
         }
         (None, None) => return Err(unauthorized()),
     };
+    principal.require(need)?;
     let Some(sagas) = state.sagas.clone() else {
         return Err(ApiError::not_found("sagas are not enabled"));
     };
@@ -117,14 +203,31 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(OpsConf
 
 fn unauthorized() -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, "a valid ops bearer token or console session is required")
+        .with_challenge("Bearer realm=\"order-saga\"".into())
 }
 
-/// The actor of an action: the session's operator, or the request's `actor` field.
+/// A refused bearer credential: logged, counted, answered 401.
+fn refused(state: &AppState, why: &str) -> ApiError {
+    state.metrics.ops.ops_auth_failures_total.inc();
+    tracing::warn!(reason = why, "ops bearer credential refused");
+    unauthorized()
+}
+
+/// The actor of an action: the session's operator, the token's subject (a
+/// body `actor` only "on behalf of"), or with the shared token the request's
+/// `actor` field.
 fn actor_of(principal: &Principal, obj: &mut serde_json::Map<String, Value>) -> Result<String, ApiError> {
     match principal {
         Principal::Session { actor } => {
             obj.remove("actor");
             Ok(actor.clone())
+        }
+        Principal::Jwt { subject, .. } => {
+            let claimed = match obj.remove("actor") {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            };
+            Ok(super::auth::on_behalf_of(subject, claimed.as_deref()))
         }
         Principal::Token => take_str(obj, "actor"),
     }
@@ -228,7 +331,7 @@ pub const FILTER_KEYS: [&str; 10] = [
         ("limit" = Option<u32>, Query, description = "1-500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "JSON", body = Object),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -238,7 +341,7 @@ pub const FILTER_KEYS: [&str; 10] = [
     )
 )]
 async fn list(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let (_, ops, _) = authorize(&state, &headers).await?;
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
     let mut allowed: Vec<&str> = FILTER_KEYS.to_vec();
     allowed.extend(["limit", "cursor"]);
     let params = query_params(q.as_deref(), &allowed)?;
@@ -295,7 +398,7 @@ fn order_id(raw: &str) -> Result<i64, ApiError> {
     params(
         ("order_id" = u64, Path, description = "Order id of the saga", minimum = 1),
     ),
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "JSON", body = Object),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -308,7 +411,7 @@ async fn show(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (_, ops, _) = authorize(&state, &headers).await?;
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
     Ok(axum::Json(ops.show(order_id(&raw)?).await?).into_response())
 }
 
@@ -347,7 +450,7 @@ fn parse_action(v: Value) -> Result<Action, ApiError> {
     params(
         ("order_id" = u64, Path, description = "Order id of the saga", minimum = 1),
     ),
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:act"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "What the action did, or would do (dry run)", body = crate::ops::Report),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -363,7 +466,7 @@ async fn act(
     Path(raw): Path<String>,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (_, ops, principal) = authorize(&state, &headers).await?;
+    let (_, ops, principal) = authorize(&state, &headers, Role::Act).await?;
     let JsonBody(body) = body?;
     let Value::Object(mut obj) = body else {
         return Err(bad("body", "expected a JSON object".into()));
@@ -381,6 +484,9 @@ async fn act(
     let reason = take_str(&mut obj, "reason")?;
     let dry_run = take_bool(&mut obj, "dry_run")?;
     let action = parse_action(Value::Object(obj))?;
+    if matches!(action, Action::Release | Action::SkipPoison) {
+        principal.require(Role::Admin)?;
+    }
     let req = Request { order_id: order_id(&raw)?, action, expected_version, actor, reason, dry_run, job_id: None };
     Ok(axum::Json(ops.act(&req).await?).into_response())
 }
@@ -393,7 +499,7 @@ async fn act(
     path = "/ops/overview",
     tag = "ops",
     summary = "The console's overview: sagas per state (stuck, oldest, max_dwell), quarantined, overdue timers, outbox backlog, dead letters of the last hour, this replica's consumer lag",
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "JSON", body = Object),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -402,7 +508,7 @@ async fn act(
     )
 )]
 async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (_, ops, _) = authorize(&state, &headers).await?;
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
     let o = inspect::overview(&ops.db, &ops.sagas.catalog).await?;
     let lag = state.metrics.consumer_lag_by_partition();
     let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
@@ -424,7 +530,7 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     path = "/ops/drain",
     tag = "ops",
     summary = "In-flight sagas per definition version and state",
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "JSON", body = Object),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -433,7 +539,7 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     )
 )]
 async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (_, ops, _) = authorize(&state, &headers).await?;
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
     Ok(axum::Json(inspect::drain(&ops.db, &ops.sagas.catalog).await?).into_response())
 }
 
@@ -443,7 +549,7 @@ async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
     tag = "ops",
     summary = "Bulk action over a filter: dry_run previews the count; otherwise 202 with a job id",
     request_body = crate::http::openapi::OpsBulkBody,
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:admin"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "JSON", body = Object),
         (status = 202, description = "The job started", body = crate::ops::JobStatus),
@@ -458,7 +564,7 @@ async fn bulk(
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (cfg, ops, principal) = authorize(&state, &headers).await?;
+    let (cfg, ops, principal) = authorize(&state, &headers, Role::Admin).await?;
     let JsonBody(body) = body?;
     let Value::Object(mut obj) = body else {
         return Err(bad("body", "expected a JSON object".into()));
@@ -519,7 +625,7 @@ async fn bulk(
     params(
         ("job_id" = String, Path, description = "Job id"),
     ),
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "The job", body = crate::ops::JobStatus),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -528,7 +634,7 @@ async fn bulk(
     )
 )]
 async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let (_, ops, _) = authorize(&state, &headers).await?;
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
     let status = ops.jobs.get(&id).ok_or_else(|| ApiError::not_found(format!("no job {id} on this replica")))?;
     Ok(axum::Json(status).into_response())
 }
@@ -542,7 +648,7 @@ async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<S
         ("order_id" = Option<u64>, Query, description = "Only this order"),
         ("limit" = Option<u32>, Query, description = "1-1000 (default 100)"),
     ),
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "JSON", body = Object),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -552,7 +658,7 @@ async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<S
     )
 )]
 async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let (_, ops, _) = authorize(&state, &headers).await?;
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
     let params = query_params(q.as_deref(), &["order_id", "limit"])?;
     let mut order = None;
     let mut limit = 100;
@@ -577,7 +683,7 @@ async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
     path = "/ops/timeouts/sweep",
     tag = "ops",
     summary = "Fire every due timer now (for external schedulers)",
-    security(("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    security(("bearerAuth" = ["ops:act"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
     responses(
         (status = 200, description = "What fired", body = crate::timers::SweepReport),
         (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -586,7 +692,7 @@ async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
     )
 )]
 async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (cfg, ops, _) = authorize(&state, &headers).await?;
+    let (cfg, ops, _) = authorize(&state, &headers, Role::Act).await?;
     let report =
         crate::timers::sweep(&ops.db, &ops.sagas, cfg.sweep_batch, &cfg.timer_policy, Some(&state.metrics)).await?;
     if report.fired > 0 {

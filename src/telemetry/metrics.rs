@@ -379,12 +379,19 @@ impl OutboxMetrics {
 #[derive(Clone, Debug)]
 pub struct OpsMetrics {
     pub ops_actions_total: Family<ActionLabel, Counter>,
+    /// Refused ops credentials: bearer tokens and console sign-ins.
+    pub ops_auth_failures_total: Counter,
 }
 
 impl OpsMetrics {
     fn register(r: &mut Registry) -> OpsMetrics {
-        let m = OpsMetrics { ops_actions_total: Family::default() };
+        let m = OpsMetrics { ops_actions_total: Family::default(), ops_auth_failures_total: Counter::default() };
         r.register("ops_actions", "Operator actions, by action and result", m.ops_actions_total.clone());
+        r.register(
+            "ops_auth_failures",
+            "Refused ops credentials (bearer tokens, console sign-ins)",
+            m.ops_auth_failures_total.clone(),
+        );
         m
     }
 }

@@ -196,3 +196,70 @@ async fn an_open_api_needs_the_actor_in_the_body() {
     r.expect_error(422, "validation_failed");
     assert_eq!(r.json["error"]["details"]["fields"][0]["field"], "/actor");
 }
+
+async fn ops_get(app: &TestApp, token: &str, path: &str) -> Resp {
+    app.call(Method::GET, path, &[("authorization", &bearer(token))], None).await
+}
+
+async fn ops_post(app: &TestApp, token: &str, path: &str, body: &Value) -> Resp {
+    app.post_json(path, &[("authorization", &bearer(token))], body).await
+}
+
+#[tokio::test]
+async fn operators_have_roles_read_act_admin_and_are_audited_as_themselves() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = guarded(&idp).await;
+    let creator = idp.token_for("checkout", "orders:write");
+    let id = create_as(&app, &creator, "eu-west").await.expect(201).json["order_id"].as_u64().unwrap();
+    let (reader, actor, admin) = (
+        idp.token_for("l1-oncall", "ops:read"),
+        idp.token_for("alice", "ops:act"),
+        idp.token_for("sre-lead", "ops:admin"),
+    );
+    let nobody = idp.token_for("checkout", "orders:read orders:write");
+    ops_get(&app, &nobody, "/ops/overview").await.expect_error(403, "insufficient_scope");
+    for t in [&reader, &actor, &admin] {
+        ops_get(&app, t, "/ops/overview").await.expect(200);
+        ops_get(&app, t, &format!("/ops/sagas/{id}")).await.expect(200);
+    }
+    let version = ops_get(&app, &reader, &format!("/ops/sagas/{id}")).await.json["saga"]["version"].as_u64().unwrap();
+    let cancel =
+        json!({"action": "cancel", "expected_version": version, "actor": "ops:bob", "reason": "customer called"});
+    let path = format!("/ops/sagas/{id}/actions");
+    let r = ops_post(&app, &reader, &path, &cancel).await;
+    r.expect_error(403, "insufficient_scope");
+    assert_eq!(r.json["error"]["details"]["required_scope"], "ops:act");
+    let release = json!({"action": "release", "expected_version": version, "reason": "fixed"});
+    ops_post(&app, &actor, &path, &release).await.expect_error(403, "insufficient_scope");
+    let bulk = json!({"filter": {"stuck": true}, "action": {"action": "cancel"}, "reason": "outage", "dry_run": true});
+    ops_post(&app, &actor, "/ops/bulk", &bulk).await.expect_error(403, "insufficient_scope");
+    ops_post(&app, &admin, "/ops/bulk", &bulk).await.expect(200);
+    ops_post(&app, &actor, &path, &cancel).await.expect(200);
+    let audit = ops_get(&app, &reader, &format!("/ops/audit?order_id={id}")).await;
+    let actors: Vec<&str> =
+        audit.json["audit"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert_eq!(actors, ["alice (on behalf of ops:bob)"], "the token's subject, not the body's actor");
+    // A token nobody issued is refused, logged and counted.
+    let forged = idp.hmac_forgery("k-es", &idp.claims("mallory", "ops:admin"));
+    ops_get(&app, &forged, "/ops/overview").await.expect_error(401, "unauthorized");
+    assert_eq!(app.state.metrics.ops.ops_auth_failures_total.get(), 1);
+    // The shared ops token still works, as an admin.
+    ops_post(
+        &app,
+        OPS_TOKEN,
+        "/ops/bulk",
+        &json!({"filter": {"stuck": true}, "action": {"action": "cancel"},
+        "actor": "ops:carol", "reason": "outage", "dry_run": true}),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn a_refused_console_sign_in_is_counted() {
+    let app = TestApp::new().await;
+    let r =
+        app.post_json("/ops/ui/session", &[], &json!({"token": "guess-0123456789abcdef", "actor": "mallory"})).await;
+    r.expect_error(401, "unauthorized");
+    assert_eq!(app.state.metrics.ops.ops_auth_failures_total.get(), 1);
+}

@@ -296,7 +296,7 @@ async fn a_console_session_ends_when_the_ops_token_is_rotated() {
     rotated.db = app.db.clone();
     rotated.state.db = app.db.clone();
     if let Some(ops) = rotated.state.ops.as_mut() {
-        ops.token = "rotated-ops-token-9876543210".into();
+        ops.token = Some("rotated-ops-token-9876543210".into());
     }
     rotated.router = order_saga::http::router(rotated.state.clone());
     rotated.call(Method::GET, "/ops/overview", &headers, None).await.expect_error(401, "unauthorized");
