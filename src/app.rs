@@ -588,9 +588,36 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let tls = serve_settings(&cfg);
     tracing::info!(%addr, tls = tls.tls.is_some(), mtls = tls.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "order-saga serving");
-    let http_task =
-        http::server::serve(listener, http::router(state.clone()), tls, metrics.orders.clone(), stop_intake.clone())
-            .await?;
+    let (public, admin) = match cfg.http.ops_addr {
+        None => (http::Surface::All, None),
+        Some(a) => (http::Surface::Public, Some(a)),
+    };
+    let mut http_task = http::server::serve(
+        listener,
+        http::router_for(state.clone(), public),
+        tls.clone(),
+        metrics.orders.clone(),
+        stop_intake.clone(),
+    )
+    .await?;
+    if let Some(admin_addr) = admin {
+        let listener = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on {admin_addr} (ORDER_SAGA_OPS_ADDR)"))?;
+        tracing::info!(addr = %listener.local_addr()?, "ops, console and metrics on their own listener");
+        let admin_task = http::server::serve(
+            listener,
+            http::router_for(state.clone(), http::Surface::Admin),
+            tls,
+            metrics.orders.clone(),
+            stop_intake.clone(),
+        )
+        .await?;
+        let public_task = http_task;
+        http_task = tokio::spawn(async move {
+            let _ = tokio::join!(public_task, admin_task);
+        });
+    }
     Ok(Running {
         state,
         addr,

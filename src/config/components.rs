@@ -45,6 +45,11 @@ pub struct HttpConfig {
     #[arg(long, global = true, env = "ORDER_SAGA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
+    /// A second listener for `/ops`, the console and `/metrics` (e.g. 127.0.0.1:9090 or a port
+    /// only operators reach); they then leave the orders API's port. Unset: one port for all.
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_ADDR")]
+    pub ops_addr: Option<SocketAddr>,
+
     /// PEM certificate chain of the HTTP listener: with ORDER_SAGA_HTTP_TLS_KEY, the listener
     /// speaks TLS (rustls) only. Both files are read again when they change (rotation).
     #[arg(long, global = true, env = "ORDER_SAGA_HTTP_TLS_CERT", requires = "http_tls_key")]

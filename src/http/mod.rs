@@ -61,22 +61,41 @@ pub struct AppState {
 #[openapi(paths(healthz, readyz, openapi, metrics))]
 struct Api;
 
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything on one port (no ORDER_SAGA_OPS_ADDR).
+    All,
+    /// The business port when the admin surface has its own: the orders API,
+    /// health, the OpenAPI document.
+    Public,
+    /// The admin port (ORDER_SAGA_OPS_ADDR): `/ops`, the console, `/metrics`, health.
+    Admin,
+}
+
+/// Every endpoint on one listener.
 pub fn router(state: AppState) -> Router {
+    router_for(state, Surface::All)
+}
+
+/// The endpoints of one listener.
+pub fn router_for(state: AppState, surface: Surface) -> Router {
     let max_body = state.max_body_bytes;
     let timeout = state.request_timeout;
     let hsts = state.hsts;
-    Router::new()
-        .route("/orders", post(orders::create))
-        .route("/orders/search", get(orders::search))
-        .route("/orders/{order_id}", get(orders::get))
-        .route("/orders/{order_id}/status", post(orders::change_status))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .merge(ops::routes())
-        .merge(console::routes())
-        .fallback(not_found)
+    let mut r = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    if surface != Surface::Admin {
+        r = r
+            .route("/orders", post(orders::create))
+            .route("/orders/search", get(orders::search))
+            .route("/orders/{order_id}", get(orders::get))
+            .route("/orders/{order_id}/status", post(orders::change_status))
+            .route("/openapi.json", get(openapi));
+    }
+    if surface != Surface::Public {
+        r = r.route("/metrics", get(metrics)).merge(ops::routes()).merge(console::routes());
+    }
+    r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))

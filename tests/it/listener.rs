@@ -199,3 +199,59 @@ async fn answers_are_not_sniffed_and_order_data_is_not_cached() {
     .unwrap();
     assert_eq!(resp.headers().get("strict-transport-security").unwrap(), "max-age=31536000");
 }
+
+#[tokio::test]
+async fn with_an_ops_address_the_admin_surface_leaves_the_public_port() {
+    use order_saga::http::{Surface, router_for};
+    let app = TestApp::new().await;
+    let status = |surface: Surface, path: &'static str| {
+        let router = router_for(app.state.clone(), surface);
+        async move {
+            let req = axum::http::Request::builder()
+                .uri(path)
+                .header("authorization", format!("Bearer {OPS_TOKEN}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            tower::ServiceExt::oneshot(router, req).await.unwrap().status().as_u16()
+        }
+    };
+    let paths = ["/orders/search", "/openapi.json", "/ops/overview", "/ops/ui", "/metrics", "/healthz"];
+    let mut seen = Vec::new();
+    for surface in [Surface::All, Surface::Public, Surface::Admin] {
+        let mut codes = Vec::new();
+        for p in paths {
+            codes.push(status(surface, p).await);
+        }
+        seen.push((surface, codes));
+    }
+    assert_eq!(
+        seen,
+        [
+            (Surface::All, vec![200, 200, 200, 200, 200, 200]),
+            (Surface::Public, vec![200, 200, 404, 404, 404, 200]),
+            (Surface::Admin, vec![404, 404, 200, 200, 200, 200]),
+        ]
+    );
+}
+
+/// The daemon with ORDER_SAGA_OPS_ADDR: two listeners, the admin surface
+/// only on the second; and it says at start that the orders API is open.
+#[tokio::test]
+async fn the_daemon_serves_ops_and_metrics_on_the_ops_address_only() {
+    let env = crate::daemon::SagaEnv::new().await;
+    let ops_port = crate::daemon::free_port();
+    let ops_addr = format!("127.0.0.1:{ops_port}");
+    let d = env.start_daemon(&[("ORDER_SAGA_OPS_ADDR", &ops_addr)]).await;
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).bearer_auth(OPS_TOKEN).send().await.map(|r| r.status().as_u16()).unwrap_or_default() }
+    };
+    assert_eq!(get(format!("{}/orders/search", d.base)).await, 200);
+    assert_eq!(get(format!("{}/metrics", d.base)).await, 404);
+    assert_eq!(get(format!("{}/ops/overview", d.base)).await, 404);
+    assert_eq!(get(format!("http://{ops_addr}/metrics")).await, 200);
+    assert_eq!(get(format!("http://{ops_addr}/ops/overview")).await, 200);
+    assert_eq!(get(format!("http://{ops_addr}/orders/search")).await, 404);
+    assert!(d.logs().contains("the orders API accepts every caller"), "the startup warning: {}", d.logs());
+}
