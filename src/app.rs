@@ -153,6 +153,9 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
 
 pub async fn connect(cfg: &Config) -> anyhow::Result<Db> {
     crate::store::set_deadline(cfg.database.database_deadline);
+    if let Some(w) = database_tls_warning(cfg.database_url()?) {
+        tracing::warn!("{w}");
+    }
     Db::connect(cfg.database_url()?, cfg.database.database_max_connections, cfg.database.database_acquire_timeout)
         .await
         .context("cannot connect to the database (check ORDER_SAGA_DATABASE_URL)")
@@ -431,7 +434,7 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         hsts: cfg.http.http_tls_cert.is_some(),
         auth: cfg.auth_settings()?.map(crate::auth::JwtVerifier::new).transpose()?.map(Arc::new),
         ops: (cfg.ops.ops_token.is_some() || cfg.auth.auth_jwks_url.is_some()).then(|| http::ops::OpsConfig {
-            token: cfg.ops.ops_token.clone(),
+            token: cfg.ops.ops_token.as_ref().map(|t| t.expose().to_owned()),
             bulk_rate: cfg.ops.ops_bulk_rate,
             sweep_batch: cfg.sagas.sweep_batch,
             timer_policy: Arc::new(policy.clone()),
@@ -441,6 +444,53 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         request_timeout: cfg.http.http_request_timeout,
     };
     Ok(Services { state, sagas, metrics, wakeup, policy })
+}
+
+/// The codec, with the registry's credentials and CA when configured.
+pub fn codec(cfg: &Config) -> anyhow::Result<Codec> {
+    let r = &cfg.registry;
+    let ca_pem = match &r.schema_registry_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read {} (ORDER_SAGA_SCHEMA_REGISTRY_CA)", path.display()))?,
+        ),
+        None => None,
+    };
+    let basic = match (&r.schema_registry_username, &r.schema_registry_password) {
+        (Some(u), Some(p)) => Some((u.clone(), p.expose().to_owned())),
+        _ => None,
+    };
+    let access = crate::codec::RegistryAccess { basic, ca_pem };
+    Ok(Codec::with_access(
+        cfg.schema_registry_url()?,
+        r.schema_registry_timeout,
+        r.schema_registry_auto_register,
+        access,
+    )?)
+}
+
+/// Warns when the database URL does not verify the server it talks to: a
+/// non-loopback host without `ssl-mode=VERIFY_CA` or `VERIFY_IDENTITY` sends
+/// the password and every order to whoever is on the path.
+pub fn database_tls_warning(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback || parsed.scheme() == "unix" {
+        return None;
+    }
+    let mode = parsed
+        .query_pairs()
+        .find(|(k, _)| k.eq_ignore_ascii_case("ssl-mode") || k.eq_ignore_ascii_case("sslmode"))
+        .map(|(_, v)| v.to_ascii_uppercase().replace('-', "_"));
+    match mode.as_deref() {
+        Some("VERIFY_CA" | "VERIFY_IDENTITY") => None,
+        other => Some(format!(
+            "the database connection to {host} does not verify the server (ssl-mode={}): set \
+             ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/to/ca.pem in ORDER_SAGA_DATABASE_URL",
+            other.unwrap_or("PREFERRED, the default")
+        )),
+    }
 }
 
 /// How the HTTP listener serves (TLS, limits), from the configuration.
@@ -519,11 +569,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if cfg.database.migrate_on_start {
         db.migrate().await.context("applying migrations")?;
     }
-    let codec = Codec::with_auto_register(
-        cfg.schema_registry_url()?,
-        cfg.registry.schema_registry_timeout,
-        cfg.registry.schema_registry_auto_register,
-    )?;
+    let codec = codec(&cfg)?;
     prepare_schemas(&cfg, &codec).await?;
     check_inbox_retention(&cfg).await?;
     // Validated even when a CDC pipeline publishes: the map is a contract.
@@ -698,4 +744,22 @@ async fn start_scheduler(
 
     sched.start().await.context("starting the scheduler")?;
     Ok(sched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_tls_warning;
+
+    #[test]
+    fn a_remote_database_without_server_verification_is_warned_about() {
+        let warned = |url: &str| database_tls_warning(url).is_some();
+        assert!(warned("mysql://u:p@db.internal:3306/orders"));
+        assert!(warned("mysql://u:p@db.internal:3306/orders?ssl-mode=REQUIRED"));
+        assert!(!warned("mysql://u:p@db.internal:3306/orders?ssl-mode=VERIFY_IDENTITY&ssl-ca=/ca.pem"));
+        assert!(!warned("mysql://u:p@db.internal/orders?ssl-mode=verify_ca"));
+        assert!(!warned("mysql://root@127.0.0.1:3306/orders"));
+        assert!(!warned("mysql://root@localhost/orders"));
+        let w = database_tls_warning("mysql://u:secret@db:3306/o").unwrap_or_default();
+        assert!(!w.contains("secret"), "{w}");
+    }
 }

@@ -112,6 +112,26 @@ pub fn value_subject(topic: &str) -> String {
 struct Registry {
     base: String,
     http: reqwest::Client,
+    /// HTTP basic auth (user, password) on every call.
+    basic: Option<(String, String)>,
+}
+
+/// How the codec reaches a secured registry.
+#[derive(Clone, Default)]
+pub struct RegistryAccess {
+    /// HTTP basic auth: user and password (Confluent Cloud: API key and secret).
+    pub basic: Option<(String, String)>,
+    /// PEM CA certificates that sign the registry's certificate (added to the system's).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RegistryAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAccess")
+            .field("basic", &self.basic.as_ref().map(|(u, _)| (u, "[redacted]")))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -130,6 +150,10 @@ struct SchemaAnswer {
 
 impl Registry {
     async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, RegistryFault> {
+        let req = match &self.basic {
+            Some((user, password)) => req.basic_auth(user, Some(password)),
+            None => req,
+        };
         let resp = req
             .header(reqwest::header::ACCEPT, "application/vnd.schemaregistry.v1+json, application/json")
             .send()
@@ -211,12 +235,26 @@ impl Codec {
     /// registered by CI); an unregistered schema is a transient error that
     /// holds the rows until it is registered.
     pub fn with_auto_register(registry_url: &str, timeout: Duration, auto_register: bool) -> Result<Codec, CodecError> {
+        Codec::with_access(registry_url, timeout, auto_register, RegistryAccess::default())
+    }
+
+    /// A codec for a registry that needs credentials or a private CA.
+    pub fn with_access(
+        registry_url: &str,
+        timeout: Duration,
+        auto_register: bool,
+        access: RegistryAccess,
+    ) -> Result<Codec, CodecError> {
         let config_error = |reason: String| CodecError::Registration { subject: "-".into(), reason, transient: false };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| config_error(e.to_string()))?;
+        let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+        if let Some(pem) = &access.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| config_error(format!("registry CA: {}", e.without_url())))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|e| config_error(e.to_string()))?;
         let base = registry_url.trim_end_matches('/').to_owned();
         reqwest::Url::parse(&base).map_err(|e| config_error(format!("registry URL: {e}")))?;
         let mut schemas = HashMap::new();
@@ -230,7 +268,7 @@ impl Codec {
         }
         Ok(Codec {
             inner: Arc::new(Inner {
-                registry: Registry { base, http },
+                registry: Registry { base, http, basic: access.basic },
                 auto_register,
                 schemas,
                 ids: RwLock::default(),

@@ -123,3 +123,18 @@ async fn registry_errors_never_carry_the_url_and_its_credentials() {
     assert!(e.is_retriable(), "{e}");
     assert!(!e.to_string().contains("s3cret"), "{e}");
 }
+
+/// A registry that requires credentials: the codec sends them on every call
+/// (registration, then the encode's lookups), and never prints them.
+#[tokio::test]
+async fn a_secured_registry_gets_its_credentials_on_every_call() {
+    let (url, reg) = registry().await;
+    reg.require_basic_auth("sr-key", "sr-secret");
+    let without = Codec::new(&url, Duration::from_secs(5)).unwrap();
+    assert!(without.encode(&void(), "voids").await.is_err(), "401 without credentials");
+    let access = super::RegistryAccess { basic: Some(("sr-key".into(), "sr-secret".into())), ca_pem: None };
+    assert!(!format!("{access:?}").contains("sr-secret"), "{access:?}");
+    let with = Codec::with_access(&url, Duration::from_secs(5), true, access).unwrap();
+    let bytes = with.encode(&void(), "voids").await.unwrap();
+    assert_eq!(with.decode(MessageKind::PaymentVoid, Some(&bytes)).await.unwrap(), void());
+}

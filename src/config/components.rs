@@ -10,12 +10,43 @@ use clap::{Args, ValueEnum};
 
 use super::{DEFAULT_METRIC_REGIONS, duration, key_value};
 
+/// A credential, or a URL that may carry one: never printed (`Debug` shows
+/// `[redacted]`), read with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
 /// The database.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// MySQL/MariaDB URL, e.g. mysql://user:pass@db:3306/orders.
     #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
 
     /// Maximum open database connections per process.
     #[arg(long, global = true, env = "ORDER_SAGA_DATABASE_MAX_CONNECTIONS", default_value_t = 24)]
@@ -151,12 +182,12 @@ pub struct KafkaConfig {
     pub kafka_sasl_mechanism: Option<SaslMechanism>,
 
     /// SASL username.
-    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SASL_USERNAME")]
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SASL_USERNAME", hide_env_values = true)]
     pub kafka_sasl_username: Option<String>,
 
     /// SASL password.
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SASL_PASSWORD", hide_env_values = true)]
-    pub kafka_sasl_password: Option<String>,
+    pub kafka_sasl_password: Option<Secret>,
 
     /// CA certificate file for TLS to the brokers.
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SSL_CA_LOCATION")]
@@ -164,7 +195,7 @@ pub struct KafkaConfig {
 
     /// Extra librdkafka properties KEY=VALUE (repeatable; comma separated in the environment).
     /// Properties the daemon's correctness depends on cannot be overridden.
-    #[arg(long = "kafka-property", global = true, env = "ORDER_SAGA_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value)]
+    #[arg(long = "kafka-property", global = true, env = "ORDER_SAGA_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value, hide_env_values = true)]
     pub kafka_properties: Vec<(String, String)>,
 
     /// How long the producer keeps retrying a message before the relay
@@ -227,8 +258,32 @@ pub struct PartitioningConfig {
 #[derive(Debug, Clone, Args)]
 pub struct RegistryConfig {
     /// Confluent-compatible Schema Registry URL.
-    #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_URL")]
+    #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_URL", hide_env_values = true)]
     pub schema_registry_url: Option<String>,
+
+    /// Basic-auth user of the Schema Registry (Confluent Cloud: the API key).
+    #[arg(
+        long,
+        global = true,
+        env = "ORDER_SAGA_SCHEMA_REGISTRY_USERNAME",
+        hide_env_values = true,
+        requires = "schema_registry_password"
+    )]
+    pub schema_registry_username: Option<String>,
+
+    /// Basic-auth password of the Schema Registry (Confluent Cloud: the API secret).
+    #[arg(
+        long,
+        global = true,
+        env = "ORDER_SAGA_SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        requires = "schema_registry_username"
+    )]
+    pub schema_registry_password: Option<Secret>,
+
+    /// PEM CA certificates that sign the Schema Registry's certificate (a private CA).
+    #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_CA")]
+    pub schema_registry_ca: Option<PathBuf>,
 
     /// Timeout of one Schema Registry request.
     #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_TIMEOUT", default_value = "5s", value_parser = duration)]
@@ -335,7 +390,7 @@ pub struct RestConfig {
 pub struct OpsConfig {
     /// Bearer token for /ops endpoints. Without it the ops endpoints are disabled (404), not open.
     #[arg(long, global = true, env = "ORDER_SAGA_OPS_TOKEN", hide_env_values = true)]
-    pub ops_token: Option<String>,
+    pub ops_token: Option<Secret>,
 
     /// Most ops actions per second in a bulk action.
     #[arg(long, global = true, env = "ORDER_SAGA_OPS_BULK_RATE", default_value_t = 50)]

@@ -109,7 +109,7 @@ pub enum ConfigError {
 
 impl Config {
     pub fn database_url(&self) -> Result<&str, ConfigError> {
-        self.database.database_url.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+        self.database.database_url.as_ref().map(Secret::expose).filter(|s| !s.is_empty()).ok_or_else(|| {
             ConfigError::Invalid(
                 "no database configured: set ORDER_SAGA_DATABASE_URL (or --database-url), e.g. mysql://root@127.0.0.1:3306/order_saga".into(),
             )
@@ -186,7 +186,7 @@ impl Config {
             return Err(ConfigError::Invalid("ORDER_SAGA_OUTBOX_LEASE_TTL must be at least 2s".into()));
         }
         if let Some(token) = &self.ops.ops_token
-            && token.len() < 16
+            && token.expose().len() < 16
         {
             return Err(ConfigError::Invalid("ORDER_SAGA_OPS_TOKEN must be at least 16 characters".into()));
         }

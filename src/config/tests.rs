@@ -43,7 +43,7 @@ fn file_values_apply_under_flags() {
     )
     .unwrap();
     let cli = parse(&["--config", file.to_str().unwrap(), "--http-addr", "127.0.0.1:1234", "migrate"]).unwrap();
-    assert_eq!(cli.config.database.database_url.as_deref(), Some("mysql://file/db"));
+    assert_eq!(cli.config.database.database_url.as_ref().map(|u| u.expose()), Some("mysql://file/db"));
     assert_eq!(cli.config.http.http_addr.port(), 1234, "flag beats file");
     assert!(!cli.config.outbox.outbox_relay);
     assert_eq!(cli.config.topics().unwrap().of(MessageKind::PaymentFailed), "pf");
@@ -90,4 +90,28 @@ fn topics_apply_prefix_and_overrides() {
     assert_eq!(t.dlq, "prod.order-saga.dlq");
     assert_eq!(t.kind_of("prod.payment.failed.v1"), Some(MessageKind::PaymentFailed));
     assert_eq!(t.inbound().len(), 4);
+}
+
+#[test]
+fn no_secret_is_printed_by_debug() {
+    let cli = parse(&[
+        "--database-url",
+        "mysql://u:db-pass-1@db/o",
+        "--kafka-sasl-password",
+        "sasl-pass-2",
+        "--ops-token",
+        "ops-token-3-0123456789",
+        "--schema-registry-username",
+        "sr-user",
+        "--schema-registry-password",
+        "sr-pass-4",
+        "migrate",
+    ])
+    .unwrap();
+    let printed = format!("{:?}", cli.config);
+    for secret in ["db-pass-1", "sasl-pass-2", "ops-token-3", "sr-pass-4"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    let client = crate::kafka::ClientSettings::from_config(&cli.config, "b:9092");
+    assert!(!format!("{client:?}").contains("sasl-pass-2"));
 }

@@ -47,6 +47,8 @@ struct Inner {
     faults: Vec<Fault>,
     /// Requests served, as `METHOD path`, in order (tests count them).
     log: Vec<String>,
+    /// `Authorization` every request must carry (401 otherwise), when set.
+    required_auth: Option<String>,
 }
 
 /// An injected fault: the next `remaining` requests whose `METHOD path` starts
@@ -113,6 +115,13 @@ impl DevRegistry {
     /// `prefix` (e.g. `"POST /subjects/"`, `"GET /schemas/ids/7"`, `""` for
     /// all) with `status`, as a failing registry or the proxy in front of it
     /// would. Faults are consumed in the order they were added.
+    /// Every later request must carry HTTP basic auth with these credentials (401 otherwise).
+    pub fn require_basic_auth(&self, user: &str, password: &str) {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.lock().required_auth = Some(format!("Basic {token}"));
+    }
+
     pub fn fail_next(&self, prefix: &str, status: u16, count: u32) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         self.lock().faults.push(Fault { prefix: prefix.to_owned(), status, remaining: count, until: None });
@@ -278,6 +287,10 @@ async fn inject_faults(
     let status = {
         let mut inner = r.lock();
         inner.log.push(line.clone());
+        let given = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if inner.required_auth.as_deref().is_some_and(|want| given != Some(want)) {
+            return error(StatusCode::UNAUTHORIZED, 40101, "unauthorized");
+        }
         let now = std::time::Instant::now();
         let fault = inner
             .faults

@@ -32,8 +32,9 @@ pub enum KafkaError {
     Thread(String),
 }
 
-/// Connection settings shared by every client.
-#[derive(Debug, Clone)]
+/// Connection settings shared by every client. `Debug` shows no credential
+/// and no property value (one may be a password).
+#[derive(Clone)]
 pub struct ClientSettings {
     pub brokers: String,
     pub security_protocol: String,
@@ -46,6 +47,21 @@ pub struct ClientSettings {
     pub client_id: String,
 }
 
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("brokers", &self.brokers)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username.as_ref().map(|_| "[redacted]"))
+            .field("sasl_password", &self.sasl_password.as_ref().map(|_| "[redacted]"))
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("extra", &self.extra.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
 impl ClientSettings {
     pub fn from_config(c: &Config, brokers: &str) -> ClientSettings {
         ClientSettings {
@@ -53,7 +69,7 @@ impl ClientSettings {
             security_protocol: c.kafka.kafka_security_protocol.as_str().to_owned(),
             sasl_mechanism: c.kafka.kafka_sasl_mechanism.map(|m| m.as_str().to_owned()),
             sasl_username: c.kafka.kafka_sasl_username.clone(),
-            sasl_password: c.kafka.kafka_sasl_password.clone(),
+            sasl_password: c.kafka.kafka_sasl_password.as_ref().map(|p| p.expose().to_owned()),
             ssl_ca_location: c.kafka.kafka_ssl_ca_location.as_ref().map(|p| p.display().to_string()),
             extra: c.kafka.kafka_properties.clone(),
             client_id: c.telemetry.service_name.clone(),
