@@ -1,6 +1,8 @@
 //! Bearer JWTs on the orders API, end to end through the daemon's router,
 //! against a test identity provider serving its JWKS over HTTP.
 
+use std::time::Duration;
+
 use axum::http::Method;
 use order_saga::devtools::idp::TestIdp;
 use serde_json::{Value, json};
@@ -262,4 +264,95 @@ async fn a_refused_console_sign_in_is_counted() {
         app.post_json("/ops/ui/session", &[], &json!({"token": "guess-0123456789abcdef", "actor": "mallory"})).await;
     r.expect_error(401, "unauthorized");
     assert_eq!(app.state.metrics.ops.ops_auth_failures_total.get(), 1);
+}
+
+/// oidc-provider (a certified OpenID Provider, tests/browser/idp.mjs) under
+/// Node: its RS256 JWT access tokens from the client-credentials grant, its
+/// JWKS as it publishes it.
+struct RealIdp {
+    issuer: String,
+    _node: tokio::process::Child,
+}
+
+const RESOURCE: &str = "https://orders.order-saga.test";
+
+impl RealIdp {
+    async fn start() -> RealIdp {
+        use tokio::io::AsyncBufReadExt as _;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        assert!(
+            root.join("node_modules/oidc-provider").exists(),
+            "tests/browser's npm packages are missing: `scripts/dev test` installs them (npm ci --prefix tests/browser)"
+        );
+        let port = crate::daemon::free_port();
+        let mut node = tokio::process::Command::new("node")
+            .arg(root.join("idp.mjs"))
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node (Node.js 20 or later) runs the OpenID Provider");
+        let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+        let issuer = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(issuer) = line.strip_prefix("ready ") {
+                    return issuer.to_owned();
+                }
+            }
+            panic!("the OpenID Provider exited before it was ready")
+        })
+        .await
+        .expect("the OpenID Provider did not start within 60 s");
+        RealIdp { issuer, _node: node }
+    }
+
+    /// An access token from the client-credentials grant.
+    async fn token(&self, client: &str, scope: &str) -> String {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("scope", scope)
+            .append_pair("resource", RESOURCE)
+            .finish();
+        let r = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap_or_else(|| panic!("no access token: {v}")).to_owned()
+    }
+}
+
+#[tokio::test]
+async fn tokens_of_a_real_openid_provider_are_accepted_with_their_scopes() {
+    let op = RealIdp::start().await;
+    let discovery: Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", op.issuer)).await.unwrap().json().await.unwrap();
+    let jwks = discovery["jwks_uri"].as_str().unwrap().to_owned();
+    let app =
+        TestApp::with_flags(&["--auth-jwks-url", &jwks, "--auth-issuer", &op.issuer, "--auth-audience", RESOURCE])
+            .await;
+    let checkout = op.token("checkout-service", "orders:read orders:write").await;
+    let id = create_as(&app, &checkout, "eu-west").await.expect(201).json["order_id"].as_u64().unwrap();
+    get_as(&app, &checkout, &format!("/orders/{id}")).await.expect(200);
+    let cancel = json!({"to_status": "CANCELLED", "reason_code": "CUSTOMER_REQUEST"});
+    status_as(&app, &checkout, id, &cancel).await.expect_error(403, "insufficient_scope");
+    let support = op.token("support-tool", "orders:status").await;
+    status_as(&app, &support, id, &cancel).await.expect(200);
+    let actors: Vec<String> =
+        sqlx::query_scalar("SELECT actor FROM order_status_history WHERE order_id = ? ORDER BY history_id")
+            .bind(id)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(actors, ["checkout-service", "support-tool"]);
+    let dashboard = op.token("l1-dashboard", "ops:read").await;
+    ops_get(&app, &dashboard, "/ops/overview").await.expect(200);
+    ops_post(&app, &dashboard, "/ops/bulk", &json!({"filter": {}, "action": {"action": "cancel"}, "reason": "x"}))
+        .await
+        .expect_error(403, "insufficient_scope");
 }
