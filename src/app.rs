@@ -433,13 +433,15 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         relay_wakeup: wakeup.clone(),
         hsts: cfg.http.http_tls_cert.is_some(),
         auth: cfg.auth_settings()?.map(crate::auth::JwtVerifier::new).transpose()?.map(Arc::new),
-        ops: (cfg.ops.ops_token.is_some() || cfg.auth.auth_jwks_url.is_some()).then(|| http::ops::OpsConfig {
-            token: cfg.ops.ops_token.as_ref().map(|t| t.expose().to_owned()),
-            bulk_rate: cfg.ops.ops_bulk_rate,
-            sweep_batch: cfg.sagas.sweep_batch,
-            timer_policy: Arc::new(policy.clone()),
-            jobs: crate::ops::Jobs::default(),
-        }),
+        ops: (cfg.ops.ops_token.is_some() || !cfg.ops.ops_credentials.is_empty() || cfg.auth.auth_jwks_url.is_some())
+            .then(|| http::ops::OpsConfig {
+                token: cfg.ops.ops_token.as_ref().map(|t| t.expose().to_owned()),
+                credentials: cfg.ops.ops_credentials.clone(),
+                bulk_rate: cfg.ops.ops_bulk_rate,
+                sweep_batch: cfg.sagas.sweep_batch,
+                timer_policy: Arc::new(policy.clone()),
+                jobs: crate::ops::Jobs::default(),
+            }),
         max_body_bytes: cfg.http.http_max_body_bytes,
         request_timeout: cfg.http.http_request_timeout,
     };

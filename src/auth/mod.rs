@@ -61,6 +61,97 @@ pub mod scopes {
     pub const ORDERS_STATUS: &str = "orders:status";
 }
 
+/// What a principal may do on `/ops`; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OpsRole {
+    /// `ops:read`: lists, one saga, overview, drain, jobs, audit.
+    Read,
+    /// `ops:act`: actions on one saga (not release / skip_poison), the timeout sweep.
+    Act,
+    /// `ops:admin`: bulk actions, release and skip_poison.
+    Admin,
+}
+
+impl OpsRole {
+    /// The scope that grants it.
+    pub fn scope(self) -> &'static str {
+        match self {
+            OpsRole::Read => "ops:read",
+            OpsRole::Act => "ops:act",
+            OpsRole::Admin => "ops:admin",
+        }
+    }
+
+    /// The highest role a principal's scopes grant.
+    pub fn of(p: &Principal) -> Option<OpsRole> {
+        [OpsRole::Admin, OpsRole::Act, OpsRole::Read].into_iter().find(|r| p.has_scope(r.scope()))
+    }
+
+    /// `read`, `act` or `admin`.
+    pub fn parse(s: &str) -> Option<OpsRole> {
+        match s {
+            "read" => Some(OpsRole::Read),
+            "act" => Some(OpsRole::Act),
+            "admin" => Some(OpsRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A named `/ops` credential: a bearer secret known only by its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpsCredential {
+    /// Who uses it (the audited actor), e.g. `deploy-bot`.
+    pub name: String,
+    pub role: OpsRole,
+    /// SHA-256 of the secret.
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for OpsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsCredential").field("name", &self.name).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+impl OpsCredential {
+    /// Parses `name:role:sha256-hex`.
+    pub fn parse(s: &str) -> Result<OpsCredential, String> {
+        let mut parts = s.trim().splitn(3, ':');
+        let (name, role, hex_digest) = (parts.next(), parts.next(), parts.next());
+        let (Some(name), Some(role), Some(hex_digest)) = (name, role, hex_digest) else {
+            return Err("an ops credential is name:role:sha256-hex".into());
+        };
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+        if !valid_name {
+            return Err(format!("ops credential name {name:?}: 1 to 64 of A-Z a-z 0-9 - _ . @"));
+        }
+        let role =
+            OpsRole::parse(role).ok_or_else(|| format!("ops credential {name}: role must be read, act or admin"))?;
+        let digest: [u8; 32] = hex::decode(hex_digest).ok().and_then(|d| d.try_into().ok()).ok_or_else(|| {
+            format!("ops credential {name}: the third part must be the secret's SHA-256 in hex (64 digits)")
+        })?;
+        Ok(OpsCredential { name: name.to_owned(), role, digest })
+    }
+
+    /// The credential whose secret this is, compared in constant time
+    /// against every one (how many match does not leak which).
+    pub fn find<'a>(all: &'a [OpsCredential], secret: &str) -> Option<&'a OpsCredential> {
+        use sha2::Digest as _;
+        let d: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+        let mut found = None;
+        for c in all {
+            let diff = c.digest.iter().zip(&d).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 && found.is_none() {
+                found = Some(c);
+            }
+        }
+        found
+    }
+}
+
 /// What the verifier is configured with.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {

@@ -169,3 +169,19 @@ fn a_principal_prints_no_token() {
     let p = Principal { subject: "alice".into(), scopes: BTreeSet::new(), regions: None };
     assert_eq!(format!("{p:?}"), r#"Principal { subject: "alice", scopes: {}, regions: None }"#);
 }
+
+#[test]
+fn named_credentials_parse_and_match_by_digest_only() {
+    use sha2::Digest as _;
+    let hex_of = |s: &str| hex::encode(sha2::Sha256::digest(s.as_bytes()));
+    let bot = OpsCredential::parse(&format!("deploy-bot:act:{}", hex_of("bot-secret"))).unwrap();
+    let viewer = OpsCredential::parse(&format!("viewer:read:{}", hex_of("viewer-secret"))).unwrap();
+    assert_eq!((bot.name.as_str(), bot.role), ("deploy-bot", OpsRole::Act));
+    let all = [bot, viewer];
+    assert_eq!(OpsCredential::find(&all, "viewer-secret").map(|c| c.name.as_str()), Some("viewer"));
+    assert!(OpsCredential::find(&all, "bot-secret ").is_none());
+    assert!(!format!("{all:?}").contains(&hex_of("bot-secret")), "Debug shows no digest");
+    for bad in ["bot:act", "bot:root:00", &format!("bad name:act:{}", hex_of("x")), "bot:act:abcd"] {
+        assert!(OpsCredential::parse(bad).is_err(), "{bad}");
+    }
+}

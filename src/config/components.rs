@@ -41,6 +41,10 @@ impl From<&str> for Secret {
     }
 }
 
+fn ops_credential(s: &str) -> Result<crate::auth::OpsCredential, String> {
+    crate::auth::OpsCredential::parse(s)
+}
+
 /// The database.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
@@ -391,6 +395,12 @@ pub struct OpsConfig {
     /// Bearer token for /ops endpoints. Without it the ops endpoints are disabled (404), not open.
     #[arg(long, global = true, env = "ORDER_SAGA_OPS_TOKEN", hide_env_values = true)]
     pub ops_token: Option<Secret>,
+
+    /// Named `/ops` bearer credentials, each `name:role:sha256-hex` (role read, act or admin;
+    /// the SHA-256 of the secret, e.g. `printf %s "$SECRET" | sha256sum`), comma separated.
+    /// The name is the audited actor; the daemon never holds the secrets themselves.
+    #[arg(long = "ops-credential", global = true, env = "ORDER_SAGA_OPS_CREDENTIALS", value_delimiter = ',', value_parser = ops_credential, hide_env_values = true)]
+    pub ops_credentials: Vec<crate::auth::OpsCredential>,
 
     /// Most ops actions per second in a bulk action.
     #[arg(long, global = true, env = "ORDER_SAGA_OPS_BULK_RATE", default_value_t = 50)]

@@ -28,6 +28,8 @@ pub struct OpsConfig {
     /// The shared ops token (role admin, and console sign-in); `None` when
     /// only bearer JWTs are accepted.
     pub token: Option<String>,
+    /// Named credentials, each with a role (ORDER_SAGA_OPS_CREDENTIALS).
+    pub credentials: Vec<crate::auth::OpsCredential>,
     pub bulk_rate: u32,
     pub sweep_batch: u32,
     /// How the sweeper judges due timers (event time).
@@ -43,7 +45,7 @@ impl std::fmt::Debug for OpsConfig {
 
 /// The `/ops` part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list, show, act, overview, drain, bulk, job, audit, sweep))]
+#[openapi(paths(list, show, act, overview, drain, bulk, job, audit, sweep, end_sessions))]
 pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
@@ -57,6 +59,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ops/jobs/{job_id}", get(job))
         .route("/ops/audit", get(audit))
         .route("/ops/timeouts/sweep", post(sweep))
+        .route("/ops/sessions", axum::routing::delete(end_sessions))
 }
 
 /// Who is calling `/ops`.
@@ -68,40 +71,18 @@ pub enum Principal {
     Session { actor: String },
     /// A bearer JWT: every action is recorded under its subject.
     Jwt { subject: String, role: Role },
+    /// A named credential (ORDER_SAGA_OPS_CREDENTIALS): recorded under its name.
+    Named { name: String, role: Role },
 }
 
-/// What a principal may do on `/ops`; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// `ops:read`: lists, one saga, overview, drain, jobs, audit.
-    Read,
-    /// `ops:act`: actions on one saga (not release / skip_poison), the timeout sweep.
-    Act,
-    /// `ops:admin`: bulk actions, release and skip_poison.
-    Admin,
-}
-
-impl Role {
-    pub fn scope(self) -> &'static str {
-        match self {
-            Role::Read => "ops:read",
-            Role::Act => "ops:act",
-            Role::Admin => "ops:admin",
-        }
-    }
-
-    /// The highest role the scopes grant.
-    fn of(p: &crate::auth::Principal) -> Option<Role> {
-        [Role::Admin, Role::Act, Role::Read].into_iter().find(|r| p.has_scope(r.scope()))
-    }
-}
+pub use crate::auth::OpsRole as Role;
 
 impl Principal {
     pub fn role(&self) -> Role {
         match self {
             // The shared secret and the sessions signed in with it.
             Principal::Token | Principal::Session { .. } => Role::Admin,
-            Principal::Jwt { role, .. } => *role,
+            Principal::Jwt { role, .. } | Principal::Named { role, .. } => *role,
         }
     }
 
@@ -149,6 +130,8 @@ pub async fn authorize(
         (Some(given), _) => {
             if cfg.token.as_deref().is_some_and(|t| secret_matches(given, t)) {
                 Principal::Token
+            } else if let Some(c) = crate::auth::OpsCredential::find(&cfg.credentials, given) {
+                Principal::Named { name: c.name.clone(), role: c.role }
             } else if let Some(verifier) = &state.auth {
                 let p = match verifier.verify(given).await {
                     Ok(p) => p,
@@ -222,7 +205,7 @@ fn actor_of(principal: &Principal, obj: &mut serde_json::Map<String, Value>) -> 
             obj.remove("actor");
             Ok(actor.clone())
         }
-        Principal::Jwt { subject, .. } => {
+        Principal::Jwt { subject, .. } | Principal::Named { name: subject, .. } => {
             let claimed = match obj.remove("actor") {
                 Some(Value::String(s)) => Some(s),
                 _ => None,
@@ -699,4 +682,26 @@ async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
         state.relay_wakeup.notify_one();
     }
     Ok(axum::Json(report).into_response())
+}
+
+/// `DELETE /ops/sessions` — "sign out everywhere": ends every console session
+/// (each operator signs in again). Admin only; audited in the log.
+#[utoipa::path(
+    delete,
+    path = "/ops/sessions",
+    tag = "ops",
+    summary = "End every ops console session (sign out everywhere)",
+    security(("bearerAuth" = ["ops:admin"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "How many sessions ended: {\"ended\": n}", body = Object),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
+async fn end_sessions(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (_, _, principal) = authorize(&state, &headers, Role::Admin).await?;
+    let ended = crate::store::sessions::delete_all(&state.db).await?;
+    tracing::warn!(by = ?principal, ended, "every ops console session ended");
+    Ok(axum::Json(json!({ "ended": ended })).into_response())
 }

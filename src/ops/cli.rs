@@ -115,6 +115,8 @@ pub enum OpsCommand {
     Show { order_id: i64 },
     /// In-flight sagas per definition version and state.
     Drain,
+    /// End every ops console session now ("sign out everywhere"), e.g. after a leak.
+    EndSessions,
     /// The audit trail of ops actions.
     Audit {
         #[arg(long)]
@@ -230,6 +232,10 @@ pub async fn run(ops: Ops, bulk_rate: u32, args: OpsArgs) -> anyhow::Result<Exit
         }
         OpsCommand::Drain => {
             print(&inspect::drain(&db, &catalog).await?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        OpsCommand::EndSessions => {
+            print(&json!({"ended": crate::store::sessions::delete_all(&db).await?}));
             return Ok(ExitCode::SUCCESS);
         }
         OpsCommand::Audit { order_id, limit } => {

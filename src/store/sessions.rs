@@ -134,6 +134,12 @@ pub async fn touch(db: &Db, id: &str, credential: &str) -> Result<Option<Session
 }
 
 /// Ends the session (sign-out). Ending one that is already over is not an error.
+/// Ends every console session ("sign out everywhere"). Returns how many.
+pub async fn delete_all(db: &Db) -> Result<u64, StoreError> {
+    let r = sqlx::query("DELETE FROM ops_sessions").execute(&db.pool).await.ctx("ending every console session")?;
+    Ok(r.rows_affected())
+}
+
 pub async fn delete(db: &Db, id: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM ops_sessions WHERE id_hash = ?")
         .bind(digest(id))

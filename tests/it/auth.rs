@@ -356,3 +356,46 @@ async fn tokens_of_a_real_openid_provider_are_accepted_with_their_scopes() {
         .await
         .expect_error(403, "insufficient_scope");
 }
+
+#[tokio::test]
+async fn named_ops_credentials_carry_their_role_and_name() {
+    use sha2::Digest as _;
+    let hex_of = |s: &str| hex::encode(sha2::Sha256::digest(s.as_bytes()));
+    let bot = format!("deploy-bot:act:{}", hex_of("bot-secret-0123456789"));
+    let viewer = format!("grafana:read:{}", hex_of("viewer-secret-0123456789"));
+    let app = TestApp::with_flags(&["--ops-credential", &bot, "--ops-credential", &viewer]).await;
+    let id = app.create_order(&key(), &order_body("c-1", "eu-west", &[("A", 1, "5.00")])).await;
+    let id = id.expect(201).json["order_id"].as_u64().unwrap();
+    let path = format!("/ops/sagas/{id}");
+    let version = ops_get(&app, "viewer-secret-0123456789", &path).await.expect(200).json["saga"]["version"].clone();
+    let cancel = json!({"action": "cancel", "expected_version": version, "reason": "customer called"});
+    let act = format!("{path}/actions");
+    ops_post(&app, "viewer-secret-0123456789", &act, &cancel).await.expect_error(403, "insufficient_scope");
+    ops_post(&app, "bot-secret-0123456789", &act, &cancel).await.expect(200);
+    let audit = ops_get(&app, "viewer-secret-0123456789", &format!("/ops/audit?order_id={id}")).await;
+    assert_eq!(audit.json["audit"][0]["actor"], "deploy-bot");
+    ops_get(&app, "not-a-credential-0123456789", &path).await.expect_error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_every_console_session() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = guarded(&idp).await;
+    let mut sessions = Vec::new();
+    for who in ["alice", "bob"] {
+        let r = app.post_json("/ops/ui/session", &[], &json!({"token": OPS_TOKEN, "actor": who})).await;
+        let cookie = r.expect(200).headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        sessions.push((cookie, r.json["csrf_token"].as_str().unwrap().to_owned()));
+    }
+    let call = |token: String| {
+        let app = &app;
+        async move { app.call(Method::DELETE, "/ops/sessions", &[("authorization", &bearer(&token))], None).await }
+    };
+    call(idp.token_for("alice", "ops:act")).await.expect_error(403, "insufficient_scope");
+    let r = call(idp.token_for("sre-lead", "ops:admin")).await;
+    assert_eq!(r.expect(200).json["ended"], 2);
+    for (cookie, csrf) in &sessions {
+        let h = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+        app.call(Method::GET, "/ops/overview", &h, None).await.expect_error(401, "unauthorized");
+    }
+}
