@@ -432,6 +432,10 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         registry: Arc::new(registry),
         relay_wakeup: wakeup.clone(),
         hsts: cfg.http.http_tls_cert.is_some(),
+        limiter: (cfg.http.http_rate_limit > 0).then(|| {
+            let rate = cfg.http.http_rate_limit;
+            Arc::new(http::limit::RateLimiter::new(rate, cfg.http.http_rate_burst.unwrap_or(rate)))
+        }),
         auth: cfg.auth_settings()?.map(crate::auth::JwtVerifier::new).transpose()?.map(Arc::new),
         ops: (cfg.ops.ops_token.is_some() || !cfg.ops.ops_credentials.is_empty() || cfg.auth.auth_jwks_url.is_some())
             .then(|| http::ops::OpsConfig {

@@ -103,6 +103,15 @@ pub struct HttpConfig {
     #[arg(long, global = true, env = "ORDER_SAGA_HTTP_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub http_header_read_timeout: Duration,
 
+    /// Requests per second each caller may send to the orders API (the token's subject, or the
+    /// peer address on an open API); more get 429 with Retry-After. 0: no limit.
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_RATE_LIMIT", default_value_t = 0)]
+    pub http_rate_limit: u32,
+
+    /// Requests a caller may send at once above its rate (default: one second's worth).
+    #[arg(long, global = true, env = "ORDER_SAGA_HTTP_RATE_BURST")]
+    pub http_rate_burst: Option<u32>,
+
     /// Most HTTP connections open at once; more are closed as they arrive.
     #[arg(long, global = true, env = "ORDER_SAGA_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,

@@ -33,11 +33,20 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(verifier) = &state.auth else {
+            if let Some(limiter) = &state.limiter {
+                let peer = parts.extensions.get::<super::Peer>().map(|p| p.0.ip().to_string());
+                within_budget(limiter, peer.as_deref().unwrap_or("unknown"))?;
+            }
             return Ok(Caller::Open);
         };
         let token = bearer(parts).ok_or_else(|| refused(&AuthError::Missing))?;
         match verifier.verify(token).await {
-            Ok(p) => Ok(Caller::Verified(p)),
+            Ok(p) => {
+                if let Some(limiter) = &state.limiter {
+                    within_budget(limiter, &p.subject)?;
+                }
+                Ok(Caller::Verified(p))
+            }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "cannot check a bearer token: the identity provider's keys are unavailable");
                 Err(ApiError::new(
@@ -52,6 +61,15 @@ impl FromRequestParts<AppState> for Caller {
             }
         }
     }
+}
+
+/// 429 when `caller` has used its request budget.
+fn within_budget(limiter: &super::limit::RateLimiter, caller: &str) -> Result<(), ApiError> {
+    limiter.check(caller, std::time::Instant::now()).map_err(|wait| {
+        let mut e = ApiError::new(ErrorCode::RateLimited, "too many requests from this caller; retry later");
+        e.retry_after = Some(wait.as_secs().max(1));
+        e
+    })
 }
 
 /// The token of `Authorization: Bearer …` (scheme case-insensitive).

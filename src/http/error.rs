@@ -97,6 +97,8 @@ error_codes! {
     InsufficientScope => "insufficient_scope", FORBIDDEN;
     /// The bearer token's region claim does not include the order's tenant region.
     RegionNotAllowed => "region_not_allowed", FORBIDDEN;
+    /// The caller sent more requests than ORDER_SAGA_HTTP_RATE_LIMIT allows; retry after `Retry-After` seconds.
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS;
     /// The identity provider's keys cannot be fetched to check the token; retry.
     IdentityProviderUnavailable => "identity_provider_unavailable", SERVICE_UNAVAILABLE;
     /// `/ops` from the console: the session's `X-CSRF-Token` is missing or wrong.
@@ -141,11 +143,20 @@ pub struct ApiError {
     pub details: Value,
     /// `WWW-Authenticate` of a 401 or 403 (RFC 6750).
     pub challenge: Option<String>,
+    /// `Retry-After` in seconds (a 503 says 1 without it).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status: code.status(), code, message: message.into(), details: Value::Null, challenge: None }
+        ApiError {
+            status: code.status(),
+            code,
+            message: message.into(),
+            details: Value::Null,
+            challenge: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> ApiError {
@@ -217,8 +228,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code.as_str(), "message": self.message, "details": self.details } });
         let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self.retry_after {
+            Some(secs) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            None => {}
         }
         if let Some(v) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);

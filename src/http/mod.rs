@@ -8,6 +8,7 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod extract;
+pub mod limit;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The listener speaks TLS: answers carry `Strict-Transport-Security`.
     pub hsts: bool,
+    /// Per-caller request budget of the orders API; `None`: no limit.
+    pub limiter: Option<Arc<limit::RateLimiter>>,
     /// Verifies bearer tokens on the orders API; `None`: the API is open.
     pub auth: Option<Arc<crate::auth::JwtVerifier>>,
     /// Wakes the outbox relay after a commit that wrote outbox rows.
@@ -108,6 +111,10 @@ pub fn router_for(state: AppState, surface: Surface) -> Router {
         }))
         .with_state(state)
 }
+
+/// The address a request came from (set per connection by [`server`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// The trace context of a request: the caller's `traceparent` or a new root.
 #[derive(Debug, Clone)]

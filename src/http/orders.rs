@@ -92,6 +92,7 @@ fn json_response(status: StatusCode, body: String, extra: &[(&'static str, Strin
     responses(
         (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "rate_limited (ORDER_SAGA_HTTP_RATE_LIMIT): retry after Retry-After", body = crate::http::openapi::ErrorBody),
         (status = 201, description = "Created; the same key and body later return this response again (header \
             Idempotent-Replayed: true)", body = crate::store::orders::OrderView),
         (status = 400, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -178,6 +179,7 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     responses(
         (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "rate_limited (ORDER_SAGA_HTTP_RATE_LIMIT): retry after Retry-After", body = crate::http::openapi::ErrorBody),
         (status = 200, description = "The order", body = crate::store::orders::OrderView),
         (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
     )
@@ -213,6 +215,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(raw): Path<
     responses(
         (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "rate_limited (ORDER_SAGA_HTTP_RATE_LIMIT): retry after Retry-After", body = crate::http::openapi::ErrorBody),
         (status = 200, description = "The order after the change", body = crate::store::orders::OrderView),
         (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
         (status = 409, description = "See error.code", body = crate::http::openapi::ErrorBody),
@@ -342,6 +345,7 @@ fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
     responses(
         (status = 401, description = "unauthorized: no valid bearer token (when ORDER_SAGA_AUTH_* is set)", body = crate::http::openapi::ErrorBody),
         (status = 403, description = "insufficient_scope or region_not_allowed", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "rate_limited (ORDER_SAGA_HTTP_RATE_LIMIT): retry after Retry-After", body = crate::http::openapi::ErrorBody),
         (status = 200, description = "A page of orders", body = crate::http::openapi::OrderPage),
         (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
     )

@@ -114,7 +114,14 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(super::Peer(peer));
+                req
+            },
+        ));
         let http = http.clone();
         let watcher = graceful.watcher();
         let (tls, timeout, tls_failures) =

@@ -399,3 +399,38 @@ async fn sign_out_everywhere_ends_every_console_session() {
         app.call(Method::GET, "/ops/overview", &h, None).await.expect_error(401, "unauthorized");
     }
 }
+
+#[tokio::test]
+async fn each_caller_has_its_own_request_budget() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = TestApp::with_flags(&[
+        "--auth-jwks-url",
+        &idp.jwks_url,
+        "--auth-issuer",
+        &idp.issuer,
+        "--auth-audience",
+        &idp.audience,
+        "--http-rate-limit",
+        "1",
+        "--http-rate-burst",
+        "2",
+    ])
+    .await;
+    let (alice, bob) = (idp.token_for("alice", "orders:read"), idp.token_for("bob", "orders:read"));
+    // The burst goes through, then the rate (1/s) holds the rest back: within
+    // a few requests one is refused (unless each took a second).
+    let mut served = 0;
+    let r = loop {
+        let r = get_as(&app, &alice, "/orders/search").await;
+        if r.status.as_u16() == 429 {
+            break r;
+        }
+        r.expect(200);
+        served += 1;
+        assert!(served < 50, "never limited");
+    };
+    assert!(served >= 2, "the burst of 2 is served first");
+    r.expect_error(429, "rate_limited");
+    assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    get_as(&app, &bob, "/orders/search").await.expect(200);
+}
