@@ -159,7 +159,8 @@ pub fn is_loopback_host(headers: &HeaderMap) -> bool {
     } else {
         host.split(':').next().unwrap_or("")
     };
-    name == "localhost" || name == "::1" || name.starts_with("127.")
+    // An address parsed as one (not "127.ops.example.com"), or localhost.
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn cookie(value: &str, max_age: u64, secure: bool) -> String {
@@ -317,7 +318,7 @@ mod tests {
         for host in ["127.0.0.1:8080", "localhost", "localhost:8080", "[::1]:8080"] {
             assert!(is_loopback_host(&headers(&[("host", host)])), "{host}");
         }
-        for host in ["ops.example.com", "10.0.0.7:8080", "localhost.example.com", ""] {
+        for host in ["ops.example.com", "10.0.0.7:8080", "localhost.example.com", "127.ops.example.com", ""] {
             assert!(!is_loopback_host(&headers(&[("host", host)])), "{host}");
         }
         let c = cookie("x", 60, true);

@@ -203,7 +203,11 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Ok(Err(e)) => ApiError::new(ErrorCode::NotReady, format!("database unreachable: {e}")).into_response(),
+        Ok(Err(e)) => {
+            // The detail goes to the log: /readyz answers anyone.
+            tracing::warn!(error = %e, "not ready: the database does not answer");
+            ApiError::new(ErrorCode::NotReady, "database unreachable").into_response()
+        }
         Err(_) => ApiError::new(ErrorCode::NotReady, "database did not answer within 2s").into_response(),
     }
 }

@@ -11,15 +11,15 @@ use crate::helpers::*;
 
 /// An app requiring tokens from `idp`.
 async fn guarded(idp: &TestIdp) -> TestApp {
-    TestApp::with_flags(&[
-        "--auth-jwks-url",
-        &idp.jwks_url,
-        "--auth-issuer",
-        &idp.issuer,
-        "--auth-audience",
-        &idp.audience,
-    ])
-    .await
+    guarded_with(idp, &[]).await
+}
+
+/// An app requiring tokens from `idp`, with more flags.
+async fn guarded_with(idp: &TestIdp, extra: &[&str]) -> TestApp {
+    let mut flags =
+        vec!["--auth-jwks-url", &idp.jwks_url, "--auth-issuer", &idp.issuer, "--auth-audience", &idp.audience];
+    flags.extend_from_slice(extra);
+    TestApp::with_flags(&flags).await
 }
 
 fn bearer(token: &str) -> String {
@@ -403,19 +403,7 @@ async fn sign_out_everywhere_ends_every_console_session() {
 #[tokio::test]
 async fn each_caller_has_its_own_request_budget() {
     let idp = TestIdp::spawn().await.unwrap();
-    let app = TestApp::with_flags(&[
-        "--auth-jwks-url",
-        &idp.jwks_url,
-        "--auth-issuer",
-        &idp.issuer,
-        "--auth-audience",
-        &idp.audience,
-        "--http-rate-limit",
-        "1",
-        "--http-rate-burst",
-        "2",
-    ])
-    .await;
+    let app = guarded_with(&idp, &["--http-rate-limit", "1", "--http-rate-burst", "2"]).await;
     let (alice, bob) = (idp.token_for("alice", "orders:read"), idp.token_for("bob", "orders:read"));
     // The burst goes through, then the rate (1/s) holds the rest back: within
     // a few requests one is refused (unless each took a second).
