@@ -67,6 +67,22 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key)
 }
 
+/// The stored form of a verified caller's key: scoped to the caller, so one
+/// client can neither replay nor block another's key. Readable
+/// (`subject key`: keys have no spaces) when it fits the column, else a
+/// digest of both.
+fn scoped_key(caller: &Caller, key: String) -> String {
+    let Caller::Verified(p) = caller else {
+        return key;
+    };
+    let readable = format!("{} {key}", p.subject);
+    if readable.len() <= MAX_KEY_LEN && p.subject.bytes().all(|b| b.is_ascii_graphic()) {
+        readable
+    } else {
+        format!("~ {}", hex::encode(Sha256::digest(format!("{}\0{key}", p.subject).as_bytes())))
+    }
+}
+
 fn json_response(status: StatusCode, body: String, extra: &[(&'static str, String)]) -> Response {
     let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     for (k, v) in extra {
@@ -117,7 +133,7 @@ pub async fn create(
     // 415/413/400 for the body come first: they say the request is not an
     // order at all. Then the key, then the content.
     let JsonBody(body) = body?;
-    let key = idempotency_key(&headers)?;
+    let key = scoped_key(&caller, idempotency_key(&headers)?);
     let order = NewOrder::from_json(&body).map_err(ApiError::validation)?;
     if !caller.may_see_region(&order.tenant_region) {
         return Err(ApiError::new(

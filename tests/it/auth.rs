@@ -422,3 +422,25 @@ async fn each_caller_has_its_own_request_budget() {
     assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     get_as(&app, &bob, "/orders/search").await.expect(200);
 }
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_their_caller() {
+    let idp = TestIdp::spawn().await.unwrap();
+    let app = guarded(&idp).await;
+    let (shop_a, shop_b) = (idp.token_for("shop-a", "orders:write"), idp.token_for("shop-b", "orders:write"));
+    let body = order_body("c-1", "eu-west", &[("A", 1, "5.00")]);
+    let post = |token: &str, body: &Value| {
+        let auth = bearer(token);
+        let app = &app;
+        let body = body.clone();
+        async move { app.post_json("/orders", &[("idempotency-key", "order-42"), ("authorization", &auth)], &body).await }
+    };
+    let first = post(&shop_a, &body).await.expect(201).json["order_id"].clone();
+    // Another client with the same key: its own order, not A's replayed.
+    let other = post(&shop_b, &body).await.expect(201).json["order_id"].clone();
+    assert_ne!(first, other);
+    // The same client again: the replay.
+    let again = post(&shop_a, &body).await;
+    assert_eq!((again.status.as_u16(), again.json["order_id"].clone()), (201, first));
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+}
