@@ -588,6 +588,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let stop_relay = CancellationToken::new();
     let brokers = cfg.kafka_brokers()?;
     let client = ClientSettings::from_config(&cfg, brokers);
+    if let Some(w) = client.cleartext_password_warning() {
+        tracing::warn!("{w}");
+    }
 
     // Outbox relay.
     let relay_task = if cfg.outbox.outbox_relay {

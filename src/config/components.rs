@@ -206,6 +206,18 @@ pub struct KafkaConfig {
     #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SSL_CA_LOCATION")]
     pub kafka_ssl_ca_location: Option<PathBuf>,
 
+    /// Client certificate (PEM) for TLS to the brokers (mTLS), with ORDER_SAGA_KAFKA_SSL_KEY_LOCATION.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SSL_CERT_LOCATION", requires = "kafka_ssl_key_location")]
+    pub kafka_ssl_cert_location: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SSL_KEY_LOCATION", requires = "kafka_ssl_cert_location")]
+    pub kafka_ssl_key_location: Option<PathBuf>,
+
+    /// Password of the client key, if it is encrypted.
+    #[arg(long, global = true, env = "ORDER_SAGA_KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub kafka_ssl_key_password: Option<Secret>,
+
     /// Extra librdkafka properties KEY=VALUE (repeatable; comma separated in the environment).
     /// Properties the daemon's correctness depends on cannot be overridden.
     #[arg(long = "kafka-property", global = true, env = "ORDER_SAGA_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = key_value, hide_env_values = true)]

@@ -115,3 +115,39 @@ fn no_secret_is_printed_by_debug() {
     let client = crate::kafka::ClientSettings::from_config(&cli.config, "b:9092");
     assert!(!format!("{client:?}").contains("sasl-pass-2"));
 }
+
+#[test]
+fn kafka_client_certificates_reach_librdkafka_and_cleartext_passwords_are_warned_about() {
+    let cli = parse(&[
+        "--kafka-security-protocol",
+        "ssl",
+        "--kafka-ssl-cert-location",
+        "/etc/kafka/client.pem",
+        "--kafka-ssl-key-location",
+        "/etc/kafka/client.key",
+        "--kafka-ssl-key-password",
+        "key-pass-5",
+        "migrate",
+    ])
+    .unwrap();
+    let client = crate::kafka::ClientSettings::from_config(&cli.config, "b:9093");
+    let c = client.client_config();
+    assert_eq!(c.get("ssl.certificate.location"), Some("/etc/kafka/client.pem"));
+    assert_eq!(c.get("ssl.key.location"), Some("/etc/kafka/client.key"));
+    assert_eq!(c.get("ssl.key.password"), Some("key-pass-5"));
+    assert!(!format!("{client:?}").contains("key-pass-5"));
+    assert_eq!(client.cleartext_password_warning(), None);
+    let plain = parse(&[
+        "--kafka-security-protocol",
+        "sasl_plaintext",
+        "--kafka-sasl-mechanism",
+        "PLAIN",
+        "--kafka-sasl-username",
+        "u",
+        "--kafka-sasl-password",
+        "p",
+        "migrate",
+    ])
+    .unwrap();
+    assert!(crate::kafka::ClientSettings::from_config(&plain.config, "b:9092").cleartext_password_warning().is_some());
+}

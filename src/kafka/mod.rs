@@ -42,6 +42,10 @@ pub struct ClientSettings {
     pub sasl_username: Option<String>,
     pub sasl_password: Option<String>,
     pub ssl_ca_location: Option<String>,
+    /// Client certificate and key (mTLS), and the key's password.
+    pub ssl_cert_location: Option<String>,
+    pub ssl_key_location: Option<String>,
+    pub ssl_key_password: Option<String>,
     /// User-supplied librdkafka properties, applied before ours.
     pub extra: Vec<(String, String)>,
     pub client_id: String,
@@ -56,6 +60,9 @@ impl std::fmt::Debug for ClientSettings {
             .field("sasl_username", &self.sasl_username.as_ref().map(|_| "[redacted]"))
             .field("sasl_password", &self.sasl_password.as_ref().map(|_| "[redacted]"))
             .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("ssl_cert_location", &self.ssl_cert_location)
+            .field("ssl_key_location", &self.ssl_key_location)
+            .field("ssl_key_password", &self.ssl_key_password.as_ref().map(|_| "[redacted]"))
             .field("extra", &self.extra.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
             .field("client_id", &self.client_id)
             .finish()
@@ -71,6 +78,9 @@ impl ClientSettings {
             sasl_username: c.kafka.kafka_sasl_username.clone(),
             sasl_password: c.kafka.kafka_sasl_password.as_ref().map(|p| p.expose().to_owned()),
             ssl_ca_location: c.kafka.kafka_ssl_ca_location.as_ref().map(|p| p.display().to_string()),
+            ssl_cert_location: c.kafka.kafka_ssl_cert_location.as_ref().map(|p| p.display().to_string()),
+            ssl_key_location: c.kafka.kafka_ssl_key_location.as_ref().map(|p| p.display().to_string()),
+            ssl_key_password: c.kafka.kafka_ssl_key_password.as_ref().map(|p| p.expose().to_owned()),
             extra: c.kafka.kafka_properties.clone(),
             client_id: c.telemetry.service_name.clone(),
         }
@@ -85,6 +95,9 @@ impl ClientSettings {
             sasl_username: None,
             sasl_password: None,
             ssl_ca_location: None,
+            ssl_cert_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
             extra: Vec::new(),
             client_id: "order-saga".into(),
         }
@@ -112,7 +125,24 @@ impl ClientSettings {
         if let Some(ca) = &self.ssl_ca_location {
             c.set("ssl.ca.location", ca);
         }
+        if let Some(cert) = &self.ssl_cert_location {
+            c.set("ssl.certificate.location", cert);
+        }
+        if let Some(key) = &self.ssl_key_location {
+            c.set("ssl.key.location", key);
+        }
+        if let Some(p) = &self.ssl_key_password {
+            c.set("ssl.key.password", p);
+        }
         c
+    }
+
+    /// A warning when the settings send a password in clear text (SASL
+    /// PLAIN without TLS).
+    pub fn cleartext_password_warning(&self) -> Option<&'static str> {
+        (self.security_protocol == "sasl_plaintext" && self.sasl_mechanism.as_deref() == Some("PLAIN")).then_some(
+            "Kafka SASL PLAIN over sasl_plaintext sends the password in clear text: use sasl_ssl, or SCRAM at least",
+        )
     }
 }
 
