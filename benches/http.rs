@@ -47,7 +47,18 @@ async fn run() {
     let state = order_saga::app::services(&cfg, db.clone(), catalog).unwrap().state;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, order_saga::http::router(state)).await });
+    // The daemon's listener (header-read timeout, connection cap), as `serve` runs it.
+    let metrics = state.metrics.orders.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    order_saga::http::server::serve(
+        listener,
+        order_saga::http::router(state),
+        order_saga::app::serve_settings(&cfg),
+        metrics,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
     let body = serde_json::json!({
         "customer_id": "bench-customer",
