@@ -7,6 +7,7 @@
 //   CONSOLE_TOKEN       its ORDER_SAGA_OPS_TOKEN
 //   CONSOLE_STUCK_ID    a saga stuck in RESERVING_INVENTORY (cancelled here)
 //   CONSOLE_STALE_ID    a saga cancelled behind the page's back (stale action)
+//   CONSOLE_POISONED_ID a quarantined saga with a dead letter
 //   CONSOLE_BULK_REGION the region of the sagas the bulk job cancels
 //   CONSOLE_BULK_COUNT  how many there are
 //   CONSOLE_ARTIFACTS   where screenshots go
@@ -28,6 +29,7 @@ const BASE = need('CONSOLE_BASE');
 const TOKEN = need('CONSOLE_TOKEN');
 const STUCK = need('CONSOLE_STUCK_ID');
 const STALE = need('CONSOLE_STALE_ID');
+const POISONED = need('CONSOLE_POISONED_ID');
 const BULK_REGION = need('CONSOLE_BULK_REGION');
 const BULK_COUNT = Number(need('CONSOLE_BULK_COUNT'));
 const ART = need('CONSOLE_ARTIFACTS');
@@ -187,15 +189,44 @@ try {
   await stale.getByRole('button', { name: 'Reload' }).click();
   await page.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
 
+  step('a dead letter: its headers readable, the reason first, the page no wider than the window');
+  await page.goto(`${BASE}/ops/ui#/sagas/${POISONED}`);
+  await page.getByRole('heading', { name: new RegExp(`^Order ${POISONED}`) }).waitFor({ timeout: T });
+  const dlq = page.locator('section[aria-labelledby="dlq-h"] dl.dlq-headers');
+  await dlq.waitFor({ timeout: T });
+  assert.equal(await dlq.locator('dt').first().innerText(), 'dlq_error');
+  assert.ok(!(await page.locator('main, body').first().innerText()).includes('[object '), 'no [object …] text');
+  const [scrollW, viewW] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  assert.ok(scrollW <= viewW, `the page is ${scrollW} px wide in a ${viewW} px window`);
+  await shot(page, '07b-dead-letter');
+
   step(`bulk: select region ${BULK_REGION}, preview, run the job to completion`);
   await page.goto(`${BASE}/ops/ui#/bulk?tenant_region=${encodeURIComponent(BULK_REGION)}`);
   await page.getByRole('heading', { name: 'Bulk action' }).waitFor({ timeout: T });
   await page.locator('#bulk-action').selectOption('cancel');
   await page.getByLabel('Reason').fill('e2e: region closed');
+  // The preview uses the filter on screen, not the last applied one.
+  await page.locator('#f-tenant_region').fill('nowhere');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  await page.getByText('Preview: 0 match, the job would act on 0.').waitFor({ timeout: T });
+  assert.equal(await page.locator('#bulk-selection').innerText(), 'Selection: tenant_region=nowhere.');
+  // "Apply filters" keeps the reason typed so far.
+  await page.locator('#f-tenant_region').fill(BULK_REGION);
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  assert.equal(await page.getByLabel('Reason').inputValue(), 'e2e: region closed');
   await page.getByRole('button', { name: 'Preview' }).click();
   await page.getByText(`Preview: ${BULK_COUNT} match, the job would act on ${BULK_COUNT}.`).waitFor({ timeout: T });
+  const sample = page.locator('#bulk-sample');
+  assert.ok(await sample.locator('a[href^="#/sagas/"]').count() > 0, 'the sample links to the sagas');
+  assert.match(await sample.innerText(), /^\d+@v\d+/, 'order@version labels, not raw URLs');
   await shot(page, '08-bulk-preview');
   await axe(page, 'bulk');
+  // What is on screen must be what was previewed.
+  await page.getByLabel('Reason').fill('e2e: region closed (edited)');
+  await page.getByRole('button', { name: `Start: cancel on ${BULK_COUNT} sagas` }).click();
+  await page.getByRole('alert').filter({ hasText: 'changed since the preview' }).waitFor({ timeout: T });
+  await page.getByRole('button', { name: 'Preview' }).click();
+  await page.getByText(`Preview: ${BULK_COUNT} match, the job would act on ${BULK_COUNT}.`).waitFor({ timeout: T });
   await page.getByRole('button', { name: `Start: cancel on ${BULK_COUNT} sagas` }).click();
   await page.getByText(`${BULK_COUNT} of ${BULK_COUNT} done: ${BULK_COUNT} applied, 0 refused — finished.`).waitFor({ timeout: 60_000 });
   assert.equal(await page.locator('#bulk-progress').getAttribute('max'), String(BULK_COUNT));

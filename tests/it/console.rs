@@ -222,13 +222,23 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     let body = |region: &str| order_body("c-e2e", region, &[("SKU-1", 2, "19.99")]);
     let stuck = daemon.create_order(&body("eu-west")).await;
     let stale = daemon.create_order(&body("eu-west")).await;
+    let poisoned = daemon.create_order(&body("eu-west")).await;
     let mut bulk = Vec::new();
     for _ in 0..3 {
         bulk.push(daemon.create_order(&body("ap-closed")).await);
     }
-    for id in [stuck, stale].iter().chain(&bulk) {
+    for id in [stuck, stale, poisoned].iter().chain(&bulk) {
         env.wait_state(*id, "RESERVING_INVENTORY", Duration::from_secs(30)).await;
     }
+    // A message that cannot be decoded for one order: dead-lettered, its saga quarantined.
+    env.publish_raw(order_saga::contracts::MessageKind::InventoryReserved, &poisoned.to_string(), b"\x00junk", &[])
+        .await;
+    crate::helpers::eventually(Duration::from_secs(30), "the poisoned saga is quarantined", || async {
+        env.count_for("SELECT COUNT(*) FROM saga_instances WHERE order_id = ? AND quarantined_at IS NOT NULL", poisoned)
+            .await
+            == 1
+    })
+    .await;
     // Overstay RESERVING_INVENTORY's max_dwell (2m).
     sqlx::query("UPDATE saga_instances SET state_entered_at = NOW(6) - INTERVAL 10 MINUTE WHERE order_id = ?")
         .bind(stuck)
@@ -242,6 +252,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         .env("CONSOLE_TOKEN", crate::helpers::OPS_TOKEN)
         .env("CONSOLE_STUCK_ID", stuck.to_string())
         .env("CONSOLE_STALE_ID", stale.to_string())
+        .env("CONSOLE_POISONED_ID", poisoned.to_string())
         .env("CONSOLE_BULK_REGION", "ap-closed")
         .env("CONSOLE_BULK_COUNT", bulk.len().to_string())
         .env("CONSOLE_ARTIFACTS", &artifacts)

@@ -24,7 +24,8 @@ function h(tag, attrs, ...kids) {
     else if (k === 'text') el.textContent = String(v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const kid of kids.flat()) {
+  // Children may nest arrays at any depth (a list of [label, value] pairs).
+  for (const kid of kids.flat(Infinity)) {
     if (kid === undefined || kid === null || kid === false) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -308,13 +309,7 @@ function filterForm(params, onApply, submitLabel) {
     class: 'filters', 'aria-label': 'Filters',
     onsubmit: (ev) => {
       ev.preventDefault();
-      const out = {};
-      for (const name of FILTERS) {
-        const el = form.elements[name];
-        if (!el) continue;
-        if (el.type === 'checkbox') { if (el.checked) out[name] = 'true'; } else if (el.value.trim()) out[name] = el.value.trim();
-      }
-      onApply(out);
+      onApply(readFilters(form));
     },
   },
   h('div', { class: 'form-row' },
@@ -329,6 +324,17 @@ function filterForm(params, onApply, submitLabel) {
     check('terminal', 'Include terminal states'),
     h('button', { type: 'submit', class: 'primary' }, submitLabel)));
   return form;
+}
+
+/// The filters as the form shows them now (applied or not).
+function readFilters(form) {
+  const out = {};
+  for (const name of FILTERS) {
+    const el = form.elements[name];
+    if (!el) continue;
+    if (el.type === 'checkbox') { if (el.checked) out[name] = 'true'; } else if (el.value.trim()) out[name] = el.value.trim();
+  }
+  return out;
 }
 
 function dwellCell(s) {
@@ -617,7 +623,7 @@ async function sagaPage(orderId, flash) {
         ['Resolution', (p) => p.resolution || 'unresolved']], 'No parked event.')),
     h('section', { class: 'panel', 'aria-labelledby': 'dlq-h' }, h('h2', { id: 'dlq-h' }, 'Dead letters'),
       simpleTable(data.dead_letters, [['Id', (d) => h('span', { class: 'mono' }, d.event_id)], ['Topic', (d) => d.topic],
-        ['Headers', (d) => h('dl', { class: 'facts mono' }, Object.entries(d.headers || {}).map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]))],
+        ['Headers', (d) => h('dl', { class: 'facts mono dlq-headers' }, dlqHeaders(d.headers).map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]))],
         ['Written', (d) => when(d.created_at)], ['Published', (d) => when(d.published_at)]], 'Nothing of this order was dead-lettered.')),
     h('section', { class: 'panel', 'aria-labelledby': 'outbox-h' }, h('h2', { id: 'outbox-h' }, 'Unpublished outbox rows'),
       simpleTable(data.outbox_unpublished, [['Type', (r) => r.event_type], ['Topic', (r) => r.topic], ['Written', (r) => when(r.created_at)],
@@ -629,6 +635,14 @@ async function sagaPage(orderId, flash) {
       auditTable(audit.audit || [])),
   ];
   mount(...sections);
+}
+
+/// A dead letter's headers, the reason first, then where it came from.
+function dlqHeaders(headers) {
+  const first = ['dlq_error', 'dlq_error_kind', 'dlq_source_topic', 'dlq_source_partition', 'dlq_source_offset'];
+  const entries = Object.entries(headers || {});
+  const rank = ([k]) => (first.includes(k) ? first.indexOf(k) : first.length);
+  return entries.sort((a, b) => rank(a) - rank(b) || a[0].localeCompare(b[0]));
 }
 
 function auditTable(rows) {
@@ -661,14 +675,19 @@ async function bulkPage(params) {
   const arg = h('input', { id: 'bulk-arg', placeholder: 'timer or event name', size: 18 });
   const reason = h('textarea', { id: 'bulk-reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded for every saga)' });
   const limit = h('input', { id: 'bulk-limit', type: 'number', min: 1, max: 10000, value: 1000, size: 6 });
-  let current = filters;
-  const filterEl = filterForm(filters, (f) => { current = f; location.hash = hashFor('/bulk', f); }, 'Apply filters');
+  // "Apply filters" only records the selection in the address (no re-render:
+  // the action and the reason typed so far stay); the preview and the job
+  // always use the filters as the form shows them.
+  const filterEl = filterForm(filters, (f) => { history.replaceState(null, '', hashFor('/bulk', f)); }, 'Apply filters');
   const actionBody = (dryRun) => {
     const a = { action: actionSel.value };
     if (a.action === 'fire_timer' || a.action === 'cancel_timer') a.timer = arg.value.trim();
     if (a.action === 'force') a.event = arg.value.trim();
-    return { filter: current, action: a, reason: reason.value, dry_run: dryRun, limit: Number(limit.value) || 1000 };
+    return { filter: readFilters(filterEl), action: a, reason: reason.value, dry_run: dryRun, limit: Number(limit.value) || 1000 };
   };
+  const selection = (f) => (Object.keys(f).length ? Object.entries(f).map(([k, v]) => `${k}=${v}`).join(', ') : 'every saga in flight');
+  // The body the last preview was made with: the job starts with exactly it.
+  let previewed = null;
   const preview = h('button', { type: 'submit', class: 'primary' }, 'Preview');
   const form = h('form', { 'aria-label': 'Bulk action', onsubmit: async (ev) => {
     ev.preventDefault();
@@ -678,13 +697,25 @@ async function bulkPage(params) {
       return;
     }
     try {
-      const p = await api('POST', '/ops/bulk', actionBody(true));
+      const body = actionBody(true);
+      const p = await api('POST', '/ops/bulk', body);
+      previewed = body;
       const start = h('button', { type: 'button', class: 'danger', id: 'bulk-start', disabled: p.would_act_on === 0,
-        onclick: async () => { start.disabled = true; await runJob(); } }, `Start: ${p.action} on ${p.would_act_on} sagas`);
+        onclick: async () => {
+          // What is on screen must be what was previewed.
+          if (JSON.stringify(actionBody(true)) !== JSON.stringify(previewed)) {
+            out.replaceChildren(h('p', { class: 'notice bad', role: 'alert' },
+              'The selection, action or reason changed since the preview: preview again.'));
+            return;
+          }
+          start.disabled = true;
+          await runJob();
+        } }, `Start: ${p.action} on ${p.would_act_on} sagas`);
       out.replaceChildren(h('div', { class: 'report', role: 'status' },
         h('strong', {}, `Preview: ${p.matched} match, the job would act on ${p.would_act_on}.`),
+        h('p', { id: 'bulk-selection' }, `Selection: ${selection(body.filter)}.`),
         h('p', {}, 'Sample (each acted on at the version shown; a saga that moves first is refused as stale):'),
-        h('p', { class: 'mono' }, p.sample.map((x, i) => [i ? ', ' : '', h('a', { href: `#/sagas/${x.order_id}` }, `${x.order_id}@v${x.version}`)]))),
+        h('p', { class: 'mono', id: 'bulk-sample' }, p.sample.map((x, i) => [i ? ', ' : '', h('a', { href: `#/sagas/${x.order_id}` }, `${x.order_id}@v${x.version}`)]))),
       start);
       start.focus();
     } catch (e) {
@@ -698,7 +729,7 @@ async function bulkPage(params) {
   async function runJob() {
     let job;
     try {
-      job = await api('POST', '/ops/bulk', actionBody(false));
+      job = await api('POST', '/ops/bulk', { ...previewed, dry_run: false });
     } catch (e) {
       if (e.status !== 401) out.append(h('p', { class: 'notice bad', role: 'alert' }, `${e.code}: ${e.message}`));
       return;
