@@ -78,6 +78,9 @@ enum Attempt {
 }
 
 /// What reading a saga's snapshot found.
+/// How many selected sagas a bulk preview checks the action against.
+const PREVIEW_CHECKS: usize = 1000;
+
 enum SnapshotRead {
     Saga(Box<Snapshot>),
     NoSaga,
@@ -398,7 +401,21 @@ impl Ops {
         }
     }
 
-    /// Bulk action: preview (dry run: how many, which first) or start a job.
+    /// Why `action` would be refused on the saga now (its plan on a snapshot
+    /// read without locks), or `None` when it would be applied.
+    async fn would_refuse(&self, order_id: i64, action: &Action, who: Actor<'_>) -> Result<Option<String>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let read = self.snapshot(&mut tx, order_id, false).await;
+        tx.rollback().await.ctx("ending the read")?;
+        Ok(match read? {
+            SnapshotRead::Saga(snap) => plan::plan(action, &snap, who).err().map(|r| r.to_string()),
+            SnapshotRead::NoSaga => Some("the order has no saga".into()),
+            SnapshotRead::DefinitionNotLoaded(v) => Some(format!("definition version {v} is not loaded here")),
+        })
+    }
+
+    /// Bulk action: preview (dry run: how many, which first, and how many the
+    /// action would be refused on, and why) or start a job.
     pub async fn bulk(&self, b: &BulkRequest) -> Result<Value, OpsError> {
         validate_actor(&b.actor, &b.reason)?;
         let catalog = &self.sagas.catalog;
@@ -406,11 +423,26 @@ impl Ops {
         let limit = b.limit.unwrap_or(1000).min(10_000);
         let selected = inspect::select_for_bulk(&self.db, catalog, &b.filter, limit).await?;
         if b.dry_run {
+            // Each selected saga's plan, as the job would make it (at most
+            // PREVIEW_CHECKS of them: a preview must answer quickly).
+            let who = Actor { actor: &b.actor, reason: &b.reason };
+            let mut refusals: std::collections::BTreeMap<String, usize> = Default::default();
+            let checked = selected.len().min(PREVIEW_CHECKS);
+            for (id, _) in &selected[..checked] {
+                if let Some(why) = self.would_refuse(*id, &b.action, who).await? {
+                    *refusals.entry(why).or_default() += 1;
+                }
+            }
+            let mut reasons: Vec<(String, usize)> = refusals.into_iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             return Ok(json!({
                 "dry_run": true,
                 "action": b.action.name(),
                 "matched": matched,
                 "would_act_on": selected.len(),
+                "checked": checked,
+                "would_refuse": reasons.iter().map(|r| r.1).sum::<usize>(),
+                "refusals": reasons.iter().take(5).map(|(why, n)| json!({"reason": why, "count": n})).collect::<Vec<_>>(),
                 "sample": selected.iter().take(20).map(|(id, v)| json!({"order_id": id, "version": v})).collect::<Vec<_>>(),
             }));
         }

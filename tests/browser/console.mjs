@@ -205,6 +205,14 @@ try {
   await page.getByRole('heading', { name: 'Bulk action' }).waitFor({ timeout: T });
   await page.locator('#bulk-action').selectOption('cancel');
   await page.getByLabel('Reason').fill('e2e: region closed');
+  // An action the sagas' state refuses: the preview says how many and why, and offers no start.
+  await page.locator('#bulk-action').selectOption('release');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  const refusals = page.locator('#bulk-refusals');
+  await refusals.getByText(`${BULK_COUNT} of the ${BULK_COUNT} checked would be refused`).waitFor({ timeout: T });
+  assert.match(await refusals.innerText(), /the saga is not quarantined/);
+  assert.ok(await page.locator('#bulk-start').isDisabled(), 'an all-refused job is not offered');
+  await page.locator('#bulk-action').selectOption('cancel');
   // The preview uses the filter on screen, not the last applied one.
   await page.locator('#f-tenant_region').fill('nowhere');
   await page.getByRole('button', { name: 'Preview' }).click();
@@ -216,6 +224,7 @@ try {
   assert.equal(await page.getByLabel('Reason').inputValue(), 'e2e: region closed');
   await page.getByRole('button', { name: 'Preview' }).click();
   await page.getByText(`Preview: ${BULK_COUNT} match, the job would act on ${BULK_COUNT}.`).waitFor({ timeout: T });
+  assert.equal(await page.locator('#bulk-refusals').innerText(), `All ${BULK_COUNT} checked accept cancel now.`);
   const sample = page.locator('#bulk-sample');
   assert.ok(await sample.locator('a[href^="#/sagas/"]').count() > 0, 'the sample links to the sagas');
   assert.match(await sample.innerText(), /^\d+@v\d+/, 'order@version labels, not raw URLs');

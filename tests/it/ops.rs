@@ -360,6 +360,12 @@ async fn bulk_previews_then_acts_with_progress() {
     let preview = app.post_json("/ops/bulk", &[AUTH], &body(true)).await;
     preview.expect(200);
     assert_eq!(preview.json["matched"], 3);
+    assert_eq!((preview.json["checked"].as_u64(), preview.json["would_refuse"].as_u64()), (Some(3), Some(0)));
+    // An action their state does not allow: the preview says so, and why.
+    let release = json!({"filter": {"stuck": true}, "action": {"action": "release"}, "actor": "ops:f", "reason": "r", "dry_run": true});
+    let refused = app.post_json("/ops/bulk", &[AUTH], &release).await;
+    assert_eq!(refused.expect(200).json["would_refuse"], 3);
+    assert_eq!(refused.json["refusals"], json!([{"reason": "the saga is not quarantined", "count": 3}]));
     let started = app.post_json("/ops/bulk", &[AUTH], &body(false)).await;
     started.expect(202);
     let job = started.json["job_id"].as_str().unwrap().to_owned();

@@ -700,7 +700,13 @@ async function bulkPage(params) {
       const body = actionBody(true);
       const p = await api('POST', '/ops/bulk', body);
       previewed = body;
-      const start = h('button', { type: 'button', class: 'danger', id: 'bulk-start', disabled: p.would_act_on === 0,
+      const allRefused = p.checked > 0 && p.would_refuse === p.checked && p.checked === p.would_act_on;
+      const refusals = p.would_refuse
+        ? h('div', { class: 'notice bad', id: 'bulk-refusals' },
+          h('p', {}, `${p.would_refuse} of the ${p.checked} checked would be refused:`),
+          h('ul', {}, p.refusals.map((r) => h('li', {}, `${r.count} × ${r.reason}`))))
+        : h('p', { id: 'bulk-refusals' }, `All ${p.checked} checked accept ${p.action} now.`);
+      const start = h('button', { type: 'button', class: 'danger', id: 'bulk-start', disabled: p.would_act_on === 0 || allRefused,
         onclick: async () => {
           // What is on screen must be what was previewed.
           if (JSON.stringify(actionBody(true)) !== JSON.stringify(previewed)) {
@@ -714,6 +720,7 @@ async function bulkPage(params) {
       out.replaceChildren(h('div', { class: 'report', role: 'status' },
         h('strong', {}, `Preview: ${p.matched} match, the job would act on ${p.would_act_on}.`),
         h('p', { id: 'bulk-selection' }, `Selection: ${selection(body.filter)}.`),
+        refusals,
         h('p', {}, 'Sample (each acted on at the version shown; a saga that moves first is refused as stale):'),
         h('p', { class: 'mono', id: 'bulk-sample' }, p.sample.map((x, i) => [i ? ', ' : '', h('a', { href: `#/sagas/${x.order_id}` }, `${x.order_id}@v${x.version}`)]))),
       start);
@@ -742,7 +749,10 @@ async function bulkPage(params) {
       const st = await api('GET', `/ops/jobs/${job.job_id}`);
       bar.max = Math.max(st.total, 1);
       bar.value = st.done;
-      counts.textContent = `${st.done} of ${st.total} done: ${st.succeeded} applied, ${st.failed} refused${st.finished ? ' — finished.' : '…'}`;
+      const allRefused = st.finished && st.succeeded === 0 && st.failed > 0;
+      counts.textContent = `${st.done} of ${st.total} done: ${st.succeeded} applied, ${st.failed} refused${
+        allRefused ? ' — finished: nothing was applied.' : st.finished ? ' — finished.' : '…'}`;
+      counts.className = allRefused ? 'notice bad' : '';
       results.replaceChildren(simpleTable(st.results, [['Order', (r) => h('a', { href: `#/sagas/${r.order_id}` }, String(r.order_id))],
         ['Result', (r) => h('span', { class: `badge ${r.result === 'applied' ? 'ok' : 'bad'}` }, r.result)], ['Error', (r) => r.error || '']],
       'No item done yet.'));
