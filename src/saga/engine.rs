@@ -176,6 +176,11 @@ pub fn retry_current_step(
     if runs == 0 {
         return Err(Rejection::StepNotRun { step: step_name });
     }
+    // Only while the state still accepts one of the step's replies is an
+    // answer outstanding (a step that declares no replies cannot be judged).
+    if !step.replies.is_empty() && !step.replies.iter().any(|k| state.on.contains_key(k.name())) {
+        return Err(Rejection::StepNotAwaited { state: inst.state.clone(), step: step_name });
+    }
     let action = action_of(step.command)?;
     let cmd_id = command_id(
         inst.order_id,

@@ -167,6 +167,12 @@ pub enum Rejection {
     NoCurrentStep { state: String },
     #[error("step {step} has not run yet; nothing to retry")]
     StepNotRun { step: String },
+    /// The step's reply already came (the state no longer accepts one):
+    /// re-sending the same command id would be discarded by the participant.
+    #[error(
+        "state {state} no longer waits for a reply of step {step}: re-sending its command (same command id) would change nothing; use the state's manual events to run it again"
+    )]
+    StepNotAwaited { state: String, step: String },
     /// The definition names a message that is not a command where a command
     /// is needed (the validator refuses such definitions).
     #[error("{kind} is not a command or compensation")]

@@ -424,6 +424,22 @@ fn retry_current_step_keeps_the_command_id() {
     assert!(matches!(engine::retry_current_step(&d, &done, t0(), 1), Err(Rejection::NoCurrentStep { .. })));
 }
 
+/// PENDING_REVIEW names the reservation step, but its failure already came:
+/// re-sending the failed reserve command (same id) would be discarded.
+#[test]
+fn a_step_whose_reply_already_came_is_not_retried() {
+    let d = def();
+    let review = instance_in(&d, "PENDING_REVIEW");
+    assert_eq!(review.state, "PENDING_REVIEW");
+    assert!(
+        matches!(engine::retry_current_step(&d, &review, t0(), 1), Err(Rejection::StepNotAwaited { .. })),
+        "{:?}",
+        engine::retry_current_step(&d, &review, t0(), 1)
+    );
+    let reserving = instance_in(&d, "RESERVING_INVENTORY");
+    assert!(engine::retry_current_step(&d, &reserving, t0(), 1).is_ok(), "still waiting for its reply");
+}
+
 #[test]
 fn mermaid_shows_every_transition() {
     let d = def();

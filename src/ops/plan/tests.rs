@@ -88,6 +88,7 @@ fn the_console_offers_exactly_what_the_plans_accept() {
     );
     let review = allowed_actions(&snap("PENDING_REVIEW"));
     assert!(review.contains(&Action::Force { event: "reservation.retry.requested".into() }), "{review:?}");
+    assert!(!review.contains(&Action::RetryStep), "the reservation already failed: a re-send would change nothing");
 
     let mut done = snap("COMPLETED");
     done.timers.clear();
