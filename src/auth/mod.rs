@@ -297,6 +297,12 @@ pub struct JwtVerifier {
     settings: AuthSettings,
     http: reqwest::Client,
     keys: RwLock<Keys>,
+    /// One fetch at a time: requests that find the keys stale wait for it
+    /// instead of each asking the issuer, and share its failure. Holds the
+    /// last fetch's error.
+    fetching: tokio::sync::Mutex<Option<String>>,
+    /// Fetches started so far (a waiter sees whether one ran meanwhile).
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 impl JwtVerifier {
@@ -305,7 +311,13 @@ impl JwtVerifier {
             .timeout(FETCH_TIMEOUT)
             .build()
             .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
-        Ok(JwtVerifier { settings, http, keys: RwLock::new(Keys::default()) })
+        Ok(JwtVerifier {
+            settings,
+            http,
+            keys: RwLock::new(Keys::default()),
+            fetching: tokio::sync::Mutex::new(None),
+            fetches: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -334,10 +346,8 @@ impl JwtVerifier {
         if !ACCEPTED.contains(&header.alg) {
             return Err(AuthError::Algorithm);
         }
-        let stale = self.keys.read().await.fetched_at.is_none_or(|t| t.elapsed() >= KEYS_MAX_AGE);
-        if stale {
-            self.refresh_if_due(Duration::ZERO).await?;
-        }
+        // None yet, or older than KEYS_MAX_AGE: fetch (once for all waiting requests).
+        self.refresh_if_due(KEYS_MAX_AGE).await?;
         let mut found = self.decode(token, header.kid.as_deref(), header.alg).await;
         if matches!(found, Err(AuthError::UnknownKey)) {
             // Perhaps rotated since the last fetch.
@@ -350,11 +360,29 @@ impl JwtVerifier {
     /// Refetches unless the keys were fetched less than `after` ago. A
     /// failure keeps the cached keys (they may still be valid).
     async fn refresh_if_due(&self, after: Duration) -> Result<(), AuthError> {
-        let due = self.keys.read().await.fetched_at.is_none_or(|t| t.elapsed() >= after);
-        if !due {
+        use std::sync::atomic::Ordering::SeqCst;
+        let due = || async { self.keys.read().await.fetched_at.is_none_or(|t| t.elapsed() >= after) };
+        let seen = self.fetches.load(SeqCst);
+        if !due().await {
             return Ok(());
         }
-        match self.refresh().await {
+        let mut last_error = self.fetching.lock().await;
+        // Another request fetched while this one waited: its result stands.
+        if !due().await {
+            return Ok(());
+        }
+        if self.fetches.load(SeqCst) != seen
+            && let Some(e) = last_error.as_ref()
+        {
+            return Err(AuthError::KeysUnavailable(e.clone()));
+        }
+        self.fetches.fetch_add(1, SeqCst);
+        let fetched = self.refresh().await;
+        *last_error = fetched.as_ref().err().map(|e| match e {
+            AuthError::KeysUnavailable(why) => why.clone(),
+            other => other.to_string(),
+        });
+        match fetched {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch the identity provider's keys");

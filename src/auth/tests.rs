@@ -147,6 +147,23 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_hammer_the_issuer
     assert_eq!(idp.fetches(), fetched + 1, "no refetch within REFETCH_AFTER of the last");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_find_the_keys_missing_share_one_fetch() {
+    let (idp, v) = setup().await;
+    let v = std::sync::Arc::new(v);
+    let token = idp.token_for("alice", "orders:read");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (v, t) = (v.clone(), token.clone());
+            tokio::spawn(async move { v.verify(&t).await.map(|p| p.subject) })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "alice");
+    }
+    assert_eq!(idp.fetches(), 1, "one fetch for all of them");
+}
+
 #[tokio::test]
 async fn an_issuer_outage_is_transient_before_the_first_fetch_and_harmless_after() {
     let (idp, v) = setup().await;

@@ -283,8 +283,9 @@ pub struct PartitioningConfig {
 #[derive(Debug, Clone, Args)]
 pub struct RegistryConfig {
     /// Confluent-compatible Schema Registry URL.
+    /// Held as a [`Secret`]: older deployments put credentials in its userinfo.
     #[arg(long, global = true, env = "ORDER_SAGA_SCHEMA_REGISTRY_URL", hide_env_values = true)]
-    pub schema_registry_url: Option<String>,
+    pub schema_registry_url: Option<Secret>,
 
     /// Basic-auth user of the Schema Registry (Confluent Cloud: the API key).
     #[arg(

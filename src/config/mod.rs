@@ -126,7 +126,7 @@ impl Config {
     }
 
     pub fn schema_registry_url(&self) -> Result<&str, ConfigError> {
-        self.registry.schema_registry_url.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+        self.registry.schema_registry_url.as_ref().map(Secret::expose).filter(|s| !s.is_empty()).ok_or_else(|| {
             ConfigError::Invalid("no schema registry configured: set ORDER_SAGA_SCHEMA_REGISTRY_URL (or --schema-registry-url), e.g. http://127.0.0.1:8081".into())
         })
     }

@@ -105,11 +105,13 @@ fn no_secret_is_printed_by_debug() {
         "sr-user",
         "--schema-registry-password",
         "sr-pass-4",
+        "--schema-registry-url",
+        "https://u:sr-url-pass-6@registry:8081",
         "migrate",
     ])
     .unwrap();
     let printed = format!("{:?}", cli.config);
-    for secret in ["db-pass-1", "sasl-pass-2", "ops-token-3", "sr-pass-4"] {
+    for secret in ["db-pass-1", "sasl-pass-2", "ops-token-3", "sr-pass-4", "sr-url-pass-6"] {
         assert!(!printed.contains(secret), "{secret} in {printed}");
     }
     let client = crate::kafka::ClientSettings::from_config(&cli.config, "b:9092");

@@ -47,13 +47,7 @@ impl FromRequestParts<AppState> for Caller {
                 }
                 Ok(Caller::Verified(p))
             }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "cannot check a bearer token: the identity provider's keys are unavailable");
-                Err(ApiError::new(
-                    ErrorCode::IdentityProviderUnavailable,
-                    "the identity provider cannot be reached to check the token; retry",
-                ))
-            }
+            Err(e) if e.is_transient() => Err(unavailable(&e)),
             Err(e) => {
                 state.metrics.orders.auth_failures_total.get_or_create(&reason_label(&e)).inc();
                 tracing::info!(reason = %e, "bearer token refused");
@@ -101,6 +95,23 @@ fn refused(e: &AuthError) -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, e.to_string()).with_challenge(challenge)
 }
 
+/// 503 for a token that cannot be checked now (the issuer's keys are
+/// unreachable): the client retries, its token is not at fault.
+pub(crate) fn unavailable(e: &AuthError) -> ApiError {
+    tracing::warn!(error = %e, "cannot check a bearer token: the identity provider's keys are unavailable");
+    ApiError::new(
+        ErrorCode::IdentityProviderUnavailable,
+        "the identity provider cannot be reached to check the token; retry",
+    )
+}
+
+/// 403: the principal lacks `scope` (RFC 6750's `insufficient_scope`).
+pub(crate) fn insufficient_scope(scope: &str) -> ApiError {
+    ApiError::new(ErrorCode::InsufficientScope, format!("this needs the {scope} scope"))
+        .with_details(json!({ "required_scope": scope }))
+        .with_challenge(format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""))
+}
+
 /// Text safe inside a quoted header parameter.
 fn quoted(e: &AuthError) -> String {
     e.to_string().chars().filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\').collect()
@@ -110,13 +121,7 @@ impl Caller {
     /// 403 unless the caller has `scope` (an open API grants every scope).
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         match self {
-            Caller::Verified(p) if !p.has_scope(scope) => {
-                Err(ApiError::new(ErrorCode::InsufficientScope, format!("this endpoint needs the {scope} scope"))
-                    .with_details(json!({ "required_scope": scope }))
-                    .with_challenge(format!(
-                        "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
-                    )))
-            }
+            Caller::Verified(p) if !p.has_scope(scope) => Err(insufficient_scope(scope)),
             _ => Ok(()),
         }
     }

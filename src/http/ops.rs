@@ -88,15 +88,7 @@ impl Principal {
 
     /// 403 unless the principal has `need`.
     pub fn require(&self, need: Role) -> Result<(), ApiError> {
-        if self.role() >= need {
-            return Ok(());
-        }
-        Err(ApiError::new(ErrorCode::InsufficientScope, format!("this needs the {} scope", need.scope()))
-            .with_details(json!({ "required_scope": need.scope() }))
-            .with_challenge(format!(
-                "Bearer realm=\"order-saga\", error=\"insufficient_scope\", scope=\"{}\"",
-                need.scope()
-            )))
+        if self.role() >= need { Ok(()) } else { Err(super::auth::insufficient_scope(need.scope())) }
     }
 }
 
@@ -135,18 +127,10 @@ pub async fn authorize(
             } else if let Some(verifier) = &state.auth {
                 let p = match verifier.verify(given).await {
                     Ok(p) => p,
-                    Err(e) if e.is_transient() => {
-                        return Err(ApiError::new(
-                            ErrorCode::IdentityProviderUnavailable,
-                            "the identity provider cannot be reached to check the token; retry",
-                        ));
-                    }
+                    Err(e) if e.is_transient() => return Err(super::auth::unavailable(&e)),
                     Err(e) => return Err(refused(state, &e.to_string())),
                 };
-                let role = Role::of(&p).ok_or_else(|| {
-                    ApiError::new(ErrorCode::InsufficientScope, "the token has no ops:read, ops:act or ops:admin scope")
-                        .with_details(json!({ "required_scope": need.scope() }))
-                })?;
+                let role = Role::of(&p).ok_or_else(|| super::auth::insufficient_scope(need.scope()))?;
                 Principal::Jwt { subject: p.subject, role }
             } else {
                 return Err(refused(state, "not the ops token"));
