@@ -423,6 +423,7 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
         cfg.http.order_group_commit_in_flight,
         move |n| group_metrics.orders.order_group_commit_size.observe(n as f64),
     );
+    let oidc = cfg.oidc_settings()?.map(crate::auth::oidc::OidcClient::new).transpose()?.map(Arc::new);
     let state = AppState {
         orders,
         db,
@@ -437,15 +438,19 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
             Arc::new(http::limit::RateLimiter::new(rate, cfg.http.http_rate_burst.unwrap_or(rate)))
         }),
         auth: cfg.auth_settings()?.map(crate::auth::JwtVerifier::new).transpose()?.map(Arc::new),
-        ops: (cfg.ops.ops_token.is_some() || !cfg.ops.ops_credentials.is_empty() || cfg.auth.auth_jwks_url.is_some())
-            .then(|| http::ops::OpsConfig {
-                token: cfg.ops.ops_token.as_ref().map(|t| t.expose().to_owned()),
-                credentials: cfg.ops.ops_credentials.clone(),
-                bulk_rate: cfg.ops.ops_bulk_rate,
-                sweep_batch: cfg.sagas.sweep_batch,
-                timer_policy: Arc::new(policy.clone()),
-                jobs: crate::ops::Jobs::default(),
-            }),
+        ops: (cfg.ops.ops_token.is_some()
+            || !cfg.ops.ops_credentials.is_empty()
+            || cfg.auth.auth_jwks_url.is_some()
+            || oidc.is_some())
+        .then(|| http::ops::OpsConfig {
+            token: cfg.ops.ops_token.as_ref().map(|t| t.expose().to_owned()),
+            credentials: cfg.ops.ops_credentials.clone(),
+            oidc: oidc.clone(),
+            bulk_rate: cfg.ops.ops_bulk_rate,
+            sweep_batch: cfg.sagas.sweep_batch,
+            timer_policy: Arc::new(policy.clone()),
+            jobs: crate::ops::Jobs::default(),
+        }),
         max_body_bytes: cfg.http.http_max_body_bytes,
         request_timeout: cfg.http.http_request_timeout,
     };

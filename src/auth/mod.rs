@@ -88,6 +88,15 @@ impl OpsRole {
     }
 
     /// `read`, `act` or `admin`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpsRole::Read => "read",
+            OpsRole::Act => "act",
+            OpsRole::Admin => "admin",
+        }
+    }
+
+    /// `read`, `act` or `admin`.
     pub fn parse(s: &str) -> Option<OpsRole> {
         match s {
             "read" => Some(OpsRole::Read),
@@ -143,13 +152,21 @@ impl OpsCredential {
         let d: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
         let mut found = None;
         for c in all {
-            let diff = c.digest.iter().zip(&d).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 && found.is_none() {
+            if constant_time_eq(&c.digest, &d) && found.is_none() {
                 found = Some(c);
             }
         }
         found
     }
+}
+
+/// Compares two secrets in constant time (the length is not secret).
+pub fn constant_time_eq(given: &[u8], want: &[u8]) -> bool {
+    let mut diff = given.len() ^ want.len();
+    for (i, byte) in want.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
 }
 
 /// What the verifier is configured with.
@@ -342,19 +359,30 @@ impl JwtVerifier {
 
     /// The principal of a bearer token, or why it is refused.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        principal_of(self.verified::<Claims>(token).await?, &self.settings.region_claim)
+    }
+
+    /// Every claim of a token whose signature, `iss`, `aud`, `exp` and `nbf`
+    /// passed (an OpenID Connect ID token: the caller checks `nonce` and
+    /// reads what it needs).
+    pub async fn verify_claims(&self, token: &str) -> Result<serde_json::Map<String, serde_json::Value>, AuthError> {
+        self.verified(token).await
+    }
+
+    async fn verified<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(AuthError::Algorithm);
         }
         // None yet, or older than KEYS_MAX_AGE: fetch (once for all waiting requests).
         self.refresh_if_due(KEYS_MAX_AGE).await?;
-        let mut found = self.decode(token, header.kid.as_deref(), header.alg).await;
+        let found = self.decode(token, header.kid.as_deref(), header.alg).await;
         if matches!(found, Err(AuthError::UnknownKey)) {
             // Perhaps rotated since the last fetch.
             self.refresh_if_due(REFETCH_AFTER).await?;
-            found = self.decode(token, header.kid.as_deref(), header.alg).await;
+            return self.decode(token, header.kid.as_deref(), header.alg).await;
         }
-        principal_of(found?, &self.settings.region_claim)
+        found
     }
 
     /// Refetches unless the keys were fetched less than `after` ago. A
@@ -398,7 +426,12 @@ impl JwtVerifier {
         }
     }
 
-    async fn decode(&self, token: &str, kid: Option<&str>, alg: Algorithm) -> Result<Claims, AuthError> {
+    async fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<T, AuthError> {
         let keys = self.keys.read().await;
         let candidates: Vec<&Key> = match kid {
             Some(kid) => keys.by_kid.get(kid).into_iter().collect(),
@@ -418,7 +451,7 @@ impl JwtVerifier {
             if k.alg.is_some_and(|a| a != alg) || !k.key.family().algorithms().contains(&alg) {
                 continue;
             }
-            match jsonwebtoken::decode::<Claims>(token, &k.key, &validation) {
+            match jsonwebtoken::decode::<T>(token, &k.key, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => last = invalid(e),
             }
@@ -474,6 +507,8 @@ fn usable(jwk: &Jwk) -> Option<Key> {
     let key = DecodingKey::from_jwk(jwk).ok()?;
     Some(Key { key, alg })
 }
+
+pub mod oidc;
 
 #[cfg(test)]
 #[path = "tests.rs"]

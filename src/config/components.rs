@@ -424,6 +424,34 @@ pub struct OpsConfig {
     #[arg(long = "ops-credential", global = true, env = "ORDER_SAGA_OPS_CREDENTIALS", value_delimiter = ',', value_parser = ops_credential, hide_env_values = true)]
     pub ops_credentials: Vec<crate::auth::OpsCredential>,
 
+    /// The OpenID Provider operators sign in to the console with (its issuer identifier; discovery
+    /// at `{issuer}/.well-known/openid-configuration`). With it, the console offers "Sign in with
+    /// the identity provider" (authorization code + PKCE) and each operator is a person with a role.
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_OIDC_ISSUER")]
+    pub ops_oidc_issuer: Option<String>,
+
+    /// The console's client id at the OpenID Provider.
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_OIDC_CLIENT_ID")]
+    pub ops_oidc_client_id: Option<String>,
+
+    /// The console's client secret (a confidential client); unset for a public client (PKCE alone).
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub ops_oidc_client_secret: Option<Secret>,
+
+    /// The callback registered at the provider, e.g. `https://ops.example.com/ops/ui/callback`.
+    /// Unset: the request's host with `/ops/ui/callback` (https, or http on a loopback host).
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_OIDC_REDIRECT_URL")]
+    pub ops_oidc_redirect_url: Option<String>,
+
+    /// Scopes the console asks for (`openid` is always added), space separated.
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_OIDC_SCOPES", default_value = "openid profile email")]
+    pub ops_oidc_scopes: String,
+
+    /// The ID token claim carrying the operator's ops roles (`ops:read`, `ops:act`, `ops:admin`);
+    /// a dotted path reaches into objects (Keycloak: `realm_access.roles`).
+    #[arg(long, global = true, env = "ORDER_SAGA_OPS_OIDC_ROLE_CLAIM", default_value = "roles")]
+    pub ops_oidc_role_claim: String,
+
     /// Most ops actions per second in a bulk action.
     #[arg(long, global = true, env = "ORDER_SAGA_OPS_BULK_RATE", default_value_t = 50)]
     pub ops_bulk_rate: u32,

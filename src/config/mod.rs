@@ -191,6 +191,7 @@ impl Config {
             return Err(ConfigError::Invalid("ORDER_SAGA_OPS_TOKEN must be at least 16 characters".into()));
         }
         self.auth_settings()?;
+        self.oidc_settings()?;
         if self.ops.ops_bulk_rate == 0 {
             return Err(ConfigError::Invalid("ORDER_SAGA_OPS_BULK_RATE must be at least 1".into()));
         }
@@ -323,6 +324,43 @@ impl Topics {
 mod tests;
 
 impl Config {
+    /// The console's sign-in through an OpenID Provider, when configured:
+    /// the issuer and the client id go together.
+    pub fn oidc_settings(&self) -> Result<Option<crate::auth::oidc::OidcSettings>, ConfigError> {
+        let o = &self.ops;
+        let (issuer, client_id) = match (&o.ops_oidc_issuer, &o.ops_oidc_client_id) {
+            (None, None) if o.ops_oidc_client_secret.is_none() && o.ops_oidc_redirect_url.is_none() => return Ok(None),
+            (Some(i), Some(c)) => (i, c),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "set ORDER_SAGA_OPS_OIDC_ISSUER and ORDER_SAGA_OPS_OIDC_CLIENT_ID together (or no ORDER_SAGA_OPS_OIDC_*)"
+                        .into(),
+                ));
+            }
+        };
+        let url = |name: &str, v: &str| match reqwest::Url::parse(v) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") => Ok(()),
+            _ => Err(ConfigError::Invalid(format!("{name} {v:?} is not an http(s) URL"))),
+        };
+        url("ORDER_SAGA_OPS_OIDC_ISSUER", issuer)?;
+        if let Some(r) = &o.ops_oidc_redirect_url {
+            url("ORDER_SAGA_OPS_OIDC_REDIRECT_URL", r)?;
+            if !r.ends_with("/ops/ui/callback") {
+                return Err(ConfigError::Invalid(
+                    "ORDER_SAGA_OPS_OIDC_REDIRECT_URL must end with /ops/ui/callback (the console's callback)".into(),
+                ));
+            }
+        }
+        Ok(Some(crate::auth::oidc::OidcSettings {
+            issuer: issuer.clone(),
+            client_id: client_id.clone(),
+            client_secret: o.ops_oidc_client_secret.as_ref().map(|s| s.expose().to_owned()),
+            redirect_url: o.ops_oidc_redirect_url.clone(),
+            scopes: o.ops_oidc_scopes.clone(),
+            role_claim: o.ops_oidc_role_claim.clone(),
+        }))
+    }
+
     /// The orders API's token verification, when configured: the JWKS URL,
     /// issuer and audience go together.
     pub fn auth_settings(&self) -> Result<Option<crate::auth::AuthSettings>, ConfigError> {

@@ -107,11 +107,17 @@ fn no_secret_is_printed_by_debug() {
         "sr-pass-4",
         "--schema-registry-url",
         "https://u:sr-url-pass-6@registry:8081",
+        "--ops-oidc-issuer",
+        "https://idp.example.com",
+        "--ops-oidc-client-id",
+        "console",
+        "--ops-oidc-client-secret",
+        "oidc-secret-7",
         "migrate",
     ])
     .unwrap();
-    let printed = format!("{:?}", cli.config);
-    for secret in ["db-pass-1", "sasl-pass-2", "ops-token-3", "sr-pass-4", "sr-url-pass-6"] {
+    let printed = format!("{:?} {:?}", cli.config, cli.config.oidc_settings());
+    for secret in ["db-pass-1", "sasl-pass-2", "ops-token-3", "sr-pass-4", "sr-url-pass-6", "oidc-secret-7"] {
         assert!(!printed.contains(secret), "{secret} in {printed}");
     }
     let client = crate::kafka::ClientSettings::from_config(&cli.config, "b:9092");
@@ -152,4 +158,31 @@ fn kafka_client_certificates_reach_librdkafka_and_cleartext_passwords_are_warned
     ])
     .unwrap();
     assert!(crate::kafka::ClientSettings::from_config(&plain.config, "b:9092").cleartext_password_warning().is_some());
+}
+
+#[test]
+fn the_console_identity_provider_needs_an_issuer_and_a_client_and_a_callback_url_of_the_console() {
+    let settings = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("migrate");
+        parse(&all).and_then(|cli| cli.config.oidc_settings())
+    };
+    assert!(settings(&[]).unwrap().is_none());
+    let s = settings(&["--ops-oidc-issuer", "https://idp.example.com", "--ops-oidc-client-id", "c"]).unwrap().unwrap();
+    assert_eq!((s.client_id.as_str(), s.role_claim.as_str(), s.client_secret), ("c", "roles", None));
+    assert!(settings(&["--ops-oidc-issuer", "https://idp.example.com"]).is_err(), "no client id");
+    assert!(settings(&["--ops-oidc-client-secret", "x"]).is_err(), "a secret alone");
+    assert!(settings(&["--ops-oidc-issuer", "idp.example.com", "--ops-oidc-client-id", "c"]).is_err(), "not a URL");
+    let redirect = |r: &str| {
+        settings(&[
+            "--ops-oidc-issuer",
+            "https://idp.example.com",
+            "--ops-oidc-client-id",
+            "c",
+            "--ops-oidc-redirect-url",
+            r,
+        ])
+    };
+    assert!(redirect("https://ops.example.com/ops/ui/callback").is_ok());
+    assert!(redirect("https://ops.example.com/elsewhere").is_err(), "must be the console's callback");
 }

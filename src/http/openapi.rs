@@ -169,7 +169,13 @@ pub struct OpsSignIn {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct OpsSession {
+    /// The operator: the identity provider's subject (with a readable name
+    /// in front), or the name given with the ops token.
     actor: String,
+    /// `read`, `act` or `admin` (from the provider's role claim; `admin` with the ops token).
+    role: String,
+    /// The ways to sign in this daemon offers: `{"identity_provider": bool, "token": bool}`.
+    sign_in: Value,
     /// Send as X-CSRF-Token on every /ops request.
     csrf_token: String,
     expires_at: chrono::DateTime<chrono::Utc>,

@@ -1,5 +1,6 @@
-//! `/ops` endpoints. Disabled (404) unless `ORDER_SAGA_OPS_TOKEN` or the
-//! bearer-JWT settings (`ORDER_SAGA_AUTH_*`) are set. Every request needs one
+//! `/ops` endpoints. Disabled (404) unless `ORDER_SAGA_OPS_TOKEN`, named
+//! credentials, the bearer-JWT settings (`ORDER_SAGA_AUTH_*`) or the
+//! console's identity provider (`ORDER_SAGA_OPS_OIDC_*`) are set. Every request needs one
 //! of: `Authorization: Bearer <ops token>` (scripts, the CLI; role admin),
 //! `Authorization: Bearer <JWT>` with an `ops:*` scope (each person or tool
 //! its own identity and [`Role`]), or a console session: its cookie plus its
@@ -30,11 +31,21 @@ pub struct OpsConfig {
     pub token: Option<String>,
     /// Named credentials, each with a role (ORDER_SAGA_OPS_CREDENTIALS).
     pub credentials: Vec<crate::auth::OpsCredential>,
+    /// The console's sign-in through an OpenID Provider, when configured.
+    pub oidc: Option<std::sync::Arc<crate::auth::oidc::OidcClient>>,
     pub bulk_rate: u32,
     pub sweep_batch: u32,
     /// How the sweeper judges due timers (event time).
     pub timer_policy: std::sync::Arc<crate::timers::TimerPolicy>,
     pub jobs: Jobs,
+}
+
+impl OpsConfig {
+    /// The credentials a live console session may have been signed in with:
+    /// the ops token and the identity provider, as configured now.
+    pub fn session_credentials(&self) -> Vec<String> {
+        self.token.iter().cloned().chain(self.oidc.as_ref().map(|o| o.credential())).collect()
+    }
 }
 
 impl std::fmt::Debug for OpsConfig {
@@ -67,8 +78,9 @@ pub fn routes() -> Router<AppState> {
 pub enum Principal {
     /// The shared bearer token: the caller names the actor in each request.
     Token,
-    /// A console session: every action is recorded under the name given at sign-in.
-    Session { actor: String },
+    /// A console session: every action is recorded under its operator (the
+    /// identity provider's subject, or the name given with the ops token).
+    Session { actor: String, role: Role },
     /// A bearer JWT: every action is recorded under its subject.
     Jwt { subject: String, role: Role },
     /// A named credential (ORDER_SAGA_OPS_CREDENTIALS): recorded under its name.
@@ -80,9 +92,9 @@ pub use crate::auth::OpsRole as Role;
 impl Principal {
     pub fn role(&self) -> Role {
         match self {
-            // The shared secret and the sessions signed in with it.
-            Principal::Token | Principal::Session { .. } => Role::Admin,
-            Principal::Jwt { role, .. } | Principal::Named { role, .. } => *role,
+            // The shared secret (its console sessions are stored as admin).
+            Principal::Token => Role::Admin,
+            Principal::Session { role, .. } | Principal::Jwt { role, .. } | Principal::Named { role, .. } => *role,
         }
     }
 
@@ -94,12 +106,7 @@ impl Principal {
 
 /// Compares a secret in constant time.
 pub(crate) fn secret_matches(given: &str, want: &str) -> bool {
-    let (a, b) = (given.as_bytes(), want.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for (i, byte) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
-    }
-    diff == 0
+    crate::auth::constant_time_eq(given.as_bytes(), want.as_bytes())
 }
 
 /// Authenticates an `/ops` request. Ops disabled → 404 (the endpoint does not
@@ -113,7 +120,7 @@ pub async fn authorize(
 ) -> Result<(OpsConfig, Ops, Principal), ApiError> {
     let Some(cfg) = &state.ops else {
         return Err(ApiError::not_found(
-            "ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN or ORDER_SAGA_AUTH_* to enable them)",
+            "ops endpoints are disabled (set ORDER_SAGA_OPS_TOKEN, ORDER_SAGA_AUTH_* or ORDER_SAGA_OPS_OIDC_* to enable them)",
         ));
     };
     let bearer =
@@ -137,10 +144,7 @@ pub async fn authorize(
             }
         }
         (None, Some(id)) => {
-            let Some(token) = &cfg.token else {
-                return Err(unauthorized());
-            };
-            let Some(session) = crate::store::sessions::touch(&state.db, &id, token).await? else {
+            let Some(session) = crate::store::sessions::touch(&state.db, &id, &cfg.session_credentials()).await? else {
                 return Err(unauthorized());
             };
             let csrf = headers.get(super::console::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -150,7 +154,7 @@ pub async fn authorize(
                     "a console request must carry the session's X-CSRF-Token header",
                 ));
             }
-            Principal::Session { actor: session.actor }
+            Principal::Session { actor: session.actor, role: session.role }
         }
         (None, None) => return Err(unauthorized()),
     };
@@ -185,7 +189,7 @@ fn refused(state: &AppState, why: &str) -> ApiError {
 /// `actor` field.
 fn actor_of(principal: &Principal, obj: &mut serde_json::Map<String, Value>) -> Result<String, ApiError> {
     match principal {
-        Principal::Session { actor } => {
+        Principal::Session { actor, .. } => {
             obj.remove("actor");
             Ok(actor.clone())
         }

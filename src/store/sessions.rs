@@ -8,7 +8,12 @@
 //! operator signs out, after [`IDLE`] without a request, or [`ABSOLUTE`] after
 //! sign-in, or when the ops token it was signed in with is rotated (the
 //! session keeps a digest of that credential), whichever comes first; the
-//! database clock decides.
+//! database clock decides. A session carries its operator's role: `admin`
+//! when signed in with the ops token, the identity provider's otherwise.
+//!
+//! Sign-ins through the OpenID Provider under way (`ops_sign_ins`) keep the
+//! PKCE verifier and nonce here, keyed by a digest of `state`, until the
+//! provider sends the browser back to whichever replica; each is used once.
 
 use std::time::Duration;
 
@@ -18,16 +23,21 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{Ctx, Db, StoreError};
+use crate::auth::OpsRole;
+use crate::auth::oidc::Attempt;
 
 /// A session unused for this long is over.
 pub const IDLE: Duration = Duration::from_secs(60 * 60);
 /// A session lasts at most this long after sign-in.
 pub const ABSOLUTE: Duration = Duration::from_secs(12 * 60 * 60);
+/// A sign-in through the identity provider must come back within this.
+pub const SIGN_IN_WITHIN: Duration = Duration::from_secs(10 * 60);
 
 /// A signed-in operator.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub actor: String,
+    pub role: OpsRole,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -46,7 +56,7 @@ pub fn csrf_token(id: &str) -> String {
 /// Whether `given` is session `id`'s CSRF token (compared in constant time).
 pub fn csrf_matches(id: &str, given: &str) -> bool {
     let want = csrf_token(id);
-    want.len() == given.len() && want.bytes().zip(given.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    crate::auth::constant_time_eq(given.as_bytes(), want.as_bytes())
 }
 
 fn random_token() -> String {
@@ -68,9 +78,9 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Starts a session for `actor`, signed in with `credential` (also forgets
-/// sessions that are over).
-pub async fn create(db: &Db, actor: &str, credential: &str) -> Result<NewSession, StoreError> {
+/// Starts a session for `actor` with `role`, signed in with `credential`
+/// (also forgets sessions that are over).
+pub async fn create(db: &Db, actor: &str, role: OpsRole, credential: &str) -> Result<NewSession, StoreError> {
     sqlx::query("DELETE FROM ops_sessions WHERE expires_at < NOW(6) OR last_seen_at < NOW(6) - INTERVAL ? MICROSECOND")
         .bind(micros(IDLE))
         .execute(&db.pool)
@@ -78,11 +88,12 @@ pub async fn create(db: &Db, actor: &str, credential: &str) -> Result<NewSession
         .ctx("forgetting ended ops sessions")?;
     let id = random_token();
     sqlx::query(
-        "INSERT INTO ops_sessions (id_hash, actor, credential_hash, created_at, last_seen_at, expires_at) \
-         VALUES (?, ?, ?, NOW(6), NOW(6), NOW(6) + INTERVAL ? MICROSECOND)",
+        "INSERT INTO ops_sessions (id_hash, actor, role, credential_hash, created_at, last_seen_at, expires_at) \
+         VALUES (?, ?, ?, ?, NOW(6), NOW(6), NOW(6) + INTERVAL ? MICROSECOND)",
     )
     .bind(digest(&id))
     .bind(actor)
+    .bind(role.name())
     .bind(credential_digest(credential))
     .bind(micros(ABSOLUTE))
     .execute(&db.pool)
@@ -97,38 +108,92 @@ pub async fn create(db: &Db, actor: &str, credential: &str) -> Result<NewSession
 }
 
 /// The live session with this id, its idle clock restarted; `None` when it
-/// never existed, was signed out, is over, or was signed in with another
-/// credential than `credential` (the token was rotated since).
-pub async fn touch(db: &Db, id: &str, credential: &str) -> Result<Option<Session>, StoreError> {
+/// never existed, was signed out, is over, or was signed in with none of
+/// `credentials` (the token was rotated, the provider changed since).
+pub async fn touch(db: &Db, id: &str, credentials: &[String]) -> Result<Option<Session>, StoreError> {
+    if credentials.is_empty() || credentials.len() > 2 {
+        return Ok(None);
+    }
     let hash = digest(id);
-    let cred = credential_digest(credential);
+    // At most two credentials exist (the ops token, the identity provider):
+    // one statement text, the first repeated when there is one.
+    let creds: Vec<Vec<u8>> = credentials.iter().map(|c| credential_digest(c)).collect();
+    let (a, b) = (&creds[0], creds.get(1).unwrap_or(&creds[0]));
     // Restarting the idle clock of a session that is over changes nothing;
     // the read below decides whether it is live.
     sqlx::query(
-        "UPDATE ops_sessions SET last_seen_at = NOW(6) \
-         WHERE id_hash = ? AND credential_hash = ? AND expires_at > NOW(6) AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
+        "UPDATE ops_sessions SET last_seen_at = NOW(6) WHERE id_hash = ? AND credential_hash IN (?, ?) \
+         AND expires_at > NOW(6) AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
     )
     .bind(&hash)
-    .bind(&cred)
+    .bind(a)
+    .bind(b)
     .bind(micros(IDLE))
     .execute(&db.pool)
     .await
     .ctx("touching the ops session")?;
     let row = sqlx::query(
-        "SELECT actor, expires_at FROM ops_sessions WHERE id_hash = ? AND credential_hash = ? \
+        "SELECT actor, role, expires_at FROM ops_sessions WHERE id_hash = ? AND credential_hash IN (?, ?) \
          AND expires_at > NOW(6) AND last_seen_at > NOW(6) - INTERVAL ? MICROSECOND",
     )
     .bind(&hash)
-    .bind(&cred)
+    .bind(a)
+    .bind(b)
     .bind(micros(IDLE))
     .fetch_optional(&db.pool)
     .await
     .ctx("reading the ops session")?;
     row.map(|r| {
+        let role: String = r.try_get("role").ctx("decoding role")?;
         Ok(Session {
             actor: r.try_get("actor").ctx("decoding actor")?,
+            // An unknown value grants the least.
+            role: OpsRole::parse(&role).unwrap_or(OpsRole::Read),
             expires_at: r.try_get("expires_at").ctx("decoding expires_at")?,
         })
+    })
+    .transpose()
+}
+
+/// Remembers a sign-in sent to the identity provider (also forgets those
+/// that were never finished).
+pub async fn begin_sign_in(db: &Db, attempt: &Attempt, redirect: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM ops_sign_ins WHERE expires_at < NOW(6)")
+        .execute(&db.pool)
+        .await
+        .ctx("forgetting unfinished sign-ins")?;
+    sqlx::query(
+        "INSERT INTO ops_sign_ins (state_hash, nonce, verifier, redirect, expires_at) \
+         VALUES (?, ?, ?, ?, NOW(6) + INTERVAL ? MICROSECOND)",
+    )
+    .bind(digest(&attempt.state))
+    .bind(&attempt.nonce)
+    .bind(&attempt.verifier)
+    .bind(redirect)
+    .bind(micros(SIGN_IN_WITHIN))
+    .execute(&db.pool)
+    .await
+    .ctx("remembering a sign-in")?;
+    Ok(())
+}
+
+/// A sign-in under way, taken once: its nonce, PKCE verifier and redirect
+/// URL; `None` when the state is unknown, used, or older than
+/// [`SIGN_IN_WITHIN`].
+pub async fn take_sign_in(db: &Db, state: &str) -> Result<Option<(String, String, String)>, StoreError> {
+    let row = sqlx::query(
+        "DELETE FROM ops_sign_ins WHERE state_hash = ? AND expires_at > NOW(6) RETURNING nonce, verifier, redirect",
+    )
+    .bind(digest(state))
+    .fetch_optional(&db.pool)
+    .await
+    .ctx("taking a sign-in")?;
+    row.map(|r| {
+        Ok((
+            r.try_get("nonce").ctx("decoding nonce")?,
+            r.try_get("verifier").ctx("decoding verifier")?,
+            r.try_get("redirect").ctx("decoding redirect")?,
+        ))
     })
     .transpose()
 }

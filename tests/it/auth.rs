@@ -269,8 +269,8 @@ async fn a_refused_console_sign_in_is_counted() {
 /// oidc-provider (a certified OpenID Provider, tests/browser/idp.mjs) under
 /// Node: its RS256 JWT access tokens from the client-credentials grant, its
 /// JWKS as it publishes it.
-struct RealIdp {
-    issuer: String,
+pub struct RealIdp {
+    pub issuer: String,
     _node: tokio::process::Child,
 }
 
@@ -278,18 +278,26 @@ const RESOURCE: &str = "https://orders.order-saga.test";
 
 impl RealIdp {
     async fn start() -> RealIdp {
+        RealIdp::start_on(crate::daemon::free_port(), None).await
+    }
+
+    /// On `port`; with `console_redirect`, also the console's client and
+    /// the development login page.
+    pub async fn start_on(port: u16, console_redirect: Option<&str>) -> RealIdp {
         use tokio::io::AsyncBufReadExt as _;
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         assert!(
             root.join("node_modules/oidc-provider").exists(),
             "tests/browser's npm packages are missing: `scripts/dev test` installs them (npm ci --prefix tests/browser)"
         );
-        let port = crate::daemon::free_port();
-        let mut node = tokio::process::Command::new("node")
-            .arg(root.join("idp.mjs"))
-            .env("PORT", port.to_string())
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(root.join("idp.mjs")).env("PORT", port.to_string());
+        if let Some(r) = console_redirect {
+            cmd.env("CONSOLE_REDIRECT", r);
+        }
+        let mut node = cmd
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("node (Node.js 20 or later) runs the OpenID Provider");
@@ -304,6 +312,13 @@ impl RealIdp {
         })
         .await
         .expect("the OpenID Provider did not start within 60 s");
+        // Keep reading what it prints (its development warnings): a closed
+        // pipe would kill it with EPIPE.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("[idp] {line}");
+            }
+        });
         RealIdp { issuer, _node: node }
     }
 

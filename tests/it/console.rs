@@ -203,18 +203,7 @@ async fn the_overview_numbers_link_to_lists_that_explain_them() {
 /// request beyond the daemon's origin (tests/browser/console.mjs).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_works_end_to_end_in_a_real_browser() {
-    let chromium = std::env::var("ORDER_SAGA_TEST_CHROMIUM").unwrap_or_else(|_| {
-        panic!(
-            "ORDER_SAGA_TEST_CHROMIUM is not set: the console's browser test needs Chromium and tests/browser's \
-             npm packages; `scripts/dev test` installs both and sets it"
-        )
-    });
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` (scripts/dev test does)"
-    );
-    let artifacts = root.join("target/browser-artifacts");
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
 
     let env = SagaEnv::new().await;
     // No participant simulator: every saga waits in RESERVING_INVENTORY.
@@ -246,28 +235,16 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         .await
         .unwrap();
 
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/console.mjs"))
-        .env("CONSOLE_BASE", &daemon.base)
-        .env("CONSOLE_TOKEN", crate::helpers::OPS_TOKEN)
-        .env("CONSOLE_STUCK_ID", stuck.to_string())
-        .env("CONSOLE_STALE_ID", stale.to_string())
-        .env("CONSOLE_POISONED_ID", poisoned.to_string())
-        .env("CONSOLE_BULK_REGION", "ap-closed")
-        .env("CONSOLE_BULK_COUNT", bulk.len().to_string())
-        .env("CONSOLE_ARTIFACTS", &artifacts)
-        .env("CHROMIUM", &chromium)
-        .output()
-        .await
-        .expect("run node (Node 20 is needed for the browser test)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{}\n(daemon log: {})",
-        String::from_utf8_lossy(&out.stderr),
-        daemon.log.display()
-    );
+    let vars = [
+        ("CONSOLE_BASE", daemon.base.clone()),
+        ("CONSOLE_TOKEN", crate::helpers::OPS_TOKEN.to_owned()),
+        ("CONSOLE_STUCK_ID", stuck.to_string()),
+        ("CONSOLE_STALE_ID", stale.to_string()),
+        ("CONSOLE_POISONED_ID", poisoned.to_string()),
+        ("CONSOLE_BULK_REGION", "ap-closed".to_owned()),
+        ("CONSOLE_BULK_COUNT", bulk.len().to_string()),
+    ];
+    run_browser_script("console.mjs", &vars, &daemon).await;
 
     // What the browser did is what the database holds.
     for id in [stuck, stale].iter().chain(&bulk) {
@@ -297,5 +274,105 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         std::fs::read_dir(&artifacts).unwrap().filter_map(Result::ok).any(|e| e.file_name() == "04-saga.png"),
         "screenshots are kept in {}",
         artifacts.display()
+    );
+}
+
+/// The console signs in through a real OpenID Provider (oidc-provider under
+/// Node, another site than the console) in Chromium: authorization code with
+/// PKCE, state bound to the browser, the ID token's subject as the actor and
+/// its role claim as the role (tests/browser/oidc.mjs).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_signs_in_through_an_openid_provider_in_a_real_browser() {
+    let env = SagaEnv::new().await;
+    let idp_port = crate::daemon::free_port();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let daemon = env
+        .start_daemon(&[
+            ("ORDER_SAGA_OPS_OIDC_ISSUER", &issuer),
+            ("ORDER_SAGA_OPS_OIDC_CLIENT_ID", "ops-console"),
+            ("ORDER_SAGA_OPS_OIDC_CLIENT_SECRET", "ops-console-secret"),
+            ("ORDER_SAGA_OPS_OIDC_SCOPES", "profile roles"),
+        ])
+        .await;
+    // The console on `localhost`, the provider on `127.0.0.1`: two sites, as
+    // in production, so the provider's redirect back is a cross-site navigation.
+    let base = daemon.base.replace("127.0.0.1", "localhost");
+    let _idp = crate::auth::RealIdp::start_on(idp_port, Some(&format!("{base}/ops/ui/callback"))).await;
+    let saga = daemon.create_order(&order_body("c-oidc", "eu-west", &[("SKU-1", 1, "9.99")])).await;
+    env.wait_state(saga, "RESERVING_INVENTORY", Duration::from_secs(30)).await;
+
+    let vars = [("CONSOLE_BASE", base.clone()), ("CONSOLE_SAGA_ID", saga.to_string())];
+    run_browser_script("oidc.mjs", &vars, &daemon).await;
+    // alice's cancel is hers in the audit trail; mallory's sign-in was refused
+    // and counted, the forged callback too.
+    let audit: Vec<(String, String)> = sqlx::query_as("SELECT actor, result FROM ops_audit WHERE order_id = ?")
+        .bind(saga)
+        .fetch_all(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(audit, vec![("alice".to_owned(), "applied".to_owned())]);
+    assert_eq!(env.order_status(saga).await, "CANCELLED");
+    let metrics = daemon.metrics().await;
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ops_auth_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(failures >= 2.0, "the refused sign-ins are counted: {failures}");
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM ops_sign_ins").fetch_one(&env.db.pool).await.unwrap();
+    assert_eq!(unfinished, 0, "each sign-in's state is used once");
+}
+
+#[tokio::test]
+async fn identity_provider_sign_ins_that_cannot_finish_send_the_browser_back_with_why() {
+    // A provider that does not answer (nothing listens on the port).
+    let issuer = format!("http://127.0.0.1:{}", crate::daemon::free_port());
+    let app = TestApp::with_flags(&["--ops-oidc-issuer", &issuer, "--ops-oidc-client-id", "ops-console"]).await;
+    let r = app.get("/ops/ui/session").await;
+    r.expect_error(401, "unauthorized");
+    assert_eq!(r.json["error"]["details"]["sign_in"], json!({"identity_provider": true, "token": true}));
+    let back = |r: &Resp| r.headers.get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let r = app.call(Method::GET, "/ops/ui/sign-in", &[("host", "localhost:8080")], None).await;
+    assert_eq!((r.status.as_u16(), back(&r).as_str()), (303, "/ops/ui?sign_in_error=unavailable"));
+    // A callback whose state is not the browser's cookie, or is unknown.
+    let r = app.call(Method::GET, "/ops/ui/callback?code=c&state=s1", &[], None).await;
+    assert_eq!((r.status.as_u16(), back(&r).as_str()), (303, "/ops/ui?sign_in_error=mismatch"));
+    let cookie = [("cookie", "order_saga_ops_sign_in=s1")];
+    let r = app.call(Method::GET, "/ops/ui/callback?code=c&state=s1", &cookie, None).await;
+    assert_eq!((r.status.as_u16(), back(&r).as_str()), (303, "/ops/ui?sign_in_error=expired"));
+    assert_eq!(app.state.metrics.ops.ops_auth_failures_total.get(), 3, "each failed sign-in is counted");
+    assert_eq!(app.count("SELECT COUNT(*) FROM ops_sessions").await, 0);
+}
+
+/// Runs a browser script of tests/browser with `vars` (and `CHROMIUM`,
+/// `CONSOLE_ARTIFACTS`); fails the test with its output when it fails.
+async fn run_browser_script(script: &str, vars: &[(&str, String)], daemon: &crate::daemon::Daemon) {
+    let chromium = std::env::var("ORDER_SAGA_TEST_CHROMIUM").unwrap_or_else(|_| {
+        panic!(
+            "ORDER_SAGA_TEST_CHROMIUM is not set: the console's browser tests need Chromium and tests/browser's \
+             npm packages; `scripts/dev test` installs both and sets it"
+        )
+    });
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` (scripts/dev test does)"
+    );
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(root.join("tests/browser").join(script))
+        .env("CONSOLE_ARTIFACTS", root.join("target/browser-artifacts"))
+        .env("CHROMIUM", &chromium);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run node (Node 20 is needed for the browser test)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{}\n(daemon log: {})",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log.display()
     );
 }

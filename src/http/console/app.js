@@ -9,7 +9,21 @@ const FILTERS = ['state', 'stuck', 'older_than', 'tenant_region', 'definition_ve
   'terminal', 'timers_overdue', 'unpublished', 'dead_lettered_within'];
 const REFRESH_MS = 5000;
 
-const session = { actor: null, csrf: null };
+const session = { actor: null, role: null, csrf: null };
+// How this daemon lets operators sign in (from the 401 of /ops/ui/session).
+let signInMethods = { identity_provider: false, token: true };
+
+// Why a sign-in through the identity provider came back without a session
+// (the callback's `sign_in_error`; never the provider's own text).
+const SIGN_IN_ERRORS = {
+  no_role: 'You signed in at the identity provider, but your account has no ops role (ops:read, ops:act or ops:admin). Ask for one, then sign in again.',
+  refused: 'The identity provider did not sign you in (access denied).',
+  expired: 'That sign-in took too long or was already used. Sign in again.',
+  mismatch: 'That sign-in was not started in this browser. Sign in again.',
+  unavailable: 'The identity provider cannot be reached right now. Try again in a moment.',
+  invalid_token: 'The identity provider’s answer did not pass the checks (logged on the daemon). Sign in again.',
+  provider: 'The identity provider answered with an error (logged on the daemon). Sign in again.',
+};
 let cleanup = [];   // timers of the current page, stopped when the page changes
 let knownStates = [];
 
@@ -133,40 +147,53 @@ function showSignIn(message) {
   stopPage();
   document.getElementById('top').hidden = true;
   const err = h('p', { class: 'notice bad', role: 'alert', hidden: !message }, message || '');
-  const token = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'current-password', required: true });
-  const actor = h('input', { type: 'text', id: 'actor-name', name: 'actor', autocomplete: 'username', required: true, maxlength: 128,
-    placeholder: 'e.g. alice' });
-  const submit = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
-  const form = h('form', {
-    onsubmit: async (ev) => {
-      ev.preventDefault();
-      submit.disabled = true;
-      try {
-        const s = await api('POST', '/ops/ui/session', { token: token.value, actor: actor.value });
-        token.value = '';
-        startSession(s);
-      } catch (e) {
-        err.hidden = false;
-        err.textContent = e.status === 401 ? 'That is not the ops token.' : e.message;
-        submit.disabled = false;
-        token.focus();
-      }
+  const parts = [];
+  if (signInMethods.identity_provider) {
+    parts.push(h('p', {}, h('a', { class: 'button primary', id: 'sign-in-idp', href: '/ops/ui/sign-in' },
+      'Sign in with your identity provider')),
+    h('p', { class: 'muted' }, 'You act under your own account, with the ops role it has there.'));
+  }
+  let token = null;
+  if (signInMethods.token) {
+    token = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'current-password', required: true });
+    const actor = h('input', { type: 'text', id: 'actor-name', name: 'actor', autocomplete: 'username', required: true, maxlength: 128,
+      placeholder: 'e.g. alice' });
+    const submit = h('button', { type: 'submit', class: signInMethods.identity_provider ? '' : 'primary' }, 'Sign in');
+    const form = h('form', {
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        submit.disabled = true;
+        try {
+          const s = await api('POST', '/ops/ui/session', { token: token.value, actor: actor.value });
+          token.value = '';
+          startSession(s);
+        } catch (e) {
+          err.hidden = false;
+          err.textContent = e.status === 401 ? 'That is not the ops token.' : e.message;
+          submit.disabled = false;
+          token.focus();
+        }
+      },
     },
-  },
-  h('label', { for: 'token' }, 'Ops token', token),
-  h('label', { for: 'actor-name' }, 'Your name (recorded with every action you take)', actor),
-  submit);
-  mount(h('div', { class: 'signin' },
-    h('h1', {}, 'Sign in to the ops console'),
-    h('p', { class: 'muted' }, 'Use the daemon’s ORDER_SAGA_OPS_TOKEN. It is sent once, in the request body, and never stored by this page.'),
-    err, form));
-  token.focus();
+    h('label', { for: 'token' }, 'Ops token', token),
+    h('label', { for: 'actor-name' }, 'Your name (recorded with every action you take)', actor),
+    submit);
+    if (signInMethods.identity_provider) parts.push(h('h2', {}, 'Or with the ops token'));
+    parts.push(h('p', { class: 'muted' }, 'Use the daemon’s ORDER_SAGA_OPS_TOKEN. It is sent once, in the request body, and never stored by this page.'),
+      form);
+  }
+  mount(h('div', { class: 'signin' }, h('h1', {}, 'Sign in to the ops console'), err, parts));
+  if (token && !signInMethods.identity_provider) token.focus();
+  else focusHeading();
 }
 
 function startSession(s) {
+  if (s.sign_in) signInMethods = s.sign_in;
   session.actor = s.actor;
+  session.role = s.role;
   session.csrf = s.csrf_token;
   document.getElementById('actor').textContent = s.actor;
+  document.getElementById('role').textContent = s.role;
   document.getElementById('top').hidden = false;
   route();
 }
@@ -175,6 +202,7 @@ async function signOut() {
   try { await api('DELETE', '/ops/ui/session'); } catch (_) { /* already over */ }
   session.csrf = null;
   session.actor = null;
+  session.role = null;
   showSignIn('Signed out.');
 }
 
@@ -668,6 +696,7 @@ const BULK_ACTIONS = [
 
 async function bulkPage(params) {
   await ensureStates();
+  const mayRun = session.role === 'admin';
   const filters = {};
   for (const k of FILTERS) if (params[k]) filters[k] = params[k];
   const out = h('div', { 'aria-live': 'polite' });
@@ -688,7 +717,7 @@ async function bulkPage(params) {
   const selection = (f) => (Object.keys(f).length ? Object.entries(f).map(([k, v]) => `${k}=${v}`).join(', ') : 'every saga in flight');
   // The body the last preview was made with: the job starts with exactly it.
   let previewed = null;
-  const preview = h('button', { type: 'submit', class: 'primary' }, 'Preview');
+  const preview = h('button', { type: 'submit', class: 'primary', disabled: !mayRun }, 'Preview');
   const form = h('form', { 'aria-label': 'Bulk action', onsubmit: async (ev) => {
     ev.preventDefault();
     if (!reason.value.trim()) {
@@ -768,6 +797,8 @@ async function bulkPage(params) {
 
   mount(h('h1', {}, 'Bulk action'),
     h('p', { class: 'muted' }, 'Select sagas by filter, preview how many and which, then start the job. Progress is kept by this replica.'),
+    mayRun ? null : h('p', { class: 'notice bad', id: 'bulk-role' },
+      `Bulk actions need the admin role (ops:admin); you are signed in as ${session.role}. You can still build a selection and share its address.`),
     h('section', { class: 'panel', 'aria-label': 'Selection' }, filterEl),
     h('section', { class: 'panel', 'aria-label': 'Bulk job' }, form, out));
 }
@@ -782,9 +813,14 @@ document.addEventListener('DOMContentLoaded', async () => {
   document.getElementById('theme').addEventListener('click', () => setTheme(currentTheme() === 'dark' ? 'light' : 'dark'));
   document.getElementById('signout').addEventListener('click', signOut);
   window.addEventListener('hashchange', route);
+  // Back from the identity provider without a session: say why, once.
+  const query = new URLSearchParams(location.search);
+  const failed = query.get('sign_in_error');
+  if (failed !== null) history.replaceState(null, '', location.pathname + location.hash);
   try {
     startSession(await api('GET', '/ops/ui/session'));
-  } catch (_) {
-    showSignIn();
+  } catch (e) {
+    if (e.details && e.details.sign_in) signInMethods = e.details.sign_in;
+    showSignIn(failed === null ? undefined : (SIGN_IN_ERRORS[failed] || 'The sign-in failed. Sign in again.'));
   }
 });
