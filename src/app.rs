@@ -641,6 +641,18 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     // Scheduled jobs.
     let scheduler = start_scheduler(&cfg, &db, &sagas, &metrics, &wakeup).await?;
 
+    // Bulk jobs whose runner stopped (a crash, a restart): taken over here.
+    if let Some(ops_cfg) = &state.ops {
+        let ops = crate::ops::Ops {
+            db: db.clone(),
+            sagas: sagas.clone(),
+            metrics: Some(metrics.clone()),
+            relay_wakeup: Some(wakeup.clone()),
+            jobs: ops_cfg.jobs.clone(),
+        };
+        tokio::spawn(crate::ops::supervise(ops, JOB_SUPERVISION_EVERY, stop_intake.clone()));
+    }
+
     // HTTP.
     let listener = tokio::net::TcpListener::bind(cfg.http.http_addr)
         .await
@@ -691,6 +703,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     })
 }
 
+/// How often each replica looks for bulk jobs whose runner stopped.
+const JOB_SUPERVISION_EVERY: Duration = Duration::from_secs(10);
+
 async fn start_scheduler(
     cfg: &Config,
     db: &Db,
@@ -733,6 +748,7 @@ async fn start_scheduler(
                 let a = orders::purge_idempotency_keys(&db, ago(idem)).await?;
                 let b = outbox_table::purge_published(&db.pool, ago(outbox_ret)).await?;
                 let c = inbox::purge(&db.pool, ago(inbox_ret)).await?;
+                crate::store::jobs::purge(&db).await?;
                 Ok::<_, crate::store::StoreError>((a, b, c))
             };
             match r.await {

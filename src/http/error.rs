@@ -113,6 +113,8 @@ error_codes! {
     InvalidRequest => "invalid_request", UNPROCESSABLE_ENTITY;
     /// `/ops`: no such action (`details.actions` lists them).
     InvalidAction => "invalid_action", UNPROCESSABLE_ENTITY;
+    /// `/ops/bulk`: the most bulk jobs that may run at once are running; wait or stop one.
+    TooManyJobs => "too_many_jobs", CONFLICT;
 }
 
 /// Completes the OpenAPI document (generated from the handlers, see

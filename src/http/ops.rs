@@ -56,7 +56,7 @@ impl std::fmt::Debug for OpsConfig {
 
 /// The `/ops` part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list, show, act, overview, drain, bulk, job, audit, sweep, end_sessions))]
+#[openapi(paths(list, show, act, overview, drain, bulk, jobs, job, cancel_job, audit, sweep, end_sessions))]
 pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
@@ -67,7 +67,9 @@ pub fn routes() -> Router<AppState> {
         .route("/ops/overview", get(overview))
         .route("/ops/drain", get(drain))
         .route("/ops/bulk", post(bulk))
+        .route("/ops/jobs", get(jobs))
         .route("/ops/jobs/{job_id}", get(job))
+        .route("/ops/jobs/{job_id}/cancel", post(cancel_job))
         .route("/ops/audit", get(audit))
         .route("/ops/timeouts/sweep", post(sweep))
         .route("/ops/sessions", axum::routing::delete(end_sessions))
@@ -215,6 +217,7 @@ impl From<OpsError> for ApiError {
             .with_details(json!({"expected_version": expected, "current_version": actual})),
             OpsError::NotAllowed(m) => ApiError::new(ErrorCode::NotAllowed, m),
             OpsError::BadRequest(m) => ApiError::new(ErrorCode::InvalidRequest, m),
+            e @ OpsError::TooManyJobs(_) => ApiError::new(ErrorCode::TooManyJobs, e.to_string()),
             OpsError::Store(s) => ApiError::from(s),
         }
     }
@@ -540,6 +543,7 @@ async fn bulk(
     let Value::Object(mut obj) = body else {
         return Err(bad("body", "expected a JSON object".into()));
     };
+    let selection = obj.get("filter").cloned().unwrap_or(Value::Null);
     let filter = match obj.remove("filter") {
         Some(Value::Object(f)) => {
             let mut pairs = Vec::new();
@@ -573,6 +577,7 @@ async fn bulk(
     };
     let req = BulkRequest {
         filter,
+        selection,
         action,
         actor: actor_of(&principal, &mut obj)?,
         reason: take_str(&mut obj, "reason")?,
@@ -592,7 +597,7 @@ async fn bulk(
     get,
     path = "/ops/jobs/{job_id}",
     tag = "ops",
-    summary = "Progress of a bulk job (on the replica that runs it)",
+    summary = "A bulk job: state, progress and each saga's result (any replica)",
     params(
         ("job_id" = String, Path, description = "Job id"),
     ),
@@ -606,7 +611,71 @@ async fn bulk(
 )]
 async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
-    let status = ops.jobs.get(&id).ok_or_else(|| ApiError::not_found(format!("no job {id} on this replica")))?;
+    let status = ops.job(&id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(axum::Json(status).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/ops/jobs",
+    tag = "ops",
+    summary = "Bulk jobs, newest first (stored: every replica lists them; finished ones kept 30 days)",
+    params(
+        ("limit" = Option<u32>, Query, description = "1-200 (default 50)"),
+    ),
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "`{\"jobs\": [...]}` without per-saga results", body = Object),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
+async fn jobs(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
+    let params = query_params(q.as_deref(), &["limit"])?;
+    let mut limit = 50;
+    for (k, v) in &params {
+        if k == "limit" {
+            limit = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=200).contains(n))
+                .ok_or_else(|| bad("limit", "limit must be 1-200".into()))?;
+        }
+    }
+    Ok(axum::Json(json!({"jobs": ops.list_jobs(limit).await?})).into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/ops/jobs/{job_id}/cancel",
+    tag = "ops",
+    summary = "Stop a running bulk job before its next saga (what it did stays done)",
+    params(
+        ("job_id" = String, Path, description = "Job id"),
+    ),
+    security(("bearerAuth" = ["ops:admin"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "The job (state `running` until its runner stops it, then `cancelled`)", body = crate::ops::JobStatus),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
+async fn cancel_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, ops, principal) = authorize(&state, &headers, Role::Admin).await?;
+    let by = match &principal {
+        Principal::Token => "ops token".to_owned(),
+        Principal::Session { actor, .. } => actor.clone(),
+        Principal::Jwt { subject, .. } | Principal::Named { name: subject, .. } => subject.clone(),
+    };
+    let status = ops.cancel_job(&id, &by).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(axum::Json(status).into_response())
 }
 

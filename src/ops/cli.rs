@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{Action, BulkRequest, Ops, OpsError, Request};
+use super::{Action, BulkRequest, JobEnd, Ops, OpsError, Request};
 use crate::store::inspect::{self, SagaFilter, SagaKeyset};
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -22,7 +22,7 @@ pub struct OpsArgs {
 }
 
 /// Which sagas (list and bulk).
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args, Default, serde::Serialize)]
 pub struct FilterArgs {
     /// Only this state.
     #[arg(long)]
@@ -117,6 +117,18 @@ pub enum OpsCommand {
     Drain,
     /// End every ops console session now ("sign out everywhere"), e.g. after a leak.
     EndSessions,
+    /// Bulk jobs, newest first: state, progress, who started them.
+    Jobs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Stop a running bulk job before its next saga (what it did stays done).
+    CancelJob {
+        job_id: String,
+        /// Who stops it.
+        #[arg(long)]
+        actor: String,
+    },
     /// The audit trail of ops actions.
     Audit {
         #[arg(long)]
@@ -254,6 +266,7 @@ pub async fn run(ops: Ops, bulk_rate: u32, args: OpsArgs) -> anyhow::Result<Exit
                     .unwrap_or_default(),
             )?;
             let b = BulkRequest {
+                selection: serde_json::to_value(&filter).unwrap_or_default(),
                 filter: filter.filter(),
                 action,
                 actor: who.actor,
@@ -267,23 +280,54 @@ pub async fn run(ops: Ops, bulk_rate: u32, args: OpsArgs) -> anyhow::Result<Exit
             if who.dry_run {
                 return Ok(ExitCode::SUCCESS);
             }
+            // A durable job, like the API's: listed and stoppable in the
+            // console, and resumed by a daemon if this command dies.
             let selected = inspect::select_for_bulk(&db, &catalog, &b.filter, limit).await?;
-            let job = uuid::Uuid::new_v4().to_string();
+            let spec = ops.create_job(&b, &selected).await?;
+            eprintln!(
+                "job {} (stop it with `order-saga ops cancel-job {}` or in the console)",
+                spec.job_id, spec.job_id
+            );
             let total = selected.len();
-            let mut done = 0;
-            let (ok, failed) = ops
-                .run_bulk(&b, selected, &job, bulk_rate, |order_id, r| {
+            let (mut done, mut ok, mut failed) = (0, 0, 0);
+            let end = ops
+                .run_job(&spec, |order_id, r| {
                     done += 1;
-                    if let Err(e) = r {
-                        eprintln!("order {order_id}: {e}");
+                    match r {
+                        Ok(()) => ok += 1,
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("order {order_id}: {e}");
+                        }
                     }
                     if done % 50 == 0 || done == total {
                         eprintln!("progress: {done}/{total}");
                     }
                 })
                 .await;
-            print(&json!({"job_id": job, "total": total, "applied": ok, "refused": failed}));
-            return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) });
+            let end = match end {
+                JobEnd::Finished => "finished",
+                JobEnd::Cancelled => "cancelled",
+                JobEnd::Lost => "taken over by another runner",
+            };
+            print(&json!({"job_id": spec.job_id, "total": total, "applied": ok, "refused": failed, "end": end}));
+            return Ok(if failed == 0 && end == "finished" { ExitCode::SUCCESS } else { ExitCode::from(3) });
+        }
+        OpsCommand::Jobs { limit } => {
+            print(&json!({"jobs": ops.list_jobs(limit).await?}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        OpsCommand::CancelJob { job_id, actor } => {
+            return match ops.cancel_job(&job_id, &actor).await? {
+                Some(job) => {
+                    print(&serde_json::to_value(&job)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("no job {job_id}");
+                    Ok(ExitCode::from(2))
+                }
+            };
         }
         OpsCommand::RetryStep(t) => act(t, Action::RetryStep),
         OpsCommand::FireTimer { target, timer } => act(target, Action::FireTimer { timer }),

@@ -1,19 +1,29 @@
-//! Bulk jobs: one action over every saga a filter selects, run in the
-//! background with progress and per-item results.
+//! Bulk jobs: one action over every saga a filter selected, stored in the
+//! database ([`crate::store::jobs`]) and run in the background, one saga at a
+//! time at the configured rate. Any replica lists them and shows their
+//! progress; a stop request is seen before the next saga; a job whose runner
+//! stopped (crash, restart) is taken over by the next replica's supervisor
+//! ([`Ops::resume_stalled_jobs`]) and continues where it was, without acting
+//! twice on a saga (the audit trail says what the dead runner did).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::Action;
+use super::{Action, Ops, OpsError, Request};
+use crate::store::StoreError;
 use crate::store::inspect::SagaFilter;
+use crate::store::jobs::{self as store_jobs, Created, JobSpec, Next};
+
+pub use crate::store::jobs::JobStatus;
 
 /// A bulk action over the sagas a filter selects.
 #[derive(Debug, Clone)]
 pub struct BulkRequest {
     pub filter: SagaFilter,
+    /// The filter as the caller gave it (shown with the job).
+    pub selection: Value,
     pub action: Action,
     pub actor: String,
     pub reason: String,
@@ -22,131 +32,183 @@ pub struct BulkRequest {
     pub rate_per_second: u32,
 }
 
-/// Progress of bulk jobs (per process). At most `JOBS_KEPT` (100) finished jobs
-/// are remembered; older finished ones are forgotten first.
-#[derive(Clone, Default)]
+/// This process as a runner of bulk jobs: the owner id it heartbeats with.
+#[derive(Clone, Debug)]
 pub struct Jobs {
-    inner: Arc<Mutex<JobMap>>,
+    owner: Arc<str>,
 }
 
-#[derive(Default)]
-struct JobMap {
-    by_id: HashMap<String, JobStatus>,
-    /// Job ids, oldest first.
-    order: std::collections::VecDeque<String>,
+impl Default for Jobs {
+    fn default() -> Jobs {
+        Jobs { owner: format!("runner-{}", uuid::Uuid::new_v4()).into() }
+    }
 }
-
-/// Finished bulk jobs remembered per process.
-pub const JOBS_KEPT: usize = 100;
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct JobStatus {
-    pub job_id: String,
-    pub action: String,
-    pub total: usize,
-    pub done: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub finished: bool,
-    /// The first errors, by order id.
-    #[schema(value_type = Vec<Object>)]
-    pub errors: Vec<Value>,
-    /// Every item's result in order (`applied` or `refused` with the error),
-    /// the first [`JOB_RESULTS_KEPT`] of them.
-    #[schema(value_type = Vec<Object>)]
-    pub results: Vec<Value>,
-}
-
-/// Per-item results kept per bulk job (the counts cover every item).
-pub const JOB_RESULTS_KEPT: usize = 1000;
 
 impl Jobs {
-    pub(super) fn start(&self, action: &str, total: usize) -> String {
-        let id = uuid::Uuid::new_v4().to_string();
-        let status = JobStatus {
-            job_id: id.clone(),
-            action: action.into(),
-            total,
-            done: 0,
-            succeeded: 0,
-            failed: 0,
-            finished: total == 0,
-            errors: Vec::new(),
-            results: Vec::new(),
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+}
+
+/// How long a runner waits after a database error before trying again (the
+/// job's heartbeat lapses after [`store_jobs::STALE_AFTER_SECONDS`]; then
+/// another runner may take it over and this one stops).
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// What a job's run came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    Finished,
+    Cancelled,
+    /// Another runner took it over.
+    Lost,
+}
+
+impl Ops {
+    /// Stores a job over `selected` (each saga at the version it was
+    /// selected at), owned by this process. Run it with [`Ops::run_job`].
+    pub async fn create_job(&self, b: &BulkRequest, selected: &[(i64, u32)]) -> Result<JobSpec, OpsError> {
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let action_json = serde_json::to_value(&b.action).unwrap_or(Value::Null);
+        let new = store_jobs::NewJob {
+            job_id: &job_id,
+            action: b.action.name(),
+            action_json: &action_json,
+            selection: &b.selection,
+            actor: &b.actor,
+            reason: &b.reason,
+            rate_per_second: b.rate_per_second,
+            owner: self.jobs.owner(),
         };
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.by_id.insert(id.clone(), status);
-        map.order.push_back(id.clone());
-        let JobMap { by_id, order } = &mut *map;
-        let mut finished = by_id.values().filter(|s| s.finished).count();
-        order.retain(|j| {
-            let evict = finished > JOBS_KEPT && by_id.get(j).is_some_and(|s| s.finished);
-            if evict {
-                by_id.remove(j);
-                finished -= 1;
-            }
-            !evict
-        });
-        id
+        match store_jobs::create(&self.db, &new, selected).await? {
+            Created::Yes => {}
+            Created::TooMany(n) => return Err(OpsError::TooManyJobs(n)),
+        }
+        Ok(JobSpec {
+            job_id,
+            action_json,
+            actor: b.actor.clone(),
+            reason: b.reason.clone(),
+            rate_per_second: b.rate_per_second,
+        })
     }
 
-    pub(super) fn progress(&self, job: &str, order_id: i64, r: Result<(), String>) {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.by_id.get_mut(job) {
-            s.done += 1;
-            let item = match &r {
-                Ok(()) => json!({"order_id": order_id, "result": "applied"}),
-                Err(e) => json!({"order_id": order_id, "result": "refused", "error": e}),
-            };
-            if s.results.len() < JOB_RESULTS_KEPT {
-                s.results.push(item);
-            }
-            match r {
-                Ok(()) => s.succeeded += 1,
-                Err(e) => {
-                    s.failed += 1;
-                    if s.errors.len() < 50 {
-                        s.errors.push(json!({"order_id": order_id, "error": e}));
+    /// Runs a job this process owns until every saga has its result, an
+    /// operator stops it, or another runner takes it over. `progress` sees
+    /// each saga's result.
+    pub async fn run_job(&self, spec: &JobSpec, mut progress: impl FnMut(i64, &Result<(), String>)) -> JobEnd {
+        let owner = self.jobs.owner().to_owned();
+        let action: Option<Action> = serde_json::from_value(spec.action_json.clone()).ok();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(spec.rate_per_second.max(1))));
+        loop {
+            // The rate: the first tick is at once. A stop request seen by the
+            // read below is honoured before the next saga.
+            tick.tick().await;
+            let step = async {
+                match store_jobs::next(&self.db, &spec.job_id, &owner).await? {
+                    Next::Lost => Ok::<_, StoreError>(Some(JobEnd::Lost)),
+                    Next::Cancel => {
+                        store_jobs::end(&self.db, &spec.job_id, &owner, true).await?;
+                        Ok(Some(JobEnd::Cancelled))
                     }
+                    Next::Done => {
+                        store_jobs::end(&self.db, &spec.job_id, &owner, false).await?;
+                        Ok(Some(JobEnd::Finished))
+                    }
+                    Next::Item { seq, order_id, expected_version } => {
+                        // A runner before this one may have acted and died
+                        // before recording it: its audit row says how it went.
+                        let result = match store_jobs::audited(&self.db, &spec.job_id, order_id).await? {
+                            Some((true, _)) => Ok(()),
+                            Some((false, why)) => Err(why),
+                            None => {
+                                match &action {
+                                    None => Err("the job's action cannot be read by this version".to_owned()),
+                                    Some(action) => {
+                                        let req = Request {
+                                            order_id,
+                                            action: action.clone(),
+                                            expected_version,
+                                            actor: spec.actor.clone(),
+                                            reason: spec.reason.clone(),
+                                            dry_run: false,
+                                            job_id: Some(spec.job_id.clone()),
+                                        };
+                                        match self.act(&req).await {
+                                            Ok(_) => Ok(()),
+                                            // A database error is not the saga's answer: try it again.
+                                            Err(OpsError::Store(e)) => return Err(e),
+                                            Err(e) => Err(e.to_string()),
+                                        }
+                                    }
+                                }
+                            }
+                        };
+                        let recorded = result.as_ref().map(|_| ()).map_err(String::as_str);
+                        store_jobs::record(&self.db, &spec.job_id, &owner, seq, recorded).await?;
+                        progress(order_id, &result);
+                        Ok(None)
+                    }
+                }
+            };
+            match step.await {
+                Ok(Some(end)) => {
+                    tracing::info!(job_id = %spec.job_id, end = ?end, "bulk job ended");
+                    return end;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(job_id = %spec.job_id, error = %e, "bulk job step failed; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
         }
     }
 
-    pub(super) fn finish(&self, job: &str) {
-        if let Some(s) = self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.get_mut(job) {
-            s.finished = true;
+    /// Takes over the jobs whose runner stopped heartbeating and runs them in
+    /// the background. Returns how many it took.
+    pub async fn resume_stalled_jobs(&self) -> Result<usize, StoreError> {
+        let specs = store_jobs::claim_stale(&self.db, self.jobs.owner()).await?;
+        for spec in &specs {
+            tracing::warn!(job_id = %spec.job_id, "resuming a bulk job whose runner stopped");
+            let (ops, spec) = (self.clone(), spec.clone());
+            tokio::spawn(async move { ops.run_job(&spec, |_, _| {}).await });
         }
+        Ok(specs.len())
     }
 
-    pub fn get(&self, job: &str) -> Option<JobStatus> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.get(job).cloned()
+    /// Asks a job to stop; `None` when there is no such job.
+    pub async fn cancel_job(&self, job_id: &str, by: &str) -> Result<Option<JobStatus>, StoreError> {
+        if store_jobs::request_cancel(&self.db, job_id, by).await?.is_none() {
+            return Ok(None);
+        }
+        tracing::warn!(job_id, by, "bulk job stop requested");
+        store_jobs::get(&self.db, job_id).await
     }
 
-    /// How many jobs are remembered.
-    pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
+    /// One job with its per-item results.
+    pub async fn job(&self, job_id: &str) -> Result<Option<JobStatus>, StoreError> {
+        store_jobs::get(&self.db, job_id).await
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The newest jobs first.
+    pub async fn list_jobs(&self, limit: u32) -> Result<Vec<JobStatus>, StoreError> {
+        store_jobs::list(&self.db, limit).await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finished_jobs_are_forgotten_oldest_first_running_ones_never() {
-        let jobs = Jobs::default();
-        let running = jobs.start("cancel", 5);
-        let first_done = jobs.start("cancel", 0);
-        for _ in 0..10_000 {
-            jobs.start("cancel", 0);
+/// Resumes stalled jobs every `every` until `stop` (each replica runs one:
+/// whichever sees a stalled job first takes it).
+pub async fn supervise(ops: Ops, every: Duration, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
         }
-        assert_eq!(jobs.len(), JOBS_KEPT + 1, "the finished ones kept, and the running one");
-        assert!(jobs.get(&running).is_some(), "a running job is never forgotten");
-        assert!(jobs.get(&first_done).is_none(), "the oldest finished job went first");
+        if let Err(e) = ops.resume_stalled_jobs().await {
+            tracing::warn!(error = %e, "cannot look for stalled bulk jobs; the next tick retries");
+        }
     }
 }

@@ -24,12 +24,10 @@ pub use self::actions::Action;
 pub use self::plan::allowed_actions;
 
 pub use self::gauges::refresh_gauges;
-pub use self::jobs::{BulkRequest, JOB_RESULTS_KEPT, JobStatus, Jobs};
+pub use self::jobs::{BulkRequest, JobEnd, JobStatus, Jobs, supervise};
 use self::plan::{Actor, ArmedTimer, Expect, Plan, Snapshot, Write};
 
 use std::sync::Arc;
-
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -57,6 +55,9 @@ pub enum OpsError {
     NotAllowed(String),
     #[error("{0}")]
     BadRequest(String),
+    /// [`crate::store::jobs::MAX_RUNNING`] bulk jobs run already.
+    #[error("{0} bulk jobs are running (at most {max} at once): wait for one or stop it", max = crate::store::jobs::MAX_RUNNING)]
+    TooManyJobs(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -446,52 +447,10 @@ impl Ops {
                 "sample": selected.iter().take(20).map(|(id, v)| json!({"order_id": id, "version": v})).collect::<Vec<_>>(),
             }));
         }
-        let job = self.jobs.start(b.action.name(), selected.len());
-        let (ops, b2, job2) = (self.clone(), b.clone(), job.clone());
-        tokio::spawn(async move {
-            let jobs = ops.jobs.clone();
-            ops.run_bulk(&b2, selected, &job2, b2.rate_per_second, |order_id, r| {
-                jobs.progress(&job2, order_id, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            })
-            .await;
-            jobs.finish(&job2);
-        });
-        Ok(json!({"job_id": job, "matched": matched, "selected": b.limit.map(|_| limit)}))
-    }
-
-    /// Runs a bulk job: each saga acted on at the version it had when selected
-    /// (changed since → refused as stale), at most `rate` actions per second.
-    /// `progress` sees every result; returns (applied, refused).
-    pub async fn run_bulk(
-        &self,
-        b: &BulkRequest,
-        selected: Vec<(i64, u32)>,
-        job: &str,
-        rate: u32,
-        mut progress: impl FnMut(i64, &Result<Report, OpsError>),
-    ) -> (usize, usize) {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
-        let (mut applied, mut refused) = (0, 0);
-        for (order_id, version) in selected {
-            tick.tick().await;
-            let req = Request {
-                order_id,
-                action: b.action.clone(),
-                expected_version: version,
-                actor: b.actor.clone(),
-                reason: b.reason.clone(),
-                dry_run: false,
-                job_id: Some(job.to_owned()),
-            };
-            let r = self.act(&req).await;
-            if r.is_ok() {
-                applied += 1;
-            } else {
-                refused += 1;
-            }
-            progress(order_id, &r);
-        }
-        (applied, refused)
+        let spec = self.create_job(b, &selected).await?;
+        let (ops, spec2) = (self.clone(), spec.clone());
+        tokio::spawn(async move { ops.run_job(&spec2, |_, _| {}).await });
+        Ok(json!({"job_id": spec.job_id, "matched": matched, "selected": b.limit.map(|_| limit)}))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod group_commit;
 pub mod idempotency;
 pub mod inbox;
 pub mod inspect;
+pub mod jobs;
 pub mod leases;
 pub mod limits;
 pub mod order_api;

@@ -242,7 +242,16 @@ try {
   const results = page.locator('table').last();
   assert.equal(await results.locator('tbody tr').count(), BULK_COUNT, 'one result per saga');
   assert.equal(await results.getByText('applied').count(), BULK_COUNT);
+  assert.ok(await page.locator('#job-stop').isHidden(), 'a finished job offers no Stop');
   await shot(page, '09-bulk-done');
+  const jobUrl = page.url();
+  // The job is stored: it is listed on the bulk page and survives a reload.
+  await page.getByRole('link', { name: '← Bulk actions' }).click();
+  const listed = page.locator('#bulk-jobs tbody tr').first();
+  await listed.getByText('finished').waitFor({ timeout: T });
+  assert.match(await listed.innerText(), new RegExp(`${BULK_COUNT} of ${BULK_COUNT}`));
+  await page.goto(jobUrl);
+  await page.getByText(`${BULK_COUNT} of ${BULK_COUNT} done`).waitFor({ timeout: T });
 
   step('the audit page lists the actions under the signed-in name');
   await page.getByRole('link', { name: 'Audit' }).click();

@@ -412,3 +412,126 @@ async fn metrics_are_valid_openmetrics_and_move_with_the_scenario() {
     assert!(text.contains("order_status_transition_seconds_count{from_status=\"PENDING\",to_status=\"CANCELLED\"} 1"));
     assert!(!text.contains(&format!("order_id=\"{id}\"")), "no order ids in labels");
 }
+
+/// A job's status over HTTP.
+async fn job_status(app: &TestApp, job: &str) -> Value {
+    get_ops(app, &format!("/ops/jobs/{job}")).await.expect(200).json.clone()
+}
+
+#[tokio::test]
+async fn a_running_bulk_job_is_listed_and_stops_before_its_next_saga() {
+    // One saga per second: the job is still running when it is stopped.
+    let mut app = TestApp::new().await;
+    if let Some(ops) = app.state.ops.as_mut() {
+        ops.bulk_rate = 1;
+    }
+    app.router = order_saga::http::router(app.state.clone());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let id = order(&app).await;
+        age(&app, id, 30).await;
+        ids.push(id);
+    }
+    let body = json!({"filter": {"stuck": true}, "action": {"action": "cancel"}, "actor": "ops:f", "reason": "outage"});
+    let job = app.post_json("/ops/bulk", &[AUTH], &body).await.expect(202).json["job_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(30), "the first saga is done", || async {
+        job_status(&app, &job).await["done"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let listed = get_ops(&app, "/ops/jobs").await.expect(200).json.clone();
+    assert_eq!(listed["jobs"][0]["job_id"], job.as_str());
+    assert_eq!(listed["jobs"][0]["selection"], json!({"stuck": true}));
+    let stop = app.call(Method::POST, &format!("/ops/jobs/{job}/cancel"), &[AUTH], None).await;
+    assert_eq!(stop.expect(200).json["cancel_requested_by"], "ops token");
+    eventually(Duration::from_secs(30), "the job is cancelled", || async {
+        job_status(&app, &job).await["state"] == "cancelled"
+    })
+    .await;
+    let st = job_status(&app, &job).await;
+    let done = st["done"].as_u64().unwrap();
+    assert!(done < 5, "stopped before the end: {st}");
+    let results: Vec<&str> = st["results"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| **r == "cancelled").count() as u64, 5 - done, "{st}");
+    let cancelled_orders = app.count("SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await;
+    assert_eq!(cancelled_orders as u64, done, "exactly the sagas it did are cancelled");
+    assert_eq!(st["finished"], true);
+    // Stopping it again, or a job that does not exist.
+    app.call(Method::POST, &format!("/ops/jobs/{job}/cancel"), &[AUTH], None).await.expect(200);
+    let none = format!("/ops/jobs/{}/cancel", uuid::Uuid::new_v4());
+    app.call(Method::POST, &none, &[AUTH], None).await.expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_bulk_job_whose_runner_died_is_resumed_without_acting_twice() {
+    let app = TestApp::new().await;
+    let mut selected = Vec::new();
+    for _ in 0..3 {
+        let id = order(&app).await;
+        selected.push((id, saga(&app, id).await["saga"]["version"].as_u64().unwrap() as u32));
+    }
+    // The first runner stores the job, acts on the first saga, and dies
+    // before recording it.
+    let dead = order_saga::ops::Ops::new(app.db.clone(), app.sagas.clone(), None, None);
+    let b = cancel_job_request();
+    let spec = dead.create_job(&b, &selected).await.unwrap();
+    let first = order_saga::ops::Request {
+        order_id: selected[0].0,
+        action: order_saga::ops::Action::Cancel,
+        expected_version: selected[0].1,
+        actor: "ops:f".into(),
+        reason: "outage".into(),
+        dry_run: false,
+        job_id: Some(spec.job_id.clone()),
+    };
+    dead.act(&first).await.unwrap();
+    // Not stalled yet: nobody takes it.
+    let other = order_saga::ops::Ops::new(app.db.clone(), app.sagas.clone(), None, None);
+    assert_eq!(other.resume_stalled_jobs().await.unwrap(), 0);
+    sqlx::query("UPDATE ops_jobs SET heartbeat_at = NOW(6) - INTERVAL 1 MINUTE").execute(&app.db.pool).await.unwrap();
+    assert_eq!(other.resume_stalled_jobs().await.unwrap(), 1);
+    eventually(Duration::from_secs(30), "the resumed job finishes", || async {
+        job_status(&app, &spec.job_id).await["state"] == "finished"
+    })
+    .await;
+    let st = job_status(&app, &spec.job_id).await;
+    assert_eq!((st["succeeded"].as_u64(), st["failed"].as_u64(), st["resumed"].as_u64()), (Some(3), Some(0), Some(1)));
+    for (id, _) in &selected {
+        let audits: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ops_audit WHERE order_id = ?")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(audits, 1, "order {id} acted on once");
+    }
+    // The dead runner, back, finds the job is no longer its own.
+    assert_eq!(dead.run_job(&spec, |_, _| {}).await, order_saga::ops::JobEnd::Lost);
+}
+
+#[tokio::test]
+async fn at_most_four_bulk_jobs_run_at_once() {
+    let app = TestApp::new().await;
+    let id = order(&app).await;
+    let ops = order_saga::ops::Ops::new(app.db.clone(), app.sagas.clone(), None, None);
+    let b = cancel_job_request();
+    for _ in 0..order_saga::store::jobs::MAX_RUNNING {
+        ops.create_job(&b, &[(id, 1)]).await.unwrap();
+    }
+    let refused = ops.create_job(&b, &[(id, 1)]).await;
+    assert!(matches!(refused, Err(order_saga::ops::OpsError::TooManyJobs(4))), "{refused:?}");
+    let body = json!({"filter": {}, "action": {"action": "cancel"}, "actor": "ops:f", "reason": "outage"});
+    app.post_json("/ops/bulk", &[AUTH], &body).await.expect_error(409, "too_many_jobs");
+}
+
+/// A bulk cancel over whatever is selected, as a job stores it.
+fn cancel_job_request() -> order_saga::ops::BulkRequest {
+    order_saga::ops::BulkRequest {
+        filter: Default::default(),
+        selection: json!({}),
+        action: order_saga::ops::Action::Cancel,
+        actor: "ops:f".into(),
+        reason: "outage".into(),
+        dry_run: false,
+        limit: None,
+        rate_per_second: 50,
+    }
+}

@@ -228,8 +228,10 @@ async function route() {
     if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   const m = path.match(/^\/sagas\/(\d+)$/);
+  const job = path.match(/^\/bulk\/jobs\/([0-9a-f-]{36})$/);
   try {
     if (m) await sagaPage(m[1]);
+    else if (job) await jobPage(job[1]);
     else if (path === '/sagas') await listPage(params);
     else if (path === '/bulk') await bulkPage(params);
     else if (path === '/audit') await auditPage();
@@ -700,6 +702,7 @@ async function bulkPage(params) {
   const filters = {};
   for (const k of FILTERS) if (params[k]) filters[k] = params[k];
   const out = h('div', { 'aria-live': 'polite' });
+  const jobsList = h('div', { id: 'bulk-jobs' });
   const actionSel = h('select', { id: 'bulk-action' }, BULK_ACTIONS.map(([v, l]) => h('option', { value: v }, l)));
   const arg = h('input', { id: 'bulk-arg', placeholder: 'timer or event name', size: 18 });
   const reason = h('textarea', { id: 'bulk-reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded for every saga)' });
@@ -770,37 +773,83 @@ async function bulkPage(params) {
       if (e.status !== 401) out.append(h('p', { class: 'notice bad', role: 'alert' }, `${e.code}: ${e.message}`));
       return;
     }
-    const bar = h('progress', { id: 'bulk-progress', max: 1, value: 0, 'aria-label': 'Bulk job progress' });
-    const counts = h('p', { id: 'bulk-counts' });
-    const results = h('div', {});
-    out.replaceChildren(h('h2', {}, `Job ${job.job_id}`), bar, counts, results);
-    const poll = async () => {
-      const st = await api('GET', `/ops/jobs/${job.job_id}`);
-      bar.max = Math.max(st.total, 1);
-      bar.value = st.done;
-      const allRefused = st.finished && st.succeeded === 0 && st.failed > 0;
-      counts.textContent = `${st.done} of ${st.total} done: ${st.succeeded} applied, ${st.failed} refused${
-        allRefused ? ' — finished: nothing was applied.' : st.finished ? ' — finished.' : '…'}`;
-      counts.className = allRefused ? 'notice bad' : '';
-      results.replaceChildren(simpleTable(st.results, [['Order', (r) => h('a', { href: `#/sagas/${r.order_id}` }, String(r.order_id))],
-        ['Result', (r) => h('span', { class: `badge ${r.result === 'applied' ? 'ok' : 'bad'}` }, r.result)], ['Error', (r) => r.error || '']],
-      'No item done yet.'));
-      return st.finished;
-    };
-    if (!(await poll())) {
-      const id = setInterval(async () => {
-        try { if (await poll()) clearInterval(id); } catch (_) { clearInterval(id); }
-      }, 500);
-      cleanup.push(() => clearInterval(id));
-    }
+    location.hash = `#/bulk/jobs/${job.job_id}`;
   }
 
   mount(h('h1', {}, 'Bulk action'),
-    h('p', { class: 'muted' }, 'Select sagas by filter, preview how many and which, then start the job. Progress is kept by this replica.'),
+    h('p', { class: 'muted' }, 'Select sagas by filter, preview how many and which, then start the job. Jobs are stored: every replica shows them, they can be stopped, and one whose replica stops is resumed by another.'),
     mayRun ? null : h('p', { class: 'notice bad', id: 'bulk-role' },
       `Bulk actions need the admin role (ops:admin); you are signed in as ${session.role}. You can still build a selection and share its address.`),
     h('section', { class: 'panel', 'aria-label': 'Selection' }, filterEl),
-    h('section', { class: 'panel', 'aria-label': 'Bulk job' }, form, out));
+    h('section', { class: 'panel', 'aria-label': 'Bulk job' }, form, out),
+    h('h2', {}, 'Recent jobs'), jobsList);
+  const refreshJobs = async () => {
+    const { jobs } = await api('GET', '/ops/jobs?limit=20');
+    jobsList.replaceChildren(simpleTable(jobs, [
+      ['Job', (j) => h('a', { href: `#/bulk/jobs/${j.job_id}` }, j.job_id.slice(0, 8))],
+      ['Action', (j) => j.action],
+      ['State', (j) => h('span', { class: `badge ${j.state === 'running' ? 'warn' : j.failed ? 'bad' : 'ok'}` }, j.state)],
+      ['Progress', (j) => `${j.done} of ${j.total} (${j.succeeded} applied, ${j.failed} refused)`],
+      ['By', (j) => j.actor],
+      ['Started', (j) => new Date(j.created_at).toLocaleString()],
+    ], 'No bulk job yet.'));
+  };
+  await refreshJobs();
+  every(REFRESH_MS, () => refreshJobs().catch(() => {}));
+}
+
+/** One bulk job: progress, each saga's result, and Stop while it runs. */
+async function jobPage(jobId) {
+  const meta = h('p', { id: 'job-meta' });
+  const bar = h('progress', { id: 'bulk-progress', max: 1, value: 0, 'aria-label': 'Bulk job progress' });
+  const counts = h('p', { id: 'bulk-counts' });
+  const note = h('p', { id: 'job-note', hidden: true });
+  const results = h('div', {});
+  const stop = h('button', { type: 'button', class: 'danger', id: 'job-stop', hidden: true, onclick: async () => {
+    stop.disabled = true;
+    try {
+      await api('POST', `/ops/jobs/${jobId}/cancel`);
+      toast('Stop requested: the job stops before its next saga.');
+      await poll();
+    } catch (e) {
+      stop.disabled = false;
+      if (e.status !== 401) toast(`${e.code}: ${e.message}`);
+    }
+  } }, 'Stop this job');
+  const poll = async () => {
+    const st = await api('GET', `/ops/jobs/${jobId}`);
+    meta.replaceChildren(h('strong', {}, st.action), ` by ${st.actor}, started ${new Date(st.created_at).toLocaleString()}. Reason: `,
+      h('em', {}, st.reason), '. Selection: ',
+      h('span', { class: 'mono' }, Object.entries(st.selection || {}).map(([k, v]) => `${k}=${v}`).join(', ') || 'every saga in flight'), '.');
+    bar.max = Math.max(st.total, 1);
+    bar.value = st.done;
+    const allRefused = st.finished && st.succeeded === 0 && st.failed > 0;
+    const ending = st.state === 'cancelled' ? ` — stopped by ${st.cancel_requested_by}; the rest was not acted on.`
+      : allRefused ? ' — finished: nothing was applied.' : st.finished ? ' — finished.'
+        : st.cancel_requested_by ? ` — stopping (requested by ${st.cancel_requested_by})…` : '…';
+    counts.textContent = `${st.done} of ${st.total} done: ${st.succeeded} applied, ${st.failed} refused${ending}`;
+    counts.className = allRefused ? 'notice bad' : '';
+    const stalled = !st.finished && st.heartbeat_age_seconds > 30;
+    note.hidden = !stalled && !st.resumed;
+    note.className = stalled ? 'notice bad' : 'muted';
+    note.textContent = stalled
+      ? `Its runner has not reported for ${Math.round(st.heartbeat_age_seconds)} s (a replica stopped?): another replica takes it over.`
+      : `Resumed ${st.resumed} time(s) by another replica after its runner stopped; no saga was acted on twice.`;
+    stop.hidden = st.finished || session.role !== 'admin' || Boolean(st.cancel_requested_by);
+    results.replaceChildren(simpleTable(st.results, [['Order', (r) => h('a', { href: `#/sagas/${r.order_id}` }, String(r.order_id))],
+      ['Result', (r) => h('span', { class: `badge ${r.result === 'applied' ? 'ok' : r.result === 'refused' ? 'bad' : ''}` }, r.result)],
+      ['Error', (r) => r.error || '']], 'No saga in this job.'));
+    return st.finished;
+  };
+  mount(h('h1', {}, `Bulk job ${jobId.slice(0, 8)}`), h('p', {}, h('a', { href: '#/bulk' }, '← Bulk actions')),
+    h('section', { class: 'panel', 'aria-label': 'Job' }, meta, bar, counts, note, h('div', { class: 'form-row' }, stop)),
+    h('h2', {}, 'Sagas'), results);
+  if (!(await poll())) {
+    const id = setInterval(async () => {
+      try { if (await poll()) clearInterval(id); } catch (_) { /* the banner says when the daemon is down */ }
+    }, 1000);
+    cleanup.push(() => clearInterval(id));
+  }
 }
 
 // ---------------------------------------------------------------- start
