@@ -210,11 +210,17 @@ impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> ApiError {
         match e {
             OpsError::NotFound(id) => ApiError::new(ErrorCode::SagaNotFound, format!("order {id} has no saga")),
-            OpsError::StaleVersion { expected, actual } => ApiError::new(
-                ErrorCode::StaleVersion,
-                format!("the saga is at version {actual}, not {expected}; look at it again"),
-            )
-            .with_details(json!({"expected_version": expected, "current_version": actual})),
+            OpsError::StaleVersion { expected, actual, changes } => {
+                let who: Vec<&str> = changes.iter().map(|c| c.actor.as_str()).collect();
+                ApiError::new(
+                    ErrorCode::StaleVersion,
+                    format!(
+                        "the saga is at version {actual}, not {expected} (changed since by {}); look at it again",
+                        if who.is_empty() { "someone".to_owned() } else { who.join(", ") }
+                    ),
+                )
+                .with_details(json!({"expected_version": expected, "current_version": actual, "changes": changes}))
+            }
             OpsError::NotAllowed(m) => ApiError::new(ErrorCode::NotAllowed, m),
             OpsError::BadRequest(m) => ApiError::new(ErrorCode::InvalidRequest, m),
             e @ OpsError::TooManyJobs(_) => ApiError::new(ErrorCode::TooManyJobs, e.to_string()),

@@ -50,7 +50,12 @@ pub enum OpsError {
     #[error("order {0} has no saga")]
     NotFound(i64),
     #[error("the saga is at version {actual}, not {expected}: look at it again")]
-    StaleVersion { expected: u32, actual: u32 },
+    StaleVersion {
+        expected: u32,
+        actual: u32,
+        /// What moved it on since `expected` (newest ten), oldest first.
+        changes: Vec<crate::store::inspect::TransitionView>,
+    },
     #[error("{0}")]
     NotAllowed(String),
     #[error("{0}")]
@@ -308,9 +313,11 @@ impl Ops {
             }
         };
         if snap.saga.version != req.expected_version {
+            let changes = crate::store::inspect::changes_since(tx, order_id, req.expected_version).await?;
             return Ok(Attempt::Refused(OpsError::StaleVersion {
                 expected: req.expected_version,
                 actual: snap.saga.version,
+                changes,
             }));
         }
         let who = Actor { actor: &req.actor, reason: &req.reason };

@@ -58,7 +58,8 @@ context.on('page', (p) => watch(p));
 function watch(p) {
   p.on('console', (m) => {
     // A CSP violation or a script error is a failure, whatever the page shows.
-    if (m.type() === 'error' && !/status of (401|403|409)/.test(m.text())) problems.push(`console: ${m.text()}`);
+    // Refusals the page shows, and the requests that fail while offline on purpose.
+    if (m.type() === 'error' && !/status of (401|403|409)|ERR_INTERNET_DISCONNECTED/.test(m.text())) problems.push(`console: ${m.text()}`);
   });
   p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 }
@@ -129,6 +130,21 @@ try {
   await shot(page, '03-sagas-stuck');
   await axe(page, 'sagas');
 
+  step('the daemon unreachable: a banner says so, the data on screen says how old it is, and the page recovers by itself');
+  assert.match(await page.locator('#freshness').innerText(), /^Data as of /);
+  await page.locator('nav [data-nav=overview]').click();
+  await page.getByRole('heading', { name: 'Overview' }).waitFor({ timeout: T });
+  await context.setOffline(true);
+  const banner = page.locator('#offline');
+  await banner.getByText('The daemon does not answer').waitFor({ timeout: T });
+  assert.match(await banner.innerText(), /may be out of date/);
+  await page.locator('nav [data-nav=sagas]').click();
+  await page.getByRole('heading', { name: 'Waiting for the daemon' }).waitFor({ timeout: T });
+  await shot(page, '03b-daemon-unreachable');
+  await context.setOffline(false);
+  await page.getByRole('heading', { name: 'Sagas' }).waitFor({ timeout: T });
+  assert.ok(await banner.isHidden(), 'the banner goes once the daemon answers');
+
   step('one saga: diagram with the current state, timeline, offered actions');
   await row.getByRole('link', { name: STUCK, exact: true }).click();
   await page.getByRole('heading', { name: new RegExp(`^Order ${STUCK}`) }).waitFor({ timeout: T });
@@ -185,6 +201,8 @@ try {
   const stale = page.getByRole('alert').filter({ hasText: 'The saga moved on — reload.' });
   await stale.waitFor({ timeout: T });
   assert.match(await stale.innerText(), /Nothing was applied/);
+  // Who changed it and what.
+  assert.match(await stale.innerText(), /v2: cancel\.requested \(RESERVING_INVENTORY → CANCELLED\) by e2e-operator/);
   await shot(page, '07-stale');
   await stale.getByRole('button', { name: 'Reload' }).click();
   await page.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });

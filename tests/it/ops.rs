@@ -157,7 +157,16 @@ async fn retry_step_resends_the_same_command_and_is_audited() {
     let app = TestApp::new().await;
     let id = to_awaiting_payment(&app).await;
     let body = |v: u32, dry: bool| json!({"action": "retry_step", "expected_version": v, "actor": "ops:alice", "reason": "PSP lost it", "dry_run": dry});
-    act(&app, id, body(1, false)).await.expect_error(409, "stale_version");
+    let stale = act(&app, id, body(1, false)).await;
+    stale.expect_error(409, "stale_version");
+    // What moved it on since version 1, and who.
+    let changes = stale.json["error"]["details"]["changes"].as_array().unwrap().clone();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(
+        (changes[0]["saga_version"].as_u64(), changes[0]["event"].as_str()),
+        (Some(2), Some("inventory.reserved.v1"))
+    );
+    assert!(changes[0]["actor"].as_str().is_some_and(|a| !a.is_empty()));
     let dry = act(&app, id, body(2, true)).await;
     dry.expect(200);
     assert_eq!(dry.json["dry_run"], true);

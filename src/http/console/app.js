@@ -99,16 +99,67 @@ class ApiError extends Error {
   }
 }
 
+// Whether the daemon answers: a banner says so when it does not, the page
+// keeps what it showed (marked as of when), and everything reloads by itself
+// once it answers again.
+const link = { down: false, since: null, lastData: null, probe: null };
+const RECONNECT_MS = 5000;
+const clock = (d) => d.toLocaleTimeString();
+
+function showFreshness() {
+  const f = document.getElementById('freshness');
+  if (f) f.textContent = link.lastData ? `Data as of ${clock(link.lastData)}` : '';
+}
+
+function markDown() {
+  if (link.down) return;
+  link.down = true;
+  link.since = new Date();
+  const b = document.getElementById('offline');
+  b.textContent = `The daemon does not answer (since ${clock(link.since)}). What you see is from ${
+    link.lastData ? clock(link.lastData) : 'before'} and may be out of date; actions cannot be taken. Retrying every ${RECONNECT_MS / 1000} s…`;
+  b.hidden = false;
+  link.probe = setInterval(async () => {
+    try {
+      const r = await fetch('/ops/ui/session', { credentials: 'same-origin', cache: 'no-store' });
+      if ([502, 503, 504].includes(r.status)) return;
+      markUp();
+      toast('The daemon answers again: the page is up to date.');
+      if (r.status === 401) { session.csrf = null; showSignIn('Your session has ended. Sign in again.'); } else route();
+    } catch (_) { /* still down */ }
+  }, RECONNECT_MS);
+}
+
+function markUp() {
+  if (!link.down) return;
+  link.down = false;
+  clearInterval(link.probe);
+  document.getElementById('offline').hidden = true;
+}
+
 async function api(method, path, body) {
   const headers = { 'X-CSRF-Token': session.csrf || '' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const resp = await fetch(path, {
-    method, headers, credentials: 'same-origin', cache: 'no-store',
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method, headers, credentials: 'same-origin', cache: 'no-store',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (_) {
+    // No answer at all: the daemon is down or unreachable.
+    markDown();
+    throw new ApiError(0, { error: { code: 'unreachable', message: 'The daemon does not answer.' } });
+  }
   const text = await resp.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  // A proxy's answer for a daemon that is not there (not one of ours).
+  if ([502, 503, 504].includes(resp.status) && !(data && data.error)) {
+    markDown();
+    throw new ApiError(0, { error: { code: 'unreachable', message: `The daemon does not answer (HTTP ${resp.status}).` } });
+  }
+  markUp();
   if (resp.status === 401 && path !== '/ops/ui/session') {
     // The session ended (signed out elsewhere, idle, expired): sign in again.
     session.csrf = null;
@@ -116,6 +167,10 @@ async function api(method, path, body) {
     throw new ApiError(401, data);
   }
   if (!resp.ok) throw new ApiError(resp.status, data);
+  if (method === 'GET') {
+    link.lastData = new Date();
+    showFreshness();
+  }
   return data;
 }
 
@@ -238,7 +293,12 @@ async function route() {
     else await overviewPage();
     focusHeading();
   } catch (e) {
-    if (e.status !== 401) mount(h('h1', {}, 'Something went wrong'), h('p', { class: 'notice bad', role: 'alert' }, e.message));
+    if (e.status === 0) {
+      mount(h('h1', {}, 'Waiting for the daemon'),
+        h('p', { class: 'notice bad' }, 'The daemon does not answer. This page loads by itself as soon as it does.'));
+    } else if (e.status !== 401) {
+      mount(h('h1', {}, 'Something went wrong'), h('p', { class: 'notice bad', role: 'alert' }, e.message));
+    }
   }
 }
 
@@ -584,9 +644,13 @@ function actionPanel(orderId, saga, actions, reload) {
         if (e.status === 401) return;
         if (e.code === 'stale_version') {
           const now = e.details && e.details.current_version;
-          result.replaceChildren(h('div', { class: 'notice warn', role: 'alert' },
+          const changes = (e.details && e.details.changes) || [];
+          result.replaceChildren(h('div', { class: 'notice warn', role: 'alert', id: 'stale-changes' },
             h('strong', {}, 'The saga moved on — reload. '),
-            `You looked at version ${saga.version}; it is at version ${now} now. Nothing was applied.`,
+            `You looked at version ${saga.version}; it is at version ${now} now. Nothing was applied. What changed it since:`,
+            h('ol', { class: 'changes' }, changes.map((c) => h('li', {},
+              `v${c.saga_version}: ${c.event} (${c.from} → ${c.to}) by `, h('strong', {}, c.actor),
+              ` at ${clock(new Date(c.at))}`, c.reason ? ` — “${c.reason}”` : ''))),
             ' ', h('button', { type: 'button', onclick: () => reload() }, 'Reload')));
         } else {
           result.replaceChildren(h('p', { class: 'notice bad', role: 'alert' }, `${e.code}: ${e.message}`));
@@ -861,6 +925,7 @@ document.addEventListener('DOMContentLoaded', async () => {
   } catch (_) { /* private mode */ }
   document.getElementById('theme').addEventListener('click', () => setTheme(currentTheme() === 'dark' ? 'light' : 'dark'));
   document.getElementById('signout').addEventListener('click', signOut);
+  document.getElementById('refresh').addEventListener('click', () => route());
   window.addEventListener('hashchange', route);
   // Back from the identity provider without a session: say why, once.
   const query = new URLSearchParams(location.search);

@@ -34,6 +34,31 @@ pub async fn transitions(db: &Db, order_id: i64) -> Result<Vec<TransitionView>, 
     .ctx("reading transitions")
 }
 
+/// The transitions that took the saga past `version` (the newest
+/// [`CHANGES_SHOWN`]): who changed it and what, for an operator whose action
+/// was refused as stale.
+pub async fn changes_since(
+    tx: &mut crate::store::Tx,
+    order_id: i64,
+    version: u32,
+) -> Result<Vec<TransitionView>, StoreError> {
+    let mut rows: Vec<TransitionView> = sqlx::query_as(
+        "SELECT saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at FROM saga_transitions \
+         WHERE order_id = ? AND saga_version > ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(order_id)
+    .bind(version)
+    .bind(CHANGES_SHOWN)
+    .fetch_all(&mut **tx)
+    .await
+    .ctx("reading the changes since a version")?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Changes listed with a stale-version refusal.
+pub const CHANGES_SHOWN: u32 = 10;
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OutboxView {
     pub id: u64,
