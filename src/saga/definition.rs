@@ -186,6 +186,14 @@ impl Definition {
         self.states.get(name)
     }
 
+    /// Whether a saga in `state` waits for an operator: the state is not
+    /// terminal and only manual events (no participant reply, no timer) move
+    /// it on, e.g. PENDING_REVIEW.
+    pub fn awaits_operator(&self, state: &str) -> bool {
+        self.state(state)
+            .is_some_and(|s| !s.terminal && !s.on.is_empty() && s.on.keys().all(|e| self.manual_events.contains_key(e)))
+    }
+
     /// The step whose command `kind` answers, with how it is correlated.
     pub fn step_answered_by(&self, kind: MessageKind) -> Option<(&StepDef, Correlation)> {
         self.steps.values().find(|s| s.replies.contains(&kind)).and_then(|s| s.correlate.map(|c| (s, c)))

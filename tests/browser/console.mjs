@@ -105,8 +105,20 @@ try {
   assert.equal(sessionCookie.httpOnly, true);
   assert.equal(sessionCookie.sameSite, 'Strict');
 
-  step('the overview shows the stuck saga and links to it');
+  step('the overview leads with the sagas that need a human, most urgent first, each with why');
   await page.getByRole('heading', { name: 'Overview' }).waitFor({ timeout: T });
+  const attention = page.locator('#attention tbody tr');
+  await attention.first().waitFor({ timeout: T });
+  const needs = await attention.evaluateAll((rows) => rows.map((r) => [r.cells[0].innerText, r.dataset.need]));
+  assert.deepEqual(needs.slice(0, 2), [[POISONED, 'quarantined'], [STUCK, 'no_reply']]);
+  assert.match(await attention.nth(1).innerText(), /No reply to its reserve_inventory command for \d+ min/);
+  assert.ok(await page.evaluate(() => {
+    const a = document.getElementById('attention');
+    const cards = document.querySelector('.cards');
+    return a.compareDocumentPosition(cards) === Node.DOCUMENT_POSITION_FOLLOWING;
+  }), 'the list comes before the cards');
+
+  step('the overview shows the stuck saga and links to it');
   const stuckLink = page.getByRole('link', { name: /^Stuck \(over max dwell\): [1-9]/ });
   await stuckLink.waitFor({ timeout: T });
   await shot(page, '02-overview');

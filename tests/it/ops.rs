@@ -219,16 +219,7 @@ async fn forcing_a_transition_the_definition_does_not_allow_is_refused() {
         .expect_error(409, "not_allowed");
     assert_eq!(app.count("SELECT COUNT(*) FROM ops_audit WHERE result = 'refused'").await, 2);
     // After an out-of-stock, the same event is allowed and re-runs the reservation.
-    app.deliver(&[Message::from(InventoryReservationFailed {
-        event_id: format!("rf-{id}"),
-        order_id: id,
-        occurred_at: ts(),
-        tenant_region: "eu-west".into(),
-        command_id: None,
-        reason: "OUT_OF_STOCK".into(),
-        shortages: vec![Shortage { sku: "A".into(), requested_qty: 1, available_qty: 0 }],
-    })])
-    .await;
+    out_of_stock(&app, id).await;
     let r = act(&app, id, json!({"action": "force", "event": "reservation.retry.requested", "expected_version": 2, "actor": "ops:bob", "reason": "stock arrived"})).await;
     r.expect(200);
     assert_eq!(
@@ -293,16 +284,7 @@ async fn a_quarantined_saga_is_released_or_its_poison_skipped() {
     let app = TestApp::new().await;
     let id = order(&app).await;
     // An undecodable message for this order, then a good one behind it.
-    let poison = Inbound {
-        event_id: "poison-x".into(),
-        order_id: Some(id),
-        event_name: "inventory.reserved.v1".into(),
-        event: Err("bad bytes".into()),
-        source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
-        trace: None,
-        raw: None,
-    };
-    app.sagas.apply_batch(&app.db, &[poison], order_saga::store::sagas::LockMode::Wait).await.unwrap();
+    poison(&app, id, "poison-x").await;
     app.deliver(&[reserved(id)]).await;
     let s = saga(&app, id).await;
     assert!(s["saga"]["quarantined"].as_str().unwrap().contains("bad bytes"));
@@ -543,4 +525,61 @@ fn cancel_job_request() -> order_saga::ops::BulkRequest {
         limit: None,
         rate_per_second: 50,
     }
+}
+
+#[tokio::test]
+async fn the_overview_leads_with_the_sagas_that_need_a_human_each_with_why() {
+    let app = TestApp::new().await;
+    let calm = order(&app).await;
+    // Out of stock: waits for an operator from its first minute.
+    let review = order(&app).await;
+    out_of_stock(&app, review).await;
+    // The inventory participant has not answered for 10 minutes (max dwell 2m).
+    let silent = order(&app).await;
+    age(&app, silent, 10).await;
+    // Quarantined by an undecodable message.
+    let poisoned = order(&app).await;
+    poison(&app, poisoned, "poison-attention").await;
+
+    let o = get_ops(&app, "/ops/overview").await.expect(200).json.clone();
+    let items = o["attention"]["items"].as_array().unwrap();
+    let got: Vec<(i64, &str)> =
+        items.iter().map(|i| (i["order_id"].as_i64().unwrap(), i["need"].as_str().unwrap())).collect();
+    assert_eq!(
+        got,
+        vec![(poisoned, "quarantined"), (review, "awaiting_operator"), (silent, "no_reply")],
+        "most urgent first, the calm saga {calm} not listed"
+    );
+    assert!(items[0]["why"].as_str().unwrap().contains("bad bytes"), "{}", items[0]["why"]);
+    assert!(items[1]["why"].as_str().unwrap().starts_with("Waiting for an operator for "), "{}", items[1]["why"]);
+    assert!(items[1]["why"].as_str().unwrap().contains("Out of stock"), "{}", items[1]["why"]);
+    assert!(items[2]["why"].as_str().unwrap().contains("No reply to its reserve_inventory command for 10 min"));
+}
+
+/// Delivers an undecodable inventory.reserved.v1 for `id`: its saga is quarantined.
+async fn poison(app: &TestApp, id: i64, event_id: &str) {
+    let poison = Inbound {
+        event_id: event_id.into(),
+        order_id: Some(id),
+        event_name: "inventory.reserved.v1".into(),
+        event: Err("bad bytes".into()),
+        source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
+        trace: None,
+        raw: None,
+    };
+    app.sagas.apply_batch(&app.db, &[poison], order_saga::store::sagas::LockMode::Wait).await.unwrap();
+}
+
+/// Inventory answers "out of stock" for `id`: its saga goes to PENDING_REVIEW.
+async fn out_of_stock(app: &TestApp, id: i64) {
+    app.deliver(&[Message::from(InventoryReservationFailed {
+        event_id: format!("rf-{id}"),
+        order_id: id,
+        occurred_at: ts(),
+        tenant_region: "eu-west".into(),
+        command_id: None,
+        reason: "OUT_OF_STOCK".into(),
+        shortages: vec![Shortage { sku: "A".into(), requested_qty: 1, available_qty: 0 }],
+    })])
+    .await;
 }

@@ -379,7 +379,31 @@ function renderOverview(o) {
         h('th', { scope: 'col', class: 'num' }, 'Lag'))),
       h('tbody', {}, lag.partitions.map((p) => h('tr', {}, h('td', {}, p.topic), h('td', { class: 'num' }, p.partition),
         h('td', { class: 'num' }, String(p.lag)))))));
-  return [cards, h('section', { class: 'panel' }, table), lagTable];
+  return [attentionPanel(o.attention), cards, h('section', { class: 'panel' }, table), lagTable];
+}
+
+const NEED_LABEL = {
+  quarantined: 'Quarantined', awaiting_operator: 'Awaiting operator', timer_overdue: 'Timer overdue',
+  no_reply: 'No reply', stuck: 'Stuck',
+};
+
+/** The sagas that need a human, most urgent first, each with why. */
+function attentionPanel(a) {
+  const items = (a && a.items) || [];
+  const heading = h('h2', { id: 'attention-h' }, items.length ? `Needs attention (${items.length})` : 'Needs attention');
+  if (!items.length) {
+    return h('section', { class: 'panel', id: 'attention', 'aria-labelledby': 'attention-h' }, heading,
+      h('p', { class: 'muted' }, 'Nothing waits for a human: no saga is quarantined, awaiting an operator, overdue or stuck.'));
+  }
+  return h('section', { class: 'panel attention', id: 'attention', 'aria-labelledby': 'attention-h' }, heading,
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Order'), h('th', { scope: 'col' }, 'Needs'),
+      h('th', { scope: 'col' }, 'Why'), h('th', { scope: 'col', class: 'num' }, 'In state'), h('th', { scope: 'col' }, 'Region'))),
+    h('tbody', {}, items.map((i) => h('tr', { 'data-need': i.need },
+      h('td', {}, h('a', { href: `#/sagas/${i.order_id}` }, String(i.order_id))),
+      h('td', {}, h('span', { class: `badge ${i.need === 'stuck' || i.need === 'no_reply' ? 'warn' : 'bad'}` }, NEED_LABEL[i.need] || i.need)),
+      h('td', {}, i.why),
+      h('td', { class: 'num' }, duration(i.age_in_state_seconds)),
+      h('td', {}, i.tenant_region))))));
 }
 
 // ---------------------------------------------------------------- saga list

@@ -1,9 +1,11 @@
 //! Read models for operators: saga lists, one saga in full, the drain report,
 //! and the audit trail.
 
+mod attention;
 mod detail;
 mod overview;
 
+pub use self::attention::*;
 pub use self::detail::*;
 pub use self::overview::*;
 

@@ -127,6 +127,8 @@ pub async fn gauges(db: &Db, catalog: &Catalog) -> Result<GaugeSnapshot, StoreEr
 /// state's `max_dwell`, plus the outbox backlog and recent dead letters.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
+    /// The sagas that need a human, most urgent first, each with why.
+    pub attention: super::AttentionList,
     pub states: Vec<StateOverview>,
     pub quarantined: i64,
     pub timers_overdue: i64,
@@ -163,6 +165,9 @@ pub struct StateOverview {
     pub oldest_age_seconds: Option<i64>,
     pub max_dwell_seconds: Option<u64>,
 }
+
+/// Sagas of each kind the overview's "needs attention" list takes.
+pub const ATTENTION_LISTED: u32 = 50;
 
 pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError> {
     let g = gauges(db, catalog).await?;
@@ -209,6 +214,7 @@ pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError
         updated_at: w.updated_at,
     });
     Ok(Overview {
+        attention: super::attention(db, catalog, ATTENTION_LISTED).await?,
         slowest_partition,
         states,
         quarantined: g.quarantined,
