@@ -134,6 +134,10 @@ pub struct Report {
     pub quarantined_after: Option<String>,
     /// Outcome of each replayed parked event (release).
     pub replayed: Vec<String>,
+    /// Everything the action does, in words: state and status, each command
+    /// (a re-send under the same id labelled), timers that fire at once and
+    /// where they lead, the quarantine.
+    pub consequences: Vec<String>,
 }
 
 fn validate_actor(actor: &str, reason: &str) -> Result<(), OpsError> {
@@ -326,6 +330,12 @@ impl Ops {
             Err(refusal) => return Ok(Attempt::Refused(refusal.into())),
         };
         let status_before = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
+        let sent_before: Vec<String> = outbox::outbox_since(tx, order_id, 0)
+            .await?
+            .into_iter()
+            .filter_map(|(_, _, payload)| payload.get("command_id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let quarantined_before = snap.quarantined.is_some();
         let outbox_mark = outbox::max_outbox_id(tx).await?;
         let replayed = match self.flush(tx, &snap, plan, req.dry_run).await? {
             Flushed::Written { replayed } => replayed,
@@ -334,15 +344,38 @@ impl Ops {
         let Some((after, quarantined_after)) = shell::lock_one(tx, order_id).await? else {
             return Ok(Attempt::Refused(OpsError::NotFound(order_id)));
         };
-        let messages = outbox::outbox_since(tx, order_id, outbox_mark)
-            .await?
-            .into_iter()
+        let written = outbox::outbox_since(tx, order_id, outbox_mark).await?;
+        let messages = written
+            .iter()
             .map(|(event_type, event_id, payload)| {
                 json!({"type": event_type, "event_id": event_id, "command_id": payload.get("command_id")})
             })
             .collect();
         let timers_after = crate::store::timers::for_order(&mut **tx, order_id).await?;
         let status_after = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
+        let said: Vec<(String, Option<String>)> = written
+            .iter()
+            .map(|(t, _, p)| (t.clone(), p.get("command_id").and_then(Value::as_str).map(str::to_owned)))
+            .collect();
+        let timers: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+            timers_after.iter().map(|t| (t.name.clone(), t.due_at)).collect();
+        let (sb, sa) = (status_before.map(|s| s.as_str()), status_after.map(|s| s.as_str()));
+        let consequences = plan::consequences::consequences(
+            &plan::consequences::Outcome {
+                state_before: &snap.saga.state,
+                state_after: &after.state,
+                status_before: sb,
+                status_after: sa,
+                messages: &said,
+                timers_after: &timers,
+                quarantined_after: quarantined_after.as_deref(),
+                quarantined_before,
+                replayed: &replayed,
+            },
+            &snap.def,
+            snap.now,
+            &sent_before,
+        );
         Ok(Attempt::Done(Report {
             order_id,
             action: req.action.name(),
@@ -357,6 +390,7 @@ impl Ops {
             timers_after,
             quarantined_after,
             replayed,
+            consequences,
         }))
     }
 

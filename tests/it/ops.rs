@@ -171,6 +171,8 @@ async fn retry_step_resends_the_same_command_and_is_audited() {
     dry.expect(200);
     assert_eq!(dry.json["dry_run"], true);
     assert_eq!(dry.json["messages"][0]["command_id"], format!("{id}:authorize_payment:authorize:1"));
+    // Said in words: the same command id again, which a participant that saw it discards.
+    assert!(dry.json["consequences"].to_string().contains("payment.authorize.v1 again under the same command id"));
     assert_eq!(
         app.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'payment.authorize.v1'").await,
         1,
@@ -582,4 +584,35 @@ async fn out_of_stock(app: &TestApp, id: i64) {
         shortages: vec![Shortage { sku: "A".into(), requested_qty: 1, available_qty: 0 }],
     })])
     .await;
+}
+
+#[tokio::test]
+async fn a_dry_run_says_in_words_that_an_overdue_timer_fires_at_once_and_where_it_leads() {
+    let app = TestApp::new().await;
+    let id = to_awaiting_payment(&app).await;
+    poison(&app, id, "poison-timer").await;
+    // The payment window closed while the saga was quarantined.
+    sqlx::query("UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 6 MINUTE WHERE order_id = ?")
+        .bind(id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let version = saga(&app, id).await["saga"]["version"].clone();
+    let dry = act(
+        &app,
+        id,
+        json!({"action": "skip_poison", "expected_version": version, "actor": "ops:a", "reason": "r", "dry_run": true}),
+    )
+    .await;
+    let said: Vec<String> = dry.expect(200).json["consequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert!(said.contains(&"The quarantine is lifted: its parked events are applied now.".to_owned()), "{said:?}");
+    assert!(
+        said.iter().any(|c| c.starts_with("Timer payment_timeout is overdue by 6 min: it fires at once → CANCELLED")),
+        "{said:?}"
+    );
 }

@@ -597,7 +597,9 @@ function simpleTable(rows, columns, empty) {
 function reportView(r, applied) {
   const messages = r.messages || [];
   return h('div', { class: `report${applied ? ' applied' : ''}`, role: 'status' },
-    h('strong', {}, applied ? 'Applied.' : 'Dry run — nothing was written. This is what the action would do:'),
+    h('strong', {}, applied ? 'Applied. What it did:' : 'Dry run — nothing was written. This is what the action would do:'),
+    h('ul', { class: 'consequences' }, (r.consequences || []).map((c) => h('li', {}, c))),
+    h('details', {}, h('summary', {}, 'Every write'),
     h('dl', { class: 'facts' },
       h('dt', {}, 'Saga state'), h('dd', {}, `${r.state_before} → ${r.state_after}`),
       h('dt', {}, 'Saga version'), h('dd', {}, `${r.version_before} → ${r.version_after}`),
@@ -607,7 +609,7 @@ function reportView(r, applied) {
       h('dt', {}, 'Timers after'), h('dd', {}, (r.timers_after || []).length
         ? r.timers_after.map((t) => h('div', {}, `${t.name} due ${when(t.due_at)}`)) : 'none'),
       h('dt', {}, 'Quarantine after'), h('dd', {}, r.quarantined_after || 'none'),
-      r.replayed && r.replayed.length ? [h('dt', {}, 'Replayed'), h('dd', {}, r.replayed.join(', '))] : null));
+      r.replayed && r.replayed.length ? [h('dt', {}, 'Replayed'), h('dd', {}, r.replayed.join(', '))] : null)));
 }
 
 function actionPanel(orderId, saga, actions, reload) {

@@ -12,6 +12,7 @@
 //! [`Write::Apply`], through the same transition function as any event.
 
 mod cancel_timer;
+pub mod consequences;
 mod fire_timer;
 mod manual;
 mod release;
