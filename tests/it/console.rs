@@ -376,3 +376,80 @@ async fn run_browser_script(script: &str, vars: &[(&str, String)], daemon: &crat
         daemon.log.display()
     );
 }
+
+/// Bulk jobs in Chromium: stopped from their page, and one whose daemon is
+/// killed mid-way is listed after the restart and resumed to the end by the
+/// new daemon, acting on each saga once (tests/browser/jobs.mjs).
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_jobs_stop_and_survive_a_daemon_restart_in_a_real_browser() {
+    let env = SagaEnv::new().await;
+    // Two sagas a second: jobs last long enough to be stopped and interrupted.
+    let slow = [("ORDER_SAGA_OPS_BULK_RATE", "2")];
+    let daemon = env.start_daemon(&slow).await;
+    let body = |region: &str| order_body("c-jobs", region, &[("SKU-1", 1, "9.99")]);
+    let (mut to_stop, mut to_resume) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        to_stop.push(daemon.create_order(&body("ap-stop")).await);
+    }
+    for _ in 0..6 {
+        to_resume.push(daemon.create_order(&body("ap-resume")).await);
+    }
+    for id in to_stop.iter().chain(&to_resume) {
+        env.wait_state(*id, "RESERVING_INVENTORY", Duration::from_secs(30)).await;
+    }
+    fn vars(phase: &str, total: usize, extra: (&'static str, String), base: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("CONSOLE_BASE", base.to_owned()),
+            ("CONSOLE_TOKEN", crate::helpers::OPS_TOKEN.to_owned()),
+            ("JOBS_PHASE", phase.to_owned()),
+            ("JOBS_TOTAL", total.to_string()),
+            extra,
+        ]
+    }
+    run_browser_script("jobs.mjs", &vars("stop", 30, ("JOBS_REGION", "ap-stop".into()), &daemon.base), &daemon).await;
+
+    // A job the daemon dies in the middle of.
+    let started = daemon
+        .http
+        .post(format!("{}/ops/bulk", daemon.base))
+        .bearer_auth(crate::helpers::OPS_TOKEN)
+        .json(&json!({"filter": {"tenant_region": "ap-resume"}, "action": {"action": "cancel"}, "actor": "e2e-script", "reason": "resume me"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let job: serde_json::Value = started.json().await.unwrap();
+    let job = job["job_id"].as_str().unwrap().to_owned();
+    crate::helpers::eventually(Duration::from_secs(30), "the job has begun", || async {
+        let done: Option<u32> = sqlx::query_scalar("SELECT done FROM ops_jobs WHERE job_id = ?")
+            .bind(&job)
+            .fetch_optional(&env.db.pool)
+            .await
+            .unwrap();
+        done.is_some_and(|d| d >= 1)
+    })
+    .await;
+    drop(daemon); // SIGKILL
+    let daemon = env.start_daemon(&slow).await;
+    run_browser_script("jobs.mjs", &vars("resumed", 6, ("JOBS_RESUMED_ID", job.clone()), &daemon.base), &daemon).await;
+
+    for id in &to_resume {
+        assert_eq!(env.order_status(*id).await, "CANCELLED", "order {id}");
+        let acted = env.count_for("SELECT COUNT(*) FROM ops_audit WHERE order_id = ?", *id).await;
+        assert_eq!(acted, 1, "order {id}: acted on once, across the restart");
+    }
+    let untouched: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ops_job_items WHERE result = 'cancelled'")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    let still_reserving = env
+        .count_for(
+            "SELECT COUNT(*) FROM saga_instances WHERE state = 'RESERVING_INVENTORY' AND order_id >= ?",
+            to_stop[0],
+        )
+        .await;
+    assert!(
+        untouched > 0 && untouched == still_reserving,
+        "the stopped job left {untouched} sagas alone, {still_reserving} still wait"
+    );
+}
