@@ -178,7 +178,8 @@ impl Ops {
             .unwrap_or_default();
         let timers = crate::store::timers::for_order(&self.db.pool, order_id).await?;
         let parked = inspect::parked(&self.db, order_id, false).await?;
-        let actions = self.allowed_now(order_id).await?;
+        let (actions, described): (Vec<Action>, Vec<plan::describe::Described>) =
+            self.allowed_now(order_id).await?.into_iter().unzip();
         Ok(json!({
             "saga": saga,
             "definition": {
@@ -187,6 +188,8 @@ impl Ops {
                 "accepts": accepts,
                 "manual_events_allowed_now": manual,
                 "actions_allowed_now": actions,
+                // Index by index: each allowed action's label and what it does.
+                "action_descriptions": described,
                 "diagram": def.map(|d| crate::saga::graph::layout(d)),
             },
             "order": order,
@@ -202,12 +205,19 @@ impl Ops {
 
     /// The actions an operator may take on the saga now: those whose plan
     /// succeeds on a snapshot read as an action would read it, without locks.
-    pub async fn allowed_now(&self, order_id: i64) -> Result<Vec<Action>, StoreError> {
+    /// Each with its label and what it does, in words.
+    pub async fn allowed_now(&self, order_id: i64) -> Result<Vec<(Action, plan::describe::Described)>, StoreError> {
         let mut tx = self.db.begin().await?;
         let read = self.snapshot(&mut tx, order_id, false).await;
         tx.rollback().await.ctx("ending the read")?;
         Ok(match read? {
-            SnapshotRead::Saga(snap) => allowed_actions(&snap),
+            SnapshotRead::Saga(snap) => allowed_actions(&snap)
+                .into_iter()
+                .map(|a| {
+                    let d = plan::describe::describe(&a, &snap);
+                    (a, d)
+                })
+                .collect(),
             SnapshotRead::NoSaga | SnapshotRead::DefinitionNotLoaded(_) => Vec::new(),
         })
     }

@@ -8,6 +8,7 @@
 //   CONSOLE_STUCK_ID    a saga stuck in RESERVING_INVENTORY (cancelled here)
 //   CONSOLE_STALE_ID    a saga cancelled behind the page's back (stale action)
 //   CONSOLE_POISONED_ID a quarantined saga with a dead letter
+//   CONSOLE_REVIEW_ID   a saga in PENDING_REVIEW (out of stock)
 //   CONSOLE_BULK_REGION the region of the sagas the bulk job cancels
 //   CONSOLE_BULK_COUNT  how many there are
 //   CONSOLE_ARTIFACTS   where screenshots go
@@ -30,6 +31,7 @@ const TOKEN = need('CONSOLE_TOKEN');
 const STUCK = need('CONSOLE_STUCK_ID');
 const STALE = need('CONSOLE_STALE_ID');
 const POISONED = need('CONSOLE_POISONED_ID');
+const REVIEW = need('CONSOLE_REVIEW_ID');
 const BULK_REGION = need('CONSOLE_BULK_REGION');
 const BULK_COUNT = Number(need('CONSOLE_BULK_COUNT'));
 const ART = need('CONSOLE_ARTIFACTS');
@@ -110,8 +112,9 @@ try {
   const attention = page.locator('#attention tbody tr');
   await attention.first().waitFor({ timeout: T });
   const needs = await attention.evaluateAll((rows) => rows.map((r) => [r.cells[0].innerText, r.dataset.need]));
-  assert.deepEqual(needs.slice(0, 2), [[POISONED, 'quarantined'], [STUCK, 'no_reply']]);
-  assert.match(await attention.nth(1).innerText(), /No reply to its reserve_inventory command for \d+ min/);
+  assert.deepEqual(needs.slice(0, 3), [[POISONED, 'quarantined'], [REVIEW, 'awaiting_operator'], [STUCK, 'no_reply']]);
+  assert.match(await attention.nth(1).innerText(), /Waiting for an operator for .* in PENDING_REVIEW: Out of stock/);
+  assert.match(await attention.nth(2).innerText(), /No reply to its reserve_inventory command for \d+ min/);
   assert.ok(await page.evaluate(() => {
     const a = document.getElementById('attention');
     const cards = document.querySelector('.cards');
@@ -167,13 +170,15 @@ try {
   assert.match(timelineText, /ORDER_CREATED/);
   assert.equal(await page.locator('#order-status').innerText(), 'PENDING');
   const offered = await page.getByRole('group', { name: 'Allowed actions' }).getByRole('button').allInnerTexts();
-  assert.ok(offered.includes('cancel') && offered.includes('retry step'), `offered: ${offered}`);
-  assert.ok(!offered.some((a) => a.startsWith('release')), 'release is not offered to a saga that is not quarantined');
+  assert.ok(offered.includes('Cancel the order') && offered.includes('Re-send the reserve_inventory command'), `offered: ${offered}`);
+  assert.ok(!offered.some((a) => a.startsWith('Release')), 'release is not offered to a saga that is not quarantined');
   await shot(page, '04-saga');
   await axe(page, 'saga');
 
   step('dry-run a cancel: the effects are shown, nothing is written');
-  await page.getByRole('button', { name: 'cancel', exact: true }).click();
+  await page.getByRole('button', { name: 'Cancel the order', exact: true }).click();
+  // What it does, in words, before anything else.
+  assert.match(await page.locator('#action-about').innerText(), /Cancel the order and compensate/);
   await page.getByLabel('Reason').fill('e2e: customer asked by phone');
   await page.getByRole('button', { name: 'Dry run' }).click();
   const report = page.locator('.report');
@@ -190,7 +195,7 @@ try {
   await shot(page, '05-dry-run');
 
   step('confirm: the order becomes CANCELLED and the audit row appears');
-  await page.getByRole('button', { name: 'Confirm: cancel' }).click();
+  await page.getByRole('button', { name: 'Confirm: Cancel the order' }).click();
   await page.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
   const audit = page.locator('section[aria-labelledby="audit-h"]');
   await audit.getByText('e2e: customer asked by phone').waitFor({ timeout: T });
@@ -201,20 +206,20 @@ try {
   step('a stale action is refused: the saga moved on between dry run and confirm');
   await page.goto(`${BASE}/ops/ui#/sagas/${STALE}`);
   await page.getByRole('heading', { name: new RegExp(`^Order ${STALE}`) }).waitFor({ timeout: T });
-  await page.getByRole('button', { name: 'cancel', exact: true }).click();
+  await page.getByRole('button', { name: 'Cancel the order', exact: true }).click();
   await page.getByLabel('Reason').fill('e2e: stale attempt');
   await page.getByRole('button', { name: 'Dry run' }).click();
-  await page.getByRole('button', { name: 'Confirm: cancel' }).waitFor({ timeout: T });
+  await page.getByRole('button', { name: 'Confirm: Cancel the order' }).waitFor({ timeout: T });
   // Someone else acts on the same saga in another tab.
   const other = await context.newPage();
   await other.goto(`${BASE}/ops/ui#/sagas/${STALE}`);
-  await other.getByRole('button', { name: 'cancel', exact: true }).click();
+  await other.getByRole('button', { name: 'Cancel the order', exact: true }).click();
   await other.getByLabel('Reason').fill('e2e: the other operator was faster');
   await other.getByRole('button', { name: 'Dry run' }).click();
-  await other.getByRole('button', { name: 'Confirm: cancel' }).click();
+  await other.getByRole('button', { name: 'Confirm: Cancel the order' }).click();
   await other.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
   await other.close();
-  await page.getByRole('button', { name: 'Confirm: cancel' }).click();
+  await page.getByRole('button', { name: 'Confirm: Cancel the order' }).click();
   const stale = page.getByRole('alert').filter({ hasText: 'The saga moved on — reload.' });
   await stale.waitFor({ timeout: T });
   assert.match(await stale.innerText(), /Nothing was applied/);
@@ -223,6 +228,13 @@ try {
   await shot(page, '07-stale');
   await stale.getByRole('button', { name: 'Reload' }).click();
   await page.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
+
+  step('out of stock: only what changes something is offered, each in plain words');
+  await page.goto(`${BASE}/ops/ui#/sagas/${REVIEW}`);
+  await page.getByRole('heading', { name: new RegExp(`^Order ${REVIEW}`) }).waitFor({ timeout: T });
+  const reviewOffers = await page.getByRole('group', { name: 'Allowed actions' }).getByRole('button').allInnerTexts();
+  assert.ok(reviewOffers.includes('Try the inventory reservation again') && reviewOffers.includes('Cancel the order'), reviewOffers.join(', '));
+  assert.ok(!reviewOffers.some((a) => a.startsWith('Re-send')), `re-sending a command the participant already answered is not offered: ${reviewOffers}`);
 
   step('a dead letter: its headers readable, the reason first, the page no wider than the window');
   await page.goto(`${BASE}/ops/ui#/sagas/${POISONED}`);

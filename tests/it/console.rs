@@ -212,13 +212,29 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     let stuck = daemon.create_order(&body("eu-west")).await;
     let stale = daemon.create_order(&body("eu-west")).await;
     let poisoned = daemon.create_order(&body("eu-west")).await;
+    let review = daemon.create_order(&body("eu-west")).await;
     let mut bulk = Vec::new();
     for _ in 0..3 {
         bulk.push(daemon.create_order(&body("ap-closed")).await);
     }
-    for id in [stuck, stale, poisoned].iter().chain(&bulk) {
+    for id in [stuck, stale, poisoned, review].iter().chain(&bulk) {
         env.wait_state(*id, "RESERVING_INVENTORY", Duration::from_secs(30)).await;
     }
+    // Out of stock: PENDING_REVIEW, where only an operator moves it on.
+    {
+        use order_saga::contracts::*;
+        env.publish(&Message::from(InventoryReservationFailed {
+            event_id: format!("rf-{review}"),
+            order_id: review as i64,
+            occurred_at: TimestampMicros::from_datetime(chrono::Utc::now()),
+            tenant_region: "eu-west".into(),
+            command_id: None,
+            reason: "OUT_OF_STOCK".into(),
+            shortages: vec![Shortage { sku: "SKU-1".into(), requested_qty: 2, available_qty: 0 }],
+        }))
+        .await;
+    }
+    env.wait_state(review, "PENDING_REVIEW", Duration::from_secs(30)).await;
     // A message that cannot be decoded for one order: dead-lettered, its saga quarantined.
     env.publish_raw(order_saga::contracts::MessageKind::InventoryReserved, &poisoned.to_string(), b"\x00junk", &[])
         .await;
@@ -241,6 +257,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         ("CONSOLE_STUCK_ID", stuck.to_string()),
         ("CONSOLE_STALE_ID", stale.to_string()),
         ("CONSOLE_POISONED_ID", poisoned.to_string()),
+        ("CONSOLE_REVIEW_ID", review.to_string()),
         ("CONSOLE_BULK_REGION", "ap-closed".to_owned()),
         ("CONSOLE_BULK_COUNT", bulk.len().to_string()),
     ];

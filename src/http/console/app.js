@@ -612,7 +612,9 @@ function reportView(r, applied) {
       r.replayed && r.replayed.length ? [h('dt', {}, 'Replayed'), h('dd', {}, r.replayed.join(', '))] : null)));
 }
 
-function actionPanel(orderId, saga, actions, reload) {
+function actionPanel(orderId, saga, actions, reload, described) {
+  // Each offered action's label and what it does (from the daemon, index by index).
+  const about = (a) => (described || [])[actions.indexOf(a)] || { label: actionLabel(a), description: '' };
   const panel = h('section', { class: 'panel', 'aria-labelledby': 'actions-h' }, h('h2', { id: 'actions-h' }, 'Actions'));
   if (actions.length === 0) {
     panel.append(h('p', { class: 'muted' }, 'The definition allows no operator action in this state.'));
@@ -620,7 +622,8 @@ function actionPanel(orderId, saga, actions, reload) {
   }
   const work = h('div', {});
   const buttons = h('div', { class: 'actions', role: 'group', 'aria-label': 'Allowed actions' },
-    actions.map((a) => h('button', { type: 'button', 'data-action': a.action, onclick: () => open(a) }, actionLabel(a))));
+    actions.map((a) => h('button', { type: 'button', 'data-action': a.action, title: about(a).description, onclick: () => open(a) },
+      about(a).label)));
   panel.append(h('p', { class: 'muted' }, `Offered: what the definition allows in ${saga.state}. Every action is first a dry run; you confirm it after seeing what it would write.`),
     buttons, work);
 
@@ -634,8 +637,8 @@ function actionPanel(orderId, saga, actions, reload) {
     }
     const result = h('div', { 'aria-live': 'polite' });
     const dry = h('button', { type: 'submit', class: 'primary' }, 'Dry run');
-    const form = h('form', { 'aria-label': `Action ${actionLabel(a)}`, onsubmit: async (ev) => { ev.preventDefault(); await run(true); } },
-      h('h3', {}, actionLabel(a)),
+    const form = h('form', { 'aria-label': `Action ${about(a).label}`, onsubmit: async (ev) => { ev.preventDefault(); await run(true); } },
+      h('h3', {}, about(a).label), h('p', { id: 'action-about' }, about(a).description),
       h('label', { for: 'reason' }, 'Reason', reason), h('div', { class: 'form-row' }, extra, dry), result);
     work.replaceChildren(form);
     reason.focus();
@@ -657,14 +660,14 @@ function actionPanel(orderId, saga, actions, reload) {
         const r = await api('POST', `/ops/sagas/${orderId}/actions`, body(dryRun));
         if (dryRun) {
           const confirm = h('button', { type: 'button', class: 'danger', id: 'confirm',
-            onclick: async () => { confirm.disabled = true; await run(false); } }, `Confirm: ${actionLabel(a)}`);
+            onclick: async () => { confirm.disabled = true; await run(false); } }, `Confirm: ${about(a).label}`);
           const cancel = h('button', { type: 'button', onclick: () => work.replaceChildren() }, 'Cancel');
           result.replaceChildren(reportView(r, false), h('div', { class: 'actions' }, confirm, cancel));
           confirm.focus();
         } else {
           result.replaceChildren(reportView(r, true));
-          toast(`${actionLabel(a)} applied to order ${orderId}.`);
-          await reload(`${actionLabel(a)} applied: ${r.state_before} → ${r.state_after}.`);
+          toast(`${about(a).label} applied to order ${orderId}.`);
+          await reload(`${about(a).label} applied: ${r.state_before} → ${r.state_after}.`);
         }
       } catch (e) {
         if (e.status === 401) return;
@@ -732,7 +735,7 @@ async function sagaPage(orderId, flash) {
       h('section', { class: 'panel', 'aria-labelledby': 'order-h' }, h('h2', { id: 'order-h' }, 'Order'), orderFacts, items)),
     h('section', { class: 'panel', 'aria-labelledby': 'diagram-h' }, h('h2', { id: 'diagram-h' }, 'State diagram'),
       diagram(def, s, data.transitions)),
-    actionPanel(orderId, s, def.actions_allowed_now || [], reload),
+    actionPanel(orderId, s, def.actions_allowed_now || [], reload, def.action_descriptions),
     h('section', { class: 'panel', 'aria-labelledby': 'timeline-h' }, h('h2', { id: 'timeline-h' }, 'Timeline'),
       h('p', { class: 'muted' }, 'Saga transitions, order status history and operator actions, oldest first.'),
       timeline(data, audit.audit || [])),

@@ -13,6 +13,7 @@
 
 mod cancel_timer;
 pub mod consequences;
+pub mod describe;
 mod fire_timer;
 mod manual;
 mod release;
