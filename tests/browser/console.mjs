@@ -309,6 +309,23 @@ try {
   assert.match(await page.locator('main').innerText(), /e2e: region closed/);
   await axe(page, 'audit');
 
+  step('at 800 px, light and dark: no page wider than the window, axe finds nothing serious');
+  await page.setViewportSize({ width: 800, height: 900 });
+  for (const [name, hash, heading] of [['overview', '#/', 'Overview'], ['sagas', '#/sagas', 'Sagas'],
+    ['saga', `#/sagas/${STUCK}`, new RegExp(`^Order ${STUCK}`)], ['bulk', '#/bulk', 'Bulk action'], ['audit', '#/audit', 'Audit trail']]) {
+    await page.goto(`${BASE}/ops/ui${hash}`);
+    await page.getByRole('heading', { name: heading }).first().waitFor({ timeout: T });
+    for (const scheme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: scheme });
+      const [scrollW, viewW] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+      assert.ok(scrollW <= viewW, `${name} (${scheme}) is ${scrollW} px wide in a ${viewW} px window`);
+      await axe(page, `${name}-800-${scheme}`);
+    }
+    await shot(page, `11-${name}-800`);
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize({ width: 1366, height: 900 });
+
   step('requests without the CSRF token or without the session are refused');
   const csrf = await page.evaluate(async () => (await (await fetch('/ops/ui/session')).json()).csrf_token);
   assert.equal((await page.request.get(`${BASE}/ops/overview`, { headers: { 'X-CSRF-Token': csrf } })).status(), 200);

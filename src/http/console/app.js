@@ -564,7 +564,7 @@ function diagram(def, saga, rawTransitions) {
       h('svg:rect', { x: p.x, y: p.y, width: W, height: H, rx: n.name === '[*]' ? 20 : 6 }),
       h('svg:text', { x: p.x + W / 2, y: p.y + H / 2 + 4, 'text-anchor': 'middle' }, n.name === '[*]' ? 'start' : n.name)));
   }
-  return h('figure', { class: 'diagram' }, svg,
+  return h('figure', { class: 'diagram', tabindex: 0, 'aria-label': 'State diagram (scrolls sideways in a narrow window)' }, svg,
     h('figcaption', { class: 'muted' }, `Path taken: ${path.join(' → ')}. Highlighted: current state and the transitions this saga took.`));
 }
 
