@@ -180,7 +180,12 @@ impl Ops {
         let parked = inspect::parked(&self.db, order_id, false).await?;
         let (actions, described): (Vec<Action>, Vec<plan::describe::Described>) =
             self.allowed_now(order_id).await?.into_iter().unzip();
+        // Why it is here, in words, when it needs someone.
+        let why_here = inspect::why_here(&self.db, catalog, &saga).await?;
+        let state_description = state.and_then(|s| s.description.clone());
         Ok(json!({
+            "needs": why_here.map(|a| json!({"need": a.need, "why": a.why})),
+            "state_description": state_description,
             "saga": saga,
             "definition": {
                 "loaded": def.is_some(),

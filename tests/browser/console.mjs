@@ -175,6 +175,7 @@ try {
   await shot(page, '04-saga');
   await axe(page, 'saga');
 
+  assert.match(await page.locator('#why-here').innerText(), /^No reply: No reply to its reserve_inventory command for \d+ min/);
   step('dry-run a cancel: the effects are shown, nothing is written');
   await page.getByRole('button', { name: 'Cancel the order', exact: true }).click();
   // What it does, in words, before anything else.
@@ -219,6 +220,8 @@ try {
   await other.getByRole('button', { name: 'Confirm: Cancel the order' }).click();
   await other.locator('#order-status', { hasText: 'CANCELLED' }).waitFor({ timeout: T });
   await other.close();
+  // The first page is not redrawn under the operator, but says the saga changed.
+  await page.locator('#saga-changed').getByText('This saga changed since the page was loaded: now CANCELLED').waitFor({ timeout: T });
   await page.getByRole('button', { name: 'Confirm: Cancel the order' }).click();
   const stale = page.getByRole('alert').filter({ hasText: 'The saga moved on — reload.' });
   await stale.waitFor({ timeout: T });
@@ -232,6 +235,9 @@ try {
   step('out of stock: only what changes something is offered, each in plain words');
   await page.goto(`${BASE}/ops/ui#/sagas/${REVIEW}`);
   await page.getByRole('heading', { name: new RegExp(`^Order ${REVIEW}`) }).waitFor({ timeout: T });
+  const why = await page.locator('#why-here').innerText();
+  assert.match(why, /^Awaiting operator: Waiting for an operator for .* in PENDING_REVIEW: Out of stock/, why);
+  assert.match(why, /Last reason: OUT_OF_STOCK/, why);
   const reviewOffers = await page.getByRole('group', { name: 'Allowed actions' }).getByRole('button').allInnerTexts();
   assert.ok(reviewOffers.includes('Try the inventory reservation again') && reviewOffers.includes('Cancel the order'), reviewOffers.join(', '));
   assert.ok(!reviewOffers.some((a) => a.startsWith('Re-send')), `re-sending a command the participant already answered is not offered: ${reviewOffers}`);

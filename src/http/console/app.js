@@ -58,7 +58,10 @@ function duration(seconds) {
 function when(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  if (Number.isNaN(d.getTime())) return String(iso);
+  // UTC (what logs and the database say), with the operator's local time beside it.
+  const utc = d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  return `${utc} (${d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })} local)`;
 }
 
 function toast(msg) {
@@ -137,7 +140,9 @@ function markUp() {
   document.getElementById('offline').hidden = true;
 }
 
-async function api(method, path, body) {
+// `peek`: a background check whose answer is not drawn (it does not make
+// the page's data newer).
+async function api(method, path, body, peek) {
   const headers = { 'X-CSRF-Token': session.csrf || '' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let resp;
@@ -167,7 +172,7 @@ async function api(method, path, body) {
     throw new ApiError(401, data);
   }
   if (!resp.ok) throw new ApiError(resp.status, data);
-  if (method === 'GET') {
+  if (method === 'GET' && !peek) {
     link.lastData = new Date();
     showFreshness();
   }
@@ -727,9 +732,17 @@ async function sagaPage(orderId, flash) {
       return secs >= 0 ? duration(secs) : h('span', { class: 'badge warn' }, `overdue ${duration(-secs)}`);
     }],
   ], 'No pending timer.');
+  const lastReason = [...(data.transitions || [])].reverse().find((t) => t.reason);
+  const changed = h('p', { class: 'notice warn', id: 'saga-changed', role: 'status', hidden: true });
   const sections = [
     h('h1', {}, `Order ${orderId}`, h('span', { class: 'muted' }, s.state), badges),
     flash ? h('p', { class: 'notice ok', role: 'status' }, flash) : null,
+    changed,
+    // Why it is here, before anything else.
+    h('div', { class: `notice ${data.needs ? 'bad' : ''}`, id: 'why-here' },
+      data.needs ? [h('strong', {}, `${NEED_LABEL[data.needs.need] || data.needs.need}: `), data.needs.why]
+        : [h('strong', {}, `${s.state}: `), data.state_description || (s.terminal ? 'done.' : 'in progress.')],
+      lastReason ? h('div', { class: 'muted' }, `Last reason: ${lastReason.reason} (${lastReason.event}, ${when(lastReason.at)})`) : null),
     h('div', { class: 'grid2' },
       h('section', { class: 'panel', 'aria-labelledby': 'saga-h' }, h('h2', { id: 'saga-h' }, 'Saga'), facts),
       h('section', { class: 'panel', 'aria-labelledby': 'order-h' }, h('h2', { id: 'order-h' }, 'Order'), orderFacts, items)),
@@ -758,6 +771,19 @@ async function sagaPage(orderId, flash) {
       auditTable(audit.audit || [])),
   ];
   mount(...sections);
+  window.scrollTo(0, 0);
+  // The page is not redrawn under the operator's hands: it says when the
+  // saga has changed since it was loaded, and Reload shows it.
+  every(REFRESH_MS, async () => {
+    try {
+      const now = await api('GET', `/ops/sagas/${orderId}`, undefined, true);
+      if (now.saga.version !== s.version) {
+        changed.replaceChildren(`This saga changed since the page was loaded: now ${now.saga.state} at version ${now.saga.version}. `,
+          h('button', { type: 'button', onclick: () => reload() }, 'Reload'));
+        changed.hidden = false;
+      }
+    } catch (_) { /* the banner says when the daemon is down */ }
+  });
 }
 
 /// A dead letter's headers, the reason first, then where it came from.

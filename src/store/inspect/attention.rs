@@ -99,6 +99,40 @@ pub fn why(
     }
 }
 
+/// Why one saga needs a human, if it does (pure): the most urgent reason.
+/// `overdue` is its most overdue timer past the grace period.
+pub fn need_of(saga: &SagaSummary, catalog: &Catalog, overdue: Option<&(String, i64)>) -> Option<Need> {
+    if saga.terminal {
+        return None;
+    }
+    let def = catalog.get(saga.definition_version);
+    if saga.quarantined.is_some() {
+        Some(Need::Quarantined)
+    } else if def.is_some_and(|d| d.awaits_operator(&saga.state)) {
+        Some(Need::AwaitingOperator)
+    } else if overdue.is_some() {
+        Some(Need::TimerOverdue)
+    } else if saga.stuck {
+        Some(if step_of(catalog, saga).is_some() { Need::NoReply } else { Need::Stuck })
+    } else {
+        None
+    }
+}
+
+/// Why this saga is where it is, for its page: the need and why in words,
+/// or `None` when it needs no one.
+pub async fn why_here(db: &Db, catalog: &Catalog, saga: &SagaSummary) -> Result<Option<Attention>, StoreError> {
+    let probe = [Attention { need: Need::TimerOverdue, why: String::new(), saga: saga.clone() }];
+    let overdue = overdue_timers(db, &probe).await?;
+    let late = overdue.first().map(|(_, t)| t).filter(|(_, secs)| *secs > i64::from(super::OVERDUE_GRACE_SECONDS));
+    let Some(need) = need_of(saga, catalog, late) else { return Ok(None) };
+    let def = catalog.get(saga.definition_version);
+    let description = def.and_then(|d| d.state(&saga.state)).and_then(|s| s.description.as_deref());
+    let step = step_of(catalog, saga);
+    let why = why(need, saga, description, step.as_deref(), late);
+    Ok(Some(Attention { need, why, saga: saga.clone() }))
+}
+
 /// The sagas that need a human, at most `limit` of each kind.
 pub async fn attention(db: &Db, catalog: &Catalog, limit: u32) -> Result<AttentionList, StoreError> {
     let mut found = std::collections::BTreeMap::new();
