@@ -246,6 +246,16 @@ pub fn filter_from(pairs: &[(String, String)]) -> Result<SagaFilter, ApiError> {
     let mut f = SagaFilter::default();
     for (k, v) in pairs {
         match k.as_str() {
+            "order_id" => {
+                f.order_id = Some(
+                    v.trim()
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad(k, "order_id must be a positive number".into()))?,
+                )
+            }
+            "customer_id" => f.customer_id = Some(v.trim().to_owned()),
             "state" => f.state = Some(v.clone()),
             "older_than" => {
                 let d = humantime::parse_duration(v).map_err(|e| bad(k, format!("older_than: {e} (e.g. 15m)")))?;
@@ -279,7 +289,9 @@ pub fn filter_from(pairs: &[(String, String)]) -> Result<SagaFilter, ApiError> {
 }
 
 /// The filters of the saga list and of bulk actions.
-pub const FILTER_KEYS: [&str; 10] = [
+pub const FILTER_KEYS: [&str; 12] = [
+    "order_id",
+    "customer_id",
     "state",
     "older_than",
     "tenant_region",
@@ -298,6 +310,8 @@ pub const FILTER_KEYS: [&str; 10] = [
     tag = "ops",
     summary = "List sagas, oldest in their state first",
     params(
+        ("order_id" = Option<u64>, Query, description = "Only this order (terminal included)"),
+        ("customer_id" = Option<String>, Query, description = "Only orders of this customer (terminal included)"),
         ("state" = Option<String>, Query, description = "Only this saga state"),
         ("older_than" = Option<String>, Query, description = "At least this long in the current state, e.g. 15m"),
         ("tenant_region" = Option<String>, Query, description = "Only this tenant region"),

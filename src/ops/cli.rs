@@ -24,6 +24,9 @@ pub struct OpsArgs {
 /// Which sagas (list and bulk).
 #[derive(Debug, Clone, Args, Default, serde::Serialize)]
 pub struct FilterArgs {
+    /// Only orders of this customer (terminal sagas included).
+    #[arg(long)]
+    pub customer: Option<String>,
     /// Only this state.
     #[arg(long)]
     pub state: Option<String>,
@@ -59,6 +62,8 @@ pub struct FilterArgs {
 impl FilterArgs {
     fn filter(&self) -> SagaFilter {
         SagaFilter {
+            order_id: None,
+            customer_id: self.customer.clone(),
             state: self.state.clone(),
             older_than: self.older_than,
             tenant_region: self.region.clone(),

@@ -61,7 +61,7 @@ function watch(p) {
   p.on('console', (m) => {
     // A CSP violation or a script error is a failure, whatever the page shows.
     // Refusals the page shows, and the requests that fail while offline on purpose.
-    if (m.type() === 'error' && !/status of (401|403|409)|ERR_INTERNET_DISCONNECTED/.test(m.text())) problems.push(`console: ${m.text()}`);
+    if (m.type() === 'error' && !/status of (401|403|409|422)|ERR_INTERNET_DISCONNECTED/.test(m.text())) problems.push(`console: ${m.text()}`);
   });
   p.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 }
@@ -144,6 +144,15 @@ try {
   assert.match(await row.innerText(), /stuck/);
   await shot(page, '03-sagas-stuck');
   await axe(page, 'sagas');
+
+  step('the list finds one order by its id, and a bad filter value is explained, the form kept');
+  await page.goto(`${BASE}/ops/ui#/sagas?order_id=${REVIEW}`);
+  await page.getByRole('heading', { name: 'Sagas' }).waitFor({ timeout: T });
+  await page.getByRole('link', { name: REVIEW, exact: true }).waitFor({ timeout: T });
+  assert.equal(await page.locator('main table tbody tr').count(), 1);
+  await page.goto(`${BASE}/ops/ui#/sagas?order_id=abc`);
+  await page.locator('#filter-error').getByText('order_id must be a positive number').waitFor({ timeout: T });
+  assert.ok(await page.getByRole('button', { name: 'Apply filters' }).isVisible(), 'the form stays to fix the value');
 
   step('the daemon unreachable: a banner says so, the data on screen says how old it is, and the page recovers by itself');
   assert.match(await page.locator('#freshness').innerText(), /^Data as of /);

@@ -616,3 +616,21 @@ async fn a_dry_run_says_in_words_that_an_overdue_timer_fires_at_once_and_where_i
         "{said:?}"
     );
 }
+
+#[tokio::test]
+async fn the_list_finds_an_order_or_a_customers_orders_finished_ones_too() {
+    let app = TestApp::new().await;
+    order(&app).await;
+    let r = app.create_order(&key(), &order_body("cust-x", "eu-west", &[("A", 1, "5.00")])).await;
+    let mine = r.expect(201).json["order_id"].as_i64().unwrap();
+    let version = saga(&app, mine).await["saga"]["version"].clone();
+    act(&app, mine, json!({"action": "cancel", "expected_version": version, "actor": "ops:a", "reason": "asked"}))
+        .await
+        .expect(200);
+    let ids = |r: &Resp| {
+        r.json["sagas"].as_array().unwrap().iter().map(|s| s["order_id"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&get_ops(&app, "/ops/sagas?customer_id=cust-x").await.expect(200)), vec![mine], "terminal included");
+    assert_eq!(ids(&get_ops(&app, &format!("/ops/sagas?order_id={mine}")).await.expect(200)), vec![mine]);
+    get_ops(&app, "/ops/sagas?order_id=abc").await.expect_error(422, "invalid_parameter");
+}

@@ -5,7 +5,7 @@
 'use strict';
 
 const SVG_NS = 'http' + '://www.w3.org/2000/svg';
-const FILTERS = ['state', 'stuck', 'older_than', 'tenant_region', 'definition_version', 'quarantined',
+const FILTERS = ['order_id', 'customer_id', 'state', 'stuck', 'older_than', 'tenant_region', 'definition_version', 'quarantined',
   'terminal', 'timers_overdue', 'unpublished', 'dead_lettered_within'];
 const REFRESH_MS = 5000;
 
@@ -432,6 +432,8 @@ function filterForm(params, onApply, submitLabel) {
     },
   },
   h('div', { class: 'form-row' },
+    field('order_id', 'Order', text('order_id', '42')),
+    field('customer_id', 'Customer', text('customer_id', 'c-123')),
     field('state', 'State', stateSel),
     field('older_than', 'In state at least', text('older_than', '15m')),
     field('tenant_region', 'Region', text('tenant_region', 'eu')),
@@ -478,7 +480,22 @@ async function listPage(params) {
   for (const k of FILTERS) if (params[k]) filters[k] = params[k];
   const q = new URLSearchParams({ ...filters, limit: '50' });
   if (params.cursor) q.set('cursor', params.cursor);
-  const page = await api('GET', `/ops/sagas?${q}`);
+  const form = filterForm(filters, (f) => { location.hash = hashFor('/sagas', f); }, 'Apply filters');
+  let page;
+  try {
+    page = await api('GET', `/ops/sagas?${q}`);
+  } catch (e) {
+    if (e.status !== 422) throw e;
+    // A filter value the daemon refuses: say which, keep the form to fix it.
+    const which = e.details && e.details.parameter;
+    mount(h('h1', {}, 'Sagas'), form,
+      h('p', { class: 'notice bad', role: 'alert', id: 'filter-error' }, `${which ? `${which}: ` : ''}${e.message}`));
+    const input = which && form.elements[which];
+    if (input) input.focus();
+    return;
+  }
+  // A state no loaded definition has matches nothing: say so.
+  const unknownState = filters.state && knownStates.length && !knownStates.includes(filters.state);
   const rows = page.sagas.map((s) => h('tr', {},
     h('td', {}, h('a', { href: `#/sagas/${s.order_id}` }, String(s.order_id))),
     h('td', {}, s.state),
@@ -497,8 +514,9 @@ async function listPage(params) {
     h('span', { class: 'muted' }, `${page.sagas.length} shown, oldest in their state first`),
     h('span', { class: 'spacer' }),
     h('a', { href: hashFor('/bulk', filters) }, 'Act on all that match…'));
-  mount(h('h1', {}, 'Sagas'),
-    filterForm(filters, (f) => { location.hash = hashFor('/sagas', f); }, 'Apply filters'),
+  mount(h('h1', {}, 'Sagas'), form,
+    unknownState ? h('p', { class: 'notice warn', id: 'filter-error' },
+      `No loaded definition has a state ${filters.state}: nothing can match it.`) : null,
     h('section', { class: 'panel' }, table, pager));
 }
 

@@ -21,6 +21,10 @@ use crate::saga::Catalog;
 /// Filters of the saga list.
 #[derive(Debug, Clone, Default)]
 pub struct SagaFilter {
+    /// Only this order.
+    pub order_id: Option<i64>,
+    /// Only orders of this customer.
+    pub customer_id: Option<String>,
     pub state: Option<String>,
     /// At least this long in the current state.
     pub older_than: Option<Duration>,
@@ -81,10 +85,17 @@ fn dwell_limits(catalog: &Catalog) -> Vec<(u32, String, Duration)> {
 }
 
 fn push_filter(qb: &mut QueryBuilder<MySql>, f: &SagaFilter, catalog: &Catalog) {
+    if let Some(id) = f.order_id {
+        qb.push(" AND order_id = ").push_bind(id);
+    }
+    if let Some(c) = &f.customer_id {
+        qb.push(" AND order_id IN (SELECT order_id FROM orders WHERE customer_id = ").push_bind(c.clone()).push(")");
+    }
     if let Some(s) = &f.state {
         qb.push(" AND state = ").push_bind(s.clone());
     }
-    if !f.include_terminal && f.state.is_none() {
+    // Looking up one order or one customer's finds finished sagas too.
+    if !f.include_terminal && f.state.is_none() && f.order_id.is_none() && f.customer_id.is_none() {
         qb.push(" AND terminal = 0");
     }
     if let Some(d) = f.older_than {
