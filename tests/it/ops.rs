@@ -630,7 +630,7 @@ async fn the_list_finds_an_order_or_a_customers_orders_finished_ones_too() {
     let ids = |r: &Resp| {
         r.json["sagas"].as_array().unwrap().iter().map(|s| s["order_id"].as_i64().unwrap()).collect::<Vec<_>>()
     };
-    assert_eq!(ids(&get_ops(&app, "/ops/sagas?customer_id=cust-x").await.expect(200)), vec![mine], "terminal included");
-    assert_eq!(ids(&get_ops(&app, &format!("/ops/sagas?order_id={mine}")).await.expect(200)), vec![mine]);
+    assert_eq!(ids(get_ops(&app, "/ops/sagas?customer_id=cust-x").await.expect(200)), vec![mine], "terminal included");
+    assert_eq!(ids(get_ops(&app, &format!("/ops/sagas?order_id={mine}")).await.expect(200)), vec![mine]);
     get_ops(&app, "/ops/sagas?order_id=abc").await.expect_error(422, "invalid_parameter");
 }
