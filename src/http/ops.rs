@@ -706,6 +706,9 @@ async fn cancel_job(
     summary = "Audit trail of ops actions, newest first",
     params(
         ("order_id" = Option<u64>, Query, description = "Only this order"),
+        ("job_id" = Option<String>, Query, description = "Only the actions of this bulk job"),
+        ("actor" = Option<String>, Query, description = "Only this actor's actions"),
+        ("before_id" = Option<u64>, Query, description = "Older than this row (`next_before_id` of the previous page)"),
         ("limit" = Option<u32>, Query, description = "1-1000 (default 100)"),
     ),
     security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
@@ -719,14 +722,18 @@ async fn cancel_job(
 )]
 async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
-    let params = query_params(q.as_deref(), &["order_id", "limit"])?;
-    let mut order = None;
-    let mut limit = 100;
+    let params = query_params(q.as_deref(), &["order_id", "job_id", "actor", "before_id", "limit"])?;
+    let mut query = inspect::AuditQuery { limit: 100, ..Default::default() };
     for (k, v) in &params {
         match k.as_str() {
-            "order_id" => order = Some(order_id(v)?),
+            "order_id" => query.order_id = Some(order_id(v)?),
+            "job_id" => query.job_id = Some(v.trim().to_owned()),
+            "actor" => query.actor = Some(v.trim().to_owned()),
+            "before_id" => {
+                query.before_id = Some(v.parse().map_err(|_| bad(k, "before_id must be an audit row id".into()))?)
+            }
             _ => {
-                limit = v
+                query.limit = v
                     .parse::<u32>()
                     .ok()
                     .filter(|l| (1..=1000).contains(l))
@@ -734,7 +741,10 @@ async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
             }
         }
     }
-    Ok(axum::Json(json!({ "audit": inspect::audit(&ops.db, order, limit).await? })).into_response())
+    let rows = inspect::audit(&ops.db, &query).await?;
+    // The next page: rows older than the last one shown, when the page is full.
+    let next = (rows.len() == query.limit as usize).then(|| rows.last().map(|r| r.id)).flatten();
+    Ok(axum::Json(json!({ "audit": rows, "next_before_id": next })).into_response())
 }
 
 /// `POST /ops/timeouts/sweep` — fire every due timer now (for external schedulers).

@@ -256,7 +256,8 @@ pub async fn run(ops: Ops, bulk_rate: u32, args: OpsArgs) -> anyhow::Result<Exit
             return Ok(ExitCode::SUCCESS);
         }
         OpsCommand::Audit { order_id, limit } => {
-            print(&json!({"audit": inspect::audit(&db, order_id, limit).await?}));
+            let q = inspect::AuditQuery { order_id, limit, ..Default::default() };
+            print(&json!({"audit": inspect::audit(&db, &q).await?}));
             return Ok(ExitCode::SUCCESS);
         }
         OpsCommand::Bulk { filter, action, timer, event, limit, who } => {

@@ -319,10 +319,19 @@ try {
   await page.getByText(`${BULK_COUNT} of ${BULK_COUNT} done`).waitFor({ timeout: T });
 
   step('the audit page lists the actions under the signed-in name');
-  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.getByRole('link', { name: 'Audit', exact: true }).click();
   await page.getByRole('heading', { name: 'Audit trail' }).waitFor({ timeout: T });
   assert.match(await page.locator('main').innerText(), /e2e: region closed/);
   await axe(page, 'audit');
+  // One job's actions, from the job's page: each row links back to it.
+  await page.goto(jobUrl);
+  await page.getByRole('link', { name: 'Its actions in the audit trail' }).click();
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor({ timeout: T });
+  await page.locator('#a-job_id').waitFor({ timeout: T });
+  const jobRows = page.locator('main table tbody tr');
+  await jobRows.first().waitFor({ timeout: T });
+  assert.equal(await jobRows.count(), BULK_COUNT, 'the job\'s actions, and only those');
+  assert.equal(await jobRows.getByRole('link', { name: jobUrl.split('/').pop().slice(0, 8) }).count(), BULK_COUNT);
 
   step('at 800 px, light and dark: no page wider than the window, axe finds nothing serious');
   await page.setViewportSize({ width: 800, height: 900 });

@@ -294,7 +294,7 @@ async function route() {
     else if (job) await jobPage(job[1]);
     else if (path === '/sagas') await listPage(params);
     else if (path === '/bulk') await bulkPage(params);
-    else if (path === '/audit') await auditPage();
+    else if (path === '/audit') await auditPage(params);
     else await overviewPage();
     focusHeading();
   } catch (e) {
@@ -815,14 +815,34 @@ function dlqHeaders(headers) {
 function auditTable(rows) {
   return simpleTable(rows, [['When', (a) => when(a.created_at)], ['Order', (a) => a.order_id === null ? '—' : h('a', { href: `#/sagas/${a.order_id}` }, String(a.order_id))],
     ['Action', (a) => a.action], ['Result', (a) => h('span', { class: `badge ${a.result === 'applied' ? 'ok' : 'bad'}` }, a.result)],
-    ['Actor', (a) => a.actor], ['Reason', (a) => a.reason], ['Detail', (a) => h('span', { class: 'mono' }, a.detail || '')]],
+    ['Actor', (a) => a.actor], ['Reason', (a) => a.reason],
+    ['Job', (a) => (a.job_id ? h('a', { href: `#/bulk/jobs/${a.job_id}`, title: a.job_id }, a.job_id.slice(0, 8)) : '')],
+    ['Detail', (a) => h('span', { class: 'mono' }, a.detail || '')]],
   'No operator action recorded.');
 }
 
-async function auditPage() {
-  const data = await api('GET', '/ops/audit?limit=200');
-  mount(h('h1', {}, 'Audit trail'), h('p', { class: 'muted' }, 'The latest 200 operator actions, applied and refused, newest first.'),
-    h('section', { class: 'panel' }, auditTable(data.audit || [])));
+const AUDIT_FILTERS = ['order_id', 'job_id', 'actor', 'before_id'];
+
+async function auditPage(params) {
+  const filters = {};
+  for (const k of AUDIT_FILTERS) if (params[k]) filters[k] = params[k];
+  const input = (name, label, ph) => h('label', { for: `a-${name}` }, label,
+    h('input', { id: `a-${name}`, name, value: filters[name] || '', placeholder: ph, size: 14 }));
+  const form = h('form', { class: 'filters', 'aria-label': 'Audit filters', onsubmit: (ev) => {
+    ev.preventDefault();
+    const f = {};
+    for (const k of ['order_id', 'job_id', 'actor']) if (form.elements[k].value.trim()) f[k] = form.elements[k].value.trim();
+    location.hash = hashFor('/audit', f);
+  } }, h('div', { class: 'form-row' }, input('order_id', 'Order', '42'), input('job_id', 'Bulk job', 'job id'),
+    input('actor', 'Actor', 'alice'), h('button', { type: 'submit', class: 'primary' }, 'Apply filters')));
+  const data = await api('GET', `/ops/audit?${new URLSearchParams({ ...filters, limit: '100' })}`);
+  const { before_id: _, ...first } = filters;
+  const pager = h('div', { class: 'pager' },
+    filters.before_id ? h('a', { class: 'button', href: hashFor('/audit', first) }, '⇤ Newest') : null,
+    data.next_before_id ? h('a', { class: 'button', rel: 'next', href: hashFor('/audit', { ...filters, before_id: String(data.next_before_id) }) }, 'Older →') : null,
+    h('span', { class: 'muted' }, `${(data.audit || []).length} shown, newest first`));
+  mount(h('h1', {}, 'Audit trail'), h('p', { class: 'muted' }, 'Operator actions, applied and refused, newest first. A bulk job\'s actions carry its id.'),
+    form, h('section', { class: 'panel' }, auditTable(data.audit || []), pager));
 }
 
 // ---------------------------------------------------------------- bulk
@@ -978,7 +998,8 @@ async function jobPage(jobId) {
       ['Error', (r) => r.error || '']], 'No saga in this job.'));
     return st.finished;
   };
-  mount(h('h1', {}, `Bulk job ${jobId.slice(0, 8)}`), h('p', {}, h('a', { href: '#/bulk' }, '← Bulk actions')),
+  mount(h('h1', {}, `Bulk job ${jobId.slice(0, 8)}`), h('p', {}, h('a', { href: '#/bulk' }, '← Bulk actions'), ' · ',
+    h('a', { href: hashFor('/audit', { job_id: jobId }) }, 'Its actions in the audit trail')),
     h('section', { class: 'panel', 'aria-label': 'Job' }, meta, bar, counts, note, h('div', { class: 'form-row' }, stop)),
     h('h2', {}, 'Sagas'), results);
   if (!(await poll())) {

@@ -197,14 +197,35 @@ pub struct AuditView {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn audit(db: &Db, order_id: Option<i64>, limit: u32) -> Result<Vec<AuditView>, StoreError> {
+/// Which audit rows: newest first, optionally of one order, one bulk job or
+/// one actor, and older than `before_id` (the next page).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub order_id: Option<i64>,
+    pub job_id: Option<String>,
+    pub actor: Option<String>,
+    pub before_id: Option<u64>,
+    pub limit: u32,
+}
+
+pub async fn audit(db: &Db, q: &AuditQuery) -> Result<Vec<AuditView>, StoreError> {
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
         "SELECT id, order_id, action, params, actor, reason, version_before, version_after, result, detail, job_id, created_at \
          FROM ops_audit WHERE 1 = 1",
     );
-    if let Some(o) = order_id {
+    if let Some(o) = q.order_id {
         qb.push(" AND order_id = ").push_bind(o);
     }
+    if let Some(j) = &q.job_id {
+        qb.push(" AND job_id = ").push_bind(j.clone());
+    }
+    if let Some(a) = &q.actor {
+        qb.push(" AND actor = ").push_bind(a.clone());
+    }
+    if let Some(b) = q.before_id {
+        qb.push(" AND id < ").push_bind(b);
+    }
+    let limit = q.limit;
     qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
     let rows = qb.build().fetch_all(&db.pool).await.ctx("reading the audit trail")?;
     rows.iter()
