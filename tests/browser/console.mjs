@@ -131,9 +131,13 @@ try {
   await axe(page, 'overview-dark');
   await page.emulateMedia({ colorScheme: 'light' });
 
-  step('keyboard: each page puts focus on its heading; links work with Enter');
+  step('keyboard: each page puts focus on its heading; links work with Enter; a refresh keeps the focus');
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Overview');
   await stuckLink.focus();
+  const before = await page.locator('main .form-row .muted').first().innerText();
+  await page.waitForFunction((b) => document.querySelector('main .form-row .muted').innerText !== b, before, { timeout: T });
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label') || ''), await stuckLink.getAttribute('aria-label'),
+    'the overview redrew and the focus is still on the same link');
   await page.keyboard.press('Enter');
 
   step('the stuck list has the saga, its age against max dwell');

@@ -320,7 +320,15 @@ async function overviewPage() {
     if (paused.checked) return;
     const o = await api('GET', '/ops/overview');
     knownStates = o.states.map((s) => s.state);
+    // Keep the keyboard where it was across the redraw: the same link or
+    // control, found again by what it points to and says.
+    const keyOf = (e) => `${e.tagName}|${e.getAttribute('href') || e.id}|${e.textContent}`;
+    const had = document.activeElement && body.contains(document.activeElement) ? keyOf(document.activeElement) : null;
     body.replaceChildren(...renderOverview(o));
+    if (had) {
+      const again = [...body.querySelectorAll('a, button, input, select')].find((e) => keyOf(e) === had);
+      if (again) again.focus({ preventScroll: true });
+    }
     updated.textContent = `Updated ${when(o.at)} (every ${REFRESH_MS / 1000}s)`;
   };
   await draw();
