@@ -87,6 +87,7 @@ try {
   assert.match(csp, /script-src 'self'/);
   assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
   await page.getByLabel('Ops token').waitFor({ timeout: T });
+  assert.ok(await page.locator('#top').isHidden(), 'no "Signed in as" header on the sign-in page');
   await shot(page, '01-sign-in');
   await axe(page, 'sign-in');
 
@@ -365,6 +366,24 @@ try {
   assert.equal(forged.status(), 403, 'a wrong CSRF token');
   const bare = await fetch(`${BASE}/ops/overview`, { headers: { 'X-CSRF-Token': csrf } });
   assert.equal(bare.status, 401, 'CSRF token without the session');
+
+  step('a session that ends between the dry run and the confirm: the console says nothing was applied, and brings you back');
+  await page.goto(`${BASE}/ops/ui#/sagas/${REVIEW}`);
+  await page.getByRole('button', { name: 'Cancel the order', exact: true }).click();
+  await page.getByLabel('Reason').fill('e2e: session ends meanwhile');
+  await page.getByRole('button', { name: 'Dry run' }).click();
+  const confirmLate = page.getByRole('button', { name: 'Confirm: Cancel the order' });
+  await confirmLate.waitFor({ timeout: T });
+  const ended = await fetch(`${BASE}/ops/sessions`, { method: 'DELETE', headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert.equal(ended.status, 200, 'sign out everywhere');
+  await confirmLate.click();
+  await page.getByText('Your session ended before this was sent: nothing was applied.').waitFor({ timeout: T });
+  assert.ok(await page.locator('#top').isHidden(), 'the header is hidden once signed out');
+  await page.getByLabel('Ops token').fill(TOKEN);
+  await page.getByLabel(/Your name/).fill(ACTOR);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: new RegExp(`^Order ${REVIEW}`) }).waitFor({ timeout: T });
+  assert.match(await page.locator('#why-here').innerText(), /PENDING_REVIEW/, 'back on the same saga, which was not cancelled');
 
   step('sign out: back to sign-in, and the old session is dead on the server');
   await page.goto(`${BASE}/ops/ui#/`);

@@ -166,9 +166,11 @@ async function api(method, path, body, peek) {
   }
   markUp();
   if (resp.status === 401 && path !== '/ops/ui/session') {
-    // The session ended (signed out elsewhere, idle, expired): sign in again.
+    // The session ended (signed out elsewhere, idle, expired): sign in again;
+    // the same page opens after. A refused write did nothing: say so.
     session.csrf = null;
-    showSignIn('Your session has ended. Sign in again.');
+    showSignIn(method === 'GET' ? 'Your session has ended. Sign in again.'
+      : 'Your session ended before this was sent: nothing was applied. Sign in again; you return to the same page.');
     throw new ApiError(401, data);
   }
   if (!resp.ok) throw new ApiError(resp.status, data);
@@ -203,10 +205,11 @@ function focusHeading() {
   if (h1) { h1.setAttribute('tabindex', '-1'); h1.focus({ preventScroll: true }); }
 }
 
-function showSignIn(message) {
+function showSignIn(message, tone) {
   stopPage();
   document.getElementById('top').hidden = true;
-  const err = h('p', { class: 'notice bad', role: 'alert', hidden: !message }, message || '');
+  const err = h('p', { class: `notice ${tone || 'bad'}`, role: tone === 'ok' ? 'status' : 'alert', hidden: !message }, message || '');
+  document.title = 'Sign in — order-saga ops';
   const parts = [];
   if (signInMethods.identity_provider) {
     parts.push(h('p', {}, h('a', { class: 'button primary', id: 'sign-in-idp', href: '/ops/ui/sign-in' },
@@ -263,7 +266,7 @@ async function signOut() {
   session.csrf = null;
   session.actor = null;
   session.role = null;
-  showSignIn('Signed out.');
+  showSignIn('Signed out.', 'ok');
 }
 
 function stopPage() {
@@ -284,6 +287,7 @@ async function route() {
   const params = parseQuery(query);
   const section = path.startsWith('/sagas') ? 'sagas' : path.startsWith('/bulk') ? 'bulk'
     : path.startsWith('/audit') ? 'audit' : 'overview';
+  document.title = `${section[0].toUpperCase()}${section.slice(1)} — order-saga ops`;
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
@@ -367,7 +371,7 @@ function renderOverview(o) {
       hashFor('/sagas', { dead_lettered_within: '1h', terminal: 'true' }),
       o.dead_lettered_last_hour_without_saga ? `${o.dead_lettered_last_hour_without_saga} name no saga (DLQ topic)` : null,
       o.dead_lettered_last_hour > 0),
-    card('Consumer lag', lag.messages, '#lag', `${lag.scope || 'this replica'}, ${lag.partitions.length} partitions`));
+    card('Consumer lag', lag.messages, null, `${lag.scope || 'this replica'}, ${lag.partitions.length} partitions (table below)`));
   const rows = o.states.map((s) => h('tr', {},
     h('th', { scope: 'row' }, h('a', { href: hashFor('/sagas', { state: s.state }) }, s.state),
       s.terminal ? h('span', { class: 'muted' }, ' (terminal)') : null),
@@ -692,7 +696,7 @@ function actionPanel(orderId, saga, actions, reload, described) {
         if (dryRun) {
           const confirm = h('button', { type: 'button', class: 'danger', id: 'confirm',
             onclick: async () => { confirm.disabled = true; await run(false); } }, `Confirm: ${about(a).label}`);
-          const cancel = h('button', { type: 'button', onclick: () => work.replaceChildren() }, 'Cancel');
+          const cancel = h('button', { type: 'button', onclick: () => work.replaceChildren() }, 'Close');
           result.replaceChildren(reportView(r, false), h('div', { class: 'actions' }, confirm, cancel));
           confirm.focus();
         } else {
@@ -758,6 +762,7 @@ async function sagaPage(orderId, flash) {
       return secs >= 0 ? duration(secs) : h('span', { class: 'badge warn' }, `overdue ${duration(-secs)}`);
     }],
   ], 'No pending timer.');
+  document.title = `Order ${orderId} (${s.state}) — order-saga ops`;
   const lastReason = [...(data.transitions || [])].reverse().find((t) => t.reason);
   const changed = h('p', { class: 'notice warn', id: 'saga-changed', role: 'status', hidden: true });
   const sections = [
