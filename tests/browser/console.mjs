@@ -252,6 +252,9 @@ try {
   const why = await page.locator('#why-here').innerText();
   assert.match(why, /^Awaiting operator: Waiting for an operator for .* in PENDING_REVIEW: Out of stock/, why);
   assert.match(why, /Last reason: OUT_OF_STOCK/, why);
+  // The diagram: full labels (the edge that explains the failure was cut), "start" in the caption too.
+  assert.ok(await page.locator('.diagram text', { hasText: /^inventory\.reservation\.failed\.v1$/ }).count() > 0, 'full edge label');
+  assert.match(await page.locator('.diagram figcaption').innerText(), /^Path taken: start → RESERVING_INVENTORY → PENDING_REVIEW\./);
   const reviewOffers = await page.getByRole('group', { name: 'Allowed actions' }).getByRole('button').allInnerTexts();
   assert.ok(reviewOffers.includes('Try the inventory reservation again') && reviewOffers.includes('Cancel the order'), reviewOffers.join(', '));
   assert.ok(!reviewOffers.some((a) => a.startsWith('Re-send')), `re-sending a command the participant already answered is not offered: ${reviewOffers}`);

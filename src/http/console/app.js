@@ -474,10 +474,12 @@ function dwellCell(s) {
   const age = duration(s.age_in_state_seconds);
   if (s.max_dwell_seconds === null || s.max_dwell_seconds === undefined) return h('span', {}, age);
   return h('span', { class: 'dwell' },
-    h('meter', { min: 0, max: s.max_dwell_seconds, low: s.max_dwell_seconds * 0.75, high: s.max_dwell_seconds,
+    // Red once over (a full meter at exactly `high` would stay amber).
+    h('meter', { min: 0, max: s.max_dwell_seconds, low: s.max_dwell_seconds * 0.75, high: s.max_dwell_seconds * 0.99,
       optimum: 0, value: Math.min(s.age_in_state_seconds, s.max_dwell_seconds),
       'aria-label': `${age} of ${duration(s.max_dwell_seconds)} expected` }),
-    `${age} / ${duration(s.max_dwell_seconds)}`);
+    ` ${age} / ${duration(s.max_dwell_seconds)}`,
+    s.age_in_state_seconds > s.max_dwell_seconds ? h('strong', {}, ` — over by ${duration(s.age_in_state_seconds - s.max_dwell_seconds)}`) : null);
 }
 
 async function ensureStates() {
@@ -550,11 +552,12 @@ function diagram(def, saga, rawTransitions) {
   const path = transitions.length ? [transitions[0].from, ...transitions.map((t) => t.to)] : [saga.state];
   const svg = h('svg:svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img',
     'aria-labelledby': 'diagram-title' },
-  h('svg:title', { id: 'diagram-title' }, `State diagram. Current state ${saga.state}. Path taken: ${path.join(' → ')}.`),
+  h('svg:title', { id: 'diagram-title' }, `State diagram. Current state ${saga.state}. Path taken: ${path.map((p) => (p === '[*]' ? 'start' : p)).join(' → ')}.`),
   h('svg:defs', {},
     ['plain', 'taken'].map((k) => h('svg:marker', { id: `arrow-${k}`, class: k, viewBox: '0 0 10 10', refX: 9, refY: 5,
       markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, h('svg:path', { d: 'M0,0 L10,5 L0,10 z' })))));
   const edgesDrawn = {};
+  const later = [];
   const at = (p0, p1, p2, p3) => (p0 + 3 * p1 + 3 * p2 + p3) / 8; // a cubic's midpoint
   for (const e of d.edges) {
     const a = pos[e.from], b = pos[e.to];
@@ -584,12 +587,16 @@ function diagram(def, saga, rawTransitions) {
       c = [x1, a.y, x1, top, x2, top, x2, b.y];
     }
     const lx = at(c[0], c[2], c[4], c[6]), ly = at(c[1], c[3], c[5], c[7]);
-    svg.append(h('svg:g', { class: `edge${isTaken ? ' taken' : ''}` },
+    const backward = e.from !== e.to && b.x < a.x;
+    const edge = h('svg:g', { class: `edge${isTaken ? ' taken' : ''}${backward ? ' backward' : ''}` },
       h('svg:title', {}, `${e.from} → ${e.to} on ${e.event}: ${e.label}`),
       h('svg:path', { d: `M${c[0]},${c[1]} C${c[2]},${c[3]} ${c[4]},${c[5]} ${c[6]},${c[7]}`,
         'marker-end': `url(#arrow-${isTaken ? 'taken' : 'plain'})` }),
-      labelled ? h('svg:text', { x: lx, y: ly - 4, 'text-anchor': 'middle' },
-        e.event.length > 28 ? e.event.slice(0, 27) + '…' : e.event) : null));
+      // Full names; edges between the same two states stack their labels.
+      labelled ? h('svg:text', { x: lx, y: ly - 4 + (nth - 1) * 12, 'text-anchor': 'middle' }, e.event) : null);
+    // A backward edge is drawn over the boxes it passes, not hidden behind
+    // them (hidden, it seemed to start from the box in between).
+    if (backward) later.push(edge); else svg.append(edge);
   }
   for (const n of d.nodes) {
     const p = pos[n.name];
@@ -599,8 +606,14 @@ function diagram(def, saga, rawTransitions) {
       h('svg:rect', { x: p.x, y: p.y, width: W, height: H, rx: n.name === '[*]' ? 20 : 6 }),
       h('svg:text', { x: p.x + W / 2, y: p.y + H / 2 + 4, 'text-anchor': 'middle' }, n.name === '[*]' ? 'start' : n.name)));
   }
-  return h('figure', { class: 'diagram', tabindex: 0, 'aria-label': 'State diagram (scrolls sideways in a narrow window)' }, svg,
-    h('figcaption', { class: 'muted' }, `Path taken: ${path.join(' → ')}. Highlighted: current state and the transitions this saga took.`));
+  svg.append(...later);
+  const named = path.map((p) => (p === '[*]' ? 'start' : p));
+  const figure = h('figure', { class: 'diagram', tabindex: 0, 'aria-label': 'State diagram (scrolls sideways in a narrow window)' }, svg,
+    h('figcaption', { class: 'muted' }, `Path taken: ${named.join(' → ')}. Highlighted: current state and the transitions this saga took.`));
+  // In a narrow window, the current state in view.
+  const cur = pos[saga.state];
+  if (cur) requestAnimationFrame(() => { figure.scrollLeft = Math.max(0, cur.x - PAD); });
+  return figure;
 }
 
 function timeline(data, audit) {
