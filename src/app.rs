@@ -114,7 +114,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `order-saga sagas diff OLD NEW`: needs no configuration, only the two files.
+fn sagas_diff(old: &std::path::Path, new: &std::path::Path, format: &str) -> ExitCode {
+    let load = |p: &std::path::Path| {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::saga::parse::parse(p, &text).map_err(|e| e.to_string())
+    };
+    let (old, new) = match (load(old), load(new)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            for e in [a.err(), b.err()].into_iter().flatten() {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let changes = crate::saga::diff::diff(&old, &new);
+    if format == "json" {
+        let out = serde_json::json!({"old_version": old.version, "new_version": new.version, "changes": changes});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!("{} saga: version {} → {}, {} change(s)", new.name, old.version, new.version, changes.len());
+        for c in &changes {
+            println!("{c}");
+        }
+        println!();
+        print!("{}", crate::saga::diff::mermaid(&old, &new, &changes));
+    }
+    if changes.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
 fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode> {
+    if let SagasCommand::Diff { old, new, format } = &command {
+        return Ok(sagas_diff(old, new, format));
+    }
     let catalog = match crate::saga_files::load_catalog(&cfg.sagas.sagas_dir, &cfg.timer_overrides()?) {
         Ok(c) => c,
         Err(errors) => {
@@ -147,6 +180,7 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
             };
             print!("{}", crate::saga::graph::mermaid(def));
         }
+        SagasCommand::Diff { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

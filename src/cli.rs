@@ -64,6 +64,16 @@ pub enum Command {
 pub enum SagasCommand {
     /// Load and validate every definition; print a summary or the errors (with file and line).
     Check,
+    /// What changed from one definition file to another: states, steps, timers, manual events
+    /// and transitions added, removed and changed, in words, then the new one's Mermaid diagram
+    /// with the changes marked. Exit status 0: no difference, 1: differences, 2: an invalid file.
+    Diff {
+        old: std::path::PathBuf,
+        new: std::path::PathBuf,
+        /// `text` (words and the diagram) or `json`.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Print the saga as a Mermaid state diagram.
     Graph {
         /// Definition version to draw (default: the newest).

@@ -27,7 +27,7 @@ pub fn mermaid(def: &Definition) -> String {
     out
 }
 
-fn label(def: &Definition, t: &TransitionDef) -> String {
+pub(crate) fn label(def: &Definition, t: &TransitionDef) -> String {
     let mut parts = Vec::new();
     if let Some(run) = &t.run {
         let cmd = def.steps.get(run).map(|s| s.command.name()).unwrap_or(run.as_str());

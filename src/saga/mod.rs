@@ -6,6 +6,7 @@
 //! returned effects out, in one database transaction.
 
 pub mod definition;
+pub mod diff;
 pub mod engine;
 pub mod graph;
 pub mod model;

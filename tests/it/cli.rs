@@ -176,3 +176,30 @@ async fn order_awaiting_payment(app: &TestApp) -> i64 {
     .await;
     id
 }
+
+#[test]
+fn sagas_diff_says_what_changed_and_exits_0_1_or_2() {
+    let dir = std::env::temp_dir().join(format!("sagas-diff-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = std::fs::read_to_string("sagas/order.toml").unwrap();
+    let same = run(&["sagas", "diff", "sagas/order.toml", "sagas/order.toml"], &[]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
+    assert!(text(&same.stdout).contains("0 change(s)"));
+    // AWAITING_PAYMENT answers payment.failed.v1 with another reason.
+    let changed = original.replacen("reason = \"PAYMENT_FAILED\"", "reason = \"PAYMENT_REFUSED\"", 1);
+    assert_ne!(changed, original, "the fixture changes something");
+    std::fs::write(dir.join("new.toml"), &changed).unwrap();
+    let new = dir.join("new.toml");
+    let diff = run(&["sagas", "diff", "sagas/order.toml", new.to_str().unwrap()], &[]);
+    assert_eq!(diff.status.code(), Some(1));
+    let out = text(&diff.stdout);
+    assert!(out.contains("1 change(s)"), "{out}");
+    assert!(out.contains("~ transition AWAITING_PAYMENT on payment.failed.v1:"), "{out}");
+    assert!(out.contains("PAYMENT_REFUSED") && out.contains("stateDiagram-v2"), "{out}");
+    let json = run(&["sagas", "diff", "sagas/order.toml", new.to_str().unwrap(), "--format", "json"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["changes"][0]["kind"], "changed");
+    std::fs::write(dir.join("broken.toml"), "not a saga").unwrap();
+    let broken = dir.join("broken.toml");
+    assert_eq!(run(&["sagas", "diff", "sagas/order.toml", broken.to_str().unwrap()], &[]).status.code(), Some(2));
+}
