@@ -144,6 +144,75 @@ fn sagas_diff(old: &std::path::Path, new: &std::path::Path, format: &str) -> Exi
     if changes.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
+/// `order-saga sagas test`: every scenario file of `dir` against the catalog.
+fn sagas_test(catalog: &crate::saga::Catalog, dir: &std::path::Path) -> ExitCode {
+    use crate::saga::scenario;
+    let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            eprintln!("{}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    files.sort();
+    let started = std::time::Instant::now();
+    let (mut reports, mut invalid) = (Vec::new(), false);
+    for f in &files {
+        let parsed = std::fs::read_to_string(f).map_err(|e| e.to_string()).and_then(|t| scenario::parse(&t));
+        let s = match parsed {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                invalid = true;
+                continue;
+            }
+        };
+        let def = match s.definition_version {
+            Some(v) => catalog.get(v),
+            None => Some(catalog.latest()),
+        };
+        let Some(def) = def else {
+            eprintln!("{}: no definition version {:?}", f.display(), s.definition_version);
+            invalid = true;
+            continue;
+        };
+        let r = scenario::run(def, &s);
+        if r.passed() {
+            println!("ok     {} ({})", r.name, f.display());
+        } else {
+            println!("FAILED {} ({})", r.name, f.display());
+            for m in &r.failures {
+                println!("       {m}");
+            }
+        }
+        reports.push(r);
+    }
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    println!(
+        "{} passed, {failed} failed in {:.1} ms",
+        reports.len() - failed,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let uncovered = scenario::uncovered(catalog.latest(), &reports);
+    for (state, event) in &uncovered {
+        println!("not covered: {state} on {event}");
+    }
+    if uncovered.is_empty() {
+        println!("every transition of version {} is covered", catalog.latest().version);
+    }
+    if invalid {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode> {
     if let SagasCommand::Diff { old, new, format } = &command {
         return Ok(sagas_diff(old, new, format));
@@ -181,6 +250,7 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
             print!("{}", crate::saga::graph::mermaid(def));
         }
         SagasCommand::Diff { .. } => {}
+        SagasCommand::Test { dir } => return Ok(sagas_test(&catalog, &dir)),
     }
     Ok(ExitCode::SUCCESS)
 }

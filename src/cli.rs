@@ -74,6 +74,14 @@ pub enum SagasCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Run the scenario files (time-skipping: no database, broker or clock) against the
+    /// definitions, and say which transitions no scenario takes. Exit status 0: every scenario
+    /// passed, 1: some failed, 2: a file is invalid.
+    Test {
+        /// The directory of scenario files (`*.toml`).
+        #[arg(long, default_value = "sagas/tests")]
+        dir: std::path::PathBuf,
+    },
     /// Print the saga as a Mermaid state diagram.
     Graph {
         /// Definition version to draw (default: the newest).

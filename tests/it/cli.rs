@@ -203,3 +203,27 @@ fn sagas_diff_says_what_changed_and_exits_0_1_or_2() {
     let broken = dir.join("broken.toml");
     assert_eq!(run(&["sagas", "diff", "sagas/order.toml", broken.to_str().unwrap()], &[]).status.code(), Some(2));
 }
+
+#[test]
+fn sagas_test_runs_the_shipped_scenarios_and_they_cover_every_transition() {
+    let r = run(&["sagas", "test"], &[]);
+    let out = text(&r.stdout);
+    assert_eq!(r.status.code(), Some(0), "{out}{}", text(&r.stderr));
+    assert!(out.contains("10 passed, 0 failed"), "{out}");
+    assert!(out.contains("every transition of version 1 is covered"), "{out}");
+    // A scenario that expects the wrong thing fails the run, naming the step.
+    let dir = std::env::temp_dir().join(format!("scenarios-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrong = std::fs::read_to_string("sagas/tests/payment_declined.toml")
+        .unwrap()
+        .replace("CARD_DECLINED", "X")
+        .replace("sends = [\"inventory.release.v1\"]", "sends = [\"payment.void.v1\"]");
+    std::fs::write(dir.join("wrong.toml"), wrong).unwrap();
+    let r = run(&["sagas", "test", "--dir", dir.to_str().unwrap()], &[]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        text(&r.stdout).contains(
+            "step 3 (reply payment.failed.v1): sent [\"inventory.release.v1\"], expected [\"payment.void.v1\"]"
+        )
+    );
+}
