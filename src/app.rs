@@ -80,6 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sagas { command: SagasCommand::Preview { new, format, sample } } => {
+            sagas_preview(&cfg, &new, &format, sample).await
+        }
         Command::Sagas { command } => sagas_command(&cfg, command),
         Command::Timeouts { command: TimeoutsCommand::Sweep } => {
             cfg.validate(false)?;
@@ -142,6 +145,83 @@ fn sagas_diff(old: &std::path::Path, new: &std::path::Path, format: &str) -> Exi
         print!("{}", crate::saga::diff::mermaid(&old, &new, &changes));
     }
     if changes.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// `order-saga sagas preview NEW`: every in-flight saga judged against NEW
+/// (read in pages of 1,000: memory stays bounded whatever their number).
+async fn sagas_preview(cfg: &Config, new: &std::path::Path, format: &str, sample: usize) -> anyhow::Result<ExitCode> {
+    use crate::saga::preview::{Verdict, judge};
+    let text = match std::fs::read_to_string(new) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", new.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let candidate = match crate::saga::parse::parse(new, &text) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    cfg.validate(false)?;
+    let catalog = load_catalog(cfg)?;
+    let db = connect(cfg).await?;
+    let started = std::time::Instant::now();
+    // state → (in flight, divergent)
+    let mut per_state: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut examples = Vec::new();
+    let (mut after, mut total, mut divergent) = (0i64, 0u64, 0u64);
+    loop {
+        let page = crate::store::inspect::in_flight_histories(&db, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.order_id;
+        for h in &page {
+            total += 1;
+            let entry = per_state.entry(h.state.clone()).or_default();
+            entry.0 += 1;
+            let verdict = match catalog.get(h.definition_version) {
+                Some(old) => judge(old, &candidate, h),
+                None => Verdict::NextDiffers {
+                    how: vec![format!("its definition version {} is not loaded here", h.definition_version)],
+                },
+            };
+            if !verdict.same() {
+                entry.1 += 1;
+                divergent += 1;
+                if examples.len() < sample {
+                    examples.push(serde_json::json!({"order_id": h.order_id, "state": h.state,
+                        "definition_version": h.definition_version, "how": verdict,
+                        "timeline": h.transitions.iter().map(|(f, e, t)| format!("{f} --{e}--> {t}")).collect::<Vec<_>>()}));
+                }
+            }
+        }
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if format == "json" {
+        let states: serde_json::Map<String, serde_json::Value> = per_state
+            .iter()
+            .map(|(s, (n, d))| (s.clone(), serde_json::json!({"in_flight": n, "divergent": d})))
+            .collect();
+        let out = serde_json::json!({"in_flight": total, "divergent": divergent, "states": states,
+            "sample": examples, "elapsed_ms": elapsed_ms});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} in flight, {divergent} would behave differently under {} (version {}), judged in {elapsed_ms:.0} ms",
+            total,
+            new.display(),
+            candidate.version
+        );
+        for (s, (n, d)) in &per_state {
+            println!("  {s}: {n} in flight, {d} divergent");
+        }
+        for e in &examples {
+            println!("{e}");
+        }
+    }
+    Ok(if divergent == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `order-saga sagas test`: every scenario file of `dir` against the catalog.
@@ -251,6 +331,7 @@ fn sagas_command(cfg: &Config, command: SagasCommand) -> anyhow::Result<ExitCode
         }
         SagasCommand::Diff { .. } => {}
         SagasCommand::Test { dir } => return Ok(sagas_test(&catalog, &dir)),
+        SagasCommand::Preview { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,6 +74,19 @@ pub enum SagasCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// For every saga in flight (in the database), what NEW.toml would do differently: its
+    /// recorded transitions replayed through NEW, and what its current state would do next.
+    /// Per-state counts and a sample; exit 0: none would behave differently, 1: some would,
+    /// 2: an invalid file. Read-only.
+    Preview {
+        new: std::path::PathBuf,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Divergent sagas listed (the counts cover all).
+        #[arg(long, default_value_t = 20)]
+        sample: usize,
+    },
     /// Run the scenario files (time-skipping: no database, broker or clock) against the
     /// definitions, and say which transitions no scenario takes. Exit status 0: every scenario
     /// passed, 1: some failed, 2: a file is invalid.

@@ -39,8 +39,9 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// A transition as compared: what it does, not where it is written.
-fn behaviour(def: &Definition, t: &TransitionDef) -> String {
+/// A transition as compared: what it does (target, effects, reason, alert,
+/// its `otherwise`), not where it is written.
+pub fn behaviour(def: &Definition, t: &TransitionDef) -> String {
     let mut s = format!("→ {} / {}", t.to, label(def, t));
     if let Some(r) = &t.reason {
         let _ = write!(s, " (reason {r})");

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod graph;
 pub mod model;
 pub mod parse;
+pub mod preview;
 pub mod scenario;
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -226,4 +226,39 @@ fn sagas_test_runs_the_shipped_scenarios_and_they_cover_every_transition() {
             "step 3 (reply payment.failed.v1): sent [\"inventory.release.v1\"], expected [\"payment.void.v1\"]"
         )
     );
+}
+
+#[tokio::test]
+async fn sagas_preview_names_exactly_the_sagas_a_change_would_treat_differently() {
+    let app = TestApp::new().await;
+    let url = format!("{}/{}", env().db_base, db_name(&app).await);
+    let env = [("ORDER_SAGA_DATABASE_URL", url.as_str())];
+    let paying = order_awaiting_payment(&app).await;
+    let reserving = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let reserving = reserving.json["order_id"].as_i64().unwrap();
+    let dir = std::env::temp_dir().join(format!("sagas-preview-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = std::fs::read_to_string("sagas/order.toml").unwrap();
+
+    std::fs::write(dir.join("same.toml"), &original).unwrap();
+    let same = run(&["sagas", "preview", dir.join("same.toml").to_str().unwrap()], &env);
+    assert_eq!(same.status.code(), Some(0), "{}{}", text(&same.stdout), text(&same.stderr));
+    assert!(text(&same.stdout).starts_with("2 in flight, 0 would behave differently"), "{}", text(&same.stdout));
+
+    // AWAITING_PAYMENT answers payment.failed.v1 with another reason.
+    let changed = original.replacen("reason = \"PAYMENT_FAILED\"", "reason = \"PAYMENT_REFUSED\"", 1);
+    std::fs::write(dir.join("changed.toml"), &changed).unwrap();
+    let out = run(&["sagas", "preview", dir.join("changed.toml").to_str().unwrap(), "--format", "json"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["in_flight"].as_u64(), v["divergent"].as_u64()), (Some(2), Some(1)), "{v}");
+    assert_eq!(v["states"]["AWAITING_PAYMENT"], json!({"in_flight": 1, "divergent": 1}));
+    assert_eq!(v["states"]["RESERVING_INVENTORY"], json!({"in_flight": 1, "divergent": 0}));
+    assert_eq!(v["sample"][0]["order_id"], paying);
+    assert_eq!(v["sample"][0]["how"]["verdict"], "next_differs");
+    assert!(v["sample"][0]["how"]["how"][0].as_str().unwrap().contains("PAYMENT_REFUSED"), "{v}");
+    assert_ne!(v["sample"][0]["order_id"], reserving);
+
+    std::fs::write(dir.join("broken.toml"), "nope").unwrap();
+    assert_eq!(run(&["sagas", "preview", dir.join("broken.toml").to_str().unwrap()], &env).status.code(), Some(2));
 }

@@ -248,3 +248,58 @@ pub async fn audit(db: &Db, q: &AuditQuery) -> Result<Vec<AuditView>, StoreError
         })
         .collect()
 }
+
+/// In-flight sagas after `after_order_id` (at most `limit`, by order id)
+/// with their applied transitions, for `sagas preview`: read in pages so any
+/// number of sagas fits in bounded memory. Rows the transition log keeps for
+/// what changed nothing (quarantines, stale replies) are left out.
+pub async fn in_flight_histories(
+    db: &Db,
+    after_order_id: i64,
+    limit: u32,
+) -> Result<Vec<crate::saga::preview::History>, StoreError> {
+    let sagas: Vec<(i64, u32, String)> = sqlx::query_as(
+        "SELECT CAST(order_id AS SIGNED), definition_version, state FROM saga_instances \
+         WHERE terminal = 0 AND order_id > ? ORDER BY order_id LIMIT ?",
+    )
+    .bind(after_order_id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading in-flight sagas")?;
+    let (Some(first), Some(last)) = (sagas.first(), sagas.last()) else { return Ok(Vec::new()) };
+    let rows: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT CAST(t.order_id AS SIGNED), t.from_state, t.event_name, t.to_state, t.reason FROM saga_transitions t \
+         JOIN saga_instances s ON s.order_id = t.order_id AND s.terminal = 0 \
+         WHERE t.order_id BETWEEN ? AND ? ORDER BY t.order_id, t.id",
+    )
+    .bind(first.0)
+    .bind(last.0)
+    .fetch_all(&db.pool)
+    .await
+    .ctx("reading in-flight sagas' transitions")?;
+    let mut out: Vec<crate::saga::preview::History> = sagas
+        .into_iter()
+        .map(|(order_id, definition_version, state)| crate::saga::preview::History {
+            order_id,
+            definition_version,
+            state,
+            transitions: Vec::new(),
+        })
+        .collect();
+    let mut i = 0;
+    for (order_id, from, event, to, reason) in rows {
+        let unchanged =
+            reason.as_deref().is_some_and(|r| r.starts_with("QUARANTINED:") || r.starts_with("STALE_REPLY:"));
+        if unchanged {
+            continue;
+        }
+        while i < out.len() && out[i].order_id < order_id {
+            i += 1;
+        }
+        if let Some(h) = out.get_mut(i).filter(|h| h.order_id == order_id) {
+            h.transitions.push((from, event, to));
+        }
+    }
+    Ok(out)
+}

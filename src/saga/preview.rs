@@ -1,0 +1,182 @@
+//! What a new definition would do to a saga in flight (`order-saga sagas
+//! preview NEW.toml`): its recorded transitions replayed through the new
+//! definition (the first one it would take differently, and how), and what
+//! its current state would do next in the old and the new definition. Pure:
+//! definitions and a saga's history in, a verdict out.
+//!
+//! The replay is by the transition log (from, event, to): the log keeps no
+//! payloads, so a guarded transition is judged by the branch that was taken
+//! (`to`), not by re-evaluating the guard.
+
+use serde::Serialize;
+
+use super::definition::{Definition, TransitionDef};
+use super::diff::behaviour;
+
+/// A saga in flight, as the preview reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub order_id: i64,
+    pub definition_version: u32,
+    pub state: String,
+    /// Every applied transition, oldest first: `(from, event, to)`; the
+    /// start's `from` is `-`.
+    pub transitions: Vec<(String, String, String)>,
+}
+
+/// How the new definition would treat one saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Everything it did, the new definition would have done; its state
+    /// answers every event as before.
+    Same,
+    /// Its history, replayed, would have gone another way.
+    PastDiverges {
+        /// Which recorded transition (0 = the first after the start).
+        at: usize,
+        event: String,
+        how: String,
+    },
+    /// Its past replays the same, but its current state would answer events
+    /// differently from now on.
+    NextDiffers { how: Vec<String> },
+}
+
+impl Verdict {
+    pub fn same(&self) -> bool {
+        matches!(self, Verdict::Same)
+    }
+}
+
+/// The transition `t` of `def` that a recorded `(event, to)` took: `t` itself
+/// or its `otherwise`.
+fn branch<'a>(t: &'a TransitionDef, to: &str) -> Option<&'a TransitionDef> {
+    if t.to == to { Some(t) } else { t.otherwise.as_deref().filter(|o| o.to == to) }
+}
+
+/// Judges one saga: `old` is the definition it runs on, `new` the candidate.
+pub fn judge(old: &Definition, new: &Definition, h: &History) -> Verdict {
+    for (i, (from, event, to)) in h.transitions.iter().enumerate().filter(|(_, (from, ..))| from != "-") {
+        let at = i.saturating_sub(1);
+        let diverge = |how: String| Verdict::PastDiverges { at, event: event.clone(), how };
+        let Some(state) = new.state(from) else {
+            return diverge(format!("state {from} is not in the new definition"));
+        };
+        let Some(t) = state.on.get(event) else {
+            return diverge(if state.ignore.contains(event) {
+                format!("in {from} it would ignore {event} (it went to {to})")
+            } else {
+                format!("in {from} it would refuse {event} (it went to {to})")
+            });
+        };
+        let Some(taken_new) = branch(t, to) else {
+            return diverge(format!("in {from}, {event} would lead to {} instead of {to}", t.to));
+        };
+        let taken_old = old.state(from).and_then(|s| s.on.get(event)).and_then(|t| branch(t, to));
+        if let Some(taken_old) = taken_old {
+            let (a, b) = (behaviour(old, taken_old), behaviour(new, taken_new));
+            if a != b {
+                return diverge(format!("in {from}, {event} would do something else: {a} ⇒ {b}"));
+            }
+        }
+    }
+    let Some(now_new) = new.state(&h.state) else {
+        return Verdict::NextDiffers { how: vec![format!("its state {} is not in the new definition", h.state)] };
+    };
+    let mut how = Vec::new();
+    if let Some(now_old) = old.state(&h.state) {
+        let events: std::collections::BTreeSet<&String> = now_old.on.keys().chain(now_new.on.keys()).collect();
+        for e in events {
+            match (now_old.on.get(e), now_new.on.get(e)) {
+                (Some(a), Some(b)) => {
+                    let (ba, bb) = (behaviour(old, a), behaviour(new, b));
+                    if ba != bb {
+                        how.push(format!("{e}: {ba} ⇒ {bb}"));
+                    }
+                }
+                (Some(_), None) => how.push(format!("{e}: no longer accepted in {}", h.state)),
+                (None, Some(b)) => how.push(format!("{e}: newly accepted, {}", behaviour(new, b))),
+                (None, None) => {}
+            }
+        }
+        if now_old.ignore != now_new.ignore {
+            how.push(format!("ignores {:?} ⇒ {:?}", now_old.ignore, now_new.ignore));
+        }
+        if now_old.max_dwell != now_new.max_dwell {
+            how.push("its max_dwell changes (when it counts as stuck)".into());
+        }
+    }
+    if how.is_empty() { Verdict::Same } else { Verdict::NextDiffers { how } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(text: &str) -> Definition {
+        super::super::parse::parse(std::path::Path::new("order.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const ORDER: &str = include_str!("../../sagas/order.toml");
+
+    fn t(from: &str, event: &str, to: &str) -> (String, String, String) {
+        (from.into(), event.into(), to.into())
+    }
+
+    fn awaiting_payment() -> History {
+        History {
+            order_id: 7,
+            definition_version: 1,
+            state: "AWAITING_PAYMENT".into(),
+            transitions: vec![
+                t("-", "order.created.v1", "RESERVING_INVENTORY"),
+                t("RESERVING_INVENTORY", "inventory.reserved.v1", "AWAITING_PAYMENT"),
+            ],
+        }
+    }
+
+    #[test]
+    fn an_unchanged_copy_treats_every_saga_the_same() {
+        let (old, new) = (def(ORDER), def(ORDER));
+        assert_eq!(judge(&old, &new, &awaiting_payment()), Verdict::Same);
+    }
+
+    #[test]
+    fn a_state_that_answers_differently_is_next_differs_only_for_sagas_in_it() {
+        let old = def(ORDER);
+        let mut new = old.clone();
+        if let Some(t) = new.states.get_mut("AWAITING_PAYMENT").and_then(|s| s.on.get_mut("payment.failed.v1")) {
+            t.reason = Some("PAYMENT_REFUSED".into());
+        }
+        let v = judge(&old, &new, &awaiting_payment());
+        let Verdict::NextDiffers { how } = v else { panic!("{v:?}") };
+        assert!(how[0].starts_with("payment.failed.v1:") && how[0].contains("PAYMENT_REFUSED"), "{how:?}");
+        // A saga still reserving: its past and its state are untouched.
+        let reserving = History {
+            state: "RESERVING_INVENTORY".into(),
+            transitions: vec![t("-", "order.created.v1", "RESERVING_INVENTORY")],
+            ..awaiting_payment()
+        };
+        assert_eq!(judge(&old, &new, &reserving), Verdict::Same);
+    }
+
+    #[test]
+    fn a_past_transition_taken_differently_is_where_it_diverges() {
+        let old = def(ORDER);
+        let mut new = old.clone();
+        if let Some(t) = new.states.get_mut("RESERVING_INVENTORY").and_then(|s| s.on.get_mut("inventory.reserved.v1")) {
+            t.to = "PENDING_REVIEW".into();
+        }
+        let v = judge(&old, &new, &awaiting_payment());
+        assert_eq!(
+            v,
+            Verdict::PastDiverges {
+                at: 0,
+                event: "inventory.reserved.v1".into(),
+                how: "in RESERVING_INVENTORY, inventory.reserved.v1 would lead to PENDING_REVIEW instead of AWAITING_PAYMENT"
+                    .into()
+            }
+        );
+    }
+}
