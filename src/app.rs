@@ -765,6 +765,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if cfg.database.migrate_on_start {
         db.migrate().await.context("applying migrations")?;
     }
+    // A definition version may leave the sagas directory only once no saga
+    // in flight uses it.
+    if let Some(why) = catalog.retired_in_use(&crate::store::inspect::in_flight_by_version(&db).await?) {
+        anyhow::bail!("{why}");
+    }
     let codec = codec(&cfg)?;
     prepare_schemas(&cfg, &codec).await?;
     check_inbox_retention(&cfg).await?;

@@ -83,4 +83,28 @@ impl Catalog {
     pub fn versions(&self) -> impl Iterator<Item = &Arc<Definition>> {
         self.versions.values()
     }
+
+    /// Why the daemon must not start with this catalog, given the sagas in
+    /// flight per definition version `(version, count, first order ids)`: an
+    /// older version removed from the files while sagas still run on it
+    /// (they could never move again). A version *newer* than the latest
+    /// loaded is another replica's rolling deploy: its sagas wait, that is
+    /// not an error here.
+    pub fn retired_in_use(&self, in_flight: &[(u32, i64, Vec<i64>)]) -> Option<String> {
+        let missing: Vec<String> = in_flight
+            .iter()
+            .filter(|(v, n, _)| *n > 0 && *v < self.latest.version && self.get(*v).is_none())
+            .map(|(v, n, ids)| {
+                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                format!("version {v}: {n} saga(s) in flight, e.g. orders {}", ids.join(", "))
+            })
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "definition versions removed from the sagas directory are still in use ({}): restore their files, or \
+                 let those sagas finish (order-saga ops drain shows who is left) before retiring them",
+                missing.join("; ")
+            )
+        })
+    }
 }

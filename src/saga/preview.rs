@@ -179,4 +179,17 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn a_removed_older_version_still_in_use_is_refused_a_newer_one_waits() {
+        let catalog = super::super::Catalog::new(vec![def(ORDER)]).unwrap_or_else(|| panic!("loads"));
+        assert_eq!(catalog.retired_in_use(&[(1, 3, vec![1, 2, 3])]), None, "loaded");
+        assert_eq!(catalog.retired_in_use(&[(2, 3, vec![7])]), None, "a newer version: a rolling deploy");
+        let mut v2 = def(ORDER);
+        v2.version = 2;
+        let only_v2 = super::super::Catalog::new(vec![v2]).unwrap_or_else(|| panic!("loads"));
+        let why = only_v2.retired_in_use(&[(1, 3, vec![4, 5, 6])]).unwrap_or_default();
+        assert!(why.contains("version 1: 3 saga(s) in flight, e.g. orders 4, 5, 6"), "{why}");
+        assert_eq!(only_v2.retired_in_use(&[(1, 0, vec![])]), None, "drained: it may go");
+    }
 }

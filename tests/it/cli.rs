@@ -262,3 +262,26 @@ async fn sagas_preview_names_exactly_the_sagas_a_change_would_treat_differently(
     std::fs::write(dir.join("broken.toml"), "nope").unwrap();
     assert_eq!(run(&["sagas", "preview", dir.join("broken.toml").to_str().unwrap()], &env).status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_definition_version_still_in_use_cannot_be_retired() {
+    let app = TestApp::new().await;
+    let url = format!("{}/{}", env().db_base, db_name(&app).await);
+    let id = order_awaiting_payment(&app).await;
+    // The sagas directory now holds only version 2: version 1 was removed.
+    let dir = std::env::temp_dir().join(format!("sagas-retire-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let v2 = std::fs::read_to_string("sagas/order.toml").unwrap().replacen("version = 1", "version = 2", 1);
+    std::fs::write(dir.join("order.v2.toml"), v2).unwrap();
+    let serve = run(
+        &["serve", "--sagas-dir", dir.to_str().unwrap()],
+        &[
+            ("ORDER_SAGA_DATABASE_URL", url.as_str()),
+            ("ORDER_SAGA_KAFKA_BROKERS", "127.0.0.1:1"),
+            ("ORDER_SAGA_SCHEMA_REGISTRY_URL", "http://127.0.0.1:1"),
+        ],
+    );
+    assert!(!serve.status.success());
+    let err = text(&serve.stderr);
+    assert!(err.contains(&format!("version 1: 1 saga(s) in flight, e.g. orders {id}")), "{err}");
+}

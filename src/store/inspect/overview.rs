@@ -226,3 +226,17 @@ pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError
         at: now,
     })
 }
+
+/// Sagas in flight per definition version: `(version, count, the first five
+/// order ids)`, for the retirement check at startup.
+pub async fn in_flight_by_version(db: &Db) -> Result<Vec<(u32, i64, Vec<i64>)>, StoreError> {
+    let rows: Vec<(u32, i64, String)> = sqlx::query_as(
+        "SELECT definition_version, COUNT(*), \
+         CAST(GROUP_CONCAT(order_id ORDER BY order_id SEPARATOR ',' LIMIT 5) AS CHAR) \
+         FROM saga_instances WHERE terminal = 0 GROUP BY definition_version",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .ctx("counting sagas in flight per version")?;
+    Ok(rows.into_iter().map(|(v, n, ids)| (v, n, ids.split(',').filter_map(|s| s.parse().ok()).collect())).collect())
+}
