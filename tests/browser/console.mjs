@@ -9,6 +9,7 @@
 //   CONSOLE_STALE_ID    a saga cancelled behind the page's back (stale action)
 //   CONSOLE_POISONED_ID a quarantined saga with a dead letter
 //   CONSOLE_REVIEW_ID   a saga in PENDING_REVIEW (out of stock)
+//   CONSOLE_OVERDUE_ID  a quarantined saga in AWAITING_PAYMENT whose payment timer is 6 min overdue
 //   CONSOLE_BULK_REGION the region of the sagas the bulk job cancels
 //   CONSOLE_BULK_COUNT  how many there are
 //   CONSOLE_ARTIFACTS   where screenshots go
@@ -32,6 +33,7 @@ const STUCK = need('CONSOLE_STUCK_ID');
 const STALE = need('CONSOLE_STALE_ID');
 const POISONED = need('CONSOLE_POISONED_ID');
 const REVIEW = need('CONSOLE_REVIEW_ID');
+const OVERDUE = need('CONSOLE_OVERDUE_ID');
 const BULK_REGION = need('CONSOLE_BULK_REGION');
 const BULK_COUNT = Number(need('CONSOLE_BULK_COUNT'));
 const ART = need('CONSOLE_ARTIFACTS');
@@ -113,9 +115,11 @@ try {
   const attention = page.locator('#attention tbody tr');
   await attention.first().waitFor({ timeout: T });
   const needs = await attention.evaluateAll((rows) => rows.map((r) => [r.cells[0].innerText, r.dataset.need]));
-  assert.deepEqual(needs.slice(0, 3), [[POISONED, 'quarantined'], [REVIEW, 'awaiting_operator'], [STUCK, 'no_reply']]);
-  assert.match(await attention.nth(1).innerText(), /Waiting for an operator for .* in PENDING_REVIEW: Out of stock/);
-  assert.match(await attention.nth(2).innerText(), /No reply to its reserve_inventory command for \d+ min/);
+  // Quarantined first (two), then awaiting an operator, then no reply.
+  assert.deepEqual(needs.slice(0, 2).map(([id, n]) => [n, id]).sort(), [['quarantined', OVERDUE], ['quarantined', POISONED]].sort());
+  assert.deepEqual(needs.slice(2, 4), [[REVIEW, 'awaiting_operator'], [STUCK, 'no_reply']]);
+  assert.match(await attention.nth(2).innerText(), /Waiting for an operator for .* in PENDING_REVIEW: Out of stock/);
+  assert.match(await attention.nth(3).innerText(), /No reply to its reserve_inventory command for \d+ min/);
   assert.ok(await page.evaluate(() => {
     const a = document.getElementById('attention');
     const cards = document.querySelector('.cards');
@@ -258,6 +262,20 @@ try {
   const reviewOffers = await page.getByRole('group', { name: 'Allowed actions' }).getByRole('button').allInnerTexts();
   assert.ok(reviewOffers.includes('Try the inventory reservation again') && reviewOffers.includes('Cancel the order'), reviewOffers.join(', '));
   assert.ok(!reviewOffers.some((a) => a.startsWith('Re-send')), `re-sending a command the participant already answered is not offered: ${reviewOffers}`);
+
+  step('skipping the poison of a saga whose payment window closed: the dry run says the timer fires at once, and where that leads');
+  await page.goto(`${BASE}/ops/ui#/sagas/${OVERDUE}`);
+  await page.getByRole('heading', { name: new RegExp(`^Order ${OVERDUE}`) }).waitFor({ timeout: T });
+  await page.getByRole('button', { name: 'Skip the poison event', exact: true }).click();
+  await page.getByLabel('Reason').fill('e2e: the bad message was a test');
+  await page.getByRole('button', { name: 'Dry run' }).click();
+  const overdueSaid = page.locator('.report ul.consequences li');
+  await overdueSaid.first().waitFor({ timeout: T });
+  const overdueText = await overdueSaid.allInnerTexts();
+  assert.ok(overdueText.includes('The quarantine is lifted: its parked events are applied now.'), overdueText.join(' | '));
+  assert.ok(overdueText.some((c) => /^Timer payment_timeout is overdue by [67] min: it fires at once → CANCELLED \(PAYMENT_TIMEOUT\), order CANCELLED\.$/.test(c)),
+    overdueText.join(' | '));
+  await shot(page, '07c-overdue-dry-run');
 
   step('a dead letter: its headers readable, the reason first, the page no wider than the window');
   await page.goto(`${BASE}/ops/ui#/sagas/${POISONED}`);

@@ -213,11 +213,12 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
     let stale = daemon.create_order(&body("eu-west")).await;
     let poisoned = daemon.create_order(&body("eu-west")).await;
     let review = daemon.create_order(&body("eu-west")).await;
+    let overdue = daemon.create_order(&body("eu-west")).await;
     let mut bulk = Vec::new();
     for _ in 0..3 {
         bulk.push(daemon.create_order(&body("ap-closed")).await);
     }
-    for id in [stuck, stale, poisoned, review].iter().chain(&bulk) {
+    for id in [stuck, stale, poisoned, review, overdue].iter().chain(&bulk) {
         env.wait_state(*id, "RESERVING_INVENTORY", Duration::from_secs(30)).await;
     }
     // Out of stock: PENDING_REVIEW, where only an operator moves it on.
@@ -235,6 +236,33 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         .await;
     }
     env.wait_state(review, "PENDING_REVIEW", Duration::from_secs(30)).await;
+    // Waiting for payment, then quarantined by an undecodable message while
+    // its payment window closes: skipping the poison fires the timer at once.
+    {
+        use order_saga::contracts::*;
+        env.publish(&Message::from(InventoryReserved {
+            event_id: format!("res-{overdue}"),
+            order_id: overdue as i64,
+            occurred_at: TimestampMicros::from_datetime(chrono::Utc::now()),
+            tenant_region: "eu-west".into(),
+            command_id: None,
+        }))
+        .await;
+    }
+    env.wait_state(overdue, "AWAITING_PAYMENT", Duration::from_secs(30)).await;
+    env.publish_raw(order_saga::contracts::MessageKind::PaymentAuthorized, &overdue.to_string(), b"\x00junk", &[])
+        .await;
+    crate::helpers::eventually(Duration::from_secs(30), "the overdue saga is quarantined", || async {
+        env.count_for("SELECT COUNT(*) FROM saga_instances WHERE order_id = ? AND quarantined_at IS NOT NULL", overdue)
+            .await
+            == 1
+    })
+    .await;
+    sqlx::query("UPDATE saga_timers SET due_at = NOW(6) - INTERVAL 6 MINUTE WHERE order_id = ?")
+        .bind(overdue)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
     // A message that cannot be decoded for one order: dead-lettered, its saga quarantined.
     env.publish_raw(order_saga::contracts::MessageKind::InventoryReserved, &poisoned.to_string(), b"\x00junk", &[])
         .await;
@@ -258,6 +286,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() {
         ("CONSOLE_STALE_ID", stale.to_string()),
         ("CONSOLE_POISONED_ID", poisoned.to_string()),
         ("CONSOLE_REVIEW_ID", review.to_string()),
+        ("CONSOLE_OVERDUE_ID", overdue.to_string()),
         ("CONSOLE_BULK_REGION", "ap-closed".to_owned()),
         ("CONSOLE_BULK_COUNT", bulk.len().to_string()),
     ];
