@@ -55,12 +55,18 @@ impl Jobs {
 /// another runner may take it over and this one stops).
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// Consecutive failed steps after which a runner gives the job up: it stays
+/// `running`, its heartbeat lapses, and a supervisor (this replica's too)
+/// resumes it once the database answers again.
+const GIVE_UP_AFTER: u32 = 30;
+
 /// What a job's run came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobEnd {
     Finished,
     Cancelled,
-    /// Another runner took it over.
+    /// Another runner took it over, or this one gave it up (the database
+    /// kept failing) for a supervisor to resume.
     Lost,
 }
 
@@ -100,6 +106,7 @@ impl Ops {
         let owner = self.jobs.owner().to_owned();
         let action: Option<Action> = serde_json::from_value(spec.action_json.clone()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(spec.rate_per_second.max(1))));
+        let mut failures = 0;
         loop {
             // The rate: the first tick is at once. A stop request seen by the
             // read below is honoured before the next saga.
@@ -156,8 +163,14 @@ impl Ops {
                     tracing::info!(job_id = %spec.job_id, end = ?end, "bulk job ended");
                     return end;
                 }
-                Ok(None) => {}
+                Ok(None) => failures = 0,
                 Err(e) => {
+                    failures += 1;
+                    if failures >= GIVE_UP_AFTER {
+                        tracing::error!(job_id = %spec.job_id, error = %e, failures,
+                            "bulk job: the database keeps failing; leaving the job to the supervisor");
+                        return JobEnd::Lost;
+                    }
                     tracing::warn!(job_id = %spec.job_id, error = %e, "bulk job step failed; retrying");
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
