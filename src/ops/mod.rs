@@ -182,10 +182,31 @@ impl Ops {
             self.allowed_now(order_id).await?.into_iter().unzip();
         // Why it is here, in words, when it needs someone.
         let why_here = inspect::why_here(&self.db, catalog, &saga).await?;
+        let transitions = inspect::transitions(&self.db, order_id).await?;
+        // Whether the newest definition would treat it differently (it stays
+        // on its own version).
+        let newer = match def {
+            Some(old) if catalog.latest().version > saga.definition_version && !saga.terminal => {
+                let history = crate::saga::preview::History {
+                    order_id,
+                    definition_version: saga.definition_version,
+                    state: saga.state.clone(),
+                    transitions: transitions
+                        .iter()
+                        .filter(|t| inspect::moved_something(t.reason.as_deref()))
+                        .map(|t| (t.from.clone(), t.event.clone(), t.to.clone()))
+                        .collect(),
+                };
+                let latest = catalog.latest();
+                Some(json!({"version": latest.version, "verdict": crate::saga::preview::judge(old, latest, &history)}))
+            }
+            _ => None,
+        };
         let state_description = state.and_then(|s| s.description.clone());
         Ok(json!({
             "needs": why_here.map(|a| json!({"need": a.need, "why": a.why})),
             "state_description": state_description,
+            "newer_definition": newer,
             "saga": saga,
             "definition": {
                 "loaded": def.is_some(),
@@ -199,7 +220,7 @@ impl Ops {
             },
             "order": order,
             "order_history": orders::history(&self.db, order_id as u64).await?,
-            "transitions": inspect::transitions(&self.db, order_id).await?,
+            "transitions": transitions,
             "timers": timers,
             "outbox_unpublished": inspect::unpublished(&self.db, order_id).await?,
             "inbox": inspect::inbox(&self.db, order_id).await?,

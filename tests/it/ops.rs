@@ -634,3 +634,32 @@ async fn the_list_finds_an_order_or_a_customers_orders_finished_ones_too() {
     assert_eq!(ids(get_ops(&app, &format!("/ops/sagas?order_id={mine}")).await.expect(200)), vec![mine]);
     get_ops(&app, "/ops/sagas?order_id=abc").await.expect_error(422, "invalid_parameter");
 }
+
+#[tokio::test]
+async fn a_saga_on_an_older_version_says_whether_the_newest_would_treat_it_differently() {
+    let dir = std::env::temp_dir().join(format!("sagas-v2-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let v1 = std::fs::read_to_string("sagas/order.toml").unwrap();
+    std::fs::write(dir.join("order.toml"), &v1).unwrap();
+    let v2 = v1.replacen("version = 1", "version = 2", 1).replacen(
+        "reason = \"PAYMENT_FAILED\"",
+        "reason = \"PAYMENT_REFUSED\"",
+        1,
+    );
+    std::fs::write(dir.join("order.v2.toml"), v2).unwrap();
+    let app = TestApp::new().await;
+    // Both start on the repository's version 1; the operator's view loads 1 and 2.
+    let paying = to_awaiting_payment(&app).await;
+    let reserving = order(&app).await;
+    let catalog = order_saga::saga_files::load_catalog(&dir, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(catalog.latest().version, 2);
+    let store = order_saga::store::sagas::SagaStore::new(std::sync::Arc::new(catalog), app.sagas.outbox.clone());
+    let ops = order_saga::ops::Ops::new(app.db.clone(), store, None, None);
+    let newer = ops.show(paying).await.unwrap()["newer_definition"].clone();
+    assert_eq!(newer["version"], 2);
+    assert_eq!(newer["verdict"]["verdict"], "next_differs", "{newer}");
+    assert!(newer["verdict"]["how"][0].as_str().unwrap().contains("PAYMENT_REFUSED"), "{newer}");
+    assert_eq!(ops.show(reserving).await.unwrap()["newer_definition"]["verdict"]["verdict"], "same");
+    // On the newest version itself: nothing to compare.
+    assert!(saga(&app, reserving).await["newer_definition"].is_null());
+}

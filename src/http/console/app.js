@@ -756,7 +756,12 @@ async function sagaPage(orderId, flash) {
     h('dt', {}, 'State'), h('dd', {}, s.state, def.current_step ? h('span', { class: 'muted' }, ` (step ${def.current_step})`) : null),
     h('dt', {}, 'Since'), h('dd', {}, when(s.state_entered_at), ' — ', dwellCell(s)),
     h('dt', {}, 'Saga version'), h('dd', {}, String(s.version)),
-    h('dt', {}, 'Definition'), h('dd', {}, `version ${s.definition_version}${def.loaded ? '' : ' (not loaded here)'}`),
+    h('dt', {}, 'Definition'), h('dd', { id: 'definition-version' }, `version ${s.definition_version}${def.loaded ? '' : ' (not loaded here)'}`,
+      data.newer_definition ? h('div', { class: data.newer_definition.verdict.verdict === 'same' ? 'muted' : 'notice warn' },
+        data.newer_definition.verdict.verdict === 'same'
+          ? `Version ${data.newer_definition.version} is the newest; it would treat this saga the same.`
+          : `Version ${data.newer_definition.version} is the newest; it would treat this saga differently: ${
+            data.newer_definition.verdict.how.join ? data.newer_definition.verdict.how.join('; ') : data.newer_definition.verdict.how}`) : null),
     h('dt', {}, 'Region'), h('dd', {}, s.tenant_region),
     s.quarantined !== null ? [h('dt', {}, 'Quarantine'), h('dd', { class: 'notice bad' }, s.quarantined)] : null);
   const orderFacts = o ? h('dl', { class: 'facts' },

@@ -249,6 +249,12 @@ pub async fn audit(db: &Db, q: &AuditQuery) -> Result<Vec<AuditView>, StoreError
         .collect()
 }
 
+/// Whether a transition-log row records a change (not a quarantine or a
+/// stale reply, which the log keeps but which moved nothing).
+pub fn moved_something(reason: Option<&str>) -> bool {
+    !reason.is_some_and(|r| r.starts_with("QUARANTINED:") || r.starts_with("STALE_REPLY:"))
+}
+
 /// In-flight sagas after `after_order_id` (at most `limit`, by order id)
 /// with their applied transitions, for `sagas preview`: read in pages so any
 /// number of sagas fits in bounded memory. Rows the transition log keeps for
