@@ -510,7 +510,10 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         m.insert(
             "consumer_lag".into(),
             json!({
-                "scope": "this replica's partitions",
+                "scope": match std::env::var("HOSTNAME") {
+                    Ok(h) if !h.is_empty() => format!("replica {h}"),
+                    _ => "this replica".to_owned(),
+                },
                 "messages": lag.iter().map(|(_, _, n)| n).sum::<i64>(),
                 "partitions": lag.iter().map(|(t, p, n)| json!({"topic": t, "partition": p, "lag": n})).collect::<Vec<_>>(),
             }),

@@ -98,6 +98,7 @@ try {
   await page.getByLabel(/Your name/).fill(ACTOR);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByText('That is not the ops token.').waitFor({ timeout: T });
+  assert.equal(await page.getByLabel('Ops token').inputValue(), '', 'the wrong token is cleared for another try');
 
   step('sign in with the token and a name');
   await page.getByLabel('Ops token').fill(TOKEN);
@@ -125,6 +126,11 @@ try {
     const cards = document.querySelector('.cards');
     return a.compareDocumentPosition(cards) === Node.DOCUMENT_POSITION_FOLLOWING;
   }), 'the list comes before the cards');
+
+  // The consumer table lists every inbound partition of the group.
+  const partitionRows = await page.locator('#lag tbody tr').count();
+  assert.ok(partitionRows > 0, 'the partitions any replica reported');
+  assert.match(await page.locator('.cards').innerText(), new RegExp(`of ${partitionRows} partitions`));
 
   step('the overview shows the stuck saga and links to it');
   const stuckLink = page.getByRole('link', { name: /^Stuck \(over max dwell\): [1-9]/ });
@@ -323,11 +329,11 @@ try {
   await axe(page, 'bulk');
   // What is on screen must be what was previewed.
   await page.getByLabel('Reason').fill('e2e: region closed (edited)');
-  await page.getByRole('button', { name: `Start: cancel on ${BULK_COUNT} sagas` }).click();
+  await page.getByRole('button', { name: `Start: cancel (compensate) on ${BULK_COUNT} sagas` }).click();
   await page.getByRole('alert').filter({ hasText: 'changed since the preview' }).waitFor({ timeout: T });
   await page.getByRole('button', { name: 'Preview' }).click();
   await page.getByText(`Preview: ${BULK_COUNT} match, the job would act on ${BULK_COUNT}.`).waitFor({ timeout: T });
-  await page.getByRole('button', { name: `Start: cancel on ${BULK_COUNT} sagas` }).click();
+  await page.getByRole('button', { name: `Start: cancel (compensate) on ${BULK_COUNT} sagas` }).click();
   await page.getByText(`${BULK_COUNT} of ${BULK_COUNT} done: ${BULK_COUNT} applied, 0 refused — finished.`).waitFor({ timeout: 60_000 });
   assert.equal(await page.locator('#bulk-progress').getAttribute('max'), String(BULK_COUNT));
   const results = page.locator('table').last();

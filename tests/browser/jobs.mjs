@@ -54,7 +54,7 @@ try {
     await page.locator('#bulk-action').selectOption('cancel');
     await page.getByLabel('Reason').fill('e2e: stop me');
     await page.getByRole('button', { name: 'Preview' }).click();
-    await page.getByRole('button', { name: `Start: cancel on ${TOTAL} sagas` }).click();
+    await page.getByRole('button', { name: `Start: cancel (compensate) on ${TOTAL} sagas` }).click();
     const stop = page.getByRole('button', { name: 'Stop this job' });
     await stop.waitFor({ timeout: T });
     await stop.click();

@@ -234,6 +234,7 @@ function showSignIn(message, tone) {
           err.hidden = false;
           err.textContent = e.status === 401 ? 'That is not the ops token.' : e.message;
           submit.disabled = false;
+          if (e.status === 401) token.value = '';
           token.focus();
         }
       },
@@ -371,7 +372,7 @@ function renderOverview(o) {
       hashFor('/sagas', { dead_lettered_within: '1h', terminal: 'true' }),
       o.dead_lettered_last_hour_without_saga ? `${o.dead_lettered_last_hour_without_saga} name no saga (DLQ topic)` : null,
       o.dead_lettered_last_hour > 0),
-    card('Consumer lag', lag.messages, null, `${lag.scope || 'this replica'}, ${lag.partitions.length} partitions (table below)`));
+    card('Consumer lag', lag.messages, null, `${lag.scope || 'this replica'}: ${lag.partitions.length} of ${(o.partitions || []).length} partitions (table below)`));
   const rows = o.states.map((s) => h('tr', {},
     h('th', { scope: 'row' }, h('a', { href: hashFor('/sagas', { state: s.state }) }, s.state),
       s.terminal ? h('span', { class: 'muted' }, ' (terminal)') : null),
@@ -389,13 +390,23 @@ function renderOverview(o) {
       h('th', { scope: 'col', class: 'num' }, 'Stuck'), h('th', { scope: 'col', class: 'num' }, 'Oldest'),
       h('th', { scope: 'col', class: 'num' }, 'Max dwell'))),
     h('tbody', {}, rows));
+  // Every inbound partition of the group (event time, from the database),
+  // with the messages behind where this replica consumes it.
+  const here = new Map(lag.partitions.map((p) => [`${p.topic}/${p.partition}`, p.lag]));
+  const parts = o.partitions || [];
   const lagTable = h('section', { class: 'panel', id: 'lag', 'aria-labelledby': 'lag-h' },
-    h('h2', { id: 'lag-h' }, `Consumer lag (${lag.scope || 'this replica'})`),
-    lag.partitions.length === 0 ? h('p', { class: 'muted' }, 'No partition reports lag on this replica yet.')
+    h('h2', { id: 'lag-h' }, 'Consumer: every inbound partition'),
+    h('p', { class: 'muted' }, `Applied through (event time): the whole group, as each replica last reported. Messages behind: ${lag.scope || 'this replica'} only.`),
+    parts.length === 0 ? h('p', { class: 'muted' }, 'No partition has reported yet.')
       : h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Topic'), h('th', { scope: 'col', class: 'num' }, 'Partition'),
-        h('th', { scope: 'col', class: 'num' }, 'Lag'))),
-      h('tbody', {}, lag.partitions.map((p) => h('tr', {}, h('td', {}, p.topic), h('td', { class: 'num' }, p.partition),
-        h('td', { class: 'num' }, String(p.lag)))))));
+        h('th', { scope: 'col', class: 'num' }, 'Behind (event time)'), h('th', { scope: 'col' }, 'Reported'),
+        h('th', { scope: 'col', class: 'num' }, 'Messages behind'))),
+      h('tbody', {}, parts.map((p) => {
+        const n = here.get(`${p.topic}/${p.partition}`);
+        return h('tr', {}, h('td', {}, p.topic), h('td', { class: 'num' }, String(p.partition)),
+          h('td', { class: 'num' }, duration(p.behind_seconds)), h('td', {}, when(p.updated_at)),
+          h('td', { class: 'num' }, n === undefined ? h('span', { class: 'muted' }, 'no data here') : String(n)));
+      }))));
   return [attentionPanel(o.attention), cards, h('section', { class: 'panel' }, table), lagTable];
 }
 
@@ -520,7 +531,7 @@ async function listPage(params) {
     h('td', {}, s.quarantined !== null ? h('span', { class: 'badge bad', title: s.quarantined }, 'quarantined') : '')));
   const table = page.sagas.length === 0 ? h('p', { class: 'notice' }, 'No saga matches these filters.')
     : h('table', {}, h('thead', {}, h('tr', {},
-      ['Order', 'State', 'In state / max dwell', 'Region', 'Def.', 'Version', ''].map((t) => h('th', { scope: 'col' }, t)))),
+      ['Order', 'State', 'In state / max dwell', 'Region', 'Def.', 'Version', ''].map((t) => h('th', { scope: 'col', class: t === 'Def.' || t === 'Version' ? 'num' : null }, t)))),
     h('tbody', {}, rows));
   const pager = h('div', { class: 'pager' },
     params.cursor ? h('a', { class: 'button', href: hashFor('/sagas', filters) }, '⇤ First page') : null,
@@ -627,7 +638,7 @@ function timeline(data, audit) {
   }
   for (const a of audit) {
     items.push({ at: a.created_at, kind: 'ops', what: `${a.action} (${a.result})`,
-      detail: a.version_before !== null ? `v${a.version_before} → ${a.version_after ?? '—'}` : '', actor: a.actor, reason: a.reason });
+      detail: a.version_before !== null ? `v${a.version_before} → ${a.version_after === null ? '—' : `v${a.version_after}`}` : '', actor: a.actor, reason: a.reason });
   }
   items.sort((x, y) => String(x.at).localeCompare(String(y.at)));
   return h('table', { class: 'timeline' },
@@ -660,6 +671,8 @@ function reportView(r, applied) {
       r.replayed && r.replayed.length ? [h('dt', {}, 'Replayed'), h('dd', {}, r.replayed.join(', '))] : null)));
 }
 
+let typedReason = '';
+
 function actionPanel(orderId, saga, actions, reload, described) {
   // Each offered action's label and what it does (from the daemon, index by index).
   const about = (a) => (described || [])[actions.indexOf(a)] || { label: actionLabel(a), description: '' };
@@ -676,7 +689,10 @@ function actionPanel(orderId, saga, actions, reload, described) {
     buttons, work);
 
   function open(a) {
-    const reason = h('textarea', { id: 'reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded in the audit trail)' });
+    // The reason typed so far survives switching to another action.
+    const reason = h('textarea', { id: 'reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded in the audit trail)',
+      oninput: () => { typedReason = reason.value; } });
+    reason.value = typedReason;
     const extra = [];
     let after = null;
     if (a.action === 'reschedule_timer') {
@@ -884,6 +900,12 @@ const BULK_ACTIONS = [
   ['force', 'Deliver a manual event'],
 ];
 
+/** A bulk action's words, not its identifier. */
+function bulkLabel(action) {
+  const found = BULK_ACTIONS.find(([v]) => v === action);
+  return found ? found[1].toLowerCase() : action.replace(/_/g, ' ');
+}
+
 async function bulkPage(params) {
   await ensureStates();
   const mayRun = session.role === 'admin';
@@ -936,7 +958,7 @@ async function bulkPage(params) {
           }
           start.disabled = true;
           await runJob();
-        } }, `Start: ${p.action} on ${p.would_act_on} sagas`);
+        } }, `Start: ${bulkLabel(p.action)} on ${p.would_act_on} sagas`);
       out.replaceChildren(h('div', { class: 'report', role: 'status' },
         h('strong', {}, `Preview: ${p.matched} match, the job would act on ${p.would_act_on}.`),
         h('p', { id: 'bulk-selection' }, `Selection: ${selection(body.filter)}.`),

@@ -140,6 +140,9 @@ pub struct Overview {
     /// The inbound partition consumed least far (event time): due timers that
     /// it could still answer wait until it passes their due time.
     pub slowest_partition: Option<SlowestPartition>,
+    /// Every inbound partition's event-time watermark, as any replica last
+    /// reported it (the whole consumer group).
+    pub partitions: Vec<SlowestPartition>,
     pub at: DateTime<Utc>,
 }
 
@@ -206,14 +209,21 @@ pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError
         })
         .collect();
     let (_, marks) = crate::store::watermarks::read(&db.pool).await?;
-    let slowest_partition = marks.into_iter().min_by_key(|w| w.consumed_through).map(|w| SlowestPartition {
-        behind_seconds: (now - w.consumed_through).num_seconds().max(0),
-        topic: w.topic,
-        partition: w.partition,
-        consumed_through: w.consumed_through,
-        updated_at: w.updated_at,
-    });
+    // Every inbound partition any replica has reported, the whole group's view.
+    let mut partitions: Vec<SlowestPartition> = marks
+        .into_iter()
+        .map(|w| SlowestPartition {
+            behind_seconds: (now - w.consumed_through).num_seconds().max(0),
+            topic: w.topic,
+            partition: w.partition,
+            consumed_through: w.consumed_through,
+            updated_at: w.updated_at,
+        })
+        .collect();
+    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let slowest_partition = partitions.iter().min_by_key(|w| w.consumed_through).cloned();
     Ok(Overview {
+        partitions,
         attention: super::attention(db, catalog, ATTENTION_LISTED).await?,
         slowest_partition,
         states,
