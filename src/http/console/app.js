@@ -671,7 +671,9 @@ function reportView(r, applied) {
       r.replayed && r.replayed.length ? [h('dt', {}, 'Replayed'), h('dd', {}, r.replayed.join(', '))] : null)));
 }
 
-let typedReason = '';
+// The reason typed for a saga, kept while the operator switches between its
+// actions or signs in again (never carried to another saga).
+const typedReason = { orderId: null, text: '' };
 
 function actionPanel(orderId, saga, actions, reload, described) {
   // Each offered action's label and what it does (from the daemon, index by index).
@@ -689,10 +691,10 @@ function actionPanel(orderId, saga, actions, reload, described) {
     buttons, work);
 
   function open(a) {
-    // The reason typed so far survives switching to another action.
+    // The reason typed so far survives switching to another action of this saga.
     const reason = h('textarea', { id: 'reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded in the audit trail)',
-      oninput: () => { typedReason = reason.value; } });
-    reason.value = typedReason;
+      oninput: () => { typedReason.orderId = orderId; typedReason.text = reason.value; } });
+    reason.value = typedReason.orderId === orderId ? typedReason.text : '';
     const extra = [];
     let after = null;
     if (a.action === 'reschedule_timer') {
