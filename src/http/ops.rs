@@ -229,6 +229,12 @@ impl From<OpsError> for ApiError {
     }
 }
 
+/// A job id in a path: every job id is a UUID, anything else names no job
+/// (checked before it reaches the database's ASCII column).
+fn job_id(given: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(given).map(|u| u.to_string()).map_err(|_| ApiError::not_found(format!("no job {given:?}")))
+}
+
 fn bad(param: &str, msg: String) -> ApiError {
     ApiError::new(ErrorCode::InvalidParameter, msg).with_details(json!({"parameter": param}))
 }
@@ -634,6 +640,7 @@ async fn bulk(
 )]
 async fn job(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
+    let id = job_id(&id)?;
     let status = ops.job(&id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(axum::Json(status).into_response())
 }
@@ -693,6 +700,7 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (_, ops, principal) = authorize(&state, &headers, Role::Admin).await?;
+    let id = job_id(&id)?;
     let by = match &principal {
         Principal::Token => "ops token".to_owned(),
         Principal::Session { actor, .. } => actor.clone(),
@@ -730,7 +738,13 @@ async fn audit(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): R
     for (k, v) in &params {
         match k.as_str() {
             "order_id" => query.order_id = Some(order_id(v)?),
-            "job_id" => query.job_id = Some(v.trim().to_owned()),
+            "job_id" => {
+                query.job_id = Some(
+                    uuid::Uuid::parse_str(v.trim())
+                        .map_err(|_| bad(k, "job_id must be a job id (a UUID)".into()))?
+                        .to_string(),
+                )
+            }
             "actor" => query.actor = Some(v.trim().to_owned()),
             "before_id" => {
                 query.before_id = Some(v.parse().map_err(|_| bad(k, "before_id must be an audit row id".into()))?)

@@ -663,3 +663,13 @@ async fn a_saga_on_an_older_version_says_whether_the_newest_would_treat_it_diffe
     // On the newest version itself: nothing to compare.
     assert!(saga(&app, reserving).await["newer_definition"].is_null());
 }
+
+#[tokio::test]
+async fn a_job_id_that_is_not_one_is_a_404_or_422_never_a_500() {
+    let app = TestApp::new().await;
+    for path in ["/ops/jobs/%C3%A9t%C3%A9", "/ops/jobs/x'%20OR%201=1"] {
+        get_ops(&app, path).await.expect_error(404, "not_found");
+        app.call(Method::POST, &format!("{path}/cancel"), &[AUTH], None).await.expect_error(404, "not_found");
+    }
+    get_ops(&app, "/ops/audit?job_id=%C3%A9t%C3%A9").await.expect_error(422, "invalid_parameter");
+}
