@@ -186,6 +186,11 @@ impl Definition {
         self.states.get(name)
     }
 
+    /// What `timer` firing does in `state`, if the state handles it.
+    pub fn on_timer(&self, state: &str, timer: &str) -> Option<&TransitionDef> {
+        self.state(state)?.on.get(&format!("{TIMER_PREFIX}{timer}"))
+    }
+
     /// Whether a saga in `state` waits for an operator: the state is not
     /// terminal and only manual events (no participant reply, no timer) move
     /// it on, e.g. PENDING_REVIEW.

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::saga::Definition;
-use crate::saga::definition::TIMER_PREFIX;
+use crate::store::inspect::age_in_words;
 
 /// The facts of a report the sentences are made from.
 #[derive(Debug, Clone, Copy)]
@@ -24,14 +24,6 @@ pub struct Outcome<'a> {
     pub quarantined_after: Option<&'a str>,
     pub quarantined_before: bool,
     pub replayed: &'a [String],
-}
-
-fn age(secs: i64) -> String {
-    match secs.max(0) {
-        s @ 0..120 => format!("{s} s"),
-        s @ 120..7200 => format!("{} min", s / 60),
-        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-    }
 }
 
 /// Every consequence in words. `resent` lists the command ids already sent
@@ -69,8 +61,7 @@ pub fn consequences(o: &Outcome<'_>, def: &Definition, now: DateTime<Utc>, resen
             continue;
         }
         let leads = def
-            .state(o.state_after)
-            .and_then(|s| s.on.get(&format!("{TIMER_PREFIX}{timer}")))
+            .on_timer(o.state_after, timer)
             .map(|t| {
                 let reason = t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
                 let status = t.order_status.map(|s| format!(", order {s}")).unwrap_or_default();
@@ -78,7 +69,7 @@ pub fn consequences(o: &Outcome<'_>, def: &Definition, now: DateTime<Utc>, resen
             })
             .unwrap_or_default();
         let when = if o.quarantined_after.is_some() { "when the quarantine is lifted" } else { "at once" };
-        out.push(format!("Timer {timer} is overdue by {}: it fires {when}{leads}.", age(late)));
+        out.push(format!("Timer {timer} is overdue by {}: it fires {when}{leads}.", age_in_words(late)));
     }
     if let Some(q) = o.quarantined_after {
         out.push(format!("The saga stays quarantined: {q}."));

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use super::Snapshot;
 use crate::ops::Action;
-use crate::saga::definition::TIMER_PREFIX;
 
 /// An action as the console offers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,8 +25,7 @@ fn first_clause(s: &str) -> String {
 /// Where firing `timer` leads from the saga's state, in words.
 fn timer_leads(snap: &Snapshot, timer: &str) -> String {
     snap.def
-        .state(&snap.saga.state)
-        .and_then(|s| s.on.get(&format!("{TIMER_PREFIX}{timer}")))
+        .on_timer(&snap.saga.state, timer)
         .map(|t| {
             let reason = t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
             format!(": the saga goes to {}{reason}", t.to)
