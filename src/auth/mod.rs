@@ -66,9 +66,9 @@ pub mod scopes {
 pub enum OpsRole {
     /// `ops:read`: lists, one saga, overview, drain, jobs, audit.
     Read,
-    /// `ops:act`: actions on one saga (not release / skip_poison), the timeout sweep.
+    /// `ops:act`: actions on one saga (not release / skip_poison / migrate), the timeout sweep.
     Act,
-    /// `ops:admin`: bulk actions, release and skip_poison.
+    /// `ops:admin`: bulk actions, release, skip_poison and migrate.
     Admin,
 }
 

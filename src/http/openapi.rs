@@ -105,7 +105,7 @@ pub struct ErrorDetail {
 pub struct OpsActionKind {
     #[schema(
         value_type = String,
-        pattern = "^(retry_step|fire_timer|reschedule_timer|cancel_timer|cancel|force|release|skip_poison)$"
+        pattern = "^(retry_step|fire_timer|reschedule_timer|cancel_timer|cancel|force|release|skip_poison|migrate)$"
     )]
     action: String,
     /// fire_timer, reschedule_timer, cancel_timer.
@@ -116,6 +116,8 @@ pub struct OpsActionKind {
     after: Option<String>,
     /// force: a manual event of the definition.
     event: Option<String>,
+    /// migrate: the newer loaded definition version to move the saga to.
+    to_version: Option<u32>,
 }
 
 /// `POST /ops/sagas/{order_id}/actions` body: the action's fields, plus these.
@@ -226,7 +228,7 @@ pub fn document() -> Value {
             "description": "An OAuth 2.0 / OIDC access token of the issuer in ORDER_SAGA_AUTH_ISSUER for the audience \
                 ORDER_SAGA_AUTH_AUDIENCE, with the operation's scope (scope or scp claim). Without ORDER_SAGA_AUTH_* the \
                 orders API is open (the empty requirement). On /ops the scopes are roles: ops:read, ops:act (also actions on \
-                one saga and the sweep), ops:admin (also bulk actions, release and skip_poison)." },
+                one saga and the sweep), ops:admin (also bulk actions, release, skip_poison and migrate)." },
         "opsToken": { "type": "http", "scheme": "bearer",
             "description": "ORDER_SAGA_OPS_TOKEN (role admin); without it, and without ORDER_SAGA_AUTH_*, the ops endpoints do not exist" },
         "opsSession": { "type": "apiKey", "in": "cookie", "name": "order_saga_ops",

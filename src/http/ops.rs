@@ -435,7 +435,7 @@ fn take_bool(obj: &mut serde_json::Map<String, Value>, key: &str) -> Result<bool
 fn parse_action(v: Value) -> Result<Action, ApiError> {
     serde_json::from_value(v).map_err(|e| {
         ApiError::new(ErrorCode::InvalidAction, format!("{e}")).with_details(json!({
-            "actions": ["retry_step", "fire_timer {timer}", "reschedule_timer {timer, at|after}", "cancel_timer {timer}", "cancel", "force {event}", "release", "skip_poison"]
+            "actions": ["retry_step", "fire_timer {timer}", "reschedule_timer {timer, at|after}", "cancel_timer {timer}", "cancel", "force {event}", "release", "skip_poison", "migrate {to_version}"]
         }))
     })
 }
@@ -484,7 +484,7 @@ async fn act(
     let reason = take_str(&mut obj, "reason")?;
     let dry_run = take_bool(&mut obj, "dry_run")?;
     let action = parse_action(Value::Object(obj))?;
-    if matches!(action, Action::Release | Action::SkipPoison) {
+    if matches!(action, Action::Release | Action::SkipPoison | Action::Migrate { .. }) {
         principal.require(Role::Admin)?;
     }
     let req = Request { order_id: order_id(&raw)?, action, expected_version, actor, reason, dry_run, job_id: None };

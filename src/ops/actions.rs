@@ -31,6 +31,9 @@ pub enum Action {
     Release,
     /// Skip the poison event(s), then release.
     SkipPoison,
+    /// Move the saga onto a newer definition version, where that version's
+    /// `[migrate.from.<the saga's version>]` maps its state.
+    Migrate { to_version: u32 },
 }
 
 impl Action {
@@ -44,6 +47,7 @@ impl Action {
             Action::Force { .. } => "force",
             Action::Release => "release",
             Action::SkipPoison => "skip_poison",
+            Action::Migrate { .. } => "migrate",
         }
     }
 }

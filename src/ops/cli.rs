@@ -183,13 +183,25 @@ pub enum OpsCommand {
     Release(Target),
     /// Skip the poison event(s), then release.
     SkipPoison(Target),
+    /// Move the saga onto a newer loaded definition version, where that
+    /// version's `[migrate.from.<its version>]` maps its state.
+    Migrate {
+        #[command(flatten)]
+        target: Target,
+        /// The definition version to move it to.
+        #[arg(long)]
+        to_version: u32,
+    },
     /// Apply one action to every saga a filter selects (rate limited).
     Bulk {
         #[command(flatten)]
         filter: FilterArgs,
-        /// retry_step, cancel, release, skip_poison, fire_timer, cancel_timer or force.
+        /// retry_step, cancel, release, skip_poison, fire_timer, cancel_timer, force or migrate.
         #[arg(long)]
         action: String,
+        /// For migrate: the definition version to move the sagas to.
+        #[arg(long)]
+        to_version: Option<u32>,
         /// For timer actions.
         #[arg(long)]
         timer: Option<String>,
@@ -260,9 +272,9 @@ pub async fn run(ops: Ops, bulk_rate: u32, args: OpsArgs) -> anyhow::Result<Exit
             print(&json!({"audit": inspect::audit(&db, &q).await?}));
             return Ok(ExitCode::SUCCESS);
         }
-        OpsCommand::Bulk { filter, action, timer, event, limit, who } => {
+        OpsCommand::Bulk { filter, action, timer, event, to_version, limit, who } => {
             let action: Action = serde_json::from_value(
-                json!({"action": action, "timer": timer, "event": event})
+                json!({"action": action, "timer": timer, "event": event, "to_version": to_version})
                     .as_object()
                     .map(|o| {
                         serde_json::Value::Object(
@@ -345,6 +357,7 @@ pub async fn run(ops: Ops, bulk_rate: u32, args: OpsArgs) -> anyhow::Result<Exit
         OpsCommand::Force { target, event } => act(target, Action::Force { event }),
         OpsCommand::Release(t) => act(t, Action::Release),
         OpsCommand::SkipPoison(t) => act(t, Action::SkipPoison),
+        OpsCommand::Migrate { target, to_version } => act(target, Action::Migrate { to_version }),
     };
     report(ops.act(&req).await)
 }

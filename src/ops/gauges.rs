@@ -5,7 +5,7 @@ use chrono::Utc;
 
 use crate::store::sagas::SagaStore;
 use crate::store::{Db, StoreError, inspect};
-use crate::telemetry::metrics::{Metrics, StateLabel};
+use crate::telemetry::metrics::{Metrics, StateLabel, VersionLabel};
 
 /// Refreshes the gauges that come from the database. Called periodically.
 pub async fn refresh_gauges(db: &Db, sagas: &SagaStore, m: &Metrics) -> Result<(), StoreError> {
@@ -28,6 +28,12 @@ pub async fn refresh_gauges(db: &Db, sagas: &SagaStore, m: &Metrics) -> Result<(
         }
     }
     m.sagas.saga_quarantined.set(g.quarantined);
+    // Per version: every loaded one (zero included) and any other still in use.
+    let in_flight = inspect::in_flight_by_version(db).await?;
+    for v in inspect::versions_in_flight(&sagas.catalog, &in_flight) {
+        let label = VersionLabel { definition_version: v.definition_version.to_string() };
+        m.sagas.saga_in_flight_by_version.get_or_create(&label).set(v.in_flight);
+    }
     m.sagas.saga_timers_overdue.set(g.timers_overdue);
     Ok(())
 }

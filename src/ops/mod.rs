@@ -330,13 +330,27 @@ impl Ops {
         } else {
             timers::for_order(&mut **tx, order_id).await?
         };
-        let timers = timers.into_iter().map(|t| ArmedTimer { name: t.name, armed_version: t.armed_version }).collect();
+        let timers = timers
+            .into_iter()
+            .map(|t| ArmedTimer { name: t.name, armed_version: t.armed_version, due: t.due_at })
+            .collect();
+        let newer = self.sagas.catalog.versions().filter(|d| d.version > def.version).cloned().collect();
         let parked = parked::unresolved_parked(tx, order_id, lock).await?;
         let retries = audit::count_applied(tx, order_id, Action::RetryStep.name()).await?;
         // Database time, like every transition (`reschedule_timer after=…` included).
         let now = crate::store::db_now(tx).await?;
         let trace = crate::telemetry::trace_context::TraceContext::new_root();
-        Ok(SnapshotRead::Saga(Box::new(Snapshot { def, saga, quarantined, timers, parked, retries, now, trace })))
+        Ok(SnapshotRead::Saga(Box::new(Snapshot {
+            def,
+            newer,
+            saga,
+            quarantined,
+            timers,
+            parked,
+            retries,
+            now,
+            trace,
+        })))
     }
 
     /// One action inside `tx`: snapshot, pure plan, writes, report. A refusal
@@ -373,6 +387,10 @@ impl Ops {
             .collect();
         let quarantined_before = snap.quarantined.is_some();
         let outbox_mark = outbox::max_outbox_id(tx).await?;
+        let migrated = plan.writes.iter().find_map(|w| match w {
+            Write::Migrate { migrated, .. } => Some(migrated.as_ref().clone()),
+            _ => None,
+        });
         let replayed = match self.flush(tx, &snap, plan, req.dry_run).await? {
             Flushed::Written { replayed } => replayed,
             Flushed::Refused(e) => return Ok(Attempt::Refused(e)),
@@ -407,8 +425,10 @@ impl Ops {
                 quarantined_after: quarantined_after.as_deref(),
                 quarantined_before,
                 replayed: &replayed,
+                migrated: migrated.as_ref(),
             },
-            &snap.def,
+            // What its timers lead to, in the definition it runs on now.
+            self.sagas.catalog.get(after.definition_version).unwrap_or(&snap.def),
             snap.now,
             &sent_before,
         );
@@ -448,6 +468,9 @@ impl Ops {
                 }
                 Write::ClearQuarantine => shell::clear_quarantine(tx, order_id, snap.now).await?,
                 Write::ForgetInbox(ids) => inbox::forget_inbox(tx, &ids).await?,
+                Write::Migrate { migrated, event_id, actor } => {
+                    shell::write_migration(tx, &migrated, &event_id, &actor, snap.now).await?
+                }
                 Write::Apply { events, expect } => {
                     let r = self.sagas.apply_in_tx(tx, &events, LockMode::Wait).await?;
                     let first = r.outcomes.first();

@@ -42,6 +42,9 @@ pub struct Definition {
     pub timers: BTreeMap<String, Duration>,
     pub manual_events: BTreeMap<String, ManualEventDef>,
     pub states: BTreeMap<String, StateDef>,
+    /// How sagas of older versions move onto this one, by older version
+    /// (`[migrate.from.<version>]`, see `super::migrate`).
+    pub migrations: BTreeMap<u32, super::migrate::Migration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

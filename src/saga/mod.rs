@@ -9,6 +9,7 @@ pub mod definition;
 pub mod diff;
 pub mod engine;
 pub mod graph;
+pub mod migrate;
 pub mod model;
 pub mod parse;
 pub mod preview;

@@ -26,7 +26,9 @@ use crate::contracts::{Emit, MessageKind, Role};
 use crate::domain::OrderStatus;
 
 mod graph_check;
+mod migrations;
 use self::graph_check::check_graph;
+use self::migrations::{RawMigrate, check_versions, parse_migrations};
 
 /// Commands a step may run (`command = ...`), from the vocabulary.
 fn run_commands() -> Vec<MessageKind> {
@@ -64,6 +66,8 @@ struct RawDefinition {
     manual_events: BTreeMap<String, Spanned<RawManual>>,
     #[serde(default)]
     states: BTreeMap<String, Spanned<RawState>>,
+    /// `[migrate.from.<version>]`: how sagas of older versions move onto this one.
+    migrate: Option<Spanned<RawMigrate>>,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +302,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
     // Also names the raw timers declare, so a bad duration does not cascade.
     known_events.extend(raw.timers.keys().map(|t| format!("{TIMER_PREFIX}{t}")));
 
+    let migrations = parse_migrations(&mut cx, raw.migrate.as_ref(), version);
+
     let start = parse_transition(&mut cx, &raw.start, None, None, &state_names, &raw.steps, &raw.timers);
     match &raw.start.get_ref().event {
         Some(ev) if ev.get_ref() == START_EVENT => {}
@@ -393,6 +399,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Definition, DefinitionErrors> {
         timers,
         manual_events,
         states,
+        migrations,
     };
     check_graph(&mut cx, &def, &raw);
     if cx.errors.is_empty() { Ok(def) } else { Err(DefinitionErrors(cx.errors)) }
@@ -655,5 +662,6 @@ pub fn parse_all(dir: &Path, files: &[(PathBuf, String)]) -> Result<Vec<Definiti
             });
         }
     }
+    errors.extend(check_versions(&defs));
     if errors.is_empty() { Ok(defs) } else { Err(DefinitionErrors(errors)) }
 }

@@ -4,7 +4,8 @@
 //! its current state would do next in the old and the new definition. Pure:
 //! definitions and a saga's history in, a verdict out.
 //!
-//! The replay is by the transition log (from, event, to): the log keeps no
+//! The replay is by the transition log (from, event, to), from the saga's
+//! last migration on (`super::migrate`) when it was moved: the log keeps no
 //! payloads, so a guarded transition is judged by the branch that was taken
 //! (`to`), not by re-evaluating the guard.
 
@@ -57,7 +58,10 @@ fn branch<'a>(t: &'a TransitionDef, to: &str) -> Option<&'a TransitionDef> {
 
 /// Judges one saga: `old` is the definition it runs on, `new` the candidate.
 pub fn judge(old: &Definition, new: &Definition, h: &History) -> Verdict {
-    for (i, (from, event, to)) in h.transitions.iter().enumerate().filter(|(_, (from, ..))| from != "-") {
+    // A migrated saga's past before its last migration ran on older versions
+    // (with their own state names): what it did on `old` starts there.
+    let since = h.transitions.iter().rposition(|(_, e, _)| e == super::migrate::MIGRATE_EVENT).map_or(0, |i| i + 1);
+    for (i, (from, event, to)) in h.transitions.iter().enumerate().skip(since).filter(|(_, (from, ..))| from != "-") {
         let at = i.saturating_sub(1);
         let diverge = |how: String| Verdict::PastDiverges { at, event: event.clone(), how };
         let Some(state) = new.state(from) else {
@@ -159,6 +163,23 @@ mod tests {
             ..awaiting_payment()
         };
         assert_eq!(judge(&old, &new, &reserving), Verdict::Same);
+    }
+
+    #[test]
+    fn a_migrated_saga_is_replayed_from_its_migration_on() {
+        let new = def(include_str!("../../sagas/examples/order-v2.toml"));
+        let migrated = History {
+            definition_version: 2,
+            state: "AWAITING_AUTHORIZATION".into(),
+            transitions: vec![
+                t("-", "order.created.v1", "RESERVING_INVENTORY"),
+                t("RESERVING_INVENTORY", "inventory.reserved.v1", "AWAITING_PAYMENT"),
+                t("AWAITING_PAYMENT", crate::saga::migrate::MIGRATE_EVENT, "AWAITING_AUTHORIZATION"),
+            ],
+            ..awaiting_payment()
+        };
+        // Version 1's AWAITING_PAYMENT is not in version 2, but the saga left it by migrating.
+        assert_eq!(judge(&new, &new, &migrated), Verdict::Same);
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub definition_version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -161,6 +166,8 @@ pub struct SagaMetrics {
     pub saga_oldest_age_seconds: Family<StateLabel, Gauge>,
     pub saga_stuck: Family<StateLabel, Gauge>,
     pub saga_quarantined: Gauge,
+    /// Sagas in flight per definition version (who is left on an old one).
+    pub saga_in_flight_by_version: Family<VersionLabel, Gauge>,
     pub saga_timers_overdue: Gauge,
     pub saga_timers_fired_total: Counter,
     /// Replies that did not answer the command their step waits for.
@@ -187,6 +194,7 @@ impl SagaMetrics {
             saga_oldest_age_seconds: Family::default(),
             saga_stuck: Family::default(),
             saga_quarantined: Gauge::default(),
+            saga_in_flight_by_version: Family::default(),
             saga_timers_overdue: Gauge::default(),
             saga_timers_fired_total: Counter::default(),
             saga_stale_replies_total: Family::default(),
@@ -223,6 +231,11 @@ impl SagaMetrics {
         );
         r.register("saga_stuck", "Sagas that overstay their state's max_dwell, per state", m.saga_stuck.clone());
         r.register("saga_quarantined", "Quarantined sagas", m.saga_quarantined.clone());
+        r.register(
+            "saga_in_flight_by_version",
+            "Sagas in flight (not terminal) per definition version, every loaded version included",
+            m.saga_in_flight_by_version.clone(),
+        );
         r.register(
             "saga_timers_overdue",
             "Timers due more than 30 seconds ago and not fired",

@@ -132,6 +132,10 @@ try {
   assert.ok(partitionRows > 0, 'the partitions any replica reported');
   assert.match(await page.locator('.cards').innerText(), new RegExp(`of ${partitionRows} partitions`));
 
+  // Sagas in flight per definition version (one version loaded here: the newest).
+  const v1 = page.locator('#versions tbody tr').first();
+  assert.match(await v1.innerText(), /^v1 \(newest: new sagas start here\)\s+[1-9]\d*/);
+
   step('the overview shows the stuck saga and links to it');
   const stuckLink = page.getByRole('link', { name: /^Stuck \(over max dwell\): [1-9]/ });
   await stuckLink.waitFor({ timeout: T });

@@ -309,3 +309,21 @@ pub async fn outbox_of(db: &Db, order_id: i64, kind: MessageKind) -> Vec<Value> 
             .unwrap();
     rows.iter().map(|r| serde_json::from_str(r).unwrap()).collect()
 }
+
+/// An order of one item at 5.00 EUR, its saga started (RESERVING_INVENTORY).
+pub async fn order(app: &TestApp) -> i64 {
+    let r = app.create_order(&key(), &order_body("c", "eu-west", &[("A", 1, "5.00")])).await;
+    r.expect(201);
+    r.json["order_id"].as_i64().unwrap()
+}
+
+/// The inventory service reserved order `id` (no command id: its first reservation).
+pub fn reserved(id: i64) -> Message {
+    Message::from(order_saga::contracts::InventoryReserved {
+        event_id: format!("res-{id}"),
+        order_id: id,
+        occurred_at: order_saga::contracts::TimestampMicros::from_datetime(chrono::Utc::now()),
+        tenant_region: "eu-west".into(),
+        command_id: None,
+    })
+}

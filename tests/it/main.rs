@@ -14,6 +14,7 @@ mod group_commit;
 mod helpers;
 mod input_fuzz;
 mod listener;
+mod migrate;
 mod ops;
 mod orders_api;
 mod partitioning;

@@ -16,22 +16,6 @@ fn ts() -> TimestampMicros {
     TimestampMicros::from_datetime(chrono::Utc::now())
 }
 
-async fn order(app: &TestApp) -> i64 {
-    let r = app.create_order(&key(), &order_body("c", "eu-west", &[("A", 1, "5.00")])).await;
-    r.expect(201);
-    r.json["order_id"].as_i64().unwrap()
-}
-
-fn reserved(id: i64) -> Message {
-    Message::from(InventoryReserved {
-        event_id: format!("res-{id}"),
-        order_id: id,
-        occurred_at: ts(),
-        tenant_region: "eu-west".into(),
-        command_id: None,
-    })
-}
-
 async fn to_awaiting_payment(app: &TestApp) -> i64 {
     let id = order(app).await;
     app.deliver(&[reserved(id)]).await;

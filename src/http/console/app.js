@@ -407,7 +407,24 @@ function renderOverview(o) {
           h('td', { class: 'num' }, duration(p.behind_seconds)), h('td', {}, when(p.updated_at)),
           h('td', { class: 'num' }, n === undefined ? h('span', { class: 'muted' }, 'no data here') : String(n)));
       }))));
-  return [attentionPanel(o.attention), cards, h('section', { class: 'panel' }, table), lagTable];
+  return [attentionPanel(o.attention), cards, h('section', { class: 'panel' }, table), versionsPanel(o.versions || []), lagTable];
+}
+
+/** Sagas in flight per definition version, and a way to move them to a newer one. */
+function versionsPanel(versions) {
+  const rows = versions.map((v) => h('tr', {},
+    h('th', { scope: 'row' }, `v${v.definition_version}`,
+      h('span', { class: 'muted' }, v.newest ? ' (newest: new sagas start here)' : v.loaded ? '' : ' (not loaded here)')),
+    h('td', { class: 'num' }, h('a', { href: hashFor('/sagas', { definition_version: String(v.definition_version) }) }, String(v.in_flight))),
+    h('td', {}, v.in_flight > 0 && v.migrates_to.length
+      ? v.migrates_to.map((to, i) => [i ? ' ' : '', h('a', {
+        class: 'button', href: hashFor('/bulk', { definition_version: String(v.definition_version), action: 'migrate', to_version: String(to) }),
+      }, `Move to v${to}…`)])
+      : h('span', { class: 'muted' }, v.in_flight === 0 ? (v.newest ? '—' : 'drained: its file can be removed') : 'no newer version declares a migration from it'))));
+  return h('section', { class: 'panel', id: 'versions', 'aria-labelledby': 'versions-h' },
+    h('h2', { id: 'versions-h' }, 'Definition versions'),
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Version'), h('th', { scope: 'col', class: 'num' }, 'In flight'),
+      h('th', { scope: 'col' }, 'Move'))), h('tbody', {}, rows)));
 }
 
 const NEED_LABEL = {
@@ -899,7 +916,7 @@ async function auditPage(params) {
 const BULK_ACTIONS = [
   ['retry_step', 'Retry the current step'], ['cancel', 'Cancel (compensate)'], ['release', 'Release from quarantine'],
   ['skip_poison', 'Skip the poison event, then release'], ['fire_timer', 'Fire a timer'], ['cancel_timer', 'Cancel a timer'],
-  ['force', 'Deliver a manual event'],
+  ['force', 'Deliver a manual event'], ['migrate', 'Move to a newer definition version'],
 ];
 
 /** A bulk action's words, not its identifier. */
@@ -915,8 +932,8 @@ async function bulkPage(params) {
   for (const k of FILTERS) if (params[k]) filters[k] = params[k];
   const out = h('div', { 'aria-live': 'polite' });
   const jobsList = h('div', { id: 'bulk-jobs' });
-  const actionSel = h('select', { id: 'bulk-action' }, BULK_ACTIONS.map(([v, l]) => h('option', { value: v }, l)));
-  const arg = h('input', { id: 'bulk-arg', placeholder: 'timer or event name', size: 18 });
+  const actionSel = h('select', { id: 'bulk-action' }, BULK_ACTIONS.map(([v, l]) => h('option', { value: v, selected: v === params.action }, l)));
+  const arg = h('input', { id: 'bulk-arg', placeholder: 'timer, event or version', size: 18, value: params.to_version || '' });
   const reason = h('textarea', { id: 'bulk-reason', required: true, maxlength: 1000, placeholder: 'Why? (recorded for every saga)' });
   const limit = h('input', { id: 'bulk-limit', type: 'number', min: 1, max: 10000, value: 1000, size: 6 });
   // "Apply filters" only records the selection in the address (no re-render:
@@ -927,6 +944,7 @@ async function bulkPage(params) {
     const a = { action: actionSel.value };
     if (a.action === 'fire_timer' || a.action === 'cancel_timer') a.timer = arg.value.trim();
     if (a.action === 'force') a.event = arg.value.trim();
+    if (a.action === 'migrate') a.to_version = Number(arg.value.trim());
     return { filter: readFilters(filterEl), action: a, reason: reason.value, dry_run: dryRun, limit: Number(limit.value) || 1000 };
   };
   const selection = (f) => (Object.keys(f).length ? Object.entries(f).map(([k, v]) => `${k}=${v}`).join(', ') : 'every saga in flight');
@@ -973,7 +991,7 @@ async function bulkPage(params) {
       if (e.status !== 401) out.replaceChildren(h('p', { class: 'notice bad', role: 'alert' }, `${e.code}: ${e.message}`));
     }
   } },
-  h('div', { class: 'form-row' }, h('label', { for: 'bulk-action' }, 'Action', actionSel), h('label', { for: 'bulk-arg' }, 'Timer / event', arg),
+  h('div', { class: 'form-row' }, h('label', { for: 'bulk-action' }, 'Action', actionSel), h('label', { for: 'bulk-arg' }, 'Timer / event / version', arg),
     h('label', { for: 'bulk-limit' }, 'At most', limit)),
   h('label', { for: 'bulk-reason' }, 'Reason', reason), h('div', { class: 'form-row' }, preview));
 

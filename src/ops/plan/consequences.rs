@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::saga::Definition;
+use crate::saga::migrate::{Migrated, TimerChange};
 use crate::store::inspect::age_in_words;
 
 /// The facts of a report the sentences are made from.
@@ -24,13 +25,17 @@ pub struct Outcome<'a> {
     pub quarantined_after: Option<&'a str>,
     pub quarantined_before: bool,
     pub replayed: &'a [String],
+    /// The migration the action made, when it is `migrate`.
+    pub migrated: Option<&'a Migrated>,
 }
 
 /// Every consequence in words. `resent` lists the command ids already sent
 /// before this action.
 pub fn consequences(o: &Outcome<'_>, def: &Definition, now: DateTime<Utc>, resent: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    if o.state_before != o.state_after {
+    if let Some(m) = o.migrated {
+        out.extend(migration(m));
+    } else if o.state_before != o.state_after {
         out.push(format!("The saga moves from {} to {}.", o.state_before, o.state_after));
     } else {
         out.push(format!("The saga stays in {}.", o.state_after));
@@ -77,6 +82,41 @@ pub fn consequences(o: &Outcome<'_>, def: &Definition, now: DateTime<Utc>, resen
     out
 }
 
+/// A migration in words: the version and state the saga moves to, and what
+/// happens to each of its timers.
+fn migration(m: &Migrated) -> Vec<String> {
+    let (from, to) = (m.from_version, m.instance.definition_version);
+    let at = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let mut out = vec![if m.from_state == m.instance.state {
+        format!(
+            "The saga moves from definition version {from} to {to}, staying in {}; its outstanding commands keep \
+             their ids.",
+            m.from_state
+        )
+    } else {
+        format!(
+            "The saga moves from definition version {from} to {to}: {} becomes {}; its outstanding commands keep \
+             their ids.",
+            m.from_state, m.instance.state
+        )
+    }];
+    for t in &m.timers {
+        out.push(match t {
+            TimerChange::Kept { name, due } => format!("Timer {name} stays due at {}.", at(due)),
+            TimerChange::Moved { name, from, to: due, .. } => {
+                format!("Timer {name} moves from {} to {}, as long as version {to} makes it.", at(from), at(due))
+            }
+            TimerChange::Armed { name, due } => format!(
+                "Timer {name} is armed, due at {} (version {to} arms it on every way into {}).",
+                at(due),
+                m.instance.state
+            ),
+            TimerChange::Disarmed { name, why } => format!("Timer {name} is disarmed: {why}."),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +149,7 @@ mod tests {
             quarantined_after: None,
             quarantined_before: true,
             replayed: &[],
+            migrated: None,
         };
         let c = consequences(&o, &def(), now, &[]);
         assert!(c.contains(&"The quarantine is lifted: its parked events are applied now.".to_owned()), "{c:?}");
@@ -139,6 +180,7 @@ mod tests {
             quarantined_after: None,
             quarantined_before: false,
             replayed: &[],
+            migrated: None,
         };
         let fresh = consequences(&o, &def(), now(), &[]);
         assert!(fresh.contains(&"Sends inventory.reserve.v1 (command id 7:reserve_inventory:reserve:1).".to_owned()));

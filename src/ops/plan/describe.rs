@@ -81,6 +81,25 @@ pub fn describe(action: &Action, snap: &Snapshot) -> Described {
         Action::CancelTimer { timer } => {
             (format!("Cancel {timer}"), format!("Remove the timer {timer}: it will not fire."))
         }
+        Action::Migrate { to_version } => {
+            let to_state = snap
+                .newer
+                .iter()
+                .find(|d| d.version == *to_version)
+                .and_then(|d| d.migrations.get(&snap.def.version))
+                .and_then(|m| m.states.get(&snap.saga.state))
+                .map(|s| format!(", in state {s}"))
+                .unwrap_or_default();
+            (
+                format!("Move to version {to_version}"),
+                format!(
+                    "Move the saga from definition version {} to version {to_version}{to_state}, as version \
+                     {to_version} declares: it keeps waiting for the same replies, and its timers follow the new \
+                     definition (the dry run lists each).",
+                    snap.def.version
+                ),
+            )
+        }
     };
     Described { label, description }
 }

@@ -16,6 +16,7 @@ pub mod consequences;
 pub mod describe;
 mod fire_timer;
 mod manual;
+mod migrate;
 mod release;
 mod reschedule_timer;
 mod retry_step;
@@ -40,6 +41,8 @@ use super::Action;
 pub struct Snapshot {
     /// The definition the saga runs on.
     pub def: Arc<Definition>,
+    /// The loaded definitions newer than it (what it could be migrated to), oldest first.
+    pub newer: Vec<Arc<Definition>>,
     pub saga: Instance,
     /// Why the saga is quarantined, when it is.
     pub quarantined: Option<String>,
@@ -62,6 +65,7 @@ pub struct ArmedTimer {
     pub name: String,
     /// The saga version that armed it (part of its firing's event id).
     pub armed_version: u32,
+    pub due: DateTime<Utc>,
 }
 
 impl Snapshot {
@@ -121,6 +125,9 @@ pub enum Write {
     ClearQuarantine,
     /// Forget inbox rows, so that their events can be applied again (replay).
     ForgetInbox(Vec<String>),
+    /// Move the saga onto a newer definition version (the pure
+    /// `saga::migrate`): its row, a transition-log row by `actor`, its timers.
+    Migrate { migrated: Box<crate::saga::migrate::Migrated>, event_id: String, actor: String },
     /// Apply these events through the saga shell; `expect` is what must come
     /// of the first for the action to stand (otherwise it is refused and
     /// rolled back).
@@ -165,6 +172,7 @@ pub fn plan(action: &Action, snap: &Snapshot, who: Actor<'_>) -> Result<Plan, Re
         Action::Force { event } => manual::plan_force(snap, event, who),
         Action::Release => release::plan(snap, false),
         Action::SkipPoison => release::plan(snap, true),
+        Action::Migrate { to_version } => migrate::plan(snap, *to_version, who),
     }
 }
 
@@ -183,6 +191,7 @@ pub fn allowed_actions(snap: &Snapshot) -> Vec<Action> {
             .map(|m| Action::Force { event: m.clone() }),
     );
     candidates.extend(snap.timers.iter().map(|t| Action::FireTimer { timer: t.name.clone() }));
+    candidates.extend(snap.newer.iter().map(|d| Action::Migrate { to_version: d.version }));
     for t in &snap.timers {
         candidates.push(Action::RescheduleTimer { timer: t.name.clone(), at: None, after: None });
         candidates.push(Action::CancelTimer { timer: t.name.clone() });

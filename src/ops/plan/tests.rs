@@ -29,8 +29,9 @@ fn snap(state: &str) -> Snapshot {
     Snapshot {
         saga: crate::saga::fixtures::instance(&def, OID, state, now()),
         def,
+        newer: Vec::new(),
         quarantined: None,
-        timers: vec![ArmedTimer { name: "payment_timeout".into(), armed_version: 2 }],
+        timers: vec![ArmedTimer { name: "payment_timeout".into(), armed_version: 2, due: now() }],
         parked: Vec::new(),
         retries: 0,
         now: now(),

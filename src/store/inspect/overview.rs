@@ -143,7 +143,41 @@ pub struct Overview {
     /// Every inbound partition's event-time watermark, as any replica last
     /// reported it (the whole consumer group).
     pub partitions: Vec<SlowestPartition>,
+    /// Sagas in flight per definition version: every loaded version, and any
+    /// other still in use.
+    pub versions: Vec<VersionInFlight>,
     pub at: DateTime<Utc>,
+}
+
+/// In-flight sagas of one definition version, and where they could move.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionInFlight {
+    pub definition_version: u32,
+    pub in_flight: i64,
+    /// This daemon has the definition loaded.
+    pub loaded: bool,
+    /// New sagas start on it.
+    pub newest: bool,
+    /// Loaded newer versions that declare a migration from this one.
+    pub migrates_to: Vec<u32>,
+}
+
+/// [`VersionInFlight`] of every loaded version and every version in use.
+pub fn versions_in_flight(catalog: &Catalog, in_flight: &[(u32, i64, Vec<i64>)]) -> Vec<VersionInFlight> {
+    let mut versions: Vec<u32> = catalog.versions().map(|d| d.version).collect();
+    versions.extend(in_flight.iter().filter(|(_, n, _)| *n > 0).map(|(v, ..)| *v));
+    versions.sort_unstable();
+    versions.dedup();
+    versions
+        .into_iter()
+        .map(|v| VersionInFlight {
+            definition_version: v,
+            in_flight: in_flight.iter().find(|(x, ..)| *x == v).map_or(0, |(_, n, _)| *n),
+            loaded: catalog.get(v).is_some(),
+            newest: catalog.latest().version == v,
+            migrates_to: catalog.versions().filter(|d| d.migrations.contains_key(&v)).map(|d| d.version).collect(),
+        })
+        .collect()
 }
 
 /// The partition with the oldest event-time watermark.
@@ -222,7 +256,9 @@ pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let slowest_partition = partitions.iter().min_by_key(|w| w.consumed_through).cloned();
+    let versions = versions_in_flight(catalog, &in_flight_by_version(db).await?);
     Ok(Overview {
+        versions,
         partitions,
         attention: super::attention(db, catalog, ATTENTION_LISTED).await?,
         slowest_partition,

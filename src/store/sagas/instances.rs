@@ -272,3 +272,60 @@ pub async fn clear_quarantine(tx: &mut Tx, order_id: i64, now: DateTime<Utc>) ->
     .ctx("clearing the quarantine")?;
     Ok(())
 }
+
+/// Writes a migration the pure `saga::migrate` decided: the saga row on its
+/// new definition version and state (its data, and so its outstanding
+/// commands' ids, unchanged), a transition-log row, its timers re-armed. The
+/// caller holds the row's lock and owns the transaction.
+pub async fn write_migration(
+    tx: &mut Tx,
+    m: &crate::saga::migrate::Migrated,
+    event_id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use crate::saga::migrate::TimerChange;
+    use crate::store::timers::{Clock, TimerOp, flush_timers};
+    let inst = &m.instance;
+    sqlx::query(
+        "UPDATE saga_instances SET definition_version = ?, state = ?, version = ?, terminal = 0, updated_at = ? \
+         WHERE order_id = ?",
+    )
+    .bind(inst.definition_version)
+    .bind(&inst.state)
+    .bind(inst.version)
+    .bind(now)
+    .bind(inst.order_id)
+    .execute(&mut **tx)
+    .await
+    .ctx("moving a saga to another definition version")?;
+    let row = TransitionRow {
+        order_id: inst.order_id,
+        saga_version: inst.version,
+        event_id: event_id.to_owned(),
+        event_name: crate::saga::migrate::MIGRATE_EVENT.to_owned(),
+        from: m.from_state.clone(),
+        to: inst.state.clone(),
+        actor: actor.to_owned(),
+        reason: Some(m.reason()),
+    };
+    insert_transitions(tx, &[row], now).await?;
+    // A moved timer keeps when and by which version it was armed (its firing's id).
+    for c in &m.timers {
+        if let TimerChange::Moved { name, to, .. } = c {
+            crate::store::timers::set_timer_due(tx, inst.order_id, name, *to).await?;
+        }
+    }
+    let ops: std::collections::BTreeMap<(i64, String), TimerOp> = m
+        .timers
+        .iter()
+        .filter_map(|c| match c {
+            TimerChange::Kept { .. } | TimerChange::Moved { .. } => None,
+            TimerChange::Armed { name, due } => {
+                Some(((inst.order_id, name.clone()), TimerOp::Arm { due_at: *due, armed_version: inst.version }))
+            }
+            TimerChange::Disarmed { name, .. } => Some(((inst.order_id, name.clone()), TimerOp::Cancel)),
+        })
+        .collect();
+    flush_timers(tx, &ops, now, Clock::Database).await
+}

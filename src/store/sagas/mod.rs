@@ -23,7 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use self::decide::{Decision, Writes};
-pub use self::instances::{SagaView, clear_quarantine, get, lock_one, read_one};
+pub use self::instances::{SagaView, clear_quarantine, get, lock_one, read_one, write_migration};
 use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, upsert_instances};
 use super::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
 use super::outbox::{self, NewOutboxRow, OutboxWriter};
