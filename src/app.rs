@@ -148,9 +148,8 @@ fn sagas_diff(old: &std::path::Path, new: &std::path::Path, format: &str) -> Exi
 }
 
 /// `order-saga sagas preview NEW`: every in-flight saga judged against NEW
-/// (read in pages of 1,000: memory stays bounded whatever their number).
+/// (`ops::preview`).
 async fn sagas_preview(cfg: &Config, new: &std::path::Path, format: &str, sample: usize) -> anyhow::Result<ExitCode> {
-    use crate::saga::preview::{Verdict, judge};
     let text = match std::fs::read_to_string(new) {
         Ok(t) => t,
         Err(e) => {
@@ -158,70 +157,36 @@ async fn sagas_preview(cfg: &Config, new: &std::path::Path, format: &str, sample
             return Ok(ExitCode::from(2));
         }
     };
-    let candidate = match crate::saga::parse::parse(new, &text) {
+    cfg.validate(false)?;
+    let catalog = load_catalog(cfg)?;
+    let candidate = match crate::ops::preview::candidate(new, &text, &catalog) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
-    cfg.validate(false)?;
-    let catalog = load_catalog(cfg)?;
     let db = connect(cfg).await?;
-    let started = std::time::Instant::now();
-    // state → (in flight, divergent)
-    let mut per_state: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    let mut examples = Vec::new();
-    let (mut after, mut total, mut divergent) = (0i64, 0u64, 0u64);
-    loop {
-        let page = crate::store::inspect::in_flight_histories(&db, after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.order_id;
-        for h in &page {
-            total += 1;
-            let entry = per_state.entry(h.state.clone()).or_default();
-            entry.0 += 1;
-            let verdict = match catalog.get(h.definition_version) {
-                Some(old) => judge(old, &candidate, h),
-                None => Verdict::NextDiffers {
-                    how: vec![format!("its definition version {} is not loaded here", h.definition_version)],
-                },
-            };
-            if !verdict.same() {
-                entry.1 += 1;
-                divergent += 1;
-                if examples.len() < sample {
-                    examples.push(serde_json::json!({"order_id": h.order_id, "state": h.state,
-                        "definition_version": h.definition_version, "how": verdict,
-                        "timeline": h.transitions.iter().map(|(f, e, t)| format!("{f} --{e}--> {t}")).collect::<Vec<_>>()}));
-                }
-            }
-        }
-    }
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let report = crate::ops::preview::preview(&db, &catalog, &candidate, sample).await?;
     if format == "json" {
-        let states: serde_json::Map<String, serde_json::Value> = per_state
-            .iter()
-            .map(|(s, (n, d))| (s.clone(), serde_json::json!({"in_flight": n, "divergent": d})))
-            .collect();
-        let out = serde_json::json!({"in_flight": total, "divergent": divergent, "states": states,
-            "sample": examples, "elapsed_ms": elapsed_ms});
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} in flight, {divergent} would behave differently under {} (version {}), judged in {elapsed_ms:.0} ms",
-            total,
+            "{} in flight, {} would behave differently under {} (version {}), judged in {:.0} ms",
+            report.in_flight,
+            report.divergent,
             new.display(),
-            candidate.version
+            report.version,
+            report.elapsed_ms
         );
-        for (s, (n, d)) in &per_state {
-            println!("  {s}: {n} in flight, {d} divergent");
+        for (s, c) in &report.states {
+            println!("  {s}: {} in flight, {} divergent", c.in_flight, c.divergent);
         }
-        for e in &examples {
-            println!("{e}");
+        for e in &report.sample {
+            println!("{}", serde_json::to_string(e)?);
         }
     }
-    Ok(if divergent == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.divergent == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `order-saga sagas test`: every scenario file of `dir` against the catalog.

@@ -115,6 +115,8 @@ error_codes! {
     InvalidAction => "invalid_action", UNPROCESSABLE_ENTITY;
     /// `/ops/bulk`: the most bulk jobs that may run at once are running; wait or stop one.
     TooManyJobs => "too_many_jobs", CONFLICT;
+    /// `/ops/definitions/preview`: the candidate definition is not valid (`details.errors`: line, message).
+    InvalidDefinition => "invalid_definition", UNPROCESSABLE_ENTITY;
 }
 
 /// Completes the OpenAPI document (generated from the handlers, see

@@ -139,6 +139,16 @@ pub struct OpsActionBody {
     dry_run: Option<bool>,
 }
 
+/// `POST /ops/definitions/preview` body.
+#[derive(ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+pub struct DefinitionPreviewBody {
+    /// The candidate definition's TOML text (the body is at most ORDER_SAGA_HTTP_MAX_BODY_BYTES).
+    definition: String,
+    /// How many divergent sagas to list (default 20, at most 100).
+    sample: Option<u32>,
+}
+
 /// `POST /ops/bulk` body.
 #[derive(ToSchema)]
 #[schema(as = OpsBulk)]

@@ -56,7 +56,21 @@ impl std::fmt::Debug for OpsConfig {
 
 /// The `/ops` part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list, show, act, overview, drain, bulk, jobs, job, cancel_job, audit, sweep, end_sessions))]
+#[openapi(paths(
+    list,
+    show,
+    act,
+    overview,
+    drain,
+    preview_definition,
+    bulk,
+    jobs,
+    job,
+    cancel_job,
+    audit,
+    sweep,
+    end_sessions
+))]
 pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
@@ -66,6 +80,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ops/sagas/{order_id}/actions", post(act))
         .route("/ops/overview", get(overview))
         .route("/ops/drain", get(drain))
+        .route("/ops/definitions/preview", post(preview_definition))
         .route("/ops/bulk", post(bulk))
         .route("/ops/jobs", get(jobs))
         .route("/ops/jobs/{job_id}", get(job))
@@ -416,6 +431,14 @@ async fn show(
 }
 
 /// Splits the common fields (actor, reason, dry_run, …) from the action.
+/// A request body that must be a JSON object.
+fn json_object(body: Result<JsonBody, ApiError>) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match body? {
+        JsonBody(Value::Object(obj)) => Ok(obj),
+        JsonBody(_) => Err(bad("body", "expected a JSON object".into())),
+    }
+}
+
 fn take_str(obj: &mut serde_json::Map<String, Value>, key: &str) -> Result<String, ApiError> {
     match obj.remove(key) {
         Some(Value::String(s)) => Ok(s),
@@ -467,10 +490,7 @@ async fn act(
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
     let (_, ops, principal) = authorize(&state, &headers, Role::Act).await?;
-    let JsonBody(body) = body?;
-    let Value::Object(mut obj) = body else {
-        return Err(bad("body", "expected a JSON object".into()));
-    };
+    let mut obj = json_object(body)?;
     let expected_version = match obj.remove("expected_version") {
         Some(v) => v
             .as_u64()
@@ -546,6 +566,59 @@ async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
     Ok(axum::Json(inspect::drain(&ops.db, &ops.sagas.catalog).await?).into_response())
 }
 
+/// `POST /ops/definitions/preview` — what a candidate definition would do to
+/// every saga in flight (`order-saga sagas preview` over HTTP).
+#[utoipa::path(
+    post,
+    path = "/ops/definitions/preview",
+    tag = "ops",
+    summary = "Preview a candidate definition against every saga in flight (read-only)",
+    description = "Body: {\"definition\": the TOML text, \"sample\": divergent sagas to list (default 20, at most 100)}. \
+                   422 invalid_definition lists each problem with its line (details.errors), including a \
+                   [migrate.from.N] that does not fit a version loaded here.",
+    request_body = crate::http::openapi::DefinitionPreviewBody,
+    security(("bearerAuth" = ["ops:read"]), ("opsToken" = []), ("opsSession" = [], "opsCsrf" = [])),
+    responses(
+        (status = 200, description = "Per-state counts and the divergent sagas", body = crate::ops::preview::PreviewReport),
+        (status = 401, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "See error.code", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "See error.code", body = crate::http::openapi::ErrorBody)
+    )
+)]
+async fn preview_definition(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ApiError>,
+) -> Result<Response, ApiError> {
+    let (_, ops, _) = authorize(&state, &headers, Role::Read).await?;
+    let mut obj = json_object(body)?;
+    let text = take_str(&mut obj, "definition")?;
+    let sample = match obj.remove("sample") {
+        None => 20,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| bad("sample", "sample must be a number from 0 to 100".into()))?,
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(bad(k, format!("unknown field {k:?}; allowed: definition, sample")));
+    }
+    let catalog = &ops.sagas.catalog;
+    let candidate =
+        crate::ops::preview::candidate(std::path::Path::new("candidate.toml"), &text, catalog).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidDefinition,
+                format!("the definition is not valid ({} problem(s))", e.0.len()),
+            )
+            .with_details(json!({
+                "errors": e.0.iter().map(|d| json!({"line": d.line, "message": d.message})).collect::<Vec<_>>()
+            }))
+        })?;
+    let report = crate::ops::preview::preview(&ops.db, catalog, &candidate, sample as usize).await?;
+    Ok(axum::Json(report).into_response())
+}
+
 #[utoipa::path(
     post,
     path = "/ops/bulk",
@@ -568,10 +641,7 @@ async fn bulk(
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
     let (cfg, ops, principal) = authorize(&state, &headers, Role::Admin).await?;
-    let JsonBody(body) = body?;
-    let Value::Object(mut obj) = body else {
-        return Err(bad("body", "expected a JSON object".into()));
-    };
+    let mut obj = json_object(body)?;
     let selection = obj.get("filter").cloned().unwrap_or(Value::Null);
     let filter = match obj.remove("filter") {
         Some(Value::Object(f)) => {

@@ -19,6 +19,7 @@ pub mod cli;
 mod gauges;
 mod jobs;
 pub mod plan;
+pub mod preview;
 
 pub use self::actions::Action;
 pub use self::plan::allowed_actions;

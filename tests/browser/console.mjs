@@ -369,10 +369,30 @@ try {
   assert.equal(await jobRows.count(), BULK_COUNT, 'the job\'s actions, and only those');
   assert.equal(await jobRows.getByRole('link', { name: jobUrl.split('/').pop().slice(0, 8) }).count(), BULK_COUNT);
 
+  step('a candidate definition is previewed against the sagas in flight, by file, before it is deployed');
+  await page.getByRole('link', { name: 'Definitions', exact: true }).click();
+  await page.getByRole('heading', { name: 'Definitions' }).waitFor({ timeout: T });
+  // AWAITING_PAYMENT answers payment.authorized.v1 with another reason.
+  const candidate = readFileSync(new URL('../../sagas/order.toml', import.meta.url), 'utf8')
+    .replace('reason = "PAYMENT_AUTHORIZED"', 'reason = "PAYMENT_ACCEPTED"');
+  await page.getByLabel('Definition file').setInputFiles({ name: 'order.toml', mimeType: 'text/plain', buffer: Buffer.from(candidate) });
+  await page.waitForFunction(() => document.getElementById('definition-text').value.includes('PAYMENT_ACCEPTED'));
+  await page.getByRole('button', { name: 'Preview against the sagas in flight' }).click();
+  const verdict = page.locator('#definition-preview strong');
+  await verdict.waitFor({ timeout: T });
+  assert.match(await verdict.innerText(), /^\d+ of \d+ sagas in flight would behave differently under version 1\.$/);
+  assert.match(await page.locator('#definition-sample li').first().innerText(), /AWAITING_PAYMENT\): from its current state: payment\.authorized\.v1:.*PAYMENT_ACCEPTED/);
+  await axe(page, 'definitions');
+  // An invalid file: each problem with its line.
+  await page.getByLabel('Or its text').fill(candidate.replace('after = "15m"', 'after = "soon"'));
+  await page.getByRole('button', { name: 'Preview against the sagas in flight' }).click();
+  await page.getByText(/^line \d+: timer payment_timeout/).waitFor({ timeout: T });
+
   step('at 800 px, light and dark: no page wider than the window, axe finds nothing serious');
   await page.setViewportSize({ width: 800, height: 900 });
   for (const [name, hash, heading] of [['overview', '#/', 'Overview'], ['sagas', '#/sagas', 'Sagas'],
-    ['saga', `#/sagas/${STUCK}`, new RegExp(`^Order ${STUCK}`)], ['bulk', '#/bulk', 'Bulk action'], ['audit', '#/audit', 'Audit trail']]) {
+    ['saga', `#/sagas/${STUCK}`, new RegExp(`^Order ${STUCK}`)], ['bulk', '#/bulk', 'Bulk action'], ['audit', '#/audit', 'Audit trail'],
+    ['definitions', '#/definitions', 'Definitions']]) {
     await page.goto(`${BASE}/ops/ui${hash}`);
     await page.getByRole('heading', { name: heading }).first().waitFor({ timeout: T });
     for (const scheme of ['light', 'dark']) {

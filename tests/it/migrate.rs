@@ -1,8 +1,9 @@
-//! Moving sagas in flight from definition version 1 to the example version 2
-//! (`sagas/examples/order-v2.toml`, which renames AWAITING_PAYMENT to
-//! AWAITING_AUTHORIZATION and lengthens the payment timeout): one saga and a
-//! bulk job, dry run first, audited, refused where version 2 says so, and the
-//! moved sagas complete on version 2.
+//! Definitions that evolve, over the ops API: a candidate file previewed
+//! against the sagas in flight, and sagas moved from definition version 1 to
+//! the example version 2 (`sagas/examples/order-v2.toml`, which renames
+//! AWAITING_PAYMENT to AWAITING_AUTHORIZATION and lengthens the payment
+//! timeout): one saga and a bulk job, dry run first, audited, refused where
+//! version 2 says so, and the moved sagas complete on version 2.
 
 use std::sync::Arc;
 
@@ -221,4 +222,64 @@ async fn an_operator_without_the_admin_role_may_not_migrate() {
         )
         .await;
     r.expect_error(403, "insufficient_scope");
+}
+
+/// `POST /ops/definitions/preview` with `text`.
+async fn preview(app: &TestApp, text: &str) -> Resp {
+    let body = serde_json::json!({"definition": text, "sample": 10});
+    app.post_json("/ops/definitions/preview", &[("authorization", "Bearer test-ops-token-0123456789")], &body).await
+}
+
+#[tokio::test]
+async fn an_uploaded_definition_is_previewed_against_every_saga_in_flight() {
+    let app = TestApp::new().await;
+    // One saga in each non-terminal state, and one finished.
+    let paying = order(&app).await;
+    app.deliver(&[reserved(paying)]).await;
+    order(&app).await; // still reserving
+    let reviewing = order(&app).await;
+    app.deliver(&[out_of_stock(reviewing)]).await;
+    let done = order(&app).await;
+    app.deliver(&[reserved(done), authorized(done)]).await;
+    assert_eq!(row(&app, done).await.1, "COMPLETED");
+    let v1 = std::fs::read_to_string("sagas/order.toml").unwrap();
+
+    let same = preview(&app, &v1).await;
+    assert_eq!((same.json["in_flight"].as_u64(), same.json["divergent"].as_u64()), (Some(3), Some(0)), "{}", same.json);
+
+    // AWAITING_PAYMENT answers payment.authorized.v1 with another reason: exactly that saga.
+    let changed = v1.replacen("reason = \"PAYMENT_AUTHORIZED\"", "reason = \"PAYMENT_ACCEPTED\"", 1);
+    let r = preview(&app, &changed).await;
+    r.expect(200);
+    assert_eq!(r.json["divergent"], 1, "{}", r.json);
+    assert_eq!(r.json["states"]["AWAITING_PAYMENT"], serde_json::json!({"in_flight": 1, "divergent": 1}));
+    assert_eq!(r.json["states"]["RESERVING_INVENTORY"]["divergent"], 0);
+    assert_eq!(r.json["states"]["PENDING_REVIEW"]["divergent"], 0);
+    let sample = &r.json["sample"];
+    assert_eq!((sample[0]["order_id"].as_i64(), sample.as_array().unwrap().len()), (Some(paying), 1));
+    assert!(sample[0]["how"]["how"][0].as_str().unwrap().starts_with("payment.authorized.v1:"), "{sample}");
+    assert!(sample[0]["timeline"][1].as_str().unwrap().contains("--inventory.reserved.v1--> AWAITING_PAYMENT"));
+
+    // An invalid file: each problem with its line.
+    let broken = preview(&app, &v1.replacen("after = \"15m\"", "after = \"soon\"", 1)).await;
+    broken.expect_error(422, "invalid_definition");
+    assert!(
+        broken.json["error"]["details"]["errors"][0]["message"].as_str().unwrap().contains("timer payment_timeout")
+    );
+    assert!(broken.json["error"]["details"]["errors"][0]["line"].as_u64().unwrap() > 1);
+    // A migration that does not fit the version loaded here is invalid too.
+    let v2 = std::fs::read_to_string("sagas/examples/order-v2.toml").unwrap();
+    let r = preview(&app, &v2.replacen("refuse = { PENDING_REVIEW", "# refuse = { PENDING_REVIEW", 1)).await;
+    r.expect_error(422, "invalid_definition");
+    assert!(
+        r.json["error"]["details"]["errors"][0]["message"].as_str().unwrap().contains("PENDING_REVIEW"),
+        "{}",
+        r.json
+    );
+    // The example version 2 itself, judged by names: the saga in AWAITING_PAYMENT (a state it renames) and
+    // the one still reserving (whose next transition leads to the renamed state) would be treated differently.
+    let r = preview(&app, &v2).await;
+    assert_eq!(r.json["divergent"], 2, "{}", r.json);
+    assert_eq!(r.json["states"]["PENDING_REVIEW"]["divergent"], 0);
+    preview(&app, &"x".repeat(2 << 20)).await.expect_error(413, "payload_too_large");
 }

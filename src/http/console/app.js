@@ -287,7 +287,7 @@ async function route() {
   const [path, query] = raw.split('?');
   const params = parseQuery(query);
   const section = path.startsWith('/sagas') ? 'sagas' : path.startsWith('/bulk') ? 'bulk'
-    : path.startsWith('/audit') ? 'audit' : 'overview';
+    : path.startsWith('/audit') ? 'audit' : path.startsWith('/definitions') ? 'definitions' : 'overview';
   document.title = `${section[0].toUpperCase()}${section.slice(1)} — order-saga ops`;
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
@@ -300,6 +300,7 @@ async function route() {
     else if (path === '/sagas') await listPage(params);
     else if (path === '/bulk') await bulkPage(params);
     else if (path === '/audit') await auditPage(params);
+    else if (path === '/definitions') await definitionsPage();
     else await overviewPage();
     focusHeading();
   } catch (e) {
@@ -909,6 +910,54 @@ async function auditPage(params) {
     h('span', { class: 'muted' }, `${(data.audit || []).length} shown, newest first`));
   mount(h('h1', {}, 'Audit trail'), h('p', { class: 'muted' }, 'Operator actions, applied and refused, newest first. A bulk job\'s actions carry its id.'),
     form, h('section', { class: 'panel' }, auditTable(data.audit || []), pager));
+}
+
+// ---------------------------------------------------------------- definitions
+
+/** A candidate definition file previewed against every saga in flight (read-only). */
+async function definitionsPage() {
+  const o = await api('GET', '/ops/overview');
+  const text = h('textarea', { id: 'definition-text', rows: 14, spellcheck: 'false', class: 'mono',
+    placeholder: 'Paste a definition file (TOML), or choose one' });
+  const file = h('input', { id: 'definition-file', type: 'file', accept: '.toml,text/plain',
+    onchange: async () => { if (file.files[0]) text.value = await file.files[0].text(); } });
+  const out = h('div', { id: 'definition-preview', 'aria-live': 'polite' });
+  const form = h('form', { 'aria-label': 'Preview a definition', onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!text.value.trim()) {
+      out.replaceChildren(h('p', { class: 'notice bad', role: 'alert' }, 'Paste or choose a definition file first.'));
+      return;
+    }
+    try {
+      const r = await api('POST', '/ops/definitions/preview', { definition: text.value, sample: 20 });
+      const states = Object.entries(r.states);
+      out.replaceChildren(h('div', { class: 'report', role: 'status' },
+        h('strong', {}, r.divergent === 0
+          ? `No saga in flight would behave differently under version ${r.version} (${r.in_flight} judged).`
+          : `${r.divergent} of ${r.in_flight} sagas in flight would behave differently under version ${r.version}.`),
+        simpleTable(states, [['State', ([s]) => h('a', { href: hashFor('/sagas', { state: s }) }, s)],
+          ['In flight', ([, c]) => String(c.in_flight)], ['Would differ', ([, c]) => String(c.divergent)]], 'No saga in flight.'),
+        r.sample.length ? h('h2', {}, 'Sagas that would differ (first 20)') : null,
+        h('ul', { id: 'definition-sample' }, r.sample.map((d) => h('li', {},
+          h('a', { href: `#/sagas/${d.order_id}` }, `Order ${d.order_id}`), ` (v${d.definition_version}, ${d.state}): `,
+          d.how.verdict === 'past_diverges'
+            ? `its past would have gone another way at transition ${d.how.at + 1}: ${d.how.how}`
+            : `from its current state: ${d.how.how.join('; ')}`,
+          h('div', { class: 'muted mono' }, d.timeline.join(' · ')))))));
+    } catch (e) {
+      if (e.status === 401) return;
+      const errors = (e.details && e.details.errors) || [];
+      out.replaceChildren(h('div', { class: 'notice bad', role: 'alert' }, h('p', {}, `${e.code}: ${e.message}`),
+        errors.length ? h('ul', {}, errors.map((x) => h('li', {}, `line ${x.line}: ${x.message}`))) : null));
+    }
+  } },
+  h('label', { for: 'definition-file' }, 'Definition file', file),
+  h('label', { for: 'definition-text' }, 'Or its text', text),
+  h('div', { class: 'form-row' }, h('button', { type: 'submit', class: 'primary' }, 'Preview against the sagas in flight')));
+  mount(h('h1', {}, 'Definitions'),
+    h('p', { class: 'muted' }, 'A candidate definition, judged against every saga in flight before it is deployed: each saga\'s recorded transitions replayed through it, and what its current state would do next. Nothing is written. The same as order-saga sagas preview.'),
+    versionsPanel(o.versions || []),
+    h('section', { class: 'panel', 'aria-label': 'Preview' }, form, out));
 }
 
 // ---------------------------------------------------------------- bulk
