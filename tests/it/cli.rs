@@ -236,6 +236,19 @@ async fn sagas_preview_names_exactly_the_sagas_a_change_would_treat_differently(
     let paying = order_awaiting_payment(&app).await;
     let reserving = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
     let reserving = reserving.json["order_id"].as_i64().unwrap();
+    // And one waiting for an operator: every non-terminal state has a saga.
+    let reviewing = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
+    let reviewing = reviewing.json["order_id"].as_i64().unwrap();
+    app.deliver(&[order_saga::contracts::Message::from(order_saga::contracts::InventoryReservationFailed {
+        event_id: "f".into(),
+        order_id: reviewing,
+        occurred_at: order_saga::contracts::TimestampMicros(0),
+        tenant_region: "eu".into(),
+        command_id: None,
+        reason: "OUT_OF_STOCK".into(),
+        shortages: vec![],
+    })])
+    .await;
     let dir = std::env::temp_dir().join(format!("sagas-preview-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let original = std::fs::read_to_string("sagas/order.toml").unwrap();
@@ -243,20 +256,22 @@ async fn sagas_preview_names_exactly_the_sagas_a_change_would_treat_differently(
     std::fs::write(dir.join("same.toml"), &original).unwrap();
     let same = run(&["sagas", "preview", dir.join("same.toml").to_str().unwrap()], &env);
     assert_eq!(same.status.code(), Some(0), "{}{}", text(&same.stdout), text(&same.stderr));
-    assert!(text(&same.stdout).starts_with("2 in flight, 0 would behave differently"), "{}", text(&same.stdout));
+    assert!(text(&same.stdout).starts_with("3 in flight, 0 would behave differently"), "{}", text(&same.stdout));
 
-    // AWAITING_PAYMENT answers payment.failed.v1 with another reason.
-    let changed = original.replacen("reason = \"PAYMENT_FAILED\"", "reason = \"PAYMENT_REFUSED\"", 1);
+    // AWAITING_PAYMENT answers payment.authorized.v1 with another reason.
+    let changed = original.replacen("reason = \"PAYMENT_AUTHORIZED\"", "reason = \"PAYMENT_ACCEPTED\"", 1);
     std::fs::write(dir.join("changed.toml"), &changed).unwrap();
     let out = run(&["sagas", "preview", dir.join("changed.toml").to_str().unwrap(), "--format", "json"], &env);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["in_flight"].as_u64(), v["divergent"].as_u64()), (Some(2), Some(1)), "{v}");
+    assert_eq!((v["in_flight"].as_u64(), v["divergent"].as_u64()), (Some(3), Some(1)), "{v}");
     assert_eq!(v["states"]["AWAITING_PAYMENT"], json!({"in_flight": 1, "divergent": 1}));
     assert_eq!(v["states"]["RESERVING_INVENTORY"], json!({"in_flight": 1, "divergent": 0}));
+    assert_eq!(v["states"]["PENDING_REVIEW"], json!({"in_flight": 1, "divergent": 0}));
     assert_eq!(v["sample"][0]["order_id"], paying);
     assert_eq!(v["sample"][0]["how"]["verdict"], "next_differs");
-    assert!(v["sample"][0]["how"]["how"][0].as_str().unwrap().contains("PAYMENT_REFUSED"), "{v}");
+    assert!(v["sample"][0]["how"]["how"][0].as_str().unwrap().starts_with("payment.authorized.v1:"), "{v}");
+    assert!(v["sample"][0]["how"]["how"][0].as_str().unwrap().contains("PAYMENT_ACCEPTED"), "{v}");
     assert_ne!(v["sample"][0]["order_id"], reserving);
 
     std::fs::write(dir.join("broken.toml"), "nope").unwrap();
