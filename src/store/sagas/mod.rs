@@ -1,10 +1,13 @@
 //! The saga shell: runs the pure engine inside MySQL transactions.
 //!
-//! Per event, in one transaction: the inbox row (de-duplication), the locked
-//! saga row, the transition, the order status + history, the outbox rows, the
-//! timer rows. Events of one Kafka partition are applied in batches, one
-//! transaction per batch; saga rows are locked in `order_id` order so that
-//! concurrent batches cannot deadlock on each other.
+//! Events of one Kafka partition are applied in batches, one transaction per
+//! batch, in three moves: **read** a snapshot in a fixed number of statements
+//! (inbox hits, the saga and order rows locked in `order_id` order so that
+//! concurrent batches cannot deadlock on each other, the due timers its
+//! firings take), **plan** the whole batch without I/O (`batch.rs`, each
+//! event decided by `decide.rs`), **flush** the plan with one statement per
+//! table: inbox rows (de-duplication), saga rows, order status + history,
+//! outbox rows, timer rows, parked events, the transition log.
 //!
 //! Poison handling: an event that cannot be decoded, is for an unknown order,
 //! or is not accepted by the saga's current state is dead-lettered (an outbox
@@ -14,25 +17,26 @@
 //! applied until an operator releases the saga (replaying the parked events)
 //! or skips the poison event. Per-order ordering is therefore never broken.
 
+mod batch;
 mod decide;
 mod instances;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use self::decide::{Decision, Writes};
+use self::decide::Writes;
 pub use self::instances::{SagaView, clear_quarantine, get, lock_one, read_one, write_migration};
 use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, upsert_instances};
 use super::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
 use super::outbox::{self, NewOutboxRow, OutboxWriter};
 use super::parked::insert_parked;
 use super::timers::{Clock, flush_timers};
-use super::{Ctx, Db, StoreError, Tx, inbox, timers, truncate};
+use super::{Ctx, Db, StoreError, Tx, inbox, timers};
 use crate::domain::{NewOrder, OrderStatus, StatusChange};
 use crate::saga::model::{Item, OrderFacts};
-use crate::saga::{self, Catalog, Event, EventBody, Outcome};
+use crate::saga::{self, Catalog, Event, EventBody};
 use crate::telemetry::trace_context::TraceContext;
 
 /// Where an inbound event came from. Recorded (as its [`Display`](std::fmt::Display)
@@ -315,9 +319,9 @@ impl SagaStore {
         let (now, seen_before) = inbox::db_now_and_existing(tx, &ids).await?;
         let order_ids: BTreeSet<i64> =
             batch.iter().filter(|b| !seen_before.contains(&b.event_id)).filter_map(|b| b.order_id).collect();
-        let mut slots = load_sagas(tx, &order_ids, lock).await?;
+        let slots = load_sagas(tx, &order_ids, lock).await?;
         let owned: Vec<i64> = slots.keys().copied().collect();
-        let mut heads = lock_heads(tx, &owned).await?;
+        let heads = lock_heads(tx, &owned).await?;
         // The due timers the batch's live firings may take, read and locked in
         // one statement (not one round trip per firing).
         let firing: BTreeSet<i64> = batch
@@ -326,195 +330,26 @@ impl SagaStore {
             .filter(|b| decide::timer_to_take(b, b.order_id.and_then(|id| slots.get(&id))).is_some())
             .filter_map(|b| b.order_id)
             .collect();
-        let mut due = timers::lock_due(tx, &firing).await?;
-
-        let mut writes = Writes::default();
-        let mut result = BatchResult::default();
-        let mut seen_now: HashSet<&str> = HashSet::new();
-        for b in batch {
-            if b.event.is_ok() {
-                crate::failpoint::panic_on("saga.apply.panic", &b.event_id);
-            }
-            if seen_before.contains(&b.event_id) || !seen_now.insert(&b.event_id) {
-                result.outcomes.push(InboundOutcome::Duplicate);
-                continue;
-            }
-            let outcome =
-                self.apply_one(b, &mut slots, &mut heads, &mut due, lock, unknown, now, &mut writes, &mut result)?;
-            if !matches!(outcome, InboundOutcome::Stale | InboundOutcome::Refused(_) | InboundOutcome::Duplicate) {
-                let label = match &outcome {
-                    InboundOutcome::Applied { .. } => inbox::Outcome::Applied,
-                    InboundOutcome::Ignored => inbox::Outcome::Ignored,
-                    InboundOutcome::Parked => inbox::Outcome::Parked,
-                    InboundOutcome::StaleReply { .. } => inbox::Outcome::StaleReply,
-                    _ => inbox::Outcome::DeadLettered,
-                };
-                writes.inbox.push(inbox::InboxRow {
-                    event_id: b.event_id.clone(),
-                    order_id: b.order_id,
-                    event_name: b.event_name.clone(),
-                    source: b.source.to_string(),
-                    outcome: label,
-                });
-            }
-            result.outcomes.push(outcome);
+        let due = timers::lock_due(tx, &firing).await?;
+        for b in batch.iter().filter(|b| b.event.is_ok()) {
+            crate::failpoint::panic_on("saga.apply.panic", &b.event_id);
         }
 
+        // Everything is read: the batch is decided without I/O.
+        let snapshot = batch::Snapshot { now, seen_before, slots, heads, due };
+        let batch::Plan { writes, changed, result } =
+            batch::plan(&self.catalog, &self.outbox, batch, snapshot, lock, unknown)?;
+
         inbox::insert(tx, &writes.inbox, now).await?;
-        let changed: Vec<&Slot> = slots.values().filter(|s| s.dirty || s.quarantine_changed).collect();
+        let changed: Vec<&Slot> = changed.iter().collect();
         upsert_instances(tx, &changed, &self.catalog, now).await?;
         update_orders(tx, &writes.orders, now).await?;
         insert_history(tx, &writes.history, now).await?;
         flush_timers(tx, &writes.timers, now, Clock::Database).await?;
         insert_parked(tx, &writes.parked, now).await?;
         insert_transitions(tx, &writes.transitions, now).await?;
-        result.outbox_rows = writes.outbox.len();
         outbox::insert(tx, &writes.outbox, now).await?;
         Ok(result)
-    }
-
-    /// Applies one event to what the batch read (no I/O): a firing takes its
-    /// timer from `due`, the decision, then its writes into `writes` and the
-    /// batch's saga rows.
-    #[allow(clippy::too_many_arguments)]
-    fn apply_one(
-        &self,
-        b: &Inbound,
-        slots: &mut HashMap<i64, Slot>,
-        heads: &mut HashMap<i64, OrderHead>,
-        due: &mut HashSet<(i64, String)>,
-        lock: LockMode,
-        unknown: UnknownVersion,
-        now: DateTime<Utc>,
-        writes: &mut Writes,
-        result: &mut BatchResult,
-    ) -> Result<InboundOutcome, StoreError> {
-        let slot = b.order_id.and_then(|id| slots.get_mut(&id));
-        let timer_taken = match (decide::timer_to_take(b, slot.as_deref()), b.order_id) {
-            (Some(name), Some(order_id)) => decide::take_timer(due, &mut writes.timers, order_id, name),
-            _ => false,
-        };
-        let decision = decide::decide(&self.catalog, slot.as_deref(), b, lock, unknown, timer_taken, now);
-        let dead_lettered = |kind, reason| InboundOutcome::DeadLettered { kind, reason, order_id: b.order_id };
-        let (t, slot) = match (decision, slot) {
-            (Decision::Stale, _) => return Ok(InboundOutcome::Stale),
-            (Decision::Refuse(r), _) => return Ok(InboundOutcome::Refused(r)),
-            (Decision::WaitForDefinition { version }, _) => return Err(StoreError::DefinitionNotLoaded { version }),
-            (Decision::DeadLetter { kind, reason }, _) => {
-                writes.outbox.push(decide::dead_letter_row(&self.outbox, b, &reason, None));
-                return Ok(dead_lettered(kind, reason));
-            }
-            (Decision::Park, _) => {
-                writes.parked.push(decide::parked_row(b, false, None));
-                return Ok(InboundOutcome::Parked);
-            }
-            (Decision::Ignore, _) => return Ok(InboundOutcome::Ignored),
-            (Decision::StaleReply { reason }, Some(slot)) => {
-                let actor = b.event.as_ref().map(Event::actor).unwrap_or_default();
-                writes.transitions.push(decide::unchanged_transition(slot, b, actor, &reason));
-                return Ok(InboundOutcome::StaleReply { event: b.event_name.clone(), reason });
-            }
-            (Decision::Quarantine { kind, reason }, Some(slot)) => {
-                self.quarantine(slot, b, &reason, writes, true, now);
-                return Ok(dead_lettered(kind, reason));
-            }
-            (Decision::QuarantineUnknownVersion { reason }, Some(slot)) => {
-                self.quarantine(slot, b, &reason, writes, false, now);
-                return Ok(InboundOutcome::Parked);
-            }
-            (Decision::Apply { transition }, Some(slot)) => (*transition, slot),
-            (
-                d @ (Decision::Quarantine { .. }
-                | Decision::QuarantineUnknownVersion { .. }
-                | Decision::Apply { .. }
-                | Decision::StaleReply { .. }),
-                None,
-            ) => {
-                return Err(StoreError::Corrupt(format!("decision {d:?} without a saga")));
-            }
-        };
-        let Outcome::Applied { from, to, reason } = t.outcome.clone() else {
-            return Ok(InboundOutcome::Ignored);
-        };
-        let actor = b.event.as_ref().map(Event::actor).unwrap_or_default();
-        let mut head = heads.get(&slot.inst.order_id).cloned();
-        let before = head.clone();
-        let mut alerts = Vec::new();
-        match decide::effects_to_writes(
-            &self.outbox,
-            &t.instance,
-            &mut head,
-            &t.effects,
-            &actor,
-            b.trace.as_ref(),
-            now,
-            &mut alerts,
-        )? {
-            Ok(w) => writes.merge(w),
-            Err(refusal) if matches!(&b.event, Ok(Event { body: EventBody::Manual { .. }, .. })) => {
-                return Ok(InboundOutcome::Refused(refusal));
-            }
-            Err(refusal) => {
-                let reason = format!("order status change refused: {refusal:?}");
-                self.quarantine(slot, b, &reason, writes, true, now);
-                return Ok(dead_lettered(DeadLetterKind::OrderTransitionRefused, reason));
-            }
-        }
-        if let (Some(b), Some(mut h)) = (before, head) {
-            if b.status != h.status {
-                let secs = (now - b.updated_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                result.status_changes.push((b.status, h.status, secs));
-            }
-            h.updated_at = now;
-            heads.insert(slot.inst.order_id, h);
-        }
-        let dwell = (now - slot.inst.state_entered_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-        if from != to {
-            result.dwell.push((from.clone(), dwell.max(0.0)));
-        }
-        writes.transitions.push(TransitionRow {
-            order_id: slot.inst.order_id,
-            saga_version: t.instance.version,
-            event_id: b.event_id.clone(),
-            event_name: b.event_name.clone(),
-            from: from.clone(),
-            to: to.clone(),
-            actor,
-            reason,
-        });
-        slot.inst = t.instance;
-        slot.dirty = true;
-        result.alerts.extend(alerts);
-        Ok(InboundOutcome::Applied { from, to })
-    }
-
-    /// Quarantines `slot`: parks `b` as its poison event, logs the quarantine
-    /// and, when `dead_letter`, copies `b` to the DLQ.
-    fn quarantine(
-        &self,
-        slot: &mut Slot,
-        b: &Inbound,
-        reason: &str,
-        writes: &mut Writes,
-        dead_letter: bool,
-        now: DateTime<Utc>,
-    ) {
-        let reason = truncate(reason, 1000);
-        if dead_letter {
-            let region = slot.inst.data.order.tenant_region.clone();
-            let mut row = decide::dead_letter_row(&self.outbox, b, &reason, Some(&region));
-            if b.source == Source::Replay {
-                // Released and refused again: its first copy keeps `dlq:{id}`,
-                // this one is another copy of the same event.
-                row.event_id =
-                    super::limits::dead_letter_event_id(&format!("{}@replay:{}", b.event_id, now.timestamp_micros()));
-            }
-            writes.outbox.push(row);
-        }
-        slot.quarantined = Some(reason.clone());
-        slot.quarantine_changed = true;
-        writes.parked.push(decide::parked_row(b, true, Some(&reason)));
-        writes.transitions.push(decide::quarantine_transition(slot, b, &reason));
     }
 
     /// `POST /orders/{id}/status` when sagas are on: a status the definition
