@@ -361,6 +361,24 @@ async fn end_to_end(dur: Duration) {
         probe::Proc { name: "simulator", pid: simulator.id() },
         probe::Proc { name: "load generator", pid: std::process::id() },
     ];
+    // What the daemon costs with nothing to do (BENCH_IDLE_SECONDS, default 10;
+    // 0 skips): polling, empty fetches, timer and relay ticks, watermark reports.
+    let idle = std::env::var("BENCH_IDLE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10u64);
+    if idle > 0 {
+        let window = probe::Window::open(&e.db, &procs).await;
+        tokio::time::sleep(Duration::from_secs(idle)).await;
+        // "Per saga" with one saga per second: per second.
+        let (cpu, db, b) = window.close(&e.db, &procs, idle as usize).await;
+        println!("\n### Idle: no load for {idle} s, per second\n");
+        let names: Vec<&str> = procs.iter().map(|p| p.name).collect();
+        println!(
+            "| CPU ms per second: {} | statements/s | of which SELECT | COMMITs/s | box busy % |",
+            names.join(" | ")
+        );
+        println!("|{}---:|---:|---:|---:|", "---:|".repeat(names.len()));
+        let cells: Vec<String> = cpu.iter().map(|x| format!("{x:.1}")).collect();
+        println!("| {} | {:.1} | {:.1} | {:.2} | {:.0} |", cells.join(" | "), db[0], db[4], db[1], b.busy);
+    }
     println!("\n### End to end: create (HTTP) → CONFIRMED, simulator answering at once\n");
     println!(
         "| load | created/s | completed sagas/s | p50 ms | p95 ms | p99 ms | max ms | create→reserve published p50/p99 | reserve→reserved applied p50/p99 | applied→authorize published p50/p99 | authorize published→CONFIRMED p50/p99 |"
