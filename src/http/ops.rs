@@ -115,6 +115,17 @@ impl Principal {
         }
     }
 
+    /// Who this principal is, for the records: the session's operator, the
+    /// token's subject, the credential's name; `None` for the shared token,
+    /// whose caller names the actor in each request.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Principal::Token => None,
+            Principal::Session { actor, .. } => Some(actor),
+            Principal::Jwt { subject, .. } | Principal::Named { name: subject, .. } => Some(subject),
+        }
+    }
+
     /// 403 unless the principal has `need`.
     pub fn require(&self, need: Role) -> Result<(), ApiError> {
         if self.role() >= need { Ok(()) } else { Err(super::auth::insufficient_scope(need.scope())) }
@@ -205,19 +216,19 @@ fn refused(state: &AppState, why: &str) -> ApiError {
 /// body `actor` only "on behalf of"), or with the shared token the request's
 /// `actor` field.
 fn actor_of(principal: &Principal, obj: &mut serde_json::Map<String, Value>) -> Result<String, ApiError> {
-    match principal {
-        Principal::Session { actor, .. } => {
+    match (principal, principal.name()) {
+        (Principal::Session { .. }, Some(actor)) => {
             obj.remove("actor");
-            Ok(actor.clone())
+            Ok(actor.to_owned())
         }
-        Principal::Jwt { subject, .. } | Principal::Named { name: subject, .. } => {
+        (_, Some(subject)) => {
             let claimed = match obj.remove("actor") {
                 Some(Value::String(s)) => Some(s),
                 _ => None,
             };
             Ok(super::auth::on_behalf_of(subject, claimed.as_deref()))
         }
-        Principal::Token => take_str(obj, "actor"),
+        (_, None) => take_str(obj, "actor"),
     }
 }
 
@@ -771,12 +782,8 @@ async fn cancel_job(
 ) -> Result<Response, ApiError> {
     let (_, ops, principal) = authorize(&state, &headers, Role::Admin).await?;
     let id = job_id(&id)?;
-    let by = match &principal {
-        Principal::Token => "ops token".to_owned(),
-        Principal::Session { actor, .. } => actor.clone(),
-        Principal::Jwt { subject, .. } | Principal::Named { name: subject, .. } => subject.clone(),
-    };
-    let status = ops.cancel_job(&id, &by).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let by = principal.name().unwrap_or("ops token");
+    let status = ops.cancel_job(&id, by).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(axum::Json(status).into_response())
 }
 

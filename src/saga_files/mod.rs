@@ -1,6 +1,8 @@
 //! Reading saga definitions from disk: the filesystem half of loading a
 //! [`Catalog`], kept out of the pure `saga` module (which parses and validates
-//! text it is given).
+//! text it is given), and the `order-saga sagas` commands over them (`cli`).
+
+pub mod cli;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
