@@ -179,7 +179,7 @@ fn apply_one(
             return Ok(InboundOutcome::Refused(refusal));
         }
         Err(refusal) => {
-            let reason = format!("order status change refused: {refusal:?}");
+            let reason = format!("order status change refused: {refusal}");
             quarantine(cx, slot, b, &reason, writes, true);
             return Ok(dead_lettered(DeadLetterKind::OrderTransitionRefused, reason));
         }

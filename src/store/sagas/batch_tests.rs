@@ -255,10 +255,13 @@ fn an_order_status_the_order_table_refuses_quarantines_the_saga() {
         h.status = OrderStatus::Cancelled;
     }
     let p = plan_of(&[authorized(1, "pa-1", "pi-1-1")], snap);
-    assert!(matches!(
-        &p.result.outcomes[0],
-        InboundOutcome::DeadLettered { kind: DeadLetterKind::OrderTransitionRefused, .. }
-    ));
+    let InboundOutcome::DeadLettered { kind: DeadLetterKind::OrderTransitionRefused, reason, .. } =
+        &p.result.outcomes[0]
+    else {
+        panic!("{:?}", p.result.outcomes)
+    };
+    // In words (the DLQ header and the quarantine say it), not Rust's Debug form.
+    assert_eq!(reason, "order status change refused: an order cannot go from CANCELLED to CONFIRMED");
     assert_eq!(changed(&p)[0].1, "AWAITING_PAYMENT", "nothing of the transition is written");
     assert!(p.writes.orders.is_empty());
 }
