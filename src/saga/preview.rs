@@ -4,9 +4,11 @@
 //! its current state would do next in the old and the new definition. Pure:
 //! definitions and a saga's history in, a verdict out.
 //!
+//! A saga the new definition would migrate (`super::migrate`) is judged as
+//! moved: what its state would do next, with the state names mapped.
+//!
 //! The replay is by the transition log (from, event, to), from the saga's
-//! last migration on (`super::migrate`) when it was moved: the log keeps no
-//! payloads, so a guarded transition is judged by the branch that was taken
+//! last migration on when it was moved: the log keeps no payloads, so a guarded transition is judged by the branch that was taken
 //! (`to`), not by re-evaluating the guard.
 
 use serde::Serialize;
@@ -58,6 +60,16 @@ fn branch<'a>(t: &'a TransitionDef, to: &str) -> Option<&'a TransitionDef> {
 
 /// Judges one saga: `old` is the definition it runs on, `new` the candidate.
 pub fn judge(old: &Definition, new: &Definition, h: &History) -> Verdict {
+    // A newer version that says where sagas of `old` in this state go judges
+    // the saga as moved there: its past stays on `old` (the migration starts
+    // its log afresh), what it does next is compared with the names mapped.
+    if new.version > old.version
+        && let Some(m) = new.migrations.get(&old.version)
+        && let Some(target) = m.states.get(&h.state)
+    {
+        let rename = |s: &str| m.states.get(s).cloned().unwrap_or_else(|| s.to_owned());
+        return next(old, new, &h.state, target, &rename);
+    }
     // A migrated saga's past before its last migration ran on older versions
     // (with their own state names): what it did on `old` starts there.
     let since = h.transitions.iter().rposition(|(_, e, _)| e == super::migrate::MIGRATE_EVENT).map_or(0, |i| i + 1);
@@ -85,23 +97,56 @@ pub fn judge(old: &Definition, new: &Definition, h: &History) -> Verdict {
             }
         }
     }
-    let Some(now_new) = new.state(&h.state) else {
-        return Verdict::NextDiffers { how: vec![format!("its state {} is not in the new definition", h.state)] };
+    next(old, new, &h.state, &h.state, &|s: &str| s.to_owned())
+}
+
+/// What a saga in `old_state` of `old` would do next, against `new_state` of
+/// `new` (the same name, or where a migration maps it); `rename` maps the
+/// old version's state names onto the new one's before comparing.
+fn next(
+    old: &Definition,
+    new: &Definition,
+    old_state: &str,
+    new_state: &str,
+    rename: &dyn Fn(&str) -> String,
+) -> Verdict {
+    let Some(now_new) = new.state(new_state) else {
+        return Verdict::NextDiffers { how: vec![format!("its state {new_state} is not in the new definition")] };
     };
     let mut how = Vec::new();
-    if let Some(now_old) = old.state(&h.state) {
+    if let Some(now_old) = old.state(old_state) {
+        // An old transition as the new version would name it.
+        let renamed = |t: &TransitionDef| {
+            let mut t = t.clone();
+            t.to = rename(&t.to);
+            if let Some(o) = t.otherwise.as_deref_mut() {
+                o.to = rename(&o.to);
+            }
+            t
+        };
         let events: std::collections::BTreeSet<&String> = now_old.on.keys().chain(now_new.on.keys()).collect();
         for e in events {
             match (now_old.on.get(e), now_new.on.get(e)) {
                 (Some(a), Some(b)) => {
-                    let (ba, bb) = (behaviour(old, a), behaviour(new, b));
+                    let (ba, bb) = (behaviour(old, &renamed(a)), behaviour(new, b));
                     if ba != bb {
                         how.push(format!("{e}: {ba} ⇒ {bb}"));
                     }
                 }
-                (Some(_), None) => how.push(format!("{e}: no longer accepted in {}", h.state)),
+                (Some(_), None) => how.push(format!("{e}: no longer accepted in {new_state}")),
                 (None, Some(b)) => how.push(format!("{e}: newly accepted, {}", behaviour(new, b))),
                 (None, None) => {}
+            }
+        }
+        // A timer it reacts to that fires after another time.
+        for e in now_new.on.keys().filter(|e| now_old.on.contains_key(*e)) {
+            let Some(timer) = e.strip_prefix(super::definition::TIMER_PREFIX) else { continue };
+            let (a, b) = (old.timers.get(timer), new.timers.get(timer));
+            if a != b {
+                let len = |d: Option<&std::time::Duration>| {
+                    d.map_or_else(|| "none".to_owned(), |d| humantime::format_duration(*d).to_string())
+                };
+                how.push(format!("timer {timer} lasts {} ⇒ {}", len(a), len(b)));
             }
         }
         if now_old.ignore != now_new.ignore {
@@ -180,6 +225,25 @@ mod tests {
         };
         // Version 1's AWAITING_PAYMENT is not in version 2, but the saga left it by migrating.
         assert_eq!(judge(&new, &new, &migrated), Verdict::Same);
+    }
+
+    #[test]
+    fn a_saga_the_new_version_migrates_is_judged_as_moved_there() {
+        let (old, new) = (def(ORDER), def(include_str!("../../sagas/examples/order-v2.toml")));
+        // AWAITING_PAYMENT becomes AWAITING_AUTHORIZATION: the same answers, but 20 minutes to pay.
+        let v = judge(&old, &new, &awaiting_payment());
+        assert_eq!(v, Verdict::NextDiffers { how: vec!["timer payment_timeout lasts 15m ⇒ 20m".into()] });
+        // Still reserving: its next step leads to the renamed state, which is the same step.
+        let reserving = History {
+            state: "RESERVING_INVENTORY".into(),
+            transitions: vec![t("-", "order.created.v1", "RESERVING_INVENTORY")],
+            ..awaiting_payment()
+        };
+        assert_eq!(judge(&old, &new, &reserving), Verdict::Same);
+        // Without the migration section, by names: the renamed state is gone.
+        let mut unmapped = new;
+        unmapped.migrations.clear();
+        assert!(matches!(judge(&old, &unmapped, &awaiting_payment()), Verdict::PastDiverges { .. }));
     }
 
     #[test]

@@ -276,9 +276,16 @@ async fn an_uploaded_definition_is_previewed_against_every_saga_in_flight() {
         "{}",
         r.json
     );
-    // The example version 2 itself, judged by names: the saga in AWAITING_PAYMENT (a state it renames) and
-    // the one still reserving (whose next transition leads to the renamed state) would be treated differently.
+    // The example version 2 itself: sagas it would move are judged as moved (the renamed state is no
+    // difference), so only the longer payment window shows, for the saga waiting for its payment.
     let r = preview(&app, &v2).await;
+    assert_eq!(r.json["divergent"], 1, "{}", r.json);
+    assert_eq!(r.json["sample"][0]["order_id"], paying);
+    assert_eq!(r.json["sample"][0]["how"]["how"][0], "timer payment_timeout lasts 15m ⇒ 20m");
+    // Without its migration section, by names: the renamed state and the way into it differ.
+    let start = v2.find("[migrate.from.1]").unwrap();
+    let end = start + v2[start..].find("\n\n").unwrap();
+    let r = preview(&app, &format!("{}{}", &v2[..start], &v2[end..])).await;
     assert_eq!(r.json["divergent"], 2, "{}", r.json);
     assert_eq!(r.json["states"]["PENDING_REVIEW"]["divergent"], 0);
     preview(&app, &"x".repeat(2 << 20)).await.expect_error(413, "payload_too_large");
