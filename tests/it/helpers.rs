@@ -327,3 +327,16 @@ pub fn reserved(id: i64) -> Message {
         command_id: None,
     })
 }
+
+/// The inventory service could not reserve order `id` (one item short): its saga goes to PENDING_REVIEW.
+pub fn out_of_stock(id: i64) -> Message {
+    Message::from(order_saga::contracts::InventoryReservationFailed {
+        event_id: format!("rf-{id}"),
+        order_id: id,
+        occurred_at: order_saga::contracts::TimestampMicros::from_datetime(chrono::Utc::now()),
+        tenant_region: "eu-west".into(),
+        command_id: None,
+        reason: "OUT_OF_STOCK".into(),
+        shortages: vec![order_saga::contracts::Shortage { sku: "A".into(), requested_qty: 1, available_qty: 0 }],
+    })
+}

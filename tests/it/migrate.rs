@@ -19,18 +19,6 @@ fn ts() -> TimestampMicros {
     TimestampMicros::from_datetime(chrono::Utc::now())
 }
 
-fn out_of_stock(id: i64) -> Message {
-    Message::from(InventoryReservationFailed {
-        event_id: format!("oos-{id}"),
-        order_id: id,
-        occurred_at: ts(),
-        tenant_region: "eu-west".into(),
-        command_id: None,
-        reason: "OUT_OF_STOCK".into(),
-        shortages: vec![Shortage { sku: "A".into(), requested_qty: 1, available_qty: 0 }],
-    })
-}
-
 fn authorized(id: i64) -> Message {
     Message::from(PaymentAuthorized {
         event_id: format!("auth-{id}"),

@@ -4,17 +4,12 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use order_saga::contracts::*;
 use order_saga::store::sagas::Inbound;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
 const AUTH: (&str, &str) = ("authorization", "Bearer test-ops-token-0123456789");
-
-fn ts() -> TimestampMicros {
-    TimestampMicros::from_datetime(chrono::Utc::now())
-}
 
 async fn to_awaiting_payment(app: &TestApp) -> i64 {
     let id = order(app).await;
@@ -205,7 +200,7 @@ async fn forcing_a_transition_the_definition_does_not_allow_is_refused() {
         .expect_error(409, "not_allowed");
     assert_eq!(app.count("SELECT COUNT(*) FROM ops_audit WHERE result = 'refused'").await, 2);
     // After an out-of-stock, the same event is allowed and re-runs the reservation.
-    out_of_stock(&app, id).await;
+    app.deliver(&[out_of_stock(id)]).await;
     let r = act(&app, id, json!({"action": "force", "event": "reservation.retry.requested", "expected_version": 2, "actor": "ops:bob", "reason": "stock arrived"})).await;
     r.expect(200);
     assert_eq!(
@@ -519,7 +514,7 @@ async fn the_overview_leads_with_the_sagas_that_need_a_human_each_with_why() {
     let calm = order(&app).await;
     // Out of stock: waits for an operator from its first minute.
     let review = order(&app).await;
-    out_of_stock(&app, review).await;
+    app.deliver(&[out_of_stock(review)]).await;
     // The inventory participant has not answered for 10 minutes (max dwell 2m).
     let silent = order(&app).await;
     age(&app, silent, 10).await;
@@ -554,20 +549,6 @@ async fn poison(app: &TestApp, id: i64, event_id: &str) {
         raw: None,
     };
     app.sagas.apply_batch(&app.db, &[poison], order_saga::store::sagas::LockMode::Wait).await.unwrap();
-}
-
-/// Inventory answers "out of stock" for `id`: its saga goes to PENDING_REVIEW.
-async fn out_of_stock(app: &TestApp, id: i64) {
-    app.deliver(&[Message::from(InventoryReservationFailed {
-        event_id: format!("rf-{id}"),
-        order_id: id,
-        occurred_at: ts(),
-        tenant_region: "eu-west".into(),
-        command_id: None,
-        reason: "OUT_OF_STOCK".into(),
-        shortages: vec![Shortage { sku: "A".into(), requested_qty: 1, available_qty: 0 }],
-    })])
-    .await;
 }
 
 #[tokio::test]
