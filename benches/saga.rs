@@ -155,7 +155,7 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
     for id in ids.lock().await.iter() {
         let msg = Message::from(InventoryReserved {
             event_id: format!("res-{id}"),
-            order_id: *id as i64,
+            order_id: id.wire(),
             occurred_at: TimestampMicros::from_datetime(Utc::now()),
             tenant_region: "eu-west".into(),
             command_id: None,

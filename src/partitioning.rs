@@ -26,6 +26,7 @@
 //! **Do not change** the hash functions: they place orders on partitions that
 //! consumers rely on.
 
+use crate::domain::OrderId;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -242,7 +243,7 @@ impl Partitioner {
         audience: Audience,
         topic: &str,
         region: Option<&str>,
-        order_id: Option<i64>,
+        order_id: Option<OrderId>,
     ) -> Result<Option<i32>, NotReady> {
         if self.strategy(audience) == Strategy::Key {
             return Ok(None);
@@ -253,7 +254,7 @@ impl Partitioner {
             Some((first, last)) => {
                 let width = u64::from((last - first + 1).unsigned_abs());
                 // Orders spread over their region's range; one order, one partition.
-                let spread = order_id.map_or(0, |o| o.unsigned_abs() % width);
+                let spread = order_id.map_or(0, |o| o.get() % width);
                 first + spread as i32
             }
             None => {
@@ -285,6 +286,7 @@ impl Partitioner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::oid;
 
     fn regional(map: &str, partitions: i32) -> Partitioner {
         Partitioner::new(
@@ -325,15 +327,15 @@ mod tests {
     fn mapped_regions_stay_in_their_range_and_one_order_on_one_partition() {
         let p = regional("eu-west=0-2,us-east=3-4", 8);
         for order in 1..500i64 {
-            let eu = p.partition(Audience::Events, "events", Some("eu-west"), Some(order)).unwrap().unwrap();
+            let eu = p.partition(Audience::Events, "events", Some("eu-west"), Some(oid(order))).unwrap().unwrap();
             assert!((0..=2).contains(&eu));
-            let us = p.partition(Audience::Events, "events", Some("us-east"), Some(order)).unwrap().unwrap();
+            let us = p.partition(Audience::Events, "events", Some("us-east"), Some(oid(order))).unwrap().unwrap();
             assert!((3..=4).contains(&us));
-            assert_eq!(Ok(Some(eu)), p.partition(Audience::Events, "events", Some("eu-west"), Some(order)));
+            assert_eq!(Ok(Some(eu)), p.partition(Audience::Events, "events", Some("eu-west"), Some(oid(order))));
         }
         // Spread over the whole range.
         let used: std::collections::HashSet<i32> = (1..50)
-            .filter_map(|o| p.partition(Audience::Events, "events", Some("eu-west"), Some(o)).unwrap())
+            .filter_map(|o| p.partition(Audience::Events, "events", Some("eu-west"), Some(oid(o))).unwrap())
             .collect();
         assert_eq!(used.len(), 3);
     }
@@ -342,10 +344,10 @@ mod tests {
     fn unmapped_regions_get_a_stable_partition_outside_every_mapped_range() {
         let p = regional("eu-west=0-2,us-east=3-4", 8);
         for region in ["mars", "ap-south", "x", ""] {
-            let first = p.partition(Audience::Events, "events", Some(region), Some(1)).unwrap().unwrap();
+            let first = p.partition(Audience::Events, "events", Some(region), Some(oid(1))).unwrap().unwrap();
             assert!((5..=7).contains(&first), "{region} -> {first}");
             for order in 2..50 {
-                assert_eq!(Ok(Some(first)), p.partition(Audience::Events, "events", Some(region), Some(order)));
+                assert_eq!(Ok(Some(first)), p.partition(Audience::Events, "events", Some(region), Some(oid(order))));
             }
         }
         // Stable across versions and platforms: the published FNV-1a test vectors.
@@ -354,20 +356,20 @@ mod tests {
         assert!(p.fully_owned_topics().is_empty());
         let full = regional("a=0-3,b=4-7", 8);
         assert_eq!(full.fully_owned_topics(), vec!["events".to_owned()]);
-        assert!(full.partition(Audience::Events, "events", Some("c"), Some(1)).unwrap().is_some());
+        assert!(full.partition(Audience::Events, "events", Some("c"), Some(oid(1))).unwrap().is_some());
     }
 
     #[test]
     fn key_strategy_leaves_it_to_the_producer_and_unknown_counts_wait() {
         let p = regional("eu-west=0-2", 8);
-        assert_eq!(p.partition(Audience::Commands, "events", Some("eu-west"), Some(1)), Ok(None));
-        assert_eq!(p.partition(Audience::Events, "events", None, Some(1)), Ok(None));
+        assert_eq!(p.partition(Audience::Commands, "events", Some("eu-west"), Some(oid(1))), Ok(None));
+        assert_eq!(p.partition(Audience::Events, "events", None, Some(oid(1))), Ok(None));
         let key = Partitioner::default();
-        assert_eq!(key.partition(Audience::Events, "events", Some("eu-west"), Some(1)), Ok(None));
+        assert_eq!(key.partition(Audience::Events, "events", Some("eu-west"), Some(oid(1))), Ok(None));
         // A topic whose partition count is not known yet: the row waits.
-        assert_eq!(p.partition(Audience::Events, "other", Some("eu-west"), Some(1)), Err(NotReady));
+        assert_eq!(p.partition(Audience::Events, "other", Some("eu-west"), Some(oid(1))), Err(NotReady));
         p.learn(HashMap::from([("other".to_owned(), 4)])).unwrap();
-        assert!(p.partition(Audience::Events, "other", Some("eu-west"), Some(1)).unwrap().is_some());
+        assert!(p.partition(Audience::Events, "other", Some("eu-west"), Some(oid(1))).unwrap().is_some());
         assert!(p.learn(HashMap::from([("small".to_owned(), 2)])).is_err(), "eu-west=0-2 does not fit 2 partitions");
     }
 }

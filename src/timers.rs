@@ -39,6 +39,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::contracts::{MessageKind, Role};
+use crate::domain::{OrderId, SagaVersion};
 use crate::saga::{Definition, Event, EventBody};
 use crate::store::sagas::{Inbound, InboundOutcome, LockMode, SagaStore};
 use crate::store::watermarks::Watermark;
@@ -162,7 +163,7 @@ pub fn judge(
 }
 
 /// The inbox id of a timer firing: one arming fires at most once.
-pub fn firing_id(order_id: i64, name: &str, armed_version: u32) -> String {
+pub fn firing_id(order_id: OrderId, name: &str, armed_version: SagaVersion) -> String {
     format!("timer:{order_id}:{name}:{armed_version}")
 }
 
@@ -200,7 +201,7 @@ pub async fn sweep(
             match judge(policy, t.due_at, &answering, &marks, now) {
                 Verdict::Fire => fire.push(t),
                 Verdict::FirePastBound { topic, partition } => {
-                    tracing::warn!(order_id = t.order_id, timer = %t.name, %topic, partition,
+                    tracing::warn!(order_id = t.order_id.get(), timer = %t.name, %topic, partition,
                         "timer fired at the deferral bound although the partition was not consumed past its due time");
                     report.fired_past_bound += 1;
                     fire.push(t);

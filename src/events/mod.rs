@@ -33,6 +33,7 @@ use tracing::Instrument;
 use crate::codec::{Codec, CodecError};
 use crate::config::Topics;
 use crate::contracts::{Message, headers};
+use crate::domain::OrderId;
 use crate::kafka::consumer::{BatchHandler, Stopped, panic_message};
 use crate::kafka::header_str;
 use crate::saga::{Event, EventBody};
@@ -89,13 +90,16 @@ impl EventHandler {
         };
         match self.codec.decode(kind, m.payload()).await {
             Ok(msg) => {
-                if let Err(reason) = validate(&msg) {
-                    let order_id = Some(msg.order_id()).filter(|&o| limits::is_order_id(o)).or(key_order);
-                    let id = limits::storable_event_id(msg.event_id());
-                    return Ok(poison(id, order_id, kind.name().into(), reason, source, trace, raw));
-                }
+                let order_id = match validate(&msg) {
+                    Ok(order_id) => order_id,
+                    Err(reason) => {
+                        let order_id = OrderId::try_from(msg.order_id()).ok().or(key_order);
+                        let id = limits::storable_event_id(msg.event_id());
+                        return Ok(poison(id, order_id, kind.name().into(), reason, source, trace, raw));
+                    }
+                };
                 if let Some(k) = key_order
-                    && k != msg.order_id()
+                    && k != order_id
                 {
                     let reason = format!("Kafka key {k} does not match order_id {} in the payload", msg.order_id());
                     return Ok(poison(
@@ -108,8 +112,7 @@ impl EventHandler {
                         raw,
                     ));
                 }
-                let event =
-                    Event { id: msg.event_id().to_owned(), order_id: msg.order_id(), body: EventBody::Message(msg) };
+                let event = Event { id: msg.event_id().to_owned(), order_id, body: EventBody::Message(msg) };
                 Ok(Inbound {
                     event_id: event.id.clone(),
                     order_id: Some(event.order_id),
@@ -127,11 +130,8 @@ impl EventHandler {
 }
 
 /// The order a message's Kafka key names, when it could be an order's id.
-fn key_order(m: &OwnedMessage) -> Option<i64> {
-    m.key()
-        .and_then(|k| std::str::from_utf8(k).ok())
-        .and_then(|k| k.trim().parse().ok())
-        .filter(|&k| limits::is_order_id(k))
+fn key_order(m: &OwnedMessage) -> Option<OrderId> {
+    m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.trim().parse().ok())
 }
 
 /// The original bytes and coordinates, for a dead-letter copy.
@@ -158,7 +158,7 @@ pub fn record_batch(m: &Metrics, result: &BatchResult) {
             InboundOutcome::Parked => "parked",
             InboundOutcome::DeadLettered { kind, reason, order_id } => {
                 m.sagas.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: kind.as_str().into() }).inc();
-                tracing::warn!(order_id = order_id.unwrap_or_default(), reason = %reason, kind = kind.as_str(), "event dead-lettered; the saga is quarantined when the order is known");
+                tracing::warn!(order_id = order_id.map_or(0, OrderId::get), reason = %reason, kind = kind.as_str(), "event dead-lettered; the saga is quarantined when the order is known");
                 "dead_lettered"
             }
             InboundOutcome::Stale => "stale",
@@ -182,7 +182,7 @@ pub fn record_batch(m: &Metrics, result: &BatchResult) {
     }
     for a in &result.alerts {
         m.sagas.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
-        tracing::warn!(order_id = a.order_id, tenant_region = %a.tenant_region, alert = %a.code, "{}", a.message);
+        tracing::warn!(order_id = a.order_id.get(), tenant_region = %a.tenant_region, alert = %a.code, "{}", a.message);
     }
 }
 
@@ -193,7 +193,7 @@ fn source_of(m: &OwnedMessage) -> Source {
 
 fn poison(
     event_id: String,
-    order_id: Option<i64>,
+    order_id: Option<OrderId>,
     event_name: String,
     reason: String,
     source: Source,
@@ -214,7 +214,7 @@ fn event_span(m: &OwnedMessage, i: &Inbound) -> tracing::Span {
         messaging.kafka.offset = m.offset(),
         messaging.message.id = %i.event_id,
         event.type = %i.event_name,
-        order_id = i.order_id.unwrap_or_default(),
+        order_id = i.order_id.map_or(0, OrderId::get),
     );
     if let Some(tp) = &i.trace {
         crate::telemetry::otel::set_remote_parent(&span, tp);
@@ -224,8 +224,8 @@ fn event_span(m: &OwnedMessage, i: &Inbound) -> tracing::Span {
 
 /// Checks every inbound field the store keeps against what it can hold, so
 /// that a bad value is a dead-letter with a precise reason, not a database
-/// refusal. Returns the first problem found.
-pub fn validate(msg: &Message) -> Result<(), String> {
+/// refusal. Returns the order the message is about, or the first problem found.
+pub fn validate(msg: &Message) -> Result<OrderId, String> {
     fn text(field: &str, v: &str, max: usize) -> Result<(), String> {
         let n = v.chars().count();
         if n > max {
@@ -254,9 +254,8 @@ pub fn validate(msg: &Message) -> Result<(), String> {
             limits::RESERVED_EVENT_ID_PREFIXES.join(", ")
         ));
     }
-    if !limits::is_order_id(msg.order_id()) {
-        return Err(format!("order_id must be a positive integer (got {})", msg.order_id()));
-    }
+    let order_id = OrderId::try_from(msg.order_id())
+        .map_err(|_| format!("order_id must be a positive integer (got {})", msg.order_id()))?;
     text("tenant_region", msg.tenant_region(), limits::TENANT_REGION_MAX)?;
     let occurred = |t: crate::contracts::TimestampMicros| {
         if (0..=limits::TIMESTAMP_MICROS_MAX).contains(&t.0) {
@@ -266,7 +265,7 @@ pub fn validate(msg: &Message) -> Result<(), String> {
         }
     };
     let opt = |field: &str, v: &Option<String>| v.as_deref().map_or(Ok(()), |v| text(field, v, limits::FOREIGN_ID_MAX));
-    match msg {
+    let fields = match msg {
         Message::InventoryReserved(m) => {
             occurred(m.occurred_at)?;
             opt("command_id", &m.command_id)
@@ -303,7 +302,8 @@ pub fn validate(msg: &Message) -> Result<(), String> {
         | Message::PaymentVoid(_)
         | Message::OrderItemBackordered(_)
         | Message::OrderAttentionRequired(_) => Ok(()),
-    }
+    };
+    fields.map(|()| order_id)
 }
 
 /// Why applying a run of events failed.
@@ -338,7 +338,7 @@ impl ApplyFailure {
 fn as_poison(b: &Inbound, reason: String) -> Inbound {
     Inbound {
         event_id: limits::storable_event_id(&b.event_id),
-        order_id: b.order_id.filter(|&o| limits::is_order_id(o)),
+        order_id: b.order_id,
         event_name: b.event_name.clone(),
         event: Err(reason),
         source: b.source.clone(),
@@ -495,7 +495,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_field_the_store_cannot_hold() {
-        assert_eq!(validate(&reserved("e-1", 1)), Ok(()));
+        assert_eq!(validate(&reserved("e-1", 1)), Ok(OrderId::new(1).unwrap()));
         let cases = [
             (reserved("e-1", -5), "order_id"),
             (reserved("e-1", 0), "order_id"),

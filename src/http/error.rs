@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::domain::FieldError;
+use crate::domain::{FieldError, OrderId};
 use crate::store::StoreError;
 use crate::store::orders::ChangeRefusal;
 
@@ -186,11 +186,11 @@ impl ApiError {
         ApiError::new(ErrorCode::NotFound, what)
     }
 
-    pub fn order_not_found(order_id: u64) -> ApiError {
+    pub fn order_not_found(order_id: OrderId) -> ApiError {
         ApiError::new(ErrorCode::OrderNotFound, format!("order {order_id} does not exist"))
     }
 
-    pub fn refusal(order_id: u64, r: ChangeRefusal) -> ApiError {
+    pub fn refusal(order_id: OrderId, r: ChangeRefusal) -> ApiError {
         match r {
             ChangeRefusal::NotFound => ApiError::order_not_found(order_id),
             ChangeRefusal::Illegal { from, to } => {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::RequestTrace;
 use super::error::{ApiError, ErrorCode};
+use crate::domain::OrderId;
 use crate::telemetry::trace_context::TraceContext;
 
 /// A JSON body: requires a JSON content type (415), respects the body limit
@@ -58,8 +59,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Trace {
 }
 
 /// Parses a positive integer order id from a path segment.
-pub fn order_id(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+pub fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse::<OrderId>().map_err(|_| {
         ApiError::new(ErrorCode::OrderNotFound, format!("{raw:?} is not an order id (order ids are positive integers)"))
     })
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{JsonBody, query_params};
+use crate::domain::{OrderId, SagaVersion};
 use crate::ops::{Action, BulkRequest, Jobs, Ops, OpsError, Request};
 use crate::store::inspect::{self, SagaFilter, SagaKeyset};
 
@@ -279,13 +280,8 @@ pub fn filter_from(pairs: &[(String, String)]) -> Result<SagaFilter, ApiError> {
     for (k, v) in pairs {
         match k.as_str() {
             "order_id" => {
-                f.order_id = Some(
-                    v.trim()
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad(k, "order_id must be a positive number".into()))?,
-                )
+                f.order_id =
+                    Some(v.trim().parse::<OrderId>().map_err(|_| bad(k, "order_id must be a positive number".into()))?)
             }
             "customer_id" => f.customer_id = Some(v.trim().to_owned()),
             "state" => f.state = Some(v.clone()),
@@ -409,11 +405,8 @@ fn decode_cursor(s: &str) -> Result<SagaKeyset, ApiError> {
     })
 }
 
-fn order_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|i| *i > 0)
-        .ok_or_else(|| ApiError::new(ErrorCode::SagaNotFound, format!("{raw:?} is not an order id")))
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse::<OrderId>().map_err(|_| ApiError::new(ErrorCode::SagaNotFound, format!("{raw:?} is not an order id")))
 }
 
 #[utoipa::path(
@@ -518,7 +511,15 @@ async fn act(
     if matches!(action, Action::Release | Action::SkipPoison | Action::Migrate { .. }) {
         principal.require(Role::Admin)?;
     }
-    let req = Request { order_id: order_id(&raw)?, action, expected_version, actor, reason, dry_run, job_id: None };
+    let req = Request {
+        order_id: order_id(&raw)?,
+        action,
+        expected_version: SagaVersion(expected_version),
+        actor,
+        reason,
+        dry_run,
+        job_id: None,
+    };
     Ok(axum::Json(ops.act(&req).await?).into_response())
 }
 

@@ -13,6 +13,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{JsonBody, Trace, order_id, query_params};
 use crate::auth::scopes;
+use crate::domain::OrderId;
 use crate::domain::{NewOrder, OrderStatus, StatusChangeRequest};
 use crate::store::group_commit::{CreateRequest, NotTaken};
 use crate::store::idempotency;
@@ -156,7 +157,7 @@ pub async fn create(
             crate::failpoint::hit("http.create.after_commit");
             state.relay_wakeup.notify_one();
             state.metrics.orders.order_created_total.get_or_create(&state.metrics.region(&order.tenant_region)).inc();
-            tracing::info!(order_id, customer_id = %order.customer_id, status = "PENDING", "order created");
+            tracing::info!(order_id = order_id.get(), customer_id = %order.customer_id, status = "PENDING", "order created");
             Ok(json_response(StatusCode::CREATED, body, &[("location", format!("/orders/{order_id}"))]))
         }
         CreateOutcome::Replayed { status, body } => {
@@ -280,7 +281,7 @@ pub async fn change_status(
                     to_status: view.status.as_str().into(),
                 })
                 .observe(secs.max(0.0));
-            tracing::info!(order_id = id, status = %view.status, actor = %change.actor, "order status changed");
+            tracing::info!(order_id = id.get(), status = %view.status, actor = %change.actor, "order status changed");
             Ok(axum::Json(view).into_response())
         }
         Err(refusal) => Err(ApiError::refusal(id, refusal)),
@@ -338,7 +339,7 @@ fn decode_cursor(s: &str, f: &SearchFilter) -> Result<Keyset, ApiError> {
         .and_then(DateTime::from_timestamp_micros)
         .filter(|t| crate::store::limits::is_storable_time(*t))
         .ok_or_else(bad)?;
-    let order_id = v["id"].as_u64().ok_or_else(bad)?;
+    let order_id = v["id"].as_u64().and_then(OrderId::new).ok_or_else(bad)?;
     Ok(Keyset { created_at, order_id })
 }
 

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{Action, BulkRequest, JobEnd, Ops, OpsError, Request};
+use crate::domain::{OrderId, SagaVersion};
 use crate::store::inspect::{self, SagaFilter, SagaKeyset};
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -96,10 +97,10 @@ pub struct ActorArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Target {
     /// The order id.
-    pub order_id: i64,
+    pub order_id: OrderId,
     /// The saga version you looked at (`ops show` prints it); refused if it moved on.
     #[arg(long)]
-    pub expected_version: u32,
+    pub expected_version: SagaVersion,
     #[command(flatten)]
     pub who: ActorArgs,
 }
@@ -117,7 +118,7 @@ pub enum OpsCommand {
         cursor: Option<String>,
     },
     /// Everything about one saga.
-    Show { order_id: i64 },
+    Show { order_id: OrderId },
     /// In-flight sagas per definition version and state.
     Drain,
     /// End every ops console session now ("sign out everywhere"), e.g. after a leak.
@@ -137,7 +138,7 @@ pub enum OpsCommand {
     /// The audit trail of ops actions.
     Audit {
         #[arg(long)]
-        order_id: Option<i64>,
+        order_id: Option<OrderId>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{Action, Ops, OpsError, Request};
+use crate::domain::{OrderId, SagaVersion};
 use crate::store::StoreError;
 use crate::store::inspect::SagaFilter;
 use crate::store::jobs::{self as store_jobs, Created, JobSpec, Next};
@@ -73,7 +74,7 @@ pub enum JobEnd {
 impl Ops {
     /// Stores a job over `selected` (each saga at the version it was
     /// selected at), owned by this process. Run it with [`Ops::run_job`].
-    pub async fn create_job(&self, b: &BulkRequest, selected: &[(i64, u32)]) -> Result<JobSpec, OpsError> {
+    pub async fn create_job(&self, b: &BulkRequest, selected: &[(OrderId, SagaVersion)]) -> Result<JobSpec, OpsError> {
         let job_id = uuid::Uuid::new_v4().to_string();
         let action_json = serde_json::to_value(&b.action).unwrap_or(Value::Null);
         let new = store_jobs::NewJob {
@@ -102,7 +103,7 @@ impl Ops {
     /// Runs a job this process owns until every saga has its result, an
     /// operator stops it, or another runner takes it over. `progress` sees
     /// each saga's result.
-    pub async fn run_job(&self, spec: &JobSpec, mut progress: impl FnMut(i64, &Result<(), String>)) -> JobEnd {
+    pub async fn run_job(&self, spec: &JobSpec, mut progress: impl FnMut(OrderId, &Result<(), String>)) -> JobEnd {
         let owner = self.jobs.owner().to_owned();
         let action: Option<Action> = serde_json::from_value(spec.action_json.clone()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(spec.rate_per_second.max(1))));

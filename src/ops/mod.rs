@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use tokio::sync::Notify;
 
-use crate::domain::OrderStatus;
+use crate::domain::{OrderId, OrderStatus, SagaVersion};
 
 use crate::store::inspect;
 
@@ -49,11 +49,11 @@ use crate::telemetry::metrics::{ActionLabel, Metrics};
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error("order {0} has no saga")]
-    NotFound(i64),
+    NotFound(OrderId),
     #[error("the saga is at version {actual}, not {expected}: look at it again")]
     StaleVersion {
-        expected: u32,
-        actual: u32,
+        expected: SagaVersion,
+        actual: SagaVersion,
         /// What moved it on since `expected` (newest ten), oldest first.
         changes: Vec<crate::store::inspect::TransitionView>,
     },
@@ -105,9 +105,9 @@ enum Flushed {
 /// Who acts, why, on what they saw.
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub action: Action,
-    pub expected_version: u32,
+    pub expected_version: SagaVersion,
     pub actor: String,
     pub reason: String,
     pub dry_run: bool,
@@ -118,14 +118,17 @@ pub struct Request {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(as = OpsReport)]
 pub struct Report {
-    pub order_id: i64,
+    #[schema(value_type = i64)]
+    pub order_id: OrderId,
     #[schema(value_type = String)]
     pub action: &'static str,
     pub dry_run: bool,
     pub state_before: String,
     pub state_after: String,
-    pub version_before: u32,
-    pub version_after: u32,
+    #[schema(value_type = u32)]
+    pub version_before: SagaVersion,
+    #[schema(value_type = u32)]
+    pub version_after: SagaVersion,
     pub order_status_before: Option<OrderStatus>,
     pub order_status_after: Option<OrderStatus>,
     /// Messages written to the outbox: type, event id and the command id when there is one.
@@ -167,10 +170,10 @@ impl Ops {
     }
 
     /// Everything about one saga.
-    pub async fn show(&self, order_id: i64) -> Result<Value, OpsError> {
+    pub async fn show(&self, order_id: OrderId) -> Result<Value, OpsError> {
         let catalog = &self.sagas.catalog;
         let saga = inspect::summary_of(&self.db, catalog, order_id).await?.ok_or(OpsError::NotFound(order_id))?;
-        let order = orders::get(&self.db, order_id as u64).await?;
+        let order = orders::get(&self.db, order_id).await?;
         let def = catalog.get(saga.definition_version);
         let state = def.and_then(|d| d.state(&saga.state));
         let accepts: Vec<&String> = state.map(|s| s.on.keys().collect()).unwrap_or_default();
@@ -220,7 +223,7 @@ impl Ops {
                 "diagram": def.map(|d| crate::saga::graph::layout(d)),
             },
             "order": order,
-            "order_history": orders::history(&self.db, order_id as u64).await?,
+            "order_history": orders::history(&self.db, order_id).await?,
             "transitions": transitions,
             "timers": timers,
             "outbox_unpublished": inspect::unpublished(&self.db, order_id).await?,
@@ -233,7 +236,7 @@ impl Ops {
     /// The actions an operator may take on the saga now: those whose plan
     /// succeeds on a snapshot read as an action would read it, without locks.
     /// Each with its label and what it does, in words.
-    pub async fn allowed_now(&self, order_id: i64) -> Result<Vec<(Action, plan::describe::Described)>, StoreError> {
+    pub async fn allowed_now(&self, order_id: OrderId) -> Result<Vec<(Action, plan::describe::Described)>, StoreError> {
         let mut tx = self.db.begin().await?;
         let read = self.snapshot(&mut tx, order_id, false).await;
         tx.rollback().await.ctx("ending the read")?;
@@ -295,7 +298,7 @@ impl Ops {
         match &result {
             Ok(report) if !req.dry_run => {
                 tracing::info!(
-                    order_id = req.order_id,
+                    order_id = req.order_id.get(),
                     action = req.action.name(),
                     actor = %req.actor,
                     reason = %req.reason,
@@ -320,7 +323,7 @@ impl Ops {
     /// Reads what every action is decided on, in a fixed number of
     /// statements: the saga row, its timers and parked events (locked when
     /// `lock`, for an action), the count of earlier retries, the database clock.
-    async fn snapshot(&self, tx: &mut Tx, order_id: i64, lock: bool) -> Result<SnapshotRead, StoreError> {
+    async fn snapshot(&self, tx: &mut Tx, order_id: OrderId, lock: bool) -> Result<SnapshotRead, StoreError> {
         let found = if lock { shell::lock_one(tx, order_id).await? } else { shell::read_one(tx, order_id).await? };
         let Some((saga, quarantined)) = found else { return Ok(SnapshotRead::NoSaga) };
         let Some(def) = self.sagas.catalog.get(saga.definition_version).cloned() else {
@@ -380,7 +383,7 @@ impl Ops {
             Ok(p) => p,
             Err(refusal) => return Ok(Attempt::Refused(refusal.into())),
         };
-        let status_before = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
+        let status_before = orders::head(tx, order_id, false).await?.map(|h| h.status);
         let sent_before: Vec<String> = outbox::outbox_since(tx, order_id, 0)
             .await?
             .into_iter()
@@ -407,7 +410,7 @@ impl Ops {
             })
             .collect();
         let timers_after = crate::store::timers::for_order(&mut **tx, order_id).await?;
-        let status_after = orders::head(tx, order_id as u64, false).await?.map(|h| h.status);
+        let status_after = orders::head(tx, order_id, false).await?.map(|h| h.status);
         let said: Vec<(String, Option<String>)> = written
             .iter()
             .map(|(t, _, p)| (t.clone(), p.get("command_id").and_then(Value::as_str).map(str::to_owned)))
@@ -505,7 +508,12 @@ impl Ops {
 
     /// Why `action` would be refused on the saga now (its plan on a snapshot
     /// read without locks), or `None` when it would be applied.
-    async fn would_refuse(&self, order_id: i64, action: &Action, who: Actor<'_>) -> Result<Option<String>, StoreError> {
+    async fn would_refuse(
+        &self,
+        order_id: OrderId,
+        action: &Action,
+        who: Actor<'_>,
+    ) -> Result<Option<String>, StoreError> {
         let mut tx = self.db.begin().await?;
         let read = self.snapshot(&mut tx, order_id, false).await;
         tx.rollback().await.ctx("ending the read")?;
@@ -559,8 +567,8 @@ impl Ops {
 async fn audit(
     tx: &mut Tx,
     req: &Request,
-    version_before: Option<u32>,
-    version_after: Option<u32>,
+    version_before: Option<SagaVersion>,
+    version_after: Option<SagaVersion>,
     result: &str,
     detail: &str,
 ) -> Result<(), StoreError> {

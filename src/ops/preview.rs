@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::domain::OrderId;
 use crate::saga::preview::{Verdict, judge};
 use crate::saga::{Catalog, Definition, DefinitionError, DefinitionErrors};
 use crate::store::{Db, StoreError, inspect};
@@ -36,7 +37,8 @@ pub struct StateCount {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Divergent {
-    pub order_id: i64,
+    #[schema(value_type = i64)]
+    pub order_id: OrderId,
     pub state: String,
     pub definition_version: u32,
     /// The verdict: where its past diverges, or how its state would answer differently.
@@ -82,11 +84,11 @@ pub async fn preview(
         sample: Vec::new(),
         elapsed_ms: 0.0,
     };
-    let mut after = 0i64;
+    let mut after = None;
     loop {
         let page = inspect::in_flight_histories(db, after, 1000).await?;
         let Some(last) = page.last() else { break };
-        after = last.order_id;
+        after = Some(last.order_id);
         for h in page {
             report.in_flight += 1;
             let entry = report.states.entry(h.state.clone()).or_default();

@@ -32,7 +32,7 @@ impl Relay {
         audience: crate::partitioning::Audience,
     ) -> Result<(Option<i32>, String), PrepareError> {
         let region = row.tenant_region.as_deref();
-        let order_id = row.aggregate_id.parse::<i64>().ok();
+        let order_id = row.aggregate_id.parse::<crate::domain::OrderId>().ok();
         let partition = self
             .partitioner
             .partition(audience, &row.topic, region, order_id)

@@ -18,22 +18,23 @@ use super::model::{
 use crate::contracts::{
     Message, MessageKind, OrderAttentionRequired, OrderItemBackordered, Role, SkuQty, TimestampMicros, event_id,
 };
+use crate::domain::{OrderId, SagaVersion};
 
 /// Deterministic command id: `{order_id}:{step}:{action}:{n}`. Participants
 /// de-duplicate on it; do not change the format.
-pub fn command_id(order_id: i64, step: &str, action: &str, n: u32) -> String {
+pub fn command_id(order_id: OrderId, step: &str, action: &str, n: u32) -> String {
     format!("{order_id}:{step}:{action}:{n}")
 }
 
 /// Payment intent id of the `run`-th authorization of an order.
-pub fn payment_intent_id(order_id: i64, run: u32) -> String {
+pub fn payment_intent_id(order_id: OrderId, run: u32) -> String {
     format!("pi-{order_id}-{run}")
 }
 
 /// Creates the instance for a new order and returns the start transition's effects.
 pub fn start(
     def: &Definition,
-    order_id: i64,
+    order_id: OrderId,
     order: OrderFacts,
     now: DateTime<Utc>,
 ) -> Result<(Instance, Vec<Effect>), Rejection> {
@@ -42,7 +43,7 @@ pub fn start(
         saga_name: def.name.clone(),
         definition_version: def.version,
         state: def.start.to.clone(),
-        version: 0,
+        version: SagaVersion(0), // the start transition makes it 1
         state_entered_at: now,
         data: InstanceData { order, steps: Default::default(), emitted: Default::default(), seq: 0 },
     };
@@ -147,11 +148,8 @@ pub fn guard_holds(require: &[(String, Fact)], facts: &OrderFacts, reply: &Messa
             return false;
         };
         match fact {
-            Fact::TotalAmount => {
-                let amount = |s: &str| s.trim().parse::<rust_decimal::Decimal>().ok();
-                amount(&got).is_some_and(|g| amount(&facts.total_amount) == Some(g))
-            }
-            Fact::Currency => got == facts.currency,
+            Fact::TotalAmount => facts.total.is_written_as(&got),
+            Fact::Currency => got == facts.total.currency().code(),
             Fact::TenantRegion => got == facts.tenant_region,
             Fact::CustomerId => got == facts.customer_id,
         }
@@ -206,7 +204,7 @@ fn apply(
     now: DateTime<Utc>,
 ) -> Result<Transition, Rejection> {
     let mut next = inst.clone();
-    next.version += 1;
+    next.version = next.version.next();
     let mut effects = Vec::new();
     let order_id = inst.order_id;
     let reason = match &event.body {
@@ -299,7 +297,7 @@ fn apply(
                     for s in &f.shortages {
                         effects.push(Effect::Publish(Message::from(OrderItemBackordered {
                             event_id: next_event_id(*kind),
-                            order_id,
+                            order_id: order_id.wire(),
                             occurred_at,
                             tenant_region: facts.tenant_region.clone(),
                             sku: s.sku.clone(),
@@ -312,7 +310,7 @@ fn apply(
             MessageKind::OrderAttentionRequired => {
                 effects.push(Effect::Publish(Message::from(OrderAttentionRequired {
                     event_id: next_event_id(*kind),
-                    order_id,
+                    order_id: order_id.wire(),
                     occurred_at,
                     tenant_region: facts.tenant_region.clone(),
                     reason_code: t.alert.clone().or_else(|| reason.clone()).unwrap_or_else(|| "ATTENTION".into()),
@@ -376,7 +374,7 @@ fn bump(data: &mut InstanceData, step: &str, action: &str) -> u32 {
 #[derive(serde::Serialize)]
 pub(crate) struct CommandFacts<'a> {
     pub event_id: String,
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub occurred_at: TimestampMicros,
     pub tenant_region: &'a str,
     pub command_id: &'a str,
@@ -384,7 +382,7 @@ pub(crate) struct CommandFacts<'a> {
     /// Stable per run of the step, so a void names the authorization it undoes.
     pub payment_intent_id: String,
     pub customer_id: &'a str,
-    pub amount: &'a str,
+    pub amount: String,
     pub currency: &'a str,
     pub reason_code: &'a str,
 }
@@ -422,8 +420,8 @@ fn build_command(
         items: f.items.iter().map(|i| SkuQty { sku: i.sku.clone(), qty: i.qty as i32 }).collect(),
         payment_intent_id: payment_intent_id(inst.order_id, runs),
         customer_id: &f.customer_id,
-        amount: &f.total_amount,
-        currency: &f.currency,
+        amount: f.total.to_string(),
+        currency: f.total.currency().code(),
         reason_code: reason.unwrap_or("COMPENSATION"),
     }
     .build(kind)

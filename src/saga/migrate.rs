@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 
 use super::definition::Definition;
 use super::model::Instance;
+use crate::domain::SagaVersion;
 
 /// The event name of a migration in the transition log.
 pub const MIGRATE_EVENT: &str = "definition.migrated";
@@ -108,7 +109,7 @@ pub struct Armed {
     pub name: String,
     pub due: DateTime<Utc>,
     /// The saga version that armed it (part of its firing's event id).
-    pub armed_version: u32,
+    pub armed_version: SagaVersion,
 }
 
 /// What a migration does to one timer.
@@ -117,7 +118,7 @@ pub enum TimerChange {
     /// Armed and staying at the same due time.
     Kept { name: String, due: DateTime<Utc> },
     /// Armed; its due time moves by the difference of the two durations.
-    Moved { name: String, from: DateTime<Utc>, to: DateTime<Utc>, armed_version: u32 },
+    Moved { name: String, from: DateTime<Utc>, to: DateTime<Utc>, armed_version: SagaVersion },
     /// Not armed; every way into the new state arms it, so it is armed,
     /// counted from when the saga entered its state.
     Armed { name: String, due: DateTime<Utc> },
@@ -227,7 +228,7 @@ pub fn migrate(old: &Definition, new: &Definition, inst: &Instance, timers: &[Ar
     let mut instance = inst.clone();
     instance.definition_version = to;
     instance.state = target_name.clone();
-    instance.version = inst.version.saturating_add(1);
+    instance.version = inst.version.next();
     Ok(Migrated { instance, from_version: from, from_state: state.clone(), timers: changes })
 }
 

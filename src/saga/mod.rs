@@ -91,12 +91,12 @@ impl Catalog {
     /// (they could never move again). A version *newer* than the latest
     /// loaded is another replica's rolling deploy: its sagas wait, that is
     /// not an error here.
-    pub fn retired_in_use(&self, in_flight: &[(u32, i64, Vec<i64>)]) -> Option<String> {
+    pub fn retired_in_use(&self, in_flight: &[(u32, i64, Vec<crate::domain::OrderId>)]) -> Option<String> {
         let missing: Vec<String> = in_flight
             .iter()
             .filter(|(v, n, _)| *n > 0 && *v < self.latest.version && self.get(*v).is_none())
             .map(|(v, n, ids)| {
-                let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
                 format!("version {v}: {n} saga(s) in flight, e.g. orders {}", ids.join(", "))
             })
             .collect();

@@ -4,21 +4,56 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::contracts::Message;
-use crate::domain::OrderStatus;
+use crate::domain::{Currency, Money, OrderId, OrderStatus, SagaVersion};
 
 /// Facts about the order that commands need, captured when the saga starts
 /// so that handling an event never has to read the order tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredFacts", into = "StoredFacts")]
 pub struct OrderFacts {
     pub customer_id: String,
     pub tenant_region: String,
-    pub currency: String,
-    /// Decimal string in the currency's minor units.
-    pub total_amount: String,
+    /// The order's total, in its currency.
+    pub total: Money,
     pub items: Vec<Item>,
+}
+
+/// [`OrderFacts`] as `saga_instances.data` holds them: the currency code and
+/// the total as a decimal string in its minor units (`"EUR"`, `"22.50"`).
+#[derive(Serialize, Deserialize)]
+struct StoredFacts {
+    customer_id: String,
+    tenant_region: String,
+    currency: Currency,
+    total_amount: Decimal,
+    items: Vec<Item>,
+}
+
+impl From<StoredFacts> for OrderFacts {
+    fn from(s: StoredFacts) -> OrderFacts {
+        OrderFacts {
+            customer_id: s.customer_id,
+            tenant_region: s.tenant_region,
+            total: Money::new(s.total_amount, s.currency),
+            items: s.items,
+        }
+    }
+}
+
+impl From<OrderFacts> for StoredFacts {
+    fn from(f: OrderFacts) -> StoredFacts {
+        StoredFacts {
+            customer_id: f.customer_id,
+            tenant_region: f.tenant_region,
+            currency: f.total.currency(),
+            total_amount: f.total.amount(),
+            items: f.items,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +77,13 @@ pub struct StepProgress {
 /// with this struct's `data` part as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub saga_name: String,
     /// The definition version the saga started on; it stays on it.
     pub definition_version: u32,
     pub state: String,
     /// Increments with every applied transition (optimistic concurrency).
-    pub version: u32,
+    pub version: SagaVersion,
     pub state_entered_at: DateTime<Utc>,
     pub data: InstanceData,
 }
@@ -73,7 +108,7 @@ pub struct InstanceData {
 pub struct Event {
     /// Unique id (inbox key).
     pub id: String,
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub body: EventBody,
 }
 
@@ -160,7 +195,7 @@ pub enum Rejection {
     #[error("the saga is in state {state}, which definition version {version} does not have")]
     UnknownState { state: String, version: u32 },
     #[error("event is for order {event_order} but the saga is for order {saga_order}")]
-    WrongOrder { event_order: i64, saga_order: i64 },
+    WrongOrder { event_order: OrderId, saga_order: OrderId },
     #[error("saga runs on definition version {instance}, not {definition}")]
     WrongDefinition { instance: u32, definition: u32 },
     #[error("state {state} has no current step to retry")]

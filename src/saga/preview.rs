@@ -15,11 +15,12 @@ use serde::Serialize;
 
 use super::definition::{Definition, TransitionDef};
 use super::diff::behaviour;
+use crate::domain::OrderId;
 
 /// A saga in flight, as the preview reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub definition_version: u32,
     pub state: String,
     /// Every applied transition, oldest first: `(from, event, to)`; the
@@ -175,7 +176,7 @@ mod tests {
 
     fn awaiting_payment() -> History {
         History {
-            order_id: 7,
+            order_id: crate::domain::ids::oid(7),
             definition_version: 1,
             state: "AWAITING_PAYMENT".into(),
             transitions: vec![
@@ -268,12 +269,17 @@ mod tests {
     #[test]
     fn a_removed_older_version_still_in_use_is_refused_a_newer_one_waits() {
         let catalog = super::super::Catalog::new(vec![def(ORDER)]).unwrap_or_else(|| panic!("loads"));
-        assert_eq!(catalog.retired_in_use(&[(1, 3, vec![1, 2, 3])]), None, "loaded");
-        assert_eq!(catalog.retired_in_use(&[(2, 3, vec![7])]), None, "a newer version: a rolling deploy");
+        assert_eq!(catalog.retired_in_use(&[(1, 3, [1, 2, 3].map(crate::domain::ids::oid).to_vec())]), None, "loaded");
+        assert_eq!(
+            catalog.retired_in_use(&[(2, 3, vec![crate::domain::ids::oid(7)])]),
+            None,
+            "a newer version: a rolling deploy"
+        );
         let mut v2 = def(ORDER);
         v2.version = 2;
         let only_v2 = super::super::Catalog::new(vec![v2]).unwrap_or_else(|| panic!("loads"));
-        let why = only_v2.retired_in_use(&[(1, 3, vec![4, 5, 6])]).unwrap_or_default();
+        let why =
+            only_v2.retired_in_use(&[(1, 3, [4, 5, 6].map(crate::domain::ids::oid).to_vec())]).unwrap_or_default();
         assert!(why.contains("version 1: 3 saga(s) in flight, e.g. orders 4, 5, 6"), "{why}");
         assert_eq!(only_v2.retired_in_use(&[(1, 0, vec![])]), None, "drained: it may go");
     }

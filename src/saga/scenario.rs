@@ -40,6 +40,7 @@ use super::definition::Definition;
 use super::engine;
 use super::model::{Effect, Event, EventBody, Instance, Item, OrderFacts, Outcome};
 use crate::contracts::{Message, MessageKind};
+use crate::domain::{Currency, Money};
 
 /// A scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +75,20 @@ impl Default for OrderSpec {
             total_amount: "10.00".into(),
             items: vec![ItemSpec { sku: "SKU-1".into(), qty: 1 }],
         }
+    }
+}
+
+impl OrderSpec {
+    /// Its total as money, or why `currency`/`total_amount` are not one.
+    fn total(&self) -> Result<Money, String> {
+        let currency = Currency::parse(&self.currency)
+            .ok_or_else(|| format!("order.currency {:?} is not an ISO 4217 currency code", self.currency))?;
+        let amount = self
+            .total_amount
+            .trim()
+            .parse()
+            .map_err(|_| format!("order.total_amount {:?} is not a decimal number", self.total_amount))?;
+        Ok(Money::new(amount, currency))
     }
 }
 
@@ -204,8 +219,8 @@ impl World {
             "order_id": self.inst.order_id,
             "occurred_at": self.now.timestamp_micros(),
             "tenant_region": facts.tenant_region,
-            "amount": facts.total_amount,
-            "currency": facts.currency,
+            "amount": facts.total.to_string(),
+            "currency": facts.total.currency().code(),
             "reason": "SCENARIO",
             "shortages": [],
             "command_id": Value::Null,
@@ -232,21 +247,28 @@ fn at_epoch() -> DateTime<Utc> {
 /// Runs a scenario against `def` (pure: the clock starts at 2026-01-01).
 pub fn run(def: &Definition, s: &Scenario) -> Report {
     let mut report = Report { name: s.name.clone(), ..Report::default() };
-    let facts = OrderFacts {
-        customer_id: s.order.customer_id.clone(),
-        tenant_region: s.order.tenant_region.clone(),
-        currency: s.order.currency.clone(),
-        total_amount: s.order.total_amount.clone(),
-        items: s.order.items.iter().map(|i| Item { sku: i.sku.clone(), qty: i.qty }).collect(),
-    };
-    let now = at_epoch();
-    let (inst, effects) = match engine::start(def, 1, facts, now) {
-        Ok(x) => x,
+    let total = match s.order.total() {
+        Ok(t) => t,
         Err(e) => {
-            report.failures.push(format!("the saga does not start: {e}"));
+            report.failures.push(e);
             return report;
         }
     };
+    let facts = OrderFacts {
+        customer_id: s.order.customer_id.clone(),
+        tenant_region: s.order.tenant_region.clone(),
+        total,
+        items: s.order.items.iter().map(|i| Item { sku: i.sku.clone(), qty: i.qty }).collect(),
+    };
+    let now = at_epoch();
+    let (inst, effects) =
+        match engine::start(def, crate::domain::OrderId::new(1).expect("1 is an order id"), facts, now) {
+            Ok(x) => x,
+            Err(e) => {
+                report.failures.push(format!("the saga does not start: {e}"));
+                return report;
+            }
+        };
     report.transitions.insert(("[*]".into(), def.start.event.clone()));
     let mut world = World { inst, now, timers: BTreeMap::new(), sent: Vec::new(), seq: 0 };
     for (i, step) in s.steps.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! Table-driven tests of the engine over the shipped definition, and of the
 //! definition validator.
 
+use crate::domain::{Currency, Money, OrderId};
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -25,13 +26,12 @@ fn facts() -> OrderFacts {
     OrderFacts {
         customer_id: "c-1".into(),
         tenant_region: "eu".into(),
-        currency: "EUR".into(),
-        total_amount: "39.98".into(),
+        total: Money::new("39.98".parse().unwrap(), Currency::parse("EUR").unwrap()),
         items: vec![Item { sku: "A".into(), qty: 2 }, Item { sku: "B".into(), qty: 1 }],
     }
 }
 
-const OID: i64 = 42;
+const OID: OrderId = OrderId::new(42).unwrap();
 
 fn msg_event(id: &str, m: Message) -> Event {
     Event { id: id.into(), order_id: OID, body: EventBody::Message(m) }
@@ -46,7 +46,7 @@ fn reserved() -> Event {
         "e-res",
         Message::from(InventoryReserved {
             event_id: "e-res".into(),
-            order_id: OID,
+            order_id: OID.wire(),
             occurred_at: ts(),
             tenant_region: "eu".into(),
             command_id: None,
@@ -59,7 +59,7 @@ fn reservation_failed() -> Event {
         "e-rf",
         Message::from(InventoryReservationFailed {
             event_id: "e-rf".into(),
-            order_id: OID,
+            order_id: OID.wire(),
             occurred_at: ts(),
             tenant_region: "eu".into(),
             command_id: None,
@@ -77,7 +77,7 @@ fn authorized() -> Event {
         "e-auth",
         Message::from(PaymentAuthorized {
             event_id: "e-auth".into(),
-            order_id: OID,
+            order_id: OID.wire(),
             occurred_at: ts(),
             tenant_region: "eu".into(),
             payment_intent_id: "pi-42-1".into(),
@@ -92,7 +92,7 @@ fn payment_failed() -> Event {
         "e-pf",
         Message::from(PaymentFailed {
             event_id: "e-pf".into(),
-            order_id: OID,
+            order_id: OID.wire(),
             occurred_at: ts(),
             tenant_region: "eu".into(),
             payment_intent_id: "pi-42-1".into(),
@@ -219,7 +219,7 @@ fn every_state_event_pair() {
                     t.outcome
                 );
                 assert_eq!(t.instance.state, *to);
-                assert_eq!(t.instance.version, inst.version + 1);
+                assert_eq!(t.instance.version, inst.version.next());
             }
             (None, Err(Rejection::NotAccepted { state: s, event: e })) => {
                 assert_eq!((&s, &e), (&state.to_string(), event_name));
@@ -401,7 +401,7 @@ fn events_for_another_order_or_definition_are_rejected() {
     let d = def();
     let inst = instance_in(&d, "AWAITING_PAYMENT");
     let mut ev = authorized();
-    ev.order_id = 7;
+    ev.order_id = crate::domain::ids::oid(7);
     assert!(matches!(engine::transition(&d, &inst, &ev, t0()), Err(Rejection::WrongOrder { .. })));
     let mut other = inst.clone();
     other.definition_version = 9;
@@ -599,7 +599,7 @@ fn every_command_builds_from_saga_facts() {
         items: vec![SkuQty { sku: "SKU-1".into(), qty: 2 }],
         payment_intent_id: engine::payment_intent_id(OID, 1),
         customer_id: "c-1",
-        amount: "10.00",
+        amount: "10.00".into(),
         currency: "EUR",
         reason_code: "TEST_REASON",
     };
@@ -608,7 +608,7 @@ fn every_command_builds_from_saga_facts() {
     for kind in commands {
         let m = facts.build(kind).unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(m.kind(), kind);
-        assert_eq!((m.event_id(), m.order_id(), m.tenant_region()), ("e-1", OID, "eu-west"));
+        assert_eq!((m.event_id(), m.order_id(), m.tenant_region()), ("e-1", OID.wire(), "eu-west"));
         let json = m.to_json().unwrap();
         assert_eq!(json["command_id"], "42:step:act:1", "{kind} carries no command id");
         if matches!(kind.role(), Role::Compensation(_)) {
@@ -631,7 +631,7 @@ fn reserved_for(cmd: Option<&str>) -> Event {
         &format!("e-res-{}", cmd.unwrap_or("none")),
         Message::from(InventoryReserved {
             event_id: "x".into(),
-            order_id: OID,
+            order_id: OID.wire(),
             occurred_at: ts(),
             tenant_region: "eu".into(),
             command_id: cmd.map(str::to_owned),
@@ -653,7 +653,7 @@ fn authorized_with(intent: &str, amount: &str, currency: &str) -> Event {
         "e-auth-x",
         Message::from(PaymentAuthorized {
             event_id: "e-auth-x".into(),
-            order_id: OID,
+            order_id: OID.wire(),
             occurred_at: ts(),
             tenant_region: "eu".into(),
             payment_intent_id: intent.into(),
@@ -765,4 +765,25 @@ fn guards_and_correlation_are_checked_at_load_time() {
         let e = parse::parse(Path::new("x.toml"), &text).expect_err(expected).to_string();
         assert!(e.contains(expected), "expected {expected:?} in: {e}");
     }
+}
+
+#[test]
+fn order_facts_keep_their_stored_form() {
+    // `saga_instances.data` written before the total became `Money` reads back,
+    // and is written the same way: the currency code and a decimal string.
+    let stored = serde_json::json!({
+        "customer_id": "c-1", "tenant_region": "eu", "currency": "EUR", "total_amount": "39.98",
+        "items": [{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1}],
+    });
+    let f: OrderFacts = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(f, facts());
+    assert_eq!(f.total.to_string(), "39.98");
+    assert_eq!(serde_json::to_value(&f).unwrap(), stored);
+    let jpy = serde_json::json!({"customer_id": "c", "tenant_region": "r", "currency": "JPY", "total_amount": "1500", "items": []});
+    assert_eq!(
+        serde_json::from_value::<OrderFacts>(jpy.clone()).map(|f| serde_json::to_value(f).unwrap()).unwrap(),
+        jpy
+    );
+    let bad = serde_json::json!({"customer_id": "c", "tenant_region": "r", "currency": "XXX", "total_amount": "1", "items": []});
+    assert!(serde_json::from_value::<OrderFacts>(bad).is_err(), "not a currency");
 }

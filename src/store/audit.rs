@@ -1,18 +1,19 @@
 //! The operator audit trail (`ops_audit`): one row per action, applied or refused.
 
 use super::{Ctx, StoreError, Tx, truncate};
+use crate::domain::{OrderId, SagaVersion};
 
 /// One audit row.
 #[allow(clippy::too_many_arguments)]
 pub async fn audit(
     tx: &mut Tx,
-    order_id: Option<i64>,
+    order_id: Option<OrderId>,
     action: &str,
     params: &serde_json::Value,
     actor: &str,
     reason: &str,
-    version_before: Option<u32>,
-    version_after: Option<u32>,
+    version_before: Option<SagaVersion>,
+    version_after: Option<SagaVersion>,
     result: &str,
     detail: Option<&str>,
     job_id: Option<&str>,
@@ -40,7 +41,7 @@ pub async fn audit(
 
 /// How many times `action` was applied to the saga of `order_id` (the next
 /// `retry_step` is numbered one more: its outbox event id stays unique).
-pub async fn count_applied(tx: &mut Tx, order_id: i64, action: &str) -> Result<u32, StoreError> {
+pub async fn count_applied(tx: &mut Tx, order_id: OrderId, action: &str) -> Result<u32, StoreError> {
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM ops_audit WHERE order_id = ? AND action = ? AND result = 'applied'")
             .bind(order_id)

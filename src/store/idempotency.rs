@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{Ctx, StoreError, Tx};
+use crate::domain::OrderId;
 
 /// SHA-256 of the canonical form of a JSON body: object keys sorted,
 /// insignificant whitespace removed. Two bodies that mean the same request
@@ -70,7 +71,13 @@ pub(crate) async fn claim(
     }
 }
 
-pub(crate) async fn complete(tx: &mut Tx, key: &str, order_id: u64, status: u16, body: &str) -> Result<(), StoreError> {
+pub(crate) async fn complete(
+    tx: &mut Tx,
+    key: &str,
+    order_id: OrderId,
+    status: u16,
+    body: &str,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE idempotency_keys SET order_id = ?, response_status = ?, response_body = ? WHERE idempotency_key = ?",
     )

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{Ctx, StoreError, Tx};
+use crate::domain::OrderId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -32,7 +33,7 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct InboxRow {
     pub event_id: String,
-    pub order_id: Option<i64>,
+    pub order_id: Option<OrderId>,
     pub event_name: String,
     pub source: String,
     pub outcome: Outcome,

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{Ctx, Db, StoreError, truncate};
+use crate::domain::{OrderId, SagaVersion};
 
 /// Jobs running at once, over every replica: more are refused (409).
 pub const MAX_RUNNING: i64 = 4;
@@ -47,7 +48,7 @@ pub enum Created {
 
 /// Creates a job with its items (each saga at the version it was selected
 /// at), owned by `owner`, unless [`MAX_RUNNING`] jobs run already.
-pub async fn create(db: &Db, job: &NewJob<'_>, items: &[(i64, u32)]) -> Result<Created, StoreError> {
+pub async fn create(db: &Db, job: &NewJob<'_>, items: &[(OrderId, SagaVersion)]) -> Result<Created, StoreError> {
     let mut tx = db.begin().await?;
     // Serialises job creation: the count below holds until commit.
     let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ops_jobs WHERE state = 'running' FOR UPDATE")
@@ -158,7 +159,7 @@ async fn spec(db: &Db, job_id: &str) -> Result<Option<JobSpec>, StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
     /// Act on this item.
-    Item { seq: u32, order_id: i64, expected_version: u32 },
+    Item { seq: u32, order_id: OrderId, expected_version: SagaVersion },
     /// Every item has its result.
     Done,
     /// An operator asked to stop it.
@@ -198,17 +199,17 @@ pub async fn next(db: &Db, job_id: &str, owner: &str) -> Result<Next, StoreError
     .await
     .ctx("reading a job's next saga")?;
     let Some(r) = row else { return Ok(Next::Done) };
-    let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
+    let order_id: OrderId = r.try_get("order_id").ctx("decoding order_id")?;
     Ok(Next::Item {
         seq: r.try_get("seq").ctx("decoding seq")?,
-        order_id: i64::try_from(order_id).unwrap_or(i64::MAX),
+        order_id,
         expected_version: r.try_get("expected_version").ctx("decoding expected_version")?,
     })
 }
 
 /// The result an earlier runner's action on this saga recorded in the audit
 /// trail (it died before recording it here), if any.
-pub async fn audited(db: &Db, job_id: &str, order_id: i64) -> Result<Option<(bool, String)>, StoreError> {
+pub async fn audited(db: &Db, job_id: &str, order_id: OrderId) -> Result<Option<(bool, String)>, StoreError> {
     let row = sqlx::query("SELECT result, detail FROM ops_audit WHERE job_id = ? AND order_id = ? ORDER BY id LIMIT 1")
         .bind(job_id)
         .bind(order_id)
@@ -416,7 +417,7 @@ pub async fn get(db: &Db, job_id: &str) -> Result<Option<JobStatus>, StoreError>
     .await
     .ctx("reading a job's results")?;
     for r in items {
-        let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
+        let order_id: OrderId = r.try_get("order_id").ctx("decoding order_id")?;
         let result: String = r.try_get("result").ctx("decoding result")?;
         let error: Option<String> = r.try_get("error").ctx("decoding error")?;
         if let Some(e) = &error

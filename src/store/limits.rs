@@ -87,11 +87,6 @@ pub fn is_storable_time(t: DateTime<Utc>) -> bool {
 /// The longest age a query may ask about (`older_than`): 100 years.
 pub const MAX_AGE: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 
-/// Whether `order_id` can be an order's id (`BIGINT UNSIGNED`, from 1).
-pub fn is_order_id(order_id: i64) -> bool {
-    order_id >= 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod group_commit;
 pub mod idempotency;
+mod ids;
 pub mod inbox;
 pub mod inspect;
 pub mod jobs;

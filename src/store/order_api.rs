@@ -10,14 +10,14 @@ use super::orders::{ChangeRefusal, OrderView, apply_status, created_message, get
 use super::outbox::{self, OutboxWriter};
 use super::sagas::SagaStore;
 use super::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
-use crate::domain::{NewOrder, OrderStatus, StatusChange};
+use crate::domain::{NewOrder, OrderId, OrderStatus, StatusChange};
 use crate::telemetry::trace_context::TraceContext;
 
 /// Result of an idempotent create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
     /// A new order was created; the body is the stored response.
-    Created { order_id: u64, body: String },
+    Created { order_id: OrderId, body: String },
     /// The key was used before with the same body: the original response.
     Replayed { status: u16, body: String },
     /// The key was used before with a different body.
@@ -96,7 +96,7 @@ pub(crate) async fn insert_orders(
         rows.push(outbox_writer.row(&created_message(*id, order, now), *trace)?);
     }
     if let Some(saga) = saga {
-        let started: Vec<(u64, &NewOrder, Option<&TraceContext>)> =
+        let started: Vec<(OrderId, &NewOrder, Option<&TraceContext>)> =
             orders.iter().zip(&ids).map(|((o, t), id)| (*id, *o, *t)).collect();
         rows.extend(saga.start_many(tx, &started, now).await?);
     }
@@ -110,7 +110,7 @@ pub(crate) async fn insert_orders(
 /// its requester could have seen.
 pub async fn change_status(
     db: &Db,
-    order_id: u64,
+    order_id: OrderId,
     change: &StatusChange,
     outbox_writer: &OutboxWriter,
     saga: Option<&SagaStore>,

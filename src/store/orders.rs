@@ -10,14 +10,15 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::outbox::{self, OutboxWriter};
 use super::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
 use crate::contracts::{Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id};
-use crate::domain::{Currency, NewOrder, OrderStatus};
+use crate::domain::{Currency, Money, NewOrder, OrderId, OrderStatus};
 use crate::telemetry::trace_context::TraceContext;
 
 /// An order as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = Order)]
 pub struct OrderView {
-    pub order_id: u64,
+    #[schema(value_type = u64)]
+    pub order_id: OrderId,
     pub customer_id: String,
     pub tenant_region: String,
     pub currency: String,
@@ -45,12 +46,15 @@ pub struct ItemView {
     pub line_total: String,
 }
 
-/// Formats an amount with exactly the currency's minor units ("5" EUR → "5.00").
-pub fn money(amount: Decimal, currency: &str) -> String {
-    let scale = Currency::parse(currency).map(Currency::minor_units).unwrap_or(4);
-    let mut d = amount.round_dp(scale);
-    d.rescale(scale);
-    d.to_string()
+/// An amount as the API and the events write it: exactly the currency's
+/// minor units ("5" EUR → "5.00").
+fn money(amount: Decimal, currency: Currency) -> String {
+    Money::new(amount, currency).to_string()
+}
+
+/// A currency code read from the database (written from a validated order).
+fn stored_currency(code: &str) -> Result<Currency, StoreError> {
+    Currency::parse(code).ok_or_else(|| StoreError::Corrupt(format!("orders.currency {code:?} is not a currency")))
 }
 
 /// Inserts new orders' rows: the `orders` rows (one statement for all of them
@@ -63,7 +67,7 @@ pub(crate) async fn insert_rows(
     now: DateTime<Utc>,
     actors: &[&str],
     order_ids: OrderIds,
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<Vec<OrderId>, StoreError> {
     let mut ids = Vec::with_capacity(orders.len());
     let per_statement = match order_ids {
         OrderIds::Consecutive => super::limits::ROWS_PER_STATEMENT,
@@ -94,9 +98,11 @@ pub(crate) async fn insert_rows(
                 res.rows_affected()
             )));
         }
-        ids.extend((0..chunk.len() as u64).map(|i| first + i));
+        for i in 0..chunk.len() as u64 {
+            ids.push(OrderId::try_from(first + i).map_err(|e| StoreError::Corrupt(format!("a new order's id: {e}")))?);
+        }
     }
-    let items: Vec<(u64, u16, &crate::domain::NewOrderItem)> = orders
+    let items: Vec<(OrderId, u16, &crate::domain::NewOrderItem)> = orders
         .iter()
         .zip(&ids)
         .flat_map(|(o, id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
@@ -125,15 +131,15 @@ pub(crate) async fn insert_rows(
     Ok(ids)
 }
 
-pub(crate) fn created_message(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> Message {
-    let currency = order.currency.code();
+pub(crate) fn created_message(order_id: OrderId, order: &NewOrder, now: DateTime<Utc>) -> Message {
+    let currency = order.currency;
     Message::from(OrderCreated {
         event_id: event_id(&format!("{order_id}:order.created.v1")),
-        order_id: order_id as i64,
+        order_id: order_id.wire(),
         occurred_at: TimestampMicros::from_datetime(now),
         tenant_region: order.tenant_region.clone(),
         customer_id: order.customer_id.clone(),
-        currency: currency.to_owned(),
+        currency: currency.code().to_owned(),
         total_amount: money(order.total(), currency),
         items: order
             .items
@@ -143,13 +149,13 @@ pub(crate) fn created_message(order_id: u64, order: &NewOrder, now: DateTime<Utc
     })
 }
 
-pub(crate) fn new_order_view(order_id: u64, order: &NewOrder, now: DateTime<Utc>) -> OrderView {
-    let currency = order.currency.code();
+pub(crate) fn new_order_view(order_id: OrderId, order: &NewOrder, now: DateTime<Utc>) -> OrderView {
+    let currency = order.currency;
     OrderView {
         order_id,
         customer_id: order.customer_id.clone(),
         tenant_region: order.tenant_region.clone(),
-        currency: currency.to_owned(),
+        currency: currency.code().to_owned(),
         status: OrderStatus::Pending,
         total_amount: money(order.total(), currency),
         item_count: order.items.len() as u32,
@@ -176,7 +182,7 @@ pub(crate) fn new_order_view(order_id: u64, order: &NewOrder, now: DateTime<Utc>
 /// One row of `order_status_history`.
 #[derive(Debug, Clone)]
 pub(crate) struct HistoryRow {
-    pub order_id: u64,
+    pub order_id: OrderId,
     /// `None` for the creation row.
     pub from: Option<OrderStatus>,
     pub to: OrderStatus,
@@ -211,7 +217,8 @@ const ORDER_COLUMNS: &str =
     "order_id, customer_id, tenant_region, currency, status, total_amount, item_count, version, created_at, updated_at";
 
 fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<OrderView, StoreError> {
-    let currency: String = r.try_get("currency").ctx("decoding orders.currency")?;
+    let code: String = r.try_get("currency").ctx("decoding orders.currency")?;
+    let currency = stored_currency(&code)?;
     let status: String = r.try_get("status").ctx("decoding orders.status")?;
     let total: Decimal = r.try_get("total_amount").ctx("decoding orders.total_amount")?;
     Ok(OrderView {
@@ -219,18 +226,18 @@ fn order_from_row(r: &sqlx::mysql::MySqlRow) -> Result<OrderView, StoreError> {
         customer_id: r.try_get("customer_id").ctx("decoding orders.customer_id")?,
         tenant_region: r.try_get("tenant_region").ctx("decoding orders.tenant_region")?,
         status: status.parse().map_err(|e| StoreError::Corrupt(format!("orders.status: {e}")))?,
-        total_amount: money(total, &currency),
+        total_amount: money(total, currency),
         item_count: r.try_get("item_count").ctx("decoding orders.item_count")?,
         version: r.try_get("version").ctx("decoding orders.version")?,
         created_at: r.try_get("created_at").ctx("decoding orders.created_at")?,
         updated_at: r.try_get("updated_at").ctx("decoding orders.updated_at")?,
-        currency,
+        currency: code,
         items: None,
     })
 }
 
 /// The order with its items, or `None`.
-pub async fn get(db: &Db, order_id: u64) -> Result<Option<OrderView>, StoreError> {
+pub async fn get(db: &Db, order_id: OrderId) -> Result<Option<OrderView>, StoreError> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
     let Some(row) =
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&db.pool).await.ctx("reading the order")?
@@ -244,6 +251,7 @@ pub async fn get(db: &Db, order_id: u64) -> Result<Option<OrderView>, StoreError
             .fetch_all(&db.pool)
             .await
             .ctx("reading order items")?;
+    let currency = stored_currency(&view.currency)?;
     let mut out = Vec::with_capacity(items.len());
     for r in &items {
         let qty: u32 = r.try_get("qty").ctx("decoding order_items.qty")?;
@@ -252,8 +260,8 @@ pub async fn get(db: &Db, order_id: u64) -> Result<Option<OrderView>, StoreError
             line_no: r.try_get("line_no").ctx("decoding order_items.line_no")?,
             sku: r.try_get("sku").ctx("decoding order_items.sku")?,
             qty,
-            unit_price: money(price, &view.currency),
-            line_total: money(price * Decimal::from(qty), &view.currency),
+            unit_price: money(price, currency),
+            line_total: money(price * Decimal::from(qty), currency),
         });
     }
     view.items = Some(out);
@@ -261,7 +269,7 @@ pub async fn get(db: &Db, order_id: u64) -> Result<Option<OrderView>, StoreError
 }
 
 /// Items of an order as (sku, qty, unit_price).
-pub async fn items(tx: &mut Tx, order_id: u64) -> Result<Vec<(String, u32, Decimal)>, StoreError> {
+pub async fn items(tx: &mut Tx, order_id: OrderId) -> Result<Vec<(String, u32, Decimal)>, StoreError> {
     let rows = sqlx::query("SELECT sku, qty, unit_price FROM order_items WHERE order_id = ? ORDER BY line_no")
         .bind(order_id)
         .fetch_all(&mut **tx)
@@ -289,7 +297,7 @@ pub struct HistoryView {
     pub transitioned_at: DateTime<Utc>,
 }
 
-pub async fn history(db: &Db, order_id: u64) -> Result<Vec<HistoryView>, StoreError> {
+pub async fn history(db: &Db, order_id: OrderId) -> Result<Vec<HistoryView>, StoreError> {
     let rows = sqlx::query(
         "SELECT from_status, to_status, reason_code, comment, actor, transitioned_at FROM order_status_history \
          WHERE order_id = ? ORDER BY history_id",
@@ -317,7 +325,7 @@ pub async fn history(db: &Db, order_id: u64) -> Result<Vec<HistoryView>, StoreEr
 /// The lockable header of an order, as transactions need it.
 #[derive(Debug, Clone)]
 pub struct OrderHead {
-    pub order_id: u64,
+    pub order_id: OrderId,
     pub status: OrderStatus,
     pub version: u32,
     pub tenant_region: String,
@@ -326,7 +334,7 @@ pub struct OrderHead {
 }
 
 /// Reads the head of an order inside `tx`; `lock` takes the row lock.
-pub async fn head(tx: &mut Tx, order_id: u64, lock: bool) -> Result<Option<OrderHead>, StoreError> {
+pub async fn head(tx: &mut Tx, order_id: OrderId, lock: bool) -> Result<Option<OrderHead>, StoreError> {
     let sql = if lock {
         "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id = ? FOR UPDATE"
     } else {
@@ -358,7 +366,7 @@ pub(crate) fn status_changed_message(
 ) -> Message {
     Message::from(OrderStatusChanged {
         event_id: event_id(&format!("{}:order.status.changed.v1:{new_version}", head.order_id)),
-        order_id: head.order_id as i64,
+        order_id: head.order_id.wire(),
         occurred_at: TimestampMicros::from_datetime(now),
         tenant_region: head.tenant_region.clone(),
         from_status: head.status.as_str().to_owned(),
@@ -472,7 +480,7 @@ pub struct SearchFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keyset {
     pub created_at: DateTime<Utc>,
-    pub order_id: u64,
+    pub order_id: OrderId,
 }
 
 /// One page, newest first. Returns the rows and, if there are more, the
@@ -540,7 +548,7 @@ pub async fn purge_idempotency_keys(db: &Db, older_than: DateTime<Utc>) -> Resul
 }
 
 /// Locks the order rows of `ids` (after the saga rows: the same order everywhere).
-pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, OrderHead>, StoreError> {
+pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[OrderId]) -> Result<HashMap<OrderId, OrderHead>, StoreError> {
     let mut out = HashMap::new();
     if ids.is_empty() {
         return Ok(out);
@@ -564,7 +572,7 @@ pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, 
             tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
             updated_at: r.try_get("updated_at").ctx("decoding updated_at")?,
         };
-        out.insert(head.order_id as i64, head);
+        out.insert(head.order_id, head);
     }
     Ok(out)
 }
@@ -573,7 +581,7 @@ pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[i64]) -> Result<HashMap<i64, 
 /// statement (their rows are locked by this transaction: `lock_heads`).
 pub(crate) async fn update_orders(
     tx: &mut Tx,
-    orders: &BTreeMap<i64, (OrderStatus, u32)>,
+    orders: &BTreeMap<OrderId, (OrderStatus, u32)>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if orders.is_empty() {

@@ -7,6 +7,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 use super::{Ctx, StoreError, Tx};
 use crate::config::Topics;
 use crate::contracts::{Message, headers};
+use crate::domain::OrderId;
 use crate::telemetry::trace_context::TraceContext;
 
 /// `aggregate_type` of every row this daemon writes.
@@ -42,8 +43,8 @@ pub struct OutboxWriter {
 }
 
 impl OutboxWriter {
-    pub fn shard_of(&self, order_id: i64) -> u16 {
-        (order_id.unsigned_abs() % u64::from(self.shards.max(1))) as u16
+    pub fn shard_of(&self, order_id: OrderId) -> u16 {
+        (order_id.get() % u64::from(self.shards.max(1))) as u16
     }
 
     pub fn row(&self, msg: &Message, trace: Option<&TraceContext>) -> Result<NewOutboxRow, StoreError> {
@@ -70,7 +71,7 @@ impl OutboxWriter {
             topic: self.topics.of(kind).to_owned(),
             payload,
             headers: hdrs.to_string(),
-            shard: self.shard_of(msg.order_id()),
+            shard: OrderId::try_from(msg.order_id()).map_or(0, |id| self.shard_of(id)),
             tenant_region: Some(region_column(msg.tenant_region())),
         })
     }
@@ -80,7 +81,7 @@ impl OutboxWriter {
     pub fn dead_letter_row(
         &self,
         event_id: &str,
-        order_key: Option<i64>,
+        order_key: Option<OrderId>,
         raw_key: Option<&[u8]>,
         raw_payload: Option<&[u8]>,
         region: Option<&str>,
@@ -330,7 +331,7 @@ pub async fn backlog(pool: &sqlx::MySqlPool) -> Result<(i64, Option<DateTime<Utc
 /// (what an action did, for its report and its dry run).
 pub async fn outbox_since(
     tx: &mut Tx,
-    order_id: i64,
+    order_id: OrderId,
     after_id: u64,
 ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
     let rows =

@@ -6,10 +6,11 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{Ctx, StoreError, Tx, truncate};
 use crate::contracts::{Message, MessageKind};
+use crate::domain::OrderId;
 use crate::saga::{Event, EventBody};
 
 pub(crate) struct ParkedRow {
-    pub(crate) order_id: i64,
+    pub(crate) order_id: OrderId,
     pub(crate) event_id: String,
     pub(crate) event_name: String,
     pub(crate) source: String,
@@ -54,7 +55,7 @@ pub struct ParkedEvent {
 
 /// The unresolved parked events of a saga, oldest first; `lock` takes their
 /// row locks (an action), without it they are only read (the console).
-pub async fn unresolved_parked(tx: &mut Tx, order_id: i64, lock: bool) -> Result<Vec<ParkedEvent>, StoreError> {
+pub async fn unresolved_parked(tx: &mut Tx, order_id: OrderId, lock: bool) -> Result<Vec<ParkedEvent>, StoreError> {
     let sql = if lock {
         "SELECT id, event_id, event_name, payload, traceparent, poison FROM saga_parked_events \
          WHERE order_id = ? AND resolved_at IS NULL ORDER BY id FOR UPDATE"
@@ -95,7 +96,7 @@ pub async fn resolve_parked(tx: &mut Tx, ids: &[u64], resolution: &str) -> Resul
 
 /// Decodes a parked event back into an inbound event (for replay).
 pub fn parked_to_event(
-    order_id: i64,
+    order_id: OrderId,
     event_id: &str,
     event_name: &str,
     payload: Option<&str>,

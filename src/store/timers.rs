@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{Ctx, StoreError, Tx};
+use crate::domain::{OrderId, SagaVersion};
 
 /// The armed timers of `orders` that are due in database time, locked: what a
 /// batch's firings may take (one statement for the whole batch).
 pub(crate) async fn lock_due(
     tx: &mut Tx,
-    orders: &std::collections::BTreeSet<i64>,
-) -> Result<std::collections::HashSet<(i64, String)>, StoreError> {
+    orders: &std::collections::BTreeSet<OrderId>,
+) -> Result<std::collections::HashSet<(OrderId, String)>, StoreError> {
     if orders.is_empty() {
         return Ok(Default::default());
     }
@@ -28,8 +29,8 @@ pub(crate) async fn lock_due(
     let rows = qb.build().fetch_all(&mut **tx).await.ctx("locking due timers")?;
     rows.iter()
         .map(|r| {
-            let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
-            Ok((order_id as i64, r.try_get("timer_name").ctx("decoding timer_name")?))
+            let order_id: OrderId = r.try_get("order_id").ctx("decoding order_id")?;
+            Ok((order_id, r.try_get("timer_name").ctx("decoding timer_name")?))
         })
         .collect()
 }
@@ -37,9 +38,9 @@ pub(crate) async fn lock_due(
 /// A timer that is due, with what the sweeper needs to judge it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueTimer {
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub name: String,
-    pub armed_version: u32,
+    pub armed_version: SagaVersion,
     pub due_at: DateTime<Utc>,
     /// The saga's state and definition version (which events could still move it).
     pub state: String,
@@ -84,9 +85,9 @@ pub async fn due(
     let rows = qb.build().fetch_all(pool).await.ctx("finding due timers")?;
     rows.iter()
         .map(|r| {
-            let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
+            let order_id: OrderId = r.try_get("order_id").ctx("decoding order_id")?;
             Ok(DueTimer {
-                order_id: order_id as i64,
+                order_id,
                 name: r.try_get("timer_name").ctx("decoding timer_name")?,
                 armed_version: r.try_get("armed_version").ctx("decoding armed_version")?,
                 due_at: r.try_get("due_at").ctx("decoding due_at")?,
@@ -103,11 +104,15 @@ pub struct TimerView {
     pub name: String,
     pub due_at: DateTime<Utc>,
     pub armed_at: DateTime<Utc>,
-    pub armed_version: u32,
+    #[schema(value_type = u32)]
+    pub armed_version: SagaVersion,
 }
 
 /// Pending timers of an order (from the pool, or inside a transaction).
-pub async fn for_order<'e, E: sqlx::MySqlExecutor<'e>>(exec: E, order_id: i64) -> Result<Vec<TimerView>, StoreError> {
+pub async fn for_order<'e, E: sqlx::MySqlExecutor<'e>>(
+    exec: E,
+    order_id: OrderId,
+) -> Result<Vec<TimerView>, StoreError> {
     let rows = sqlx::query(
         "SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? ORDER BY due_at",
     )
@@ -131,7 +136,7 @@ fn timer_view(r: &sqlx::mysql::MySqlRow) -> Result<TimerView, StoreError> {
 /// The final state of a timer after a batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TimerOp {
-    Arm { due_at: DateTime<Utc>, armed_version: u32 },
+    Arm { due_at: DateTime<Utc>, armed_version: SagaVersion },
     Cancel,
 }
 
@@ -149,18 +154,18 @@ pub(crate) enum Clock {
 /// Arms (upsert) and disarms (delete) timers: one statement each.
 pub(crate) async fn flush_timers(
     tx: &mut Tx,
-    ops: &BTreeMap<(i64, String), TimerOp>,
+    ops: &BTreeMap<(OrderId, String), TimerOp>,
     now: DateTime<Utc>,
     clock: Clock,
 ) -> Result<(), StoreError> {
-    let arms: Vec<(&(i64, String), DateTime<Utc>, u32)> = ops
+    let arms: Vec<(&(OrderId, String), DateTime<Utc>, SagaVersion)> = ops
         .iter()
         .filter_map(|(k, op)| match op {
             TimerOp::Arm { due_at, armed_version } => Some((k, *due_at, *armed_version)),
             TimerOp::Cancel => None,
         })
         .collect();
-    let cancels: Vec<&(i64, String)> =
+    let cancels: Vec<&(OrderId, String)> =
         ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
     if !arms.is_empty() {
         let mut qb: QueryBuilder<MySql> =
@@ -204,7 +209,7 @@ pub(crate) async fn flush_timers(
 }
 
 /// The armed timers of one saga with their row locks (an operator acts on them).
-pub async fn lock_for_order(tx: &mut Tx, order_id: i64) -> Result<Vec<TimerView>, StoreError> {
+pub async fn lock_for_order(tx: &mut Tx, order_id: OrderId) -> Result<Vec<TimerView>, StoreError> {
     let rows = sqlx::query(
         "SELECT timer_name, due_at, armed_at, armed_version FROM saga_timers WHERE order_id = ? \
          ORDER BY due_at FOR UPDATE",
@@ -217,7 +222,12 @@ pub async fn lock_for_order(tx: &mut Tx, order_id: i64) -> Result<Vec<TimerView>
 }
 
 /// Moves a timer's due time.
-pub async fn set_timer_due(tx: &mut Tx, order_id: i64, name: &str, due_at: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn set_timer_due(
+    tx: &mut Tx,
+    order_id: OrderId,
+    name: &str,
+    due_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE saga_timers SET due_at = ? WHERE order_id = ? AND timer_name = ?")
         .bind(due_at)
         .bind(order_id)
@@ -228,7 +238,7 @@ pub async fn set_timer_due(tx: &mut Tx, order_id: i64, name: &str, due_at: DateT
     Ok(())
 }
 
-pub async fn delete_timer(tx: &mut Tx, order_id: i64, name: &str) -> Result<(), StoreError> {
+pub async fn delete_timer(tx: &mut Tx, order_id: OrderId, name: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ?")
         .bind(order_id)
         .bind(name)

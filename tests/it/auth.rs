@@ -138,7 +138,7 @@ async fn the_actor_is_the_tokens_subject_whatever_the_body_says() {
         ]
     );
     // The published event says the same.
-    let published = outbox_of(&app.db, id as i64, order_saga::contracts::MessageKind::OrderStatusChanged).await;
+    let published = outbox_of(&app.db, id, order_saga::contracts::MessageKind::OrderStatusChanged).await;
     let last = published.last().cloned().unwrap_or_default();
     assert_eq!(last["actor"], "alice (on behalf of ops:bob)", "{published:?}");
 }

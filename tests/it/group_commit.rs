@@ -26,7 +26,7 @@ fn shared(app: &TestApp) -> Shared {
 
 fn created(o: &CreateOutcome) -> u64 {
     match o {
-        CreateOutcome::Created { order_id, .. } => *order_id,
+        CreateOutcome::Created { order_id, .. } => order_id.get(),
         other => panic!("expected Created, got {other:?}"),
     }
 }

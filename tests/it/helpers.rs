@@ -20,6 +20,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use order_saga::contracts::{Message, MessageKind};
+use order_saga::domain::OrderId;
 use order_saga::http::AppState;
 use order_saga::saga::{Catalog, Event, EventBody};
 use order_saga::store::Db;
@@ -221,12 +222,24 @@ impl TestApp {
     }
 }
 
+/// The order id `n` (a test's ids come from JSON answers and wire messages as numbers).
+pub fn oid<N: TryInto<OrderId>>(n: N) -> OrderId
+where
+    N::Error: std::fmt::Debug,
+{
+    n.try_into().expect("an order id")
+}
+
 pub fn inbound_of(m: &Message) -> Inbound {
     Inbound {
         event_id: m.event_id().to_owned(),
-        order_id: Some(m.order_id()),
+        order_id: Some(oid(m.order_id())),
         event_name: m.kind().name().to_owned(),
-        event: Ok(Event { id: m.event_id().to_owned(), order_id: m.order_id(), body: EventBody::Message(m.clone()) }),
+        event: Ok(Event {
+            id: m.event_id().to_owned(),
+            order_id: oid(m.order_id()),
+            body: EventBody::Message(m.clone()),
+        }),
         source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
         trace: None,
         raw: None,
@@ -299,7 +312,7 @@ where
 }
 
 /// Outbox rows of one kind for an order.
-pub async fn outbox_of(db: &Db, order_id: i64, kind: MessageKind) -> Vec<Value> {
+pub async fn outbox_of(db: &Db, order_id: impl std::fmt::Display, kind: MessageKind) -> Vec<Value> {
     let rows: Vec<String> =
         sqlx::query_scalar("SELECT payload FROM outbox WHERE aggregate_id = ? AND event_type = ? ORDER BY id")
             .bind(order_id.to_string())

@@ -61,9 +61,9 @@ async fn timer_due(app: &TestApp, id: i64) -> chrono::DateTime<chrono::Utc> {
 
 fn migrate_to_2(id: i64, version: u32, dry_run: bool) -> Request {
     Request {
-        order_id: id,
+        order_id: oid(id),
         action: Action::Migrate { to_version: 2 },
-        expected_version: version,
+        expected_version: order_saga::domain::SagaVersion(version),
         actor: "ops:alice".into(),
         reason: "move to the renamed states".into(),
         dry_run,
@@ -86,15 +86,18 @@ async fn sagas_move_to_version_2_audited_refused_where_it_says_and_complete_ther
     // The console offers the move where version 2 maps the state, not where it refuses it.
     let offered = |v: &Value| v["definition"]["actions_allowed_now"].as_array().unwrap().clone();
     let migrate = serde_json::json!({"action": "migrate", "to_version": 2});
-    let shown = ops.show(paying).await.unwrap();
+    let shown = ops.show(oid(paying)).await.unwrap();
     assert!(offered(&shown).contains(&migrate), "{shown}");
-    assert!(!offered(&ops.show(reviewing).await.unwrap()).contains(&migrate));
+    assert!(!offered(&ops.show(oid(reviewing)).await.unwrap()).contains(&migrate));
 
     // Dry run: says what it would do, changes nothing.
     let (_, _, version) = row(&app, paying).await;
     let due_before = timer_due(&app, paying).await;
     let dry = ops.act(&migrate_to_2(paying, version, true)).await.unwrap();
-    assert_eq!((dry.state_after.as_str(), dry.version_after), ("AWAITING_AUTHORIZATION", version + 1));
+    assert_eq!(
+        (dry.state_after.as_str(), dry.version_after),
+        ("AWAITING_AUTHORIZATION", order_saga::domain::SagaVersion(version + 1))
+    );
     assert_eq!(
         dry.consequences[0],
         "The saga moves from definition version 1 to 2: AWAITING_PAYMENT becomes AWAITING_AUTHORIZATION; its \
@@ -135,7 +138,7 @@ async fn sagas_move_to_version_2_audited_refused_where_it_says_and_complete_ther
     let mut results = Vec::new();
     ops.run_job(&spec, |id, r| results.push((id, r.is_ok()))).await;
     results.sort_unstable();
-    let mut expected = vec![(paying_too, true), (reserving, true), (reviewing, false)];
+    let mut expected = vec![(oid(paying_too), true), (oid(reserving), true), (oid(reviewing), false)];
     expected.sort_unstable();
     assert_eq!(results, expected);
     assert_eq!(row(&app, paying_too).await.0, 2);

@@ -8,6 +8,7 @@ use order_saga::store::sagas::Inbound;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use order_saga::domain::SagaVersion;
 
 const AUTH: (&str, &str) = ("authorization", "Bearer test-ops-token-0123456789");
 
@@ -439,7 +440,7 @@ async fn a_bulk_job_whose_runner_died_is_resumed_without_acting_twice() {
     let mut selected = Vec::new();
     for _ in 0..3 {
         let id = order(&app).await;
-        selected.push((id, saga(&app, id).await["saga"]["version"].as_u64().unwrap() as u32));
+        selected.push((oid(id), SagaVersion(saga(&app, id).await["saga"]["version"].as_u64().unwrap() as u32)));
     }
     // The first runner stores the job, acts on the first saga, and dies
     // before recording it.
@@ -486,9 +487,9 @@ async fn at_most_four_bulk_jobs_run_at_once() {
     let ops = order_saga::ops::Ops::new(app.db.clone(), app.sagas.clone(), None, None);
     let b = cancel_job_request();
     for _ in 0..order_saga::store::jobs::MAX_RUNNING {
-        ops.create_job(&b, &[(id, 1)]).await.unwrap();
+        ops.create_job(&b, &[(oid(id), SagaVersion::FIRST)]).await.unwrap();
     }
-    let refused = ops.create_job(&b, &[(id, 1)]).await;
+    let refused = ops.create_job(&b, &[(oid(id), SagaVersion::FIRST)]).await;
     assert!(matches!(refused, Err(order_saga::ops::OpsError::TooManyJobs(4))), "{refused:?}");
     let body = json!({"filter": {}, "action": {"action": "cancel"}, "actor": "ops:f", "reason": "outage"});
     app.post_json("/ops/bulk", &[AUTH], &body).await.expect_error(409, "too_many_jobs");
@@ -541,7 +542,7 @@ async fn the_overview_leads_with_the_sagas_that_need_a_human_each_with_why() {
 async fn poison(app: &TestApp, id: i64, event_id: &str) {
     let poison = Inbound {
         event_id: event_id.into(),
-        order_id: Some(id),
+        order_id: Some(oid(id)),
         event_name: "inventory.reserved.v1".into(),
         event: Err("bad bytes".into()),
         source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
@@ -620,11 +621,11 @@ async fn a_saga_on_an_older_version_says_whether_the_newest_would_treat_it_diffe
     assert_eq!(catalog.latest().version, 2);
     let store = order_saga::store::sagas::SagaStore::new(std::sync::Arc::new(catalog), app.sagas.outbox.clone());
     let ops = order_saga::ops::Ops::new(app.db.clone(), store, None, None);
-    let newer = ops.show(paying).await.unwrap()["newer_definition"].clone();
+    let newer = ops.show(oid(paying)).await.unwrap()["newer_definition"].clone();
     assert_eq!(newer["version"], 2);
     assert_eq!(newer["verdict"]["verdict"], "next_differs", "{newer}");
     assert!(newer["verdict"]["how"][0].as_str().unwrap().contains("PAYMENT_REFUSED"), "{newer}");
-    assert_eq!(ops.show(reserving).await.unwrap()["newer_definition"]["verdict"]["verdict"], "same");
+    assert_eq!(ops.show(oid(reserving)).await.unwrap()["newer_definition"]["verdict"]["verdict"], "same");
     // On the newest version itself: nothing to compare.
     assert!(saga(&app, reserving).await["newer_definition"].is_null());
 }

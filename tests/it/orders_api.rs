@@ -34,12 +34,12 @@ async fn create_returns_the_full_order_and_writes_everything_in_one_transaction(
         1
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys WHERE response_status = 201").await, 1);
-    let created = outbox_of(&app.db, id as i64, order_saga::contracts::MessageKind::OrderCreated).await;
+    let created = outbox_of(&app.db, id, order_saga::contracts::MessageKind::OrderCreated).await;
     assert_eq!(created.len(), 1);
     assert_eq!(created[0]["total_amount"], "44.98");
     assert_eq!(created[0]["items"][1], json!({"sku": "SKU-2", "qty": 1, "unit_price": "5.00"}));
     // The saga started in the same transaction and asked inventory to reserve.
-    let reserve = outbox_of(&app.db, id as i64, order_saga::contracts::MessageKind::InventoryReserve).await;
+    let reserve = outbox_of(&app.db, id, order_saga::contracts::MessageKind::InventoryReserve).await;
     assert_eq!(reserve.len(), 1);
     assert_eq!(reserve[0]["command_id"], format!("{id}:reserve_inventory:reserve:1"));
     let headers: String = sqlx::query_scalar("SELECT headers FROM outbox WHERE event_type = 'order.created.v1'")

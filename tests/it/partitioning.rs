@@ -93,7 +93,12 @@ async fn domain_events_land_on_their_regions_partitions_and_a_regional_consumer_
     )
     .unwrap();
     for (region, partitions) in &unmapped {
-        let expected = p.partition(order_saga::partitioning::Audience::Events, "t", Some(region), Some(1));
+        let expected = p.partition(
+            order_saga::partitioning::Audience::Events,
+            "t",
+            Some(region),
+            order_saga::domain::OrderId::new(1),
+        );
         assert_eq!(Ok(partitions.iter().next().copied()), expected, "{region}");
     }
 

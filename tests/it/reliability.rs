@@ -435,7 +435,7 @@ async fn timers_armed_at_start_are_due_by_the_database_clock() {
     let order_saga::store::order_api::CreateOutcome::Created { order_id, .. } = outcome else {
         panic!("expected Created, got {outcome:?}")
     };
-    let due = due_in(&skewed, order_id, "payment_timeout").await;
+    let due = due_in(&skewed, order_id.get(), "payment_timeout").await;
     let timeout = 15 * 60;
     assert!((timeout - 5..=timeout).contains(&due), "due {due} s after the database's now, not {timeout}");
 }
@@ -458,13 +458,13 @@ async fn a_rescheduled_timer_is_due_by_the_database_clock() {
     let skewed = skewed_db(&app).await;
     let ops = order_saga::ops::Ops::new(skewed.clone(), app.sagas.clone(), None, None);
     let req = order_saga::ops::Request {
-        order_id: id as i64,
+        order_id: crate::helpers::oid(id),
         action: order_saga::ops::Action::RescheduleTimer {
             timer: "payment_timeout".into(),
             at: None,
             after: Some("30m".into()),
         },
-        expected_version: version,
+        expected_version: order_saga::domain::SagaVersion(version),
         actor: "ops:test".into(),
         reason: "clock test".into(),
         dry_run: false,

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::contracts::Message;
+use crate::domain::SagaVersion;
 use crate::saga::{Definition, Event, Instance};
 use crate::store::parked::ParkedEvent;
 use crate::store::sagas::Inbound;
@@ -64,7 +65,7 @@ pub struct Snapshot {
 pub struct ArmedTimer {
     pub name: String,
     /// The saga version that armed it (part of its firing's event id).
-    pub armed_version: u32,
+    pub armed_version: SagaVersion,
     pub due: DateTime<Utc>,
 }
 

@@ -2,6 +2,7 @@
 //! what it writes, what it refuses and why, and which actions the console
 //! offers — no database.
 
+use crate::domain::OrderId;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::*;
 use crate::saga::{Catalog, EventBody, parse};
 use crate::store::sagas::Source;
 
-const OID: i64 = 42;
+const OID: OrderId = OrderId::new(42).unwrap();
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap()
@@ -31,7 +32,11 @@ fn snap(state: &str) -> Snapshot {
         def,
         newer: Vec::new(),
         quarantined: None,
-        timers: vec![ArmedTimer { name: "payment_timeout".into(), armed_version: 2, due: now() }],
+        timers: vec![ArmedTimer {
+            name: "payment_timeout".into(),
+            armed_version: crate::domain::SagaVersion(2),
+            due: now(),
+        }],
         parked: Vec::new(),
         retries: 0,
         now: now(),

@@ -1,3 +1,4 @@
+use crate::domain::ids::oid;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
@@ -102,9 +103,13 @@ fn a_migration_from_a_version_that_is_not_older_is_refused_by_the_parser() {
 }
 
 fn awaiting_payment(old: &Definition) -> (Instance, Vec<Armed>) {
-    let mut inst = instance(old, 42, "AWAITING_PAYMENT", t0());
-    inst.version = 4;
-    let timers = vec![Armed { name: "payment_timeout".into(), due: t0() + Duration::minutes(15), armed_version: 4 }];
+    let mut inst = instance(old, oid(42), "AWAITING_PAYMENT", t0());
+    inst.version = crate::domain::SagaVersion(4);
+    let timers = vec![Armed {
+        name: "payment_timeout".into(),
+        due: t0() + Duration::minutes(15),
+        armed_version: crate::domain::SagaVersion(4),
+    }];
     (inst, timers)
 }
 
@@ -115,7 +120,7 @@ fn a_saga_moves_to_the_mapped_state_keeping_its_correlation_and_its_timer_counts
     let m = migrate(&old, &new, &inst, &timers).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.from_state, "AWAITING_PAYMENT");
     assert_eq!(m.instance.state, "AWAITING_AUTHORIZATION");
-    assert_eq!((m.instance.definition_version, m.instance.version), (2, 5));
+    assert_eq!((m.instance.definition_version, m.instance.version.get()), (2, 5));
     assert_eq!(m.instance.data, inst.data, "steps and command counts move unchanged: the same ids are awaited");
     assert_eq!(m.instance.state_entered_at, inst.state_entered_at);
     // 15 minutes in version 1, 20 in version 2: five minutes later, same firing id.
@@ -125,14 +130,14 @@ fn a_saga_moves_to_the_mapped_state_keeping_its_correlation_and_its_timer_counts
             name: "payment_timeout".into(),
             from: t0() + Duration::minutes(15),
             to: t0() + Duration::minutes(20),
-            armed_version: 4
+            armed_version: crate::domain::SagaVersion(4)
         }]
     );
 
     // The reply to the command it was waiting for completes it on version 2.
     let reply = Event {
         id: "e-auth".into(),
-        order_id: 42,
+        order_id: oid(42),
         body: EventBody::Message(Message::from(PaymentAuthorized {
             event_id: "e-auth".into(),
             order_id: 42,
@@ -157,7 +162,7 @@ fn a_saga_moves_to_the_mapped_state_keeping_its_correlation_and_its_timer_counts
 #[test]
 fn sagas_are_refused_where_the_new_version_says_so_or_cannot_take_them() {
     let (old, new) = (def(V1), def(V2));
-    let review = instance(&old, 7, "PENDING_REVIEW", t0());
+    let review = instance(&old, oid(7), "PENDING_REVIEW", t0());
     assert_eq!(
         migrate(&old, &new, &review, &[]),
         Err(Refused::StateRefused {
@@ -166,14 +171,14 @@ fn sagas_are_refused_where_the_new_version_says_so_or_cannot_take_them() {
             why: "a review started on version 1 is finished there".into()
         })
     );
-    let done = instance(&old, 7, "COMPLETED", t0());
+    let done = instance(&old, oid(7), "COMPLETED", t0());
     assert_eq!(migrate(&old, &new, &done, &[]), Err(Refused::Finished { state: "COMPLETED".into() }));
     let (inst, _) = awaiting_payment(&old);
     assert_eq!(migrate(&old, &old, &inst, &[]), Err(Refused::NotNewer { runs: 1, to: 1 }));
     let mut v3 = def(V1);
     v3.version = 3;
     assert_eq!(migrate(&old, &v3, &inst, &[]), Err(Refused::NoMigration { from: 1, to: 3 }));
-    let on_v2 = instance(&new, 7, "AWAITING_AUTHORIZATION", t0());
+    let on_v2 = instance(&new, oid(7), "AWAITING_AUTHORIZATION", t0());
     assert_eq!(migrate(&old, &new, &on_v2, &[]), Err(Refused::WrongDefinition { runs: 2, old: 1 }));
 }
 
@@ -199,7 +204,7 @@ fn timers_the_new_state_does_not_expect_are_disarmed_and_those_every_way_in_arms
             why: "state AWAITING_AUTHORIZATION of version 2 does not expect it".into()
         }]
     );
-    let reserving = instance(&old, 8, "RESERVING_INVENTORY", t0());
+    let reserving = instance(&old, oid(8), "RESERVING_INVENTORY", t0());
     let m = migrate(&old, &new, &reserving, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         m.timers,

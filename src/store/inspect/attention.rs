@@ -14,6 +14,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{SagaFilter, SagaSummary, list};
+use crate::domain::OrderId;
 use crate::saga::Catalog;
 use crate::store::{Ctx, Db, StoreError};
 
@@ -195,8 +196,8 @@ fn step_of(catalog: &Catalog, s: &SagaSummary) -> Option<String> {
 }
 
 /// The most overdue timer of each listed saga: `(order_id, (timer, seconds late))`.
-async fn overdue_timers(db: &Db, items: &[Attention]) -> Result<Vec<(i64, (String, i64))>, StoreError> {
-    let ids: Vec<i64> = items.iter().filter(|a| a.need == Need::TimerOverdue).map(|a| a.saga.order_id).collect();
+async fn overdue_timers(db: &Db, items: &[Attention]) -> Result<Vec<(OrderId, (String, i64))>, StoreError> {
+    let ids: Vec<OrderId> = items.iter().filter(|a| a.need == Need::TimerOverdue).map(|a| a.saga.order_id).collect();
     let mut out = Vec::new();
     for id in ids {
         let row = sqlx::query(
@@ -222,13 +223,13 @@ mod tests {
 
     fn saga(state: &str, age: i64) -> SagaSummary {
         SagaSummary {
-            order_id: 7,
+            order_id: crate::domain::ids::oid(7),
             state: state.into(),
             state_entered_at: Utc::now(),
             age_in_state_seconds: age,
             tenant_region: "eu-west".into(),
             definition_version: 1,
-            version: 3,
+            version: crate::domain::SagaVersion(3),
             terminal: false,
             quarantined: None,
             max_dwell_seconds: Some(120),

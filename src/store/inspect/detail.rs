@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{MySql, QueryBuilder, Row};
 
+use crate::domain::{OrderId, SagaVersion};
 use crate::store::{Ctx, Db, StoreError};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TransitionView {
-    pub saga_version: u32,
+    pub saga_version: SagaVersion,
     pub event_id: String,
     #[sqlx(rename = "event_name")]
     pub event: String,
@@ -23,7 +24,7 @@ pub struct TransitionView {
     pub at: DateTime<Utc>,
 }
 
-pub async fn transitions(db: &Db, order_id: i64) -> Result<Vec<TransitionView>, StoreError> {
+pub async fn transitions(db: &Db, order_id: OrderId) -> Result<Vec<TransitionView>, StoreError> {
     sqlx::query_as(
         "SELECT saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at FROM saga_transitions \
          WHERE order_id = ? ORDER BY id",
@@ -39,8 +40,8 @@ pub async fn transitions(db: &Db, order_id: i64) -> Result<Vec<TransitionView>, 
 /// was refused as stale.
 pub async fn changes_since(
     tx: &mut crate::store::Tx,
-    order_id: i64,
-    version: u32,
+    order_id: OrderId,
+    version: SagaVersion,
 ) -> Result<Vec<TransitionView>, StoreError> {
     let mut rows: Vec<TransitionView> = sqlx::query_as(
         "SELECT saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at FROM saga_transitions \
@@ -71,7 +72,7 @@ pub struct OutboxView {
 }
 
 /// Outbox rows of an order not yet published.
-pub async fn unpublished(db: &Db, order_id: i64) -> Result<Vec<OutboxView>, StoreError> {
+pub async fn unpublished(db: &Db, order_id: OrderId) -> Result<Vec<OutboxView>, StoreError> {
     sqlx::query_as(
         "SELECT id, event_id, event_type, topic, created_at, attempts, last_error FROM outbox \
          WHERE aggregate_id = ? AND published_at IS NULL ORDER BY id",
@@ -93,7 +94,7 @@ pub struct DeadLetterView {
     pub published_at: Option<DateTime<Utc>>,
 }
 
-pub async fn dead_letters(db: &Db, order_id: i64) -> Result<Vec<DeadLetterView>, StoreError> {
+pub async fn dead_letters(db: &Db, order_id: OrderId) -> Result<Vec<DeadLetterView>, StoreError> {
     let rows = sqlx::query(
         "SELECT event_id, topic, headers, created_at, published_at FROM outbox \
          WHERE aggregate_id = ? AND event_type = ? ORDER BY id LIMIT 100",
@@ -128,7 +129,7 @@ pub struct InboxView {
     pub received_at: DateTime<Utc>,
 }
 
-pub async fn inbox(db: &Db, order_id: i64) -> Result<Vec<InboxView>, StoreError> {
+pub async fn inbox(db: &Db, order_id: OrderId) -> Result<Vec<InboxView>, StoreError> {
     sqlx::query_as(
         "SELECT event_id, event_name, source, CAST(outcome AS CHAR) AS outcome, received_at FROM saga_inbox \
          WHERE order_id = ? ORDER BY received_at, event_id",
@@ -153,7 +154,7 @@ pub struct ParkedView {
 }
 
 /// Parked events of an order; `unresolved_only` hides replayed/skipped ones.
-pub async fn parked(db: &Db, order_id: i64, unresolved_only: bool) -> Result<Vec<ParkedView>, StoreError> {
+pub async fn parked(db: &Db, order_id: OrderId, unresolved_only: bool) -> Result<Vec<ParkedView>, StoreError> {
     let sql = if unresolved_only {
         "SELECT id, event_id, event_name, source, poison, error, payload IS NOT NULL AS has_payload, parked_at, \
          CAST(resolution AS CHAR) AS resolution FROM saga_parked_events WHERE order_id = ? AND resolved_at IS NULL ORDER BY id"
@@ -184,7 +185,7 @@ pub async fn parked(db: &Db, order_id: i64, unresolved_only: bool) -> Result<Vec
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditView {
     pub id: u64,
-    pub order_id: Option<u64>,
+    pub order_id: Option<OrderId>,
     pub action: String,
     pub params: serde_json::Value,
     pub actor: String,
@@ -201,7 +202,7 @@ pub struct AuditView {
 /// one actor, and older than `before_id` (the next page).
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
-    pub order_id: Option<i64>,
+    pub order_id: Option<OrderId>,
     pub job_id: Option<String>,
     pub actor: Option<String>,
     pub before_id: Option<u64>,
@@ -255,27 +256,27 @@ pub fn moved_something(reason: Option<&str>) -> bool {
     !reason.is_some_and(|r| r.starts_with("QUARANTINED:") || r.starts_with("STALE_REPLY:"))
 }
 
-/// In-flight sagas after `after_order_id` (at most `limit`, by order id)
+/// In-flight sagas after `after` (from the first when `None`; at most `limit`, by order id)
 /// with their applied transitions, for `sagas preview`: read in pages so any
 /// number of sagas fits in bounded memory. Rows the transition log keeps for
 /// what changed nothing (quarantines, stale replies) are left out.
 pub async fn in_flight_histories(
     db: &Db,
-    after_order_id: i64,
+    after: Option<OrderId>,
     limit: u32,
 ) -> Result<Vec<crate::saga::preview::History>, StoreError> {
-    let sagas: Vec<(i64, u32, String)> = sqlx::query_as(
-        "SELECT CAST(order_id AS SIGNED), definition_version, state FROM saga_instances \
+    let sagas: Vec<(OrderId, u32, String)> = sqlx::query_as(
+        "SELECT order_id, definition_version, state FROM saga_instances \
          WHERE terminal = 0 AND order_id > ? ORDER BY order_id LIMIT ?",
     )
-    .bind(after_order_id)
+    .bind(after.map_or(0, OrderId::get))
     .bind(limit)
     .fetch_all(&db.pool)
     .await
     .ctx("reading in-flight sagas")?;
     let (Some(first), Some(last)) = (sagas.first(), sagas.last()) else { return Ok(Vec::new()) };
-    let rows: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT CAST(t.order_id AS SIGNED), t.from_state, t.event_name, t.to_state, t.reason FROM saga_transitions t \
+    let rows: Vec<(OrderId, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.order_id, t.from_state, t.event_name, t.to_state, t.reason FROM saga_transitions t \
          JOIN saga_instances s ON s.order_id = t.order_id AND s.terminal = 0 \
          WHERE t.order_id BETWEEN ? AND ? ORDER BY t.order_id, t.id",
     )

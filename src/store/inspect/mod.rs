@@ -16,13 +16,14 @@ use serde::Serialize;
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{Ctx, Db, StoreError};
+use crate::domain::{OrderId, SagaVersion};
 use crate::saga::Catalog;
 
 /// Filters of the saga list.
 #[derive(Debug, Clone, Default)]
 pub struct SagaFilter {
     /// Only this order.
-    pub order_id: Option<i64>,
+    pub order_id: Option<OrderId>,
     /// Only orders of this customer.
     pub customer_id: Option<String>,
     pub state: Option<String>,
@@ -51,18 +52,18 @@ pub const OVERDUE_GRACE_SECONDS: u32 = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SagaKeyset {
     pub state_entered_at: DateTime<Utc>,
-    pub order_id: i64,
+    pub order_id: OrderId,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SagaSummary {
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub state: String,
     pub state_entered_at: DateTime<Utc>,
     pub age_in_state_seconds: i64,
     pub tenant_region: String,
     pub definition_version: u32,
-    pub version: u32,
+    pub version: SagaVersion,
     pub terminal: bool,
     pub quarantined: Option<String>,
     /// The state's expected maximum dwell, from the definition.
@@ -159,7 +160,7 @@ fn push_filter(qb: &mut QueryBuilder<MySql>, f: &SagaFilter, catalog: &Catalog) 
 }
 
 fn summary(r: &sqlx::mysql::MySqlRow, catalog: &Catalog, now: DateTime<Utc>) -> Result<SagaSummary, StoreError> {
-    let order_id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
+    let order_id: OrderId = r.try_get("order_id").ctx("decoding order_id")?;
     let state: String = r.try_get("state").ctx("decoding state")?;
     let version: u32 = r.try_get("definition_version").ctx("decoding definition_version")?;
     let entered: DateTime<Utc> = r.try_get("state_entered_at").ctx("decoding state_entered_at")?;
@@ -170,7 +171,7 @@ fn summary(r: &sqlx::mysql::MySqlRow, catalog: &Catalog, now: DateTime<Utc>) -> 
         catalog.get(version).and_then(|d| d.state(&state)).filter(|s| !s.terminal).and_then(|s| s.max_dwell);
     let age = (now - entered).num_seconds().max(0);
     Ok(SagaSummary {
-        order_id: order_id as i64,
+        order_id,
         stuck: max_dwell.is_some_and(|m| (now - entered).to_std().unwrap_or_default() > m),
         max_dwell_seconds: max_dwell.map(|m| m.as_secs()),
         state,
@@ -231,16 +232,13 @@ pub async fn select_for_bulk(
     catalog: &Catalog,
     f: &SagaFilter,
     max: u32,
-) -> Result<Vec<(i64, u32)>, StoreError> {
+) -> Result<Vec<(OrderId, SagaVersion)>, StoreError> {
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new("SELECT order_id, version FROM saga_instances WHERE 1 = 1");
     push_filter(&mut qb, f, catalog);
     qb.push(" ORDER BY state_entered_at, order_id LIMIT ").push_bind(max);
     let rows = qb.build().fetch_all(&db.pool).await.ctx("selecting sagas")?;
     rows.iter()
-        .map(|r| {
-            let id: u64 = r.try_get("order_id").ctx("decoding order_id")?;
-            Ok((id as i64, r.try_get("version").ctx("decoding version")?))
-        })
+        .map(|r| Ok((r.try_get("order_id").ctx("decoding order_id")?, r.try_get("version").ctx("decoding version")?)))
         .collect()
 }
 
@@ -251,7 +249,7 @@ pub async fn count(db: &Db, catalog: &Catalog, f: &SagaFilter) -> Result<i64, St
     row.try_get("n").ctx("decoding count")
 }
 
-pub async fn summary_of(db: &Db, catalog: &Catalog, order_id: i64) -> Result<Option<SagaSummary>, StoreError> {
+pub async fn summary_of(db: &Db, catalog: &Catalog, order_id: OrderId) -> Result<Option<SagaSummary>, StoreError> {
     let sql = format!("SELECT {SUMMARY_COLUMNS} FROM saga_instances WHERE order_id = ?");
     let row =
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&db.pool).await.ctx("reading the saga")?;

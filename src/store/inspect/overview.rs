@@ -8,6 +8,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{OVERDUE_GRACE_SECONDS, SagaFilter, count, db_now};
+use crate::domain::OrderId;
 use crate::saga::Catalog;
 use crate::store::{Ctx, Db, StoreError};
 
@@ -163,7 +164,7 @@ pub struct VersionInFlight {
 }
 
 /// [`VersionInFlight`] of every loaded version and every version in use.
-pub fn versions_in_flight(catalog: &Catalog, in_flight: &[(u32, i64, Vec<i64>)]) -> Vec<VersionInFlight> {
+pub fn versions_in_flight(catalog: &Catalog, in_flight: &[(u32, i64, Vec<OrderId>)]) -> Vec<VersionInFlight> {
     let mut versions: Vec<u32> = catalog.versions().map(|d| d.version).collect();
     versions.extend(in_flight.iter().filter(|(_, n, _)| *n > 0).map(|(v, ..)| *v));
     versions.sort_unstable();
@@ -275,7 +276,7 @@ pub async fn overview(db: &Db, catalog: &Catalog) -> Result<Overview, StoreError
 
 /// Sagas in flight per definition version: `(version, count, the first five
 /// order ids)`, for the retirement check at startup.
-pub async fn in_flight_by_version(db: &Db) -> Result<Vec<(u32, i64, Vec<i64>)>, StoreError> {
+pub async fn in_flight_by_version(db: &Db) -> Result<Vec<(u32, i64, Vec<OrderId>)>, StoreError> {
     let rows: Vec<(u32, i64, String)> = sqlx::query_as(
         "SELECT definition_version, COUNT(*), \
          CAST(GROUP_CONCAT(order_id ORDER BY order_id SEPARATOR ',' LIMIT 5) AS CHAR) \

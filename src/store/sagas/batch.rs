@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::decide::{self, Decision, Writes};
 use super::instances::{Slot, TransitionRow};
 use super::{BatchResult, DeadLetterKind, Inbound, InboundOutcome, LockMode, Source, UnknownVersion};
+use crate::domain::OrderId;
 use crate::saga::{Catalog, Event, EventBody, Outcome};
 use crate::store::orders::OrderHead;
 use crate::store::outbox::OutboxWriter;
@@ -27,11 +28,11 @@ pub(crate) struct Snapshot {
     /// The batch's event ids the inbox already holds.
     pub(crate) seen_before: HashSet<String>,
     /// The saga rows of the batch's orders (those that have one).
-    pub(crate) slots: HashMap<i64, Slot>,
+    pub(crate) slots: HashMap<OrderId, Slot>,
     /// The order rows of those sagas.
-    pub(crate) heads: HashMap<i64, OrderHead>,
+    pub(crate) heads: HashMap<OrderId, OrderHead>,
     /// The armed timers of the batch's live firings that are due now.
-    pub(crate) due: HashSet<(i64, String)>,
+    pub(crate) due: HashSet<(OrderId, String)>,
 }
 
 /// What the shell writes for a batch.
@@ -106,9 +107,9 @@ pub(crate) fn plan(
 fn apply_one(
     cx: &Cx<'_>,
     b: &Inbound,
-    slots: &mut HashMap<i64, Slot>,
-    heads: &mut HashMap<i64, OrderHead>,
-    due: &mut HashSet<(i64, String)>,
+    slots: &mut HashMap<OrderId, Slot>,
+    heads: &mut HashMap<OrderId, OrderHead>,
+    due: &mut HashSet<(OrderId, String)>,
     writes: &mut Writes,
     result: &mut BatchResult,
 ) -> Result<InboundOutcome, StoreError> {
@@ -128,8 +129,8 @@ fn apply_one(
             writes.outbox.push(decide::dead_letter_row(cx.outbox, b, &reason, None));
             return Ok(dead_lettered(kind, reason));
         }
-        (Decision::Park, _) => {
-            writes.parked.push(decide::parked_row(b, false, None));
+        (Decision::Park, Some(slot)) => {
+            writes.parked.push(decide::parked_row(slot.inst.order_id, b, false, None));
             return Ok(InboundOutcome::Parked);
         }
         (Decision::Ignore, _) => return Ok(InboundOutcome::Ignored),
@@ -151,7 +152,8 @@ fn apply_one(
             d @ (Decision::Quarantine { .. }
             | Decision::QuarantineUnknownVersion { .. }
             | Decision::Apply { .. }
-            | Decision::StaleReply { .. }),
+            | Decision::StaleReply { .. }
+            | Decision::Park),
             None,
         ) => {
             return Err(StoreError::Corrupt(format!("decision {d:?} without a saga")));
@@ -232,7 +234,7 @@ fn quarantine(cx: &Cx<'_>, slot: &mut Slot, b: &Inbound, reason: &str, writes: &
     }
     slot.quarantined = Some(reason.clone());
     slot.quarantine_changed = true;
-    writes.parked.push(decide::parked_row(b, true, Some(&reason)));
+    writes.parked.push(decide::parked_row(slot.inst.order_id, b, true, Some(&reason)));
     writes.transitions.push(decide::quarantine_transition(slot, b, &reason));
 }
 

@@ -9,6 +9,7 @@ use super::*;
 use crate::config::Topics;
 use crate::contracts::{InventoryReservationFailed, Message, PaymentAuthorized, Shortage, TimestampMicros};
 use crate::domain::OrderStatus;
+use crate::domain::ids::oid;
 use crate::saga::parse;
 use crate::store::inbox::Outcome as Recorded;
 use crate::store::timers::TimerOp;
@@ -32,7 +33,7 @@ fn writer() -> OutboxWriter {
 fn snapshot(catalog: &Catalog, state: &str, ids: &[i64]) -> Snapshot {
     let mut slots = HashMap::new();
     let mut heads = HashMap::new();
-    for &id in ids {
+    for id in ids.iter().copied().map(oid) {
         let inst = crate::saga::fixtures::instance(catalog.latest(), id, state, now() - chrono::Duration::seconds(90));
         slots.insert(
             id,
@@ -41,7 +42,7 @@ fn snapshot(catalog: &Catalog, state: &str, ids: &[i64]) -> Snapshot {
         heads.insert(
             id,
             OrderHead {
-                order_id: id as u64,
+                order_id: id,
                 status: OrderStatus::Pending,
                 version: 1,
                 tenant_region: "eu-west".into(),
@@ -59,9 +60,9 @@ fn kafka(offset: i64) -> Source {
 fn of(m: Message, source: Source) -> Inbound {
     Inbound {
         event_id: m.event_id().to_owned(),
-        order_id: Some(m.order_id()),
+        order_id: Some(oid(m.order_id())),
         event_name: m.kind().name().to_owned(),
-        event: Ok(Event { id: m.event_id().to_owned(), order_id: m.order_id(), body: EventBody::Message(m) }),
+        event: Ok(Event { id: m.event_id().to_owned(), order_id: oid(m.order_id()), body: EventBody::Message(m) }),
         source,
         trace: None,
         raw: None,
@@ -87,7 +88,7 @@ fn authorized(id: i64, event: &str, intent: &str) -> Inbound {
 fn undecodable(id: i64, event: &str) -> Inbound {
     Inbound {
         event_id: event.into(),
-        order_id: Some(id),
+        order_id: Some(oid(id)),
         event_name: "payment.authorized.v1".into(),
         event: Err("unknown schema id 99".into()),
         source: kafka(2),
@@ -99,9 +100,13 @@ fn undecodable(id: i64, event: &str) -> Inbound {
 fn firing(id: i64, event: &str) -> Inbound {
     Inbound {
         event_id: event.into(),
-        order_id: Some(id),
+        order_id: Some(oid(id)),
         event_name: "timer.payment_timeout".into(),
-        event: Ok(Event { id: event.into(), order_id: id, body: EventBody::Timer { name: "payment_timeout".into() } }),
+        event: Ok(Event {
+            id: event.into(),
+            order_id: oid(id),
+            body: EventBody::Timer { name: "payment_timeout".into() },
+        }),
         source: Source::Timer,
         trace: None,
         raw: None,
@@ -118,7 +123,7 @@ fn recorded(p: &Plan) -> Vec<(&str, Recorded)> {
 }
 
 fn changed(p: &Plan) -> Vec<(i64, &str, Option<&str>)> {
-    p.changed.iter().map(|s| (s.inst.order_id, s.inst.state.as_str(), s.quarantined.as_deref())).collect()
+    p.changed.iter().map(|s| (s.inst.order_id.wire(), s.inst.state.as_str(), s.quarantined.as_deref())).collect()
 }
 
 #[test]
@@ -128,7 +133,7 @@ fn poison_mid_batch_quarantines_its_saga_parks_what_follows_and_the_other_orders
     let p = plan_of(&batch, snapshot(&c, "AWAITING_PAYMENT", &[1, 2]));
     assert!(matches!(
         &p.result.outcomes[0],
-        InboundOutcome::DeadLettered { kind: DeadLetterKind::Undecodable, order_id: Some(1), .. }
+        InboundOutcome::DeadLettered { kind: DeadLetterKind::Undecodable, order_id: Some(id), .. } if id.get() == 1
     ));
     assert_eq!(p.result.outcomes[1], InboundOutcome::Parked);
     assert_eq!(
@@ -147,11 +152,11 @@ fn poison_mid_batch_quarantines_its_saga_parks_what_follows_and_the_other_orders
     let kinds: Vec<&str> = p.writes.outbox.iter().map(|r| r.event_type.as_str()).collect();
     assert_eq!(kinds.len(), 2, "{kinds:?}");
     assert!(p.writes.outbox[0].topic.contains("dlq"), "{}", p.writes.outbox[0].topic);
-    assert_eq!(p.writes.orders.get(&2), Some(&(OrderStatus::Confirmed, 2)));
-    assert!(!p.writes.orders.contains_key(&1));
-    assert!(matches!(p.writes.timers.get(&(2, "payment_timeout".into())), Some(TimerOp::Cancel)));
+    assert_eq!(p.writes.orders.get(&oid(2)), Some(&(OrderStatus::Confirmed, 2)));
+    assert!(!p.writes.orders.contains_key(&oid(1)));
+    assert!(matches!(p.writes.timers.get(&(oid(2), "payment_timeout".into())), Some(TimerOp::Cancel)));
     let log: Vec<(i64, Option<&str>)> =
-        p.writes.transitions.iter().map(|t| (t.order_id, t.reason.as_deref())).collect();
+        p.writes.transitions.iter().map(|t| (t.order_id.wire(), t.reason.as_deref())).collect();
     assert_eq!(log, vec![(1, Some("QUARANTINED: unknown schema id 99")), (2, Some("PAYMENT_AUTHORIZED"))]);
 }
 
@@ -173,7 +178,7 @@ fn duplicates_seen_before_or_twice_in_the_batch_are_recorded_once() {
 fn a_due_timer_fires_once_and_a_firing_whose_timer_is_not_due_is_stale_and_not_recorded() {
     let c = catalog();
     let mut snap = snapshot(&c, "AWAITING_PAYMENT", &[1, 2]);
-    snap.due.insert((1, "payment_timeout".into()));
+    snap.due.insert((oid(1), "payment_timeout".into()));
     let batch =
         [firing(1, "timer:1:payment_timeout:3"), firing(1, "timer:1:payment_timeout:4"), firing(2, "timer:2:x")];
     let p = plan_of(&batch, snap);
@@ -184,8 +189,8 @@ fn a_due_timer_fires_once_and_a_firing_whose_timer_is_not_due_is_stale_and_not_r
     assert_eq!(p.result.outcomes[1], InboundOutcome::Stale, "its timer was taken by the first");
     assert_eq!(p.result.outcomes[2], InboundOutcome::Stale, "not armed and due at the read");
     assert_eq!(recorded(&p), vec![("timer:1:payment_timeout:3", Recorded::Applied)]);
-    assert!(matches!(p.writes.timers.get(&(1, "payment_timeout".into())), Some(TimerOp::Cancel)));
-    assert!(!p.writes.timers.contains_key(&(2, "payment_timeout".into())));
+    assert!(matches!(p.writes.timers.get(&(oid(1), "payment_timeout".into())), Some(TimerOp::Cancel)));
+    assert!(!p.writes.timers.contains_key(&(oid(2), "payment_timeout".into())));
     // Compensation: release and void, newest first, and the status change.
     let kinds: Vec<&str> = p.writes.outbox.iter().map(|r| r.event_type.as_str()).collect();
     assert_eq!(kinds, vec!["order.status.changed.v1", "payment.void.v1", "inventory.release.v1"]);
@@ -211,7 +216,7 @@ fn a_stale_reply_is_logged_with_why_and_moves_nothing() {
 fn a_saga_on_an_unknown_definition_version_waits_or_is_quarantined_without_a_dead_letter() {
     let c = catalog();
     let mut snap = snapshot(&c, "AWAITING_PAYMENT", &[1]);
-    if let Some(s) = snap.slots.get_mut(&1) {
+    if let Some(s) = snap.slots.get_mut(&oid(1)) {
         s.inst.definition_version = 9;
     }
     let batch = [authorized(1, "pa-1", "pi-1-1")];
@@ -251,7 +256,7 @@ fn an_order_status_the_order_table_refuses_quarantines_the_saga() {
     let c = catalog();
     let mut snap = snapshot(&c, "AWAITING_PAYMENT", &[1]);
     // The order was cancelled outside the saga: CONFIRMED is no longer reachable.
-    if let Some(h) = snap.heads.get_mut(&1) {
+    if let Some(h) = snap.heads.get_mut(&oid(1)) {
         h.status = OrderStatus::Cancelled;
     }
     let p = plan_of(&[authorized(1, "pa-1", "pi-1-1")], snap);

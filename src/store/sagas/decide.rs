@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::instances::{Slot, TransitionRow};
 use super::{Alert, DeadLetterKind, Inbound, LockMode, Source, UnknownVersion};
 use crate::contracts::headers;
-use crate::domain::OrderStatus;
+use crate::domain::{OrderId, OrderStatus};
 use crate::saga::{self, Catalog, Effect, Event, EventBody, Instance, Outcome, Transition};
 use crate::store::orders::{self, ChangeRefusal, HistoryRow, OrderHead};
 use crate::store::outbox::{NewOutboxRow, OutboxWriter};
@@ -31,8 +31,8 @@ pub(crate) struct Writes {
     pub(crate) parked: Vec<ParkedRow>,
     pub(crate) history: Vec<HistoryRow>,
     /// Orders whose status changed: final (status, version).
-    pub(crate) orders: BTreeMap<i64, (OrderStatus, u32)>,
-    pub(crate) timers: BTreeMap<(i64, String), TimerOp>,
+    pub(crate) orders: BTreeMap<OrderId, (OrderStatus, u32)>,
+    pub(crate) timers: BTreeMap<(OrderId, String), TimerOp>,
 }
 
 impl Writes {
@@ -95,9 +95,9 @@ pub(crate) fn timer_to_take<'a>(b: &'a Inbound, slot: Option<&Slot>) -> Option<&
 /// deleted with the batch's timer writes unless an event of the batch arms
 /// it again (an arm earlier in the batch is kept, a later one replaces this).
 pub(crate) fn take_timer(
-    due: &mut HashSet<(i64, String)>,
-    timers: &mut BTreeMap<(i64, String), TimerOp>,
-    order_id: i64,
+    due: &mut HashSet<(OrderId, String)>,
+    timers: &mut BTreeMap<(OrderId, String), TimerOp>,
+    order_id: OrderId,
     name: &str,
 ) -> bool {
     let key = (order_id, name.to_owned());
@@ -201,7 +201,7 @@ pub(crate) fn effects_to_writes(
                 }
                 let new_version = h.version + 1;
                 w.history.push(HistoryRow {
-                    order_id: inst.order_id as u64,
+                    order_id: inst.order_id,
                     from: Some(h.status),
                     to: *to,
                     reason_code: reason_code.clone(),
@@ -263,13 +263,13 @@ pub(crate) fn dead_letter_row(outbox: &OutboxWriter, b: &Inbound, reason: &str, 
 }
 
 /// The `saga_parked_events` row of `b`.
-pub(crate) fn parked_row(b: &Inbound, poison: bool, error: Option<&str>) -> ParkedRow {
+pub(crate) fn parked_row(order_id: OrderId, b: &Inbound, poison: bool, error: Option<&str>) -> ParkedRow {
     let payload = match &b.event {
         Ok(Event { body: EventBody::Message(m), .. }) => m.to_json().ok().map(|v| v.to_string()),
         _ => None,
     };
     ParkedRow {
-        order_id: b.order_id.unwrap_or_default(),
+        order_id,
         event_id: b.event_id.clone(),
         event_name: b.event_name.clone(),
         source: b.source.to_string(),

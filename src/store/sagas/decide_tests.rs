@@ -1,5 +1,6 @@
 //! Every branch of the shell's decisions, without a database.
 
+use crate::domain::OrderId;
 use std::path::Path;
 
 use chrono::TimeZone;
@@ -10,7 +11,7 @@ use crate::contracts::{Message, PaymentAuthorized, TimestampMicros};
 use crate::saga::{Catalog, parse};
 use crate::store::sagas::{RawMessage, Source};
 
-const OID: i64 = 42;
+const OID: OrderId = OrderId::new(42).unwrap();
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
@@ -62,7 +63,7 @@ fn inbound(event: Result<Event, String>, source: Source) -> Inbound {
 fn authorized() -> Inbound {
     let m = Message::from(PaymentAuthorized {
         event_id: "pa-1".into(),
-        order_id: OID,
+        order_id: OID.wire(),
         occurred_at: TimestampMicros(0),
         tenant_region: "eu-west".into(),
         payment_intent_id: "pi-42-1".into(),
@@ -184,7 +185,7 @@ fn an_accepted_event_is_applied_and_its_effects_become_rows() {
     assert_eq!(transition.instance.state, "COMPLETED");
     let writer = OutboxWriter { topics: Topics::with_prefix("t."), shards: 4 };
     let mut head = Some(OrderHead {
-        order_id: OID as u64,
+        order_id: OID,
         status: OrderStatus::Pending,
         version: 1,
         tenant_region: "eu-west".into(),
@@ -254,7 +255,7 @@ fn the_dead_letter_copy_keeps_the_bytes_and_says_why() {
     assert_eq!(headers[headers::DLQ_ERROR_KIND], "undecodable");
     assert_eq!(headers[headers::DLQ_SOURCE_OFFSET], "77");
     assert_eq!(row.topic, "order-saga.dlq");
-    let parked = parked_row(&bad, true, Some("bad magic byte"));
+    let parked = parked_row(bad.order_id.unwrap(), &bad, true, Some("bad magic byte"));
     assert!(parked.poison && parked.payload.is_none());
     let c = catalog();
     let q = quarantine_transition(&slot(&c, "AWAITING_PAYMENT"), &bad, "bad magic byte");
@@ -285,7 +286,7 @@ fn a_reply_to_another_command_is_recorded_as_stale_and_moves_nothing() {
 #[test]
 fn a_firing_takes_its_timer_once_from_the_batchs_read_and_keeps_an_earlier_arm() {
     use std::collections::{BTreeMap, HashSet};
-    let mut due: HashSet<(i64, String)> = [(OID, "payment_timeout".to_owned())].into();
+    let mut due: HashSet<(OrderId, String)> = [(OID, "payment_timeout".to_owned())].into();
     let mut timers = BTreeMap::new();
     assert!(!take_timer(&mut due, &mut timers, OID, "other"), "not due at the batch's read: stale");
     assert!(timers.is_empty());
@@ -294,9 +295,12 @@ fn a_firing_takes_its_timer_once_from_the_batchs_read_and_keeps_an_earlier_arm()
     assert!(!take_timer(&mut due, &mut timers, OID, "payment_timeout"), "a second firing in the batch finds nothing");
 
     // An event earlier in the batch armed it again: the new arming stands.
-    let mut due: HashSet<(i64, String)> = [(OID, "payment_timeout".to_owned())].into();
-    let armed = TimerOp::Arm { due_at: now(), armed_version: 4 };
+    let mut due: HashSet<(OrderId, String)> = [(OID, "payment_timeout".to_owned())].into();
+    let armed = TimerOp::Arm { due_at: now(), armed_version: crate::domain::SagaVersion(4) };
     let mut timers = BTreeMap::from([((OID, "payment_timeout".to_owned()), armed)]);
     assert!(take_timer(&mut due, &mut timers, OID, "payment_timeout"));
-    assert!(matches!(timers[&(OID, "payment_timeout".to_owned())], TimerOp::Arm { armed_version: 4, .. }));
+    assert!(matches!(
+        timers[&(OID, "payment_timeout".to_owned())],
+        TimerOp::Arm { armed_version: crate::domain::SagaVersion(4), .. }
+    ));
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::LockMode;
+use crate::domain::{OrderId, SagaVersion};
 use crate::saga::model::InstanceData;
 use crate::saga::{Catalog, Instance};
 use crate::store::{Ctx, Db, StoreError, Tx, truncate};
@@ -24,8 +25,8 @@ pub(crate) struct Slot {
 }
 
 pub(crate) struct TransitionRow {
-    pub(crate) order_id: i64,
-    pub(crate) saga_version: u32,
+    pub(crate) order_id: OrderId,
+    pub(crate) saga_version: SagaVersion,
     pub(crate) event_id: String,
     pub(crate) event_name: String,
     pub(crate) from: String,
@@ -43,12 +44,12 @@ pub(crate) fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, 
     let data: String = r.try_get("data").ctx("decoding saga data")?;
     let data: InstanceData =
         serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("saga_instances.data: {e}")))?;
-    let order_id: u64 = r.try_get("order_id").ctx("decoding saga order_id")?;
+    let order_id: OrderId = r.try_get("order_id").ctx("decoding saga order_id")?;
     let quarantined_at: Option<DateTime<Utc>> = r.try_get("quarantined_at").ctx("decoding quarantined_at")?;
     let reason: Option<String> = r.try_get("quarantine_reason").ctx("decoding quarantine_reason")?;
     Ok((
         Instance {
-            order_id: order_id as i64,
+            order_id,
             saga_name: r.try_get("saga_name").ctx("decoding saga_name")?,
             definition_version: r.try_get("definition_version").ctx("decoding definition_version")?,
             state: r.try_get("state").ctx("decoding state")?,
@@ -62,9 +63,9 @@ pub(crate) fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, 
 
 pub(crate) async fn load_sagas(
     tx: &mut Tx,
-    ids: &BTreeSet<i64>,
+    ids: &BTreeSet<OrderId>,
     lock: LockMode,
-) -> Result<HashMap<i64, Slot>, StoreError> {
+) -> Result<HashMap<OrderId, Slot>, StoreError> {
     let mut out = HashMap::new();
     if ids.is_empty() {
         return Ok(out);
@@ -208,11 +209,11 @@ pub(crate) async fn insert_transitions(
 /// A saga as the ops surfaces show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SagaView {
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub saga_name: String,
     pub definition_version: u32,
     pub state: String,
-    pub version: u32,
+    pub version: SagaVersion,
     pub state_entered_at: DateTime<Utc>,
     pub quarantined: Option<String>,
     #[serde(skip)]
@@ -220,7 +221,7 @@ pub struct SagaView {
 }
 
 /// Reads one saga (no lock).
-pub async fn get(db: &Db, order_id: i64) -> Result<Option<SagaView>, StoreError> {
+pub async fn get(db: &Db, order_id: OrderId) -> Result<Option<SagaView>, StoreError> {
     let sql = format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id = ?");
     let row =
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(&db.pool).await.ctx("reading the saga")?;
@@ -243,13 +244,13 @@ pub async fn get(db: &Db, order_id: i64) -> Result<Option<SagaView>, StoreError>
 // ------------------------------------------------------------ operator support
 
 /// Locks one saga row; `None` when the order has no saga.
-pub async fn lock_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Option<String>)>, StoreError> {
+pub async fn lock_one(tx: &mut Tx, order_id: OrderId) -> Result<Option<(Instance, Option<String>)>, StoreError> {
     let slots = load_sagas(tx, &BTreeSet::from([order_id]), LockMode::Wait).await?;
     Ok(slots.into_values().next().map(|s| (s.inst, s.quarantined)))
 }
 
 /// Reads one saga row without locking it (the console); `None` when the order has no saga.
-pub async fn read_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Option<String>)>, StoreError> {
+pub async fn read_one(tx: &mut Tx, order_id: OrderId) -> Result<Option<(Instance, Option<String>)>, StoreError> {
     // Constant text: the column list is a constant.
     let sql = format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -261,7 +262,7 @@ pub async fn read_one(tx: &mut Tx, order_id: i64) -> Result<Option<(Instance, Op
 }
 
 /// Clears a saga's quarantine (the caller replays or skips its parked events).
-pub async fn clear_quarantine(tx: &mut Tx, order_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn clear_quarantine(tx: &mut Tx, order_id: OrderId, now: DateTime<Utc>) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE saga_instances SET quarantined_at = NULL, quarantine_reason = NULL, updated_at = ? WHERE order_id = ?",
     )
@@ -316,7 +317,7 @@ pub async fn write_migration(
             crate::store::timers::set_timer_due(tx, inst.order_id, name, *to).await?;
         }
     }
-    let ops: std::collections::BTreeMap<(i64, String), TimerOp> = m
+    let ops: std::collections::BTreeMap<(OrderId, String), TimerOp> = m
         .timers
         .iter()
         .filter_map(|c| match c {

@@ -34,7 +34,7 @@ use super::outbox::{self, NewOutboxRow, OutboxWriter};
 use super::parked::insert_parked;
 use super::timers::{Clock, flush_timers};
 use super::{Ctx, Db, StoreError, Tx, inbox, timers};
-use crate::domain::{NewOrder, OrderStatus, StatusChange};
+use crate::domain::{Money, NewOrder, OrderId, OrderStatus, SagaVersion, StatusChange};
 use crate::saga::model::{Item, OrderFacts};
 use crate::saga::{self, Catalog, Event, EventBody};
 use crate::telemetry::trace_context::TraceContext;
@@ -73,7 +73,7 @@ impl std::fmt::Display for Source {
 pub struct Inbound {
     pub event_id: String,
     /// The order the event is about, when known (payload, or the Kafka key of an undecodable message).
-    pub order_id: Option<i64>,
+    pub order_id: Option<OrderId>,
     /// The event name (message name, `timer.x`, manual name) for records.
     pub event_name: String,
     /// The decoded event, or why it could not be decoded.
@@ -116,7 +116,7 @@ pub enum InboundOutcome {
     DeadLettered {
         kind: DeadLetterKind,
         reason: String,
-        order_id: Option<i64>,
+        order_id: Option<OrderId>,
     },
     /// A timer that was disarmed or re-armed meanwhile, or a saga another
     /// sweeper holds: nothing to do.
@@ -170,7 +170,7 @@ impl DeadLetterKind {
 /// Alerts raised by transitions, reported by the caller after the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
-    pub order_id: i64,
+    pub order_id: OrderId,
     pub code: String,
     pub message: String,
     pub tenant_region: String,
@@ -225,7 +225,7 @@ impl SagaStore {
     pub(crate) async fn start_many(
         &self,
         tx: &mut Tx,
-        orders: &[(u64, &NewOrder, Option<&TraceContext>)],
+        orders: &[(OrderId, &NewOrder, Option<&TraceContext>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<NewOutboxRow>, StoreError> {
         let def = self.catalog.latest();
@@ -235,14 +235,13 @@ impl SagaStore {
             let facts = OrderFacts {
                 customer_id: order.customer_id.clone(),
                 tenant_region: order.tenant_region.clone(),
-                currency: order.currency.code().to_owned(),
-                total_amount: orders::money(order.total(), order.currency.code()),
+                total: Money::new(order.total(), order.currency),
                 items: order.items.iter().map(|i| Item { sku: i.sku.clone(), qty: i.qty }).collect(),
             };
-            let (mut inst, effects) = saga::start(def, *order_id as i64, facts, now)
+            let (mut inst, effects) = saga::start(def, *order_id, facts, now)
                 .map_err(|r| StoreError::Corrupt(format!("the start transition was refused: {r}")))?;
             // The start transition is version 1 of the saga.
-            inst.version = 1;
+            inst.version = SagaVersion::FIRST;
             writes.transitions.push(TransitionRow {
                 order_id: inst.order_id,
                 saga_version: inst.version,
@@ -317,14 +316,14 @@ impl SagaStore {
         // Database time: timers armed here are fired by comparing with NOW(6).
         let ids: Vec<&str> = batch.iter().map(|b| b.event_id.as_str()).collect();
         let (now, seen_before) = inbox::db_now_and_existing(tx, &ids).await?;
-        let order_ids: BTreeSet<i64> =
+        let order_ids: BTreeSet<OrderId> =
             batch.iter().filter(|b| !seen_before.contains(&b.event_id)).filter_map(|b| b.order_id).collect();
         let slots = load_sagas(tx, &order_ids, lock).await?;
-        let owned: Vec<i64> = slots.keys().copied().collect();
+        let owned: Vec<OrderId> = slots.keys().copied().collect();
         let heads = lock_heads(tx, &owned).await?;
         // The due timers the batch's live firings may take, read and locked in
         // one statement (not one round trip per firing).
-        let firing: BTreeSet<i64> = batch
+        let firing: BTreeSet<OrderId> = batch
             .iter()
             .filter(|b| !seen_before.contains(&b.event_id))
             .filter(|b| decide::timer_to_take(b, b.order_id.and_then(|id| slots.get(&id))).is_some())
@@ -364,7 +363,7 @@ impl SagaStore {
         now: DateTime<Utc>,
         trace: Option<&TraceContext>,
     ) -> Result<Result<u32, ChangeRefusal>, StoreError> {
-        let order_id = head.order_id as i64;
+        let order_id = head.order_id;
         let slots = load_sagas(tx, &BTreeSet::from([order_id]), LockMode::Wait).await?;
         // Re-read the order under the lock: a change that committed since the
         // caller's read makes this request a concurrent one.
