@@ -31,10 +31,10 @@ use order_saga::contracts::{InventoryReserved, Message, MessageKind, TimestampMi
 use order_saga::domain::NewOrder;
 use order_saga::kafka::ClientSettings;
 use order_saga::kafka::producer::Producer;
+use order_saga::orchestrator::SagaStore;
+use order_saga::orchestrator::order_api::CreateContext;
 use order_saga::store::Db;
-use order_saga::store::order_api::CreateContext;
 use order_saga::store::outbox::OutboxWriter;
-use order_saga::store::sagas::SagaStore;
 
 const PARTITIONS: i32 = 6;
 
@@ -138,8 +138,10 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
         tasks.push(tokio::spawn(async move {
             for i in (w..n).step_by(16) {
                 let ctx = CreateContext { outbox: &outbox, trace: None, saga: Some(&sagas), actor: "bench" };
-                let r = order_saga::store::order_api::create(&db, &o, &format!("k{i}"), [0; 32], &ctx).await.unwrap();
-                if let order_saga::store::order_api::CreateOutcome::Created { order_id, .. } = r {
+                let r = order_saga::orchestrator::order_api::create(&db, &o, &format!("k{i}"), [0; 32], &ctx)
+                    .await
+                    .unwrap();
+                if let order_saga::orchestrator::order_api::CreateOutcome::Created { order_id, .. } = r {
                     ids.lock().await.push(order_id);
                 }
             }

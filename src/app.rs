@@ -28,11 +28,11 @@ use crate::http::{self, AppState};
 use crate::kafka::consumer::{ConsumerSettings, SagaConsumer};
 use crate::kafka::producer::Producer;
 use crate::kafka::{ClientSettings, admin};
+use crate::orchestrator::SagaStore;
 use crate::outbox::rest::RestTransport;
 use crate::outbox::{Relay, RelaySettings};
 use crate::saga::Catalog;
 use crate::store::outbox::OutboxWriter;
-use crate::store::sagas::SagaStore;
 use crate::store::{Db, inbox, orders, outbox as outbox_table};
 use crate::telemetry::metrics::Metrics;
 use crate::{ops, telemetry, timers};
@@ -108,7 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ops(args) => {
             cfg.validate(false)?;
             let catalog = load_catalog(&cfg)?;
-            let sagas = crate::store::sagas::SagaStore::new(catalog, outbox_writer(&cfg)?);
+            let sagas = crate::orchestrator::SagaStore::new(catalog, outbox_writer(&cfg)?);
             let ops = ops::Ops::new(connect(&cfg).await?, sagas, None, None);
             ops::cli::run(ops, cfg.ops.ops_bulk_rate, args).await
         }
@@ -382,8 +382,8 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
     let wakeup = Arc::new(Notify::new());
     let policy = timer_policy(cfg)?;
     let group_metrics = metrics.clone();
-    let orders = crate::store::group_commit::CreateBatcher::spawn(
-        crate::store::group_commit::Shared {
+    let orders = crate::orchestrator::group_commit::CreateBatcher::spawn(
+        crate::orchestrator::group_commit::Shared {
             db: db.clone(),
             outbox: writer.clone(),
             sagas: Some(sagas.clone()),

@@ -21,6 +21,7 @@ pub mod failpoint;
 pub mod http;
 pub mod kafka;
 pub mod ops;
+pub mod orchestrator;
 pub mod outbox;
 pub mod partitioning;
 pub mod saga;

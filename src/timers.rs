@@ -40,8 +40,8 @@ use serde::Serialize;
 
 use crate::contracts::{MessageKind, Role};
 use crate::domain::{OrderId, SagaVersion};
+use crate::orchestrator::{Inbound, InboundOutcome, LockMode, SagaStore};
 use crate::saga::{Definition, Event, EventBody};
-use crate::store::sagas::{Inbound, InboundOutcome, LockMode, SagaStore};
 use crate::store::watermarks::Watermark;
 use crate::store::{Db, StoreError, timers, watermarks};
 use crate::telemetry::metrics::Metrics;
@@ -253,7 +253,7 @@ async fn fire_batch(
                 order_id: Some(t.order_id),
                 event_name: format!("{}{}", crate::saga::definition::TIMER_PREFIX, t.name),
                 event: Ok(Event { id, order_id: t.order_id, body: EventBody::Timer { name: t.name.clone() } }),
-                source: crate::store::sagas::Source::Timer,
+                source: crate::orchestrator::Source::Timer,
                 trace: Some(crate::telemetry::trace_context::TraceContext::new_root()),
                 raw: None,
             }

@@ -36,10 +36,10 @@ use crate::contracts::{Message, headers};
 use crate::domain::OrderId;
 use crate::kafka::consumer::{BatchHandler, Stopped, panic_message};
 use crate::kafka::header_str;
-use crate::saga::{Event, EventBody};
-use crate::store::sagas::{
+use crate::orchestrator::{
     BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore, Source, UnknownVersion,
 };
+use crate::saga::{Event, EventBody};
 use crate::store::{Db, StoreError, limits};
 use crate::telemetry::metrics::{
     CodeLabel, EventLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel,

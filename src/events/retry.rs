@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::store::sagas::UnknownVersion;
+use crate::orchestrator::UnknownVersion;
 
 /// How many times one event alone must be refused by the database (with
 /// backoff between) before it is dead-lettered.

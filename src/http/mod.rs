@@ -28,9 +28,9 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use self::error::{ApiError, ErrorCode};
+use crate::orchestrator::SagaStore;
 use crate::store::Db;
 use crate::store::outbox::OutboxWriter;
-use crate::store::sagas::SagaStore;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace_context::TraceContext;
 
@@ -56,7 +56,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// `POST /orders` goes through the group committer.
-    pub orders: crate::store::group_commit::CreateBatcher,
+    pub orders: crate::orchestrator::group_commit::CreateBatcher,
 }
 
 /// The operational endpoints' part of the OpenAPI document.

@@ -15,9 +15,9 @@ use super::extract::{JsonBody, Trace, order_id, query_params};
 use crate::auth::scopes;
 use crate::domain::OrderId;
 use crate::domain::{NewOrder, OrderStatus, StatusChangeRequest};
-use crate::store::group_commit::{CreateRequest, NotTaken};
+use crate::orchestrator::group_commit::{CreateRequest, NotTaken};
+use crate::orchestrator::order_api::{self, CreateOutcome};
 use crate::store::idempotency;
-use crate::store::order_api::{self, CreateOutcome};
 use crate::store::orders::{self, Keyset, SearchFilter};
 
 /// The `/orders` part of the OpenAPI document.

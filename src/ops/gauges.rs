@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use crate::store::sagas::SagaStore;
+use crate::orchestrator::SagaStore;
 use crate::store::{Db, StoreError, inspect};
 use crate::telemetry::metrics::{Metrics, StateLabel, VersionLabel};
 

@@ -40,7 +40,7 @@ use crate::domain::{OrderId, OrderStatus, SagaVersion};
 
 use crate::store::inspect;
 
-use crate::store::sagas::{self as shell, InboundOutcome, LockMode, SagaStore};
+use crate::orchestrator::{self as shell, InboundOutcome, LockMode, SagaStore};
 
 use crate::store::{Ctx, Db, StoreError, Tx, audit, inbox, orders, outbox, parked, timers};
 

@@ -1,7 +1,7 @@
 //! The saga: definitions and the pure engine that drives instances.
 //!
 //! **Invariant:** this module is the functional core. It never imports sqlx,
-//! rdkafka, reqwest, tokio or the clock; the shell (`store::sagas`, the
+//! rdkafka, reqwest, tokio or the clock; the shell (`orchestrator`, the
 //! consumer, the sweeper, the ops actions) passes `now` in and carries the
 //! returned effects out, in one database transaction.
 

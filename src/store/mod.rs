@@ -12,7 +12,6 @@
 //! * Timestamps are UTC `DATETIME(6)`; the driver sets `time_zone='+00:00'`.
 
 pub mod audit;
-pub mod group_commit;
 pub mod idempotency;
 mod ids;
 pub mod inbox;
@@ -20,11 +19,9 @@ pub mod inspect;
 pub mod jobs;
 pub mod leases;
 pub mod limits;
-pub mod order_api;
 pub mod orders;
 pub mod outbox;
 pub mod parked;
-pub mod sagas;
 pub mod sessions;
 pub mod timers;
 pub mod watermarks;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use order_saga::contracts::*;
-use order_saga::store::sagas::InboundOutcome;
+use order_saga::orchestrator::InboundOutcome;
 use order_saga::store::watermarks::{self, Advance};
 use order_saga::timers::{self, TimerPolicy};
 use serde_json::{Value, json};

@@ -219,8 +219,8 @@ fn the_functional_core_imports_no_io_and_reads_no_clock() {
         [
             "src/events/retry.rs",
             "src/outbox/schedule.rs",
-            "src/store/sagas/batch.rs",
-            "src/store/sagas/decide.rs",
+            "src/orchestrator/batch.rs",
+            "src/orchestrator/decide.rs",
             "src/partitioning.rs",
         ]
         .map(std::path::PathBuf::from),

@@ -1,11 +1,11 @@
-//! Group commit of `POST /orders` (`store::group_commit`): a group shares one
+//! Group commit of `POST /orders` (`orchestrator::group_commit`): a group shares one
 //! transaction, and every request still gets exactly the outcome it would
 //! have had alone.
 
 use order_saga::domain::NewOrder;
+use order_saga::orchestrator::group_commit::{CreateRequest, Shared, create_many};
+use order_saga::orchestrator::order_api::CreateOutcome;
 use order_saga::store::OrderIds;
-use order_saga::store::group_commit::{CreateRequest, Shared, create_many};
-use order_saga::store::order_api::CreateOutcome;
 
 use crate::helpers::*;
 

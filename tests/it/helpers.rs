@@ -22,9 +22,9 @@ use http_body_util::BodyExt;
 use order_saga::contracts::{Message, MessageKind};
 use order_saga::domain::OrderId;
 use order_saga::http::AppState;
+use order_saga::orchestrator::{Inbound, LockMode, SagaStore};
 use order_saga::saga::{Catalog, Event, EventBody};
 use order_saga::store::Db;
-use order_saga::store::sagas::{Inbound, LockMode, SagaStore};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -168,8 +168,8 @@ impl TestApp {
         if !with_sagas {
             // The order table on its own: no saga starts with an order.
             state.sagas = None;
-            state.orders = order_saga::store::group_commit::CreateBatcher::spawn(
-                order_saga::store::group_commit::Shared {
+            state.orders = order_saga::orchestrator::group_commit::CreateBatcher::spawn(
+                order_saga::orchestrator::group_commit::Shared {
                     db: db.clone(),
                     outbox: state.outbox.clone(),
                     sagas: None,
@@ -216,7 +216,7 @@ impl TestApp {
     }
 
     /// Delivers participant events straight to the saga shell (as the consumer would).
-    pub async fn deliver(&self, msgs: &[Message]) -> Vec<order_saga::store::sagas::InboundOutcome> {
+    pub async fn deliver(&self, msgs: &[Message]) -> Vec<order_saga::orchestrator::InboundOutcome> {
         let inbound: Vec<Inbound> = msgs.iter().map(inbound_of).collect();
         self.sagas.apply_batch(&self.db, &inbound, LockMode::Wait).await.unwrap().outcomes
     }
@@ -240,7 +240,7 @@ pub fn inbound_of(m: &Message) -> Inbound {
             order_id: oid(m.order_id()),
             body: EventBody::Message(m.clone()),
         }),
-        source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
+        source: order_saga::orchestrator::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
         trace: None,
         raw: None,
     }

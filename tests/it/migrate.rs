@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use order_saga::contracts::*;
 use order_saga::ops::{Action, BulkRequest, Ops, Request};
+use order_saga::orchestrator::{InboundOutcome, LockMode, SagaStore};
 use order_saga::store::inspect::SagaFilter;
-use order_saga::store::sagas::{InboundOutcome, LockMode, SagaStore};
 use serde_json::Value;
 
 use crate::helpers::*;

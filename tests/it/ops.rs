@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use order_saga::store::sagas::Inbound;
+use order_saga::orchestrator::Inbound;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -545,11 +545,11 @@ async fn poison(app: &TestApp, id: i64, event_id: &str) {
         order_id: Some(oid(id)),
         event_name: "inventory.reserved.v1".into(),
         event: Err("bad bytes".into()),
-        source: order_saga::store::sagas::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
+        source: order_saga::orchestrator::Source::Kafka { topic: "test".into(), partition: 0, offset: 0 },
         trace: None,
         raw: None,
     };
-    app.sagas.apply_batch(&app.db, &[poison], order_saga::store::sagas::LockMode::Wait).await.unwrap();
+    app.sagas.apply_batch(&app.db, &[poison], order_saga::orchestrator::LockMode::Wait).await.unwrap();
 }
 
 #[tokio::test]
@@ -619,7 +619,7 @@ async fn a_saga_on_an_older_version_says_whether_the_newest_would_treat_it_diffe
     let reserving = order(&app).await;
     let catalog = order_saga::saga_files::load_catalog(&dir, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(catalog.latest().version, 2);
-    let store = order_saga::store::sagas::SagaStore::new(std::sync::Arc::new(catalog), app.sagas.outbox.clone());
+    let store = order_saga::orchestrator::SagaStore::new(std::sync::Arc::new(catalog), app.sagas.outbox.clone());
     let ops = order_saga::ops::Ops::new(app.db.clone(), store, None, None);
     let newer = ops.show(oid(paying)).await.unwrap()["newer_definition"].clone();
     assert_eq!(newer["version"], 2);

@@ -282,8 +282,8 @@ async fn outbox_reads_are_fenced_by_the_lease_held_now() {
 /// event) instead of quarantining the saga; only an explicit give-up quarantines.
 #[tokio::test]
 async fn an_old_replica_waits_for_a_newer_definition_version_instead_of_quarantining() {
+    use order_saga::orchestrator::{LockMode, UnknownVersion};
     use order_saga::store::StoreError;
-    use order_saga::store::sagas::{LockMode, UnknownVersion};
     let app = TestApp::new().await;
     let created = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
     let id = created.json["order_id"].as_u64().unwrap();
@@ -351,7 +351,7 @@ async fn timers_are_armed_with_the_database_clock() {
     let id = created.json["order_id"].as_u64().unwrap();
     let skewed = skewed_db(&app).await;
     let event = [inbound_of(&reserved(&format!("res-{id}"), id as i64))];
-    app.sagas.apply_batch(&skewed, &event, order_saga::store::sagas::LockMode::Wait).await.unwrap();
+    app.sagas.apply_batch(&skewed, &event, order_saga::orchestrator::LockMode::Wait).await.unwrap();
     let (from_db_now, from_app_now): (i64, i64) = sqlx::query_as(
         "SELECT CAST(TIMESTAMPDIFF(SECOND, NOW(6), due_at) AS SIGNED), \
          CAST(TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(6) - INTERVAL 3600 SECOND, due_at) AS SIGNED) \
@@ -414,25 +414,25 @@ async fn timers_armed_at_start_are_due_by_the_database_clock() {
     std::fs::write(dir.join("order.toml"), armed).unwrap();
     let catalog = order_saga::saga_files::load_catalog(&dir, &Default::default()).expect("valid definition");
     std::fs::remove_dir_all(&dir).unwrap();
-    let sagas = order_saga::store::sagas::SagaStore::new(std::sync::Arc::new(catalog), app.state.outbox.clone());
+    let sagas = order_saga::orchestrator::SagaStore::new(std::sync::Arc::new(catalog), app.state.outbox.clone());
 
     let skewed = skewed_db(&app).await;
     let body = order_body("c", "eu", &[("A", 1, "1.00")]);
-    let shared = order_saga::store::group_commit::Shared {
+    let shared = order_saga::orchestrator::group_commit::Shared {
         db: skewed.clone(),
         outbox: app.state.outbox.clone(),
         sagas: Some(sagas),
         actor: "api",
     };
-    let req = order_saga::store::group_commit::CreateRequest {
+    let req = order_saga::orchestrator::group_commit::CreateRequest {
         order: order_saga::domain::NewOrder::from_json(&body).unwrap(),
         key: key(),
         fingerprint: order_saga::store::idempotency::fingerprint(&body),
         trace: None,
         actor: None,
     };
-    let outcome = order_saga::store::group_commit::create_many(&shared, &[req]).await.remove(0).unwrap();
-    let order_saga::store::order_api::CreateOutcome::Created { order_id, .. } = outcome else {
+    let outcome = order_saga::orchestrator::group_commit::create_many(&shared, &[req]).await.remove(0).unwrap();
+    let order_saga::orchestrator::order_api::CreateOutcome::Created { order_id, .. } = outcome else {
         panic!("expected Created, got {outcome:?}")
     };
     let due = due_in(&skewed, order_id.get(), "payment_timeout").await;
@@ -448,7 +448,7 @@ async fn a_rescheduled_timer_is_due_by_the_database_clock() {
     let created = app.create_order(&key(), &order_body("c", "eu", &[("A", 1, "1.00")])).await;
     let id = created.json["order_id"].as_u64().unwrap();
     let event = [inbound_of(&reserved(&format!("res-{id}"), id as i64))];
-    app.sagas.apply_batch(&app.db, &event, order_saga::store::sagas::LockMode::Wait).await.unwrap();
+    app.sagas.apply_batch(&app.db, &event, order_saga::orchestrator::LockMode::Wait).await.unwrap();
     let version: u32 = sqlx::query_scalar("SELECT version FROM saga_instances WHERE order_id = ?")
         .bind(id)
         .fetch_one(&app.db.pool)

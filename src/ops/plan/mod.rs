@@ -30,9 +30,9 @@ use chrono::{DateTime, Utc};
 
 use crate::contracts::Message;
 use crate::domain::SagaVersion;
+use crate::orchestrator::Inbound;
 use crate::saga::{Definition, Event, Instance};
 use crate::store::parked::ParkedEvent;
-use crate::store::sagas::Inbound;
 use crate::telemetry::trace_context::TraceContext;
 
 use super::Action;
@@ -220,7 +220,7 @@ fn originated(snap: &Snapshot, event: Event, event_name: String) -> Inbound {
         order_id: Some(snap.saga.order_id),
         event_name,
         event: Ok(event),
-        source: crate::store::sagas::Source::Ops,
+        source: crate::orchestrator::Source::Ops,
         trace: Some(snap.trace.clone()),
         raw: None,
     }

@@ -3,8 +3,8 @@
 //! A parked event that cannot be replayed refuses the release and says what
 //! to do instead.
 
+use crate::orchestrator::{Inbound, Source};
 use crate::store::parked::parked_to_event;
-use crate::store::sagas::{Inbound, Source};
 use crate::telemetry::trace_context::TraceContext;
 
 use super::{Expect, Plan, Refusal, Resolution, Snapshot, Write};

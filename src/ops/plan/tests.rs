@@ -9,8 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
+use crate::orchestrator::Source;
 use crate::saga::{Catalog, EventBody, parse};
-use crate::store::sagas::Source;
 
 const OID: OrderId = OrderId::new(42).unwrap();
 
@@ -169,7 +169,7 @@ fn fire_timer_makes_it_due_now_and_applies_the_sweepers_event() {
     let [e] = &events[..] else { panic!("{events:?}") };
     assert_eq!(e.event_id, "timer:42:payment_timeout:2", "the sweeper's id for this arming: one firing, whoever fires");
     assert_eq!(e.event_name, "timer.payment_timeout");
-    assert_eq!(e.source, crate::store::sagas::Source::Ops);
+    assert_eq!(e.source, crate::orchestrator::Source::Ops);
     assert_eq!(e.trace.as_ref(), Some(&s.trace));
     assert_eq!(
         refusal(Action::FireTimer { timer: timer("nope") }, &s),

@@ -19,7 +19,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn catalog() -> Catalog {
-    let def = parse::parse(Path::new("sagas/order.toml"), include_str!("../../../sagas/order.toml"))
+    let def = parse::parse(Path::new("sagas/order.toml"), include_str!("../../sagas/order.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     Catalog::new(vec![def]).unwrap()
 }

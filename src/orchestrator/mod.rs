@@ -1,4 +1,7 @@
-//! The saga shell: runs the pure engine inside MySQL transactions.
+//! The saga orchestrator: the shell that runs the pure engine (`saga`)
+//! inside MySQL transactions, over the tables of `store`. `order_api` and
+//! `group_commit` are the order API's transactions, which start sagas and
+//! route status changes through them.
 //!
 //! Events of one Kafka partition are applied in batches, one transaction per
 //! batch, in three moves: **read** a snapshot in a fixed number of statements
@@ -19,7 +22,9 @@
 
 mod batch;
 mod decide;
+pub mod group_commit;
 mod instances;
+pub mod order_api;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,14 +34,14 @@ use chrono::{DateTime, Utc};
 use self::decide::Writes;
 pub use self::instances::{SagaView, clear_quarantine, get, lock_one, read_one, write_migration};
 use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, upsert_instances};
-use super::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
-use super::outbox::{self, NewOutboxRow, OutboxWriter};
-use super::parked::insert_parked;
-use super::timers::{Clock, flush_timers};
-use super::{Ctx, Db, StoreError, Tx, inbox, timers};
 use crate::domain::{Money, NewOrder, OrderId, OrderStatus, SagaVersion, StatusChange};
 use crate::saga::model::{Item, OrderFacts};
 use crate::saga::{self, Catalog, Event, EventBody};
+use crate::store::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
+use crate::store::outbox::{self, NewOutboxRow, OutboxWriter};
+use crate::store::parked::insert_parked;
+use crate::store::timers::{Clock, flush_timers};
+use crate::store::{Ctx, Db, StoreError, Tx, inbox, timers};
 use crate::telemetry::trace_context::TraceContext;
 
 /// Where an inbound event came from. Recorded (as its [`Display`](std::fmt::Display)
@@ -288,7 +293,7 @@ impl SagaStore {
         lock: LockMode,
         unknown: UnknownVersion,
     ) -> Result<BatchResult, StoreError> {
-        super::retry(|| async {
+        crate::store::retry(|| async {
             let mut tx = db.begin().await?;
             let result = self.apply_in_tx_with(&mut tx, batch, lock, unknown).await?;
             tx.commit().await.ctx("committing the event batch")?;

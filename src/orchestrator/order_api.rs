@@ -6,11 +6,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::orders::{ChangeRefusal, OrderView, apply_status, created_message, get, head, insert_rows, new_order_view};
-use super::outbox::{self, OutboxWriter};
-use super::sagas::SagaStore;
-use super::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
+use super::SagaStore;
 use crate::domain::{NewOrder, OrderId, OrderStatus, StatusChange};
+use crate::store::orders::{
+    ChangeRefusal, OrderView, apply_status, created_message, get, head, insert_rows, new_order_view,
+};
+use crate::store::outbox::{self, OutboxWriter};
+use crate::store::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
 use crate::telemetry::trace_context::TraceContext;
 
 /// Result of an idempotent create.
@@ -47,9 +49,9 @@ pub async fn create(
     fingerprint: [u8; 32],
     ctx: &CreateContext<'_>,
 ) -> Result<CreateOutcome, StoreError> {
-    super::retry(|| async {
+    crate::store::retry(|| async {
         let mut tx = db.begin().await?;
-        let now = super::now();
+        let now = crate::store::now();
         if !idempotency::claim(&mut tx, key, &fingerprint, now).await? {
             tx.rollback().await.ctx("rolling back")?;
             return match idempotency::lookup(&db.pool, key).await? {
@@ -116,7 +118,7 @@ pub async fn change_status(
     saga: Option<&SagaStore>,
     trace: Option<&TraceContext>,
 ) -> Result<Result<StatusChanged, ChangeRefusal>, StoreError> {
-    let outcome = super::retry(|| async {
+    let outcome = crate::store::retry(|| async {
         let mut tx = db.begin().await?;
         let Some(head) = head(&mut tx, order_id, false).await? else {
             return Ok(Err(ChangeRefusal::NotFound));
@@ -126,7 +128,7 @@ pub async fn change_status(
         {
             return Ok(Err(ChangeRefusal::VersionMismatch { expected, actual: head.version }));
         }
-        let now = super::now();
+        let now = crate::store::now();
         let result = match saga {
             Some(s) => s.request_status(&mut tx, &head, change, now, trace).await?,
             None => {

@@ -4,7 +4,7 @@
 //! that arrive while earlier ones are committing are coalesced: one
 //! transaction inserts all of them — one statement per table (the `orders`
 //! rows too, where the server hands out consecutive ids; else one each, see
-//! [`super::OrderIds`]) — and one fsync covers them all. Nothing waits on a
+//! [`crate::store::OrderIds`]) — and one fsync covers them all. Nothing waits on a
 //! timer: when the database keeps up, every request runs alone at once.
 //!
 //! Every request keeps its own outcome. The idempotency keys are inserted last,
@@ -24,11 +24,11 @@ use chrono::Utc;
 use sqlx::{MySql, QueryBuilder};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::SagaStore;
 use super::order_api::{self, CreateContext, CreateOutcome};
-use super::outbox::OutboxWriter;
-use super::sagas::SagaStore;
-use super::{Ctx, Db, StoreError};
 use crate::domain::NewOrder;
+use crate::store::outbox::OutboxWriter;
+use crate::store::{Ctx, Db, StoreError};
 use crate::telemetry::trace_context::TraceContext;
 
 /// Requests waiting for a group at most; beyond that `POST /orders` answers
@@ -65,7 +65,7 @@ pub async fn create_many(s: &Shared, reqs: &[CreateRequest]) -> Vec<Result<Creat
         keys.windows(2).all(|w| w[0] != w[1])
     };
     if distinct_keys {
-        match super::retry(|| create_together(s, reqs)).await {
+        match crate::store::retry(|| create_together(s, reqs)).await {
             Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 tracing::debug!(error = %e, requests = reqs.len(), "group commit fell back to one transaction per order")
@@ -84,7 +84,7 @@ pub async fn create_many(s: &Shared, reqs: &[CreateRequest]) -> Vec<Result<Creat
 
 async fn create_together(s: &Shared, reqs: &[CreateRequest]) -> Result<Vec<CreateOutcome>, StoreError> {
     let mut tx = s.db.begin().await?;
-    let now = super::now();
+    let now = crate::store::now();
     let orders: Vec<(&NewOrder, Option<&TraceContext>)> = reqs.iter().map(|r| (&r.order, r.trace.as_ref())).collect();
     let actors: Vec<&str> = reqs.iter().map(|r| r.actor.as_deref().unwrap_or(s.actor)).collect();
     let views =

@@ -8,8 +8,8 @@ use chrono::TimeZone;
 use super::*;
 use crate::config::Topics;
 use crate::contracts::{Message, PaymentAuthorized, TimestampMicros};
+use crate::orchestrator::{RawMessage, Source};
 use crate::saga::{Catalog, parse};
-use crate::store::sagas::{RawMessage, Source};
 
 const OID: OrderId = OrderId::new(42).unwrap();
 
@@ -18,7 +18,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn catalog() -> Catalog {
-    let def = parse::parse(Path::new("sagas/order.toml"), include_str!("../../../sagas/order.toml"))
+    let def = parse::parse(Path::new("sagas/order.toml"), include_str!("../../sagas/order.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     Catalog::new(vec![def]).unwrap()
 }
