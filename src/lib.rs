@@ -16,7 +16,6 @@ pub mod contracts;
 pub mod devtools;
 pub mod domain;
 pub mod event_time;
-pub mod events;
 pub mod failpoint;
 pub mod http;
 pub mod kafka;

@@ -269,7 +269,7 @@ async fn fire_batch(
         .count() as u32;
     if let Some(m) = metrics {
         m.sagas.saga_timers_fired_total.inc_by(u64::from(fired));
-        crate::events::record_batch(m, &result);
+        crate::orchestrator::record_batch(m, &result);
     }
     if fired > 0 {
         tracing::info!(fired, "timers fired");

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod consumer;
+pub mod inbound;
 pub mod producer;
 
 use std::time::Duration;

@@ -502,7 +502,7 @@ impl Ops {
 
     fn record(&self, r: &shell::BatchResult) {
         if let Some(m) = &self.metrics {
-            crate::events::record_batch(m, r);
+            crate::orchestrator::record_batch(m, r);
         }
     }
 

@@ -24,6 +24,7 @@ mod batch;
 mod decide;
 pub mod group_commit;
 mod instances;
+mod observe;
 pub mod order_api;
 
 use std::collections::BTreeSet;
@@ -34,6 +35,7 @@ use chrono::{DateTime, Utc};
 use self::decide::Writes;
 pub use self::instances::{SagaView, clear_quarantine, get, lock_one, read_one, write_migration};
 use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, upsert_instances};
+pub use self::observe::record_batch;
 use crate::domain::{Money, NewOrder, OrderId, OrderStatus, SagaVersion, StatusChange};
 use crate::saga::model::{Item, OrderFacts};
 use crate::saga::{self, Catalog, Event, EventBody};

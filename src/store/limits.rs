@@ -1,7 +1,7 @@
 //! What the schema can hold, and ids derived so that they always fit.
 //!
 //! Every inbound value the store keeps is checked against these limits at the
-//! edge (`events/`), so that a bad event becomes a dead-letter with a precise
+//! edge (`kafka/inbound/`), so that a bad event becomes a dead-letter with a precise
 //! reason instead of a database refusal. Ids the daemon derives from inbound
 //! ids (inbox ids of invalid events, dead-letter copies) are hashed when the
 //! original would not fit, and are deterministic so that a redelivery of the

@@ -339,7 +339,7 @@ async fn a_refusal_the_server_did_not_mean_does_not_dead_letter_a_valid_event() 
     let topic = topics.of(MessageKind::InventoryReserved).to_owned();
     let payload = codec.encode(&reply, &topic).await.unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
-    let handler = order_saga::events::EventHandler {
+    let handler = order_saga::kafka::inbound::EventHandler {
         db: app.db.clone(),
         sagas: app.sagas.clone(),
         codec,

@@ -217,7 +217,7 @@ fn the_functional_core_imports_no_io_and_reads_no_clock() {
     // The shell's policies that are pure by design (sans-IO), outside the two directories.
     sources.extend(
         [
-            "src/events/retry.rs",
+            "src/kafka/inbound/retry.rs",
             "src/outbox/schedule.rs",
             "src/orchestrator/batch.rs",
             "src/orchestrator/decide.rs",

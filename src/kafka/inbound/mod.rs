@@ -30,20 +30,16 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::consumer::{BatchHandler, Stopped, panic_message};
+use super::header_str;
 use crate::codec::{Codec, CodecError};
 use crate::config::Topics;
 use crate::contracts::{Message, headers};
 use crate::domain::OrderId;
-use crate::kafka::consumer::{BatchHandler, Stopped, panic_message};
-use crate::kafka::header_str;
-use crate::orchestrator::{
-    BatchResult, Inbound, InboundOutcome, LockMode, RawMessage, SagaStore, Source, UnknownVersion,
-};
+use crate::orchestrator::{BatchResult, Inbound, LockMode, RawMessage, SagaStore, Source, UnknownVersion};
 use crate::saga::{Event, EventBody};
 use crate::store::{Db, StoreError, limits};
-use crate::telemetry::metrics::{
-    CodeLabel, EventLabel, Metrics, OutcomeLabel, ReasonLabel, StateLabel, TransitionLabel,
-};
+use crate::telemetry::metrics::{Metrics, ReasonLabel};
 use crate::telemetry::trace_context::TraceContext;
 
 use self::retry::{BatchRetry, Failure, Reaction, Step};
@@ -142,47 +138,6 @@ fn raw_of(m: &OwnedMessage) -> RawMessage {
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
-    }
-}
-
-/// Metrics and logs of one applied batch (consumer, sweeper, ops actions).
-pub fn record_batch(m: &Metrics, result: &BatchResult) {
-    for o in &result.outcomes {
-        let label = match o {
-            InboundOutcome::Applied { .. } => "applied",
-            InboundOutcome::Ignored => "ignored",
-            InboundOutcome::Duplicate => {
-                m.sagas.saga_inbox_duplicates_total.inc();
-                "duplicate"
-            }
-            InboundOutcome::Parked => "parked",
-            InboundOutcome::DeadLettered { kind, reason, order_id } => {
-                m.sagas.saga_dead_lettered_total.get_or_create(&ReasonLabel { reason: kind.as_str().into() }).inc();
-                tracing::warn!(order_id = order_id.map_or(0, OrderId::get), reason = %reason, kind = kind.as_str(), "event dead-lettered; the saga is quarantined when the order is known");
-                "dead_lettered"
-            }
-            InboundOutcome::Stale => "stale",
-            InboundOutcome::StaleReply { event, reason } => {
-                m.sagas.saga_stale_replies_total.get_or_create(&EventLabel { event: event.clone() }).inc();
-                tracing::info!(event = %event, reason = %reason, "stale reply recorded; the saga did not move");
-                "stale_reply"
-            }
-            InboundOutcome::Refused(_) => "refused",
-        };
-        m.sagas.saga_events_total.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
-    }
-    for (from, to, secs) in &result.status_changes {
-        m.orders
-            .order_status_transition_seconds
-            .get_or_create(&TransitionLabel { from_status: from.as_str().into(), to_status: to.as_str().into() })
-            .observe(*secs);
-    }
-    for (state, secs) in &result.dwell {
-        m.sagas.saga_state_dwell_seconds.get_or_create(&StateLabel { state: state.clone() }).observe(*secs);
-    }
-    for a in &result.alerts {
-        m.sagas.saga_alerts_total.get_or_create(&CodeLabel { code: a.code.clone() }).inc();
-        tracing::warn!(order_id = a.order_id.get(), tenant_region = %a.tenant_region, alert = %a.code, "{}", a.message);
     }
 }
 
@@ -367,7 +322,7 @@ impl EventHandler {
             self.relay_wakeup.notify_one();
         }
         self.metrics.consumer.consumer_batch_size.observe(run as f64);
-        record_batch(&self.metrics, result);
+        crate::orchestrator::record_batch(&self.metrics, result);
     }
 
     async fn wait(&self, stop: &CancellationToken, delay: Duration) -> Result<(), Stopped> {
