@@ -86,8 +86,10 @@ impl SagaEnv {
         admin::create_topics(&self.client, &self.topics.all(), PARTITIONS, 1).await.expect("create test topics");
     }
 
-    /// Environment of a daemon for this test (nothing inherited from the shell).
-    pub fn daemon_env(&self, port: u16) -> Vec<(String, String)> {
+    /// Environment of a daemon for this test (nothing inherited from the
+    /// shell). It listens on a port the kernel picks: [`Daemon::spawn`] reads
+    /// which from its log, so no other process can take it in between.
+    pub fn daemon_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("ORDER_SAGA_DATABASE_URL", self.db_url.as_str()),
             ("ORDER_SAGA_KAFKA_BROKERS", self.brokers.as_str()),
@@ -109,17 +111,16 @@ impl SagaEnv {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        env.push(("ORDER_SAGA_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+        env.push(("ORDER_SAGA_HTTP_ADDR".into(), "127.0.0.1:0".into()));
         env
     }
 
     pub async fn start_daemon(&self, extra: &[(&str, &str)]) -> Daemon {
-        let port = free_port();
-        let mut env: HashMap<String, String> = self.daemon_env(port).into_iter().collect();
+        let mut env: HashMap<String, String> = self.daemon_env().into_iter().collect();
         for (k, v) in extra {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        Daemon::spawn(env, port).await
+        Daemon::spawn(env).await
     }
 
     /// Publishes a participant event (key = order id, standard headers).
@@ -302,8 +303,46 @@ pub fn read_all(client: &ClientSettings, topic: &str) -> Vec<Record> {
     out
 }
 
+/// A port for a process that cannot be handed one it already holds (the
+/// broker, the OpenID provider): free when this returns, so another process
+/// could take it before the caller's does. Daemons never need it (they listen
+/// on port 0 and say where), nor do addresses meant to refuse ([`refusing_addr`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An address that refuses connections for as long as the returned socket
+/// lives: bound, never listening, so no other process can take its port.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    (socket, addr)
+}
+
+/// The address after `key=` on the first log line that contains `line`
+/// (the text log format, its colours removed).
+fn logged_addr(log: &str, line: &str, key: &str) -> Option<String> {
+    let plain: String = {
+        let mut out = String::with_capacity(log.len());
+        let mut chars = log.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // An SGR sequence: ESC [ … m.
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let at = plain.lines().find(|l| l.contains(line))?;
+    let value = at.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?;
+    Some(value.to_owned())
 }
 
 /// A daemon process. Dropping it SIGKILLs it (never a graceful group leave,
@@ -311,14 +350,19 @@ pub fn free_port() -> u16 {
 pub struct Daemon {
     pub child: Option<Child>,
     pub base: String,
+    /// The ops listener's base URL, when `ORDER_SAGA_OPS_ADDR` gave it one.
+    pub ops_base: Option<String>,
     pub log: std::path::PathBuf,
     pub http: reqwest::Client,
 }
 
 impl Daemon {
-    pub async fn spawn(env: HashMap<String, String>, port: u16) -> Daemon {
-        let log = std::env::temp_dir().join(format!("order-saga-daemon-{port}-{}.log", uuid::Uuid::new_v4().simple()));
+    /// Starts `order-saga serve` and waits until it is ready; its base URL is
+    /// where it says it listens (its log's "order-saga serving" line).
+    pub async fn spawn(env: HashMap<String, String>) -> Daemon {
+        let log = std::env::temp_dir().join(format!("order-saga-daemon-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).unwrap();
+        let wants_ops = env.contains_key("ORDER_SAGA_OPS_ADDR");
         let child = Command::new(env!("CARGO_BIN_EXE_order-saga"))
             .arg("serve")
             .env_clear()
@@ -328,8 +372,22 @@ impl Daemon {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("spawn order-saga");
-        let d =
-            Daemon { child: Some(child), base: format!("http://127.0.0.1:{port}"), log, http: reqwest::Client::new() };
+        let addrs = || {
+            let logs = std::fs::read_to_string(&log).unwrap_or_default();
+            let base = logged_addr(&logs, "order-saga serving", "addr")?;
+            let ops = logged_addr(&logs, "on their own listener", "addr");
+            if wants_ops && ops.is_none() {
+                return None;
+            }
+            Some((format!("http://{base}"), ops.map(|a| format!("http://{a}"))))
+        };
+        eventually(Duration::from_secs(60), &format!("daemon listening (log: {})", log.display()), || {
+            let found = addrs().is_some();
+            async move { found }
+        })
+        .await;
+        let (base, ops_base) = addrs().unwrap_or_default();
+        let d = Daemon { child: Some(child), base, ops_base, log, http: reqwest::Client::new() };
         d.wait_ready().await;
         d
     }

@@ -135,7 +135,7 @@ async fn a_region_map_beyond_a_topic_stops_startup_naming_topic_and_region() {
     // Async: the registry stand-in runs on this test's runtime.
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-saga"));
     cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env.daemon_env(free_port()) {
+    for (k, v) in env.daemon_env() {
         cmd.env(k, v);
     }
     let out = cmd.env("ORDER_SAGA_REGION_PARTITIONS", "eu-west=0-1,us-east=2-9").output().await.unwrap();

@@ -317,7 +317,7 @@ async fn serve_refuses_an_inbox_that_forgets_before_the_topics_do() {
     // Async: the registry stand-in runs on this test's runtime.
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-saga"));
     cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env.daemon_env(free_port()) {
+    for (k, v) in env.daemon_env() {
         cmd.env(k, v);
     }
     if reported {

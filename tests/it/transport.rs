@@ -191,7 +191,7 @@ async fn commands_can_travel_over_rest_from_the_outbox() {
 async fn commands_fall_back_to_rest_when_kafka_is_unavailable() {
     let env = SagaEnv::new().await;
     let (url, captured) = participant_server().await;
-    let dead = format!("127.0.0.1:{}", free_port());
+    let (_refusing, dead) = refusing_addr();
     let d = env
         .start_daemon(&[
             ("ORDER_SAGA_KAFKA_BROKERS", &dead),
