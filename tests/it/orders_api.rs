@@ -130,42 +130,45 @@ async fn idempotency_key_rules() {
     assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
 }
 
+/// Each refusal of a body before validation: its status and code, and
+/// nothing written (the idempotency key stays free).
 #[tokio::test]
-async fn bad_input_gets_clear_errors_and_burns_nothing() {
+async fn unreadable_bodies_are_refused_and_burn_nothing() {
     let app = TestApp::new().await;
-    let ok = order_body("c", "eu", &[("A", 1, "1.00")]);
-    // 415: wrong or missing content type.
-    app.call(
-        Method::POST,
-        "/orders",
-        &[("idempotency-key", "k"), ("content-type", "text/plain")],
-        Some(ok.to_string().into()),
-    )
-    .await
-    .expect_error(415, "unsupported_media_type");
-    app.call(Method::POST, "/orders", &[("idempotency-key", "k")], Some(ok.to_string().into()))
-        .await
-        .expect_error(415, "unsupported_media_type");
-    // 413: larger than the limit.
+    let ok = order_body("c", "eu", &[("A", 1, "1.00")]).to_string();
     let huge = format!("{{\"customer_id\": \"{}\"}}", "x".repeat(70 * 1024));
+    let json = Some("application/json");
+    // (case, content type, body, status, code)
+    let cases = [
+        ("wrong content type", Some("text/plain"), ok.clone().into(), 415, "unsupported_media_type"),
+        ("no content type", None, ok.clone().into(), 415, "unsupported_media_type"),
+        ("larger than the limit", json, huge.into(), 413, "payload_too_large"),
+        ("not JSON", json, b"{\"a\":".to_vec(), 400, "malformed_json"),
+    ];
+    for (case, content_type, body, status, code) in cases {
+        let mut headers = vec![("idempotency-key", "k")];
+        headers.extend(content_type.map(|t| ("content-type", t)));
+        let r = app.call(Method::POST, "/orders", &headers, Some(body)).await;
+        assert_eq!(r.status.as_u16(), status, "{case}: {}", r.json);
+        r.expect_error(status, code);
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM idempotency_keys").await, 0);
     app.call(
         Method::POST,
         "/orders",
         &[("idempotency-key", "k"), ("content-type", "application/json")],
-        Some(huge.into()),
+        Some(ok.into()),
     )
     .await
-    .expect_error(413, "payload_too_large");
-    // 400: not JSON.
-    let r = app
-        .call(
-            Method::POST,
-            "/orders",
-            &[("idempotency-key", "k"), ("content-type", "application/json")],
-            Some(b"{\"a\":".to_vec()),
-        )
-        .await;
-    r.expect_error(400, "malformed_json");
+    .expect(201);
+}
+
+/// Every field problem at once, with JSON pointers; nothing written.
+#[tokio::test]
+async fn invalid_orders_get_every_field_error_and_burn_nothing() {
+    let app = TestApp::new().await;
+    let ok = order_body("c", "eu", &[("A", 1, "1.00")]);
     // 422: every field problem at once, with JSON pointers.
     let r = app
         .create_order("k", &json!({"customer_id": "", "currency": "eur", "items": [{"sku": "A", "qty": 0, "unit_price": 1.5}], "extra": 1}))
