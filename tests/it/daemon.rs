@@ -321,7 +321,7 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, String) {
 }
 
 /// The address after `key=` on the first log line that contains `line`
-/// (the text log format, its colours removed).
+/// (the text log format, its colours removed, or the JSON one).
 fn logged_addr(log: &str, line: &str, key: &str) -> Option<String> {
     let plain: String = {
         let mut out = String::with_capacity(log.len());
@@ -341,6 +341,10 @@ fn logged_addr(log: &str, line: &str, key: &str) -> Option<String> {
         out
     };
     let at = plain.lines().find(|l| l.contains(line))?;
+    // The JSON log format (`ORDER_SAGA_LOG_FORMAT=json`) has the field as a key.
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(at) {
+        return v[key].as_str().map(str::to_owned);
+    }
     let value = at.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?;
     Some(value.to_owned())
 }
