@@ -40,9 +40,9 @@ use crate::domain::{OrderId, OrderStatus, SagaVersion};
 
 use crate::store::inspect;
 
-use crate::orchestrator::{self as shell, InboundOutcome, LockMode, SagaStore};
+use crate::orchestrator::{self as shell, InboundOutcome, LockMode, SagaStore, operator};
 
-use crate::store::{Ctx, Db, StoreError, Tx, audit, inbox, orders, outbox, parked, timers};
+use crate::store::{Ctx, Db, StoreError, Tx, audit, orders, outbox, parked, timers};
 
 use crate::telemetry::metrics::{ActionLabel, Metrics};
 
@@ -461,17 +461,14 @@ impl Ops {
         let mut replayed = Vec::new();
         for write in plan.writes {
             match write {
-                Write::Outbox(msg) => {
-                    let row = self.sagas.outbox.row(&msg, None)?;
-                    outbox::insert(tx, &[row], snap.now).await?;
-                }
-                Write::TimerDue { timer, due } => timers::set_timer_due(tx, order_id, &timer, due).await?,
-                Write::DeleteTimer { timer } => timers::delete_timer(tx, order_id, &timer).await?,
+                Write::Outbox(msg) => self.sagas.resend(tx, &msg, snap.now).await?,
+                Write::TimerDue { timer, due } => operator::move_timer(tx, order_id, &timer, due).await?,
+                Write::DeleteTimer { timer } => operator::disarm_timer(tx, order_id, &timer).await?,
                 Write::ResolveParked { ids, resolution } => {
-                    parked::resolve_parked(tx, &ids, resolution.as_str()).await?
+                    operator::resolve_parked(tx, &ids, resolution.as_str()).await?
                 }
                 Write::ClearQuarantine => shell::clear_quarantine(tx, order_id, snap.now).await?,
-                Write::ForgetInbox(ids) => inbox::forget_inbox(tx, &ids).await?,
+                Write::ForgetInbox(ids) => operator::forget_inbox(tx, &ids).await?,
                 Write::Migrate { migrated, event_id, actor } => {
                     shell::write_migration(tx, &migrated, &event_id, &actor, snap.now).await?
                 }

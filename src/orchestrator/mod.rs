@@ -25,6 +25,7 @@ mod decide;
 pub mod group_commit;
 mod instances;
 mod observe;
+pub mod operator;
 pub mod order_api;
 
 use std::collections::BTreeSet;

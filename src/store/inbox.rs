@@ -71,7 +71,7 @@ pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<
 /// Plain INSERT: if a concurrent transaction inserted one of these ids after
 /// our `db_now_and_existing` check, the duplicate-key error rolls the batch back and the
 /// retry sees the id as handled.
-pub async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
+pub(crate) async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     // Chunked: a statement binds at most 65,535 values.
     for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> =
@@ -114,7 +114,7 @@ pub async fn purge(pool: &sqlx::MySqlPool, older_than: DateTime<Utc>) -> Result<
 
 /// Forgets inbox rows so that parked events can be applied (they were
 /// recorded as `parked` when they arrived).
-pub async fn forget_inbox(tx: &mut Tx, event_ids: &[String]) -> Result<(), StoreError> {
+pub(crate) async fn forget_inbox(tx: &mut Tx, event_ids: &[String]) -> Result<(), StoreError> {
     if event_ids.is_empty() {
         return Ok(());
     }

@@ -117,7 +117,7 @@ impl OutboxWriter {
 
 /// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
 /// duplicate `event_id` is a bug that must surface, not vanish.
-pub async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
+pub(crate) async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
     // Chunked: a statement binds at most 65,535 values.
     for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> = QueryBuilder::new(

@@ -79,7 +79,7 @@ pub async fn unresolved_parked(tx: &mut Tx, order_id: OrderId, lock: bool) -> Re
 }
 
 /// Marks parked events resolved (`replayed` or `skipped`).
-pub async fn resolve_parked(tx: &mut Tx, ids: &[u64], resolution: &str) -> Result<(), StoreError> {
+pub(crate) async fn resolve_parked(tx: &mut Tx, ids: &[u64], resolution: &str) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }

@@ -222,7 +222,7 @@ pub async fn lock_for_order(tx: &mut Tx, order_id: OrderId) -> Result<Vec<TimerV
 }
 
 /// Moves a timer's due time.
-pub async fn set_timer_due(
+pub(crate) async fn set_timer_due(
     tx: &mut Tx,
     order_id: OrderId,
     name: &str,
@@ -238,7 +238,7 @@ pub async fn set_timer_due(
     Ok(())
 }
 
-pub async fn delete_timer(tx: &mut Tx, order_id: OrderId, name: &str) -> Result<(), StoreError> {
+pub(crate) async fn delete_timer(tx: &mut Tx, order_id: OrderId, name: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM saga_timers WHERE order_id = ? AND timer_name = ?")
         .bind(order_id)
         .bind(name)

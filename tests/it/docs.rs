@@ -240,6 +240,55 @@ fn the_functional_core_imports_no_io_and_reads_no_clock() {
     assert!(offences.is_empty(), "the functional core must stay free of I/O and clocks: {offences:?}");
 }
 
+/// ARCHITECTURE.md's invariant, checked: a saga's rows (its instance,
+/// timers, inbox, parked events, transition log, and the outbox rows its
+/// decisions publish) are written by `store/` on behalf of the orchestrator
+/// only. Every other module — the consumer, the sweeper, ops actions, HTTP —
+/// goes through `orchestrator` (events through the batch shell, an
+/// operator's other writes through `orchestrator::operator`).
+#[test]
+fn saga_rows_are_written_only_by_the_orchestrator() {
+    const WRITERS: &[&str] = &[
+        "timers::set_timer_due",
+        "timers::delete_timer",
+        "timers::flush_timers",
+        "outbox::insert(",
+        "inbox::insert(",
+        "inbox::forget_inbox",
+        "parked::resolve_parked",
+        "parked::insert_parked",
+        "insert_transitions",
+        "INSERT INTO saga_",
+        "UPDATE saga_",
+        "DELETE FROM saga_",
+        "INSERT INTO outbox",
+    ];
+    let mut offences = Vec::new();
+    let mut files = 0;
+    let mut dirs = vec![std::path::PathBuf::from("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("store") && !path.ends_with("orchestrator") {
+                    dirs.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files += 1;
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or_default();
+                    for word in WRITERS.iter().filter(|w| code.contains(*w)) {
+                        offences.push(format!("{}:{}: {word}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(files >= 50, "expected the crate's sources, found {files} files");
+    assert!(offences.is_empty(), "saga rows written outside the orchestrator: {offences:?}");
+}
+
 /// ARCHITECTURE.md's layering, checked: no import cycle between the crate's
 /// top-level modules (`crate::x` paths and `use crate::{x, y}` outside test
 /// code). A cycle means a lower layer reached back up (config into the tools
