@@ -1,6 +1,6 @@
 //! What an operator action writes to a saga besides events. Events an action
 //! originates (a manual event, a timer fired now, replayed parked events)
-//! go through [`super::SagaStore::apply_in_tx`] like any other; what is left
+//! go through `SagaStore::apply_in_tx` like any other; what is left
 //! is written here: a command re-sent as it was (same command id), a timer
 //! moved or disarmed, parked events resolved, the quarantine lifted, inbox
 //! rows forgotten so that replayed events apply again.
