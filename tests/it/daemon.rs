@@ -376,6 +376,11 @@ impl Daemon {
             .stderr(Stdio::from(file))
             .spawn()
             .expect("spawn order-saga");
+        // Owned by a `Daemon` from here on: if it never says where it listens,
+        // the panic drops it, which kills it and prints its log.
+        let mut d =
+            Daemon { child: Some(child), base: String::new(), ops_base: None, log, http: reqwest::Client::new() };
+        let log = d.log.clone();
         let addrs = || {
             let logs = std::fs::read_to_string(&log).unwrap_or_default();
             let base = logged_addr(&logs, "order-saga serving", "addr")?;
@@ -390,8 +395,7 @@ impl Daemon {
             async move { found }
         })
         .await;
-        let (base, ops_base) = addrs().unwrap_or_default();
-        let d = Daemon { child: Some(child), base, ops_base, log, http: reqwest::Client::new() };
+        (d.base, d.ops_base) = addrs().unwrap_or_default();
         d.wait_ready().await;
         d
     }

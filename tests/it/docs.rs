@@ -169,6 +169,37 @@ fn documented_request_bodies_match_the_validators() {
     assert_eq!(fields, ["qty", "sku", "unit_price"]);
 }
 
+/// The `.rs` files under `dir`, subdirectories included, except those under a
+/// directory named in `skip`.
+fn rust_sources(dir: &std::path::Path, skip: &[&str], out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if !skip.iter().any(|s| path.ends_with(s)) {
+                rust_sources(&path, skip, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `file:line: word` for each code line of `sources` (comments left out: they
+/// may, and do, name what is forbidden) that contains one of `words`.
+fn lines_naming(sources: &[std::path::PathBuf], words: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in sources {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in words.iter().filter(|w| code.contains(*w)) {
+                found.push(format!("{}:{}: {word}", path.display(), n + 1));
+            }
+        }
+    }
+    found
+}
+
 /// ARCHITECTURE.md's first invariant, checked: the functional core (`saga/`,
 /// `domain/`, and the shell's pure policies: the per-event decision, the
 /// consumer's split-and-retry machine, the operator actions' plans,
@@ -199,20 +230,10 @@ fn the_functional_core_imports_no_io_and_reads_no_clock() {
         "codec::",
         "schema_registry",
     ];
-    let mut offences = Vec::new();
-    let mut files = 0;
-    // Every .rs file under the two directories, subdirectories included.
+    // Every .rs file under the core's directories, subdirectories included.
     let mut sources = Vec::new();
-    let mut dirs = ["src/saga", "src/domain", "src/ops/plan"].map(std::path::PathBuf::from).to_vec();
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                sources.push(path);
-            }
-        }
+    for dir in ["src/saga", "src/domain", "src/ops/plan"] {
+        rust_sources(std::path::Path::new(dir), &[], &mut sources);
     }
     // The shell's policies that are pure by design (sans-IO), outside the two directories.
     sources.extend(
@@ -225,18 +246,8 @@ fn the_functional_core_imports_no_io_and_reads_no_clock() {
         ]
         .map(std::path::PathBuf::from),
     );
-    for path in sources {
-        files += 1;
-        let text = std::fs::read_to_string(&path).unwrap();
-        for (n, line) in text.lines().enumerate() {
-            // Code only: comments may (and do) name what is forbidden.
-            let code = line.split("//").next().unwrap_or_default();
-            for word in FORBIDDEN.iter().filter(|w| code.contains(*w)) {
-                offences.push(format!("{}:{}: {word}", path.display(), n + 1));
-            }
-        }
-    }
-    assert!(files >= 10, "expected the saga and domain sources, found {files} files");
+    let offences = lines_naming(&sources, FORBIDDEN);
+    assert!(sources.len() >= 10, "expected the saga and domain sources, found {} files", sources.len());
     assert!(offences.is_empty(), "the functional core must stay free of I/O and clocks: {offences:?}");
 }
 
@@ -263,29 +274,10 @@ fn saga_rows_are_written_only_by_the_orchestrator() {
         "DELETE FROM saga_",
         "INSERT INTO outbox",
     ];
-    let mut offences = Vec::new();
-    let mut files = 0;
-    let mut dirs = vec![std::path::PathBuf::from("src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                if !path.ends_with("store") && !path.ends_with("orchestrator") {
-                    dirs.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files += 1;
-                let text = std::fs::read_to_string(&path).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    let code = line.split("//").next().unwrap_or_default();
-                    for word in WRITERS.iter().filter(|w| code.contains(*w)) {
-                        offences.push(format!("{}:{}: {word}", path.display(), n + 1));
-                    }
-                }
-            }
-        }
-    }
-    assert!(files >= 50, "expected the crate's sources, found {files} files");
+    let mut sources = Vec::new();
+    rust_sources(std::path::Path::new("src"), &["store", "orchestrator"], &mut sources);
+    let offences = lines_naming(&sources, WRITERS);
+    assert!(sources.len() >= 50, "expected the crate's sources, found {} files", sources.len());
     assert!(offences.is_empty(), "saga rows written outside the orchestrator: {offences:?}");
 }
 
@@ -296,19 +288,9 @@ fn saga_rows_are_written_only_by_the_orchestrator() {
 #[test]
 fn top_level_modules_import_no_cycle() {
     use std::collections::{BTreeMap, BTreeSet};
-    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                files(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
     let src = std::path::Path::new("src");
     let mut all = Vec::new();
-    files(src, &mut all);
+    rust_sources(src, &[], &mut all);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let ident = |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
     for p in &all {
