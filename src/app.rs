@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::contracts::{Direction, MessageKind};
 use crate::http::{self, AppState};
 use crate::kafka::consumer::{ConsumerSettings, SagaConsumer};
-use crate::kafka::inbound::EventHandler;
+use crate::kafka::inbound::{EventHandler, GroupCommit, GroupLimits};
 use crate::kafka::producer::Producer;
 use crate::kafka::{ClientSettings, admin};
 use crate::orchestrator::SagaStore;
@@ -526,7 +526,17 @@ pub fn event_handler(
         metrics: metrics.clone(),
         relay_wakeup: wakeup.clone(),
         version_patience: cfg.consumer.unknown_version_patience,
+        group_commit: GroupCommit::spawn(db, sagas, metrics, consumer_group_limits(cfg)),
     })
+}
+
+/// The consumer's group commit bounds (`ORDER_SAGA_CONSUMER_GROUP_COMMIT_*`).
+pub fn consumer_group_limits(cfg: &Config) -> GroupLimits {
+    GroupLimits {
+        max_runs: cfg.consumer.consumer_group_commit_max,
+        max_events: cfg.consumer.consumer_batch_max,
+        in_flight: cfg.consumer.consumer_group_commit_in_flight,
+    }
 }
 
 /// The saga consumer's settings, as `serve` runs it.

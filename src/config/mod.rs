@@ -159,6 +159,12 @@ impl Config {
         if !(1..=64).contains(&self.http.order_group_commit_in_flight) {
             return Err(ConfigError::Invalid("ORDER_SAGA_ORDER_GROUP_COMMIT_IN_FLIGHT must be 1 to 64".into()));
         }
+        if !(1..=1000).contains(&self.consumer.consumer_group_commit_max) {
+            return Err(ConfigError::Invalid("ORDER_SAGA_CONSUMER_GROUP_COMMIT_MAX must be 1 to 1000".into()));
+        }
+        if !(1..=64).contains(&self.consumer.consumer_group_commit_in_flight) {
+            return Err(ConfigError::Invalid("ORDER_SAGA_CONSUMER_GROUP_COMMIT_IN_FLIGHT must be 1 to 64".into()));
+        }
         if self.http.http_max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("ORDER_SAGA_HTTP_MAX_BODY_BYTES must be at least 1024".into()));
         }

@@ -270,6 +270,8 @@ impl SagaMetrics {
 #[derive(Clone, Debug)]
 pub struct ConsumerMetrics {
     pub consumer_batch_size: Histogram,
+    /// Partitions' runs per consumer transaction (group commit).
+    pub consumer_group_commit_runs: Histogram,
     /// Set through [`Metrics::set_consumer_lag`], which also keeps the sum
     /// the ops console shows.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
@@ -289,6 +291,7 @@ impl ConsumerMetrics {
     fn register(r: &mut Registry) -> ConsumerMetrics {
         let m = ConsumerMetrics {
             consumer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            consumer_group_commit_runs: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             consumer_lag: Family::default(),
             lag_by_partition: Default::default(),
             consumer_partitions_assigned: Gauge::default(),
@@ -301,6 +304,11 @@ impl ConsumerMetrics {
             "saga_consumer_batch_size",
             "Events applied per database transaction",
             m.consumer_batch_size.clone(),
+        );
+        r.register(
+            "saga_consumer_group_commit_runs",
+            "Partitions' runs of events committed together by one consumer transaction (group commit)",
+            m.consumer_group_commit_runs.clone(),
         );
         r.register(
             "saga_consumer_lag",

@@ -339,14 +339,18 @@ async fn a_refusal_the_server_did_not_mean_does_not_dead_letter_a_valid_event() 
     let topic = topics.of(MessageKind::InventoryReserved).to_owned();
     let payload = codec.encode(&reply, &topic).await.unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = order_saga::telemetry::metrics::Metrics::register(&mut registry);
+    // Through the group committer, as `serve` runs it.
+    let limits = order_saga::kafka::inbound::GroupLimits { max_runs: 16, max_events: 200, in_flight: 2 };
     let handler = order_saga::kafka::inbound::EventHandler {
         db: app.db.clone(),
         sagas: app.sagas.clone(),
         codec,
         topics,
-        metrics: order_saga::telemetry::metrics::Metrics::register(&mut registry),
+        metrics: metrics.clone(),
         relay_wakeup: std::sync::Arc::new(tokio::sync::Notify::new()),
         version_patience: Duration::from_secs(60),
+        group_commit: order_saga::kafka::inbound::GroupCommit::spawn(&app.db, &app.sagas, &metrics, limits),
     };
     let msg = rdkafka::message::OwnedMessage::new(
         Some(payload),

@@ -15,8 +15,10 @@
 //!   quarantined, and the rest of the batch is applied. Per-order order holds:
 //!   halves are applied in order, and a quarantined saga parks its later events.
 
+mod group;
 mod retry;
 
+pub use self::group::GroupLimits;
 pub use self::retry::REFUSALS_BEFORE_DEAD_LETTER;
 
 use std::panic::AssertUnwindSafe;
@@ -55,6 +57,65 @@ pub struct EventHandler {
     /// loaded are retried (a newer replica of a rolling deploy takes them)
     /// before the saga is quarantined.
     pub version_patience: Duration,
+    /// Where runs go to share transactions with other partitions' runs;
+    /// `None`: every run in its own transaction.
+    pub group_commit: Option<GroupCommit>,
+}
+
+/// The consumer's group committer ([`group`]): runs of different partitions
+/// that become ready while earlier ones commit share one transaction.
+#[derive(Clone)]
+pub struct GroupCommit(group::RunCommitter<ApplyFailure>);
+
+impl GroupCommit {
+    /// Starts the committer on the current runtime; `None` when `limits`
+    /// allow one run per transaction (grouping off).
+    pub fn spawn(db: &Db, sagas: &SagaStore, metrics: &Metrics, limits: GroupLimits) -> Option<GroupCommit> {
+        let applier = Transactions { db: db.clone(), sagas: sagas.clone(), metrics: metrics.clone() };
+        (limits.max_runs > 1).then(|| GroupCommit(group::RunCommitter::spawn(applier, limits)))
+    }
+}
+
+/// One database transaction per run of events: what the handler runs alone
+/// and the group committer runs for a group.
+struct Transactions {
+    db: Db,
+    sagas: SagaStore,
+    metrics: Metrics,
+}
+
+/// One transaction for `run`, with a panic in the shell turned into a refusal.
+async fn apply_run(
+    db: &Db,
+    sagas: &SagaStore,
+    metrics: &Metrics,
+    run: &[Inbound],
+    unknown: UnknownVersion,
+) -> Result<BatchResult, ApplyFailure> {
+    let tx_span = tracing::info_span!("db.transaction", db.system = "mysql", events = run.len());
+    let fut = sagas.apply(db, run, LockMode::Wait, unknown).instrument(tx_span);
+    let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) if e.is_transient() => Err(ApplyFailure::Transient(e)),
+        Ok(Err(e)) => Err(ApplyFailure::Refused(e.to_string())),
+        Err(p) => Err(ApplyFailure::Refused(format!("the saga shell panicked: {}", panic_message(p.as_ref())))),
+    };
+    if outcome.is_ok() {
+        metrics.consumer.consumer_batch_size.observe(run.len() as f64);
+    }
+    outcome
+}
+
+impl group::RunApplier for Transactions {
+    type Failure = ApplyFailure;
+
+    async fn apply(&self, run: &[Inbound]) -> Result<BatchResult, ApplyFailure> {
+        apply_run(&self.db, &self.sagas, &self.metrics, run, UnknownVersion::Wait).await
+    }
+
+    fn grouped(&self, runs: usize) {
+        self.metrics.consumer.consumer_group_commit_runs.observe(runs as f64);
+    }
 }
 
 impl EventHandler {
@@ -303,25 +364,24 @@ fn as_poison(b: &Inbound, reason: String) -> Inbound {
 }
 
 impl EventHandler {
-    /// One transaction for `run`, with a panic in the shell turned into a refusal.
+    /// One transaction for `run`: shared with other partitions' runs when
+    /// the group committer is on and the run may simply wait for a
+    /// definition version; alone otherwise.
     async fn try_apply(&self, run: &[Inbound], unknown: UnknownVersion) -> Result<BatchResult, ApplyFailure> {
-        let tx_span = tracing::info_span!("db.transaction", db.system = "mysql", events = run.len());
-        let fut = self.sagas.apply(&self.db, run, LockMode::Wait, unknown).instrument(tx_span);
-        match AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) if e.is_transient() => Err(ApplyFailure::Transient(e)),
-            Ok(Err(e)) => Err(ApplyFailure::Refused(e.to_string())),
-            Err(p) => Err(ApplyFailure::Refused(format!("the saga shell panicked: {}", panic_message(p.as_ref())))),
+        if let (Some(GroupCommit(group)), UnknownVersion::Wait) = (&self.group_commit, unknown)
+            && let Some(outcome) = group.apply(run.to_vec()).await
+        {
+            return outcome;
         }
+        apply_run(&self.db, &self.sagas, &self.metrics, run, unknown).await
     }
 
-    fn committed(&self, run: usize, result: &BatchResult) {
+    fn committed(&self, result: &BatchResult) {
         // Committed, offset not stored yet: the window a crash test aims at.
         crate::failpoint::hit("consumer.after_commit");
         if result.outbox_rows > 0 {
             self.relay_wakeup.notify_one();
         }
-        self.metrics.consumer.consumer_batch_size.observe(run as f64);
         crate::orchestrator::record_batch(&self.metrics, result);
     }
 
@@ -341,22 +401,22 @@ impl EventHandler {
         // The last failure, for the log line of the wait it causes.
         let mut last: Option<ApplyFailure> = None;
         loop {
-            let (events, result) = match policy.poll(Instant::now()) {
+            let result = match policy.poll(Instant::now()) {
                 Step::Done => return Ok(()),
                 Step::Wait(delay) => {
                     self.wait(stop, delay).await?;
                     continue;
                 }
-                Step::Apply { run, unknown } => (run.len(), self.try_apply(&inbound[run], unknown).await),
+                Step::Apply { run, unknown } => self.try_apply(&inbound[run], unknown).await,
                 Step::DeadLetter { index } => {
                     let reason = last.as_ref().map(ApplyFailure::reason).unwrap_or_default();
                     let poison = as_poison(&inbound[index], format!("refused by the store: {reason}"));
-                    (1, self.try_apply(std::slice::from_ref(&poison), UnknownVersion::Quarantine).await)
+                    self.try_apply(std::slice::from_ref(&poison), UnknownVersion::Quarantine).await
                 }
             };
             match result {
                 Ok(r) => {
-                    self.committed(events, &r);
+                    self.committed(&r);
                     policy.applied();
                 }
                 Err(f) => {
