@@ -62,7 +62,7 @@ pub struct EventHandler {
     pub group_commit: Option<GroupCommit>,
 }
 
-/// The consumer's group committer ([`group`]): runs of different partitions
+/// The consumer's group committer (`group.rs`): runs of different partitions
 /// that become ready while earlier ones commit share one transaction.
 #[derive(Clone)]
 pub struct GroupCommit(group::RunCommitter<ApplyFailure>);
