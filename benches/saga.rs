@@ -6,11 +6,14 @@
 //!    (`consumer_batch_max = 1`) and on (200): N sagas waiting for inventory,
 //!    N `inventory.reserved.v1` events already on the topic, the consumer
 //!    started, time from the first to the last applied event.
-//! 2. End to end: the whole daemon in-process (HTTP, consumer, relay,
-//!    sweeper) with the simulator answering at once; orders created over HTTP
-//!    at fixed rates (open loop) and flat out (closed loop). Latency is
-//!    create → CONFIRMED from the database's own timestamps, and split by hop
-//!    (outbox commit → publish → participant → applied) to show where the time goes.
+//! 2. End to end: the release binary as its own process (HTTP, consumer,
+//!    relay, sweeper) with the simulator answering at once; orders created
+//!    over HTTP at fixed rates (open loop) and flat out (closed loop). The open
+//!    loop's load comes from this process and from `benches/load.py`, a
+//!    separate Python process as an outside probe would send it (`BENCH_LOAD`).
+//!    Latency is create → CONFIRMED from the database's own timestamps, and
+//!    split by hop (outbox commit → publish → participant → applied) to show
+//!    where the time goes.
 //!
 //! The MariaDB commit ceiling is measured in the same run.
 
@@ -396,28 +399,52 @@ async fn end_to_end(dur: Duration) {
         .unwrap_or_else(|| vec![16, 48]);
     // (label, CPU ms per saga per process, DB counters per saga, the box's CPU)
     let mut costs: Vec<(String, Vec<f64>, Vec<f64>, probe::BoxUse)> = Vec::new();
+    let loads: Vec<LoadFrom> = std::env::var("BENCH_LOAD")
+        .ok()
+        .map(|v| v.split(',').filter_map(LoadFrom::parse).collect())
+        .unwrap_or_else(|| vec![LoadFrom::InProcess, LoadFrom::External]);
+    // What the external generator saw of itself, per level.
+    let mut external_views: Vec<(String, serde_json::Value, usize)> = Vec::new();
     for &rate in &rates {
-        let since = Utc::now();
-        let window = probe::Window::open(&e.db, &procs).await;
-        let started = Instant::now();
-        let total = rate * dur.as_secs();
-        let interval = Duration::from_secs_f64(1.0 / rate as f64);
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut handles = Vec::new();
-        for i in 0..total {
-            tick.tick().await;
-            handles.push(tokio::spawn(create(format!("r{rate}-{i}"))));
+        for &from in &loads {
+            let since = Utc::now();
+            let total = rate * dur.as_secs();
+            let label = format!("open loop {rate}/s, {}", from.name());
+            let (window, created_rate, external) = match from {
+                LoadFrom::InProcess => {
+                    let window = probe::Window::open(&e.db, &procs).await;
+                    let started = Instant::now();
+                    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+                    let mut tick = tokio::time::interval(interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    let mut handles = Vec::new();
+                    for i in 0..total {
+                        tick.tick().await;
+                        handles.push(tokio::spawn(create(format!("r{rate}-{i}"))));
+                    }
+                    for h in handles {
+                        h.await.unwrap();
+                    }
+                    (window, total as f64 / started.elapsed().as_secs_f64(), None)
+                }
+                LoadFrom::External => {
+                    let load = ExternalLoad::start(&addr, rate, dur, &format!("x{rate}")).await;
+                    let window = probe::Window::open(&e.db, &procs).await;
+                    let view = load.run().await;
+                    let rate = view["sent"].as_f64().unwrap_or(0.0) / view["seconds"].as_f64().unwrap_or(f64::NAN);
+                    (window, rate, Some(view))
+                }
+            };
+            wait_all_confirmed(&e.db, Duration::from_secs(120)).await;
+            let n = report(&e.db, since, &label, created_rate).await;
+            let (mut cpu, db, box_use) = window.close(&e.db, &procs, n).await;
+            if let Some(view) = external {
+                // The load generator's column: this process's polling plus the external generator.
+                cpu[4] += view["cpu_seconds"].as_f64().unwrap_or(f64::NAN) * 1e3 / n.max(1) as f64;
+                external_views.push((label.clone(), view, n));
+            }
+            costs.push((label, cpu, db, box_use));
         }
-        for h in handles {
-            h.await.unwrap();
-        }
-        let created_secs = started.elapsed().as_secs_f64();
-        wait_all_confirmed(&e.db, Duration::from_secs(120)).await;
-        let label = format!("open loop {rate}/s");
-        let n = report(&e.db, since, &label, total as f64 / created_secs).await;
-        let (cpu, db, box_use) = window.close(&e.db, &procs, n).await;
-        costs.push((label, cpu, db, box_use));
     }
     for c in clients {
         let since = Utc::now();
@@ -429,6 +456,26 @@ async fn end_to_end(dur: Duration) {
         let n = report(&e.db, since, &label, stats.rate()).await;
         let (cpu, db, box_use) = window.close(&e.db, &procs, n).await;
         costs.push((label, cpu, db, box_use));
+    }
+    if !external_views.is_empty() {
+        println!("\n#### The external load generator's own view (benches/load.py)\n");
+        println!(
+            "| load | sent | accepted (201) | send late p50 / p99 ms | POST response p50 / p99 ms | its CPU ms per order |"
+        );
+        println!("|---|---:|---:|---|---|---:|");
+        for (label, v, _) in &external_views {
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {label} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} |",
+                f("sent"),
+                f("accepted"),
+                f("late_p50_ms"),
+                f("late_p99_ms"),
+                f("response_p50_ms"),
+                f("response_p99_ms"),
+                f("cpu_seconds") * 1e3 / f("sent").max(1.0)
+            );
+        }
     }
     println!(
         "\n#### CPU ms per completed saga, per process (/proc utime+stime, from the level's start until its last saga is CONFIRMED)\n"
@@ -480,6 +527,70 @@ async fn end_to_end(dur: Duration) {
         println!("| {rate} sagas/s | {sent:.0} | {p50:.1} | {p99:.1} | {max:.1} | {:.0} |", 4.0 * p50);
     }
     drop_db(&e.db, &e.url).await;
+}
+
+/// Where a level's open-loop load comes from (`BENCH_LOAD`, a comma list; default both).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LoadFrom {
+    /// Tasks of this process (reqwest), one per order.
+    InProcess,
+    /// `benches/load.py`: a separate Python process, as an outside probe sends it.
+    External,
+}
+
+impl LoadFrom {
+    fn parse(s: &str) -> Option<LoadFrom> {
+        match s.trim() {
+            "in-process" => Some(LoadFrom::InProcess),
+            "external" => Some(LoadFrom::External),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            LoadFrom::InProcess => "in-process",
+            LoadFrom::External => "external",
+        }
+    }
+}
+
+/// `benches/load.py`, connected and waiting for the word to start.
+struct ExternalLoad {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl ExternalLoad {
+    async fn start(addr: &str, rate: u64, dur: Duration, key_prefix: &str) -> ExternalLoad {
+        use tokio::io::AsyncBufReadExt as _;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/load.py");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .args(["--addr", addr, "--rate", &rate.to_string(), "--seconds", &dur.as_secs().to_string()])
+            .args(["--key-prefix", key_prefix])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 benches/load.py");
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        assert!(matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"), "load.py did not get ready: {ready:?}");
+        ExternalLoad { child, stdin, lines }
+    }
+
+    /// Sends the load; returns the generator's own account of it.
+    async fn run(mut self) -> serde_json::Value {
+        use tokio::io::AsyncWriteExt as _;
+        self.stdin.write_all(b"go\n").await.unwrap();
+        self.stdin.flush().await.unwrap();
+        let line = self.lines.next_line().await.unwrap().expect("load.py's summary");
+        let _ = self.child.wait().await;
+        serde_json::from_str(&line).unwrap()
+    }
 }
 
 async fn wait_all_confirmed(db: &Db, timeout: Duration) -> f64 {
