@@ -60,22 +60,41 @@ impl DeliveryError {
     }
 }
 
+/// How long the producer waits for more messages before sending a batch,
+/// unless `linger.ms` is among the operator's Kafka properties. None: the
+/// relay hands over every row it read at once, and messages that arrive while
+/// a request is in flight still share the next one, so waiting only adds
+/// latency to each of a saga's four broker hops (BENCHMARKS.md, "Producer
+/// linger").
+pub const LINGER_MS_DEFAULT: &str = "0";
+
+/// The producer's librdkafka configuration: the operator's properties, then
+/// ours — tuning defaults where the operator set none, correctness settings
+/// always.
+fn config(settings: &ClientSettings, delivery_timeout: Duration) -> rdkafka::ClientConfig {
+    let mut c = settings.client_config();
+    // Latency against requests per message: a tuning default the operator
+    // may override (ORDER_SAGA_KAFKA_PROPERTIES), unlike the settings below.
+    if c.get("linger.ms").is_none() && c.get("queue.buffering.max.ms").is_none() {
+        c.set("linger.ms", LINGER_MS_DEFAULT);
+    }
+    c.set("message.timeout.ms", ms(delivery_timeout));
+    // Java-compatible partitioning: the same key lands in the same
+    // partition whichever client produced it.
+    c.set("partitioner", "murmur2_random");
+    // Correctness: not overridable.
+    c.set("enable.idempotence", "true");
+    c.set("acks", "all");
+    // A message that fails while later ones of its partition succeed
+    // would break per-order order on the wire: make that a fatal error
+    // instead (the relay then starts a new producer and re-sends in order).
+    c.set("enable.gapless.guarantee", "true");
+    c
+}
+
 impl Producer {
     pub fn new(settings: &ClientSettings, delivery_timeout: Duration) -> Result<Producer, super::KafkaError> {
-        let mut c = settings.client_config();
-        c.set("linger.ms", "5");
-        c.set("message.timeout.ms", ms(delivery_timeout));
-        // Java-compatible partitioning: the same key lands in the same
-        // partition whichever client produced it.
-        c.set("partitioner", "murmur2_random");
-        // Correctness: not overridable.
-        c.set("enable.idempotence", "true");
-        c.set("acks", "all");
-        // A message that fails while later ones of its partition succeed
-        // would break per-order order on the wire: make that a fatal error
-        // instead (the relay then starts a new producer and re-sends in order).
-        c.set("enable.gapless.guarantee", "true");
-        let inner: FutureProducer<super::KafkaLog> = c
+        let inner: FutureProducer<super::KafkaLog> = config(settings, delivery_timeout)
             .create_with_context(super::KafkaLog)
             .map_err(|source| super::KafkaError::Create { what: "producer", source })?;
         Ok(Producer { inner })
@@ -164,5 +183,33 @@ impl Producer {
     /// librdkafka's fatal error of this producer, if it has had one.
     pub fn fatal_error(&self) -> Option<String> {
         self.inner.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(extra: &[(&str, &str)]) -> rdkafka::ClientConfig {
+        let mut settings = ClientSettings::plaintext("127.0.0.1:9092");
+        settings.extra = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        config(&settings, Duration::from_secs(30))
+    }
+
+    #[test]
+    fn linger_is_a_default_the_operator_may_override() {
+        assert_eq!(with(&[]).get("linger.ms"), Some(LINGER_MS_DEFAULT));
+        assert_eq!(with(&[("linger.ms", "7")]).get("linger.ms"), Some("7"));
+        // librdkafka's alias for the same setting counts as set.
+        let alias = with(&[("queue.buffering.max.ms", "1")]);
+        assert_eq!((alias.get("linger.ms"), alias.get("queue.buffering.max.ms")), (None, Some("1")));
+    }
+
+    #[test]
+    fn correctness_settings_are_not_overridable() {
+        let c = with(&[("enable.idempotence", "false"), ("acks", "1"), ("enable.gapless.guarantee", "false")]);
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.gapless.guarantee"), Some("true"));
     }
 }
