@@ -9,7 +9,11 @@
 //! committer that keeps at most `in_flight` transactions open; runs that
 //! arrive while they commit wait and go together into the next one, in the
 //! order they arrived. Nothing waits on a timer: when the database keeps up,
-//! every run goes alone at once.
+//! every run goes alone at once. A run long enough to pay for its own
+//! transaction (a fair share of a group's events) does not queue at all: it
+//! commits alone at once, outside the slots — under load, when partitions'
+//! runs are long, the committer must not become the one queue every
+//! partition waits in (BENCHMARKS.md, "Consumer group commit").
 //!
 //! Every run keeps its own outcome. A shared transaction that fails for any
 //! reason — a refusal caused by one run's event, a definition version one
@@ -43,7 +47,8 @@ pub trait RunApplier: Send + Sync + 'static {
 pub struct GroupLimits {
     /// Runs per shared transaction at most (1: every run alone).
     pub max_runs: usize,
-    /// A group stops taking runs once it holds this many events.
+    /// A group stops taking runs once it holds this many events; a run of
+    /// `max_events / max_runs` events or more goes alone ([`GroupLimits::shares`]).
     pub max_events: usize,
     /// Transactions of groups open at once.
     pub in_flight: usize,
@@ -75,33 +80,43 @@ impl<F: Send + 'static> RunCommitter<F> {
         tokio::spawn(async move {
             // A run taken from the queue that did not fit the last group.
             let mut held: Option<Job<F>> = None;
+            let mut open = true;
             loop {
-                // A free slot first: while every slot commits, runs queue here
-                // and the next group takes them.
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let first = match held.take() {
                     Some(j) => j,
-                    None => match rx.recv().await {
+                    None if open => match rx.recv().await {
                         Some(j) => j,
                         None => return,
                     },
+                    None => return,
                 };
-                let mut events = first.run.len();
-                let mut jobs = vec![first];
-                while fits(&limits, jobs.len(), events) {
+                if !limits.shares(first.run.len()) {
+                    alone(&applier, first);
+                    continue;
+                }
+                let mut group = Group { events: first.run.len(), jobs: vec![first] };
+                // A free slot first: while every slot commits, small runs join
+                // this group and large ones go at once.
+                let permit = loop {
+                    tokio::select! {
+                        biased;
+                        p = permits.clone().acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => return,
+                        },
+                        j = rx.recv(), if open && held.is_none() => match j {
+                            Some(j) => held = group.take(&limits, j, &applier),
+                            None => open = false,
+                        },
+                    }
+                };
+                while held.is_none() && group.fits(&limits) {
                     match rx.try_recv() {
-                        Ok(j) if events + j.run.len() <= limits.max_events => {
-                            events += j.run.len();
-                            jobs.push(j);
-                        }
-                        Ok(j) => {
-                            held = Some(j);
-                            break;
-                        }
+                        Ok(j) => held = group.take(&limits, j, &applier),
                         Err(_) => break,
                     }
                 }
-                let applier = applier.clone();
+                let (applier, jobs) = (applier.clone(), group.jobs);
                 tokio::spawn(async move {
                     let _permit = permit;
                     commit(applier.as_ref(), jobs).await;
@@ -125,9 +140,56 @@ impl<F: Send + 'static> RunCommitter<F> {
     }
 }
 
-/// Whether a group of `runs` runs and `events` events may take another run.
-fn fits(limits: &GroupLimits, runs: usize, events: usize) -> bool {
-    runs < limits.max_runs && events < limits.max_events
+impl GroupLimits {
+    /// Whether a run of `events` events gains from sharing a transaction.
+    /// One that holds at least a group's fair share of events
+    /// (`max_events / max_runs`) already pays for its own transaction: it
+    /// goes at once, alone, without waiting for a slot — under load, when
+    /// partitions' runs are long, the committer must not become the one
+    /// queue every partition waits in.
+    pub fn shares(&self, events: usize) -> bool {
+        events.saturating_mul(self.max_runs) < self.max_events
+    }
+}
+
+/// Runs gathered for one transaction.
+struct Group<F> {
+    jobs: Vec<Job<F>>,
+    events: usize,
+}
+
+impl<F: Send + 'static> Group<F> {
+    /// Whether the group may take another run.
+    fn fits(&self, limits: &GroupLimits) -> bool {
+        self.jobs.len() < limits.max_runs && self.events < limits.max_events
+    }
+
+    /// Places a run that arrived while the group waits: a large one goes at
+    /// once, a small one joins if it fits; one that does not is handed back
+    /// (it starts the next group).
+    fn take<A: RunApplier<Failure = F>>(
+        &mut self,
+        limits: &GroupLimits,
+        job: Job<F>,
+        applier: &Arc<A>,
+    ) -> Option<Job<F>> {
+        if !limits.shares(job.run.len()) {
+            alone(applier, job);
+            None
+        } else if self.fits(limits) && self.events + job.run.len() <= limits.max_events {
+            self.events += job.run.len();
+            self.jobs.push(job);
+            None
+        } else {
+            Some(job)
+        }
+    }
+}
+
+/// Commits one run in its own transaction now, outside the slots.
+fn alone<A: RunApplier>(applier: &Arc<A>, job: Job<A::Failure>) {
+    let applier = applier.clone();
+    tokio::spawn(async move { commit(applier.as_ref(), vec![job]).await });
 }
 
 /// One transaction for the group; on any failure, each run alone.

@@ -138,22 +138,51 @@ async fn a_failed_shared_transaction_is_rolled_back_and_every_run_goes_alone() {
 }
 
 #[tokio::test]
-async fn a_group_takes_runs_up_to_its_limits_and_the_next_one_the_rest_in_order() {
+async fn a_group_takes_runs_up_to_its_limit_and_the_next_one_the_rest_in_order() {
     let fake = Arc::new(Fake::default());
-    // Three runs or five events per transaction.
-    let c = RunCommitter::spawn(fake.clone(), limits(3, 5, 1));
+    // Three runs per transaction.
+    let c = RunCommitter::spawn(fake.clone(), limits(3, 1000, 1));
     let first = c.submit(run(&["slow-1"])).unwrap();
     began(&fake, 1).await;
-    let later = submit(&c, &[&["a-1"], &["b-1"], &["c-1"], &["d-1", "d-2", "d-3", "d-4"], &["e-1"]]);
+    let later = submit(&c, &[&["a-1"], &["b-1"], &["c-1"], &["d-1", "d-2"], &["e-1"]]);
     fake.release.add_permits(1);
     first.await.unwrap().unwrap();
     for a in futures::future::join_all(later).await {
         a.unwrap().unwrap();
     }
-    assert_eq!(
-        *fake.began.lock().unwrap(),
-        [vec!["slow-1"], vec!["a-1", "b-1", "c-1"], vec!["d-1", "d-2", "d-3", "d-4", "e-1"]]
-    );
+    assert_eq!(*fake.began.lock().unwrap(), [vec!["slow-1"], vec!["a-1", "b-1", "c-1"], vec!["d-1", "d-2", "e-1"]]);
+}
+
+#[tokio::test]
+async fn a_run_that_pays_for_its_own_transaction_does_not_wait_for_a_slot() {
+    let fake = Arc::new(Fake::default());
+    // Four runs or eight events per transaction: a fair share is two events.
+    let c = RunCommitter::spawn(fake.clone(), limits(4, 8, 1));
+    let first = c.submit(run(&["slow-1"])).unwrap();
+    began(&fake, 1).await;
+    let small = c.submit(run(&["a-1"])).unwrap();
+    // The only slot is taken and stays taken: a long run commits anyway,
+    // alone (checked in bounded steps: were it to wait, the test would hang).
+    let big = c.submit(run(&["big-1", "big-2"])).unwrap();
+    for _ in 0..10_000 {
+        if fake.began.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fake.began.lock().unwrap().len(), 2, "the long run began while the slot was taken");
+    assert_eq!(told(&big.await.unwrap()), ["big-1", "big-2"]);
+    fake.release.add_permits(1);
+    first.await.unwrap().unwrap();
+    assert_eq!(told(&small.await.unwrap()), ["a-1"]);
+    assert_eq!(*fake.began.lock().unwrap(), [vec!["slow-1"], vec!["big-1", "big-2"], vec!["a-1"]]);
+}
+
+#[test]
+fn runs_shorter_than_a_fair_share_of_a_group_share() {
+    let l = limits(16, 200, 2);
+    assert!(l.shares(1) && l.shares(12));
+    assert!(!l.shares(13) && !l.shares(200));
 }
 
 #[tokio::test]
