@@ -499,11 +499,14 @@ async fn end_to_end(dur: Duration) {
         "\n#### Database work per completed saga (SHOW GLOBAL STATUS deltas; the benchmark's own polls subtracted)\n"
     );
     println!(
-        "| load | statements | of which SELECT | explicit transactions (COMMIT) | InnoDB log writes | InnoDB fsyncs |"
+        "| load | statements | of which SELECT | explicit transactions (COMMIT) | InnoDB log writes | InnoDB fsyncs | statement prepares |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (label, _, db, _) in &costs {
-        println!("| {label} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |", db[0], db[4], db[1], db[2], db[3]);
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            db[0], db[4], db[1], db[2], db[3], db[5]
+        );
     }
     // Messages through the broker per saga: every outbox row plus the participants' answers.
     let rows = count(&e.db, "SELECT COUNT(*) FROM outbox").await as f64;
