@@ -23,6 +23,7 @@ pub mod orders;
 pub mod outbox;
 pub mod parked;
 pub mod sessions;
+pub mod shapes;
 pub mod timers;
 pub mod watermarks;
 
