@@ -12,7 +12,7 @@ use super::LockMode;
 use crate::domain::{OrderId, SagaVersion};
 use crate::saga::model::InstanceData;
 use crate::saga::{Catalog, Instance};
-use crate::store::{Ctx, Db, StoreError, Tx, shapes, truncate};
+use crate::store::{Ctx, Db, StoreError, Tx, truncate};
 
 /// A saga row as loaded.
 #[derive(Debug, Clone)]
@@ -72,9 +72,8 @@ pub(crate) async fn load_sagas(
     }
     let mut qb: QueryBuilder<MySql> =
         QueryBuilder::new(format!("SELECT {INSTANCE_COLUMNS} FROM saga_instances WHERE order_id IN ("));
-    let ids: Vec<OrderId> = ids.iter().copied().collect();
     let mut sep = qb.separated(", ");
-    for id in shapes::padded(&ids) {
+    for id in ids {
         sep.push_bind(*id);
     }
     qb.push(") ORDER BY order_id FOR UPDATE");
@@ -103,8 +102,7 @@ pub(crate) async fn insert_instances(
     rows: &[(Instance, bool)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for piece in shapes::pieces(rows.len(), crate::store::limits::ROWS_PER_STATEMENT) {
-        let chunk = &rows[piece];
+    for chunk in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
             "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
              state_entered_at, created_at, updated_at) ",
@@ -131,9 +129,8 @@ pub(crate) async fn insert_instances(
     Ok(())
 }
 
-/// Writes the changed saga rows, one statement per piece (`store::shapes`).
-/// The rows are locked by this transaction (`load_sagas`), so `ON DUPLICATE
-/// KEY UPDATE` is a batched UPDATE.
+/// Writes the changed saga rows in one statement. The rows are locked by this
+/// transaction (`load_sagas`), so `ON DUPLICATE KEY UPDATE` is a batched UPDATE.
 pub(crate) async fn upsert_instances(
     tx: &mut Tx,
     slots: &[&Slot],
@@ -153,25 +150,13 @@ pub(crate) async fn upsert_instances(
             (Some(_), true) => Some(now),
             (Some(_), false) => s.quarantined_at.or(Some(now)),
         };
-        rows.push((*s, data, terminal, quarantined_at));
+        rows.push((s, data, terminal, quarantined_at));
     }
-    for piece in shapes::pieces(rows.len(), crate::store::limits::ROWS_PER_STATEMENT) {
-        upsert_piece(tx, &rows[piece], now).await?;
-    }
-    Ok(())
-}
-
-/// One `INSERT … ON DUPLICATE KEY UPDATE` of changed saga rows.
-async fn upsert_piece(
-    tx: &mut Tx,
-    rows: &[(&Slot, String, bool, Option<DateTime<Utc>>)],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
         "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
          state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) ",
     );
-    qb.push_values(rows, |mut b, (s, data, terminal, quarantined_at)| {
+    qb.push_values(&rows, |mut b, (s, data, terminal, quarantined_at)| {
         b.push_bind(s.inst.order_id)
             .push_bind(&s.inst.saga_name)
             .push_bind(s.inst.definition_version)
@@ -201,8 +186,7 @@ pub(crate) async fn insert_transitions(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     // Chunked: a statement binds at most 65,535 values.
-    for piece in shapes::pieces(rows.len(), crate::store::limits::ROWS_PER_STATEMENT) {
-        let rows = &rows[piece];
+    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
             "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
         );

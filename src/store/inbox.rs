@@ -52,7 +52,7 @@ pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<
         "SELECT NOW(6) AS db_now, i.event_id FROM (SELECT 1 AS one) d LEFT JOIN saga_inbox i ON i.event_id IN (",
     );
     let mut sep = qb.separated(", ");
-    for id in super::shapes::padded(ids) {
+    for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
@@ -72,8 +72,8 @@ pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<
 /// our `db_now_and_existing` check, the duplicate-key error rolls the batch back and the
 /// retry sees the id as handled.
 pub(crate) async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    for piece in super::shapes::pieces(rows.len(), super::limits::ROWS_PER_STATEMENT) {
-        let rows = &rows[piece];
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> =
             QueryBuilder::new("INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ");
         qb.push_values(rows, |mut b, r| {

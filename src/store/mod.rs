@@ -23,7 +23,6 @@ pub mod orders;
 pub mod outbox;
 pub mod parked;
 pub mod sessions;
-pub mod shapes;
 pub mod timers;
 pub mod watermarks;
 

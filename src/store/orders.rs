@@ -107,8 +107,7 @@ pub(crate) async fn insert_rows(
         .zip(&ids)
         .flat_map(|(o, id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
         .collect();
-    for piece in super::shapes::pieces(items.len(), super::limits::ROWS_PER_STATEMENT) {
-        let chunk = &items[piece];
+    for chunk in items.chunks(super::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> =
             QueryBuilder::new("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ");
         qb.push_values(chunk, |mut b, (id, line, item)| {
@@ -192,11 +191,11 @@ pub(crate) struct HistoryRow {
     pub actor: String,
 }
 
-/// Writes status history rows, one statement per piece (`store::shapes`):
-/// the only writer of `order_status_history` (creation, status requests, sagas).
+/// Writes status history rows, one statement per 1,000 rows: the only
+/// writer of `order_status_history` (creation, status requests, sagas).
 pub(crate) async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    for piece in super::shapes::pieces(rows.len(), super::limits::ROWS_PER_STATEMENT) {
-        let rows = &rows[piece];
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
             "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
         );
@@ -560,7 +559,7 @@ pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[OrderId]) -> Result<HashMap<O
         "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id IN (",
     );
     let mut sep = qb.separated(", ");
-    for id in super::shapes::padded(&sorted) {
+    for id in &sorted {
         sep.push_bind(*id);
     }
     qb.push(") ORDER BY order_id FOR UPDATE");
@@ -588,19 +587,17 @@ pub(crate) async fn update_orders(
     if orders.is_empty() {
         return Ok(());
     }
-    // Padded (`store::shapes`): a repeated `WHEN` of the same order says the same.
-    let rows: Vec<(OrderId, OrderStatus, u32)> = orders.iter().map(|(id, (s, v))| (*id, *s, *v)).collect();
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE orders SET status = CASE order_id");
-    for (id, status, _) in super::shapes::padded(&rows) {
+    for (id, (status, _)) in orders {
         qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(status.as_str());
     }
     qb.push(" END, version = CASE order_id");
-    for (id, _, version) in super::shapes::padded(&rows) {
+    for (id, (_, version)) in orders {
         qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*version);
     }
     qb.push(" END, updated_at = ").push_bind(now).push(" WHERE order_id IN (");
     let mut sep = qb.separated(", ");
-    for (id, _, _) in super::shapes::padded(&rows) {
+    for id in orders.keys() {
         sep.push_bind(*id);
     }
     qb.push(")");

@@ -115,12 +115,11 @@ impl OutboxWriter {
     }
 }
 
-/// Inserts rows, one statement per piece (`store::shapes`). `INSERT IGNORE`
-/// is deliberately not used: a duplicate `event_id` is a bug that must
-/// surface, not vanish.
+/// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
+/// duplicate `event_id` is a bug that must surface, not vanish.
 pub(crate) async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    for piece in super::shapes::pieces(rows.len(), crate::store::limits::ROWS_PER_STATEMENT) {
-        let rows = &rows[piece];
+    // Chunked: a statement binds at most 65,535 values.
+    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
             "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, tenant_region, created_at) ",
         );
@@ -226,7 +225,7 @@ async fn set_aside(
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE outbox SET ");
     qb.push(assignments).push(", last_error = ").push_bind(error).push(" WHERE id IN (");
     let mut sep = qb.separated(", ");
-    for id in super::shapes::padded(ids) {
+    for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
@@ -243,7 +242,7 @@ pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>
         "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, shard, tenant_region, created_at FROM outbox WHERE id IN (",
     );
     let mut sep = qb.separated(", ");
-    for id in super::shapes::padded(ids) {
+    for id in ids {
         sep.push_bind(*id);
     }
     qb.push(") ORDER BY id");
@@ -274,7 +273,7 @@ pub async fn mark_published(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<(), S
     }
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE outbox SET published_at = NOW(6) WHERE id IN (");
     let mut sep = qb.separated(", ");
-    for id in super::shapes::padded(ids) {
+    for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");
@@ -291,7 +290,7 @@ pub async fn mark_failed(pool: &sqlx::MySqlPool, ids: &[u64], error: &str) -> Re
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE outbox SET attempts = attempts + 1, last_error = ");
     qb.push_bind(error).push(" WHERE id IN (");
     let mut sep = qb.separated(", ");
-    for id in super::shapes::padded(ids) {
+    for id in ids {
         sep.push_bind(*id);
     }
     qb.push(")");

@@ -21,9 +21,8 @@ pub(crate) async fn lock_due(
     }
     let mut qb: QueryBuilder<MySql> =
         QueryBuilder::new("SELECT order_id, timer_name FROM saga_timers WHERE order_id IN (");
-    let orders: Vec<OrderId> = orders.iter().copied().collect();
     let mut sep = qb.separated(", ");
-    for id in super::shapes::padded(&orders) {
+    for id in orders {
         sep.push_bind(*id);
     }
     qb.push(") AND due_at <= NOW(6) ORDER BY order_id, timer_name FOR UPDATE");
@@ -168,10 +167,10 @@ pub(crate) async fn flush_timers(
         .collect();
     let cancels: Vec<&(OrderId, String)> =
         ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
-    for piece in super::shapes::pieces(arms.len(), super::limits::ROWS_PER_STATEMENT) {
+    if !arms.is_empty() {
         let mut qb: QueryBuilder<MySql> =
             QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
-        qb.push_values(&arms[piece], |mut b, ((order_id, name), due_at, v)| {
+        qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
             b.push_bind(*order_id).push_bind(name);
             match clock {
                 Clock::Database => {
@@ -196,7 +195,7 @@ pub(crate) async fn flush_timers(
         let mut qb: QueryBuilder<MySql> =
             QueryBuilder::new("DELETE FROM saga_timers WHERE (order_id, timer_name) IN (");
         let mut sep = qb.separated(", ");
-        for (order_id, name) in super::shapes::padded(&cancels) {
+        for (order_id, name) in &cancels {
             sep.push("(")
                 .push_bind_unseparated(*order_id)
                 .push_unseparated(", ")
