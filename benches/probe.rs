@@ -90,12 +90,9 @@ pub const DB_COUNTERS: [&str; 6] =
     ["Questions", "Com_commit", "Innodb_log_writes", "Innodb_data_fsyncs", "Com_select", "Com_stmt_prepare"];
 
 pub async fn db_counters(db: &Db) -> Vec<f64> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit', 'Innodb_log_writes', 'Innodb_data_fsyncs', 'Com_select', 'Com_stmt_prepare')",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let names: Vec<String> = DB_COUNTERS.iter().map(|n| format!("'{n}'")).collect();
+    let sql = format!("SHOW GLOBAL STATUS WHERE Variable_name IN ({})", names.join(", "));
+    let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&db.pool).await.unwrap();
     DB_COUNTERS
         .iter()
         .map(|name| {
