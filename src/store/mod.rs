@@ -22,6 +22,7 @@ pub mod limits;
 pub mod orders;
 pub mod outbox;
 pub mod parked;
+pub(crate) mod rowset;
 pub mod sessions;
 pub mod timers;
 pub mod watermarks;

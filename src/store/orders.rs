@@ -107,13 +107,21 @@ pub(crate) async fn insert_rows(
         .zip(&ids)
         .flat_map(|(o, id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
         .collect();
+    // One text for any number of items (`rowset`); the price goes as its
+    // decimal string, as a bound `Decimal` does.
     for chunk in items.chunks(super::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ");
-        qb.push_values(chunk, |mut b, (id, line, item)| {
-            b.push_bind(*id).push_bind(*line).push_bind(&item.sku).push_bind(item.qty).push_bind(item.unit_price);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting order items")?;
+        sqlx::query(
+            "INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) \
+             SELECT j.order_id, j.line_no, j.sku, j.qty, j.unit_price FROM JSON_TABLE(?, '$[*]' COLUMNS (\
+             n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', line_no SMALLINT UNSIGNED PATH '$[1]', \
+             sku LONGTEXT PATH '$[2]', qty INT UNSIGNED PATH '$[3]', unit_price LONGTEXT PATH '$[4]')) AS j ORDER BY j.n",
+        )
+        .bind(super::rowset::encode(
+            chunk.iter().map(|(id, line, item)| (id, line, &item.sku, item.qty, item.unit_price.to_string())),
+        )?)
+        .execute(&mut **tx)
+        .await
+        .ctx("inserting order items")?;
     }
     let history: Vec<HistoryRow> = ids
         .iter()
@@ -194,21 +202,33 @@ pub(crate) struct HistoryRow {
 /// Writes status history rows, one statement per 1,000 rows: the only
 /// writer of `order_status_history` (creation, status requests, sagas).
 pub(crate) async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Chunked: one statement's packet stays far below `max_allowed_packet`.
     for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.order_id)
-                .push_bind(r.from.map(OrderStatus::as_str))
-                .push_bind(r.to.as_str())
-                .push_bind(&r.reason_code)
-                .push_bind(&r.comment)
-                .push_bind(now)
-                .push_bind(r.actor.chars().take(128).collect::<String>());
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
+        let json = super::rowset::encode(rows.iter().map(|r| {
+            (
+                r.order_id,
+                r.from.map(OrderStatus::as_str),
+                r.to.as_str(),
+                &r.reason_code,
+                &r.comment,
+                r.actor.chars().take(128).collect::<String>(),
+            )
+        }))?;
+        sqlx::query(
+            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, \
+             actor) SELECT j.order_id, j.from_status, j.to_status, j.reason_code, j.comment, ?, j.actor \
+             FROM JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', \
+             from_status LONGTEXT PATH '$[1]', to_status LONGTEXT PATH '$[2]', reason_code LONGTEXT PATH '$[3]', \
+             comment LONGTEXT PATH '$[4]', actor LONGTEXT PATH '$[5]')) AS j ORDER BY j.n",
+        )
+        .bind(now)
+        .bind(json)
+        .execute(&mut **tx)
+        .await
+        .ctx("inserting status history")?;
     }
     Ok(())
 }
@@ -555,15 +575,17 @@ pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[OrderId]) -> Result<HashMap<O
     }
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id IN (",
-    );
-    let mut sep = qb.separated(", ");
-    for id in &sorted {
-        sep.push_bind(*id);
-    }
-    qb.push(") ORDER BY order_id FOR UPDATE");
-    for r in qb.build().fetch_all(&mut **tx).await.ctx("locking order rows")? {
+    // One primary-key lookup per id, locked in ascending order (`rowset`).
+    let rows = sqlx::query(
+        "SELECT o.order_id, o.status, o.version, o.tenant_region, o.updated_at \
+         FROM JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$')) AS j \
+         STRAIGHT_JOIN orders o FORCE INDEX (PRIMARY) ON o.order_id = j.k FOR UPDATE",
+    )
+    .bind(super::rowset::encode(&sorted)?)
+    .fetch_all(&mut **tx)
+    .await
+    .ctx("locking order rows")?;
+    for r in rows {
         let status: String = r.try_get("status").ctx("decoding status")?;
         let head = OrderHead {
             order_id: r.try_get("order_id").ctx("decoding order_id")?,
@@ -587,21 +609,18 @@ pub(crate) async fn update_orders(
     if orders.is_empty() {
         return Ok(());
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE orders SET status = CASE order_id");
-    for (id, (status, _)) in orders {
-        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(status.as_str());
-    }
-    qb.push(" END, version = CASE order_id");
-    for (id, (_, version)) in orders {
-        qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*version);
-    }
-    qb.push(" END, updated_at = ").push_bind(now).push(" WHERE order_id IN (");
-    let mut sep = qb.separated(", ");
-    for id in orders.keys() {
-        sep.push_bind(*id);
-    }
-    qb.push(")");
-    let n = qb.build().execute(&mut **tx).await.ctx("updating order statuses")?.rows_affected();
+    // One primary-key lookup per order, in ascending order (`rowset`).
+    let n = sqlx::query(
+        "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$[0]', status LONGTEXT PATH '$[1]', \
+         version INT UNSIGNED PATH '$[2]')) AS j STRAIGHT_JOIN orders o FORCE INDEX (PRIMARY) ON o.order_id = j.k \
+         SET o.status = j.status, o.version = j.version, o.updated_at = ?",
+    )
+    .bind(super::rowset::encode(orders.iter().map(|(id, (status, version))| (id, status.as_str(), version)))?)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .ctx("updating order statuses")?
+    .rows_affected();
     if n != orders.len() as u64 {
         return Err(StoreError::Race("an order changed under its lock"));
     }

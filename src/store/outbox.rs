@@ -118,24 +118,29 @@ impl OutboxWriter {
 /// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
 /// duplicate `event_id` is a bug that must surface, not vanish.
 pub(crate) async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Chunked: one statement's packet stays far below `max_allowed_packet`.
+    // Rows go in in order: their ids (and so the relay's order) follow it.
     for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, tenant_region, created_at) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(&r.event_id)
-                .push_bind(AGGREGATE_ORDER)
-                .push_bind(&r.aggregate_id)
-                .push_bind(&r.event_type)
-                .push_bind(&r.topic)
-                .push_bind(&r.payload)
-                .push_bind(&r.headers)
-                .push_bind(r.shard)
-                .push_bind(&r.tenant_region)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting outbox rows")?;
+        let json = super::rowset::encode(rows.iter().map(|r| {
+            (&r.event_id, &r.aggregate_id, &r.event_type, &r.topic, &r.payload, &r.headers, r.shard, &r.tenant_region)
+        }))?;
+        sqlx::query(
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, \
+             tenant_region, created_at) SELECT j.event_id, ?, j.aggregate_id, j.event_type, j.topic, j.payload, \
+             j.headers, j.shard, j.tenant_region, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, \
+             event_id LONGTEXT PATH '$[0]', aggregate_id LONGTEXT PATH '$[1]', event_type LONGTEXT PATH '$[2]', \
+             topic LONGTEXT PATH '$[3]', payload LONGTEXT PATH '$[4]', headers LONGTEXT PATH '$[5]', \
+             shard SMALLINT UNSIGNED PATH '$[6]', tenant_region LONGTEXT PATH '$[7]')) AS j ORDER BY j.n",
+        )
+        .bind(AGGREGATE_ORDER)
+        .bind(now)
+        .bind(json)
+        .execute(&mut **tx)
+        .await
+        .ctx("inserting outbox rows")?;
     }
     Ok(())
 }
@@ -238,15 +243,16 @@ pub async fn rows(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<Vec<PendingRow>
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT id, event_id, aggregate_id, event_type, topic, payload, headers, attempts, shard, tenant_region, created_at FROM outbox WHERE id IN (",
-    );
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
-    }
-    qb.push(") ORDER BY id");
-    let rows = qb.build().fetch_all(pool).await.ctx("reading outbox rows")?;
+    // One primary-key lookup per id, in the ids' order (`rowset`).
+    let rows = sqlx::query(
+        "SELECT o.id, o.event_id, o.aggregate_id, o.event_type, o.topic, o.payload, o.headers, o.attempts, o.shard, \
+         o.tenant_region, o.created_at FROM JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$')) AS j \
+         STRAIGHT_JOIN outbox o FORCE INDEX (PRIMARY) ON o.id = j.k ORDER BY o.id",
+    )
+    .bind(super::rowset::encode(ids)?)
+    .fetch_all(pool)
+    .await
+    .ctx("reading outbox rows")?;
     rows.iter()
         .map(|r| {
             Ok(PendingRow {
@@ -271,13 +277,14 @@ pub async fn mark_published(pool: &sqlx::MySqlPool, ids: &[u64]) -> Result<(), S
     if ids.is_empty() {
         return Ok(());
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new("UPDATE outbox SET published_at = NOW(6) WHERE id IN (");
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
-    }
-    qb.push(")");
-    qb.build().execute(pool).await.ctx("marking outbox rows published")?;
+    sqlx::query(
+        "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$')) AS j \
+         STRAIGHT_JOIN outbox o FORCE INDEX (PRIMARY) ON o.id = j.k SET o.published_at = NOW(6)",
+    )
+    .bind(super::rowset::encode(ids)?)
+    .execute(pool)
+    .await
+    .ctx("marking outbox rows published")?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder, Row};
 
+use super::rowset::Micros;
 use super::{Ctx, StoreError, Tx};
 use crate::domain::{OrderId, SagaVersion};
 
@@ -19,14 +20,15 @@ pub(crate) async fn lock_due(
     if orders.is_empty() {
         return Ok(Default::default());
     }
-    let mut qb: QueryBuilder<MySql> =
-        QueryBuilder::new("SELECT order_id, timer_name FROM saga_timers WHERE order_id IN (");
-    let mut sep = qb.separated(", ");
-    for id in orders {
-        sep.push_bind(*id);
-    }
-    qb.push(") AND due_at <= NOW(6) ORDER BY order_id, timer_name FOR UPDATE");
-    let rows = qb.build().fetch_all(&mut **tx).await.ctx("locking due timers")?;
+    // The primary key's prefix per order, in ascending order (`rowset`).
+    let rows = sqlx::query(
+        "SELECT t.order_id, t.timer_name FROM JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$')) AS j \
+         STRAIGHT_JOIN saga_timers t FORCE INDEX (PRIMARY) ON t.order_id = j.k AND t.due_at <= NOW(6) FOR UPDATE",
+    )
+    .bind(super::rowset::encode(orders)?)
+    .fetch_all(&mut **tx)
+    .await
+    .ctx("locking due timers")?;
     rows.iter()
         .map(|r| {
             let order_id: OrderId = r.try_get("order_id").ctx("decoding order_id")?;
@@ -168,42 +170,46 @@ pub(crate) async fn flush_timers(
     let cancels: Vec<&(OrderId, String)> =
         ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
     if !arms.is_empty() {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
-        qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
-            b.push_bind(*order_id).push_bind(name);
-            match clock {
-                Clock::Database => {
-                    b.push_bind(*due_at).push_bind(*v).push_bind(now);
-                }
-                Clock::Host => {
-                    let delay = (*due_at - now).num_microseconds().unwrap_or(i64::MAX).max(0);
-                    b.push("NOW(6) + INTERVAL ")
-                        .push_bind_unseparated(delay)
-                        .push_unseparated(" MICROSECOND")
-                        .push_bind(*v)
-                        .push("NOW(6)");
-                }
-            }
-        });
-        qb.push(
-            " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
-        );
-        qb.build().execute(&mut **tx).await.ctx("arming timers")?;
+        // Both clocks in one text each (`rowset`): the host clock's rows carry
+        // a delay from the server's `NOW(6)`, the database clock's their times.
+        const ARM: &str = "INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ";
+        const UPSERT: &str = " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), \
+             armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)";
+        let query = match clock {
+            Clock::Database => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{ARM}SELECT j.order_id, j.timer_name, j.due_at, j.armed_version, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (\
+                 n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', timer_name LONGTEXT PATH '$[1]', \
+                 due_at DATETIME(6) PATH '$[2]', armed_version INT UNSIGNED PATH '$[3]')) AS j ORDER BY j.n{UPSERT}"
+            )))
+            .bind(now)
+            .bind(super::rowset::encode(arms.iter().map(|((order_id, name), due_at, v)| {
+                (order_id, name, Micros(*due_at), v)
+            }))?),
+            // The host's clock: each row carries its delay, added to the
+            // server's `NOW(6)` (which fires it).
+            Clock::Host => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{ARM}SELECT j.order_id, j.timer_name, NOW(6) + INTERVAL j.delay_us MICROSECOND, j.armed_version, \
+                 NOW(6) FROM JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', \
+                 timer_name LONGTEXT PATH '$[1]', delay_us BIGINT PATH '$[2]', armed_version INT UNSIGNED PATH '$[3]')) \
+                 AS j ORDER BY j.n{UPSERT}"
+            )))
+            .bind(super::rowset::encode(arms.iter().map(|((order_id, name), due_at, v)| {
+                (order_id, name, (*due_at - now).num_microseconds().unwrap_or(i64::MAX).max(0), v)
+            }))?),
+        };
+        query.execute(&mut **tx).await.ctx("arming timers")?;
     }
     if !cancels.is_empty() {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("DELETE FROM saga_timers WHERE (order_id, timer_name) IN (");
-        let mut sep = qb.separated(", ");
-        for (order_id, name) in &cancels {
-            sep.push("(")
-                .push_bind_unseparated(*order_id)
-                .push_unseparated(", ")
-                .push_bind_unseparated(name.as_str())
-                .push_unseparated(")");
-        }
-        qb.push(")");
-        qb.build().execute(&mut **tx).await.ctx("disarming timers")?;
+        // One primary-key lookup per timer, in key order (`rowset`).
+        sqlx::query(
+            "DELETE t FROM JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$[0]', \
+             timer_name LONGTEXT PATH '$[1]')) AS j \
+             STRAIGHT_JOIN saga_timers t FORCE INDEX (PRIMARY) ON t.order_id = j.k AND t.timer_name = j.timer_name",
+        )
+        .bind(super::rowset::encode(cancels.iter().map(|(order_id, name)| (order_id, name)))?)
+        .execute(&mut **tx)
+        .await
+        .ctx("disarming timers")?;
     }
     Ok(())
 }
