@@ -6,13 +6,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{MySql, QueryBuilder, Row};
 
 use super::LockMode;
 use crate::domain::{OrderId, SagaVersion};
 use crate::saga::model::InstanceData;
 use crate::saga::{Catalog, Instance};
-use crate::store::rowset::{self, Micros};
+
 use crate::store::{Ctx, Db, StoreError, Tx, truncate};
 
 /// A saga row as loaded.
@@ -106,45 +106,32 @@ pub(crate) async fn insert_instances(
     rows: &[(Instance, bool)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     for chunk in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+             state_entered_at, created_at, updated_at) ",
+        );
         let data: Vec<String> = chunk
             .iter()
             .map(|(inst, _)| serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect::<Result<_, _>>()?;
-        let json = rowset::encode(chunk.iter().zip(&data).map(|((inst, terminal), data)| {
-            (
-                inst.order_id,
-                &inst.saga_name,
-                inst.definition_version,
-                &inst.state,
-                inst.version,
-                rowset::flag(*terminal),
-                &inst.data.order.tenant_region,
-                data,
-                Micros(inst.state_entered_at),
-                None::<Micros>,
-                None::<&str>,
-            )
-        }))?;
-        sqlx::query(INSERT_INSTANCES).bind(now).bind(now).bind(json).execute(&mut **tx).await.ctx("inserting sagas")?;
+        qb.push_values(chunk.iter().zip(&data), |mut b, ((inst, terminal), data)| {
+            b.push_bind(inst.order_id)
+                .push_bind(&inst.saga_name)
+                .push_bind(inst.definition_version)
+                .push_bind(&inst.state)
+                .push_bind(inst.version)
+                .push_bind(*terminal)
+                .push_bind(&inst.data.order.tenant_region)
+                .push_bind(data)
+                .push_bind(inst.state_entered_at)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting sagas")?;
     }
     Ok(())
 }
-
-/// A saga row per JSON row (`store::rowset`); binds `created_at`,
-/// `updated_at`, then the rows.
-const INSERT_INSTANCES: &str = "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, \
-     terminal, tenant_region, data, state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) \
-     SELECT j.order_id, j.saga_name, j.definition_version, j.state, j.version, j.terminal, j.tenant_region, j.data, \
-     j.state_entered_at, ?, ?, j.quarantined_at, j.quarantine_reason FROM JSON_TABLE(?, '$[*]' COLUMNS (\
-     n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', saga_name LONGTEXT PATH '$[1]', \
-     definition_version INT UNSIGNED PATH '$[2]', state LONGTEXT PATH '$[3]', version INT UNSIGNED PATH '$[4]', \
-     terminal TINYINT PATH '$[5]', tenant_region LONGTEXT PATH '$[6]', data LONGTEXT PATH '$[7]', \
-     state_entered_at DATETIME(6) PATH '$[8]', quarantined_at DATETIME(6) PATH '$[9]', \
-     quarantine_reason LONGTEXT PATH '$[10]')) AS j ORDER BY j.n";
 
 /// Writes the changed saga rows in one statement. The rows are locked by this
 /// transaction (`load_sagas`), so `ON DUPLICATE KEY UPDATE` is a batched UPDATE.
@@ -169,36 +156,31 @@ pub(crate) async fn upsert_instances(
         };
         rows.push((s, data, terminal, quarantined_at));
     }
-    let json = rowset::encode(rows.iter().map(|(s, data, terminal, quarantined_at)| {
-        (
-            s.inst.order_id,
-            &s.inst.saga_name,
-            s.inst.definition_version,
-            &s.inst.state,
-            s.inst.version,
-            rowset::flag(*terminal),
-            &s.inst.data.order.tenant_region,
-            data,
-            Micros(s.inst.state_entered_at),
-            quarantined_at.map(Micros),
-            &s.quarantined,
-        )
-    }))?;
-    // The rows are locked by this transaction (`load_sagas`), so
-    // `ON DUPLICATE KEY UPDATE` is a batched UPDATE.
-    let sql = format!(
-        "{INSERT_INSTANCES} ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), \
-         terminal = VALUES(terminal), data = VALUES(data), state_entered_at = VALUES(state_entered_at), \
-         updated_at = VALUES(updated_at), quarantined_at = VALUES(quarantined_at), \
-         quarantine_reason = VALUES(quarantine_reason)"
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+         state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) ",
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .bind(now)
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .ctx("updating sagas")?;
+    qb.push_values(&rows, |mut b, (s, data, terminal, quarantined_at)| {
+        b.push_bind(s.inst.order_id)
+            .push_bind(&s.inst.saga_name)
+            .push_bind(s.inst.definition_version)
+            .push_bind(&s.inst.state)
+            .push_bind(s.inst.version)
+            .push_bind(*terminal)
+            .push_bind(&s.inst.data.order.tenant_region)
+            .push_bind(data)
+            .push_bind(s.inst.state_entered_at)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(*quarantined_at)
+            .push_bind(&s.quarantined);
+    });
+    qb.push(
+        " ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), terminal = VALUES(terminal), \
+         data = VALUES(data), state_entered_at = VALUES(state_entered_at), updated_at = VALUES(updated_at), \
+         quarantined_at = VALUES(quarantined_at), quarantine_reason = VALUES(quarantine_reason)",
+    );
+    qb.build().execute(&mut **tx).await.ctx("updating sagas")?;
     Ok(())
 }
 
@@ -207,33 +189,23 @@ pub(crate) async fn insert_transitions(
     rows: &[TransitionRow],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    // Chunked: one statement's packet stays far below `max_allowed_packet`.
+    // Chunked: a statement binds at most 65,535 values.
     for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let json = rowset::encode(rows.iter().map(|r| {
-            (
-                r.order_id,
-                r.saga_version,
-                truncate(&r.event_id, 191),
-                truncate(&r.event_name, 128),
-                &r.from,
-                &r.to,
-                truncate(&r.actor, 128),
-                r.reason.as_deref().map(|s| truncate(s, 255)),
-            )
-        }))?;
-        sqlx::query(
-            "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, \
-             reason, occurred_at) SELECT j.order_id, j.saga_version, j.event_id, j.event_name, j.from_state, \
-             j.to_state, j.actor, j.reason, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, \
-             order_id BIGINT UNSIGNED PATH '$[0]', saga_version INT UNSIGNED PATH '$[1]', event_id LONGTEXT PATH '$[2]', \
-             event_name LONGTEXT PATH '$[3]', from_state LONGTEXT PATH '$[4]', to_state LONGTEXT PATH '$[5]', \
-             actor LONGTEXT PATH '$[6]', reason LONGTEXT PATH '$[7]')) AS j ORDER BY j.n",
-        )
-        .bind(now)
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting saga transitions")?;
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.order_id)
+                .push_bind(r.saga_version)
+                .push_bind(truncate(&r.event_id, 191))
+                .push_bind(truncate(&r.event_name, 128))
+                .push_bind(&r.from)
+                .push_bind(&r.to)
+                .push_bind(truncate(&r.actor, 128))
+                .push_bind(r.reason.as_deref().map(|s| truncate(s, 255)))
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting saga transitions")?;
     }
     Ok(())
 }

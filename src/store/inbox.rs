@@ -44,7 +44,7 @@ pub struct InboxRow {
 /// ids as a JSON table left-joined to the inbox give one row per id, with the
 /// clock on each (`NOW(6)` is the same for every row of a statement) and the
 /// stored id where there is one. One statement text for any number of ids
-/// ([`super::rowset`]).
+/// (`store::rowset`).
 pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<Utc>, HashSet<String>), StoreError> {
     // `event_id` is an ASCII column: an id outside ASCII cannot be in it (and
     // would convert to `?` in the lookup), so it is not looked up.
@@ -76,25 +76,19 @@ pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<
 /// our `db_now_and_existing` check, the duplicate-key error rolls the batch back and the
 /// retry sees the id as handled.
 pub(crate) async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // Chunked: one statement's packet stays far below `max_allowed_packet`.
+    // Chunked: a statement binds at most 65,535 values.
     for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
-        let json = super::rowset::encode(
-            rows.iter().map(|r| (&r.event_id, r.order_id, &r.event_name, &r.source, r.outcome.as_str())),
-        )?;
-        let result = sqlx::query(
-            "INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) \
-             SELECT j.event_id, j.order_id, j.event_name, j.source, j.outcome, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (\
-             n FOR ORDINALITY, event_id LONGTEXT PATH '$[0]', order_id BIGINT UNSIGNED PATH '$[1]', \
-             event_name LONGTEXT PATH '$[2]', source LONGTEXT PATH '$[3]', outcome LONGTEXT PATH '$[4]')) AS j ORDER BY j.n",
-        )
-        .bind(now)
-        .bind(json)
-        .execute(&mut **tx)
-        .await;
-        match result {
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ");
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(&r.event_id)
+                .push_bind(r.order_id)
+                .push_bind(&r.event_name)
+                .push_bind(&r.source)
+                .push_bind(r.outcome.as_str())
+                .push_bind(now);
+        });
+        match qb.build().execute(&mut **tx).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 return Err(StoreError::Race("an event of the batch was handled concurrently"));

@@ -107,21 +107,13 @@ pub(crate) async fn insert_rows(
         .zip(&ids)
         .flat_map(|(o, id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
         .collect();
-    // One text for any number of items (`rowset`); the price goes as its
-    // decimal string, as a bound `Decimal` does.
     for chunk in items.chunks(super::limits::ROWS_PER_STATEMENT) {
-        sqlx::query(
-            "INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) \
-             SELECT j.order_id, j.line_no, j.sku, j.qty, j.unit_price FROM JSON_TABLE(?, '$[*]' COLUMNS (\
-             n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', line_no SMALLINT UNSIGNED PATH '$[1]', \
-             sku LONGTEXT PATH '$[2]', qty INT UNSIGNED PATH '$[3]', unit_price LONGTEXT PATH '$[4]')) AS j ORDER BY j.n",
-        )
-        .bind(super::rowset::encode(
-            chunk.iter().map(|(id, line, item)| (id, line, &item.sku, item.qty, item.unit_price.to_string())),
-        )?)
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting order items")?;
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ");
+        qb.push_values(chunk, |mut b, (id, line, item)| {
+            b.push_bind(*id).push_bind(*line).push_bind(&item.sku).push_bind(item.qty).push_bind(item.unit_price);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting order items")?;
     }
     let history: Vec<HistoryRow> = ids
         .iter()
@@ -202,33 +194,21 @@ pub(crate) struct HistoryRow {
 /// Writes status history rows, one statement per 1,000 rows: the only
 /// writer of `order_status_history` (creation, status requests, sagas).
 pub(crate) async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // Chunked: one statement's packet stays far below `max_allowed_packet`.
+    // Chunked: a statement binds at most 65,535 values.
     for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
-        let json = super::rowset::encode(rows.iter().map(|r| {
-            (
-                r.order_id,
-                r.from.map(OrderStatus::as_str),
-                r.to.as_str(),
-                &r.reason_code,
-                &r.comment,
-                r.actor.chars().take(128).collect::<String>(),
-            )
-        }))?;
-        sqlx::query(
-            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, \
-             actor) SELECT j.order_id, j.from_status, j.to_status, j.reason_code, j.comment, ?, j.actor \
-             FROM JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', \
-             from_status LONGTEXT PATH '$[1]', to_status LONGTEXT PATH '$[2]', reason_code LONGTEXT PATH '$[3]', \
-             comment LONGTEXT PATH '$[4]', actor LONGTEXT PATH '$[5]')) AS j ORDER BY j.n",
-        )
-        .bind(now)
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting status history")?;
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.order_id)
+                .push_bind(r.from.map(OrderStatus::as_str))
+                .push_bind(r.to.as_str())
+                .push_bind(&r.reason_code)
+                .push_bind(&r.comment)
+                .push_bind(now)
+                .push_bind(r.actor.chars().take(128).collect::<String>());
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
     }
     Ok(())
 }

@@ -118,29 +118,24 @@ impl OutboxWriter {
 /// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
 /// duplicate `event_id` is a bug that must surface, not vanish.
 pub(crate) async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // Chunked: one statement's packet stays far below `max_allowed_packet`.
-    // Rows go in in order: their ids (and so the relay's order) follow it.
+    // Chunked: a statement binds at most 65,535 values.
     for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let json = super::rowset::encode(rows.iter().map(|r| {
-            (&r.event_id, &r.aggregate_id, &r.event_type, &r.topic, &r.payload, &r.headers, r.shard, &r.tenant_region)
-        }))?;
-        sqlx::query(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, \
-             tenant_region, created_at) SELECT j.event_id, ?, j.aggregate_id, j.event_type, j.topic, j.payload, \
-             j.headers, j.shard, j.tenant_region, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, \
-             event_id LONGTEXT PATH '$[0]', aggregate_id LONGTEXT PATH '$[1]', event_type LONGTEXT PATH '$[2]', \
-             topic LONGTEXT PATH '$[3]', payload LONGTEXT PATH '$[4]', headers LONGTEXT PATH '$[5]', \
-             shard SMALLINT UNSIGNED PATH '$[6]', tenant_region LONGTEXT PATH '$[7]')) AS j ORDER BY j.n",
-        )
-        .bind(AGGREGATE_ORDER)
-        .bind(now)
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .ctx("inserting outbox rows")?;
+        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, tenant_region, created_at) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(&r.event_id)
+                .push_bind(AGGREGATE_ORDER)
+                .push_bind(&r.aggregate_id)
+                .push_bind(&r.event_type)
+                .push_bind(&r.topic)
+                .push_bind(&r.payload)
+                .push_bind(&r.headers)
+                .push_bind(r.shard)
+                .push_bind(&r.tenant_region)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await.ctx("inserting outbox rows")?;
     }
     Ok(())
 }

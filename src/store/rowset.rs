@@ -1,5 +1,5 @@
-//! Rows as one JSON parameter, so that a statement's text is the same for any
-//! number of rows.
+//! Keys as one JSON parameter, so that a lookup's text is the same for any
+//! number of keys.
 //!
 //! **Why.** Every connection caches its prepared statements by text (sqlx
 //! keeps 100 per connection). A multi-row `VALUES` list or an `IN (…)` list
@@ -10,37 +10,36 @@
 //! server caps prepared statements for all connections of all replicas
 //! together (`max_prepared_stmt_count`).
 //!
-//! **How.** The rows travel as one JSON array — one array per row, values by
-//! position — and `JSON_TABLE` (MariaDB ≥ 10.6, MySQL ≥ 8.0.4) turns it back
-//! into a table inside the statement:
+//! **How.** The keys travel as one JSON array and `JSON_TABLE` (MariaDB ≥
+//! 10.6, MySQL ≥ 8.0.4) turns it into a table that the statement joins
+//! `STRAIGHT_JOIN` to the keyed table with `FORCE INDEX (PRIMARY)`: one
+//! primary-key lookup per listed key whatever the table's size or statistics,
+//! and row locks (`FOR UPDATE`) taken in the list's order — callers pass keys
+//! sorted, which keeps the one lock order every transaction of the crate
+//! follows. Reads, `UPDATE`s and `DELETE`s by key go this way (the saga,
+//! order and timer locks of a batch, the inbox check, the orders' new
+//! statuses, disarmed timers, the relay's rows and their `published_at`).
+//! String keys are `LONGTEXT` in `COLUMNS` (nothing is cut on the way; the
+//! lookup still uses the index and re-checks equality); a key compared with
+//! an `ascii` column is declared `CHARACTER SET ascii COLLATE ascii_bin`
+//! (otherwise the index cannot be used), and a value outside ASCII, which
+//! cannot be in such a column, is left out of the list by the caller rather
+//! than converted to `?`.
 //!
-//! * **Inserts**: `INSERT INTO t (…) SELECT j.… FROM JSON_TABLE(?, '$[*]'
-//!   COLUMNS (n FOR ORDINALITY, … PATH '$[0]', …)) AS j ORDER BY j.n` — rows go
-//!   in in the list's order (auto-increment ids follow it). String columns
-//!   are declared `LONGTEXT` in `COLUMNS`, so the target column's own checks
-//!   apply exactly as to a bound value: a value too long or not in the
-//!   column's character set is an error, never silently cut on the way.
-//!   `ON DUPLICATE KEY UPDATE … VALUES(col)` works as with `VALUES` lists.
-//! * **Reads, updates and deletes by key**: `STRAIGHT_JOIN` from the JSON
-//!   table to the keyed table with `FORCE INDEX (PRIMARY)`: one primary-key
-//!   lookup per listed key whatever the table's size or statistics, and row
-//!   locks (`FOR UPDATE`) taken in the list's order — callers pass keys
-//!   sorted, which keeps the one lock order every transaction of the crate
-//!   follows. A key column compared with an `ascii` key is declared
-//!   `CHARACTER SET ascii COLLATE ascii_bin` (otherwise the index cannot be
-//!   used); a value outside ASCII cannot be in such a column, and callers
-//!   leave it out of the list rather than let it convert to `?`.
+//! **Not inserts.** Multi-row `INSERT`s keep their `VALUES` lists (one text
+//! per row count). The same `INSERT … SELECT … FROM JSON_TABLE(?)` was built
+//! and measured (BENCHMARKS.md, "Key lookups as one JSON parameter"): the
+//! server parses every row's JSON on every execution — a 4-row outbox insert
+//! took 120–150 µs of server time against 75–90 µs as a prepared `VALUES`
+//! list, about what preparing it afresh costs — and with
+//! `innodb_autoinc_lock_mode = 1` an `INSERT … SELECT` holds the table's
+//! auto-increment lock for the whole statement. End to end it was slower
+//! (300 sagas/s p50 272–281 ms against 221–222 ms). A key lookup through
+//! `JSON_TABLE` costs what the `IN (…)` list did (~35 µs for 8 keys).
 //!
-//! Checked on MariaDB 10.11: JSON `null` is SQL `NULL`; `DATETIME(6)` from
-//! [`Micros`] and integers up to `u64` are exact; `EXPLAIN` of every key
-//! lookup above shows the JSON table first and an `eq_ref`/`ref` on the
-//! primary key (which `STRAIGHT_JOIN` and `FORCE INDEX` leave the optimizer no
-//! other choice than). With `innodb_autoinc_lock_mode = 1` an `INSERT …
-//! SELECT` into a table with an auto-increment key holds that table's
-//! auto-increment lock for the statement (a `VALUES` list takes it only for the
-//! id allocation); mode 2, MySQL 8's default, takes neither.
+//! Checked on MariaDB 10.11: `EXPLAIN` of every lookup shows the JSON table
+//! first and an `eq_ref`/`ref` on the primary key.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::StoreError;
@@ -53,35 +52,17 @@ pub(crate) fn encode<T: Serialize>(rows: impl IntoIterator<Item = T>) -> Result<
     String::from_utf8(out).map_err(|e| StoreError::Corrupt(format!("encoding rows as JSON: {e}")))
 }
 
-/// A timestamp as `DATETIME(6)` reads it from a string: UTC,
-/// `YYYY-MM-DD HH:MM:SS.ffffff` (what binding a `DateTime<Utc>` sends).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Micros(pub DateTime<Utc>);
-
-impl Serialize for Micros {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0.format("%Y-%m-%d %H:%M:%S%.6f"))
-    }
-}
-
-/// A `bool` as the `TINYINT(1)` column holds it.
-pub(crate) fn flag(b: bool) -> u8 {
-    u8::from(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     #[test]
-    fn rows_are_arrays_by_position_with_nulls_and_microsecond_times() {
-        let t = Utc.with_ymd_and_hms(2026, 12, 5, 9, 8, 7).unwrap() + chrono::Duration::microseconds(42);
-        let json =
-            encode([(1u64, "a\"b", None::<&str>, Micros(t), flag(true)), (2, "ü😀", Some("x"), Micros(t), 0)]).unwrap();
+    fn keys_are_one_array_and_rows_are_arrays_by_position() {
+        assert_eq!(encode([3u64, 5, 8]).unwrap(), "[3,5,8]");
+        assert_eq!(encode(["a\"b", "ü"]).unwrap(), r#"["a\"b","ü"]"#);
         assert_eq!(
-            json,
-            r#"[[1,"a\"b",null,"2026-12-05 09:08:07.000042",1],[2,"ü😀","x","2026-12-05 09:08:07.000042",0]]"#
+            encode([(1u64, "CONFIRMED", 2u32), (4, "CANCELLED", 3)]).unwrap(),
+            r#"[[1,"CONFIRMED",2],[4,"CANCELLED",3]]"#
         );
     }
 

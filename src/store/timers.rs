@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder, Row};
 
-use super::rowset::Micros;
 use super::{Ctx, StoreError, Tx};
 use crate::domain::{OrderId, SagaVersion};
 
@@ -170,34 +169,28 @@ pub(crate) async fn flush_timers(
     let cancels: Vec<&(OrderId, String)> =
         ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
     if !arms.is_empty() {
-        // Both clocks in one text each (`rowset`): the host clock's rows carry
-        // a delay from the server's `NOW(6)`, the database clock's their times.
-        const ARM: &str = "INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ";
-        const UPSERT: &str = " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), \
-             armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)";
-        let query = match clock {
-            Clock::Database => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{ARM}SELECT j.order_id, j.timer_name, j.due_at, j.armed_version, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (\
-                 n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', timer_name LONGTEXT PATH '$[1]', \
-                 due_at DATETIME(6) PATH '$[2]', armed_version INT UNSIGNED PATH '$[3]')) AS j ORDER BY j.n{UPSERT}"
-            )))
-            .bind(now)
-            .bind(super::rowset::encode(arms.iter().map(|((order_id, name), due_at, v)| {
-                (order_id, name, Micros(*due_at), v)
-            }))?),
-            // The host's clock: each row carries its delay, added to the
-            // server's `NOW(6)` (which fires it).
-            Clock::Host => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{ARM}SELECT j.order_id, j.timer_name, NOW(6) + INTERVAL j.delay_us MICROSECOND, j.armed_version, \
-                 NOW(6) FROM JSON_TABLE(?, '$[*]' COLUMNS (n FOR ORDINALITY, order_id BIGINT UNSIGNED PATH '$[0]', \
-                 timer_name LONGTEXT PATH '$[1]', delay_us BIGINT PATH '$[2]', armed_version INT UNSIGNED PATH '$[3]')) \
-                 AS j ORDER BY j.n{UPSERT}"
-            )))
-            .bind(super::rowset::encode(arms.iter().map(|((order_id, name), due_at, v)| {
-                (order_id, name, (*due_at - now).num_microseconds().unwrap_or(i64::MAX).max(0), v)
-            }))?),
-        };
-        query.execute(&mut **tx).await.ctx("arming timers")?;
+        let mut qb: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
+        qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
+            b.push_bind(*order_id).push_bind(name);
+            match clock {
+                Clock::Database => {
+                    b.push_bind(*due_at).push_bind(*v).push_bind(now);
+                }
+                Clock::Host => {
+                    let delay = (*due_at - now).num_microseconds().unwrap_or(i64::MAX).max(0);
+                    b.push("NOW(6) + INTERVAL ")
+                        .push_bind_unseparated(delay)
+                        .push_unseparated(" MICROSECOND")
+                        .push_bind(*v)
+                        .push("NOW(6)");
+                }
+            }
+        });
+        qb.push(
+            " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
+        );
+        qb.build().execute(&mut **tx).await.ctx("arming timers")?;
     }
     if !cancels.is_empty() {
         // One primary-key lookup per timer, in key order (`rowset`).

@@ -8,8 +8,8 @@
 //! patched in through `vendor/sqlx-core` until a sqlx release carries it; this
 //! test fails if the patch is dropped while the released sqlx still lacks it.
 //!
-//! And its statement cache: a batch of any size must reuse the statements
-//! prepared for it (one text per statement, `store::rowset`).
+//! And its statement cache: a lookup of any number of keys must reuse the
+//! statement prepared for it (one text per lookup, `store::rowset`).
 
 use std::future::Future;
 
@@ -73,40 +73,58 @@ async fn session_counter(db: &order_saga::store::Db, name: &str) -> i64 {
     n.parse().unwrap()
 }
 
-/// A batch's statements have one text whatever its size (`store::rowset`):
-/// replies in batches of 1 to 16 events, twice over on one connection, must
-/// find every statement of the second round prepared already. With a text per
-/// row count (`VALUES` and `IN` lists) the saga shell's statements came in
-/// ~130 texts, more than the connection's cache of 100 holds, and the second
-/// round prepared them again (the thrash measured in BENCHMARKS.md, "Prepared
-/// statements").
+/// Lookups by a list of keys have one statement text for any number of keys
+/// (`store::rowset`): with an `IN (…)` list each length was its own text, so
+/// the saga shell's statements came in ~130 texts, more than a connection's
+/// cache of 100 holds, and a third of all executions paid a prepare
+/// (BENCHMARKS.md, "Prepared statements"). On one connection, the inbox check
+/// and the relay's read and mark of 1, 2, … 16 keys prepare one statement each.
 #[tokio::test]
-async fn batches_of_every_size_reuse_the_statements_prepared_for_them() {
-    const SIZES: std::ops::RangeInclusive<usize> = 1..=16;
+async fn lookups_of_any_number_of_keys_share_one_prepared_statement() {
+    const MOST: usize = 16;
     let app = TestApp::new().await;
-    let per_round: usize = SIZES.sum();
-    let mut ids = Vec::new();
-    for _ in 0..2 * per_round {
-        ids.push(order(&app).await);
+    for _ in 0..MOST {
+        order(&app).await;
     }
+    let outbox_ids: Vec<u64> =
+        sqlx::query_scalar("SELECT id FROM outbox ORDER BY id LIMIT 16").fetch_all(&app.db.pool).await.unwrap();
+    assert_eq!(outbox_ids.len(), MOST);
+    let event_ids: Vec<String> = (0..MOST).map(|i| format!("lookup-{i}")).collect();
     let name: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&app.db.pool).await.unwrap();
     let one =
         order_saga::store::Db::connect(&format!("{}/{name}", env().db_base), 1, std::time::Duration::from_secs(10))
             .await
             .unwrap();
-    let mut ids = ids.into_iter();
-    let mut prepared = Vec::new();
-    for _round in 0..2 {
-        let before = session_counter(&one, "Com_stmt_prepare").await;
-        for size in SIZES {
-            let batch: Vec<_> = ids.by_ref().take(size).map(|id| inbound_of(&reserved(id))).collect();
-            let outcomes = app.sagas.apply_batch(&one, &batch, order_saga::orchestrator::LockMode::Wait).await.unwrap();
-            assert_eq!(outcomes.outcomes.len(), size);
-        }
-        prepared.push(session_counter(&one, "Com_stmt_prepare").await - before);
+
+    let before = session_counter(&one, "Com_stmt_prepare").await;
+    for n in 1..=MOST {
+        let mut tx = one.begin().await.unwrap();
+        let ids: Vec<&str> = event_ids[..n].iter().map(String::as_str).collect();
+        let (_, seen) = order_saga::store::inbox::db_now_and_existing(&mut tx, &ids).await.unwrap();
+        assert!(seen.is_empty());
+        tx.rollback().await.unwrap();
     }
-    assert!(prepared[0] > 0, "the first round prepares its statements: {prepared:?}");
-    assert_eq!(prepared[1], 0, "the second round prepares nothing: {prepared:?}");
-    let waiting = app.count("SELECT COUNT(*) FROM saga_instances WHERE state = 'AWAITING_PAYMENT'").await;
-    assert_eq!(waiting, 2 * per_round as i64, "every reply moved its saga");
+    let inbox = session_counter(&one, "Com_stmt_prepare").await - before;
+
+    let before = session_counter(&one, "Com_stmt_prepare").await;
+    for n in 1..=MOST {
+        let rows = order_saga::store::outbox::rows(&one.pool, &outbox_ids[..n]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), outbox_ids[..n], "every row, in id order");
+    }
+    let read = session_counter(&one, "Com_stmt_prepare").await - before;
+
+    let before = session_counter(&one, "Com_stmt_prepare").await;
+    for n in 1..=MOST {
+        order_saga::store::outbox::mark_published(&one.pool, &outbox_ids[..n]).await.unwrap();
+    }
+    let mark = session_counter(&one, "Com_stmt_prepare").await - before;
+
+    assert_eq!((inbox, read, mark), (1, 1, 1), "one prepare per lookup, whatever the number of keys");
+    let last = outbox_ids[MOST - 1];
+    let published: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL AND id <= ?")
+        .bind(last)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(published, MOST as i64, "every listed row is marked published");
 }
