@@ -19,8 +19,9 @@
 //! follows. Reads, `UPDATE`s and `DELETE`s by key go this way (the saga,
 //! order and timer locks of a batch, the inbox check, the orders' new
 //! statuses, disarmed timers, the relay's rows and their `published_at`).
-//! String keys are `LONGTEXT` in `COLUMNS` (nothing is cut on the way; the
-//! lookup still uses the index and re-checks equality); a key compared with
+//! String keys are `LONGTEXT` in `COLUMNS` with the key column's character
+//! set and binary collation (nothing is cut on the way, the comparison is
+//! the column's own, and the lookup still uses the index); a key compared with
 //! an `ascii` column is declared `CHARACTER SET ascii COLLATE ascii_bin`
 //! (otherwise the index cannot be used), and a value outside ASCII, which
 //! cannot be in such a column, is left out of the list by the caller rather

@@ -196,7 +196,7 @@ pub(crate) async fn flush_timers(
         // One primary-key lookup per timer, in key order (`rowset`).
         sqlx::query(
             "DELETE t FROM JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$[0]', \
-             timer_name LONGTEXT PATH '$[1]')) AS j \
+             timer_name LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$[1]')) AS j \
              STRAIGHT_JOIN saga_timers t FORCE INDEX (PRIMARY) ON t.order_id = j.k AND t.timer_name = j.timer_name",
         )
         .bind(super::rowset::encode(cancels.iter().map(|(order_id, name)| (order_id, name)))?)
