@@ -12,7 +12,6 @@ use super::LockMode;
 use crate::domain::{OrderId, SagaVersion};
 use crate::saga::model::InstanceData;
 use crate::saga::{Catalog, Instance};
-
 use crate::store::{Ctx, Db, StoreError, Tx, truncate};
 
 /// A saga row as loaded.

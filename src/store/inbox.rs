@@ -60,7 +60,7 @@ pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<
     .bind(super::rowset::encode(&ascii)?)
     .fetch_all(&mut **tx)
     .await
-    .ctx("reading the clock and the inbox")?;
+    .ctx("reading the inbox and the database clock")?;
     let first = rows.first().ok_or_else(|| StoreError::Corrupt("the inbox read returned no row".into()))?;
     let now: chrono::NaiveDateTime = first.try_get("db_now").ctx("decoding the database clock")?;
     let mut seen = HashSet::new();
