@@ -536,6 +536,7 @@ pub fn consumer_group_limits(cfg: &Config) -> GroupLimits {
         max_runs: cfg.consumer.consumer_group_commit_max,
         max_events: cfg.consumer.consumer_batch_max,
         in_flight: cfg.consumer.consumer_group_commit_in_flight,
+        linger: cfg.consumer.consumer_group_commit_linger,
     }
 }
 

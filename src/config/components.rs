@@ -266,6 +266,11 @@ pub struct ConsumerConfig {
     /// moderate load (fewer statements and fsyncs per event); more overlap more round trips.
     #[arg(long, global = true, env = "ORDER_SAGA_CONSUMER_GROUP_COMMIT_IN_FLIGHT", default_value_t = 2)]
     pub consumer_group_commit_in_flight: usize,
+
+    /// How long a consumer group commit with a free slot waits after its first run for more runs
+    /// before it commits (0: at once). Trades latency for fewer transactions at moderate load.
+    #[arg(long, global = true, env = "ORDER_SAGA_CONSUMER_GROUP_COMMIT_LINGER", default_value = "0ms", value_parser = duration)]
+    pub consumer_group_commit_linger: Duration,
 }
 
 /// Where published messages go (partition strategy, regional ranges).

@@ -165,6 +165,9 @@ impl Config {
         if !(1..=64).contains(&self.consumer.consumer_group_commit_in_flight) {
             return Err(ConfigError::Invalid("ORDER_SAGA_CONSUMER_GROUP_COMMIT_IN_FLIGHT must be 1 to 64".into()));
         }
+        if self.consumer.consumer_group_commit_linger > Duration::from_secs(1) {
+            return Err(ConfigError::Invalid("ORDER_SAGA_CONSUMER_GROUP_COMMIT_LINGER must be at most 1s".into()));
+        }
         if self.http.http_max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("ORDER_SAGA_HTTP_MAX_BODY_BYTES must be at least 1024".into()));
         }

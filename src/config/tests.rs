@@ -73,6 +73,17 @@ fn validation_messages_name_the_variable() {
 
     let cli = parse(&["--database-url", "mysql://x/y", "--ops-token", "short", "migrate"]).unwrap();
     assert!(cli.config.validate(false).unwrap_err().to_string().contains("ORDER_SAGA_OPS_TOKEN"));
+
+    let linger = |v| parse(&["--database-url", "mysql://x/y", "--consumer-group-commit-linger", v, "migrate"]).unwrap();
+    assert!(
+        linger("5s")
+            .config
+            .validate(false)
+            .unwrap_err()
+            .to_string()
+            .contains("ORDER_SAGA_CONSUMER_GROUP_COMMIT_LINGER")
+    );
+    linger("5ms").config.validate(false).unwrap();
 }
 
 #[test]

@@ -341,7 +341,12 @@ async fn a_refusal_the_server_did_not_mean_does_not_dead_letter_a_valid_event() 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = order_saga::telemetry::metrics::Metrics::register(&mut registry);
     // Through the group committer, as `serve` runs it.
-    let limits = order_saga::kafka::inbound::GroupLimits { max_runs: 16, max_events: 200, in_flight: 2 };
+    let limits = order_saga::kafka::inbound::GroupLimits {
+        max_runs: 16,
+        max_events: 200,
+        in_flight: 2,
+        linger: std::time::Duration::ZERO,
+    };
     let handler = order_saga::kafka::inbound::EventHandler {
         db: app.db.clone(),
         sagas: app.sagas.clone(),

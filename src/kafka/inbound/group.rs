@@ -8,8 +8,10 @@
 //! event queued, that is a transaction per event. Here a run is handed to one
 //! committer that keeps at most `in_flight` transactions open; runs that
 //! arrive while they commit wait and go together into the next one, in the
-//! order they arrived. Nothing waits on a timer: when the database keeps up,
-//! every run goes alone at once. A run long enough to pay for its own
+//! order they arrived. By default nothing waits on a timer: when the database
+//! keeps up, every run goes alone at once. A `linger` (off by default) trades
+//! latency for fewer transactions at moderate load: a group with a free slot
+//! waits up to that long after its first run for more runs before it commits. A run long enough to pay for its own
 //! transaction (a fair share of a group's events) does not queue at all: it
 //! commits alone at once, outside the slots — under load, when partitions'
 //! runs are long, the committer must not become the one queue every
@@ -28,6 +30,7 @@
 //! order among those the separate transactions could have committed in.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -52,6 +55,9 @@ pub struct GroupLimits {
     pub max_events: usize,
     /// Transactions of groups open at once.
     pub in_flight: usize,
+    /// How long a group with a free slot waits after its first run for more
+    /// runs (zero: it commits at once). It stops waiting as soon as it is full.
+    pub linger: Duration,
 }
 
 struct Job<F> {
@@ -94,6 +100,7 @@ impl<F: Send + 'static> RunCommitter<F> {
                     alone(&applier, first);
                     continue;
                 }
+                let arrived = tokio::time::Instant::now();
                 let mut group = Group { events: first.run.len(), jobs: vec![first] };
                 // A free slot first: while every slot commits, small runs join
                 // this group and large ones go at once.
@@ -114,6 +121,18 @@ impl<F: Send + 'static> RunCommitter<F> {
                     match rx.try_recv() {
                         Ok(j) => held = group.take(&limits, j, &applier),
                         Err(_) => break,
+                    }
+                }
+                // Deliberate batching: with a slot in hand, wait for more runs
+                // until the group is full or its first run has waited `linger`.
+                if !limits.linger.is_zero() {
+                    let deadline = arrived + limits.linger;
+                    while open && held.is_none() && group.fits(&limits) {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(j)) => held = group.take(&limits, j, &applier),
+                            Ok(None) => open = false,
+                            Err(_) => break,
+                        }
                     }
                 }
                 let (applier, jobs) = (applier.clone(), group.jobs);

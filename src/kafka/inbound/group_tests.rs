@@ -66,7 +66,7 @@ impl RunApplier for Arc<Fake> {
 }
 
 fn limits(max_runs: usize, max_events: usize, in_flight: usize) -> GroupLimits {
-    GroupLimits { max_runs, max_events, in_flight }
+    GroupLimits { max_runs, max_events, in_flight, linger: Duration::ZERO }
 }
 
 fn told(r: &Result<BatchResult, String>) -> Vec<String> {
@@ -216,4 +216,44 @@ fn a_shared_result_is_told_back_per_run() {
     let odd = BatchResult { outcomes: vec![out("a")], ..BatchResult::default() };
     let parts = split(odd, &[1, 1]);
     assert_eq!((parts[0].outcomes.len(), parts[1].outcomes.len()), (1, 0));
+}
+
+// Deliberate batching. Time is tokio's paused clock: it moves only when every
+// task waits, so "5 ms later" is exact and nothing depends on this machine's speed.
+
+#[tokio::test(start_paused = true)]
+async fn a_lingering_group_waits_for_more_runs_and_commits_once_it_is_full() {
+    let fake = Arc::new(Fake::default());
+    let c = RunCommitter::spawn(fake.clone(), GroupLimits { linger: Duration::from_millis(10), ..limits(2, 1000, 1) });
+    let a = c.submit(run(&["a-1"])).unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(fake.began.lock().unwrap().is_empty(), "within its linger the group has not begun");
+    let b = c.submit(run(&["b-1"])).unwrap();
+    assert_eq!(told(&a.await.unwrap()), ["a-1"]);
+    assert_eq!(told(&b.await.unwrap()), ["b-1"]);
+    // Full at two runs: it went without waiting out the rest of its linger.
+    assert_eq!(*fake.began.lock().unwrap(), [vec!["a-1", "b-1"]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lingering_group_commits_when_its_first_run_has_waited_the_linger() {
+    let fake = Arc::new(Fake::default());
+    let c = RunCommitter::spawn(fake.clone(), GroupLimits { linger: Duration::from_millis(10), ..limits(16, 1000, 1) });
+    let started = tokio::time::Instant::now();
+    let a = c.submit(run(&["a-1"])).unwrap();
+    assert_eq!(told(&a.await.unwrap()), ["a-1"]);
+    assert_eq!(started.elapsed(), Duration::from_millis(10), "it waited exactly its linger for company");
+    let b = c.submit(run(&["b-1"])).unwrap();
+    assert_eq!(told(&b.await.unwrap()), ["b-1"]);
+    assert_eq!(*fake.began.lock().unwrap(), [vec!["a-1"], vec!["b-1"]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_linger_a_run_commits_at_once() {
+    let fake = Arc::new(Fake::default());
+    let c = RunCommitter::spawn(fake.clone(), limits(16, 1000, 1));
+    let started = tokio::time::Instant::now();
+    let a = c.submit(run(&["a-1"])).unwrap();
+    assert_eq!(told(&a.await.unwrap()), ["a-1"]);
+    assert_eq!(started.elapsed(), Duration::ZERO);
 }
