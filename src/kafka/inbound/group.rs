@@ -11,8 +11,9 @@
 //! order they arrived. By default nothing waits on a timer: when the database
 //! keeps up, every run goes alone at once. A `linger` (off by default) trades
 //! latency for fewer transactions at moderate load: a group with a free slot
-//! waits up to that long after its first run for more runs before it commits. A run long enough to pay for its own
-//! transaction (a fair share of a group's events) does not queue at all: it
+//! waits up to that long after its first run for more runs before it commits.
+//! A run long enough to pay for its own transaction (a fair share of a
+//! group's events) does not queue at all: it
 //! commits alone at once, outside the slots — under load, when partitions'
 //! runs are long, the committer must not become the one queue every
 //! partition waits in (BENCHMARKS.md, "Consumer group commit").
