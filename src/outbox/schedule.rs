@@ -9,9 +9,12 @@
 //!
 //! * **Dispatch** (read the owned shards' pending rows and send them) when
 //!   there is reason to think rows are waiting — a business transaction woke
-//!   the relay, the last read was full, a settlement freed room, the shards
+//!   the relay, the last read was full, a settlement write failed, the shards
 //!   changed, or the poll interval passed — and the pipeline has room
 //!   (`max_in_flight` rows sent and not settled) and no back-off is running.
+//!   A read wanted while the pipeline is full waits for a settlement to free
+//!   room; a settlement by itself is no reason to read (BENCHMARKS.md, "The
+//!   relay's reads").
 //! * **Settle** delivery results in groups: once [`SETTLE_DELAY`] has passed
 //!   since the first waiting ack, or a batch's worth is waiting, with at most
 //!   [`SETTLE_WRITES`] settlement writes running. A row stays in flight until
@@ -168,10 +171,14 @@ impl<A> Schedule<A> {
             self.in_flight.remove(id);
         }
         if !written {
+            // Unmarked: they are pending again, read after the back-off.
             self.fail(now);
+            self.want_dispatch = true;
         }
-        // Room in the pipeline again.
-        self.want_dispatch = true;
+        // Room in the pipeline again: a read held back by a full pipeline
+        // kept its wish (`poll` clears it only when it dispatches) and goes
+        // now. A settlement alone is no sign of new rows: the commits that
+        // wrote them woke the relay already.
     }
 
     /// A [`Action::Release`] finished.
