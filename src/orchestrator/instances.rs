@@ -12,6 +12,7 @@ use super::LockMode;
 use crate::domain::{OrderId, SagaVersion};
 use crate::saga::model::InstanceData;
 use crate::saga::{Catalog, Instance};
+use crate::store::orders::{self, HeadColumns, JOINED_HEAD_COLUMNS, OrderHead};
 use crate::store::{Ctx, Db, StoreError, Tx, truncate};
 
 /// A saga row as loaded.
@@ -61,6 +62,21 @@ pub(crate) fn instance_from_row(r: &sqlx::mysql::MySqlRow) -> Result<(Instance, 
     ))
 }
 
+/// [`INSTANCE_COLUMNS`] of `saga_instances s`, for a read that joins other tables.
+const JOINED_INSTANCE_COLUMNS: &str = "s.order_id, s.saga_name, s.definition_version, s.state, s.version, s.data, \
+     s.state_entered_at, s.quarantined_at, s.quarantine_reason";
+
+fn slot_from_row(r: &sqlx::mysql::MySqlRow) -> Result<Slot, StoreError> {
+    let (inst, quarantined) = instance_from_row(r)?;
+    Ok(Slot {
+        inst,
+        quarantined_at: quarantined.as_ref().map(|q| q.0),
+        quarantined: quarantined.map(|q| q.1),
+        dirty: false,
+        quarantine_changed: false,
+    })
+}
+
 pub(crate) async fn load_sagas(
     tx: &mut Tx,
     ids: &BTreeSet<OrderId>,
@@ -85,19 +101,53 @@ pub(crate) async fn load_sagas(
         .await
         .ctx("locking saga rows")?;
     for r in &rows {
-        let (inst, quarantined) = instance_from_row(r)?;
-        out.insert(
-            inst.order_id,
-            Slot {
-                inst,
-                quarantined_at: quarantined.as_ref().map(|q| q.0),
-                quarantined: quarantined.map(|q| q.1),
-                dirty: false,
-                quarantine_changed: false,
-            },
-        );
+        let slot = slot_from_row(r)?;
+        out.insert(slot.inst.order_id, slot);
     }
     Ok(out)
+}
+
+/// The saga rows of `ids` and the heads of their orders, locked.
+///
+/// [`LockMode::Wait`] reads both in one statement: each saga, then its order,
+/// in ascending id (the saga's foreign key guarantees the order). That is the
+/// order every locking path takes, one saga and its order at a time
+/// (`request_status` locks one saga, then its order), so two batches that
+/// share sagas wait for each other rather than deadlock.
+/// [`LockMode::SkipLocked`] (the sweeper) keeps two statements: a saga skipped
+/// because it is locked must not have its order locked either, and an order
+/// row locked by someone else must not hide its saga from the batch.
+pub(crate) async fn lock_sagas_and_orders(
+    tx: &mut Tx,
+    ids: &BTreeSet<OrderId>,
+    lock: LockMode,
+) -> Result<(HashMap<OrderId, Slot>, HashMap<OrderId, OrderHead>), StoreError> {
+    if lock == LockMode::SkipLocked || ids.is_empty() {
+        let slots = load_sagas(tx, ids, lock).await?;
+        let owned: Vec<OrderId> = slots.keys().copied().collect();
+        let heads = orders::lock_heads(tx, &owned).await?;
+        return Ok((slots, heads));
+    }
+    let sql = format!(
+        "SELECT {JOINED_INSTANCE_COLUMNS}, {JOINED_HEAD_COLUMNS} \
+         FROM JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$')) AS j \
+         STRAIGHT_JOIN saga_instances s FORCE INDEX (PRIMARY) ON s.order_id = j.k \
+         STRAIGHT_JOIN orders o FORCE INDEX (PRIMARY) ON o.order_id = s.order_id FOR UPDATE"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(crate::store::rowset::encode(ids)?)
+        .fetch_all(&mut **tx)
+        .await
+        .ctx("locking saga and order rows")?;
+    let mut slots = HashMap::with_capacity(rows.len());
+    let mut heads = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let slot = slot_from_row(r)?;
+        let head = orders::head_from_row(r, &HeadColumns::JOINED)?;
+        heads.insert(head.order_id, head);
+        slots.insert(slot.inst.order_id, slot);
+    }
+    Ok((slots, heads))
 }
 
 pub(crate) async fn insert_instances(
@@ -332,4 +382,17 @@ pub async fn write_migration(
         })
         .collect();
     flush_timers(tx, &ops, now, Clock::Database).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_joined_read_selects_the_same_saga_columns_as_the_plain_one() {
+        let plain: Vec<&str> = INSTANCE_COLUMNS.split(',').map(str::trim).collect();
+        let joined: Vec<&str> =
+            JOINED_INSTANCE_COLUMNS.split(',').map(|c| c.trim().strip_prefix("s.").unwrap_or("<unprefixed>")).collect();
+        assert_eq!(joined, plain);
+    }
 }

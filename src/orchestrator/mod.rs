@@ -35,12 +35,14 @@ use chrono::{DateTime, Utc};
 
 use self::decide::Writes;
 pub use self::instances::{SagaView, clear_quarantine, get, lock_one, read_one, write_migration};
-use self::instances::{Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, upsert_instances};
+use self::instances::{
+    Slot, TransitionRow, insert_instances, insert_transitions, load_sagas, lock_sagas_and_orders, upsert_instances,
+};
 pub use self::observe::record_batch;
 use crate::domain::{Money, NewOrder, OrderId, OrderStatus, SagaVersion, StatusChange};
 use crate::saga::model::{Item, OrderFacts};
 use crate::saga::{self, Catalog, Event, EventBody};
-use crate::store::orders::{self, ChangeRefusal, OrderHead, insert_history, lock_heads, update_orders};
+use crate::store::orders::{self, ChangeRefusal, OrderHead, insert_history, update_orders};
 use crate::store::outbox::{self, NewOutboxRow, OutboxWriter};
 use crate::store::parked::insert_parked;
 use crate::store::timers::{Clock, flush_timers};
@@ -326,9 +328,7 @@ impl SagaStore {
         let (now, seen_before) = inbox::db_now_and_existing(tx, &ids).await?;
         let order_ids: BTreeSet<OrderId> =
             batch.iter().filter(|b| !seen_before.contains(&b.event_id)).filter_map(|b| b.order_id).collect();
-        let slots = load_sagas(tx, &order_ids, lock).await?;
-        let owned: Vec<OrderId> = slots.keys().copied().collect();
-        let heads = lock_heads(tx, &owned).await?;
+        let (slots, heads) = lock_sagas_and_orders(tx, &order_ids, lock).await?;
         // The due timers the batch's live firings may take, read and locked in
         // one statement (not one round trip per firing).
         let firing: BTreeSet<OrderId> = batch

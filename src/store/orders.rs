@@ -333,6 +333,51 @@ pub struct OrderHead {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The columns of an order's head, as `SELECT`ed alone (`PLAIN`) or beside a
+/// saga row in one joined read (`JOINED`, aliased so that no name collides
+/// with the saga's own `order_id`, `version` and `updated_at`).
+pub(crate) struct HeadColumns {
+    order_id: &'static str,
+    status: &'static str,
+    version: &'static str,
+    tenant_region: &'static str,
+    updated_at: &'static str,
+}
+
+impl HeadColumns {
+    pub(crate) const PLAIN: HeadColumns = HeadColumns {
+        order_id: "order_id",
+        status: "status",
+        version: "version",
+        tenant_region: "tenant_region",
+        updated_at: "updated_at",
+    };
+    /// Matches [`JOINED_HEAD_COLUMNS`].
+    pub(crate) const JOINED: HeadColumns = HeadColumns {
+        order_id: "head_order_id",
+        status: "head_status",
+        version: "head_version",
+        tenant_region: "head_tenant_region",
+        updated_at: "head_updated_at",
+    };
+}
+
+/// The head's columns of `orders o`, aliased as [`HeadColumns::JOINED`] reads them.
+pub(crate) const JOINED_HEAD_COLUMNS: &str = "o.order_id AS head_order_id, o.status AS head_status, \
+     o.version AS head_version, o.tenant_region AS head_tenant_region, o.updated_at AS head_updated_at";
+
+/// Decodes an order head from a row that holds its columns under `cols`' names.
+pub(crate) fn head_from_row(r: &sqlx::mysql::MySqlRow, cols: &HeadColumns) -> Result<OrderHead, StoreError> {
+    let status: String = r.try_get(cols.status).ctx("decoding status")?;
+    Ok(OrderHead {
+        order_id: r.try_get(cols.order_id).ctx("decoding order_id")?,
+        status: status.parse::<OrderStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        version: r.try_get(cols.version).ctx("decoding version")?,
+        tenant_region: r.try_get(cols.tenant_region).ctx("decoding tenant_region")?,
+        updated_at: r.try_get(cols.updated_at).ctx("decoding updated_at")?,
+    })
+}
+
 /// Reads the head of an order inside `tx`; `lock` takes the row lock.
 pub async fn head(tx: &mut Tx, order_id: OrderId, lock: bool) -> Result<Option<OrderHead>, StoreError> {
     let sql = if lock {
@@ -341,17 +386,7 @@ pub async fn head(tx: &mut Tx, order_id: OrderId, lock: bool) -> Result<Option<O
         "SELECT order_id, status, version, tenant_region, updated_at FROM orders WHERE order_id = ?"
     };
     let row = sqlx::query(sql).bind(order_id).fetch_optional(&mut **tx).await.ctx("reading the order head")?;
-    row.map(|r| {
-        let status: String = r.try_get("status").ctx("decoding status")?;
-        Ok(OrderHead {
-            order_id: r.try_get("order_id").ctx("decoding order_id")?,
-            status: status.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
-            version: r.try_get("version").ctx("decoding version")?,
-            tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
-            updated_at: r.try_get("updated_at").ctx("decoding updated_at")?,
-        })
-    })
-    .transpose()
+    row.map(|r| head_from_row(&r, &HeadColumns::PLAIN)).transpose()
 }
 
 /// The `order.status.changed.v1` event of a change to `new_version`. Its id is
@@ -547,7 +582,8 @@ pub async fn purge_idempotency_keys(db: &Db, older_than: DateTime<Utc>) -> Resul
     idempotency::purge(&db.pool, older_than).await
 }
 
-/// Locks the order rows of `ids` (after the saga rows: the same order everywhere).
+/// Locks the order rows of `ids`, whose saga rows the caller already holds
+/// (the lock order: ARCHITECTURE.md, "Locks are taken in one order").
 pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[OrderId]) -> Result<HashMap<OrderId, OrderHead>, StoreError> {
     let mut out = HashMap::new();
     if ids.is_empty() {
@@ -566,14 +602,7 @@ pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[OrderId]) -> Result<HashMap<O
     .await
     .ctx("locking order rows")?;
     for r in rows {
-        let status: String = r.try_get("status").ctx("decoding status")?;
-        let head = OrderHead {
-            order_id: r.try_get("order_id").ctx("decoding order_id")?,
-            status: status.parse::<OrderStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            version: r.try_get("version").ctx("decoding version")?,
-            tenant_region: r.try_get("tenant_region").ctx("decoding tenant_region")?,
-            updated_at: r.try_get("updated_at").ctx("decoding updated_at")?,
-        };
+        let head = head_from_row(&r, &HeadColumns::PLAIN)?;
         out.insert(head.order_id, head);
     }
     Ok(out)
