@@ -635,3 +635,24 @@ pub(crate) async fn update_orders(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The joined read's aliases and the names its decoder reads are spelled
+    /// twice; they must stay the same list, in `PLAIN`'s column order.
+    #[test]
+    fn the_joined_head_aliases_are_the_names_the_decoder_reads() {
+        let aliases: Vec<(&str, &str)> =
+            JOINED_HEAD_COLUMNS.split(',').map(|c| c.trim().split_once(" AS ").unwrap_or((c, "<no alias>"))).collect();
+        let names = |c: &HeadColumns| [c.order_id, c.status, c.version, c.tenant_region, c.updated_at];
+        let plain = names(&HeadColumns::PLAIN);
+        let joined = names(&HeadColumns::JOINED);
+        assert_eq!(aliases.len(), plain.len());
+        for ((column, alias), (p, j)) in aliases.iter().zip(plain.iter().zip(joined.iter())) {
+            assert_eq!(*column, format!("o.{p}"));
+            assert_eq!(alias, j);
+        }
+    }
+}
