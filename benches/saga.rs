@@ -13,7 +13,10 @@
 //!    separate Python process as an outside probe would send it (`BENCH_LOAD`).
 //!    Latency is create → CONFIRMED from the database's own timestamps, and
 //!    split by hop (outbox commit → publish → participant → applied) to show
-//!    where the time goes.
+//!    where the time goes. Each level runs on a daemon, simulator, database
+//!    and topics of its own (`BENCH_FRESH_STACK=0` shares one across levels):
+//!    tansu's fetch cost grows with what a partition has ever stored, so on
+//!    shared topics a level would pay for the levels before it.
 //!
 //! The MariaDB commit ceiling is measured in the same run.
 
@@ -317,31 +320,53 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn end_to_end(dur: Duration) {
-    let e = env("e2e").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let denv = daemon_env(&e, port);
-    let mut daemon = spawn(&["serve"], &denv);
-    let mut sim_env = denv.clone();
-    sim_env.retain(|(k, _)| k != "ORDER_SAGA_KAFKA_GROUP_ID");
-    let mut simulator =
-        spawn(&["simulate", "--group-id", &format!("bench-sim-{}", uuid::Uuid::new_v4().simple())], &sim_env);
-    let probe = reqwest::Client::new();
-    for _ in 0..600 {
-        if probe.get(format!("http://{addr}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            break;
+/// The daemon and the simulator on a database and topics of their own,
+/// warmed up (group joins, schema caches, connection pools).
+struct Stack {
+    e: Env,
+    addr: String,
+    daemon: std::process::Child,
+    simulator: std::process::Child,
+    client: reqwest::Client,
+}
+
+/// `POST /orders` of one bench order, as a boxed future (spawned and cloned by the loads).
+type Create = Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>;
+
+impl Stack {
+    async fn start() -> Stack {
+        let e = env("e2e").await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let denv = daemon_env(&e, port);
+        let daemon = spawn(&["serve"], &denv);
+        let mut sim_env = denv.clone();
+        sim_env.retain(|(k, _)| k != "ORDER_SAGA_KAFKA_GROUP_ID");
+        let simulator =
+            spawn(&["simulate", "--group-id", &format!("bench-sim-{}", uuid::Uuid::new_v4().simple())], &sim_env);
+        let client = reqwest::Client::new();
+        for _ in 0..600 {
+            if client.get(format!("http://{addr}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stack = Stack { e, addr, daemon, simulator, client };
+        let create = stack.create();
+        for i in 0..50 {
+            create(format!("warm-{i}")).await;
+        }
+        wait_all_confirmed(&stack.e.db, Duration::from_secs(60)).await;
+        stack
     }
-    let client = reqwest::Client::new();
-    let body = r#"{"customer_id":"bench","tenant_region":"eu-west","currency":"EUR","items":[{"sku":"SKU-1","qty":2,"unit_price":"19.99"}]}"#;
-    let create = {
-        let client = client.clone();
-        let url = format!("http://{addr}/orders");
-        move |key: String| {
+
+    fn create(&self) -> Create {
+        let client = self.client.clone();
+        let url = format!("http://{}/orders", self.addr);
+        let body = r#"{"customer_id":"bench","tenant_region":"eu-west","currency":"EUR","items":[{"sku":"SKU-1","qty":2,"unit_price":"19.99"}]}"#;
+        Arc::new(move |key: String| {
             let (client, url) = (client.clone(), url.clone());
-            async move {
+            Box::pin(async move {
                 client
                     .post(url)
                     .header("content-type", "application/json")
@@ -350,30 +375,54 @@ async fn end_to_end(dur: Duration) {
                     .send()
                     .await
                     .is_ok_and(|r| r.status().as_u16() == 201)
-            }
-        }
-    };
-    // Warm up: group joins, schema caches, connection pools.
-    for i in 0..50 {
-        create(format!("warm-{i}")).await;
+            })
+        })
     }
-    wait_all_confirmed(&e.db, Duration::from_secs(60)).await;
 
-    let procs = vec![
-        probe::Proc { name: "daemon", pid: daemon.id() },
-        probe::Proc { name: "MariaDB", pid: probe::pid_of("mariadbd").unwrap_or(0) },
-        probe::Proc { name: "broker (tansu)", pid: probe::pid_of("tansu").unwrap_or(0) },
-        probe::Proc { name: "simulator", pid: simulator.id() },
-        probe::Proc { name: "load generator", pid: std::process::id() },
-    ];
+    fn procs(&self) -> Vec<probe::Proc> {
+        vec![
+            probe::Proc { name: "daemon", pid: self.daemon.id() },
+            probe::Proc { name: "MariaDB", pid: probe::pid_of("mariadbd").unwrap_or(0) },
+            probe::Proc { name: "broker (tansu)", pid: probe::pid_of("tansu").unwrap_or(0) },
+            probe::Proc { name: "simulator", pid: self.simulator.id() },
+            probe::Proc { name: "load generator", pid: std::process::id() },
+        ]
+    }
+
+    /// Stops the daemon and the simulator (the broker floor runs with nothing else).
+    fn halt(&mut self) {
+        let _ = self.simulator.kill();
+        let _ = self.daemon.kill();
+        let _ = self.simulator.wait();
+        let _ = self.daemon.wait();
+    }
+
+    async fn stop(mut self) {
+        self.halt();
+        drop_db(&self.e.db, &self.e.url).await;
+    }
+}
+
+/// Whether every load level gets a stack of its own (`BENCH_FRESH_STACK`,
+/// default on; 0 runs all levels on one). tansu's fetch lists every batch a
+/// partition has ever stored whenever a consumer is behind, so its cost per
+/// fetch grows with the topics' history: on shared topics a level pays for
+/// the levels before it (BENCHMARKS.md, "The broker's history").
+fn fresh_stack_per_level() -> bool {
+    std::env::var("BENCH_FRESH_STACK").map_or(true, |v| v != "0")
+}
+
+async fn end_to_end(dur: Duration) {
+    let mut stack = Stack::start().await;
+    let procs = stack.procs();
     // What the daemon costs with nothing to do (BENCH_IDLE_SECONDS, default 10;
     // 0 skips): polling, empty fetches, timer and relay ticks, watermark reports.
     let idle = std::env::var("BENCH_IDLE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10u64);
     if idle > 0 {
-        let window = probe::Window::open(&e.db, &procs).await;
+        let window = probe::Window::open(&stack.e.db, &procs).await;
         tokio::time::sleep(Duration::from_secs(idle)).await;
         // "Per saga" with one saga per second: per second.
-        let (cpu, db, b) = window.close(&e.db, &procs, idle as usize).await;
+        let (cpu, db, b) = window.close(&stack.e.db, &procs, idle as usize).await;
         println!("\n### Idle: no load for {idle} s, per second\n");
         let names: Vec<&str> = procs.iter().map(|p| p.name).collect();
         println!(
@@ -405,14 +454,23 @@ async fn end_to_end(dur: Duration) {
         .unwrap_or_else(|| vec![LoadFrom::InProcess, LoadFrom::External]);
     // What the external generator saw of itself, per level.
     let mut external_views: Vec<(String, serde_json::Value, usize)> = Vec::new();
+    let fresh = fresh_stack_per_level();
+    let mut levels_run = 0usize;
     for &rate in &rates {
         for &from in &loads {
+            if fresh && levels_run > 0 {
+                stack.stop().await;
+                stack = Stack::start().await;
+            }
+            levels_run += 1;
+            let procs = stack.procs();
+            let create = stack.create();
             let since = Utc::now();
             let total = rate * dur.as_secs();
             let label = format!("open loop {rate}/s, {}", from.name());
             let (window, created_rate, external) = match from {
                 LoadFrom::InProcess => {
-                    let window = probe::Window::open(&e.db, &procs).await;
+                    let window = probe::Window::open(&stack.e.db, &procs).await;
                     let started = Instant::now();
                     let interval = Duration::from_secs_f64(1.0 / rate as f64);
                     let mut tick = tokio::time::interval(interval);
@@ -428,16 +486,16 @@ async fn end_to_end(dur: Duration) {
                     (window, total as f64 / started.elapsed().as_secs_f64(), None)
                 }
                 LoadFrom::External => {
-                    let load = ExternalLoad::start(&addr, rate, dur, &format!("x{rate}")).await;
-                    let window = probe::Window::open(&e.db, &procs).await;
+                    let load = ExternalLoad::start(&stack.addr, rate, dur, &format!("x{rate}")).await;
+                    let window = probe::Window::open(&stack.e.db, &procs).await;
                     let view = load.run().await;
                     let rate = view["sent"].as_f64().unwrap_or(0.0) / view["seconds"].as_f64().unwrap_or(f64::NAN);
                     (window, rate, Some(view))
                 }
             };
-            wait_all_confirmed(&e.db, Duration::from_secs(120)).await;
-            let n = report(&e.db, since, &label, created_rate).await;
-            let (mut cpu, db, box_use) = window.close(&e.db, &procs, n).await;
+            wait_all_confirmed(&stack.e.db, Duration::from_secs(120)).await;
+            let n = report(&stack.e.db, since, &label, created_rate).await;
+            let (mut cpu, db, box_use) = window.close(&stack.e.db, &procs, n).await;
             if let Some(view) = external {
                 // The load generator's column: this process's polling plus the external generator.
                 cpu[4] += view["cpu_seconds"].as_f64().unwrap_or(f64::NAN) * 1e3 / n.max(1) as f64;
@@ -447,14 +505,20 @@ async fn end_to_end(dur: Duration) {
         }
     }
     for c in clients {
+        if fresh && levels_run > 0 {
+            stack.stop().await;
+            stack = Stack::start().await;
+        }
+        levels_run += 1;
+        let procs = stack.procs();
         let since = Utc::now();
-        let window = probe::Window::open(&e.db, &procs).await;
-        let create = create.clone();
+        let window = probe::Window::open(&stack.e.db, &procs).await;
+        let create = stack.create();
         let stats = load(c, dur, move |n| create(format!("c{c}-{n}"))).await;
-        wait_all_confirmed(&e.db, Duration::from_secs(180)).await;
+        wait_all_confirmed(&stack.e.db, Duration::from_secs(180)).await;
         let label = format!("closed loop, {c} clients");
-        let n = report(&e.db, since, &label, stats.rate()).await;
-        let (cpu, db, box_use) = window.close(&e.db, &procs, n).await;
+        let n = report(&stack.e.db, since, &label, stats.rate()).await;
+        let (cpu, db, box_use) = window.close(&stack.e.db, &procs, n).await;
         costs.push((label, cpu, db, box_use));
     }
     if !external_views.is_empty() {
@@ -509,27 +573,24 @@ async fn end_to_end(dur: Duration) {
         );
     }
     // Messages through the broker per saga: every outbox row plus the participants' answers.
-    let rows = count(&e.db, "SELECT COUNT(*) FROM outbox").await as f64;
-    let orders = count(&e.db, "SELECT COUNT(*) FROM orders").await.max(1) as f64;
+    let rows = count(&stack.e.db, "SELECT COUNT(*) FROM outbox").await as f64;
+    let orders = count(&stack.e.db, "SELECT COUNT(*) FROM orders").await.max(1) as f64;
     let per_saga = rows / orders + 2.0;
-    let _ = simulator.kill();
-    let _ = daemon.kill();
-    let _ = simulator.wait();
-    let _ = daemon.wait();
+    stack.halt();
     println!(
         "\n#### Broker floor: one produce → consume hop, nothing else running ({per_saga:.1} messages per saga; the saga crosses the broker 4 times on its critical path)\n"
     );
     println!("| saga rate it stands for | messages/s | hop p50 ms | hop p99 ms | hop max ms | 4 hops at p50 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     for &rate in &rates {
-        let floor_topic = format!("{}floor{rate}", e.prefix);
-        order_saga::kafka::admin::create_topics(&e.client, &[floor_topic.as_str()], PARTITIONS, 1).await.unwrap();
+        let floor_topic = format!("{}floor{rate}", stack.e.prefix);
+        order_saga::kafka::admin::create_topics(&stack.e.client, &[floor_topic.as_str()], PARTITIONS, 1).await.unwrap();
         let msgs = (rate as f64 * per_saga).round() as u64;
         let (p50, p99, max, sent) =
-            probe::broker_floor(&e.client, &floor_topic, msgs, dur, Duration::from_millis(10)).await;
+            probe::broker_floor(&stack.e.client, &floor_topic, msgs, dur, Duration::from_millis(10)).await;
         println!("| {rate} sagas/s | {sent:.0} | {p50:.1} | {p99:.1} | {max:.1} | {:.0} |", 4.0 * p50);
     }
-    drop_db(&e.db, &e.url).await;
+    stack.stop().await;
 }
 
 /// Where a level's open-loop load comes from (`BENCH_LOAD`, a comma list; default both).
