@@ -389,6 +389,19 @@ impl Stack {
         ]
     }
 
+    /// The stack the next load level runs on: a new one after the first
+    /// level when `fresh` ([`fresh_stack_per_level`]).
+    async fn for_next_level(self, fresh: bool, levels_run: &mut usize) -> Stack {
+        let stack = if fresh && *levels_run > 0 {
+            self.stop().await;
+            Stack::start().await
+        } else {
+            self
+        };
+        *levels_run += 1;
+        stack
+    }
+
     /// Stops the daemon and the simulator (the broker floor runs with nothing else).
     fn halt(&mut self) {
         let _ = self.simulator.kill();
@@ -458,11 +471,7 @@ async fn end_to_end(dur: Duration) {
     let mut levels_run = 0usize;
     for &rate in &rates {
         for &from in &loads {
-            if fresh && levels_run > 0 {
-                stack.stop().await;
-                stack = Stack::start().await;
-            }
-            levels_run += 1;
+            stack = stack.for_next_level(fresh, &mut levels_run).await;
             let procs = stack.procs();
             let create = stack.create();
             let since = Utc::now();
@@ -505,11 +514,7 @@ async fn end_to_end(dur: Duration) {
         }
     }
     for c in clients {
-        if fresh && levels_run > 0 {
-            stack.stop().await;
-            stack = Stack::start().await;
-        }
-        levels_run += 1;
+        stack = stack.for_next_level(fresh, &mut levels_run).await;
         let procs = stack.procs();
         let since = Utc::now();
         let window = probe::Window::open(&stack.e.db, &procs).await;
