@@ -5,7 +5,8 @@
 //! and [`plan`] returns every row to write, the saga rows it changed and what
 //! came of each event (with the observations metrics are recorded from:
 //! dwell, status changes, alerts). The shell writes the plan with one
-//! statement per table. Table tests of whole batches: `batch_tests.rs`.
+//! statement per table, all of them in one round trip (`store::script`).
+//! Table tests of whole batches: `batch_tests.rs`.
 
 use std::collections::{HashMap, HashSet};
 

@@ -4,7 +4,9 @@
 //! that arrive while earlier ones are committing are coalesced: one
 //! transaction inserts all of them — one statement per table (the `orders`
 //! rows too, where the server hands out consecutive ids; else one each, see
-//! [`crate::store::OrderIds`]) — and one fsync covers them all. Nothing waits on a
+//! [`crate::store::OrderIds`]) — and one fsync covers them all. The `orders`
+//! rows go first, for their ids; every other statement, the keys' included,
+//! follows in one round trip (`store::script`). Nothing waits on a
 //! timer: when the database keeps up, every request runs alone at once.
 //!
 //! Every request keeps its own outcome. The idempotency keys are inserted last,
@@ -21,13 +23,13 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use sqlx::{MySql, QueryBuilder};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::SagaStore;
 use super::order_api::{self, CreateContext, CreateOutcome};
 use crate::domain::NewOrder;
 use crate::store::outbox::OutboxWriter;
+use crate::store::script::Script;
 use crate::store::{Ctx, Db, StoreError};
 use crate::telemetry::trace_context::TraceContext;
 
@@ -87,25 +89,32 @@ async fn create_together(s: &Shared, reqs: &[CreateRequest]) -> Result<Vec<Creat
     let now = crate::store::now();
     let orders: Vec<(&NewOrder, Option<&TraceContext>)> = reqs.iter().map(|r| (&r.order, r.trace.as_ref())).collect();
     let actors: Vec<&str> = reqs.iter().map(|r| r.actor.as_deref().unwrap_or(s.actor)).collect();
-    let views =
-        order_api::insert_orders(&mut tx, &orders, now, &s.outbox, s.sagas.as_ref(), &actors, s.db.order_ids).await?;
+    let mut script = Script::new();
+    let views = order_api::insert_orders(
+        &mut tx,
+        &mut script,
+        &orders,
+        now,
+        &s.outbox,
+        s.sagas.as_ref(),
+        &actors,
+        s.db.order_ids,
+    )
+    .await?;
     let bodies: Vec<String> = views
         .iter()
         .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))
         .collect::<Result<_, _>>()?;
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO idempotency_keys (idempotency_key, request_fingerprint, created_at, order_id, response_status, response_body) ",
-    );
-    qb.push_values(reqs.iter().zip(&views).zip(&bodies), |mut b, ((r, v), body)| {
-        b.push_bind(&r.key)
-            .push_bind(&r.fingerprint[..])
-            .push_bind(now)
-            .push_bind(v.order_id)
-            .push_bind(201u16)
-            .push_bind(body);
-    });
-    // A key that exists fails this statement; dropping `tx` rolls everything back.
-    qb.build().execute(&mut *tx).await.ctx("storing the idempotency keys of a group")?;
+    // Last: a key that exists fails this statement; dropping `tx` rolls everything back.
+    script
+        .statement("storing the idempotency keys of a group")
+        .sql(
+            "INSERT INTO idempotency_keys (idempotency_key, request_fingerprint, created_at, order_id, response_status, response_body) ",
+        )
+        .values(reqs.iter().zip(&views).zip(&bodies), |b, ((r, v), body)| {
+            b.lit(&r.key).lit(&r.fingerprint[..]).lit(now).lit(v.order_id).lit(201u16).lit(body);
+        });
+    script.run(&mut tx).await?;
     tx.commit().await.ctx("committing a group of new orders")?;
     Ok(views.into_iter().zip(bodies).map(|(v, body)| CreateOutcome::Created { order_id: v.order_id, body }).collect())
 }

@@ -6,13 +6,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{MySql, QueryBuilder, Row};
+use sqlx::Row;
 
 use super::LockMode;
 use crate::domain::{OrderId, SagaVersion};
 use crate::saga::model::InstanceData;
 use crate::saga::{Catalog, Instance};
 use crate::store::orders::{self, HeadColumns, JOINED_HEAD_COLUMNS, OrderHead};
+use crate::store::script::Script;
 use crate::store::{Ctx, Db, StoreError, Tx, truncate};
 
 /// A saga row as loaded.
@@ -150,42 +151,42 @@ pub(crate) async fn lock_sagas_and_orders(
     Ok((slots, heads))
 }
 
-pub(crate) async fn insert_instances(
-    tx: &mut Tx,
+pub(crate) fn insert_instances(
+    s: &mut Script,
     rows: &[(Instance, bool)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
-             state_entered_at, created_at, updated_at) ",
-        );
         let data: Vec<String> = chunk
             .iter()
             .map(|(inst, _)| serde_json::to_string(&inst.data).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect::<Result<_, _>>()?;
-        qb.push_values(chunk.iter().zip(&data), |mut b, ((inst, terminal), data)| {
-            b.push_bind(inst.order_id)
-                .push_bind(&inst.saga_name)
-                .push_bind(inst.definition_version)
-                .push_bind(&inst.state)
-                .push_bind(inst.version)
-                .push_bind(*terminal)
-                .push_bind(&inst.data.order.tenant_region)
-                .push_bind(data)
-                .push_bind(inst.state_entered_at)
-                .push_bind(now)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting sagas")?;
+        s.statement("inserting sagas")
+            .sql(
+                "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+                 state_entered_at, created_at, updated_at) ",
+            )
+            .values(chunk.iter().zip(&data), |b, ((inst, terminal), data)| {
+                b.lit(inst.order_id)
+                    .lit(&inst.saga_name)
+                    .lit(inst.definition_version)
+                    .lit(&inst.state)
+                    .lit(inst.version)
+                    .lit(*terminal)
+                    .lit(&inst.data.order.tenant_region)
+                    .lit(data)
+                    .lit(inst.state_entered_at)
+                    .lit(now)
+                    .lit(now);
+            });
     }
     Ok(())
 }
 
 /// Writes the changed saga rows in one statement. The rows are locked by this
 /// transaction (`load_sagas`), so `ON DUPLICATE KEY UPDATE` is a batched UPDATE.
-pub(crate) async fn upsert_instances(
-    tx: &mut Tx,
+pub(crate) fn upsert_instances(
+    script: &mut Script,
     slots: &[&Slot],
     catalog: &Catalog,
     now: DateTime<Utc>,
@@ -205,58 +206,54 @@ pub(crate) async fn upsert_instances(
         };
         rows.push((s, data, terminal, quarantined_at));
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
-         state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) ",
-    );
-    qb.push_values(&rows, |mut b, (s, data, terminal, quarantined_at)| {
-        b.push_bind(s.inst.order_id)
-            .push_bind(&s.inst.saga_name)
-            .push_bind(s.inst.definition_version)
-            .push_bind(&s.inst.state)
-            .push_bind(s.inst.version)
-            .push_bind(*terminal)
-            .push_bind(&s.inst.data.order.tenant_region)
-            .push_bind(data)
-            .push_bind(s.inst.state_entered_at)
-            .push_bind(now)
-            .push_bind(now)
-            .push_bind(*quarantined_at)
-            .push_bind(&s.quarantined);
-    });
-    qb.push(
-        " ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), terminal = VALUES(terminal), \
-         data = VALUES(data), state_entered_at = VALUES(state_entered_at), updated_at = VALUES(updated_at), \
-         quarantined_at = VALUES(quarantined_at), quarantine_reason = VALUES(quarantine_reason)",
-    );
-    qb.build().execute(&mut **tx).await.ctx("updating sagas")?;
+    script
+        .statement("updating sagas")
+        .sql(
+            "INSERT INTO saga_instances (order_id, saga_name, definition_version, state, version, terminal, tenant_region, data, \
+             state_entered_at, created_at, updated_at, quarantined_at, quarantine_reason) ",
+        )
+        .values(&rows, |b, (s, data, terminal, quarantined_at)| {
+            b.lit(s.inst.order_id)
+                .lit(&s.inst.saga_name)
+                .lit(s.inst.definition_version)
+                .lit(&s.inst.state)
+                .lit(s.inst.version)
+                .lit(*terminal)
+                .lit(&s.inst.data.order.tenant_region)
+                .lit(data)
+                .lit(s.inst.state_entered_at)
+                .lit(now)
+                .lit(now)
+                .lit(*quarantined_at)
+                .lit(&s.quarantined);
+        })
+        .sql(
+            " ON DUPLICATE KEY UPDATE state = VALUES(state), version = VALUES(version), terminal = VALUES(terminal), \
+             data = VALUES(data), state_entered_at = VALUES(state_entered_at), updated_at = VALUES(updated_at), \
+             quarantined_at = VALUES(quarantined_at), quarantine_reason = VALUES(quarantine_reason)",
+        );
     Ok(())
 }
 
-pub(crate) async fn insert_transitions(
-    tx: &mut Tx,
-    rows: &[TransitionRow],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
+pub(crate) fn insert_transitions(s: &mut Script, rows: &[TransitionRow], now: DateTime<Utc>) {
+    // Chunked: bounds one statement's size.
     for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.order_id)
-                .push_bind(r.saga_version)
-                .push_bind(truncate(&r.event_id, 191))
-                .push_bind(truncate(&r.event_name, 128))
-                .push_bind(&r.from)
-                .push_bind(&r.to)
-                .push_bind(truncate(&r.actor, 128))
-                .push_bind(r.reason.as_deref().map(|s| truncate(s, 255)))
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting saga transitions")?;
+        s.statement("inserting saga transitions")
+            .sql(
+                "INSERT INTO saga_transitions (order_id, saga_version, event_id, event_name, from_state, to_state, actor, reason, occurred_at) ",
+            )
+            .values(rows, |b, r| {
+                b.lit(r.order_id)
+                    .lit(r.saga_version)
+                    .lit(truncate(&r.event_id, 191))
+                    .lit(truncate(&r.event_name, 128))
+                    .lit(&r.from)
+                    .lit(&r.to)
+                    .lit(truncate(&r.actor, 128))
+                    .lit(r.reason.as_deref().map(|s| truncate(s, 255)))
+                    .lit(now);
+            });
     }
-    Ok(())
 }
 
 /// A saga as the ops surfaces show it.
@@ -363,7 +360,9 @@ pub async fn write_migration(
         actor: actor.to_owned(),
         reason: Some(m.reason()),
     };
-    insert_transitions(tx, &[row], now).await?;
+    let mut script = Script::new();
+    insert_transitions(&mut script, &[row], now);
+    script.run(tx).await?;
     // A moved timer keeps when and by which version it was armed (its firing's id).
     for c in &m.timers {
         if let TimerChange::Moved { name, to, .. } = c {
@@ -381,7 +380,9 @@ pub async fn write_migration(
             TimerChange::Disarmed { name, .. } => Some(((inst.order_id, name.clone()), TimerOp::Cancel)),
         })
         .collect();
-    flush_timers(tx, &ops, now, Clock::Database).await
+    let mut script = Script::new();
+    flush_timers(&mut script, &ops, now, Clock::Database)?;
+    script.run(tx).await
 }
 
 #[cfg(test)]

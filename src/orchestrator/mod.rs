@@ -45,6 +45,7 @@ use crate::saga::{self, Catalog, Event, EventBody};
 use crate::store::orders::{self, ChangeRefusal, OrderHead, insert_history, update_orders};
 use crate::store::outbox::{self, NewOutboxRow, OutboxWriter};
 use crate::store::parked::insert_parked;
+use crate::store::script::Script;
 use crate::store::timers::{Clock, flush_timers};
 use crate::store::{Ctx, Db, StoreError, Tx, inbox, timers};
 use crate::telemetry::trace_context::TraceContext;
@@ -232,9 +233,9 @@ impl SagaStore {
     /// Starts the sagas of new orders in the order-creation transaction:
     /// one statement per table for all of them. Returns their outbox rows
     /// (each with the trace of the request that created its order).
-    pub(crate) async fn start_many(
+    pub(crate) fn start_many(
         &self,
-        tx: &mut Tx,
+        script: &mut Script,
         orders: &[(OrderId, &NewOrder, Option<&TraceContext>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<NewOutboxRow>, StoreError> {
@@ -273,10 +274,10 @@ impl SagaStore {
             let terminal = def.state(&inst.state).is_some_and(|s| s.terminal);
             instances.push((inst, terminal));
         }
-        insert_instances(tx, &instances, now).await?;
-        insert_transitions(tx, &writes.transitions, now).await?;
+        insert_instances(script, &instances, now)?;
+        insert_transitions(script, &writes.transitions, now);
         // `now` is the host's here (order creation reads no server clock).
-        flush_timers(tx, &writes.timers, now, Clock::Host).await?;
+        flush_timers(script, &writes.timers, now, Clock::Host)?;
         Ok(writes.outbox)
     }
 
@@ -347,15 +348,19 @@ impl SagaStore {
         let batch::Plan { writes, changed, result } =
             batch::plan(&self.catalog, &self.outbox, batch, snapshot, lock, unknown)?;
 
-        inbox::insert(tx, &writes.inbox, now).await?;
+        // Every write in one round trip (`store::script`), in the order the
+        // statements ran when they were sent one by one.
+        let mut script = Script::new();
+        inbox::insert(&mut script, &writes.inbox, now);
         let changed: Vec<&Slot> = changed.iter().collect();
-        upsert_instances(tx, &changed, &self.catalog, now).await?;
-        update_orders(tx, &writes.orders, now).await?;
-        insert_history(tx, &writes.history, now).await?;
-        flush_timers(tx, &writes.timers, now, Clock::Database).await?;
-        insert_parked(tx, &writes.parked, now).await?;
-        insert_transitions(tx, &writes.transitions, now).await?;
-        outbox::insert(tx, &writes.outbox, now).await?;
+        upsert_instances(&mut script, &changed, &self.catalog, now)?;
+        update_orders(&mut script, &writes.orders, now)?;
+        insert_history(&mut script, &writes.history, now);
+        flush_timers(&mut script, &writes.timers, now, Clock::Database)?;
+        insert_parked(&mut script, &writes.parked, now);
+        insert_transitions(&mut script, &writes.transitions, now);
+        outbox::insert(&mut script, &writes.outbox, now);
+        script.run(tx).await?;
         Ok(result)
     }
 

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use super::SagaStore;
 use crate::contracts::Message;
 use crate::domain::OrderId;
+use crate::store::script::Script;
 use crate::store::{StoreError, Tx, inbox, outbox, parked, timers};
 
 impl SagaStore {
@@ -25,7 +26,9 @@ impl SagaStore {
     /// participant's idempotency on the command id makes it harmless).
     pub async fn resend(&self, tx: &mut Tx, msg: &Message, now: DateTime<Utc>) -> Result<(), StoreError> {
         let row = self.outbox.row(msg, None)?;
-        outbox::insert(tx, &[row], now).await
+        let mut script = Script::new();
+        outbox::insert(&mut script, &[row], now);
+        script.run(tx).await
     }
 }
 

@@ -12,6 +12,7 @@ use crate::store::orders::{
     ChangeRefusal, OrderView, apply_status, created_message, get, head, insert_rows, new_order_view,
 };
 use crate::store::outbox::{self, OutboxWriter};
+use crate::store::script::Script;
 use crate::store::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
 use crate::telemetry::trace_context::TraceContext;
 
@@ -66,9 +67,19 @@ pub async fn create(
                 None => Err(StoreError::Race("the idempotency key was released while we waited for it")),
             };
         }
-        let mut views =
-            insert_orders(&mut tx, &[(order, ctx.trace)], now, ctx.outbox, ctx.saga, &[ctx.actor], db.order_ids)
-                .await?;
+        let mut script = Script::new();
+        let mut views = insert_orders(
+            &mut tx,
+            &mut script,
+            &[(order, ctx.trace)],
+            now,
+            ctx.outbox,
+            ctx.saga,
+            &[ctx.actor],
+            db.order_ids,
+        )
+        .await?;
+        script.run(&mut tx).await?;
         let view = views.pop().ok_or_else(|| StoreError::Corrupt("no order was inserted".into()))?;
         let body = serde_json::to_string(&view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         idempotency::complete(&mut tx, key, view.order_id, 201, &body).await?;
@@ -79,11 +90,15 @@ pub async fn create(
 }
 
 /// Inserts new orders with everything that goes with them: their rows
-/// (`orders::insert_rows`), their `order.created.v1` outbox rows, their sagas'
-/// first transitions and effects — one statement per table for all of them.
+/// (`orders::insert_rows`, which inserts the `orders` rows at once, for their
+/// ids), their `order.created.v1` outbox rows, their sagas' first transitions
+/// and effects — one statement per table for all of them, added to `script`
+/// for the caller to run.
 /// `orders[i].1` is the trace of the request that created order `i`, `actors[i]` who created it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_orders(
     tx: &mut Tx,
+    script: &mut Script,
     orders: &[(&NewOrder, Option<&TraceContext>)],
     now: DateTime<Utc>,
     outbox_writer: &OutboxWriter,
@@ -92,7 +107,7 @@ pub(crate) async fn insert_orders(
     order_ids: OrderIds,
 ) -> Result<Vec<OrderView>, StoreError> {
     let new: Vec<&NewOrder> = orders.iter().map(|(o, _)| *o).collect();
-    let ids = insert_rows(tx, &new, now, actors, order_ids).await?;
+    let ids = insert_rows(tx, script, &new, now, actors, order_ids).await?;
     let mut rows = Vec::with_capacity(orders.len() * 2);
     for ((order, trace), id) in orders.iter().zip(&ids) {
         rows.push(outbox_writer.row(&created_message(*id, order, now), *trace)?);
@@ -100,9 +115,9 @@ pub(crate) async fn insert_orders(
     if let Some(saga) = saga {
         let started: Vec<(OrderId, &NewOrder, Option<&TraceContext>)> =
             orders.iter().zip(&ids).map(|((o, t), id)| (*id, *o, *t)).collect();
-        rows.extend(saga.start_many(tx, &started, now).await?);
+        rows.extend(saga.start_many(script, &started, now)?);
     }
-    outbox::insert(tx, &rows, now).await?;
+    outbox::insert(script, &rows, now);
     Ok(orders.iter().zip(ids).map(|((o, _), id)| new_order_view(id, o, now)).collect())
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder, Row};
 
+use super::script::Script;
 use super::{Ctx, StoreError, Tx};
 use crate::domain::OrderId;
 
@@ -75,28 +76,16 @@ pub async fn db_now_and_existing(tx: &mut Tx, ids: &[&str]) -> Result<(DateTime<
 /// Plain INSERT: if a concurrent transaction inserted one of these ids after
 /// our `db_now_and_existing` check, the duplicate-key error rolls the batch back and the
 /// retry sees the id as handled.
-pub(crate) async fn insert(tx: &mut Tx, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
+pub(crate) fn insert(s: &mut Script, rows: &[InboxRow], now: DateTime<Utc>) {
+    // Chunked: bounds one statement's size.
     for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ");
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(&r.event_id)
-                .push_bind(r.order_id)
-                .push_bind(&r.event_name)
-                .push_bind(&r.source)
-                .push_bind(r.outcome.as_str())
-                .push_bind(now);
-        });
-        match qb.build().execute(&mut **tx).await {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                return Err(StoreError::Race("an event of the batch was handled concurrently"));
-            }
-            Err(e) => return Err(e).ctx("inserting inbox rows"),
-        }
+        s.statement("inserting inbox rows")
+            .sql("INSERT INTO saga_inbox (event_id, order_id, event_name, source, outcome, received_at) ")
+            .values(rows, |b, r| {
+                b.lit(&r.event_id).lit(r.order_id).lit(&r.event_name).lit(&r.source).lit(r.outcome.as_str()).lit(now);
+            })
+            .duplicate_is_race("an event of the batch was handled concurrently");
     }
-    Ok(())
 }
 
 /// Deletes inbox rows older than `older_than` in small batches.

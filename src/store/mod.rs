@@ -23,6 +23,7 @@ pub mod orders;
 pub mod outbox;
 pub mod parked;
 pub(crate) mod rowset;
+pub(crate) mod script;
 pub mod sessions;
 pub mod timers;
 pub mod watermarks;
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
-use sqlx::{Executor, MySql, MySqlPool, Transaction};
+use sqlx::{ConnectOptions, Executor, MySql, MySqlPool, Transaction};
 
 /// Errors of the storage layer, with enough context to act on.
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +255,10 @@ impl Db {
     /// opened to fail fast on a wrong URL or password.
     pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Db, StoreError> {
         let options: MySqlConnectOptions = url.parse().ctx("parsing ORDER_SAGA_DATABASE_URL")?;
+        // Write scripts carry their values in their text (`script`): the
+        // driver must not log statements; a slow script is logged by its
+        // steps' names instead.
+        let options = options.disable_statement_logging();
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)

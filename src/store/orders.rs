@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::outbox::{self, OutboxWriter};
+use super::script::Script;
 use super::{Ctx, Db, OrderIds, StoreError, Tx, idempotency};
 use crate::contracts::{Message, OrderCreated, OrderLine, OrderStatusChanged, TimestampMicros, event_id};
 use crate::domain::{Currency, Money, NewOrder, OrderId, OrderStatus};
@@ -59,10 +60,12 @@ fn stored_currency(code: &str) -> Result<Currency, StoreError> {
 
 /// Inserts new orders' rows: the `orders` rows (one statement for all of them
 /// when the server hands out consecutive ids, else one per order — see
-/// [`OrderIds`]), then one statement per table for all of them (items, the
-/// first history row, by `actors[i]`). Returns the new ids, in order.
+/// [`OrderIds`]), at once, for their ids; then adds one statement per table
+/// for all of them to `script` (items, the first history row, by
+/// `actors[i]`). Returns the new ids, in order.
 pub(crate) async fn insert_rows(
     tx: &mut Tx,
+    script: &mut Script,
     orders: &[&NewOrder],
     now: DateTime<Utc>,
     actors: &[&str],
@@ -108,12 +111,12 @@ pub(crate) async fn insert_rows(
         .flat_map(|(o, id)| o.items.iter().enumerate().map(move |(i, item)| (*id, i as u16 + 1, item)))
         .collect();
     for chunk in items.chunks(super::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ");
-        qb.push_values(chunk, |mut b, (id, line, item)| {
-            b.push_bind(*id).push_bind(*line).push_bind(&item.sku).push_bind(item.qty).push_bind(item.unit_price);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting order items")?;
+        script
+            .statement("inserting order items")
+            .sql("INSERT INTO order_items (order_id, line_no, sku, qty, unit_price) ")
+            .values(chunk, |b, (id, line, item)| {
+                b.lit(*id).lit(*line).lit(&item.sku).lit(item.qty).lit(item.unit_price);
+            });
     }
     let history: Vec<HistoryRow> = ids
         .iter()
@@ -127,7 +130,7 @@ pub(crate) async fn insert_rows(
             actor: (*actor).to_owned(),
         })
         .collect();
-    insert_history(tx, &history, now).await?;
+    insert_history(script, &history, now);
     Ok(ids)
 }
 
@@ -193,24 +196,21 @@ pub(crate) struct HistoryRow {
 
 /// Writes status history rows, one statement per 1,000 rows: the only
 /// writer of `order_status_history` (creation, status requests, sagas).
-pub(crate) async fn insert_history(tx: &mut Tx, rows: &[HistoryRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
+pub(crate) fn insert_history(s: &mut Script, rows: &[HistoryRow], now: DateTime<Utc>) {
+    // Chunked: bounds one statement's size.
     for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.order_id)
-                .push_bind(r.from.map(OrderStatus::as_str))
-                .push_bind(r.to.as_str())
-                .push_bind(&r.reason_code)
-                .push_bind(&r.comment)
-                .push_bind(now)
-                .push_bind(r.actor.chars().take(128).collect::<String>());
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting status history")?;
+        s.statement("inserting status history")
+            .sql("INSERT INTO order_status_history (order_id, from_status, to_status, reason_code, comment, transitioned_at, actor) ")
+            .values(rows, |b, r| {
+                b.lit(r.order_id)
+                    .lit(r.from.map(OrderStatus::as_str))
+                    .lit(r.to.as_str())
+                    .lit(&r.reason_code)
+                    .lit(&r.comment)
+                    .lit(now)
+                    .lit(super::truncate(&r.actor, 128));
+            });
     }
-    Ok(())
 }
 
 const ORDER_COLUMNS: &str =
@@ -492,9 +492,11 @@ pub(crate) async fn apply_status(
         comment: comment.map(str::to_owned),
         actor: actor.to_owned(),
     };
-    insert_history(tx, &[row], now).await?;
     let msg = status_changed_message(head, to, reason_code, actor, new_version, now);
-    outbox::insert(tx, &[outbox_writer.row(&msg, trace)?], now).await?;
+    let mut script = Script::new();
+    insert_history(&mut script, &[row], now);
+    outbox::insert(&mut script, &[outbox_writer.row(&msg, trace)?], now);
+    script.run(tx).await?;
     Ok(Ok(new_version))
 }
 
@@ -610,8 +612,8 @@ pub(crate) async fn lock_heads(tx: &mut Tx, ids: &[OrderId]) -> Result<HashMap<O
 
 /// Applies the final status and version of every changed order in one
 /// statement (their rows are locked by this transaction: `lock_heads`).
-pub(crate) async fn update_orders(
-    tx: &mut Tx,
+pub(crate) fn update_orders(
+    s: &mut Script,
     orders: &BTreeMap<OrderId, (OrderStatus, u32)>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -619,20 +621,17 @@ pub(crate) async fn update_orders(
         return Ok(());
     }
     // One primary-key lookup per order, in ascending order (`rowset`).
-    let n = sqlx::query(
-        "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$[0]', status LONGTEXT PATH '$[1]', \
-         version INT UNSIGNED PATH '$[2]')) AS j STRAIGHT_JOIN orders o FORCE INDEX (PRIMARY) ON o.order_id = j.k \
-         SET o.status = j.status, o.version = j.version, o.updated_at = ?",
-    )
-    .bind(super::rowset::encode(orders.iter().map(|(id, (status, version))| (id, status.as_str(), version)))?)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .ctx("updating order statuses")?
-    .rows_affected();
-    if n != orders.len() as u64 {
-        return Err(StoreError::Race("an order changed under its lock"));
-    }
+    let rows = super::rowset::encode(orders.iter().map(|(id, (status, version))| (id, status.as_str(), version)))?;
+    s.statement("updating order statuses")
+        .sql("UPDATE JSON_TABLE(")
+        .lit(rows)
+        .sql(
+            ", '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$[0]', status LONGTEXT PATH '$[1]', \
+             version INT UNSIGNED PATH '$[2]')) AS j STRAIGHT_JOIN orders o FORCE INDEX (PRIMARY) ON o.order_id = j.k \
+             SET o.status = j.status, o.version = j.version, o.updated_at = ",
+        )
+        .lit(now)
+        .expect_rows(orders.len() as u64, "an order changed under its lock");
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{MySql, QueryBuilder, Row};
 
+use super::script::Script;
 use super::{Ctx, StoreError, Tx};
 use crate::config::Topics;
 use crate::contracts::{Message, headers};
@@ -117,27 +118,26 @@ impl OutboxWriter {
 
 /// Inserts rows in one statement. `INSERT IGNORE` is deliberately not used: a
 /// duplicate `event_id` is a bug that must surface, not vanish.
-pub(crate) async fn insert(tx: &mut Tx, rows: &[NewOutboxRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
-    for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, tenant_region, created_at) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(&r.event_id)
-                .push_bind(AGGREGATE_ORDER)
-                .push_bind(&r.aggregate_id)
-                .push_bind(&r.event_type)
-                .push_bind(&r.topic)
-                .push_bind(&r.payload)
-                .push_bind(&r.headers)
-                .push_bind(r.shard)
-                .push_bind(&r.tenant_region)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("inserting outbox rows")?;
+pub(crate) fn insert(s: &mut Script, rows: &[NewOutboxRow], now: DateTime<Utc>) {
+    // Chunked: bounds one statement's size.
+    for rows in rows.chunks(super::limits::ROWS_PER_STATEMENT) {
+        s.statement("inserting outbox rows")
+            .sql(
+                "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, tenant_region, created_at) ",
+            )
+            .values(rows, |b, r| {
+                b.lit(&r.event_id)
+                    .lit(AGGREGATE_ORDER)
+                    .lit(&r.aggregate_id)
+                    .lit(&r.event_type)
+                    .lit(&r.topic)
+                    .lit(&r.payload)
+                    .lit(&r.headers)
+                    .lit(r.shard)
+                    .lit(&r.tenant_region)
+                    .lit(now);
+            });
     }
-    Ok(())
 }
 
 /// An unpublished row, as the relay reads it.

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder, Row};
 
+use super::script::Script;
 use super::{Ctx, StoreError, Tx, truncate};
 use crate::contracts::{Message, MessageKind};
 use crate::domain::OrderId;
@@ -20,26 +21,25 @@ pub(crate) struct ParkedRow {
     pub(crate) error: Option<String>,
 }
 
-pub(crate) async fn insert_parked(tx: &mut Tx, rows: &[ParkedRow], now: DateTime<Utc>) -> Result<(), StoreError> {
-    // Chunked: a statement binds at most 65,535 values.
+pub(crate) fn insert_parked(s: &mut Script, rows: &[ParkedRow], now: DateTime<Utc>) {
+    // Chunked: bounds one statement's size.
     for rows in rows.chunks(crate::store::limits::ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO saga_parked_events (order_id, event_id, event_name, source, payload, traceparent, poison, error, parked_at) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.order_id)
-                .push_bind(truncate(&r.event_id, 191))
-                .push_bind(truncate(&r.event_name, 128))
-                .push_bind(truncate(&r.source, 300))
-                .push_bind(&r.payload)
-                .push_bind(&r.traceparent)
-                .push_bind(r.poison)
-                .push_bind(&r.error)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut **tx).await.ctx("parking events")?;
+        s.statement("parking events")
+            .sql(
+                "INSERT INTO saga_parked_events (order_id, event_id, event_name, source, payload, traceparent, poison, error, parked_at) ",
+            )
+            .values(rows, |b, r| {
+                b.lit(r.order_id)
+                    .lit(truncate(&r.event_id, 191))
+                    .lit(truncate(&r.event_name, 128))
+                    .lit(truncate(&r.source, 300))
+                    .lit(&r.payload)
+                    .lit(&r.traceparent)
+                    .lit(r.poison)
+                    .lit(&r.error)
+                    .lit(now);
+            });
     }
-    Ok(())
 }
 
 /// An unresolved parked event, ready to replay.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, QueryBuilder, Row};
 
+use super::script::Script;
 use super::{Ctx, StoreError, Tx};
 use crate::domain::{OrderId, SagaVersion};
 
@@ -153,8 +154,8 @@ pub(crate) enum Clock {
 }
 
 /// Arms (upsert) and disarms (delete) timers: one statement each.
-pub(crate) async fn flush_timers(
-    tx: &mut Tx,
+pub(crate) fn flush_timers(
+    s: &mut Script,
     ops: &BTreeMap<(OrderId, String), TimerOp>,
     now: DateTime<Utc>,
     clock: Clock,
@@ -169,40 +170,32 @@ pub(crate) async fn flush_timers(
     let cancels: Vec<&(OrderId, String)> =
         ops.iter().filter(|(_, op)| matches!(op, TimerOp::Cancel)).map(|(k, _)| k).collect();
     if !arms.is_empty() {
-        let mut qb: QueryBuilder<MySql> =
-            QueryBuilder::new("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ");
-        qb.push_values(&arms, |mut b, ((order_id, name), due_at, v)| {
-            b.push_bind(*order_id).push_bind(name);
-            match clock {
-                Clock::Database => {
-                    b.push_bind(*due_at).push_bind(*v).push_bind(now);
+        s.statement("arming timers")
+            .sql("INSERT INTO saga_timers (order_id, timer_name, due_at, armed_version, armed_at) ")
+            .values(&arms, |b, ((order_id, name), due_at, v)| {
+                b.lit(*order_id).lit(name);
+                match clock {
+                    Clock::Database => {
+                        b.lit(*due_at).lit(*v).lit(now);
+                    }
+                    Clock::Host => {
+                        let delay = (*due_at - now).num_microseconds().unwrap_or(i64::MAX).max(0);
+                        b.now_plus_micros(delay).lit(*v).sql("NOW(6)");
+                    }
                 }
-                Clock::Host => {
-                    let delay = (*due_at - now).num_microseconds().unwrap_or(i64::MAX).max(0);
-                    b.push("NOW(6) + INTERVAL ")
-                        .push_bind_unseparated(delay)
-                        .push_unseparated(" MICROSECOND")
-                        .push_bind(*v)
-                        .push("NOW(6)");
-                }
-            }
-        });
-        qb.push(
-            " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
-        );
-        qb.build().execute(&mut **tx).await.ctx("arming timers")?;
+            })
+            .sql(
+                " ON DUPLICATE KEY UPDATE due_at = VALUES(due_at), armed_version = VALUES(armed_version), armed_at = VALUES(armed_at)",
+            );
     }
     if !cancels.is_empty() {
         // One primary-key lookup per timer, in key order (`rowset`).
-        sqlx::query(
-            "DELETE t FROM JSON_TABLE(?, '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$[0]', \
-             timer_name LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$[1]')) AS j \
-             STRAIGHT_JOIN saga_timers t FORCE INDEX (PRIMARY) ON t.order_id = j.k AND t.timer_name = j.timer_name",
-        )
-        .bind(super::rowset::encode(cancels.iter().map(|(order_id, name)| (order_id, name)))?)
-        .execute(&mut **tx)
-        .await
-        .ctx("disarming timers")?;
+        let keys = super::rowset::encode(cancels.iter().map(|(order_id, name)| (order_id, name)))?;
+        s.statement("disarming timers").sql("DELETE t FROM JSON_TABLE(").lit(keys).sql(
+            ", '$[*]' COLUMNS (k BIGINT UNSIGNED PATH '$[0]', \
+                 timer_name LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$[1]')) AS j \
+                 STRAIGHT_JOIN saga_timers t FORCE INDEX (PRIMARY) ON t.order_id = j.k AND t.timer_name = j.timer_name",
+        );
     }
     Ok(())
 }

@@ -23,3 +23,4 @@ mod reliability;
 mod replicas;
 mod saga_flow;
 mod transport;
+mod write_script;
