@@ -44,6 +44,8 @@ fn statements_are_separated_and_rows_are_parenthesised() {
     });
     s.statement("b").sql("DELETE FROM t WHERE a = ").lit(1u32).expect_rows(1, "gone");
     assert_eq!(s.len(), 2);
+    let debug = format!("{s:?}");
+    assert!(debug.contains(r#"statements: ["a", "b"]"#) && !debug.contains("X'"), "{debug}");
     assert_eq!(
         s.text(),
         "INSERT INTO t (a, b) VALUES (1, _utf8mb4 X'78'), (2, _utf8mb4 X'79');\nDELETE FROM t WHERE a = 1"
