@@ -142,19 +142,20 @@ async fn run_one(tx: &mut Tx, sql: String, steps: &[Step]) -> Result<(), StoreEr
     let mut results = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute_many(&mut **tx);
     let mut i = 0;
     loop {
-        let what = steps.get(i).map_or("running a write script", |s| s.what);
+        let step = steps.get(i);
         let next = match results.try_next().await {
             Ok(next) => next,
-            Err(sqlx::Error::Database(db))
-                if db.is_unique_violation() && steps.get(i).is_some_and(|s| s.duplicate_is_race.is_some()) =>
-            {
-                let msg = steps[i].duplicate_is_race.unwrap_or("a duplicate key");
-                return Err(StoreError::Race(msg));
+            Err(e) => {
+                if let (sqlx::Error::Database(db), Some(race)) = (&e, step.and_then(|s| s.duplicate_is_race))
+                    && db.is_unique_violation()
+                {
+                    return Err(StoreError::Race(race));
+                }
+                return Err(e).ctx(step.map_or("running a write script", |s| s.what));
             }
-            Err(e) => return Err(e).ctx(what),
         };
         let Some(done) = next else { break };
-        let Some(step) = steps.get(i) else {
+        let Some(step) = step else {
             return Err(StoreError::Corrupt(format!(
                 "a write script of {} statements returned more results",
                 steps.len()
