@@ -272,23 +272,21 @@ impl Relay {
 
     /// Reads rows not yet in flight and sends them: commands over REST when
     /// that transport is on, everything else into the producer (acks arrive on
-    /// `acks`). Returns how many rows it read.
+    /// `acks`). Returns whether a shard's window came back full (more is
+    /// probably waiting).
     async fn dispatch(
         &mut self,
         shards: &[u16],
         schedule: &mut Schedule<Ack>,
         acks: &mpsc::UnboundedSender<Ack>,
-    ) -> Result<usize, RelayError> {
+    ) -> Result<bool, RelayError> {
         let t0 = Instant::now();
-        let limit = self.settings.batch + schedule.in_flight() as u32;
-        let ids: Vec<u64> = table::pending_ids(&self.db.pool, &self.settings.owner, shards, limit)
-            .await?
-            .into_iter()
-            .filter(|id| !schedule.is_in_flight(*id))
-            .take(self.settings.batch as usize)
-            .collect();
+        let windows = schedule.windows(shards);
+        let read = table::pending_ids(&self.db.pool, &self.settings.owner, &windows).await?;
+        let fresh = schedule.fresh(&windows, &read);
+        let ids = fresh.ids;
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(fresh.full);
         }
         // Where a dispatch spends its time (debug log; BENCHMARKS.md "Profile").
         let t_ids = t0.elapsed();
@@ -416,6 +414,6 @@ impl Relay {
             elapsed_us = t0.elapsed().as_micros() as u64,
             "outbox dispatch"
         );
-        Ok(rows.len())
+        Ok(fresh.full)
     }
 }

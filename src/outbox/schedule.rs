@@ -9,12 +9,15 @@
 //!
 //! * **Dispatch** (read the owned shards' pending rows and send them) when
 //!   there is reason to think rows are waiting — a business transaction woke
-//!   the relay, the last read was full, a settlement write failed, the shards
+//!   the relay, a shard's window came back full, a settlement write failed, the shards
 //!   changed, or the poll interval passed — and the pipeline has room
 //!   (`max_in_flight` rows sent and not settled) and no back-off is running.
 //!   A read wanted while the pipeline is full waits for a settlement to free
 //!   room; a settlement by itself is no reason to read (BENCHMARKS.md, "The
 //!   relay's reads").
+//! * **Windows**: a read takes from each shard its rows in flight plus an
+//!   even share of a batch, so it costs about what it returns, however long
+//!   the backlog (BENCHMARKS.md, "The relay at overload").
 //! * **Settle** delivery results in groups: once [`SETTLE_DELAY`] has passed
 //!   since the first waiting ack, or a batch's worth is waiting, with at most
 //!   [`SETTLE_WRITES`] settlement writes running. A row stays in flight until
@@ -32,6 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::settle::{SETTLE_DELAY, SETTLE_WRITES};
+use crate::store::outbox::ShardWindow;
 
 /// Back-off before the next read after `failures` consecutive failures:
 /// 100 ms doubling to 5 s.
@@ -51,6 +55,13 @@ pub(super) enum Action<A> {
     /// Read pending rows of these shards and send them, recording each sent
     /// row with [`Schedule::sent`]; report with [`Schedule::handle_dispatched`].
     Dispatch(Vec<u16>),
+}
+
+/// What one read brought: see [`Schedule::fresh`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Fresh {
+    pub(super) ids: Vec<u64>,
+    pub(super) full: bool,
 }
 
 /// The relay's scheduling state. `A` is a delivery result (the driver's
@@ -144,11 +155,49 @@ impl<A> Schedule<A> {
         self.in_flight.len()
     }
 
-    /// A [`Action::Dispatch`] finished: `Ok(rows read)`, or it failed.
-    pub(super) fn handle_dispatched(&mut self, now: Instant, read: Result<usize, ()>) {
+    /// How much of each shard's queue a read of `shards` takes: the rows in
+    /// flight there (the read returns them too; [`Schedule::fresh`] drops
+    /// them) plus an even share of a batch. A read thus costs the database
+    /// about a batch plus the pipeline, whatever the backlog.
+    pub(super) fn windows(&self, shards: &[u16]) -> Vec<ShardWindow> {
+        let share = self.batch.div_ceil(shards.len().max(1)).max(1);
+        let mut in_flight: HashMap<u16, usize> = HashMap::new();
+        for shard in self.in_flight.values() {
+            *in_flight.entry(*shard).or_default() += 1;
+        }
+        shards
+            .iter()
+            .map(|&shard| {
+                let limit = in_flight.get(&shard).copied().unwrap_or(0) + share;
+                ShardWindow { shard, limit: u32::try_from(limit).unwrap_or(u32::MAX) }
+            })
+            .collect()
+    }
+
+    /// What a read through `windows` returned (`(id, shard)`, in id order)
+    /// comes to: the oldest ids not already in flight, at most a batch, to
+    /// send, and whether some window came back full or the batch cut the
+    /// read short (more is probably waiting).
+    pub(super) fn fresh(&self, windows: &[ShardWindow], read: &[(u64, u16)]) -> Fresh {
+        let mut returned: HashMap<u16, u32> = HashMap::new();
+        for (_, shard) in read {
+            *returned.entry(*shard).or_default() += 1;
+        }
+        let mut ids: Vec<u64> = read.iter().map(|(id, _)| *id).filter(|id| !self.is_in_flight(*id)).collect();
+        // Rows counted in flight may be marked already (their settlement is
+        // being written), so a window can hold more fresh rows than its
+        // share: at most a batch is sent per read, the rest next time.
+        let cut = ids.len() > self.batch;
+        ids.truncate(self.batch);
+        Fresh { ids, full: cut || windows.iter().any(|w| returned.get(&w.shard).is_some_and(|n| *n >= w.limit)) }
+    }
+
+    /// A [`Action::Dispatch`] finished: `Ok(whether a window came back
+    /// full)` (see [`Schedule::fresh`]), or it failed.
+    pub(super) fn handle_dispatched(&mut self, now: Instant, read: Result<bool, ()>) {
         match read {
-            // A full read: there is probably more.
-            Ok(n) => self.want_dispatch = n >= self.batch,
+            // A full window: there is probably more.
+            Ok(full) => self.want_dispatch = full,
             Err(()) => self.fail(now),
         }
     }

@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Schedule, backoff};
+use super::{Action, Fresh, Schedule, backoff};
 use crate::outbox::settle::{SETTLE_DELAY, SETTLE_WRITES};
+use crate::store::outbox::ShardWindow;
 
 const BATCH: usize = 10;
 const POLL: Duration = Duration::from_millis(500);
@@ -34,16 +35,61 @@ fn a_full_read_reads_again_a_short_one_waits_for_a_wakeup_or_the_poll_interval()
     let t0 = Instant::now();
     let mut s = holding_four(t0);
     assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0, 1, 2, 3])));
-    s.handle_dispatched(t0, Ok(BATCH));
+    s.handle_dispatched(t0, Ok(true));
     assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0, 1, 2, 3])), "a full read: more is waiting");
-    s.handle_dispatched(t0, Ok(3));
+    s.handle_dispatched(t0, Ok(false));
     assert_eq!(s.poll(t0), None, "a short read: nothing more until told");
     assert_eq!(s.poll_timeout(), t0 + POLL);
     s.handle_wakeup();
     assert!(matches!(s.poll(t0), Some(Action::Dispatch(_))), "a commit woke the relay");
-    s.handle_dispatched(t0, Ok(0));
+    s.handle_dispatched(t0, Ok(false));
     assert_eq!(s.poll(t0 + POLL - Duration::from_millis(1)), None);
     assert!(matches!(s.poll(t0 + POLL), Some(Action::Dispatch(_))), "the poll interval finds other replicas' rows");
+}
+
+#[test]
+fn a_read_takes_each_shards_rows_in_flight_plus_an_even_share_of_a_batch() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.sent(100, 1);
+    s.sent(101, 1);
+    s.sent(102, 3);
+    // BATCH 10 over 4 shards: 3 each (rounded up), plus what is in flight there.
+    let w = |shard, limit| ShardWindow { shard, limit };
+    assert_eq!(s.windows(&[0, 1, 2, 3]), vec![w(0, 3), w(1, 5), w(2, 3), w(3, 4)]);
+    assert_eq!(s.windows(&[1]), vec![w(1, 12)], "one shard read alone gets the whole batch");
+    assert_eq!(s.windows(&[]), vec![]);
+}
+
+#[test]
+fn rows_in_flight_are_not_sent_again_and_a_full_window_means_more_is_waiting() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    s.sent(100, 1);
+    let windows = s.windows(&[0, 1]);
+    assert_eq!(windows, vec![ShardWindow { shard: 0, limit: 5 }, ShardWindow { shard: 1, limit: 6 }]);
+    // Shard 0 returned less than its window; shard 1 its whole window (one in flight).
+    let short = [(1, 0), (2, 0), (100, 1), (101, 1), (102, 1), (103, 1), (104, 1)];
+    assert_eq!(s.fresh(&windows, &short), Fresh { ids: vec![1, 2, 101, 102, 103, 104], full: false });
+    let full = [(1, 0), (100, 1), (101, 1), (102, 1), (103, 1), (104, 1), (105, 1)];
+    assert_eq!(s.fresh(&windows, &full), Fresh { ids: vec![1, 101, 102, 103, 104, 105], full: true });
+    assert_eq!(s.fresh(&windows, &[]), Fresh { ids: vec![], full: false });
+}
+
+#[test]
+fn a_read_sends_at_most_a_batch_and_reads_again_for_the_rest() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    // Twenty rows counted in flight in shard 0 whose settlement is being
+    // written: the read no longer returns them, so the window is all fresh rows.
+    for id in 0..20 {
+        s.sent(id, 0);
+    }
+    let windows = s.windows(&[0]);
+    let read: Vec<(u64, u16)> = (100..115).map(|id| (id, 0)).collect();
+    let fresh = s.fresh(&windows, &read);
+    assert_eq!(fresh.ids, (100..100 + BATCH as u64).collect::<Vec<_>>(), "the oldest batch");
+    assert!(fresh.full, "the rest is read next");
 }
 
 #[test]
@@ -51,7 +97,7 @@ fn acks_are_settled_together_after_the_settle_delay_or_a_batchs_worth() {
     let t0 = Instant::now();
     let mut s = holding_four(t0);
     s.poll(t0);
-    s.handle_dispatched(t0, Ok(0));
+    s.handle_dispatched(t0, Ok(false));
     s.handle_ack(t0, 1);
     s.handle_ack(t0 + Duration::from_millis(1), 2);
     assert_eq!(s.poll(t0), None, "the first ack waits for company");
@@ -72,7 +118,7 @@ fn at_most_settle_writes_settlements_run_at_once() {
     let t0 = Instant::now();
     let mut s = holding_four(t0);
     s.poll(t0);
-    s.handle_dispatched(t0, Ok(0));
+    s.handle_dispatched(t0, Ok(false));
     for n in 0..SETTLE_WRITES as u64 {
         s.handle_ack(t0, n);
         assert_eq!(s.poll(t0 + SETTLE_DELAY), Some(Action::Settle(vec![n])));
@@ -89,7 +135,7 @@ fn a_row_stays_in_flight_until_settled_and_a_settlement_is_no_reason_to_read() {
     let mut s = holding_four(t0);
     s.poll(t0);
     s.sent(7, 3);
-    s.handle_dispatched(t0, Ok(1));
+    s.handle_dispatched(t0, Ok(false));
     s.handle_ack(t0, 7);
     assert!(matches!(s.poll(t0 + SETTLE_DELAY), Some(Action::Settle(_))));
     assert!(s.is_in_flight(7), "acknowledged but not yet marked: must not be sent again");
@@ -108,7 +154,7 @@ fn a_full_pipeline_is_not_read_until_a_settlement_frees_room() {
     for id in 0..(BATCH * 4) as u64 {
         s.sent(id, 0);
     }
-    s.handle_dispatched(t0, Ok(BATCH));
+    s.handle_dispatched(t0, Ok(true));
     assert_eq!(s.poll(t0), None, "{} rows in flight", BATCH * 4);
     s.handle_settled(t0, &[0], true);
     assert!(matches!(s.poll(t0), Some(Action::Dispatch(_))));
@@ -132,7 +178,7 @@ fn a_failed_read_backs_off_doubling_and_stops_listening_to_wakeups() {
     assert!(backoff(5) > POLL, "the back-off outgrows the poll interval");
     assert_eq!(backoff(30), Duration::from_secs(5), "bounded");
     assert!(matches!(s.poll(now), Some(Action::Dispatch(_))));
-    s.handle_dispatched(now, Ok(0));
+    s.handle_dispatched(now, Ok(false));
     s.handle_settle_decided(now, 1, 0);
     assert!(s.listens_to_wakeups(), "a delivery ends the back-off");
 }
@@ -142,7 +188,7 @@ fn a_settlement_with_nothing_delivered_backs_off_and_a_delivery_ends_the_backoff
     let t0 = Instant::now();
     let mut s = holding_four(t0);
     s.poll(t0);
-    s.handle_dispatched(t0, Ok(0));
+    s.handle_dispatched(t0, Ok(false));
     s.handle_settle_decided(t0, 0, 5);
     assert!(!s.listens_to_wakeups(), "the broker refuses everything");
     s.handle_settle_decided(t0, 1, 4);
@@ -155,7 +201,7 @@ fn a_failed_settlement_write_backs_off_and_its_rows_are_read_again() {
     let mut s = holding_four(t0);
     s.poll(t0);
     s.sent(1, 0);
-    s.handle_dispatched(t0, Ok(1));
+    s.handle_dispatched(t0, Ok(false));
     s.handle_ack(t0, 1);
     s.poll(t0 + SETTLE_DELAY);
     s.handle_settled(t0 + SETTLE_DELAY, &[1], false);
@@ -171,12 +217,12 @@ fn surplus_shards_are_not_read_and_are_released_once_idle() {
     s.poll(t0);
     s.sent(1, 2);
     s.sent(2, 3);
-    s.handle_dispatched(t0, Ok(2));
+    s.handle_dispatched(t0, Ok(false));
     // A second replica appeared: the fair share is two.
     s.handle_owned(&[0, 1, 2, 3], 2);
     assert_eq!(s.readable(), &[0, 1]);
     assert_eq!(drain(&mut s, t0), vec![Action::Dispatch(vec![0, 1])], "shards 2 and 3 have rows in flight");
-    s.handle_dispatched(t0, Ok(0));
+    s.handle_dispatched(t0, Ok(false));
     s.handle_settled(t0, &[1], true);
     assert_eq!(drain(&mut s, t0), vec![Action::Release(vec![2])]);
     s.handle_released(t0, &[2], true);
@@ -193,7 +239,7 @@ fn a_failed_release_is_tried_again_after_the_poll_interval() {
     assert_eq!(s.poll(t0), Some(Action::Release(vec![3])));
     s.handle_released(t0, &[3], false);
     assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0, 1, 2])));
-    s.handle_dispatched(t0, Ok(0));
+    s.handle_dispatched(t0, Ok(false));
     assert_eq!(s.poll(t0), None, "not retried in a tight loop");
     assert_eq!(s.poll_timeout(), t0 + POLL);
     assert_eq!(s.poll(t0 + POLL), Some(Action::Release(vec![3])));

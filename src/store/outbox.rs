@@ -156,36 +156,67 @@ pub struct PendingRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Ids of the oldest unpublished rows of `shards`, in id order, **fenced**:
-/// only rows of shards whose lease `owner` holds now (database time), so a
-/// relay that just lost or gave up a shard cannot read it again; and never a
-/// row at or after a held row of the same order (per-order order). No locks:
-/// only the lease holder of a shard reads it (see `outbox`).
-pub async fn pending_ids(
-    pool: &sqlx::MySqlPool,
+/// How much of one shard's queue a relay read takes: the `limit` oldest
+/// pending rows of `shard` (rows still in flight included; the relay filters
+/// them out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardWindow {
+    pub shard: u16,
+    pub limit: u32,
+}
+
+/// `(id, shard)` of the oldest unpublished rows of each window's shard, at
+/// most its `limit`, in id order, **fenced**: only rows of shards whose lease
+/// `owner` holds now (database time), so a relay that just lost or gave up a
+/// shard cannot read it again; and never a row at or after a held row of the
+/// same order (per-order order). No locks: only the lease holder of a shard
+/// reads it (see `outbox`).
+///
+/// One ordered index range per shard (`ix_outbox_pending` is
+/// `(published_at, shard, id)`), so a read costs what it returns, whatever
+/// the backlog and however many published rows are retained. One `IN` over
+/// all shards with one `ORDER BY id LIMIT` cannot be served in id order from
+/// that index: MariaDB either sorted the whole backlog or walked the primary
+/// key through every retained published row, and the relay fell further
+/// behind the longer it was behind (BENCHMARKS.md, "The relay at overload").
+pub async fn pending_ids<'e>(
+    db: impl sqlx::MySqlExecutor<'e>,
     owner: &str,
-    shards: &[u16],
-    limit: u32,
-) -> Result<Vec<u64>, StoreError> {
-    if shards.is_empty() {
+    windows: &[ShardWindow],
+) -> Result<Vec<(u64, u16)>, StoreError> {
+    if windows.is_empty() {
         return Ok(Vec::new());
     }
     let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
-        "SELECT o.id FROM outbox o JOIN outbox_leases l ON l.shard = o.shard AND l.lease_until > NOW(6) AND l.owner = ",
+        "WITH held AS (SELECT id, aggregate_id FROM outbox WHERE held_until > NOW(6) AND published_at IS NULL) \
+         SELECT p.id, p.shard FROM (",
     );
-    qb.push_bind(owner);
-    qb.push(" WHERE o.published_at IS NULL AND o.shard IN (");
-    let mut sep = qb.separated(", ");
-    for s in shards {
-        sep.push_bind(*s);
+    for (i, w) in windows.iter().enumerate() {
+        if i > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push(
+            "(SELECT o.id, o.shard FROM outbox o FORCE INDEX (ix_outbox_pending) \
+             LEFT JOIN held h ON h.aggregate_id = o.aggregate_id AND h.id <= o.id \
+             WHERE o.published_at IS NULL AND h.id IS NULL AND o.shard = ",
+        );
+        qb.push_bind(w.shard);
+        qb.push(" ORDER BY o.id LIMIT ");
+        qb.push_bind(w.limit);
+        qb.push(")");
     }
-    qb.push(
-        ") AND NOT EXISTS (SELECT 1 FROM outbox h WHERE h.held_until > NOW(6) AND h.published_at IS NULL \
-         AND h.aggregate_id = o.aggregate_id AND h.id <= o.id) ORDER BY o.id LIMIT ",
-    )
-    .push_bind(limit);
-    let rows = qb.build().fetch_all(pool).await.ctx("reading pending outbox ids")?;
-    rows.iter().map(|r| r.try_get::<u64, _>("id").ctx("decoding outbox.id")).collect()
+    qb.push(") p JOIN outbox_leases l ON l.shard = p.shard AND l.lease_until > NOW(6) AND l.owner = ");
+    qb.push_bind(owner);
+    qb.push(" ORDER BY p.id");
+    let rows = qb.build().fetch_all(db).await.ctx("reading pending outbox ids")?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<u64, _>("id").ctx("decoding outbox.id")?,
+                r.try_get::<u16, _>("shard").ctx("decoding outbox.shard")?,
+            ))
+        })
+        .collect()
 }
 
 /// Holds rows that cannot be encoded or delivered as they are: not retried

@@ -266,7 +266,8 @@ async fn outbox_reads_are_fenced_by_the_lease_held_now() {
     .unwrap();
     let pending = |owner: &'static str| {
         let pool = db.pool.clone();
-        async move { order_saga::store::outbox::pending_ids(&pool, owner, &[0, 1], 10).await.unwrap() }
+        let windows = [0, 1].map(|shard| order_saga::store::outbox::ShardWindow { shard, limit: 10 });
+        async move { order_saga::store::outbox::pending_ids(&pool, owner, &windows).await.unwrap() }
     };
     assert_eq!(pending("a").await.len(), 1, "the holder reads it");
     assert!(pending("b").await.is_empty(), "nobody else does, whatever shards it believes it owns");
@@ -275,6 +276,58 @@ async fn outbox_reads_are_fenced_by_the_lease_held_now() {
         .await
         .unwrap();
     assert!(pending("a").await.is_empty(), "an expired lease fences its old holder");
+}
+
+/// Rows and index entries this connection's statements have read so far.
+async fn handler_reads(conn: &mut sqlx::MySqlConnection) -> u64 {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SHOW SESSION STATUS LIKE 'Handler_read%'").fetch_all(conn).await.unwrap();
+    rows.iter().map(|(_, v)| v.parse::<u64>().unwrap()).sum()
+}
+
+/// A relay read costs what it returns, not what is behind it: with thousands
+/// of published rows retained and a backlog larger than the read, MariaDB
+/// touches about the rows it returns. (One `IN` over the shards with one
+/// `ORDER BY id LIMIT` walked every retained row; the relay fell further
+/// behind the longer it was behind.) Counted with the server's own handler
+/// counters, not timed.
+#[tokio::test]
+async fn an_outbox_read_costs_what_it_returns_whatever_the_backlog() {
+    let (db, _) = fresh_db().await;
+    order_saga::store::leases::ensure_shards(&db, 4).await.unwrap();
+    sqlx::query("UPDATE outbox_leases SET owner = 'a', lease_until = NOW(6) + INTERVAL 1 MINUTE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // 5,000 published rows, then 2,000 pending, in orders of 5 rows over 4 shards.
+    sqlx::query(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, \
+         created_at, published_at) \
+         SELECT CONCAT('e', seq), 'order', CAST(seq DIV 5 AS CHAR), 'order.created.v1', 't', '{}', '{}', \
+         (seq DIV 5) MOD 4, NOW(6), IF(seq < 5000, NOW(6), NULL) FROM seq_0_to_6999",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE TABLE outbox").execute(&db.pool).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let windows = [0, 1, 2, 3].map(|shard| order_saga::store::outbox::ShardWindow { shard, limit: 25 });
+    let before = handler_reads(&mut conn).await;
+    let read = order_saga::store::outbox::pending_ids(&mut *conn, "a", &windows).await.unwrap();
+    let touched = handler_reads(&mut conn).await - before;
+    assert_eq!(read.len(), 100, "each shard's window is full");
+    for shard in 0..4u16 {
+        let ids: Vec<u64> = read.iter().filter(|(_, s)| *s == shard).map(|(id, _)| *id).collect();
+        let oldest: Vec<u64> =
+            sqlx::query_scalar("SELECT id FROM outbox WHERE published_at IS NULL AND shard = ? ORDER BY id LIMIT 25")
+                .bind(shard)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(ids, oldest, "shard {shard}: its oldest pending rows, in id order");
+    }
+    // The statement itself, plus the handler counters' own query (a few dozen).
+    assert!(touched < 1_000, "{touched} index and row reads for 100 rows, with 7,000 in the table");
 }
 
 /// A rolling deploy: an old replica meets a saga a newer one wrote on a
