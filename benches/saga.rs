@@ -200,7 +200,7 @@ async fn apply_rate(n: usize, batch: usize) -> (f64, f64) {
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = order_saga::telemetry::metrics::Metrics::register(&mut registry);
-    let wakeup = Arc::new(tokio::sync::Notify::new());
+    let wakeup = Arc::new(order_saga::store::outbox::RelayWakeup::default());
     let handler = Arc::new(order_saga::app::event_handler(&cfg, &e.db, &sagas, &e.codec, &metrics, &wakeup).unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let consumer = order_saga::kafka::consumer::SagaConsumer::start(

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::outbox::RelayWakeup;
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
-use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
@@ -369,7 +369,7 @@ pub struct Services {
     pub sagas: SagaStore,
     pub metrics: Metrics,
     /// Wakes the outbox relay when a commit wrote rows.
-    pub wakeup: Arc<Notify>,
+    pub wakeup: Arc<RelayWakeup>,
     pub policy: timers::TimerPolicy,
 }
 
@@ -379,7 +379,7 @@ pub fn services(cfg: &Config, db: Db, catalog: Arc<Catalog>) -> anyhow::Result<S
     let metrics = Metrics::register(&mut registry).with_regions(&cfg.telemetry.metric_regions);
     let writer = outbox_writer(cfg)?;
     let sagas = SagaStore::new(catalog, writer.clone());
-    let wakeup = Arc::new(Notify::new());
+    let wakeup = Arc::new(RelayWakeup::default());
     let policy = timer_policy(cfg)?;
     let group_metrics = metrics.clone();
     let orders = crate::orchestrator::group_commit::CreateBatcher::spawn(
@@ -516,7 +516,7 @@ pub fn event_handler(
     sagas: &SagaStore,
     codec: &Codec,
     metrics: &Metrics,
-    wakeup: &Arc<Notify>,
+    wakeup: &Arc<RelayWakeup>,
 ) -> anyhow::Result<EventHandler> {
     Ok(EventHandler {
         db: db.clone(),
@@ -697,7 +697,7 @@ async fn start_scheduler(
     db: &Db,
     sagas: &SagaStore,
     metrics: &Metrics,
-    wakeup: &Arc<Notify>,
+    wakeup: &Arc<RelayWakeup>,
 ) -> anyhow::Result<JobScheduler> {
     let sched = JobScheduler::new().await.context("creating the scheduler")?;
 
@@ -714,7 +714,7 @@ async fn start_scheduler(
                 return;
             };
             match timers::sweep(&db, &sagas, batch, &policy, Some(&m)).await {
-                Ok(r) if r.fired > 0 => w.notify_one(),
+                Ok(r) if r.fired > 0 => w.rows_committed_anywhere(),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "timeout sweep failed; the next tick retries"),
             }

@@ -17,6 +17,7 @@ pub mod server;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::outbox::RelayWakeup;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
@@ -24,7 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use tokio::sync::Notify;
 use tracing::Instrument;
 
 use self::error::{ApiError, ErrorCode};
@@ -51,7 +51,7 @@ pub struct AppState {
     /// Verifies bearer tokens on the orders API; `None`: the API is open.
     pub auth: Option<Arc<crate::auth::JwtVerifier>>,
     /// Wakes the outbox relay after a commit that wrote outbox rows.
-    pub relay_wakeup: Arc<Notify>,
+    pub relay_wakeup: Arc<RelayWakeup>,
     pub ops: Option<ops::OpsConfig>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,

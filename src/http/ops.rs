@@ -861,7 +861,7 @@ async fn sweep(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
     let report =
         crate::timers::sweep(&ops.db, &ops.sagas, cfg.sweep_batch, &cfg.timer_policy, Some(&state.metrics)).await?;
     if report.fired > 0 {
-        state.relay_wakeup.notify_one();
+        state.relay_wakeup.rows_committed_anywhere();
     }
     Ok(axum::Json(report).into_response())
 }

@@ -155,7 +155,7 @@ pub async fn create(
         CreateOutcome::Created { order_id, body } => {
             // Committed, response not sent: the client retries with its key.
             crate::failpoint::hit("http.create.after_commit");
-            state.relay_wakeup.notify_one();
+            state.relay_wakeup.rows_committed([state.outbox.shard_of(order_id)]);
             state.metrics.orders.order_created_total.get_or_create(&state.metrics.region(&order.tenant_region)).inc();
             tracing::info!(order_id = order_id.get(), customer_id = %order.customer_id, status = "PENDING", "order created");
             Ok(json_response(StatusCode::CREATED, body, &[("location", format!("/orders/{order_id}"))]))
@@ -270,7 +270,7 @@ pub async fn change_status(
         order_api::change_status(&state.db, id, &change, &state.outbox, state.sagas.as_ref(), Some(&trace)).await?;
     match result {
         Ok(order_api::StatusChanged { order: view, previous, previous_since }) => {
-            state.relay_wakeup.notify_one();
+            state.relay_wakeup.rows_committed([state.outbox.shard_of(id)]);
             let secs = (view.updated_at - previous_since).num_microseconds().unwrap_or(0) as f64 / 1e6;
             state
                 .metrics

@@ -34,7 +34,7 @@ use serde::Serialize;
 
 use serde_json::{Value, json};
 
-use tokio::sync::Notify;
+use crate::store::outbox::RelayWakeup;
 
 use crate::domain::{OrderId, OrderStatus, SagaVersion};
 
@@ -160,12 +160,12 @@ pub struct Ops {
     pub db: Db,
     pub sagas: SagaStore,
     pub metrics: Option<Metrics>,
-    pub relay_wakeup: Option<Arc<Notify>>,
+    pub relay_wakeup: Option<Arc<RelayWakeup>>,
     pub jobs: Jobs,
 }
 
 impl Ops {
-    pub fn new(db: Db, sagas: SagaStore, metrics: Option<Metrics>, relay_wakeup: Option<Arc<Notify>>) -> Ops {
+    pub fn new(db: Db, sagas: SagaStore, metrics: Option<Metrics>, relay_wakeup: Option<Arc<RelayWakeup>>) -> Ops {
         Ops { db, sagas, metrics, relay_wakeup, jobs: Jobs::default() }
     }
 
@@ -306,7 +306,7 @@ impl Ops {
                     "ops action applied"
                 );
                 if let Some(w) = &self.relay_wakeup {
-                    w.notify_one();
+                    w.rows_committed_anywhere();
                 }
             }
             Err(e) if !req.dry_run => {

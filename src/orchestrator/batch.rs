@@ -96,6 +96,8 @@ pub(crate) fn plan(
         result.outcomes.push(outcome);
     }
     result.outbox_rows = writes.outbox.len();
+    result.outbox_shards =
+        writes.outbox.iter().map(|r| r.shard).collect::<std::collections::BTreeSet<u16>>().into_iter().collect();
     let mut changed: Vec<Slot> = slots.into_values().filter(|s| s.dirty || s.quarantine_changed).collect();
     changed.sort_by_key(|s| s.inst.order_id);
     Ok(Plan { writes, changed, result })

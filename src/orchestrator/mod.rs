@@ -197,6 +197,8 @@ pub struct BatchResult {
     /// (from, to, seconds in `from`) per order status change, for metrics.
     pub status_changes: Vec<(OrderStatus, OrderStatus, f64)>,
     pub outbox_rows: usize,
+    /// The shards of those rows (ascending, once each): the relay reads them.
+    pub outbox_shards: Vec<u16>,
 }
 
 /// What to do with an event for a saga whose definition version this replica

@@ -19,8 +19,10 @@
 //!   partition, so Kafka keeps their order.
 //! * **At-least-once.** Rows are marked published only after the broker's
 //!   ack. A crash in between republishes them with the same `event_id`.
-//! * **Low latency.** Business transactions wake the relay (`Notify`) after
-//!   they commit; it also polls for rows other replicas wrote.
+//! * **Low latency.** Business transactions wake the relay after they
+//!   commit, naming the shards they wrote ([`RelayWakeup`]); it reads those
+//!   shards at once. It also polls for rows other replicas wrote, asking the
+//!   table first which shards have any.
 //! * **Outages.** While Kafka is down rounds fail, nothing is marked, and the
 //!   relay backs off and retries; with `ORDER_SAGA_REST_MODE=fallback`
 //!   commands go over REST after `ORDER_SAGA_REST_FALLBACK_AFTER`.
@@ -37,7 +39,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +59,7 @@ use crate::contracts::{Message, MessageKind};
 
 use crate::kafka::producer::Producer;
 
-use crate::store::outbox::{self as table, EVENT_TYPE_DEAD_LETTER, PendingRow};
+use crate::store::outbox::{self as table, EVENT_TYPE_DEAD_LETTER, PendingRow, RelayWakeup};
 
 use crate::store::{Db, StoreError, leases};
 
@@ -113,7 +115,7 @@ pub struct Relay {
     wedged_rounds: u32,
     pub rest: Option<RestTransport>,
     pub settings: RelaySettings,
-    pub wakeup: Arc<Notify>,
+    pub wakeup: Arc<RelayWakeup>,
     pub metrics: Metrics,
     kafka_down_since: Option<Instant>,
     /// When topic metadata was last fetched for partitioning.
@@ -134,7 +136,7 @@ impl Relay {
         new_producer: ProducerFactory,
         rest: Option<RestTransport>,
         settings: RelaySettings,
-        wakeup: Arc<Notify>,
+        wakeup: Arc<RelayWakeup>,
         metrics: Metrics,
     ) -> Result<Relay, crate::kafka::KafkaError> {
         let producer = new_producer()?;
@@ -196,6 +198,7 @@ impl Relay {
                 schedule.handle_owned(&owned.0, owned.1);
             }
             while let Some(action) = schedule.poll(Instant::now()) {
+                let probe = matches!(action, Action::Probe(_));
                 match action {
                     Action::Settle(acks) => {
                         let (r, writes) = self.settle(acks);
@@ -213,10 +216,10 @@ impl Relay {
                         }
                         schedule.handle_released(Instant::now(), &shards, released.is_ok());
                     }
-                    Action::Dispatch(shards) => {
+                    Action::Dispatch(shards) | Action::Probe(shards) => {
                         let read = tokio::time::timeout(
                             crate::store::deadline_duration(),
-                            self.dispatch(&shards, &mut schedule, &ack_tx),
+                            self.dispatch(&shards, probe, &mut schedule, &ack_tx),
                         );
                         let read = read
                             .await
@@ -236,7 +239,7 @@ impl Relay {
                 _ = shutdown.cancelled() => break,
                 a = ack_rx.recv() => if let Some(a) = a { schedule.handle_ack(Instant::now(), a) },
                 d = settled_rx.recv() => if let Some(done) = d { self.settled(&mut schedule, done) },
-                _ = self.wakeup.notified(), if schedule.listens_to_wakeups() => schedule.handle_wakeup(),
+                _ = self.wakeup.notified(), if schedule.listens_to_wakeups() => schedule.handle_wakeup(self.wakeup.take()),
                 _ = owned_rx.changed() => {}
                 _ = tokio::time::sleep_until(schedule.poll_timeout().into()) => {}
             }
@@ -270,23 +273,34 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// Reads rows not yet in flight and sends them: commands over REST when
+    /// Reads rows not yet in flight from `shards` (from those of them with
+    /// pending rows, when `probe`) and sends them: commands over REST when
     /// that transport is on, everything else into the producer (acks arrive on
-    /// `acks`). Returns whether a shard's window came back full (more is
-    /// probably waiting).
+    /// `acks`). Returns the shards where more is probably waiting.
     async fn dispatch(
         &mut self,
         shards: &[u16],
+        probe: bool,
         schedule: &mut Schedule<Ack>,
         acks: &mpsc::UnboundedSender<Ack>,
-    ) -> Result<bool, RelayError> {
+    ) -> Result<Vec<u16>, RelayError> {
         let t0 = Instant::now();
+        let probed;
+        let shards = if probe {
+            probed = table::pending_shards(&self.db.pool, shards).await?;
+            &probed[..]
+        } else {
+            shards
+        };
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
         let windows = schedule.windows(shards);
         let read = table::pending_ids(&self.db.pool, &self.settings.owner, &windows).await?;
         let fresh = schedule.fresh(&windows, &read);
         let ids = fresh.ids;
         if ids.is_empty() {
-            return Ok(fresh.full);
+            return Ok(fresh.more);
         }
         // Where a dispatch spends its time (debug log; BENCHMARKS.md "Profile").
         let t_ids = t0.elapsed();
@@ -414,6 +428,6 @@ impl Relay {
             elapsed_us = t0.elapsed().as_micros() as u64,
             "outbox dispatch"
         );
-        Ok(fresh.full)
+        Ok(fresh.more)
     }
 }

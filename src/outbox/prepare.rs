@@ -53,7 +53,7 @@ impl Relay {
         tokio::spawn(async move {
             match producer.partition_counts(topics).await {
                 Ok(counts) if !counts.is_empty() => match partitioner.learn(counts) {
-                    Ok(()) => wakeup.notify_one(),
+                    Ok(()) => wakeup.rows_committed_anywhere(),
                     // The map does not fit a topic: its rows wait (never
                     // published to a wrong partition).
                     Err(e) => {

@@ -7,14 +7,22 @@
 //!
 //! The rules:
 //!
-//! * **Dispatch** (read the owned shards' pending rows and send them) when
-//!   there is reason to think rows are waiting — a business transaction woke
-//!   the relay, a shard's window came back full, a settlement write failed, the shards
+//! * **Dispatch** (read pending rows and send them) when there is reason to
+//!   think rows are waiting — a business transaction woke the relay, a
+//!   shard's window came back full, a settlement write failed, the shards
 //!   changed, or the poll interval passed — and the pipeline has room
 //!   (`max_in_flight` rows sent and not settled) and no back-off is running.
 //!   A read wanted while the pipeline is full waits for a settlement to free
 //!   room; a settlement by itself is no reason to read (BENCHMARKS.md, "The
 //!   relay's reads").
+//! * **Only where rows wait**: a wake-up names the shards its transaction
+//!   wrote, a full window names its shard, a failed settlement the shards of
+//!   its rows: those are read, and only those. Where nothing names the
+//!   shards (the poll interval, new shards, a failed read), the driver first
+//!   asks the table which shards have rows ([`Action::Probe`]). A read of
+//!   every shard costs the database several times a read of one, and at
+//!   idle nothing is read at all (BENCHMARKS.md, "Wake-ups that name their
+//!   shards").
 //! * **Windows**: a read takes from each shard its rows in flight plus an
 //!   even share of a batch, so it costs about what it returns, however long
 //!   the backlog (BENCHMARKS.md, "The relay at overload").
@@ -31,11 +39,11 @@
 //!   surplus shard is released once none of its rows is in flight. A failed
 //!   release is tried again after the poll interval.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::settle::{SETTLE_DELAY, SETTLE_WRITES};
-use crate::store::outbox::ShardWindow;
+use crate::store::outbox::{ShardWindow, Waiting};
 
 /// Back-off before the next read after `failures` consecutive failures:
 /// 100 ms doubling to 5 s.
@@ -55,13 +63,17 @@ pub(super) enum Action<A> {
     /// Read pending rows of these shards and send them, recording each sent
     /// row with [`Schedule::sent`]; report with [`Schedule::handle_dispatched`].
     Dispatch(Vec<u16>),
+    /// Ask the table which of these shards have pending rows, then do as for
+    /// [`Action::Dispatch`] with those (nothing to read when none has).
+    Probe(Vec<u16>),
 }
 
 /// What one read brought: see [`Schedule::fresh`].
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Fresh {
     pub(super) ids: Vec<u64>,
-    pub(super) full: bool,
+    /// Shards where more is probably waiting (ascending).
+    pub(super) more: Vec<u16>,
 }
 
 /// The relay's scheduling state. `A` is a delivery result (the driver's
@@ -88,7 +100,8 @@ pub(super) struct Schedule<A> {
     settling: usize,
     failures: u32,
     retry_at: Instant,
-    want_dispatch: bool,
+    /// Where rows are thought to wait: read there when the pipeline has room.
+    want: Waiting,
     next_poll: Instant,
 }
 
@@ -109,7 +122,7 @@ impl<A> Schedule<A> {
             settling: 0,
             failures: 0,
             retry_at: now,
-            want_dispatch: true,
+            want: Waiting::Anywhere,
             next_poll: now + poll_interval,
         }
     }
@@ -117,16 +130,16 @@ impl<A> Schedule<A> {
     /// The lease loop's latest word: the shards held and the fair share.
     pub(super) fn handle_owned(&mut self, owned: &[u16], fair: u32) {
         if owned != self.owned.as_slice() || fair as usize != self.fair {
-            self.want_dispatch = true;
+            self.want.add(Waiting::Anywhere);
         }
         self.owned = owned.to_vec();
         self.fair = fair as usize;
         self.released.retain(|s| owned.contains(s));
     }
 
-    /// A business transaction committed outbox rows.
-    pub(super) fn handle_wakeup(&mut self) {
-        self.want_dispatch = true;
+    /// Business transactions committed outbox rows (where `waiting` says).
+    pub(super) fn handle_wakeup(&mut self, waiting: Waiting) {
+        self.want.add(waiting);
     }
 
     /// Whether wake-ups are worth listening to (not while backing off).
@@ -176,29 +189,33 @@ impl<A> Schedule<A> {
 
     /// What a read through `windows` returned (`(id, shard)`, in id order)
     /// comes to: the oldest ids not already in flight, at most a batch, to
-    /// send, and whether some window came back full or the batch cut the
-    /// read short (more is probably waiting).
+    /// send, and the shards where more is probably waiting (the window came
+    /// back full, or the batch cut the read short).
     pub(super) fn fresh(&self, windows: &[ShardWindow], read: &[(u64, u16)]) -> Fresh {
         let mut returned: HashMap<u16, u32> = HashMap::new();
         for (_, shard) in read {
             *returned.entry(*shard).or_default() += 1;
         }
-        let mut ids: Vec<u64> = read.iter().map(|(id, _)| *id).filter(|id| !self.is_in_flight(*id)).collect();
+        let mut more: BTreeSet<u16> =
+            windows.iter().filter(|w| returned.get(&w.shard).is_some_and(|n| *n >= w.limit)).map(|w| w.shard).collect();
+        let fresh: Vec<(u64, u16)> = read.iter().copied().filter(|(id, _)| !self.is_in_flight(*id)).collect();
         // Rows counted in flight may be marked already (their settlement is
         // being written), so a window can hold more fresh rows than its
         // share: at most a batch is sent per read, the rest next time.
-        let cut = ids.len() > self.batch;
-        ids.truncate(self.batch);
-        Fresh { ids, full: cut || windows.iter().any(|w| returned.get(&w.shard).is_some_and(|n| *n >= w.limit)) }
+        more.extend(fresh.iter().skip(self.batch).map(|(_, shard)| *shard));
+        Fresh { ids: fresh.iter().take(self.batch).map(|(id, _)| *id).collect(), more: more.into_iter().collect() }
     }
 
-    /// A [`Action::Dispatch`] finished: `Ok(whether a window came back
-    /// full)` (see [`Schedule::fresh`]), or it failed.
-    pub(super) fn handle_dispatched(&mut self, now: Instant, read: Result<bool, ()>) {
+    /// A [`Action::Dispatch`] or [`Action::Probe`] finished: `Ok(the shards
+    /// where more is probably waiting)` (see [`Schedule::fresh`]), or it
+    /// failed (everything is read again after the back-off).
+    pub(super) fn handle_dispatched(&mut self, now: Instant, read: Result<Vec<u16>, ()>) {
         match read {
-            // A full window: there is probably more.
-            Ok(full) => self.want_dispatch = full,
-            Err(()) => self.fail(now),
+            Ok(more) => self.want.add_shards(more),
+            Err(()) => {
+                self.fail(now);
+                self.want.add(Waiting::Anywhere);
+            }
         }
     }
 
@@ -216,13 +233,11 @@ impl<A> Schedule<A> {
     /// or to be read and sent again if the write failed, after a back-off).
     pub(super) fn handle_settled(&mut self, now: Instant, ids: &[u64], written: bool) {
         self.settling = self.settling.saturating_sub(1);
-        for id in ids {
-            self.in_flight.remove(id);
-        }
+        let shards: Vec<u16> = ids.iter().filter_map(|id| self.in_flight.remove(id)).collect();
         if !written {
             // Unmarked: they are pending again, read after the back-off.
             self.fail(now);
-            self.want_dispatch = true;
+            self.want.add_shards(shards);
         }
         // Room in the pipeline again: a read held back by a full pipeline
         // kept its wish (`poll` clears it only when it dispatches) and goes
@@ -249,7 +264,8 @@ impl<A> Schedule<A> {
             return Some(Action::Settle(std::mem::take(&mut self.acks)));
         }
         if now >= self.next_poll {
-            self.want_dispatch = true;
+            // Rows that woke no one here: another replica's, or held ones due.
+            self.want.add(Waiting::Anywhere);
             self.next_poll = now + self.poll_interval;
         }
         if self.release_at.is_none_or(|t| t <= now) {
@@ -266,9 +282,17 @@ impl<A> Schedule<A> {
                 return Some(Action::Release(idle));
             }
         }
-        if self.want_dispatch && self.may_dispatch(now) {
-            self.want_dispatch = false;
-            return Some(Action::Dispatch(self.readable().to_vec()));
+        if self.want != Waiting::Nowhere && self.may_dispatch(now) {
+            match std::mem::take(&mut self.want) {
+                Waiting::Anywhere => return Some(Action::Probe(self.readable().to_vec())),
+                Waiting::Shards(wanted) => {
+                    let shards: Vec<u16> = self.readable().iter().copied().filter(|s| wanted.contains(s)).collect();
+                    if !shards.is_empty() {
+                        return Some(Action::Dispatch(shards));
+                    }
+                }
+                Waiting::Nowhere => {}
+            }
         }
         None
     }

@@ -1,5 +1,8 @@
 //! The `outbox` table: written inside business transactions, read by the relay.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{MySql, QueryBuilder, Row};
@@ -33,6 +36,74 @@ pub struct NewOutboxRow {
 /// A region as `outbox.tenant_region` holds it.
 fn region_column(region: &str) -> String {
     region.chars().take(super::limits::TENANT_REGION_MAX).collect()
+}
+
+/// Where committed rows may be waiting for the relay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Waiting {
+    /// Nowhere known.
+    #[default]
+    Nowhere,
+    /// In these shards.
+    Shards(BTreeSet<u16>),
+    /// In any shard: the relay asks the table which shards have rows
+    /// ([`pending_shards`]) before it reads them.
+    Anywhere,
+}
+
+impl Waiting {
+    /// Rows may be waiting where `self` says or where `other` says.
+    pub fn add(&mut self, other: Waiting) {
+        match (&mut *self, other) {
+            (_, Waiting::Nowhere) | (Waiting::Anywhere, _) => {}
+            (Waiting::Shards(mine), Waiting::Shards(theirs)) => mine.extend(theirs),
+            (me, other) => *me = other,
+        }
+    }
+
+    /// Rows may be waiting in `shards` too.
+    pub fn add_shards(&mut self, shards: impl IntoIterator<Item = u16>) {
+        let shards: BTreeSet<u16> = shards.into_iter().collect();
+        if !shards.is_empty() {
+            self.add(Waiting::Shards(shards));
+        }
+    }
+}
+
+/// How business transactions tell the relay that they committed outbox rows,
+/// and in which shards: the relay reads those shards at once, and only those
+/// (a read of every shard costs the database several times a read of one:
+/// BENCHMARKS.md, "Wake-ups that name their shards"). Tell it after the commit.
+#[derive(Debug, Default)]
+pub struct RelayWakeup {
+    waiting: Mutex<Waiting>,
+    notify: tokio::sync::Notify,
+}
+
+impl RelayWakeup {
+    /// Rows were committed in `shards`.
+    pub fn rows_committed(&self, shards: impl IntoIterator<Item = u16>) {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).add_shards(shards);
+        self.notify.notify_one();
+    }
+
+    /// Rows were committed or became due in shards the caller does not know
+    /// (a timer sweep, an operator's action, a topic's partition count learnt).
+    pub fn rows_committed_anywhere(&self) {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).add(Waiting::Anywhere);
+        self.notify.notify_one();
+    }
+
+    /// Resolves once rows were committed since the last [`RelayWakeup::take`]
+    /// (or spuriously: `take` may then return [`Waiting::Nowhere`]).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Where rows were committed since the last call.
+    pub fn take(&self) -> Waiting {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// Turns messages into outbox rows: resolves the topic, the shard and the
@@ -217,6 +288,29 @@ pub async fn pending_ids<'e>(
             ))
         })
         .collect()
+}
+
+/// Which of `shards` have unpublished rows (held or in flight included):
+/// one loose index scan of `ix_outbox_pending`, a dive per shard that has
+/// rows, so it costs the same whatever the backlog. The relay asks this when
+/// it does not know where rows wait (its poll interval, a new lease), and
+/// reads only those shards: at idle, one cheap statement instead of a read
+/// of every shard.
+pub async fn pending_shards<'e>(db: impl sqlx::MySqlExecutor<'e>, shards: &[u16]) -> Result<Vec<u16>, StoreError> {
+    if shards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+        "SELECT DISTINCT published_at, shard FROM outbox FORCE INDEX (ix_outbox_pending) \
+         WHERE published_at IS NULL AND shard IN (",
+    );
+    let mut sep = qb.separated(", ");
+    for shard in shards {
+        sep.push_bind(*shard);
+    }
+    qb.push(")");
+    let rows = qb.build().fetch_all(db).await.ctx("finding the shards with pending outbox rows")?;
+    rows.iter().map(|r| r.try_get::<u16, _>("shard").ctx("decoding outbox.shard")).collect()
 }
 
 /// Holds rows that cannot be encoded or delivered as they are: not retried

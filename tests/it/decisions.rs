@@ -353,7 +353,7 @@ async fn a_refusal_the_server_did_not_mean_does_not_dead_letter_a_valid_event() 
         codec,
         topics,
         metrics: metrics.clone(),
-        relay_wakeup: std::sync::Arc::new(tokio::sync::Notify::new()),
+        relay_wakeup: std::sync::Arc::new(order_saga::store::outbox::RelayWakeup::default()),
         version_patience: Duration::from_secs(60),
         group_commit: order_saga::kafka::inbound::GroupCommit::spawn(&app.db, &app.sagas, &metrics, limits),
     };

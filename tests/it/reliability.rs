@@ -285,6 +285,47 @@ async fn handler_reads(conn: &mut sqlx::MySqlConnection) -> u64 {
     rows.iter().map(|(_, v)| v.parse::<u64>().unwrap()).sum()
 }
 
+/// Shards 0–3 leased to relay `a`; 5,000 published rows, then 2,000
+/// pending, in orders of 5 rows over the first `pending_shards` shards.
+async fn outbox_with_a_backlog(pending_shards: u16) -> order_saga::store::Db {
+    let (db, _) = fresh_db().await;
+    order_saga::store::leases::ensure_shards(&db, 4).await.unwrap();
+    sqlx::query("UPDATE outbox_leases SET owner = 'a', lease_until = NOW(6) + INTERVAL 1 MINUTE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, \
+         created_at, published_at) \
+         SELECT CONCAT('e', seq), 'order', CAST(seq DIV 5 AS CHAR), 'order.created.v1', 't', '{}', '{}', \
+         (seq DIV 5) MOD ?, NOW(6), IF(seq < 5000, NOW(6), NULL) FROM seq_0_to_6999",
+    )
+    .bind(pending_shards)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE TABLE outbox").execute(&db.pool).await.unwrap();
+    db
+}
+
+/// Asking which shards have pending rows (what the relay does at its poll
+/// interval, so that an idle relay reads nothing) is a dive per shard, not a
+/// walk through the backlog: a `DISTINCT shard` over the pending range read
+/// every pending row. Counted with the server's handler counters.
+#[tokio::test]
+async fn asking_which_shards_have_rows_costs_a_dive_per_shard_whatever_the_backlog() {
+    let db = outbox_with_a_backlog(3).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let before = handler_reads(&mut conn).await;
+    let mut shards = order_saga::store::outbox::pending_shards(&mut *conn, &[0, 1, 2, 3]).await.unwrap();
+    let touched = handler_reads(&mut conn).await - before;
+    shards.sort_unstable();
+    assert_eq!(shards, vec![0, 1, 2], "shard 3 has published rows only");
+    assert!(touched < 200, "{touched} index and row reads to find 3 shards among 2,000 pending rows");
+    let none = order_saga::store::outbox::pending_shards(&mut *conn, &[3]).await.unwrap();
+    assert_eq!(none, Vec::<u16>::new());
+}
+
 /// A relay read costs what it returns, not what is behind it: with thousands
 /// of published rows retained and a backlog larger than the read, MariaDB
 /// touches about the rows it returns. (One `IN` over the shards with one
@@ -293,23 +334,7 @@ async fn handler_reads(conn: &mut sqlx::MySqlConnection) -> u64 {
 /// counters, not timed.
 #[tokio::test]
 async fn an_outbox_read_costs_what_it_returns_whatever_the_backlog() {
-    let (db, _) = fresh_db().await;
-    order_saga::store::leases::ensure_shards(&db, 4).await.unwrap();
-    sqlx::query("UPDATE outbox_leases SET owner = 'a', lease_until = NOW(6) + INTERVAL 1 MINUTE")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    // 5,000 published rows, then 2,000 pending, in orders of 5 rows over 4 shards.
-    sqlx::query(
-        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, \
-         created_at, published_at) \
-         SELECT CONCAT('e', seq), 'order', CAST(seq DIV 5 AS CHAR), 'order.created.v1', 't', '{}', '{}', \
-         (seq DIV 5) MOD 4, NOW(6), IF(seq < 5000, NOW(6), NULL) FROM seq_0_to_6999",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE TABLE outbox").execute(&db.pool).await.unwrap();
+    let db = outbox_with_a_backlog(4).await;
     let mut conn = db.pool.acquire().await.unwrap();
     let windows = [0, 1, 2, 3].map(|shard| order_saga::store::outbox::ShardWindow { shard, limit: 25 });
     let before = handler_reads(&mut conn).await;

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 
+use crate::store::outbox::RelayWakeup;
 use rdkafka::message::{Message as _, OwnedMessage};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -52,7 +52,7 @@ pub struct EventHandler {
     pub codec: Codec,
     pub topics: Topics,
     pub metrics: Metrics,
-    pub relay_wakeup: Arc<Notify>,
+    pub relay_wakeup: Arc<RelayWakeup>,
     /// How long events of a saga on a definition version this replica has not
     /// loaded are retried (a newer replica of a rolling deploy takes them)
     /// before the saga is quarantined.
@@ -380,7 +380,7 @@ impl EventHandler {
         // Committed, offset not stored yet: the window a crash test aims at.
         crate::failpoint::hit("consumer.after_commit");
         if result.outbox_rows > 0 {
-            self.relay_wakeup.notify_one();
+            self.relay_wakeup.rows_committed(result.outbox_shards.iter().copied());
         }
         crate::orchestrator::record_batch(&self.metrics, result);
     }
