@@ -34,7 +34,7 @@ use order_saga::kafka::ClientSettings;
 use order_saga::kafka::producer::Producer;
 use order_saga::store::Db;
 use rand::Rng;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -409,6 +409,7 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
     }
     let codec = Codec::new(&registry_url, Duration::from_secs(5)).unwrap();
     let group = format!("chaos-{}", &tag[..10]);
+    commit_from_the_start(&client, &group, &topics.inbound());
     let base_env: Vec<(String, String)> = [
         ("ORDER_SAGA_DATABASE_URL", proxied.as_str()),
         ("ORDER_SAGA_DATABASE_ACQUIRE_TIMEOUT", "2s"),
@@ -1006,6 +1007,45 @@ struct WireMsg {
     offset: i64,
     event_id: String,
     msg: Option<Message>,
+}
+
+/// Commits offset 0 for `group` on every partition of `topics` and checks
+/// that the broker kept it: the daemons' group reads the fresh topics from
+/// their start, as a group that has consumed them since they were created
+/// would. Without it, a partition whose first replies arrive just before a
+/// daemon is killed has no committed offset; the replica that takes it over
+/// starts at the broker's earliest offset (`auto.offset.reset=earliest`), and
+/// tansu 0.6.0 can report that past records it still serves (RELIABILITY.md,
+/// "Five payments never answered"): the replies were skipped and their orders
+/// cancelled by the payment timeout. Apache Kafka reports earliest offsets
+/// correctly, so the daemon's consumer keeps the standard reset.
+fn commit_from_the_start(client: &ClientSettings, group: &str, topics: &[&str]) {
+    let mut c = client.client_config();
+    c.set("group.id", group);
+    c.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(topic, p, Offset::Offset(0)).unwrap();
+        }
+    }
+    let mut attempt = 0;
+    while let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        attempt += 1;
+        assert!(attempt < 5, "cannot commit the group's starting offsets: {e}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(0),
+            "{} [{}]: the broker did not keep offset 0",
+            e.topic(),
+            e.partition()
+        );
+    }
 }
 
 /// Reads a topic from the beginning until at least `expect` distinct event
