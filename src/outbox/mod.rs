@@ -193,6 +193,12 @@ impl Relay {
             while let Ok(done) = settled_rx.try_recv() {
                 self.settled(&mut schedule, done);
             }
+            if schedule.listens_to_wakeups() {
+                // Commits during the last read: their shards are read with the
+                // full windows' ones, not after them (behind, a relay that
+                // re-read only its full shards starved the others).
+                schedule.handle_wakeup(self.wakeup.take());
+            }
             {
                 let owned = owned_rx.borrow_and_update();
                 schedule.handle_owned(&owned.0, owned.1);
@@ -292,11 +298,13 @@ impl Relay {
         } else {
             shards
         };
+        let t_probe = t0.elapsed();
         if shards.is_empty() {
             return Ok(Vec::new());
         }
         let windows = schedule.windows(shards);
         let read = table::pending_ids(&self.db.pool, &self.settings.owner, &windows).await?;
+        let returned = read.len();
         let fresh = schedule.fresh(&windows, &read);
         let ids = fresh.ids;
         if ids.is_empty() {
@@ -422,6 +430,9 @@ impl Relay {
         tracing::debug!(
             rows = rows.len(),
             in_flight = schedule.in_flight(),
+            shards = windows.len(),
+            returned,
+            probe_us = probe.then_some(t_probe.as_micros() as u64),
             read_ids_us = t_ids.as_micros() as u64,
             read_rows_us = (t_rows - t_ids).as_micros() as u64,
             encode_us = (t_prepared - t_rows).as_micros() as u64,

@@ -18,8 +18,9 @@
 //! * **Only where rows wait**: a wake-up names the shards its transaction
 //!   wrote, a full window names its shard, a failed settlement the shards of
 //!   its rows: those are read, and only those. Where nothing names the
-//!   shards (the poll interval, new shards, a failed read), the driver first
-//!   asks the table which shards have rows ([`Action::Probe`]). A read of
+//!   shards (the poll interval, new shards, a failed read), every shard is
+//!   read — after asking the table which shards have rows
+//!   ([`Action::Probe`]) when no row is in flight, the idle case. A read of
 //!   every shard costs the database several times a read of one, and at
 //!   idle nothing is read at all (BENCHMARKS.md, "Wake-ups that name their
 //!   shards").
@@ -284,7 +285,14 @@ impl<A> Schedule<A> {
         }
         if self.want != Waiting::Nowhere && self.may_dispatch(now) {
             match std::mem::take(&mut self.want) {
-                Waiting::Anywhere => return Some(Action::Probe(self.readable().to_vec())),
+                // Asking first pays only when little is likely to wait: with
+                // rows in flight the shards are busy, and at overload the
+                // question itself grew costly (BENCHMARKS.md, "Wake-ups that
+                // name their shards").
+                Waiting::Anywhere if self.in_flight.is_empty() => {
+                    return Some(Action::Probe(self.readable().to_vec()));
+                }
+                Waiting::Anywhere => return Some(Action::Dispatch(self.readable().to_vec())),
                 Waiting::Shards(wanted) => {
                     let shards: Vec<u16> = self.readable().iter().copied().filter(|s| wanted.contains(s)).collect();
                     if !shards.is_empty() {

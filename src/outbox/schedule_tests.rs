@@ -74,7 +74,11 @@ fn wakeups_add_up_until_a_read_takes_them() {
     s.handle_wakeup(Waiting::Shards([2].into()));
     s.handle_wakeup(Waiting::Anywhere);
     s.handle_wakeup(Waiting::Shards([3].into()));
-    assert_eq!(s.poll(t0), Some(Action::Probe(vec![0, 1, 2, 3])), "anywhere covers the rest");
+    assert_eq!(
+        s.poll(t0),
+        Some(Action::Dispatch(vec![0, 1, 2, 3])),
+        "anywhere covers the rest; busy: no question first"
+    );
     assert_eq!(s.poll(t0), None, "taken");
 }
 
@@ -253,7 +257,7 @@ fn surplus_shards_are_not_read_and_are_released_once_idle() {
     // A second replica appeared: the fair share is two.
     s.handle_owned(&[0, 1, 2, 3], 2);
     assert_eq!(s.readable(), &[0, 1]);
-    assert_eq!(drain(&mut s, t0), vec![Action::Probe(vec![0, 1])], "shards 2 and 3 have rows in flight");
+    assert_eq!(drain(&mut s, t0), vec![Action::Dispatch(vec![0, 1])], "shards 2 and 3 have rows in flight");
     s.handle_dispatched(t0, Ok(vec![]));
     s.handle_settled(t0, &[1], true);
     assert_eq!(drain(&mut s, t0), vec![Action::Release(vec![2])]);
