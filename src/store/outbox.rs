@@ -292,10 +292,10 @@ pub async fn pending_ids<'e>(
 
 /// Which of `shards` have unpublished rows (held or in flight included):
 /// one loose index scan of `ix_outbox_pending`, a dive per shard that has
-/// rows, so it costs the same whatever the backlog. The relay asks this when
-/// it does not know where rows wait (its poll interval, a new lease), and
-/// reads only those shards: at idle, one cheap statement instead of a read
-/// of every shard.
+/// rows, however many are pending. The relay asks this when it does not know
+/// where rows wait (its poll interval, a new lease) and has nothing in
+/// flight, and reads only those shards: at idle, one cheap statement instead
+/// of a read of every shard.
 pub async fn pending_shards<'e>(db: impl sqlx::MySqlExecutor<'e>, shards: &[u16]) -> Result<Vec<u16>, StoreError> {
     if shards.is_empty() {
         return Ok(Vec::new());
