@@ -22,7 +22,7 @@
 //! * **Low latency.** Business transactions wake the relay after they
 //!   commit, naming the shards they wrote ([`RelayWakeup`]); it reads those
 //!   shards at once. It also polls for rows other replicas wrote, asking the
-//!   table first which shards have any.
+//!   table first which shards have any when it has nothing in flight.
 //! * **Outages.** While Kafka is down rounds fail, nothing is marked, and the
 //!   relay backs off and retries; with `ORDER_SAGA_REST_MODE=fallback`
 //!   commands go over REST after `ORDER_SAGA_REST_FALLBACK_AFTER`.
@@ -194,9 +194,9 @@ impl Relay {
                 self.settled(&mut schedule, done);
             }
             if schedule.listens_to_wakeups() {
-                // Commits during the last read: their shards are read with the
-                // full windows' ones, not after them (behind, a relay that
-                // re-read only its full shards starved the others).
+                // Wake-ups that came during the last read: their shards are
+                // read together with the full windows' shards, not only once
+                // those run short.
                 schedule.handle_wakeup(self.wakeup.take());
             }
             {
