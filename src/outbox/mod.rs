@@ -20,8 +20,8 @@
 //! * **At-least-once.** Rows are marked published only after the broker's
 //!   ack. A crash in between republishes them with the same `event_id`.
 //! * **Low latency.** Business transactions wake the relay after they
-//!   commit, naming the shards they wrote ([`RelayWakeup`]); it reads those
-//!   shards at once. It also polls for rows other replicas wrote, asking the
+//!   commit, naming the shards they wrote ([`RelayWakeup`]); it reads at
+//!   once (only those shards when it has nothing in flight). It also polls for rows other replicas wrote, asking the
 //!   table first which shards have any when it has nothing in flight.
 //! * **Outages.** While Kafka is down rounds fail, nothing is marked, and the
 //!   relay backs off and retries; with `ORDER_SAGA_REST_MODE=fallback`

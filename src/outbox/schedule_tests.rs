@@ -70,7 +70,16 @@ fn wakeups_add_up_until_a_read_takes_them() {
     s.handle_wakeup(Waiting::Shards([1].into()));
     assert_eq!(s.poll(t0), None, "the pipeline is full");
     s.handle_settled(t0, &[0], true);
-    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![1, 2])), "both wake-ups, kept while the pipeline was full");
+    assert_eq!(
+        s.poll(t0),
+        Some(Action::Dispatch(vec![0, 1, 2, 3])),
+        "kept while the pipeline was full; busy: every shard"
+    );
+    s.handle_settled(t0, &(1..(BATCH * 4) as u64).collect::<Vec<_>>(), true);
+    s.handle_wakeup(Waiting::Shards([2].into()));
+    s.handle_wakeup(Waiting::Shards([1].into()));
+    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![1, 2])), "nothing in flight: both named shards, only those");
+    s.sent(500, 3);
     s.handle_wakeup(Waiting::Shards([2].into()));
     s.handle_wakeup(Waiting::Anywhere);
     s.handle_wakeup(Waiting::Shards([3].into()));
@@ -193,7 +202,7 @@ fn a_full_pipeline_is_not_read_until_a_settlement_frees_room() {
     s.handle_dispatched(t0, Ok(vec![0]));
     assert_eq!(s.poll(t0), None, "{} rows in flight", BATCH * 4);
     s.handle_settled(t0, &[0], true);
-    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0])));
+    assert_eq!(s.poll(t0), Some(Action::Dispatch(vec![0, 1, 2, 3])), "busy: every shard");
 }
 
 #[test]
