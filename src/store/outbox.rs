@@ -46,8 +46,8 @@ pub enum Waiting {
     Nowhere,
     /// In these shards.
     Shards(BTreeSet<u16>),
-    /// In any shard: the relay asks the table which shards have rows
-    /// ([`pending_shards`]) before it reads them.
+    /// In any shard: the relay reads every shard it holds (asking the table
+    /// first which have rows, [`pending_shards`], when nothing is in flight).
     Anywhere,
 }
 
@@ -71,9 +71,11 @@ impl Waiting {
 }
 
 /// How business transactions tell the relay that they committed outbox rows,
-/// and in which shards: the relay reads those shards at once, and only those
-/// (a read of every shard costs the database several times a read of one:
-/// BENCHMARKS.md, "Wake-ups that name their shards"). Tell it after the commit.
+/// and in which shards: the relay reads at once, and only those shards when
+/// it has nothing in flight (a read of every shard costs the database several
+/// times a read of one: BENCHMARKS.md, "Wake-ups that name their shards").
+/// Tell it after the commit. It lives here, beside the rows, because every
+/// writer (HTTP, consumer, ops, sweeper) depends on `store` already.
 #[derive(Debug, Default)]
 pub struct RelayWakeup {
     waiting: Mutex<Waiting>,
