@@ -77,7 +77,9 @@ pub fn set_deadline(d: Duration) {
 /// beyond what a healthy one needs, short enough that a silent connection
 /// cannot hold a consumer partition, the relay or the sweeper for long. The
 /// connection that went silent is dropped (the vendored sqlx closes it when its
-/// release ping does not answer in 5 s; TCP keepalive ends it if the peer is gone).
+/// release ping does not answer in 5 s; TCP keepalive ends it if the peer is
+/// gone), and the server ends its session, locks and all, at twice the
+/// deadline ([`SessionLimits`]).
 pub fn deadline_duration() -> Duration {
     DEADLINE.get().copied().unwrap_or(DEFAULT_DEADLINE)
 }
@@ -248,12 +250,66 @@ impl OrderIds {
 
 pub type Tx = Transaction<'static, MySql>;
 
+/// How long the server keeps a session whose client stopped talking.
+///
+/// The deadline ([`deadline`]) frees this process from a connection that went
+/// silent, but not the server: a session left waiting for its client's next
+/// command inside a transaction keeps that transaction's row locks until the
+/// server's `wait_timeout` (8 hours by default) or its TCP keepalive (2 hours)
+/// ends it. Every later transaction that needs one of those rows — the retry
+/// of the same `POST /orders` on its idempotency key, the next event of the
+/// same saga — then waits for the lock and fails, again and again: the chaos
+/// scenario "database connections silent mid-query" caught an order whose
+/// retries failed for 90 s. So each session tells the server to give up on a
+/// silent client after twice the deadline (`wait_timeout`, and the
+/// `net_read_timeout` / `net_write_timeout` of a packet half sent), which
+/// rolls its transaction back; MySQL and MariaDB both honour the three. A
+/// healthy client never waits that long: every transaction ends within the
+/// deadline, and the pool closes a connection idle for one deadline before
+/// the server would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Seconds the server waits for a silent client (the three variables).
+    pub server_wait_secs: u64,
+    /// How long the pool keeps an idle connection.
+    pub pool_idle: Duration,
+}
+
+impl SessionLimits {
+    /// The least the server waits, whatever the deadline.
+    const FLOOR_SECS: u64 = 2;
+
+    pub fn for_deadline(deadline: Duration) -> SessionLimits {
+        let deadline_secs = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0);
+        let server_wait_secs = (2 * deadline_secs).max(Self::FLOOR_SECS);
+        SessionLimits { server_wait_secs, pool_idle: Duration::from_secs(server_wait_secs / 2) }
+    }
+
+    /// The statement each new session runs.
+    pub fn statement(self) -> String {
+        let n = self.server_wait_secs;
+        format!("SET SESSION wait_timeout = {n}, net_read_timeout = {n}, net_write_timeout = {n}")
+    }
+}
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Db {
     /// Connects lazily-validated: the pool is created and one connection is
     /// opened to fail fast on a wrong URL or password.
     pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Db, StoreError> {
+        Db::connect_with_deadline(url, max_connections, acquire_timeout, deadline_duration()).await
+    }
+
+    /// [`Db::connect`] for a given deadline: the server's session limits
+    /// follow it ([`SessionLimits`]).
+    pub async fn connect_with_deadline(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        deadline: Duration,
+    ) -> Result<Db, StoreError> {
+        let limits = SessionLimits::for_deadline(deadline);
         let options: MySqlConnectOptions = url.parse().ctx("parsing ORDER_SAGA_DATABASE_URL")?;
         // Write scripts carry their values in their text (`script`): the
         // driver must not log statements; a slow script is logged by its
@@ -263,9 +319,11 @@ impl Db {
             .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
-            .after_connect(|conn, _meta| {
+            .idle_timeout(limits.pool_idle)
+            .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(limits.statement())).execute(&mut *conn).await?;
                     Ok(())
                 })
             })
@@ -308,7 +366,20 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::OrderIds;
+    use std::time::Duration;
+
+    use super::{OrderIds, SessionLimits};
+
+    #[test]
+    fn the_server_gives_up_on_a_silent_client_at_twice_the_deadline_and_the_pool_first() {
+        let l = SessionLimits::for_deadline(Duration::from_secs(30));
+        assert_eq!((l.server_wait_secs, l.pool_idle), (60, Duration::from_secs(30)));
+        assert_eq!(l.statement(), "SET SESSION wait_timeout = 60, net_read_timeout = 60, net_write_timeout = 60");
+        // A part of a second counts as a whole one; never below the floor.
+        assert_eq!(SessionLimits::for_deadline(Duration::from_millis(2_500)).server_wait_secs, 6);
+        assert_eq!(SessionLimits::for_deadline(Duration::from_millis(300)).server_wait_secs, 2);
+        assert_eq!(SessionLimits::for_deadline(Duration::ZERO).pool_idle, Duration::from_secs(1));
+    }
 
     #[test]
     fn a_group_of_orders_shares_one_insert_only_where_its_ids_are_consecutive() {

@@ -66,7 +66,6 @@ impl Proxy {
 
     /// Every established connection stops forwarding, without closing; new
     /// connections go through.
-    #[allow(dead_code)]
     pub fn silence(&self) {
         self.silenced.send_modify(|n| *n += 1);
     }

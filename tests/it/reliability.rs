@@ -199,6 +199,48 @@ async fn a_database_outage_pauses_partitions_keeps_the_member_and_loses_nothing(
     assert_eq!(env.count("SELECT COUNT(*) FROM saga_inbox WHERE event_id = 'during-shutdown'").await, 0);
 }
 
+/// Before: a session whose client went silent inside a transaction kept its
+/// row locks on the server for `wait_timeout` (8 hours): every retry that
+/// needed one of its rows — the same `POST /orders` on its idempotency key —
+/// waited for the lock and failed (chaos, "database connections silent
+/// mid-query": an order never acknowledged in 90 s). Now the server ends such a
+/// session at twice the client's deadline (`store::SessionLimits`) and rolls
+/// its transaction back.
+#[tokio::test]
+async fn a_session_that_went_silent_in_a_transaction_gives_its_locks_back() {
+    let (db, url) = fresh_db().await;
+    sqlx::raw_sql("CREATE TABLE held (id INT PRIMARY KEY); INSERT INTO held VALUES (1)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let upstream = url.split_once('@').unwrap().1.split_once('/').unwrap().0.to_owned();
+    let proxy = Proxy::start(upstream).await;
+    let silent = order_saga::store::Db::connect_with_deadline(
+        &via(&proxy, &url),
+        1,
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let mut tx = silent.begin().await.unwrap();
+    sqlx::query("SELECT id FROM held WHERE id = 1 FOR UPDATE").fetch_one(&mut *tx).await.unwrap();
+    proxy.silence();
+    // The client gives up on it (as the deadline does); the server is not told.
+    std::mem::forget(tx);
+
+    let mut other = db.begin().await.unwrap();
+    // Without the session limit this fails with 1205 once this wait ends.
+    sqlx::query("SET SESSION innodb_lock_wait_timeout = 20").execute(&mut *other).await.unwrap();
+    let id: i32 = sqlx::query_scalar("SELECT id FROM held WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *other)
+        .await
+        .expect("the silent session's lock is released");
+    assert_eq!(id, 1);
+    other.rollback().await.unwrap();
+    proxy.cut();
+}
+
 /// Before: the row was retried on every round, the rows behind it in id
 /// order filled the read limit, and later rows of its order overtook it.
 #[tokio::test]
