@@ -606,8 +606,15 @@ async fn scenario(s: &Scenario, sagas: usize, profile: Profile) -> Figures {
             )));
         }
         Fault::SilentConnections => {
-            proxy.silence();
-            fig.faults = 1;
+            // Three times during the load, so that some silences fall inside
+            // transactions that hold row locks.
+            for i in 0..3 {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                proxy.silence();
+                fig.faults += 1;
+            }
         }
     }
     // Ops actions on PENDING_REVIEW orders (cancel), through any daemon; the
