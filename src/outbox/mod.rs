@@ -209,6 +209,9 @@ impl Relay {
                     Action::Settle(acks) => {
                         let (r, writes) = self.settle(acks);
                         schedule.handle_settle_decided(Instant::now(), r.published_kafka + r.published_rest, r.failed);
+                        if !writes.held.is_empty() {
+                            schedule.handle_holding(Instant::now(), hold_lasting(table::HOLD_MAX));
+                        }
                         let (db, done) = (self.db.clone(), settled_tx.clone());
                         tokio::spawn(async move {
                             let result = crate::store::deadline("settling published rows", writes.write(&db)).await;
@@ -302,8 +305,13 @@ impl Relay {
         if shards.is_empty() {
             return Ok(Vec::new());
         }
+        if schedule.holds_unknown() {
+            let remaining = table::held_for(&self.db.pool).await?;
+            schedule.handle_holds_found(Instant::now(), remaining);
+        }
+        let skip_held = schedule.skips_held(Instant::now());
         let windows = schedule.windows(shards);
-        let read = table::pending_ids(&self.db.pool, &self.settings.owner, &windows).await?;
+        let read = table::pending_ids(&self.db.pool, &self.settings.owner, &windows, skip_held).await?;
         let returned = read.len();
         let fresh = schedule.fresh(&windows, &read);
         let ids = fresh.ids;
@@ -342,6 +350,7 @@ impl Relay {
                     tracing::error!(outbox_id = row.id, order_id = %row.aggregate_id, error = %e,
                         "outbox row cannot be encoded; held with its order's later rows, retried with backoff");
                     self.metrics.outbox.outbox_publish_errors_total.inc();
+                    schedule.handle_holding(Instant::now(), hold_lasting(table::HOLD_MAX));
                     table::hold(&self.db.pool, &[row.id], &e).await?;
                     held_orders.insert(row.aggregate_id.as_str());
                 }
@@ -351,6 +360,7 @@ impl Relay {
             // Set aside for a second, so that they leave the pending window:
             // a shard full of them must not starve its other rows.
             let why = format!("the partition count of {} is not known yet", unknown_topics.join(", "));
+            schedule.handle_holding(Instant::now(), hold_lasting(table::DEFER));
             table::defer(&self.db.pool, &not_ready, &why).await?;
             self.learn_partitions(unknown_topics);
         }
@@ -432,6 +442,7 @@ impl Relay {
             in_flight = schedule.in_flight(),
             shards = windows.len(),
             returned,
+            skip_held,
             probe_us = probe.then_some(t_probe.as_micros() as u64),
             read_ids_us = t_ids.as_micros() as u64,
             read_rows_us = (t_rows - t_ids).as_micros() as u64,
@@ -441,4 +452,11 @@ impl Relay {
         );
         Ok(fresh.more)
     }
+}
+
+/// How long a hold written now may last, in this process's time: the hold
+/// itself, counted by the database from when the write runs, which is within
+/// the database deadline of now.
+fn hold_lasting(hold: Duration) -> Duration {
+    hold + crate::store::deadline_duration()
 }

@@ -26,6 +26,12 @@
 //!   every shard costs the database several times a read of one, and at
 //!   idle nothing is read at all (BENCHMARKS.md, "Wake-ups that name their
 //!   shards").
+//! * **The held-row rule only where rows may be held**: a read skips rows
+//!   set aside (`held_until`) and their orders' later rows only while a hold
+//!   may last in its shards — the table's latest hold, asked when a shard is
+//!   gained, and this relay's own holds since — because the rule costs the
+//!   database three times the read without it (BENCHMARKS.md, "Reads that
+//!   skip the held-row rule").
 //! * **Windows**: a read takes from each shard its rows in flight plus an
 //!   even share of a batch, so it costs about what it returns, however long
 //!   the backlog (BENCHMARKS.md, "The relay at overload").
@@ -106,6 +112,11 @@ pub(super) struct Schedule<A> {
     /// Where rows are thought to wait: read there when the pipeline has room.
     want: Waiting,
     next_poll: Instant,
+    /// Until when rows set aside before this relay knew its shards may be
+    /// held; `None` while that is not known (at start, a shard gained).
+    table_holds: Option<Instant>,
+    /// Until when rows this relay set aside may be held.
+    own_holds: Option<Instant>,
 }
 
 impl<A> Schedule<A> {
@@ -127,13 +138,44 @@ impl<A> Schedule<A> {
             retry_at: now,
             want: Waiting::Anywhere,
             next_poll: now + poll_interval,
+            table_holds: None,
+            own_holds: None,
         }
+    }
+
+    /// Whether the table must be asked how long its holds last
+    /// ([`Schedule::handle_holds_found`]) before the next read.
+    pub(super) fn holds_unknown(&self) -> bool {
+        self.table_holds.is_none()
+    }
+
+    /// The table's latest hold lasts `remaining` more (`None`: nothing held).
+    pub(super) fn handle_holds_found(&mut self, now: Instant, remaining: Option<Duration>) {
+        self.table_holds = Some(now + remaining.unwrap_or_default());
+    }
+
+    /// This relay is setting rows aside for at most `lasting` (from before
+    /// its write starts, so a read that follows it skips them).
+    pub(super) fn handle_holding(&mut self, now: Instant, lasting: Duration) {
+        let until = now + lasting;
+        self.own_holds = Some(self.own_holds.map_or(until, |t| t.max(until)));
+    }
+
+    /// Whether a read now must skip held rows and their orders' later rows:
+    /// while holds are not known, or may still last.
+    pub(super) fn skips_held(&self, now: Instant) -> bool {
+        let lasts = |t: Option<Instant>| t.is_some_and(|t| now < t);
+        self.holds_unknown() || lasts(self.table_holds) || lasts(self.own_holds)
     }
 
     /// The lease loop's latest word: the shards held and the fair share.
     pub(super) fn handle_owned(&mut self, owned: &[u16], fair: u32) {
         if owned != self.owned.as_slice() || fair as usize != self.fair {
             self.want.add(Waiting::Anywhere);
+        }
+        if owned.iter().any(|s| !self.owned.contains(s)) {
+            // Its last holder may have set rows aside there.
+            self.table_holds = None;
         }
         self.owned = owned.to_vec();
         self.fair = fair as usize;

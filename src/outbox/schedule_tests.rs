@@ -328,3 +328,40 @@ async fn a_wakeup_tells_once_where_rows_were_committed() {
     w.rows_committed([2]);
     assert_eq!(w.take(), Waiting::Anywhere);
 }
+
+#[test]
+fn held_rows_are_skipped_only_while_a_hold_may_last() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    assert!(s.holds_unknown(), "its shards' last holder may have set rows aside");
+    assert!(s.skips_held(t0), "not known: the costly read");
+    s.handle_holds_found(t0, Some(Duration::from_secs(7)));
+    assert!(!s.holds_unknown());
+    assert!(s.skips_held(t0 + Duration::from_secs(6)));
+    assert!(!s.skips_held(t0 + Duration::from_secs(7)), "the table's last hold has ended");
+
+    // Its own holds, from before their write.
+    let t1 = t0 + Duration::from_secs(10);
+    s.handle_holding(t1, Duration::from_secs(300));
+    s.handle_holding(t1, Duration::from_secs(1));
+    assert!(s.skips_held(t1 + Duration::from_secs(299)), "a shorter hold does not shorten a longer one");
+    assert!(!s.skips_held(t1 + Duration::from_secs(300)));
+
+    // A shard gained: ask again; a shard lost: nothing to ask.
+    s.handle_owned(&[0, 1, 2], 4);
+    assert!(!s.holds_unknown());
+    s.handle_owned(&[0, 1, 2, 5], 4);
+    assert!(s.holds_unknown() && s.skips_held(t1 + Duration::from_secs(400)));
+    s.handle_holds_found(t1 + Duration::from_secs(400), None);
+    assert!(!s.skips_held(t1 + Duration::from_secs(400)), "nothing held");
+}
+
+#[test]
+fn a_hold_written_while_the_table_is_asked_is_not_forgotten() {
+    let t0 = Instant::now();
+    let mut s = holding_four(t0);
+    // The settlement's hold starts; the question's answer cannot have seen it.
+    s.handle_holding(t0, Duration::from_secs(300));
+    s.handle_holds_found(t0, None);
+    assert!(s.skips_held(t0 + Duration::from_secs(10)));
+}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -247,7 +248,15 @@ pub struct ShardWindow {
 ///
 /// One ordered index range per shard (`ix_outbox_pending` is
 /// `(published_at, shard, id)`), so a read costs what it returns, whatever
-/// the backlog and however many published rows are retained. One `IN` over
+/// the backlog and however many published rows are retained.
+///
+/// The held-row rule costs a join in every shard's branch (each row's order
+/// looked up): three times the server CPU of the read without it, nothing
+/// pending or a batch pending (BENCHMARKS.md, "Reads that skip the held-row
+/// rule"). Held rows are rare and only the relay sets rows aside
+/// ([`hold`], [`defer`]), so the relay knows when none can be held
+/// ([`held_for`] when it gains a shard, its own holds since) and then reads
+/// with `skip_held` false: index-only branches. One `IN` over
 /// all shards with one `ORDER BY id LIMIT` cannot be served in id order from
 /// that index: MariaDB either sorted the whole backlog or walked the primary
 /// key through every retained published row, and the relay fell further
@@ -256,23 +265,29 @@ pub async fn pending_ids<'e>(
     db: impl sqlx::MySqlExecutor<'e>,
     owner: &str,
     windows: &[ShardWindow],
+    skip_held: bool,
 ) -> Result<Vec<(u64, u16)>, StoreError> {
     if windows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(
+    let mut qb: QueryBuilder<MySql> = QueryBuilder::new(if skip_held {
         "WITH held AS (SELECT id, aggregate_id FROM outbox WHERE held_until > NOW(6) AND published_at IS NULL) \
-         SELECT p.id, p.shard FROM (",
-    );
+         SELECT p.id, p.shard FROM ("
+    } else {
+        "SELECT p.id, p.shard FROM ("
+    });
     for (i, w) in windows.iter().enumerate() {
         if i > 0 {
             qb.push(" UNION ALL ");
         }
-        qb.push(
+        qb.push(if skip_held {
             "(SELECT o.id, o.shard FROM outbox o FORCE INDEX (ix_outbox_pending) \
              LEFT JOIN held h ON h.aggregate_id = o.aggregate_id AND h.id <= o.id \
-             WHERE o.published_at IS NULL AND h.id IS NULL AND o.shard = ",
-        );
+             WHERE o.published_at IS NULL AND h.id IS NULL AND o.shard = "
+        } else {
+            "(SELECT o.id, o.shard FROM outbox o FORCE INDEX (ix_outbox_pending) \
+             WHERE o.published_at IS NULL AND o.shard = "
+        });
         qb.push_bind(w.shard);
         qb.push(" ORDER BY o.id LIMIT ");
         qb.push_bind(w.limit);
@@ -313,6 +328,24 @@ pub async fn pending_shards<'e>(db: impl sqlx::MySqlExecutor<'e>, shards: &[u16]
     qb.push(")");
     let rows = qb.build().fetch_all(db).await.ctx("finding the shards with pending outbox rows")?;
     rows.iter().map(|r| r.try_get::<u16, _>("shard").ctx("decoding outbox.shard")).collect()
+}
+
+/// The longest [`hold`] sets a row aside (its `LEAST(…, 300)`).
+pub const HOLD_MAX: Duration = Duration::from_secs(300);
+/// How long [`defer`] sets a row aside.
+pub const DEFER: Duration = Duration::from_secs(1);
+
+/// How much longer the latest hold on an unpublished row lasts (database
+/// time), or `None` when no row is held: one range of `ix_outbox_held`.
+pub async fn held_for<'e>(db: impl sqlx::MySqlExecutor<'e>) -> Result<Option<Duration>, StoreError> {
+    let us: Option<i64> = sqlx::query_scalar(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), MAX(held_until)) FROM outbox \
+         WHERE held_until > NOW(6) AND published_at IS NULL",
+    )
+    .fetch_one(db)
+    .await
+    .ctx("finding how long outbox rows are held")?;
+    Ok(us.map(|us| Duration::from_micros(us.max(0).unsigned_abs())))
 }
 
 /// Holds rows that cannot be encoded or delivered as they are: not retried

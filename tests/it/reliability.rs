@@ -306,18 +306,60 @@ async fn outbox_reads_are_fenced_by_the_lease_held_now() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let pending = |owner: &'static str| {
+    // Both forms of the read: with the held-row rule and without.
+    let pending = |owner: &'static str, skip_held: bool| {
         let pool = db.pool.clone();
         let windows = [0, 1].map(|shard| order_saga::store::outbox::ShardWindow { shard, limit: 10 });
-        async move { order_saga::store::outbox::pending_ids(&pool, owner, &windows).await.unwrap() }
+        async move { order_saga::store::outbox::pending_ids(&pool, owner, &windows, skip_held).await.unwrap() }
     };
-    assert_eq!(pending("a").await.len(), 1, "the holder reads it");
-    assert!(pending("b").await.is_empty(), "nobody else does, whatever shards it believes it owns");
+    for skip_held in [true, false] {
+        assert_eq!(pending("a", skip_held).await.len(), 1, "the holder reads it");
+        assert!(pending("b", skip_held).await.is_empty(), "nobody else does, whatever shards it believes it owns");
+    }
     sqlx::query("UPDATE outbox_leases SET lease_until = NOW(6) - INTERVAL 1 SECOND WHERE shard = 0")
         .execute(&db.pool)
         .await
         .unwrap();
-    assert!(pending("a").await.is_empty(), "an expired lease fences its old holder");
+    for skip_held in [true, false] {
+        assert!(pending("a", skip_held).await.is_empty(), "an expired lease fences its old holder");
+    }
+}
+
+/// How long the latest hold lasts is what decides whether the relay's reads
+/// need the held-row rule (`outbox::schedule`): asked of the table when a
+/// relay gains a shard.
+#[tokio::test]
+async fn the_table_says_how_long_its_latest_hold_lasts() {
+    use order_saga::store::outbox::{HOLD_MAX, defer, held_for, hold};
+    let (db, _) = fresh_db().await;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, shard, \
+         created_at, attempts) \
+         VALUES ('e1', 'order', '1', 't', 't', '{}', '{}', 0, NOW(6), 0), ('e2', 'order', '2', 't', 't', '{}', '{}', 0, NOW(6), 9)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let id = |e: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, u64>("SELECT id FROM outbox WHERE event_id = ?")
+                .bind(e)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (e1, e2) = (id("e1").await, id("e2").await);
+    assert_eq!(held_for(&db.pool).await.unwrap(), None, "nothing held");
+    defer(&db.pool, &[e1], "learning").await.unwrap();
+    let deferred = held_for(&db.pool).await.unwrap().expect("a deferred row is held");
+    assert!(deferred <= Duration::from_secs(1), "{deferred:?}");
+    hold(&db.pool, &[e2], "too large").await.unwrap();
+    let held = held_for(&db.pool).await.unwrap().expect("a held row");
+    assert!(held > Duration::from_secs(1) && held <= HOLD_MAX, "the latest hold, at most HOLD_MAX: {held:?}");
+    sqlx::query("UPDATE outbox SET published_at = NOW(6)").execute(&db.pool).await.unwrap();
+    assert_eq!(held_for(&db.pool).await.unwrap(), None, "published rows are not waiting");
 }
 
 /// Rows and index entries this connection's statements have read so far.
@@ -379,22 +421,28 @@ async fn an_outbox_read_costs_what_it_returns_whatever_the_backlog() {
     let db = outbox_with_a_backlog(4).await;
     let mut conn = db.pool.acquire().await.unwrap();
     let windows = [0, 1, 2, 3].map(|shard| order_saga::store::outbox::ShardWindow { shard, limit: 25 });
-    let before = handler_reads(&mut conn).await;
-    let read = order_saga::store::outbox::pending_ids(&mut *conn, "a", &windows).await.unwrap();
-    let touched = handler_reads(&mut conn).await - before;
-    assert_eq!(read.len(), 100, "each shard's window is full");
-    for shard in 0..4u16 {
-        let ids: Vec<u64> = read.iter().filter(|(_, s)| *s == shard).map(|(id, _)| *id).collect();
-        let oldest: Vec<u64> =
-            sqlx::query_scalar("SELECT id FROM outbox WHERE published_at IS NULL AND shard = ? ORDER BY id LIMIT 25")
-                .bind(shard)
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap();
-        assert_eq!(ids, oldest, "shard {shard}: its oldest pending rows, in id order");
+    let mut touched = Vec::new();
+    for skip_held in [true, false] {
+        let before = handler_reads(&mut conn).await;
+        let read = order_saga::store::outbox::pending_ids(&mut *conn, "a", &windows, skip_held).await.unwrap();
+        touched.push(handler_reads(&mut conn).await - before);
+        assert_eq!(read.len(), 100, "each shard's window is full");
+        for shard in 0..4u16 {
+            let ids: Vec<u64> = read.iter().filter(|(_, s)| *s == shard).map(|(id, _)| *id).collect();
+            let oldest: Vec<u64> = sqlx::query_scalar(
+                "SELECT id FROM outbox WHERE published_at IS NULL AND shard = ? ORDER BY id LIMIT 25",
+            )
+            .bind(shard)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            assert_eq!(ids, oldest, "shard {shard}: its oldest pending rows, in id order");
+        }
     }
     // The statement itself, plus the handler counters' own query (a few dozen).
-    assert!(touched < 1_000, "{touched} index and row reads for 100 rows, with 7,000 in the table");
+    for n in touched {
+        assert!(n < 1_000, "{n} index and row reads for 100 rows, with 7,000 in the table");
+    }
 }
 
 /// A rolling deploy: an old replica meets a saga a newer one wrote on a
