@@ -212,9 +212,10 @@ impl Relay {
                         if !writes.held.is_empty() {
                             schedule.handle_holding(Instant::now(), hold_lasting(table::HOLD_MAX));
                         }
-                        let (db, done) = (self.db.clone(), settled_tx.clone());
+                        let (db, done, owner) = (self.db.clone(), settled_tx.clone(), self.settings.owner.clone());
                         tokio::spawn(async move {
-                            let result = crate::store::deadline("settling published rows", writes.write(&db)).await;
+                            let result =
+                                crate::store::deadline("settling published rows", writes.write(&db, &owner)).await;
                             let _ = done.send(Settled { ids: writes.ids(), result });
                         });
                     }
@@ -269,7 +270,7 @@ impl Relay {
             }
         }
         let (_, writes) = self.settle(schedule.take_acks());
-        if let Err(e) = writes.write(&self.db).await {
+        if let Err(e) = writes.write(&self.db, &self.settings.owner).await {
             tracing::warn!(error = %e, "cannot record the last publish results; those rows are republished later");
         }
         if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
@@ -351,7 +352,7 @@ impl Relay {
                         "outbox row cannot be encoded; held with its order's later rows, retried with backoff");
                     self.metrics.outbox.outbox_publish_errors_total.inc();
                     schedule.handle_holding(Instant::now(), hold_lasting(table::HOLD_MAX));
-                    table::hold(&self.db.pool, &[row.id], &e).await?;
+                    table::hold(&self.db.pool, &self.settings.owner, &[row.id], &e).await?;
                     held_orders.insert(row.aggregate_id.as_str());
                 }
             }
@@ -361,7 +362,7 @@ impl Relay {
             // a shard full of them must not starve its other rows.
             let why = format!("the partition count of {} is not known yet", unknown_topics.join(", "));
             schedule.handle_holding(Instant::now(), hold_lasting(table::DEFER));
-            table::defer(&self.db.pool, &not_ready, &why).await?;
+            table::defer(&self.db.pool, &self.settings.owner, &not_ready, &why).await?;
             self.learn_partitions(unknown_topics);
         }
         let rest_now = match (self.settings.rest_mode, &self.rest) {

@@ -35,7 +35,8 @@ impl SettleWrites {
             .collect()
     }
 
-    pub(super) async fn write(&self, db: &Db) -> Result<(), StoreError> {
+    /// Writes them as relay `owner` (holds are fenced by its leases).
+    pub(super) async fn write(&self, db: &Db, owner: &str) -> Result<(), StoreError> {
         let t0 = Instant::now();
         table::mark_published(&db.pool, &self.published).await?;
         tracing::debug!(acks = self.published.len(), elapsed_us = t0.elapsed().as_micros() as u64, "outbox settle");
@@ -45,7 +46,7 @@ impl SettleWrites {
         for (error, ids) in &self.held {
             tracing::error!(rows = ?ids, error = %error,
                 "outbox rows cannot be delivered as they are; held with their orders' later rows, retried with backoff");
-            table::hold(&db.pool, ids, error).await?;
+            table::hold(&db.pool, owner, ids, error).await?;
         }
         Ok(())
     }

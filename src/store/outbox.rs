@@ -352,9 +352,10 @@ pub async fn held_for<'e>(db: impl sqlx::MySqlExecutor<'e>) -> Result<Option<Dur
 /// before `held_until` (5 s doubling per attempt, at most 5 minutes), and the
 /// later rows of their order wait with them. Fixing the cause (a schema
 /// registered, a row repaired, a broker limit raised) lets them go at the next try.
-pub async fn hold(pool: &sqlx::MySqlPool, ids: &[u64], error: &str) -> Result<(), StoreError> {
+pub async fn hold(pool: &sqlx::MySqlPool, owner: &str, ids: &[u64], error: &str) -> Result<(), StoreError> {
     set_aside(
         pool,
+        owner,
         ids,
         error,
         "held_until = NOW(6) + INTERVAL LEAST(5 * POW(2, LEAST(attempts, 6)), 300) SECOND, attempts = attempts + 1",
@@ -366,13 +367,19 @@ pub async fn hold(pool: &sqlx::MySqlPool, ids: &[u64], error: &str) -> Result<()
 /// Sets rows aside for a second without counting an attempt: they wait for
 /// something the relay is learning (a topic's partition count), and must
 /// leave the pending window meanwhile so that a shard's other rows go on.
-pub async fn defer(pool: &sqlx::MySqlPool, ids: &[u64], why: &str) -> Result<(), StoreError> {
-    set_aside(pool, ids, why, "held_until = NOW(6) + INTERVAL 1 SECOND", "deferring outbox rows").await
+pub async fn defer(pool: &sqlx::MySqlPool, owner: &str, ids: &[u64], why: &str) -> Result<(), StoreError> {
+    set_aside(pool, owner, ids, why, "held_until = NOW(6) + INTERVAL 1 SECOND", "deferring outbox rows").await
 }
 
-/// `UPDATE outbox SET {assignments}, last_error = {error}` for `ids`.
+/// `UPDATE outbox SET {assignments}, last_error = {error}` for `ids`,
+/// **fenced**: only rows of shards whose lease `owner` holds now, read with a
+/// shared lock, so that a relay that lost a shard cannot set its rows aside
+/// behind the new holder's back — the new holder takes the lease only after
+/// this statement, and asks how long holds last ([`held_for`]) after that.
+/// Its reads skip held rows only while a hold may last (`outbox::schedule`).
 async fn set_aside(
     pool: &sqlx::MySqlPool,
+    owner: &str,
     ids: &[u64],
     error: &str,
     assignments: &'static str,
@@ -388,7 +395,9 @@ async fn set_aside(
     for id in ids {
         sep.push_bind(*id);
     }
-    qb.push(")");
+    qb.push(") AND shard IN (SELECT shard FROM outbox_leases WHERE owner = ")
+        .push_bind(owner)
+        .push(" AND lease_until > NOW(6) LOCK IN SHARE MODE)");
     qb.build().execute(pool).await.ctx(action)?;
     Ok(())
 }

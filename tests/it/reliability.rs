@@ -327,7 +327,8 @@ async fn outbox_reads_are_fenced_by_the_lease_held_now() {
 
 /// How long the latest hold lasts is what decides whether the relay's reads
 /// need the held-row rule (`outbox::schedule`): asked of the table when a
-/// relay gains a shard.
+/// relay gains a shard. Only the shard's lease holder can set rows aside, so
+/// no hold can appear behind its back.
 #[tokio::test]
 async fn the_table_says_how_long_its_latest_hold_lasts() {
     use order_saga::store::outbox::{HOLD_MAX, defer, held_for, hold};
@@ -351,11 +352,20 @@ async fn the_table_says_how_long_its_latest_hold_lasts() {
         }
     };
     let (e1, e2) = (id("e1").await, id("e2").await);
+    order_saga::store::leases::ensure_shards(&db, 1).await.unwrap();
+    sqlx::query("UPDATE outbox_leases SET owner = 'a', lease_until = NOW(6) + INTERVAL 1 MINUTE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(held_for(&db.pool).await.unwrap(), None, "nothing held");
-    defer(&db.pool, &[e1], "learning").await.unwrap();
+    // Only the shard's lease holder sets its rows aside.
+    defer(&db.pool, "b", &[e1], "learning").await.unwrap();
+    hold(&db.pool, "b", &[e2], "too large").await.unwrap();
+    assert_eq!(held_for(&db.pool).await.unwrap(), None, "fenced: b holds no lease");
+    defer(&db.pool, "a", &[e1], "learning").await.unwrap();
     let deferred = held_for(&db.pool).await.unwrap().expect("a deferred row is held");
     assert!(deferred <= Duration::from_secs(1), "{deferred:?}");
-    hold(&db.pool, &[e2], "too large").await.unwrap();
+    hold(&db.pool, "a", &[e2], "too large").await.unwrap();
     let held = held_for(&db.pool).await.unwrap().expect("a held row");
     assert!(held > Duration::from_secs(1) && held <= HOLD_MAX, "the latest hold, at most HOLD_MAX: {held:?}");
     sqlx::query("UPDATE outbox SET published_at = NOW(6)").execute(&db.pool).await.unwrap();
