@@ -248,19 +248,19 @@ pub struct ShardWindow {
 ///
 /// One ordered index range per shard (`ix_outbox_pending` is
 /// `(published_at, shard, id)`), so a read costs what it returns, whatever
-/// the backlog and however many published rows are retained.
-///
-/// The held-row rule costs a join in every shard's branch (each row's order
-/// looked up): three times the server CPU of the read without it, nothing
-/// pending or a batch pending (BENCHMARKS.md, "Reads that skip the held-row
-/// rule"). Held rows are rare and only the relay sets rows aside
-/// ([`hold`], [`defer`]), so the relay knows when none can be held
-/// ([`held_for`] when it gains a shard, its own holds since) and then reads
-/// with `skip_held` false: index-only branches. One `IN` over
+/// the backlog and however many published rows are retained. One `IN` over
 /// all shards with one `ORDER BY id LIMIT` cannot be served in id order from
 /// that index: MariaDB either sorted the whole backlog or walked the primary
 /// key through every retained published row, and the relay fell further
 /// behind the longer it was behind (BENCHMARKS.md, "The relay at overload").
+///
+/// The held-row rule (`skip_held`) costs a join in every shard's branch:
+/// three times the server CPU of the read without it, with nothing or a
+/// batch pending (BENCHMARKS.md, "Reads that skip the held-row rule"). Held
+/// rows are rare and only a shard's lease holder sets them aside ([`hold`],
+/// [`defer`]), so the relay knows when none can be held ([`held_for`] when
+/// it gains a shard, its own holds since) and then reads with `skip_held`
+/// false: index-only branches.
 pub async fn pending_ids<'e>(
     db: impl sqlx::MySqlExecutor<'e>,
     owner: &str,
