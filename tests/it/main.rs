@@ -13,6 +13,7 @@ mod docs;
 mod group_commit;
 mod helpers;
 mod input_fuzz;
+mod kafka_client;
 mod listener;
 mod migrate;
 mod ops;
