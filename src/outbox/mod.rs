@@ -21,8 +21,10 @@
 //!   ack. A crash in between republishes them with the same `event_id`.
 //! * **Low latency.** Business transactions wake the relay after they
 //!   commit, naming the shards they wrote ([`RelayWakeup`]); it reads at
-//!   once (only those shards when it has nothing in flight). It also polls for rows other replicas wrote, asking the
-//!   table first which shards have any when it has nothing in flight.
+//!   once (only those shards when it has nothing in flight). It also polls
+//!   for rows other replicas wrote, asking the table first which shards have
+//!   any when it has nothing in flight. A read skips held rows and their
+//!   orders' later rows only while a hold may last (see `schedule`).
 //! * **Outages.** While Kafka is down rounds fail, nothing is marked, and the
 //!   relay backs off and retries; with `ORDER_SAGA_REST_MODE=fallback`
 //!   commands go over REST after `ORDER_SAGA_REST_FALLBACK_AFTER`.
