@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Executor, MySql, MySqlPool, Transaction};
+use sqlx::{ConnectOptions, Connection as _, Executor, MySql, MySqlPool, Transaction};
 
 /// Errors of the storage layer, with enough context to act on.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,12 @@ pub enum StoreError {
 
 /// The deadline when none is configured.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A pooled connection idle at least this long is pinged before it is handed
+/// out. One used more recently is not: its last reply proved it alive, and a
+/// connection that failed since would have left an exchange unfinished, which
+/// makes the pool ping it on release and close it (vendor/sqlx-core).
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 static DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
@@ -320,6 +326,19 @@ impl Db {
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
             .idle_timeout(limits.pool_idle)
+            // A connection is pinged when it is handed out only if it sat idle
+            // for `PING_AFTER_IDLE`; on release only if an exchange was left
+            // unfinished (vendor/sqlx-core). sqlx pinged on both, two round
+            // trips per transaction (BENCHMARKS.md, "A ping only when in doubt").
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;

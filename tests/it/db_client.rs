@@ -10,12 +10,17 @@
 //!
 //! And its statement cache: a lookup of any number of keys must reuse the
 //! statement prepared for it (one text per lookup, `store::rowset`).
+//!
+//! And its pool: a connection is pinged only when in doubt (idle for
+//! `PING_AFTER_IDLE`, or released with an exchange unfinished), and one left
+//! mid-query is never handed out unchecked (`vendor/sqlx-core`, `vendor/sqlx-mysql`).
 
 use std::future::Future;
 
 use sqlx_core::net::{Socket, WithSocket, connect_tcp};
 
 use crate::helpers::*;
+use crate::proxy::{Proxy, via};
 
 /// What sqlx-mysql hands its connection to: here, the socket's options.
 struct OptionsOf;
@@ -127,4 +132,73 @@ async fn lookups_of_any_number_of_keys_share_one_prepared_statement() {
         .await
         .unwrap();
     assert_eq!(published, MOST as i64, "every listed row is marked published");
+}
+
+/// sqlx pinged a connection when the pool handed it out and again when it came
+/// back: two round trips per transaction, half of all the commands the daemon
+/// sent at 200 sagas/s (BENCHMARKS.md, "A ping only when in doubt"). A
+/// connection in steady use, whose every exchange completed, is not pinged.
+#[tokio::test]
+async fn a_connection_in_steady_use_is_not_pinged() {
+    const OPERATIONS: i64 = 40;
+    let (_db, url) = fresh_db().await;
+    let one = order_saga::store::Db::connect(&url, 1, std::time::Duration::from_secs(10)).await.unwrap();
+    let before = session_counter(&one, "Com_admin_commands").await;
+    for _ in 0..OPERATIONS / 2 {
+        let mut tx = one.begin().await.unwrap();
+        let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        // `fetch_all` reads the reply to its end; `fetch_one` stops after the
+        // first row and leaves the rest to be drained (and the connection
+        // pinged) on release.
+        let _: Vec<i32> = sqlx::query_scalar("SELECT 2").fetch_all(&one.pool).await.unwrap();
+    }
+    let pings = session_counter(&one, "Com_admin_commands").await - before;
+    // Two per operation before; none now, unless the box stalled for a whole
+    // `PING_AFTER_IDLE` between two of them (then one each time).
+    assert!(pings < OPERATIONS / 2, "{pings} pings for {OPERATIONS} operations");
+}
+
+/// A transaction dropped without a commit leaves a ROLLBACK queued: the
+/// connection is flushed (pinged) on release, so the next user gets it clean.
+#[tokio::test]
+async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_reused() {
+    let (db, url) = fresh_db().await;
+    sqlx::raw_sql("CREATE TABLE t (id INT PRIMARY KEY)").execute(&db.pool).await.unwrap();
+    let one = order_saga::store::Db::connect(&url, 1, std::time::Duration::from_secs(10)).await.unwrap();
+    let mut tx = one.begin().await.unwrap();
+    sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *tx).await.unwrap();
+    drop(tx);
+    let mut tx = one.begin().await.unwrap();
+    sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *tx).await.expect("the first insert was rolled back");
+    tx.commit().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(n, 1);
+}
+
+/// A query whose future was dropped (a deadline, a client that went away)
+/// leaves its reply unread. Such a connection is pinged on release; on one
+/// that went silent the ping fails and the connection is closed. Without the
+/// check (sqlx-mysql counted only unsent bytes as "needing a flush") the pool
+/// handed the silent connection to the next caller, who waited on it.
+#[tokio::test]
+async fn a_connection_left_mid_query_is_checked_before_it_is_reused() {
+    let (_db, url) = fresh_db().await;
+    let upstream = url.split_once('@').unwrap().1.split_once('/').unwrap().0.to_owned();
+    let proxy = Proxy::start(upstream).await;
+    let one = order_saga::store::Db::connect(&via(&proxy, &url), 1, std::time::Duration::from_secs(30)).await.unwrap();
+    let abandoned =
+        tokio::time::timeout(std::time::Duration::from_millis(200), sqlx::query("SELECT SLEEP(10)").execute(&one.pool))
+            .await;
+    assert!(abandoned.is_err(), "the query is abandoned mid-way");
+    proxy.silence();
+    let next = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        sqlx::query_scalar::<_, i32>("SELECT 3").fetch_one(&one.pool),
+    )
+    .await
+    .expect("the next caller is not handed the silent connection")
+    .unwrap();
+    assert_eq!(next, 3);
+    proxy.cut();
 }

@@ -74,3 +74,11 @@ impl Proxy {
         self.up.store(true, Ordering::SeqCst);
     }
 }
+
+/// `url` (a MariaDB URL with a database) through `proxy`.
+#[allow(dead_code, reason = "examples/chaos includes this file and does not use it")]
+pub fn via(proxy: &Proxy, url: &str) -> String {
+    let (user, rest) = url.split_once('@').unwrap();
+    let (_, db) = rest.split_once('/').unwrap();
+    format!("{user}@127.0.0.1:{}/{db}", proxy.port)
+}

@@ -8,7 +8,7 @@ use order_saga::contracts::*;
 
 use crate::daemon::*;
 use crate::helpers::*;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, via};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -116,12 +116,6 @@ async fn bad_events_of_every_class_are_dead_lettered_and_the_partition_keeps_flo
     // Every event is in the inbox exactly once: a redelivery de-duplicates.
     assert_eq!(env.count("SELECT COUNT(*) FROM saga_inbox").await, 8);
     assert_eq!(metric(&d.metrics().await, "saga_dead_lettered_total"), 6.0);
-}
-
-fn via(proxy: &Proxy, url: &str) -> String {
-    let (user, rest) = url.split_once('@').unwrap();
-    let (_, db) = rest.split_once('/').unwrap();
-    format!("{user}@127.0.0.1:{}/{db}", proxy.port)
 }
 
 fn metric(m: &str, name: &str) -> f64 {

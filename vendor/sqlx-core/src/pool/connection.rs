@@ -311,6 +311,17 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // returned to the pool; also of course, if it was dropped due to an error
         // this is simply a band-aid as SQLx-next connections should be able
         // to recover from cancellations
+        // order-saga patch: a connection whose every exchange completed (no
+        // write queued, no reply outstanding: `should_flush`, which
+        // vendor/sqlx-mysql makes exact) is released without a ping. Its last
+        // reply proved it alive, and there is nothing to flush. The ping was
+        // a round trip per release, half of all the commands the daemon sent
+        // (BENCHMARKS.md, "A ping only when in doubt").
+        if !self.raw.should_flush() {
+            self.release();
+            return true;
+        }
+
         // order-saga patch: a connection that went silent mid-query (its
         // future was dropped by a caller's deadline) does not answer the ping
         // either; without a bound this task, and the pool slot it holds,
