@@ -159,21 +159,26 @@ async fn a_connection_in_steady_use_is_not_pinged() {
     assert!(pings < OPERATIONS / 2, "{pings} pings for {OPERATIONS} operations");
 }
 
-/// A transaction dropped without a commit leaves a ROLLBACK queued: the
-/// connection is flushed (pinged) on release, so the next user gets it clean.
+/// A transaction dropped without a commit leaves a ROLLBACK queued on its
+/// connection. It is flushed when the connection is released, so the
+/// transaction's locks go at once, not when the connection is next used.
 #[tokio::test]
-async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_reused() {
+async fn a_dropped_transaction_gives_its_locks_back_on_release() {
     let (db, url) = fresh_db().await;
     sqlx::raw_sql("CREATE TABLE t (id INT PRIMARY KEY)").execute(&db.pool).await.unwrap();
     let one = order_saga::store::Db::connect(&url, 1, std::time::Duration::from_secs(10)).await.unwrap();
     let mut tx = one.begin().await.unwrap();
     sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *tx).await.unwrap();
     drop(tx);
-    let mut tx = one.begin().await.unwrap();
-    sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *tx).await.expect("the first insert was rolled back");
-    tx.commit().await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&db.pool).await.unwrap();
-    assert_eq!(n, 1);
+    // `one`'s connection is not used again: only its release can roll back.
+    let mut other = db.begin().await.unwrap();
+    sqlx::query("SET SESSION innodb_lock_wait_timeout = 10").execute(&mut *other).await.unwrap();
+    sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&mut *other)
+        .await
+        .expect("the dropped transaction was rolled back and its lock released");
+    other.commit().await.unwrap();
+    drop(one);
 }
 
 /// A query whose future was dropped (a deadline, a client that went away)
@@ -183,14 +188,29 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_reused() 
 /// handed the silent connection to the next caller, who waited on it.
 #[tokio::test]
 async fn a_connection_left_mid_query_is_checked_before_it_is_reused() {
-    let (_db, url) = fresh_db().await;
+    let (db, url) = fresh_db().await;
     let upstream = url.split_once('@').unwrap().1.split_once('/').unwrap().0.to_owned();
     let proxy = Proxy::start(upstream).await;
     let one = order_saga::store::Db::connect(&via(&proxy, &url), 1, std::time::Duration::from_secs(30)).await.unwrap();
-    let abandoned =
-        tokio::time::timeout(std::time::Duration::from_millis(200), sqlx::query("SELECT SLEEP(10)").execute(&one.pool))
-            .await;
-    assert!(abandoned.is_err(), "the query is abandoned mid-way");
+    let pool = one.pool.clone();
+    let query = tokio::spawn(async move { sqlx::query("SELECT SLEEP(10) AS abandoned").execute(&pool).await });
+    // Abandoned once the server runs it: its reply is then outstanding.
+    eventually(std::time::Duration::from_secs(10), "the server runs the query", || {
+        let pool = db.pool.clone();
+        async move {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE DB = DATABASE() AND INFO LIKE 'SELECT SLEEP(10)%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            running == 1
+        }
+    })
+    .await;
+    query.abort();
+    assert!(query.await.unwrap_err().is_cancelled(), "the query is abandoned mid-way");
     proxy.silence();
     let next = tokio::time::timeout(
         std::time::Duration::from_secs(20),
