@@ -20,7 +20,7 @@ use std::future::Future;
 use sqlx_core::net::{Socket, WithSocket, connect_tcp};
 
 use crate::helpers::*;
-use crate::proxy::{Proxy, via};
+use crate::proxy::in_front_of_database;
 
 /// What sqlx-mysql hands its connection to: here, the socket's options.
 struct OptionsOf;
@@ -178,6 +178,8 @@ async fn a_dropped_transaction_gives_its_locks_back_on_release() {
         .await
         .expect("the dropped transaction was rolled back and its lock released");
     other.commit().await.unwrap();
+    // Kept open until here: closing the pool would end the session and free
+    // the lock whether or not the release rolled back.
     drop(one);
 }
 
@@ -189,9 +191,8 @@ async fn a_dropped_transaction_gives_its_locks_back_on_release() {
 #[tokio::test]
 async fn a_connection_left_mid_query_is_checked_before_it_is_reused() {
     let (db, url) = fresh_db().await;
-    let upstream = url.split_once('@').unwrap().1.split_once('/').unwrap().0.to_owned();
-    let proxy = Proxy::start(upstream).await;
-    let one = order_saga::store::Db::connect(&via(&proxy, &url), 1, std::time::Duration::from_secs(30)).await.unwrap();
+    let (proxy, proxied) = in_front_of_database(&url).await;
+    let one = order_saga::store::Db::connect(&proxied, 1, std::time::Duration::from_secs(30)).await.unwrap();
     let pool = one.pool.clone();
     let query = tokio::spawn(async move { sqlx::query("SELECT SLEEP(10) AS abandoned").execute(&pool).await });
     // Abandoned once the server runs it: its reply is then outstanding.

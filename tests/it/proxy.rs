@@ -75,10 +75,13 @@ impl Proxy {
     }
 }
 
-/// `url` (a MariaDB URL with a database) through `proxy`.
-#[allow(dead_code, reason = "examples/chaos includes this file and does not use it")]
-pub fn via(proxy: &Proxy, url: &str) -> String {
+/// A proxy in front of the server of `url` (a MariaDB URL with a database),
+/// and the same URL through it.
+#[allow(dead_code, reason = "examples/chaos includes this file and builds its own URLs")]
+pub async fn in_front_of_database(url: &str) -> (Proxy, String) {
     let (user, rest) = url.split_once('@').unwrap();
-    let (_, db) = rest.split_once('/').unwrap();
-    format!("{user}@127.0.0.1:{}/{db}", proxy.port)
+    let (server, db) = rest.split_once('/').unwrap();
+    let proxy = Proxy::start(server.to_owned()).await;
+    let proxied = format!("{user}@127.0.0.1:{}/{db}", proxy.port);
+    (proxy, proxied)
 }

@@ -8,7 +8,7 @@ use order_saga::contracts::*;
 
 use crate::daemon::*;
 use crate::helpers::*;
-use crate::proxy::{Proxy, via};
+use crate::proxy::in_front_of_database;
 
 const T: Duration = Duration::from_secs(90);
 
@@ -130,9 +130,7 @@ fn metric(m: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn a_database_outage_pauses_partitions_keeps_the_member_and_loses_nothing() {
     let env = SagaEnv::new().await;
-    let upstream = env.db_url.split_once('@').unwrap().1.split_once('/').unwrap().0.to_owned();
-    let proxy = Proxy::start(upstream).await;
-    let url = via(&proxy, &env.db_url);
+    let (proxy, url) = in_front_of_database(&env.db_url).await;
     let mut d = env
         .start_daemon(&[
             ("ORDER_SAGA_DATABASE_URL", url.as_str()),
@@ -207,16 +205,11 @@ async fn a_session_that_went_silent_in_a_transaction_gives_its_locks_back() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let upstream = url.split_once('@').unwrap().1.split_once('/').unwrap().0.to_owned();
-    let proxy = Proxy::start(upstream).await;
-    let silent = order_saga::store::Db::connect_with_deadline(
-        &via(&proxy, &url),
-        1,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let (proxy, proxied) = in_front_of_database(&url).await;
+    let silent =
+        order_saga::store::Db::connect_with_deadline(&proxied, 1, Duration::from_secs(10), Duration::from_secs(1))
+            .await
+            .unwrap();
     let mut tx = silent.begin().await.unwrap();
     sqlx::query("SELECT id FROM held WHERE id = 1 FOR UPDATE").fetch_one(&mut *tx).await.unwrap();
     proxy.silence();
